@@ -1,0 +1,179 @@
+/** The long-running commands: server, worker, and up (a server plus one local worker). */
+import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import type { Logger } from 'pino';
+import { parsePairs } from '../../core/index.js';
+import { coerceError, UsageError } from '../../errors.js';
+import { hostPlatform } from '../../host-info.js';
+// The server and worker are loaded only by the commands that run them, to keep client commands fast.
+import type { KilnServer } from '../../server/index.js';
+import type { WorkerAgent } from '../../worker/index.js';
+import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from '../context.js';
+import { createLogger } from '../logger.js';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
+
+/** Splits `HOST:PORT` (IPv6 as `[::1]:7420`). */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || port > 65_535) throw new UsageError(`bad --listen '${text}': use HOST:PORT, e.g. 127.0.0.1:7420`);
+  return { host: match[1] ?? match[2]!, port };
+}
+
+/** Resolves once SIGINT or SIGTERM arrives. */
+function shutdownSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
+async function runServer(log: Logger, flags: { listen: string; data: string; store?: string }): Promise<KilnServer> {
+  const { host, port } = parseListen(flags.listen);
+  const { startServer } = await import('../../server/index.js');
+  return startServer(log, { host, port, dataDir: path.resolve(flags.data), store: flags.store });
+}
+
+interface WorkerFlags {
+  server?: string;
+  token?: string;
+  name?: string;
+  platform?: string;
+  label?: string[];
+  capacity: string;
+  once?: boolean;
+  sandbox: string;
+  workDir?: string;
+  killGrace: string;
+}
+
+/** Registers server, worker and up. */
+export function registerDaemonCommands(program: Command): void {
+  program
+    .command('server')
+    .description('run the Kiln server')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
+    .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
+    .option('--store <url>', 'store: sqlite:PATH (default: SQLite in the data dir)')
+    .action(async (flags: { listen: string; data: string; store?: string }) => {
+      const log = createLogger();
+      const server = await runServer(log, flags);
+      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})\n`);
+      const signal = await shutdownSignal();
+      log.info({ signal }, 'shutting down');
+      await server.close();
+    });
+
+  program
+    .command('worker')
+    .description('run a worker that takes jobs from the server')
+    .option('--server <url>', `server URL (env KILN_SERVER, default ${DEFAULT_SERVER})`)
+    .option('--token <token>', 'worker token (env KILN_WORKER_TOKEN, else ./.kiln/worker.token)')
+    .option('--name <name>', 'worker name (default: HOSTNAME-PID)')
+    .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
+    .option('--label <K=V>', 'a label jobs can ask for (repeatable)', collect)
+    .option('--capacity <n>', 'runs at once', '1')
+    .option('--once', 'take one run, report it and exit')
+    .option('--sandbox <kind>', 'none (bwrap arrives with the sandbox issue)', 'none')
+    .option('--work-dir <dir>', 'where work dirs are made (default: the system temp dir)')
+    .option('--kill-grace <duration-ms>', 'ms between SIGTERM and SIGKILL when stopping a job', '10000')
+    .action(async (flags: WorkerFlags, command: Command) => {
+      const globalServer = command.optsWithGlobals<{ server?: string }>().server;
+      const agent = await createWorker(createLogger(), { ...flags, server: flags.server ?? globalServer });
+      void shutdownSignal().then(() => agent.stop());
+      process.exitCode = await agent.start();
+    });
+
+  program
+    .command('up')
+    .description('quick start: a server on the embedded store plus one local worker')
+    .option('--data <dir>', 'data dir', LOCAL_DATA_DIR)
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
+    .action(async (flags: { data: string; listen: string }) => {
+      const log = createLogger(process.env.KILN_LOG_LEVEL ?? 'warn');
+      const server = await runServer(log, flags);
+      const workerName = `${os.hostname()}-local`;
+      const worker = superviseWorker(log, server, workerName);
+      const tokenFile = path.resolve(flags.data, 'admin.token');
+      const local = path.resolve(flags.data) === path.resolve(LOCAL_DATA_DIR);
+      process.stdout.write(
+        [
+          `Kiln is up at ${server.url}`,
+          `  data: ${path.resolve(flags.data)}    worker: ${workerName} (${hostPlatform()})`,
+          local
+            ? `  the client reads the admin token from ./${LOCAL_DATA_DIR}/admin.token when run in this directory; elsewhere:`
+            : '  point the client at it:',
+          `    export KILN_SERVER=${server.url} KILN_TOKEN=$(cat ${tokenFile})`,
+          `  try: kiln schedule hello --command 'echo hello from kiln' --period never && kiln observe $(kiln execute hello)`,
+          '',
+        ].join('\n'),
+      );
+      await shutdownSignal();
+      await worker.stop();
+      await server.close();
+    });
+}
+
+/** Builds a worker agent from its flags. */
+async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
+  const { ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
+  const token = flags.token ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
+  if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
+  if (flags.sandbox !== 'none') throw new UsageError(`--sandbox ${flags.sandbox} is not available yet; use --sandbox none`);
+  const capacity = Number(flags.capacity);
+  if (!Number.isInteger(capacity) || capacity < 1 || capacity > 256) throw new UsageError(`bad --capacity '${flags.capacity}': give a number from 1 to 256`);
+  const killGraceMs = Number(flags.killGrace);
+  if (!Number.isInteger(killGraceMs) || killGraceMs < 0) throw new UsageError(`bad --kill-grace '${flags.killGrace}'`);
+  let labels: Record<string, string>;
+  try {
+    labels = parsePairs(flags.label ?? [], '--label');
+  } catch (raw) {
+    throw new UsageError(coerceError(raw).message);
+  }
+  const name = flags.name ?? `${os.hostname()}-${process.pid}`;
+  return new WorkerAgent({
+    server: flags.server ?? process.env.KILN_SERVER ?? DEFAULT_SERVER,
+    token,
+    name,
+    platform: flags.platform ?? hostPlatform(),
+    labels,
+    capacity,
+    once: flags.once ?? false,
+    workRoot: path.resolve(flags.workDir ?? os.tmpdir()),
+    sandbox: new ProcessSandboxLauncher(),
+    killGraceMs,
+    log: log.child({ worker: name }),
+  });
+}
+
+/** Keeps one local worker process running next to the server of `kiln up`. */
+function superviseWorker(log: Logger, server: KilnServer, name: string): { stop(): Promise<void> } {
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  const start = () => {
+    child = spawn(process.execPath, [KILN_BIN, 'worker', '--server', server.url, '--name', name], {
+      env: { ...process.env, KILN_WORKER_TOKEN: server.tokens.worker },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    child.once('exit', (code, signal) => {
+      if (stopping) return;
+      log.error({ code, signal }, 'the local worker exited; restarting it in 1s');
+      setTimeout(start, 1000);
+    });
+  };
+  start();
+  return {
+    async stop() {
+      stopping = true;
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child!.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

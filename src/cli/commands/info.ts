@@ -1,0 +1,42 @@
+/** Commands that show the farm: info, workers. */
+import type { Command } from 'commander';
+import type { InfoReply, PresentedWorker } from '../api-client.js';
+import { clientFor, globals } from '../context.js';
+import { orDash, printJson, printTable, shortId } from '../output.js';
+
+function workerRows(workers: PresentedWorker[]): string[][] {
+  return workers.map((w) => [
+    w.name, w.platform, Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-', w.state,
+    w.running.map(shortId).join(',') || '-', w.lastSeen ?? '-',
+  ]);
+}
+const WORKER_HEADERS = ['NAME', 'PLATFORM', 'LABELS', 'STATE', 'RUNNING', 'LAST SEEN'];
+
+/** Registers info and workers. */
+export function registerInfoCommands(program: Command): void {
+  program
+    .command('info')
+    .description('the schedule, the queue of each platform, running runs and workers')
+    .action(async (_flags: unknown, command: Command) => {
+      const info = await clientFor(command).request<InfoReply>('GET', '/api/info');
+      if (globals(command).json) return printJson(info);
+      const out: string[] = ['schedule:'];
+      for (const entry of info.schedule) out.push(`  ${entry.job} on ${entry.platform}, ${entry.period}, next ${orDash(entry.nextAt)}`);
+      out.push('queues:');
+      for (const [platform, runs] of Object.entries(info.queues)) out.push(`  ${platform}: ${runs.map((r) => `${r.job} (${shortId(r.id)})`).join('; ')}`);
+      out.push('running:');
+      for (const run of info.running) out.push(`  ${run.job} on ${run.platform}, ${run.id}, worker ${orDash(run.worker)}, since ${orDash(run.startedAt)}`);
+      out.push('workers:');
+      for (const w of info.workers) out.push(`  ${w.name} (${w.platform}) ${w.state}${w.running.length ? `: ${w.running.map(shortId).join(', ')}` : ''}`);
+      process.stdout.write(out.join('\n') + '\n');
+    });
+
+  program
+    .command('workers')
+    .description('workers: name, platform, labels, state, current runs, last seen')
+    .action(async (_flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ workers: PresentedWorker[] }>('GET', '/api/workers');
+      if (globals(command).json) return printJson(reply);
+      printTable(WORKER_HEADERS, workerRows(reply.workers));
+    });
+}

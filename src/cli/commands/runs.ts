@@ -1,0 +1,78 @@
+/** Commands about runs: runs, observe, logs. */
+import { Command, Option } from 'commander';
+import { RUN_STATUSES } from '../../core/index.js';
+import { ServerUnreachableError, UsageError } from '../../errors.js';
+import type { ApiClient, PresentedRun } from '../api-client.js';
+import { clientFor, globals } from '../context.js';
+import { orDash, printJson, printTable, shortId } from '../output.js';
+
+/** Exit code of `observe` for a run that did not succeed. */
+const RUN_FAILED = 1;
+
+/** Prints a run's console (following it when asked) and returns the process exit code. */
+async function printConsole(client: ApiClient, runId: string, follow: boolean, json: boolean, timestamps: boolean): Promise<number> {
+  let end: PresentedRun | undefined;
+  for await (const event of client.console(runId, follow)) {
+    if (json) process.stdout.write(JSON.stringify(event) + '\n');
+    else if (event.type === 'line') process.stdout.write(timestamps ? `${new Date(event.ts).toISOString()} ${event.text}\n` : `${event.text}\n`);
+    else if (event.type === 'dropped') process.stdout.write(`kiln: ${event.count} lines dropped because this observer was too slow (kiln logs has them all)\n`);
+    if (event.type === 'end') end = event.run;
+  }
+  if (!end) throw new ServerUnreachableError(client.baseUrl, 'the console stream ended before the run did');
+  if (!json && follow) process.stdout.write(`kiln: run ${end.id} ${end.status}${end.resultText ? `: ${end.resultText}` : ''}\n`);
+  if (!follow) return 0;
+  return end.status === 'succeeded' ? 0 : RUN_FAILED;
+}
+
+/** Registers the run commands. */
+export function registerRunCommands(program: Command): void {
+  program
+    .command('runs')
+    .description('list runs, newest first')
+    .option('--job <name>', 'only runs of this job')
+    .addOption(new Option('--status <status>', 'only runs in this state').choices([...RUN_STATUSES]))
+    .option('--limit <n>', 'at most this many', '20')
+    .action(async (flags: { job?: string; status?: string; limit: string }, command: Command) => {
+      if (!/^\d+$/.test(flags.limit) || Number(flags.limit) < 1) throw new UsageError(`bad --limit '${flags.limit}': give a positive number`);
+      const query = new URLSearchParams({ limit: flags.limit });
+      if (flags.job) query.set('job', flags.job);
+      if (flags.status) query.set('status', flags.status);
+      const reply = await clientFor(command).request<{ runs: PresentedRun[] }>('GET', `/api/runs?${query}`);
+      if (globals(command).json) return printJson(reply);
+      printTable(
+        ['RUN', 'JOB', 'PLATFORM', 'STATUS', 'RESULT', 'WORKER', 'QUEUED'],
+        reply.runs.map((run) => [shortId(run.id), run.job, run.platform, run.status, orDash(run.resultText), orDash(run.worker), orDash(run.queuedAt)]),
+      );
+    });
+
+  program
+    .command('observe')
+    .description("replay a run's console from the start, then follow it live until it ends; exit 0 only if it succeeded")
+    .argument('[run]', 'run id or unique prefix')
+    .option('--latest', 'the newest run (of --job, on --platform)')
+    .option('--job <name>', 'with --latest: of this job')
+    .option('--platform <platform>', 'with --latest: on this platform')
+    .option('--timestamps', 'prefix each line with its time')
+    .action(async (runArg: string | undefined, flags: { latest?: boolean; job?: string; platform?: string; timestamps?: boolean }, command: Command) => {
+      const client = clientFor(command);
+      if ((runArg === undefined) === (flags.latest === undefined)) throw new UsageError('give a RUN or --latest (not both)');
+      if (!flags.latest && (flags.job || flags.platform)) throw new UsageError('--job and --platform go with --latest');
+      let runId = runArg;
+      if (flags.latest) {
+        const query = new URLSearchParams();
+        if (flags.job) query.set('job', flags.job);
+        if (flags.platform) query.set('platform', flags.platform);
+        runId = (await client.request<{ run: PresentedRun }>('GET', `/api/runs/latest?${query}`)).run.id;
+      }
+      process.exitCode = await printConsole(client, runId!, true, globals(command).json ?? false, flags.timestamps ?? false);
+    });
+
+  program
+    .command('logs')
+    .description('print the whole console of a run, without following')
+    .argument('<run>', 'run id or unique prefix')
+    .option('--timestamps', 'prefix each line with its time')
+    .action(async (runId: string, flags: { timestamps?: boolean }, command: Command) => {
+      await printConsole(clientFor(command), runId, false, globals(command).json ?? false, flags.timestamps ?? false);
+    });
+}

@@ -1,0 +1,5 @@
+/** The domain: pure types and rules, no I/O. */
+export * from './duration.js';
+export * from './schedule.js';
+export * from './run.js';
+export * from './job.js';

@@ -1,0 +1,31 @@
+/** Jobs: names, variables and the rules they follow. */
+
+const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Job names are short and safe in paths, URLs and shells. */
+export function isValidJobName(name: string): boolean {
+  return JOB_NAME.test(name);
+}
+
+/** The rule isValidJobName applies, for error messages. */
+export const JOB_NAME_RULE = 'letters, digits, dot, dash and underscore, starting with a letter or digit, at most 128';
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Parses `K=V` pairs (as given to --env and --label) into a record; throws on a pair without `=`. */
+export function parsePairs(pairs: readonly string[], what: string, strictKeys = false): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new TypeError(`${what} '${pair}' must look like KEY=VALUE`);
+    const key = pair.slice(0, eq);
+    if (strictKeys && !ENV_NAME.test(key)) throw new TypeError(`${what} name '${key}' is not a valid variable name`);
+    out[key] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+/** True when every label the job asks for is one the worker has. */
+export function labelsMatch(wanted: Record<string, string>, offered: Record<string, string>): boolean {
+  return Object.entries(wanted).every(([key, value]) => offered[key] === value);
+}

@@ -1,0 +1,147 @@
+/**
+ * The catalogue of Kiln's errors. Each has a stable code (never reused) and an HTTP status; the
+ * CLI turns them into one line on stderr and an exit code. docs/errors.md lists every code and a
+ * unit test keeps the two in step.
+ */
+
+/** Base of every error Kiln raises on purpose. */
+export class KilnError extends Error {
+  /** Stable machine-readable code, e.g. `KILN_ERR_JOB_NOT_FOUND`. */
+  readonly code: string;
+  /** HTTP status the API answers with. */
+  readonly status: number;
+
+  constructor(code: string, status: number, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** No job has that name. */
+export class JobNotFoundError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_JOB_NOT_FOUND', 404, `no job named '${name}'`);
+  }
+}
+
+/** A job with that name already exists. */
+export class JobExistsError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_JOB_EXISTS', 409, `a job named '${name}' already exists (use 'kiln modify' to change it)`);
+  }
+}
+
+/** No run has that id or id prefix. */
+export class RunNotFoundError extends KilnError {
+  constructor(id: string) {
+    super('KILN_ERR_RUN_NOT_FOUND', 404, `no run matches '${id}'`);
+  }
+}
+
+/** An id prefix matches more than one run. */
+export class RunAmbiguousError extends KilnError {
+  constructor(prefix: string) {
+    super('KILN_ERR_RUN_AMBIGUOUS', 400, `run id prefix '${prefix}' matches several runs; give more characters`);
+  }
+}
+
+/** A request body, query or parameter is malformed. */
+export class InvalidRequestError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_INVALID_REQUEST', 400, message);
+  }
+}
+
+/** A request body is larger than the server accepts. */
+export class PayloadTooLargeError extends KilnError {
+  constructor(limit: number) {
+    super('KILN_ERR_PAYLOAD_TOO_LARGE', 413, `request body is larger than ${limit} bytes`);
+  }
+}
+
+/** Missing or wrong token. */
+export class UnauthorizedError extends KilnError {
+  constructor(message = 'missing or invalid token') {
+    super('KILN_ERR_UNAUTHORIZED', 401, message);
+  }
+}
+
+/** No such API route. */
+export class RouteNotFoundError extends KilnError {
+  constructor(method: string, url: string) {
+    super('KILN_ERR_ROUTE_NOT_FOUND', 404, `no API route ${method} ${url}`);
+  }
+}
+
+/** A worker message that does not follow the protocol. */
+export class ProtocolError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_PROTOCOL', 400, message);
+  }
+}
+
+/** The peer speaks a protocol version this side cannot. */
+export class ProtocolVersionError extends KilnError {
+  constructor(theirs: unknown, ours: readonly number[]) {
+    super(
+      'KILN_ERR_PROTOCOL_VERSION',
+      400,
+      `protocol version ${String(theirs)} is not supported (this server speaks ${ours.join(', ')}); upgrade the older side`,
+    );
+  }
+}
+
+/** Another connected worker already uses that name. */
+export class WorkerNameTakenError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_WORKER_NAME_TAKEN', 409, `a worker named '${name}' is already connected`);
+  }
+}
+
+/** The run is in a state that does not allow the request. */
+export class RunStateError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_RUN_STATE', 409, message);
+  }
+}
+
+/** The client cannot reach the server. */
+export class ServerUnreachableError extends KilnError {
+  constructor(url: string, cause: string) {
+    super('KILN_ERR_SERVER_UNREACHABLE', 503, `cannot reach the Kiln server at ${url}: ${cause}`);
+  }
+}
+
+/** Bad command-line usage. */
+export class UsageError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_USAGE', 400, message);
+  }
+}
+
+/** Bad server or worker configuration. */
+export class ConfigError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_CONFIG', 400, message);
+  }
+}
+
+/** Anything unexpected. */
+export class InternalError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_INTERNAL', 500, message);
+  }
+}
+
+/** Turns anything thrown into a KilnError, so catch sites can branch on `code`. */
+export function coerceError(raw: unknown): KilnError {
+  if (raw instanceof KilnError) return raw;
+  if (raw instanceof Error) {
+    const wrapped = new InternalError(raw.message);
+    wrapped.stack = raw.stack;
+    return wrapped;
+  }
+  return new InternalError(String(raw));
+}

@@ -1,0 +1,2 @@
+/** The worker <-> server protocol, shared by both sides. */
+export * from './messages.js';

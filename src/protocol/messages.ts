@@ -1,0 +1,106 @@
+/**
+ * The worker <-> server protocol: JSON text frames over one WebSocket, each a versioned member of
+ * a discriminated union, validated on arrival by both sides.
+ */
+import { z } from 'zod';
+
+/** The protocol version this build speaks. */
+export const PROTOCOL_VERSION = 1;
+/** Versions a server of this build accepts from workers. */
+export const SUPPORTED_PROTOCOLS: readonly number[] = [1];
+
+/** WebSocket close codes with a meaning of our own (4000-4999 is the application range). */
+export const CloseCode = {
+  /** The peer's protocol version is not supported: do not reconnect. */
+  protocolVersion: 4001,
+  /** Another worker holds the name: do not reconnect with it. */
+  nameTaken: 4002,
+  /** A message broke the protocol. */
+  protocolError: 4003,
+  /** The server is shutting down: reconnect later. */
+  shutdown: 4004,
+} as const;
+
+const labels = z.record(z.string().min(1).max(64), z.string().max(256));
+
+const runResult = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('exited'), code: z.number().int().min(0).max(255) }),
+  z.object({ kind: z.literal('signalled'), signal: z.string().min(1).max(32) }),
+  z.object({ kind: z.literal('aborted'), reason: z.string().min(1).max(4096) }),
+]);
+
+/** One console line as a worker sends it. `seq` counts from 0 per run; `ts` is ms since the epoch. */
+export const consoleLine = z.object({
+  seq: z.number().int().min(0),
+  ts: z.number().int().min(0),
+  text: z.string().max(65_536),
+});
+
+/** The first frame a worker sends: who it is. */
+export const helloMessage = z.object({
+  v: z.number().int(),
+  type: z.literal('hello'),
+  name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'worker names use letters, digits and . _ @ -'),
+  platform: z.string().min(1).max(64),
+  labels,
+  capacity: z.number().int().min(1).max(256),
+  once: z.boolean(),
+  hostname: z.string().max(256),
+  os: z.string().max(256),
+  arch: z.string().max(64),
+  version: z.string().max(64),
+});
+
+/** Frames a worker sends after its hello. */
+export const workerMessage = z.discriminatedUnion('type', [
+  z.object({
+    v: z.literal(1),
+    type: z.literal('run.output'),
+    runId: z.string().uuid(),
+    lines: z.array(consoleLine).min(1).max(10_000),
+  }),
+  z.object({
+    v: z.literal(1),
+    type: z.literal('run.finished'),
+    runId: z.string().uuid(),
+    result: runResult,
+    /** Set when the worker stopped the job because of its timeout. */
+    timedOut: z.boolean().optional(),
+  }),
+]);
+
+/** What the server tells a run's worker to do. */
+export const runAssignment = z.object({
+  id: z.string().uuid(),
+  job: z.string(),
+  platform: z.string(),
+  attempt: z.number().int().min(1),
+  script: z.string(),
+  env: z.record(z.string(), z.string()),
+  timeoutMs: z.number().int().positive(),
+});
+
+/** Frames the server sends. */
+export const serverMessage = z.discriminatedUnion('type', [
+  z.object({ v: z.literal(1), type: z.literal('welcome'), name: z.string(), heartbeatMs: z.number().int().positive() }),
+  z.object({ v: z.number().int(), type: z.literal('refused'), code: z.string(), message: z.string() }),
+  z.object({ v: z.literal(1), type: z.literal('run.assign'), run: runAssignment }),
+  z.object({ v: z.literal(1), type: z.literal('error'), code: z.string(), message: z.string() }),
+]);
+
+export type Hello = z.infer<typeof helloMessage>;
+export type WorkerMessage = z.infer<typeof workerMessage>;
+export type ServerMessage = z.infer<typeof serverMessage>;
+export type RunAssignment = z.infer<typeof runAssignment>;
+export type ConsoleLine = z.infer<typeof consoleLine>;
+
+/** Reads the `v` of any frame, to refuse unknown versions before validating the rest. */
+export const versionProbe = z.object({ v: z.unknown(), type: z.unknown() }).passthrough();
+
+/** Describes why a frame failed validation, in one line. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((issue) => `${issue.path.join('.') || 'message'}: ${issue.message}`)
+    .join('; ');
+}

@@ -1,0 +1,35 @@
+/** How jobs, runs and workers look in API responses: times as ISO 8601, results also as text. */
+import { formatResult } from '../../core/index.js';
+import type { Job, Run, WorkerRecord } from '../../store/index.js';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function presentJob(job: Job) {
+  return {
+    name: job.name, platform: job.platform, period: job.period, timeoutMs: job.timeoutMs,
+    env: job.env, labels: job.labels, script: job.script,
+    nextAt: iso(job.nextAt), createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt),
+  };
+}
+
+export function presentRun(run: Run) {
+  return {
+    id: run.id, job: run.job, platform: run.platform, labels: run.labels, status: run.status,
+    attempt: run.attempt, worker: run.worker,
+    queuedAt: iso(run.queuedAt), startedAt: iso(run.startedAt), finishedAt: iso(run.finishedAt),
+    result: run.result, resultText: run.result && formatResult(run.result),
+  };
+}
+
+export function presentWorker(worker: WorkerRecord, running: string[]) {
+  return {
+    name: worker.name, platform: worker.platform, labels: worker.labels, capacity: worker.capacity,
+    state: worker.connected ? (running.length > 0 ? 'busy' : 'idle') : 'disconnected',
+    running, hostname: worker.hostname, os: worker.os, arch: worker.arch, version: worker.version,
+    connectedAt: iso(worker.connectedAt), lastSeen: worker.connected ? new Date().toISOString() : iso(worker.lastSeen),
+  };
+}
+
+export type PresentedJob = ReturnType<typeof presentJob>;
+export type PresentedRun = ReturnType<typeof presentRun>;
+export type PresentedWorker = ReturnType<typeof presentWorker>;

@@ -1,0 +1,68 @@
+/** Shapes of API requests, validated where they enter. */
+import { z } from 'zod';
+import { isValidJobName, JOB_NAME_RULE, PERIODS, RUN_STATUSES } from '../../core/index.js';
+import { InvalidRequestError } from '../../errors.js';
+
+/** Largest script a job may carry. */
+export const MAX_SCRIPT_BYTES = 256 * 1024;
+
+const jobName = z.string().refine(isValidJobName, { message: `job names use ${JOB_NAME_RULE} characters` });
+const platform = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'platform names use letters, digits, dot, dash and underscore');
+const stringMap = z.record(z.string().min(1).max(256), z.string().max(65_536));
+const envMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names use letters, digits and _'), z.string().max(65_536));
+const script = z.string().min(1, 'the script is empty').refine((s) => Buffer.byteLength(s) <= MAX_SCRIPT_BYTES, {
+  message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes`,
+});
+const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(7 * 86_400_000, 'the timeout must be at most 7 days');
+
+/** Body of `POST /api/jobs`. */
+export const createJobBody = z.strictObject({
+  name: jobName,
+  platform: platform.optional(),
+  script,
+  env: envMap.optional(),
+  labels: stringMap.optional(),
+  period: z.enum(PERIODS).optional(),
+  timeoutMs: timeoutMs.optional(),
+});
+
+/** Body of `PATCH /api/jobs/:name`. */
+export const modifyJobBody = z.strictObject({
+  platform: platform.optional(),
+  script: script.optional(),
+  env: envMap.optional(),
+  labels: stringMap.optional(),
+  period: z.enum(PERIODS).optional(),
+  timeoutMs: timeoutMs.optional(),
+});
+
+/** Body of `POST /api/jobs/:name/execute`. */
+export const executeBody = z.strictObject({ platform: platform.optional() });
+
+/** Body of `POST /api/jobs/:name/reschedule`. */
+export const rescheduleBody = z.strictObject({ next: z.string().min(1) });
+
+/** Query of `GET /api/runs`. */
+export const listRunsQuery = z.strictObject({
+  job: z.string().optional(),
+  status: z.enum(RUN_STATUSES).optional(),
+  platform: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).default(50),
+});
+
+/** Query of `GET /api/runs/latest`. */
+export const latestRunQuery = z.strictObject({ job: z.string().optional(), platform: z.string().optional() });
+
+/** Query of `GET /api/runs/:id/console`. */
+export const consoleQuery = z.strictObject({
+  follow: z.enum(['true', 'false', '1', '0']).optional().transform((v) => v === 'true' || v === '1'),
+});
+
+/** Parses `value` with `schema` or throws a one-line InvalidRequestError. */
+export function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
+  const result = schema.safeParse(value ?? {});
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
+  throw new InvalidRequestError(`invalid ${what}: ${where}${issue.message}`);
+}

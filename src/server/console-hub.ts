@@ -1,0 +1,110 @@
+/**
+ * Console lines on their way from workers to the store and to observers. Lines are fanned out
+ * to observers at once and written to the store in batches (one transaction per flush interval),
+ * never one transaction per line.
+ */
+import type { Logger } from 'pino';
+import { coerceError } from '../errors.js';
+import type { JobStore, StoredLine } from '../store/index.js';
+
+/** What an observer of a live run is told. */
+export interface ConsoleObserver {
+  line(line: StoredLine): void;
+  end(): void;
+}
+
+/** Options of the console hub. */
+export interface ConsoleHubOptions {
+  /** How long lines may wait before they are written (ms). */
+  flushMs: number;
+  /** Write at once when this many lines are waiting. */
+  maxPending: number;
+}
+
+/** Batches console lines into the store and fans them out to observers. */
+export class ConsoleHub {
+  private pending = new Map<string, StoredLine[]>();
+  private pendingCount = 0;
+  private lastSeq = new Map<string, number>();
+  private observers = new Map<string, Set<ConsoleObserver>>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly log: Logger,
+    private readonly options: ConsoleHubOptions = { flushMs: 50, maxPending: 2000 },
+  ) {}
+
+  /** Takes lines a worker sent for a run; a line already seen (same seq) is ignored. */
+  append(runId: string, lines: StoredLine[]): void {
+    let last = this.lastSeq.get(runId) ?? -1;
+    const fresh = lines.filter((line) => (line.seq > last ? ((last = line.seq), true) : false));
+    if (fresh.length === 0) return;
+    this.lastSeq.set(runId, last);
+    const queue = this.pending.get(runId);
+    if (queue) queue.push(...fresh);
+    else this.pending.set(runId, fresh);
+    this.pendingCount += fresh.length;
+    for (const observer of this.observers.get(runId) ?? []) for (const line of fresh) observer.line(line);
+    if (this.pendingCount >= this.options.maxPending) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), this.options.flushMs);
+  }
+
+  /** Writes every waiting line; resolves once they are committed. */
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(() => this.writePending());
+    return this.flushing;
+  }
+
+  private async writePending(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.pendingCount === 0) return;
+    const batches = [...this.pending].map(([runId, lines]) => ({ runId, lines }));
+    this.pending = new Map();
+    this.pendingCount = 0;
+    try {
+      await this.store.appendConsole(batches);
+    } catch (raw) {
+      const err = coerceError(raw);
+      this.log.error({ err }, 'could not write console lines; will retry');
+      for (const { runId, lines } of batches) {
+        this.pending.set(runId, [...lines, ...(this.pending.get(runId) ?? [])]);
+        this.pendingCount += lines.length;
+      }
+      this.timer ??= setTimeout(() => void this.flush(), 1000);
+    }
+  }
+
+  /**
+   * Starts telling `observer` about new lines of a run. Returns the lines received but not yet
+   * written (an observer replaying from the store would otherwise miss them) and how to stop.
+   */
+  subscribe(runId: string, observer: ConsoleObserver): { unwritten: StoredLine[]; unsubscribe: () => void } {
+    let set = this.observers.get(runId);
+    if (!set) this.observers.set(runId, (set = new Set()));
+    set.add(observer);
+    return {
+      unwritten: [...(this.pending.get(runId) ?? [])],
+      unsubscribe: () => {
+        set.delete(observer);
+        if (set.size === 0 && this.observers.get(runId) === set) this.observers.delete(runId);
+      },
+    };
+  }
+
+  /** The run has ended and its lines are written: tell its observers and forget it. */
+  ended(runId: string): void {
+    this.lastSeq.delete(runId);
+    const set = this.observers.get(runId);
+    this.observers.delete(runId);
+    for (const observer of set ?? []) observer.end();
+  }
+
+  /** Flushes and stops the timer. */
+  async close(): Promise<void> {
+    await this.flush();
+    clearTimeout(this.timer);
+  }
+}

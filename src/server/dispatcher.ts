@@ -1,0 +1,113 @@
+/**
+ * Matches queued runs to connected workers. Woken by events (a run queued, a worker connected or
+ * freed), never by polling. The store decides who gets which run (an atomic claim), so several
+ * servers sharing one database can dispatch at once.
+ */
+import type { Logger } from 'pino';
+import { coerceError } from '../errors.js';
+import type { JobStore, Run } from '../store/index.js';
+
+/** A connected worker, as the dispatcher sees it. */
+export interface WorkerSession {
+  readonly name: string;
+  readonly platform: string;
+  readonly labels: Record<string, string>;
+  readonly capacity: number;
+  /** A `--once` worker takes a single run in its life. */
+  readonly once: boolean;
+  /** Runs it holds now. */
+  readonly running: Set<string>;
+  /** Runs it has been given in its life. */
+  assigned: number;
+  /** False once the connection is gone. */
+  readonly open: boolean;
+  /** Sends the run to the worker. */
+  assign(run: Run): void;
+}
+
+/** Free slots of a session. */
+function freeSlots(session: WorkerSession): number {
+  if (!session.open) return 0;
+  if (session.once) return session.assigned === 0 ? 1 : 0;
+  return session.capacity - session.running.size;
+}
+
+/** Hands queued runs to workers with free slots. */
+export class Dispatcher {
+  private readonly sessions = new Map<string, WorkerSession>();
+  private busy = false;
+  private again = false;
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly log: Logger,
+    private readonly now: () => number,
+    /** Called with a run claimed for a worker that went away meanwhile. */
+    private readonly orphaned: (run: Run) => Promise<void>,
+  ) {}
+
+  /** The connected session of that name, if any. */
+  session(name: string): WorkerSession | undefined {
+    return this.sessions.get(name);
+  }
+
+  /** Connected sessions. */
+  list(): WorkerSession[] {
+    return [...this.sessions.values()];
+  }
+
+  add(session: WorkerSession): void {
+    this.sessions.set(session.name, session);
+    this.kick();
+  }
+
+  remove(session: WorkerSession): void {
+    if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
+  }
+
+  /** Asks for a dispatch pass; passes requested while one runs are merged into one more. */
+  kick(): void {
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    this.busy = true;
+    this.idle = this.loop().finally(() => (this.busy = false));
+  }
+
+  /** Resolves when no pass is running (for shutdown and tests). */
+  settled(): Promise<void> {
+    return this.idle;
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        await this.pass();
+      } catch (raw) {
+        this.log.error({ err: coerceError(raw) }, 'dispatch pass failed');
+      }
+    } while (this.again);
+  }
+
+  private async pass(): Promise<void> {
+    // Least-loaded workers first, so runs spread across the farm.
+    const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
+    for (const session of candidates) {
+      while (freeSlots(session) > 0) {
+        const run = await this.store.claimNext(session, this.now());
+        if (!run) break;
+        if (!session.open) {
+          await this.orphaned(run);
+          break;
+        }
+        session.running.add(run.id);
+        session.assigned += 1;
+        this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
+        session.assign(run);
+      }
+    }
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The worker endpoint: one WebSocket per worker. The first frame is the hello; after it the
+ * worker streams console lines and results, and the server pushes runs. Every frame is
+ * validated; a bad one is answered with an error frame, never a crash.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { coerceError, ProtocolError, ProtocolVersionError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import {
+  CloseCode, describeIssues, helloMessage, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, versionProbe, workerMessage,
+  type Hello, type ServerMessage, type WorkerMessage,
+} from '../../protocol/index.js';
+import type { Run } from '../../store/index.js';
+import type { Dispatcher, WorkerSession } from '../dispatcher.js';
+import type { KilnService } from '../kiln-service.js';
+import type { ConsoleHub } from '../console-hub.js';
+import type { JobStore } from '../../store/index.js';
+
+/** Options of the worker gateway. */
+export interface WorkerGatewayOptions {
+  /** How often the server pings each worker; a worker that misses a whole interval is dropped (ms). */
+  heartbeatMs: number;
+  /** How long a new connection may take to say hello (ms). */
+  helloTimeoutMs: number;
+}
+
+/** The parts a gateway talks to. */
+export interface WorkerGatewayParts {
+  store: JobStore;
+  hub: ConsoleHub;
+  dispatcher: Dispatcher;
+  service: KilnService;
+  log: Logger;
+  now: () => number;
+}
+
+/** Parses a frame's JSON, or says why it is not JSON. */
+function parseFrame(data: Buffer | ArrayBuffer | Buffer[]): unknown {
+  const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ProtocolError('frame is not JSON');
+  }
+}
+
+/** Validates a hello frame, refusing unknown protocol versions first. */
+export function readHello(frame: unknown): Hello {
+  const probe = versionProbe.safeParse(frame);
+  if (!probe.success || probe.data.type !== 'hello') throw new ProtocolError('the first frame must be a hello');
+  if (!SUPPORTED_PROTOCOLS.includes(probe.data.v as number)) throw new ProtocolVersionError(probe.data.v, SUPPORTED_PROTOCOLS);
+  const hello = helloMessage.safeParse(frame);
+  if (!hello.success) throw new ProtocolError(`bad hello: ${describeIssues(hello.error)}`);
+  return hello.data;
+}
+
+/** Validates a frame that follows the hello. */
+function readMessage(frame: unknown): WorkerMessage {
+  const message = workerMessage.safeParse(frame);
+  if (!message.success) throw new ProtocolError(`bad message: ${describeIssues(message.error)}`);
+  return message.data;
+}
+
+/** A connected worker. */
+class Session implements WorkerSession {
+  readonly running = new Set<string>();
+  assigned = 0;
+  open = true;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly hello: Hello,
+  ) {}
+
+  get name() { return this.hello.name; }
+  get platform() { return this.hello.platform; }
+  get labels() { return this.hello.labels; }
+  get capacity() { return this.hello.capacity; }
+  get once() { return this.hello.once; }
+
+  send(message: ServerMessage): void {
+    if (this.open) this.socket.send(JSON.stringify(message));
+  }
+
+  assign(run: Run): void {
+    this.send({
+      v: PROTOCOL_VERSION,
+      type: 'run.assign',
+      run: {
+        id: run.id, job: run.job, platform: run.platform, attempt: run.attempt,
+        script: run.script ?? '', env: run.env, timeoutMs: run.timeoutMs ?? 3_600_000,
+      },
+    });
+  }
+}
+
+/** Refuses a connection with a reason the worker prints, then closes it. */
+function refuse(socket: WebSocket, err: KilnError, closeCode: number): void {
+  socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'refused', code: err.code, message: err.message } satisfies ServerMessage));
+  socket.close(closeCode, err.code);
+}
+
+/** Registers the `/api/worker` WebSocket route. */
+export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGatewayParts, options: WorkerGatewayOptions): void {
+  const { log } = parts;
+
+  app.get('/api/worker', { websocket: true }, (socket) => {
+    let session: Session | undefined;
+    let alive = true;
+    // Frames are handled one at a time, in order: output before the result that follows it.
+    let chain: Promise<void> = Promise.resolve();
+
+    const helloTimer = setTimeout(() => refuse(socket, new ProtocolError('no hello received in time'), CloseCode.protocolError), options.helloTimeoutMs);
+    const heartbeat = setInterval(() => {
+      if (!alive) {
+        log.info({ worker: session?.name }, 'worker missed its heartbeat; dropping the connection');
+        socket.terminate();
+        return;
+      }
+      alive = false;
+      socket.ping();
+    }, options.heartbeatMs);
+    socket.on('pong', () => (alive = true));
+
+    const handle = async (frame: unknown): Promise<void> => {
+      alive = true;
+      if (!session) {
+        clearTimeout(helloTimer);
+        const hello = readHello(frame);
+        if (parts.dispatcher.session(hello.name)) {
+          refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
+          return;
+        }
+        const now = parts.now();
+        await parts.store.recordWorker({ ...hello, connected: true, connectedAt: now, lastSeen: now });
+        session = new Session(socket, hello);
+        session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs });
+        log.info({ worker: hello.name, platform: hello.platform, capacity: hello.capacity, version: hello.version }, 'worker connected');
+        parts.dispatcher.add(session);
+        return;
+      }
+      const message = readMessage(frame);
+      if (message.type === 'run.output') {
+        if (!session.running.has(message.runId)) throw new ProtocolError(`output for run ${message.runId}, which this worker does not hold`);
+        parts.hub.append(message.runId, message.lines);
+      } else {
+        await parts.service.workerFinished(session, message.runId, message.result, message.timedOut ?? false);
+      }
+    };
+
+    socket.on('message', (data: Buffer) => {
+      chain = chain.then(async () => {
+        try {
+          await handle(parseFrame(data));
+        } catch (raw) {
+          const err = coerceError(raw);
+          if (err instanceof ProtocolVersionError) {
+            log.info({ err: err.message }, 'worker refused: protocol version');
+            refuse(socket, err, CloseCode.protocolVersion);
+          } else if (!session) {
+            log.info({ err: err.message }, 'worker refused: bad hello');
+            refuse(socket, err, CloseCode.protocolError);
+          } else {
+            if (err.status >= 500) log.error({ err, worker: session.name }, 'failed to handle a worker message');
+            else log.info({ worker: session.name, err: err.message }, 'protocol error from worker');
+            session.send({ v: PROTOCOL_VERSION, type: 'error', code: err.code, message: err.message });
+          }
+        }
+      });
+    });
+
+    socket.on('close', () => {
+      clearTimeout(helloTimer);
+      clearInterval(heartbeat);
+      if (!session) return;
+      const gone = session;
+      gone.open = false;
+      chain = chain.then(async () => {
+        log.info({ worker: gone.name, running: gone.running.size }, 'worker disconnected');
+        await parts.service.workerGone(gone).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
+      });
+    });
+  });
+}

@@ -1,0 +1,131 @@
+/**
+ * The Kiln server: the HTTP API for clients, the WebSocket gateway for workers, the scheduler
+ * and the dispatcher, all around one store.
+ */
+import fastifyWebsocket from '@fastify/websocket';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, UnauthorizedError } from '../errors.js';
+import { hostPlatform } from '../host-info.js';
+import { openStore, type JobStore } from '../store/index.js';
+import { registerRoutes } from './api/routes.js';
+import { ConsoleHub } from './console-hub.js';
+import { Dispatcher } from './dispatcher.js';
+import { registerWorkerGateway } from './gateway/worker-gateway.js';
+import { KilnService } from './kiln-service.js';
+import { Scheduler } from './scheduler.js';
+import { bearerToken, ensureTokens, tokenMatches, type Tokens } from './tokens.js';
+
+/** Options of a server. */
+export interface ServerOptions {
+  /** Host to listen on. */
+  host: string;
+  /** Port to listen on; 0 picks a free one. */
+  port: number;
+  /** Data dir: the SQLite store, the tokens. */
+  dataDir: string;
+  /** Store URL; SQLite in the data dir when absent. */
+  store?: string;
+  /** Worker heartbeat interval (ms). */
+  heartbeatMs?: number;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+/** A running server. */
+export interface KilnServer {
+  /** Base URL clients and workers use. */
+  url: string;
+  tokens: Tokens;
+  /** Stops accepting, flushes consoles and closes the store. */
+  close(): Promise<void>;
+}
+
+/** Largest JSON body the API accepts. */
+const BODY_LIMIT = 1024 * 1024;
+
+/** Starts a server and resolves once it listens. */
+export async function startServer(log: Logger, options: ServerOptions): Promise<KilnServer> {
+  const now = options.now ?? Date.now;
+  const tokens = ensureTokens(options.dataDir);
+  const store = await openStore(options.dataDir, options.store);
+  try {
+    return await startOnStore(log, options, store, tokens, now);
+  } catch (raw) {
+    await store.close();
+    throw raw;
+  }
+}
+
+async function startOnStore(log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number): Promise<KilnServer> {
+  const hub = new ConsoleHub(store, log.child({ part: 'console' }));
+  let service: KilnService | undefined;
+  const dispatcher = new Dispatcher(store, log.child({ part: 'dispatcher' }), now, (run) => service!.orphaned(run));
+  const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, () => dispatcher.kick());
+  service = new KilnService({ store, hub, dispatcher, scheduler, log, now, defaultPlatform: hostPlatform() });
+
+  const lost = await service.recover();
+  if (lost > 0) log.warn({ runs: lost }, 'runs left running by the previous server process were marked lost');
+
+  const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
+  await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
+  installErrorHandling(app);
+  installAuth(app, tokens);
+  app.get('/healthz', async () => ({ ok: true }));
+  registerRoutes(app, { store, hub, dispatcher, service });
+  registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
+    heartbeatMs: options.heartbeatMs ?? 10_000,
+    helloTimeoutMs: 10_000,
+  });
+
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  const url = `http://${host}:${port}`;
+  await scheduler.wake();
+  log.info({ url, dataDir: options.dataDir }, 'kiln server listening');
+
+  return {
+    url,
+    tokens,
+    async close() {
+      scheduler.stop();
+      await app.close();
+      await dispatcher.settled();
+      await hub.close();
+      await store.close();
+    },
+  };
+}
+
+/** Every `/api` route needs a token: the worker token for the worker socket, the admin token elsewhere. */
+function installAuth(app: FastifyInstance, tokens: Tokens): void {
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith('/api/')) return;
+    const expected = request.url === '/api/worker' || request.url.startsWith('/api/worker?') ? tokens.worker : tokens.admin;
+    if (!tokenMatches(bearerToken(request.headers.authorization), expected)) {
+      throw new UnauthorizedError(request.headers.authorization ? 'invalid token' : 'missing token: pass --token or set KILN_TOKEN');
+    }
+  });
+}
+
+/** Errors answer `{error: {code, message}}` with the error's status. */
+function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((raw, request, reply) => {
+    let err: KilnError;
+    const fastifyError = raw as { code?: string; statusCode?: number; message: string };
+    if (raw instanceof KilnError) err = raw;
+    else if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') err = new PayloadTooLargeError(BODY_LIMIT);
+    else if (fastifyError.statusCode !== undefined && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+      err = new InvalidRequestError(fastifyError.message);
+    } else err = coerceError(raw);
+    if (err.status >= 500) request.log.error({ err }, 'request failed');
+    else request.log.info({ code: err.code, url: request.url }, err.message);
+    return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = new RouteNotFoundError(request.method, request.url.split('?')[0]!);
+    return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
+  });
+}

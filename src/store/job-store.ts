@@ -1,0 +1,158 @@
+/**
+ * The Store interface: the single source of truth of a Kiln server. Asynchronous and
+ * dialect-neutral, so the embedded SQLite store and a PostgreSQL store are interchangeable and
+ * pass the same contract tests (test/store/job-store.suite.ts). Times are ms since the epoch.
+ */
+import type { Period, RunResult, RunStatus } from '../core/index.js';
+import type { ConsoleLine } from '../protocol/index.js';
+
+/** A job as stored. */
+export interface Job {
+  name: string;
+  /** Platform its runs are queued for. */
+  platform: string;
+  /** Shell script, run with `/bin/sh -e`. */
+  script: string;
+  env: Record<string, string>;
+  /** Labels a worker must have to take its runs. */
+  labels: Record<string, string>;
+  period: Period;
+  timeoutMs: number;
+  /** Next scheduled time, or null for `never`. */
+  nextAt: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** The fields `modify` may change. */
+export type JobPatch = Partial<Pick<Job, 'platform' | 'script' | 'env' | 'labels' | 'period' | 'timeoutMs' | 'nextAt'>>;
+
+/** A run as stored. */
+export interface Run {
+  id: string;
+  job: string;
+  platform: string;
+  labels: Record<string, string>;
+  status: RunStatus;
+  attempt: number;
+  worker: string | null;
+  queuedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  result: RunResult | null;
+  /** What the run executed: copied from the job when it was dispatched. */
+  script: string | null;
+  env: Record<string, string>;
+  timeoutMs: number | null;
+}
+
+/** What it takes to queue a run. */
+export interface NewRun {
+  id: string;
+  job: string;
+  platform: string;
+  labels: Record<string, string>;
+  queuedAt: number;
+}
+
+/** How a run ends. */
+export interface RunEnd {
+  status: RunStatus;
+  result: RunResult;
+  finishedAt: number;
+}
+
+/** A worker as last seen. */
+export interface WorkerRecord {
+  name: string;
+  platform: string;
+  labels: Record<string, string>;
+  capacity: number;
+  hostname: string;
+  os: string;
+  arch: string;
+  version: string;
+  connected: boolean;
+  connectedAt: number;
+  lastSeen: number;
+}
+
+/** Filters for listing runs, newest first. */
+export interface RunFilter {
+  job?: string;
+  status?: RunStatus;
+  platform?: string;
+  limit: number;
+}
+
+/** A console line stored for a run. */
+export type StoredLine = ConsoleLine;
+
+/** Lines to append for one run. */
+export interface ConsoleBatch {
+  runId: string;
+  lines: StoredLine[];
+}
+
+/** The store every server component talks to. Every method commits before it resolves. */
+export interface JobStore {
+  /** Closes the connection; further calls fail. */
+  close(): Promise<void>;
+
+  /** Adds a job, and its first run when given, in one transaction. Throws JobExistsError. */
+  createJob(job: Job, firstRun?: NewRun): Promise<Run | undefined>;
+  /** Changes a job. Throws JobNotFoundError. */
+  updateJob(name: string, patch: JobPatch, now: number): Promise<Job>;
+  /** Removes a job and cancels its queued runs (history stays). Returns the cancelled run ids. */
+  deleteJob(name: string, now: number): Promise<string[]>;
+  getJob(name: string): Promise<Job | undefined>;
+  listJobs(): Promise<Job[]>;
+
+  /**
+   * Queues a run at the back or the front of its platform's queue. A job is queued at most once
+   * per platform: if it already is, `front` moves that run to the front, and either way the
+   * existing run is returned with `created: false`. Throws JobNotFoundError.
+   */
+  enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }>;
+  /**
+   * Takes the first queued run of the worker's platform whose labels the worker has, marks it
+   * running on that worker and copies the job's script, env and timeout into it.
+   */
+  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number): Promise<Run | undefined>;
+  /** Queued runs, per platform in queue order. */
+  listQueued(): Promise<Run[]>;
+  /** Runs that are running now. */
+  listRunning(): Promise<Run[]>;
+  /** A run by id or unique id prefix. Throws RunNotFoundError or RunAmbiguousError. */
+  findRun(idOrPrefix: string): Promise<Run>;
+  /** Runs, newest first. */
+  listRuns(filter: RunFilter): Promise<Run[]>;
+  /**
+   * Ends a queued or running run, guarded: it applies only when the run is still in one of
+   * `from` (and on `worker`, when given). Returns whether it applied.
+   */
+  finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean>;
+
+  /** Appends console lines of several runs in one transaction; a line already stored is ignored. */
+  appendConsole(batches: ConsoleBatch[]): Promise<void>;
+  /** A run's console from the line after `afterSeq`, in order. */
+  readConsole(runId: string, afterSeq?: number, limit?: number): Promise<StoredLine[]>;
+
+  /** Jobs whose next time is at or before `now`. */
+  dueJobs(now: number): Promise<Job[]>;
+  /** The earliest next time of any job, if any. */
+  earliestNextAt(): Promise<number | undefined>;
+  /**
+   * Moves a job's next time from `expectedNextAt` to `nextAt` and queues `run` (unless the job is
+   * already queued), in one transaction. Returns false, changing nothing, when the job's next time
+   * is no longer `expectedNextAt` (another server fired it, or it was modified).
+   */
+  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, run: NewRun): Promise<boolean>;
+
+  /** Records a worker that connected (or reconnected). */
+  recordWorker(worker: WorkerRecord): Promise<void>;
+  /** Marks a worker as gone. */
+  workerDisconnected(name: string, now: number): Promise<void>;
+  /** Every worker ever seen, connected first. */
+  listWorkers(): Promise<WorkerRecord[]>;
+}

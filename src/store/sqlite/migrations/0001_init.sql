@@ -1,0 +1,62 @@
+-- 0001: jobs, runs (queue and history), console lines, workers.
+-- Times are ms since the epoch; JSON columns hold objects of strings.
+
+CREATE TABLE jobs (
+  name        TEXT PRIMARY KEY,
+  platform    TEXT NOT NULL,
+  script      TEXT NOT NULL,
+  env         TEXT NOT NULL DEFAULT '{}',
+  labels      TEXT NOT NULL DEFAULT '{}',
+  period      TEXT NOT NULL,
+  timeout_ms  INTEGER NOT NULL,
+  next_at     INTEGER,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL
+);
+CREATE INDEX jobs_next_at ON jobs (next_at) WHERE next_at IS NOT NULL;
+
+CREATE TABLE runs (
+  id           TEXT PRIMARY KEY,
+  job          TEXT NOT NULL,
+  platform     TEXT NOT NULL,
+  labels       TEXT NOT NULL DEFAULT '{}',
+  status       TEXT NOT NULL,
+  attempt      INTEGER NOT NULL DEFAULT 1,
+  queue_pos    INTEGER,
+  worker       TEXT,
+  queued_at    INTEGER NOT NULL,
+  started_at   INTEGER,
+  finished_at  INTEGER,
+  result       TEXT,
+  script       TEXT,
+  env          TEXT NOT NULL DEFAULT '{}',
+  timeout_ms   INTEGER
+);
+-- A job is queued at most once per platform.
+CREATE UNIQUE INDEX runs_one_queued ON runs (job, platform) WHERE status = 'queued';
+CREATE INDEX runs_queue ON runs (platform, queue_pos) WHERE status = 'queued';
+CREATE INDEX runs_running ON runs (worker) WHERE status = 'running';
+CREATE INDEX runs_by_job ON runs (job, queued_at);
+CREATE INDEX runs_by_time ON runs (queued_at);
+
+CREATE TABLE console_lines (
+  run_id  TEXT NOT NULL,
+  seq     INTEGER NOT NULL,
+  ts      INTEGER NOT NULL,
+  text    TEXT NOT NULL,
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE workers (
+  name          TEXT PRIMARY KEY,
+  platform      TEXT NOT NULL,
+  labels        TEXT NOT NULL DEFAULT '{}',
+  capacity      INTEGER NOT NULL,
+  hostname      TEXT NOT NULL,
+  os            TEXT NOT NULL,
+  arch          TEXT NOT NULL,
+  version       TEXT NOT NULL,
+  connected     INTEGER NOT NULL,
+  connected_at  INTEGER NOT NULL,
+  last_seen     INTEGER NOT NULL
+);
