@@ -1,0 +1,170 @@
+/**
+ * Real processes for end-to-end tests: the kiln server, workers and CLI, on free ports and temp
+ * dirs. Every process started is killed by pid when the test ends. Waiting is done on events
+ * (a log line, a process exit), never on sleeps.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+
+export const KILN_BIN = fileURLToPath(new URL('../../bin/kiln.mjs', import.meta.url));
+
+/** A port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A temp dir removed when the test ends. */
+export function tempDir(t: TestContext, prefix = 'kiln-test-'): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A child process that the test owns. */
+export interface Owned {
+  child: ChildProcess;
+  pid: number;
+  /** Every stderr line so far. */
+  stderr: string[];
+  /** Resolves with the first stderr line matching `pattern` (including ones already seen). */
+  waitFor(pattern: RegExp): Promise<string>;
+  /** Resolves when the process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `kiln ARGS` in the background; it is killed when the test ends. */
+export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}): Owned {
+  const child = spawn(process.execPath, [KILN_BIN, ...args], {
+    env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stderr: string[] = [];
+  const watchers: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    stderr.push(line);
+    for (const w of [...watchers]) if (w.pattern.test(line)) {
+      watchers.splice(watchers.indexOf(w), 1);
+      w.resolve(line);
+    }
+  });
+  child.stdout!.resume();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const owned: Owned = {
+    child,
+    pid: child.pid!,
+    stderr,
+    exited,
+    waitFor(pattern) {
+      const seen = stderr.find((line) => pattern.test(line));
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        watchers.push({ pattern, resolve });
+        void exited.then(({ code, signal }) =>
+          reject(new Error(`kiln ${args[0]} exited (${code ?? signal}) before printing ${pattern}:\n${stderr.join('\n')}`)),
+        );
+      });
+    },
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill(signal);
+        await exited;
+      }
+    },
+  };
+  t.after(() => owned.kill('SIGKILL'));
+  return owned;
+}
+
+/** A server process with its URL and tokens. */
+export interface ServerProcess extends Owned {
+  url: string;
+  dataDir: string;
+  adminToken: string;
+  workerToken: string;
+}
+
+/** Starts `kiln server` on a free port and waits until it listens. */
+export async function startServer(t: TestContext, options: { dataDir?: string; port?: number } = {}): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? tempDir(t);
+  const port = options.port ?? (await freePort());
+  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir]);
+  await owned.waitFor(/kiln server listening/);
+  return {
+    ...owned,
+    url: `http://127.0.0.1:${port}`,
+    dataDir,
+    adminToken: readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim(),
+    workerToken: readFileSync(path.join(dataDir, 'worker.token'), 'utf8').trim(),
+  };
+}
+
+/** Starts `kiln worker` against a server and waits until it is connected. */
+export async function startWorker(t: TestContext, server: ServerProcess, args: string[] = []): Promise<Owned> {
+  const owned = spawnKiln(t, ['worker', '--server', server.url, ...args], { KILN_WORKER_TOKEN: server.workerToken });
+  await owned.waitFor(/connected to the server/);
+  return owned;
+}
+
+/** What a CLI invocation printed and how it exited. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `kiln ARGS` against a server and resolves when it exits. */
+export function kiln(server: Pick<ServerProcess, 'url' | 'adminToken'> | undefined, args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
+  const env: Record<string, string> = { ...(process.env as Record<string, string>), ...options.env };
+  delete env.KILN_SERVER;
+  delete env.KILN_TOKEN;
+  if (server) Object.assign(env, { KILN_SERVER: server.url, KILN_TOKEN: server.adminToken }, options.env);
+  return new Promise((resolve) => {
+    execFile(process.execPath, [KILN_BIN, ...args], { env, cwd: options.cwd, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Calls the server's API directly (for bulk setup that would take minutes through the CLI). */
+export async function api<T>(server: Pick<ServerProcess, 'url' | 'adminToken'>, method: string, route: string, body?: unknown): Promise<T> {
+  const response = await fetch(server.url + route, {
+    method,
+    headers: { authorization: `Bearer ${server.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = (await response.json()) as T;
+  if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/** Follows a run's console through the API until its end event; resolves with the lines and the run. */
+export async function followRun(server: Pick<ServerProcess, 'url' | 'adminToken'>, runId: string): Promise<{ lines: string[]; run: { status: string; resultText: string | null } }> {
+  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.adminToken}` } });
+  const events = (await response.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  const end = events.at(-1);
+  if (end?.type !== 'end') throw new Error(`console of ${runId} ended without an end event`);
+  return { lines: events.filter((e) => e.type === 'line').map((e) => e.text), run: end.run };
+}
+
+/** Kills a process group left behind on purpose by a test; a group already gone is fine. */
+export function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch (raw) {
+    if ((raw as NodeJS.ErrnoException).code !== 'ESRCH') throw raw;
+  }
+}
