@@ -10,7 +10,6 @@ export class ApiError extends KilnError {}
 /** One event of a console stream. */
 export type ConsoleEvent =
   | { type: 'line'; seq: number; ts: number; text: string }
-  | { type: 'dropped'; count: number }
   | { type: 'end'; run: PresentedRun };
 
 /** Server info, as `GET /api/info` returns it. */

@@ -15,7 +15,6 @@ async function printConsole(client: ApiClient, runId: string, follow: boolean, j
   for await (const event of client.console(runId, follow)) {
     if (json) process.stdout.write(JSON.stringify(event) + '\n');
     else if (event.type === 'line') process.stdout.write(timestamps ? `${new Date(event.ts).toISOString()} ${event.text}\n` : `${event.text}\n`);
-    else if (event.type === 'dropped') process.stdout.write(`kiln: ${event.count} lines dropped because this observer was too slow (kiln logs has them all)\n`);
     if (event.type === 'end') end = event.run;
   }
   if (!end) throw new ServerUnreachableError(client.baseUrl, 'the console stream ended before the run did');

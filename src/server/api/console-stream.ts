@@ -1,6 +1,10 @@
 /**
  * `GET /api/runs/:id/console`: a run's console as NDJSON, replayed from the first line, then
  * (with `follow`) live until the run ends. The last event is always `{type: "end", run}`.
+ *
+ * A slow observer never slows the run or grows the server's memory: while its socket pushes
+ * back, live lines for it are not buffered beyond a bound; once it drains, it catches up from the
+ * store (where every line is kept) and then follows live again. So it loses nothing either.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isFinal } from '../../core/index.js';
@@ -9,10 +13,10 @@ import type { ConsoleHub } from '../console-hub.js';
 import { NdjsonWriter } from './ndjson-writer.js';
 import { presentRun } from './present.js';
 
-/** Lines read from the store per query while replaying. */
-const PAGE = 5000;
-/** Most lines held for a slow observer before it starts dropping. */
-const MAX_QUEUED = 10_000;
+/** Lines read from the store per query while replaying (the memory an observer may cost). */
+const PAGE = 1000;
+/** Most live lines held for an observer that is catching up before it re-reads the store instead. */
+const MAX_HELD = 1000;
 
 /** Streams a run's console into the reply (which it takes over). */
 export async function streamConsole(
@@ -20,13 +24,14 @@ export async function streamConsole(
 ): Promise<void> {
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-  const out = new NdjsonWriter(reply.raw, MAX_QUEUED);
+  const out = new NdjsonWriter(reply.raw);
   let lastSeq = -1;
   const emit = (line: StoredLine) => {
     if (line.seq <= lastSeq) return;
     lastSeq = line.seq;
     out.write({ type: 'line', ...line });
   };
+  /** Sends stored lines after the last one sent, paced by the client. */
   const replay = async () => {
     for (;;) {
       const page = await store.readConsole(run.id, lastSeq, PAGE);
@@ -42,16 +47,39 @@ export async function streamConsole(
 
   if (!follow || isFinal(run.status)) return finish();
 
-  // Subscribe before reading the store, so no line falls between the replay and the live feed.
   let live = false;
-  let overflowed = false;
+  let catchingUp: Promise<void> | undefined;
   let ended = false;
-  const held: StoredLine[] = [];
+  let held: StoredLine[] = [];
+  let overflowed = false;
+
+  /** Replays from the store until no line is missing, then goes live with what was held meanwhile. */
+  const catchUp = async () => {
+    live = false;
+    do {
+      overflowed = false;
+      held = [];
+      await out.drained();
+      // After this flush every line received so far is in the store; later ones are held.
+      await hub.flush();
+      await replay();
+    } while (overflowed && !out.closed);
+    for (const line of held) emit(line);
+    held = [];
+    live = true;
+    catchingUp = undefined;
+    if (ended || isFinal((await store.findRun(run.id)).status)) {
+      subscription.unsubscribe();
+      await finish();
+    }
+  };
+
   const subscription = hub.subscribe(run.id, {
     line: (line) => {
-      if (live) emit(line);
-      else if (held.length < MAX_QUEUED) held.push(line);
+      if (live && !out.blocked) return emit(line);
+      if (held.length < MAX_HELD) held.push(line);
       else overflowed = true;
+      if (live) catchingUp ??= catchUp();
     },
     end: () => {
       ended = true;
@@ -59,21 +87,7 @@ export async function streamConsole(
     },
   });
   reply.raw.on('close', subscription.unsubscribe);
-
-  // Whatever arrived before we subscribed is in the store after this flush.
-  await hub.flush();
-  await replay();
-  while (overflowed && !out.closed) {
-    overflowed = false;
-    held.length = 0;
-    await hub.flush();
-    await replay();
-  }
-  for (const line of held) emit(line);
-  live = true;
-  if (ended || isFinal((await store.findRun(run.id)).status)) {
-    subscription.unsubscribe();
-    await finish();
-  }
+  catchingUp = catchUp();
+  await catchingUp;
   request.log.debug({ runId: run.id }, 'observer following live');
 }

@@ -1,78 +1,45 @@
 /**
- * Writes newline-delimited JSON events to a slow or fast HTTP client without letting it slow
- * the server: when the socket pushes back, events wait in a bounded queue; past the bound
- * they are dropped and counted, and the count is sent as soon as the client catches up. The
- * final event is never dropped.
+ * Writes newline-delimited JSON events to an HTTP response and tells its caller when the client
+ * pushes back, so the caller can pace itself instead of buffering without bound.
  */
 import type { ServerResponse } from 'node:http';
 
-/** Writes NDJSON events with backpressure and a bounded buffer. */
+/** NDJSON events onto a response, with backpressure exposed. */
 export class NdjsonWriter {
-  private queue: string[] = [];
-  private dropped = 0;
-  private blocked = false;
-  private drainWaiters: (() => void)[] = [];
-  private finalEvent: string | undefined;
+  /** True while the socket holds more than its high-water mark: stop writing until `drained`. */
+  blocked = false;
+  /** True once the response is finished or the client went away. */
   closed = false;
+  private drainWaiters: (() => void)[] = [];
 
-  constructor(
-    private readonly res: ServerResponse,
-    /** Most events kept while the client is slow. */
-    private readonly maxQueued: number,
-  ) {
-    res.on('drain', () => this.pump());
+  constructor(private readonly res: ServerResponse) {
+    res.on('drain', () => {
+      this.blocked = false;
+      this.release();
+    });
     res.on('close', () => {
       this.closed = true;
       this.release();
     });
   }
 
-  /** Sends an event that may be dropped if the client is too slow. */
+  /** Writes one event; check `blocked` afterwards. */
   write(event: object): void {
-    if (this.closed || this.finalEvent !== undefined) return;
-    const text = JSON.stringify(event) + '\n';
-    if (this.blocked) {
-      if (this.queue.length < this.maxQueued) this.queue.push(text);
-      else this.dropped += 1;
-      return;
-    }
-    this.blocked = !this.res.write(text);
+    if (this.closed) return;
+    if (!this.res.write(JSON.stringify(event) + '\n')) this.blocked = true;
   }
 
-  /** Resolves once the client has taken what was written (for paced replays). */
+  /** Resolves once the client has taken what was written (or is gone). */
   drained(): Promise<void> {
     if (!this.blocked || this.closed) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  /** Sends the last event (never dropped) and ends the response. */
+  /** Writes the last event and ends the response. */
   end(event: object): void {
-    if (this.closed || this.finalEvent !== undefined) return;
-    this.finalEvent = JSON.stringify(event) + '\n';
-    if (!this.blocked) this.pump();
-  }
-
-  private pump(): void {
-    this.blocked = false;
-    while (this.queue.length > 0) {
-      if (!this.res.write(this.queue.shift()!)) {
-        this.blocked = true;
-        return;
-      }
-    }
-    if (this.dropped > 0) {
-      const count = this.dropped;
-      this.dropped = 0;
-      if (!this.res.write(JSON.stringify({ type: 'dropped', count }) + '\n')) {
-        this.blocked = true;
-        return;
-      }
-    }
-    this.release();
-    if (this.finalEvent !== undefined && !this.closed) {
-      this.res.end(this.finalEvent);
-      this.closed = true;
-    }
+    if (this.closed) return;
+    this.closed = true;
+    this.res.end(JSON.stringify(event) + '\n');
   }
 
   private release(): void {

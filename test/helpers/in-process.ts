@@ -1,0 +1,101 @@
+/** A real server started in the test's own process, and a hand-driven worker over a real WebSocket. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { startServer, type KilnServer } from '../../src/server/index.js';
+
+/** Starts a server on a free port with a temp data dir; closed when the test ends. */
+export async function inProcessServer(t: TestContext, options: { heartbeatMs?: number; dataDir?: string } = {}): Promise<KilnServer & { dataDir: string }> {
+  const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'kiln-int-'));
+  if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const server = await startServer(pino({ level: 'silent' }), { host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs });
+  let closed = false;
+  t.after(async () => {
+    if (!closed) await server.close();
+  });
+  return {
+    ...server,
+    dataDir,
+    close: async () => {
+      closed = true;
+      await server.close();
+    },
+  };
+}
+
+/** A worker driven frame by frame by the test. */
+export class FakeWorker {
+  private queue: unknown[] = [];
+  private waiters: ((frame: unknown) => void)[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  private constructor(readonly socket: WebSocket) {
+    socket.on('message', (data: Buffer) => {
+      const frame = JSON.parse(data.toString('utf8'));
+      const waiter = this.waiters.shift();
+      if (waiter) waiter(frame);
+      else this.queue.push(frame);
+    });
+    this.closed = new Promise((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  /** Opens a connection with `token`; resolves once open (or rejects with the HTTP status). */
+  static connect(t: TestContext, server: KilnServer, token = server.tokens.worker): Promise<FakeWorker> {
+    const socket = new WebSocket(server.url.replace('http', 'ws') + '/api/worker', { headers: { authorization: `Bearer ${token}` } });
+    t.after(() => socket.terminate());
+    return new Promise((resolve, reject) => {
+      socket.once('open', () => resolve(new FakeWorker(socket)));
+      socket.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      socket.once('error', reject);
+    });
+  }
+
+  send(frame: unknown): void {
+    this.socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  /** The next frame the server sends. */
+  next<T = Record<string, unknown>>(): Promise<T> {
+    const queued = this.queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued as T);
+    return new Promise((resolve) => this.waiters.push(resolve as (frame: unknown) => void));
+  }
+
+  /** Says hello and waits for the welcome. */
+  async hello(overrides: Record<string, unknown> = {}): Promise<void> {
+    this.send(helloFrame(overrides));
+    const welcome = await this.next();
+    if (welcome.type !== 'welcome') throw new Error(`expected a welcome, got ${JSON.stringify(welcome)}`);
+  }
+}
+
+/** A valid hello, with fields replaced by `overrides`. */
+export function helloFrame(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    v: 1, type: 'hello', name: 'fake-1', platform: 'testos', labels: {}, capacity: 1, once: false,
+    hostname: 'test', os: 'Linux', arch: 'x64', version: '0.0.0-test', ...overrides,
+  };
+}
+
+/** Calls the API with the admin token (or the one given). */
+export async function call(server: KilnServer, method: string, route: string, body?: unknown, token: string | null = server.tokens.admin) {
+  const response = await fetch(server.url + route, {
+    method,
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: response.status, body: json };
+}

@@ -1,0 +1,768 @@
+/**
+ * The JobStore contract, as one suite every store runs (SQLite now, PostgreSQL later). It is
+ * dialect-neutral: it talks only to the JobStore interface, uses UUID run ids, and asserts on
+ * `err.code`, never on message text. Each test opens its own store through `open`, which also
+ * owns closing it and removing whatever it created.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, test, type TestContext } from 'node:test';
+import type { RunResult } from '../../src/core/index.js';
+import type { Job, JobStore, NewRun, Run, WorkerRecord } from '../../src/store/index.js';
+
+/** Opens a fresh, empty store for one test and arranges for it to be closed when the test ends. */
+export type OpenStore = (t: TestContext) => Promise<JobStore>;
+
+const T0 = 1_700_000_000_000;
+const HOUR = 3_600_000;
+
+/** A UUID whose first eight hex digits are `head`, so tests can control prefixes and order. */
+function uuidWith(head: string, n: number): string {
+  assert.match(head, /^[0-9a-f]{8}$/);
+  return `${head}-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
+}
+
+function makeJob(name: string, over: Partial<Job> = {}): Job {
+  return {
+    name,
+    platform: 'linux',
+    script: `echo ${name}`,
+    env: { GREETING: 'hello world', QUOTED: `it's "quoted" = fine` },
+    labels: {},
+    period: 'daily',
+    timeoutMs: 60_000,
+    nextAt: T0 + HOUR,
+    createdAt: T0,
+    updatedAt: T0,
+    ...over,
+  };
+}
+
+function makeRun(job: Pick<Job, 'name' | 'platform' | 'labels'>, over: Partial<NewRun> = {}): NewRun {
+  return { id: randomUUID(), job: job.name, platform: job.platform, labels: job.labels, queuedAt: T0, ...over };
+}
+
+function makeWorker(name: string, over: Partial<WorkerRecord> = {}): WorkerRecord {
+  return {
+    name, platform: 'linux', labels: { arch: 'x86_64' }, capacity: 2, hostname: `${name}.local`,
+    os: 'linux', arch: 'x64', version: '0.1.0', connected: true, connectedAt: T0, lastSeen: T0, ...over,
+  };
+}
+
+const EXITED_0: RunResult = { kind: 'exited', code: 0 };
+const EXITED_3: RunResult = { kind: 'exited', code: 3 };
+
+/** Asserts that `promise` rejects with a KilnError carrying `code`. */
+async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.equal((err as { code?: unknown }).code, code);
+    return true;
+  });
+}
+
+const ids = (runs: readonly Run[]) => runs.map((r) => r.id);
+
+/** Registers the JobStore contract tests under `label`. */
+export function runJobStoreSuite(label: string, open: OpenStore): void {
+  describe(`JobStore contract: ${label}`, () => {
+    describe('jobs', () => {
+      test('createJob stores the job exactly as given', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { labels: { arch: 'arm' }, period: 'hourly' });
+        assert.equal(await store.createJob(job), undefined, 'no run without a first run');
+        assert.deepEqual(await store.getJob('build'), job);
+        assert.deepEqual(await store.listJobs(), [job]);
+        assert.deepEqual(await store.listQueued(), []);
+      });
+
+      test('createJob with a first run queues it', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { labels: { arch: 'arm' } });
+        const first = makeRun(job, { queuedAt: T0 + 5 });
+        const run = await store.createJob(job, first);
+        assert.deepEqual(run, {
+          id: first.id, job: 'build', platform: 'linux', labels: { arch: 'arm' }, status: 'queued', attempt: 1,
+          worker: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
+          script: null, env: {}, timeoutMs: null,
+        } satisfies Run);
+        assert.deepEqual(await store.listQueued(), [run]);
+        assert.deepEqual(await store.findRun(first.id), run);
+      });
+
+      test('createJob with a taken name throws KILN_ERR_JOB_EXISTS and changes nothing', async (t) => {
+        const store = await open(t);
+        const original = makeJob('build');
+        await store.createJob(original);
+        const clash = makeJob('build', { script: 'rm -rf /', platform: 'other', createdAt: T0 + 1 });
+        await rejectsWithCode(store.createJob(clash, makeRun(clash)), 'KILN_ERR_JOB_EXISTS');
+        assert.deepEqual(await store.listJobs(), [original]);
+        assert.deepEqual(await store.listQueued(), [], 'the first run of the refused job is not queued');
+        assert.deepEqual(await store.listRuns({ limit: 10 }), []);
+      });
+
+      test('listJobs returns every job', async (t) => {
+        const store = await open(t);
+        for (const name of ['zeta', 'alpha', 'mid']) await store.createJob(makeJob(name));
+        assert.deepEqual((await store.listJobs()).map((j) => j.name).sort(), ['alpha', 'mid', 'zeta']);
+        assert.equal(await store.getJob('nope'), undefined);
+      });
+
+      test('updateJob changes only the patched fields and stamps updatedAt', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        await store.createJob(job);
+        const updated = await store.updateJob('build', { script: 'make', env: { A: '1' }, timeoutMs: 5_000 }, T0 + 100);
+        const expected: Job = { ...job, script: 'make', env: { A: '1' }, timeoutMs: 5_000, updatedAt: T0 + 100 };
+        assert.deepEqual(updated, expected);
+        assert.deepEqual(await store.getJob('build'), expected);
+      });
+
+      test('updateJob can replace labels, platform and period, and clear nextAt', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { labels: { arch: 'arm', os: 'linux' } });
+        await store.createJob(job);
+        await store.updateJob('build', { labels: { gpu: 'yes' }, platform: 'freebsd', period: 'never', nextAt: null }, T0 + 1);
+        const stored = await store.getJob('build');
+        assert.deepEqual(stored, {
+          ...job, labels: { gpu: 'yes' }, platform: 'freebsd', period: 'never', nextAt: null, updatedAt: T0 + 1,
+        });
+        assert.equal(await store.earliestNextAt(), undefined);
+      });
+
+      test('updateJob with an empty patch only stamps updatedAt', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        await store.createJob(job);
+        assert.deepEqual(await store.updateJob('build', {}, T0 + 7), { ...job, updatedAt: T0 + 7 });
+      });
+
+      test('updateJob of an unknown job throws KILN_ERR_JOB_NOT_FOUND', async (t) => {
+        const store = await open(t);
+        await rejectsWithCode(store.updateJob('ghost', { script: 'x' }, T0), 'KILN_ERR_JOB_NOT_FOUND');
+        assert.equal(await store.getJob('ghost'), undefined);
+      });
+
+      test('deleteJob cancels queued runs but keeps running and finished ones as history', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        // Three runs of one job: one finished, one running, one queued.
+        const done = makeRun(job, { queuedAt: T0 });
+        await store.createJob(job, done);
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
+        assert.equal(await store.finishRun(done.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 2 }, { from: ['running'] }), true);
+        const running = makeRun(job, { queuedAt: T0 + 3 });
+        await store.enqueue(running, 'back');
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 4);
+        const queued = makeRun(job, { queuedAt: T0 + 5 });
+        await store.enqueue(queued, 'back');
+        const queuedOther = makeRun(job, { platform: 'freebsd', queuedAt: T0 + 6 });
+        await store.enqueue(queuedOther, 'back');
+
+        const cancelled = await store.deleteJob('build', T0 + 10);
+        assert.deepEqual([...cancelled].sort(), [queued.id, queuedOther.id].sort());
+        assert.equal(await store.getJob('build'), undefined);
+        assert.deepEqual(await store.listQueued(), []);
+
+        for (const id of [queued.id, queuedOther.id]) {
+          const run = await store.findRun(id);
+          assert.equal(run.status, 'cancelled');
+          assert.deepEqual(run.result, { kind: 'aborted', reason: 'job unscheduled' });
+          assert.equal(run.finishedAt, T0 + 10);
+        }
+        assert.equal((await store.findRun(running.id)).status, 'running', 'a running run is left to finish');
+        assert.equal((await store.findRun(done.id)).status, 'succeeded');
+        assert.equal((await store.listRuns({ job: 'build', limit: 10 })).length, 4, 'history stays');
+      });
+
+      test('deleteJob of an unknown job throws KILN_ERR_JOB_NOT_FOUND', async (t) => {
+        const store = await open(t);
+        await rejectsWithCode(store.deleteJob('ghost', T0), 'KILN_ERR_JOB_NOT_FOUND');
+      });
+
+      test('a deleted job can be created again and its old history is still listed', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        const first = makeRun(job);
+        await store.createJob(job, first);
+        await store.deleteJob('build', T0 + 1);
+        const again = makeRun(job, { queuedAt: T0 + 2 });
+        const run = await store.createJob(makeJob('build', { createdAt: T0 + 2 }), again);
+        assert.equal(run?.status, 'queued');
+        assert.deepEqual(ids(await store.listRuns({ job: 'build', limit: 10 })), [again.id, first.id]);
+      });
+    });
+
+    describe('queue', () => {
+      test('enqueue adds at the back in FIFO order per platform', async (t) => {
+        const store = await open(t);
+        const jobs = ['a', 'b', 'c'].map((name) => makeJob(name, { nextAt: null, period: 'never' }));
+        for (const job of jobs) await store.createJob(job);
+        const runs = jobs.map((job, i) => makeRun(job, { queuedAt: T0 + i }));
+        for (const run of runs) {
+          const { run: stored, created } = await store.enqueue(run, 'back');
+          assert.equal(created, true);
+          assert.equal(stored.id, run.id);
+          assert.equal(stored.status, 'queued');
+        }
+        assert.deepEqual(ids(await store.listQueued()), ids(runs.map((r) => ({ ...r }) as unknown as Run)));
+        for (const run of runs) {
+          const claimed = await store.claimNext({ name: 'w', platform: 'linux', labels: {} }, T0 + 10);
+          assert.equal(claimed?.id, run.id);
+        }
+      });
+
+      test('enqueue dedupes per (job, platform): the queued run is returned with created false', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        await store.createJob(job);
+        const first = await store.enqueue(makeRun(job), 'back');
+        const again = await store.enqueue(makeRun(job, { queuedAt: T0 + 1 }), 'back');
+        assert.equal(first.created, true);
+        assert.equal(again.created, false);
+        assert.deepEqual(again.run, first.run);
+        assert.deepEqual(ids(await store.listQueued()), [first.run.id]);
+
+        // The same job on another platform is a separate queue entry.
+        const other = await store.enqueue(makeRun(job, { platform: 'freebsd' }), 'back');
+        assert.equal(other.created, true);
+        assert.equal((await store.listQueued()).length, 2);
+      });
+
+      test("enqueue 'front' puts a new run first, and moves an already queued run to the front", async (t) => {
+        const store = await open(t);
+        const [a, b, c] = ['a', 'b', 'c'].map((name) => makeJob(name, { nextAt: null, period: 'never' })) as [Job, Job, Job];
+        for (const job of [a, b, c]) await store.createJob(job);
+        const runA = (await store.enqueue(makeRun(a, { queuedAt: T0 }), 'back')).run;
+        const runB = (await store.enqueue(makeRun(b, { queuedAt: T0 + 1 }), 'back')).run;
+        const runC = (await store.enqueue(makeRun(c, { queuedAt: T0 + 2 }), 'front')).run;
+        assert.deepEqual(ids(await store.listQueued()), [runC.id, runA.id, runB.id]);
+
+        const moved = await store.enqueue(makeRun(b, { queuedAt: T0 + 3 }), 'front');
+        assert.equal(moved.created, false);
+        assert.equal(moved.run.id, runB.id);
+        assert.deepEqual(ids(await store.listQueued()), [runB.id, runC.id, runA.id]);
+
+        // 'back' on an already queued run leaves it where it is.
+        const kept = await store.enqueue(makeRun(b, { queuedAt: T0 + 4 }), 'back');
+        assert.equal(kept.created, false);
+        assert.deepEqual(ids(await store.listQueued()), [runB.id, runC.id, runA.id]);
+
+        const order: string[] = [];
+        for (;;) {
+          const claimed = await store.claimNext({ name: 'w', platform: 'linux', labels: {} }, T0 + 10);
+          if (!claimed) break;
+          order.push(claimed.id);
+        }
+        assert.deepEqual(order, [runB.id, runC.id, runA.id]);
+      });
+
+      test('the queues of two platforms are independent', async (t) => {
+        const store = await open(t);
+        const a = makeJob('a');
+        const b = makeJob('b', { platform: 'freebsd' });
+        await store.createJob(a);
+        await store.createJob(b);
+        const runA = (await store.enqueue(makeRun(a), 'back')).run;
+        const runB = (await store.enqueue(makeRun(b), 'front')).run;
+        assert.equal((await store.claimNext({ name: 'w', platform: 'freebsd', labels: {} }, T0))?.id, runB.id);
+        assert.equal(await store.claimNext({ name: 'w', platform: 'freebsd', labels: {} }, T0), undefined);
+        assert.equal((await store.claimNext({ name: 'w', platform: 'linux', labels: {} }, T0))?.id, runA.id);
+      });
+
+      test('enqueue for an unknown job throws KILN_ERR_JOB_NOT_FOUND and queues nothing', async (t) => {
+        const store = await open(t);
+        for (const position of ['back', 'front'] as const) {
+          await rejectsWithCode(store.enqueue(makeRun(makeJob('ghost')), position), 'KILN_ERR_JOB_NOT_FOUND');
+        }
+        assert.deepEqual(await store.listQueued(), []);
+        assert.deepEqual(await store.listRuns({ limit: 10 }), []);
+      });
+
+      test('concurrent enqueues of one job create one run', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        await store.createJob(job);
+        const results = await Promise.all(Array.from({ length: 5 }, (_, i) => store.enqueue(makeRun(job, { queuedAt: T0 + i }), 'back')));
+        assert.equal(results.filter((r) => r.created).length, 1);
+        assert.equal(new Set(results.map((r) => r.run.id)).size, 1);
+        assert.equal((await store.listQueued()).length, 1);
+      });
+    });
+
+    describe('claimNext', () => {
+      test('claims the first run, marks it running and copies script, env and timeout from the job', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000 });
+        const first = makeRun(job);
+        await store.createJob(job, first);
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' } }, T0 + 50);
+        const expected: Run = {
+          id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1',
+          queuedAt: T0, startedAt: T0 + 50, finishedAt: null, result: null,
+          script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000,
+        };
+        assert.deepEqual(claimed, expected);
+        assert.deepEqual(await store.findRun(first.id), expected);
+        assert.deepEqual(await store.listQueued(), []);
+        assert.deepEqual(await store.listRunning(), [expected]);
+      });
+
+      test('copies the job as it is when claimed, not as it was when queued', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { script: 'old' });
+        await store.createJob(job, makeRun(job));
+        await store.updateJob('build', { script: 'new', env: { V: '2' }, timeoutMs: 1_234 }, T0 + 1);
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 2);
+        assert.equal(claimed?.script, 'new');
+        assert.deepEqual(claimed?.env, { V: '2' });
+        assert.equal(claimed?.timeoutMs, 1_234);
+      });
+
+      test('returns undefined on an empty queue and for a platform with no runs', async (t) => {
+        const store = await open(t);
+        assert.equal(await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0), undefined);
+        const job = makeJob('build');
+        await store.createJob(job, makeRun(job));
+        assert.equal(await store.claimNext({ name: 'w1', platform: 'windows', labels: {} }, T0), undefined);
+        assert.equal((await store.listQueued()).length, 1, 'the run stays queued');
+      });
+
+      test('skips runs whose labels the worker lacks and takes the first it can run', async (t) => {
+        const store = await open(t);
+        const arm = makeJob('arm-build', { labels: { arch: 'arm' } });
+        const any = makeJob('any-build');
+        await store.createJob(arm);
+        await store.createJob(any);
+        const armRun = (await store.enqueue(makeRun(arm, { queuedAt: T0 }), 'back')).run;
+        const anyRun = (await store.enqueue(makeRun(any, { queuedAt: T0 + 1 }), 'back')).run;
+
+        const plain = await store.claimNext({ name: 'plain', platform: 'linux', labels: {} }, T0 + 2);
+        assert.equal(plain?.id, anyRun.id, 'a worker without arch=arm skips the arm run');
+        assert.equal(await store.claimNext({ name: 'x86', platform: 'linux', labels: { arch: 'x86_64' } }, T0 + 3), undefined);
+        assert.deepEqual(ids(await store.listQueued()), [armRun.id]);
+
+        const armWorker = await store.claimNext({ name: 'pi', platform: 'linux', labels: { arch: 'arm', os: 'debian' } }, T0 + 4);
+        assert.equal(armWorker?.id, armRun.id);
+        assert.equal(armWorker?.worker, 'pi');
+      });
+
+      test('a worker with the labels still takes runs in FIFO order', async (t) => {
+        const store = await open(t);
+        const arm = makeJob('arm-build', { labels: { arch: 'arm' } });
+        const any = makeJob('any-build');
+        await store.createJob(arm);
+        await store.createJob(any);
+        const armRun = (await store.enqueue(makeRun(arm, { queuedAt: T0 }), 'back')).run;
+        const anyRun = (await store.enqueue(makeRun(any, { queuedAt: T0 + 1 }), 'back')).run;
+        const worker = { name: 'pi', platform: 'linux', labels: { arch: 'arm' } };
+        assert.equal((await store.claimNext(worker, T0 + 2))?.id, armRun.id);
+        assert.equal((await store.claimNext(worker, T0 + 3))?.id, anyRun.id);
+      });
+
+      test('concurrent claims never hand one run to two workers', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        const first = makeRun(job);
+        await store.createJob(job, first);
+        const claims = await Promise.all(
+          ['w1', 'w2', 'w3', 'w4'].map((name) => store.claimNext({ name, platform: 'linux', labels: {} }, T0 + 1)),
+        );
+        const won = claims.filter((c): c is Run => c !== undefined);
+        assert.equal(won.length, 1);
+        assert.equal(won[0]!.id, first.id);
+        assert.equal((await store.findRun(first.id)).worker, won[0]!.worker);
+      });
+
+      test('a claimed run frees its (job, platform) slot: the job can be queued again', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        const first = makeRun(job);
+        await store.createJob(job, first);
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
+        const second = await store.enqueue(makeRun(job, { queuedAt: T0 + 2 }), 'back');
+        assert.equal(second.created, true);
+        assert.notEqual(second.run.id, first.id);
+      });
+    });
+
+    describe('finishRun', () => {
+      async function running(store: JobStore): Promise<Run> {
+        const job = makeJob('build');
+        await store.createJob(job, makeRun(job));
+        const run = await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
+        assert.ok(run);
+        return run;
+      }
+
+      test('ends a running run on its worker and records the result', async (t) => {
+        const store = await open(t);
+        const run = await running(store);
+        const applied = await store.finishRun(run.id, { status: 'failed', result: EXITED_3, finishedAt: T0 + 9 }, { from: ['running'], worker: 'w1' });
+        assert.equal(applied, true);
+        assert.deepEqual(await store.findRun(run.id), { ...run, status: 'failed', result: EXITED_3, finishedAt: T0 + 9 });
+        assert.deepEqual(await store.listRunning(), []);
+      });
+
+      test('a second finish returns false and keeps the first result', async (t) => {
+        const store = await open(t);
+        const run = await running(store);
+        assert.equal(await store.finishRun(run.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 2 }, { from: ['running'] }), true);
+        const lateCases: { from: Run['status'][]; worker?: string }[] = [
+          { from: ['running'] },
+          { from: ['running'], worker: 'w1' },
+          { from: ['queued', 'running'] },
+        ];
+        for (const guard of lateCases) {
+          const applied = await store.finishRun(run.id, { status: 'lost', result: { kind: 'aborted', reason: 'worker lost' }, finishedAt: T0 + 3 }, guard);
+          assert.equal(applied, false, JSON.stringify(guard));
+        }
+        const stored = await store.findRun(run.id);
+        assert.equal(stored.status, 'succeeded');
+        assert.deepEqual(stored.result, EXITED_0);
+        assert.equal(stored.finishedAt, T0 + 2);
+      });
+
+      test('a finish from another worker returns false and changes nothing', async (t) => {
+        const store = await open(t);
+        const run = await running(store);
+        const applied = await store.finishRun(run.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 2 }, { from: ['running'], worker: 'w2' });
+        assert.equal(applied, false);
+        assert.deepEqual(await store.findRun(run.id), run);
+      });
+
+      test('a guard that excludes the current status returns false', async (t) => {
+        const store = await open(t);
+        const run = await running(store);
+        const applied = await store.finishRun(run.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'x' }, finishedAt: T0 + 2 }, { from: ['queued'] });
+        assert.equal(applied, false);
+        assert.equal((await store.findRun(run.id)).status, 'running');
+      });
+
+      test("from ['queued'] cancels a queued run and takes it off the queue", async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        const first = makeRun(job);
+        await store.createJob(job, first);
+        const result: RunResult = { kind: 'aborted', reason: 'cancelled by user' };
+        assert.equal(await store.finishRun(first.id, { status: 'cancelled', result, finishedAt: T0 + 1 }, { from: ['queued'] }), true);
+        const stored = await store.findRun(first.id);
+        assert.equal(stored.status, 'cancelled');
+        assert.deepEqual(stored.result, result);
+        assert.equal(stored.finishedAt, T0 + 1);
+        assert.deepEqual(await store.listQueued(), []);
+        assert.equal(await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 2), undefined);
+        assert.equal((await store.enqueue(makeRun(job, { queuedAt: T0 + 3 }), 'back')).created, true, 'the job can be queued again');
+      });
+
+      test('an unknown run id returns false', async (t) => {
+        const store = await open(t);
+        assert.equal(await store.finishRun(randomUUID(), { status: 'succeeded', result: EXITED_0, finishedAt: T0 }, { from: ['queued', 'running'] }), false);
+      });
+
+      test('each result kind is stored and read back as given', async (t) => {
+        const store = await open(t);
+        const results: RunResult[] = [
+          { kind: 'exited', code: 255 },
+          { kind: 'signalled', signal: 'SIGKILL' },
+          { kind: 'aborted', reason: 'timed out after 1m: "quotes" and ünïcode' },
+        ];
+        for (const [i, result] of results.entries()) {
+          const job = makeJob(`job-${i}`);
+          const first = makeRun(job);
+          await store.createJob(job, first);
+          assert.equal(await store.finishRun(first.id, { status: 'failed', result, finishedAt: T0 + i }, { from: ['queued'] }), true);
+          assert.deepEqual((await store.findRun(first.id)).result, result);
+        }
+      });
+    });
+
+    describe('console', () => {
+      const line = (seq: number, text = `line ${seq}`) => ({ seq, ts: T0 + seq, text });
+
+      test('readConsole returns lines in seq order whatever the order they were appended in', async (t) => {
+        const store = await open(t);
+        const runId = randomUUID();
+        await store.appendConsole([{ runId, lines: [line(2), line(0)] }]);
+        await store.appendConsole([{ runId, lines: [line(1), line(3, '')] }]);
+        assert.deepEqual(await store.readConsole(runId), [line(0), line(1), line(2), line(3, '')]);
+      });
+
+      test('appending a line already stored is ignored, even with other text', async (t) => {
+        const store = await open(t);
+        const runId = randomUUID();
+        await store.appendConsole([{ runId, lines: [line(0), line(1)] }]);
+        await store.appendConsole([{ runId, lines: [line(1), line(1, 'replayed differently'), line(2)] }]);
+        assert.deepEqual(await store.readConsole(runId), [line(0), line(1), line(2)]);
+      });
+
+      test('one append may carry several runs, which stay apart', async (t) => {
+        const store = await open(t);
+        const [a, b] = [randomUUID(), randomUUID()];
+        await store.appendConsole([{ runId: a, lines: [line(0, 'a0')] }, { runId: b, lines: [line(0, 'b0'), line(1, 'b1')] }, { runId: a, lines: [] }]);
+        assert.deepEqual(await store.readConsole(a), [line(0, 'a0')]);
+        assert.deepEqual(await store.readConsole(b), [line(0, 'b0'), line(1, 'b1')]);
+        assert.deepEqual(await store.readConsole(randomUUID()), []);
+      });
+
+      test('readConsole honours afterSeq and limit', async (t) => {
+        const store = await open(t);
+        const runId = randomUUID();
+        await store.appendConsole([{ runId, lines: [0, 1, 2, 3, 4].map((seq) => line(seq)) }]);
+        const cases: { afterSeq?: number; limit?: number; want: number[] }[] = [
+          { want: [0, 1, 2, 3, 4] },
+          { afterSeq: -1, want: [0, 1, 2, 3, 4] },
+          { afterSeq: 1, want: [2, 3, 4] },
+          { afterSeq: 4, want: [] },
+          { afterSeq: 99, want: [] },
+          { afterSeq: 1, limit: 2, want: [2, 3] },
+          { afterSeq: -1, limit: 1, want: [0] },
+          { afterSeq: 2, limit: 100, want: [3, 4] },
+        ];
+        for (const { afterSeq, limit, want } of cases) {
+          const got = await store.readConsole(runId, afterSeq, limit);
+          assert.deepEqual(got.map((l) => l.seq), want, `afterSeq=${afterSeq} limit=${limit}`);
+        }
+      });
+
+      test('console text is stored verbatim', async (t) => {
+        const store = await open(t);
+        const runId = randomUUID();
+        const texts = ['', '  indented\ttab', 'ünïcödé ✓ 🚀', "quotes ' \" and \\ backslash", '%_ not wildcards', 'x'.repeat(65_536)];
+        await store.appendConsole([{ runId, lines: texts.map((text, seq) => line(seq, text)) }]);
+        assert.deepEqual((await store.readConsole(runId)).map((l) => l.text), texts);
+      });
+    });
+
+    describe('findRun and listRuns', () => {
+      async function withRuns(store: JobStore, runIds: string[]): Promise<void> {
+        for (const [i, id] of runIds.entries()) {
+          const job = makeJob(`job-${i}`);
+          await store.createJob(job, makeRun(job, { id, queuedAt: T0 + i }));
+        }
+      }
+
+      test('finds a run by its full id and by a unique prefix', async (t) => {
+        const store = await open(t);
+        const a = uuidWith('abcdef01', 1);
+        const b = uuidWith('abcdef02', 2);
+        await withRuns(store, [a, b]);
+        const cases: [string, string][] = [
+          [a, a], [b, b], ['abcdef01', a], ['abcdef02-0000', b], ['abcdef0', ''],
+        ];
+        for (const [query, want] of cases) {
+          if (want === '') {
+            await rejectsWithCode(store.findRun(query), 'KILN_ERR_RUN_AMBIGUOUS');
+          } else {
+            assert.equal((await store.findRun(query)).id, want, query);
+          }
+        }
+      });
+
+      test('an ambiguous prefix throws KILN_ERR_RUN_AMBIGUOUS', async (t) => {
+        const store = await open(t);
+        await withRuns(store, [uuidWith('12345678', 1), uuidWith('12345678', 2), uuidWith('9abcdef0', 3)]);
+        for (const prefix of ['1', '1234', '12345678-0000-4000-8000-00000000000']) {
+          await rejectsWithCode(store.findRun(prefix), 'KILN_ERR_RUN_AMBIGUOUS');
+        }
+        assert.equal((await store.findRun('9')).id, uuidWith('9abcdef0', 3));
+      });
+
+      test('an unknown id or prefix throws KILN_ERR_RUN_NOT_FOUND', async (t) => {
+        const store = await open(t);
+        await rejectsWithCode(store.findRun(randomUUID()), 'KILN_ERR_RUN_NOT_FOUND');
+        await withRuns(store, [uuidWith('abcdef01', 1)]);
+        for (const query of ['abcdef02', 'b', uuidWith('abcdef01', 2), `${uuidWith('abcdef01', 1)}0`, 'ABCDEF01'.toLowerCase() + 'x', '']) {
+          await rejectsWithCode(store.findRun(query), 'KILN_ERR_RUN_NOT_FOUND');
+        }
+      });
+
+      test("'%' and '_' in a prefix are plain characters, not wildcards", async (t) => {
+        const store = await open(t);
+        await withRuns(store, [uuidWith('abcdef01', 1)]);
+        for (const query of ['%', '%%', '_', '_bcdef01', 'abc%', 'abcdef0_', '%-0000-', 'abcdef01%', '*', '.*']) {
+          await rejectsWithCode(store.findRun(query), 'KILN_ERR_RUN_NOT_FOUND');
+        }
+      });
+
+      test('listRuns lists newest first and honours the limit', async (t) => {
+        const store = await open(t);
+        const runIds = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+        await withRuns(store, runIds);
+        const newestFirst = [...runIds].reverse();
+        assert.deepEqual(ids(await store.listRuns({ limit: 10 })), newestFirst);
+        assert.deepEqual(ids(await store.listRuns({ limit: 2 })), newestFirst.slice(0, 2));
+        assert.deepEqual(ids(await store.listRuns({ limit: 1 })), newestFirst.slice(0, 1));
+      });
+
+      test('listRuns filters by job, status and platform, alone and together', async (t) => {
+        const store = await open(t);
+        const a = makeJob('a');
+        const b = makeJob('b');
+        await store.createJob(a);
+        await store.createJob(b);
+        const aLinuxDone = makeRun(a, { queuedAt: T0 });
+        const aLinuxQueued = makeRun(a, { queuedAt: T0 + 1 });
+        const aBsdQueued = makeRun(a, { platform: 'freebsd', queuedAt: T0 + 2 });
+        const bLinuxQueued = makeRun(b, { queuedAt: T0 + 3 });
+        await store.enqueue(aLinuxDone, 'back');
+        await store.finishRun(aLinuxDone.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'x' }, finishedAt: T0 }, { from: ['queued'] });
+        for (const run of [aLinuxQueued, aBsdQueued, bLinuxQueued]) await store.enqueue(run, 'back');
+
+        const cases: { filter: Omit<Parameters<JobStore['listRuns']>[0], 'limit'>; want: NewRun[] }[] = [
+          { filter: {}, want: [bLinuxQueued, aBsdQueued, aLinuxQueued, aLinuxDone] },
+          { filter: { job: 'a' }, want: [aBsdQueued, aLinuxQueued, aLinuxDone] },
+          { filter: { job: 'b' }, want: [bLinuxQueued] },
+          { filter: { job: 'nope' }, want: [] },
+          { filter: { status: 'queued' }, want: [bLinuxQueued, aBsdQueued, aLinuxQueued] },
+          { filter: { status: 'cancelled' }, want: [aLinuxDone] },
+          { filter: { status: 'running' }, want: [] },
+          { filter: { platform: 'freebsd' }, want: [aBsdQueued] },
+          { filter: { job: 'a', platform: 'linux' }, want: [aLinuxQueued, aLinuxDone] },
+          { filter: { job: 'a', platform: 'linux', status: 'queued' }, want: [aLinuxQueued] },
+          { filter: { job: 'b', platform: 'freebsd' }, want: [] },
+        ];
+        for (const { filter, want } of cases) {
+          assert.deepEqual(ids(await store.listRuns({ ...filter, limit: 100 })), want.map((r) => r.id), JSON.stringify(filter));
+        }
+        assert.deepEqual(ids(await store.listRuns({ job: 'a', limit: 1 })), [aBsdQueued.id]);
+      });
+    });
+
+    describe('schedule', () => {
+      test('dueJobs returns the jobs whose next time is at or before now', async (t) => {
+        const store = await open(t);
+        await store.createJob(makeJob('early', { nextAt: T0 + 10 }));
+        await store.createJob(makeJob('exact', { nextAt: T0 + 20 }));
+        await store.createJob(makeJob('late', { nextAt: T0 + 30 }));
+        await store.createJob(makeJob('never', { nextAt: null, period: 'never' }));
+        const cases: [number, string[]][] = [
+          [T0, []],
+          [T0 + 10, ['early']],
+          [T0 + 20, ['early', 'exact']],
+          [T0 + 29, ['early', 'exact']],
+          [T0 + 1_000_000, ['early', 'exact', 'late']],
+        ];
+        for (const [now, want] of cases) {
+          assert.deepEqual((await store.dueJobs(now)).map((j) => j.name).sort(), want, `now = T0 + ${now - T0}`);
+        }
+      });
+
+      test('earliestNextAt is the smallest next time, ignoring jobs that never run', async (t) => {
+        const store = await open(t);
+        assert.equal(await store.earliestNextAt(), undefined, 'no jobs');
+        await store.createJob(makeJob('never', { nextAt: null, period: 'never' }));
+        assert.equal(await store.earliestNextAt(), undefined, 'only a never job');
+        await store.createJob(makeJob('late', { nextAt: T0 + 30 }));
+        await store.createJob(makeJob('early', { nextAt: T0 + 10 }));
+        assert.equal(await store.earliestNextAt(), T0 + 10);
+        await store.deleteJob('early', T0);
+        assert.equal(await store.earliestNextAt(), T0 + 30);
+      });
+
+      test('fireSchedule moves the next time and queues the run once', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR });
+        await store.createJob(job);
+        const run = makeRun(job, { queuedAt: T0 + HOUR });
+        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, run), true);
+        assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
+        assert.deepEqual(ids(await store.listQueued()), [run.id]);
+        assert.deepEqual(await store.dueJobs(T0 + HOUR), []);
+
+        // Firing again with the old time is stale: nothing changes.
+        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 3 * HOUR, makeRun(job)), false);
+        assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
+        assert.deepEqual(ids(await store.listQueued()), [run.id]);
+      });
+
+      test('fireSchedule with a stale expected time returns false and changes nothing', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR });
+        await store.createJob(job);
+        await store.updateJob('nightly', { nextAt: T0 + 5 * HOUR }, T0 + 1);
+        const before = await store.getJob('nightly');
+        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job)), false);
+        assert.deepEqual(await store.getJob('nightly'), before);
+        assert.deepEqual(await store.listQueued(), []);
+        assert.deepEqual(await store.listRuns({ limit: 10 }), []);
+      });
+
+      test('fireSchedule for a job deleted meanwhile returns false and queues nothing', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR });
+        await store.createJob(job);
+        await store.deleteJob('nightly', T0 + 1);
+        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job)), false);
+        assert.deepEqual(await store.listRuns({ limit: 10 }), []);
+      });
+
+      test('fireSchedule does not queue a job that is already queued, but still moves its time', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR });
+        const first = makeRun(job);
+        await store.createJob(job, first);
+        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job, { queuedAt: T0 + HOUR })), true);
+        assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
+        assert.deepEqual(ids(await store.listQueued()), [first.id]);
+        assert.equal((await store.listRuns({ limit: 10 })).length, 1);
+      });
+
+      test('fireSchedule can stop the schedule with a null next time', async (t) => {
+        const store = await open(t);
+        const job = makeJob('once', { nextAt: T0 + HOUR });
+        await store.createJob(job);
+        const run = makeRun(job);
+        assert.equal(await store.fireSchedule('once', T0 + HOUR, null, run), true);
+        assert.equal((await store.getJob('once'))?.nextAt, null);
+        assert.equal(await store.earliestNextAt(), undefined);
+        assert.deepEqual(ids(await store.listQueued()), [run.id]);
+      });
+
+      test('concurrent fires of one slot queue exactly one run', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR });
+        await store.createJob(job);
+        const fired = await Promise.all(
+          [1, 2, 3].map(() => store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job))),
+        );
+        assert.deepEqual(fired.filter(Boolean).length, 1);
+        assert.equal((await store.listQueued()).length, 1);
+        assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
+      });
+    });
+
+    describe('workers', () => {
+      test('recordWorker adds a worker and updates it on reconnect', async (t) => {
+        const store = await open(t);
+        const first = makeWorker('w1');
+        await store.recordWorker(first);
+        assert.deepEqual(await store.listWorkers(), [first]);
+        const again = makeWorker('w1', { capacity: 8, labels: { arch: 'arm' }, version: '0.2.0', connectedAt: T0 + 5, lastSeen: T0 + 5 });
+        await store.recordWorker(again);
+        assert.deepEqual(await store.listWorkers(), [again]);
+      });
+
+      test('workerDisconnected marks the worker gone and stamps lastSeen', async (t) => {
+        const store = await open(t);
+        const worker = makeWorker('w1');
+        await store.recordWorker(worker);
+        await store.workerDisconnected('w1', T0 + 60);
+        assert.deepEqual(await store.listWorkers(), [{ ...worker, connected: false, lastSeen: T0 + 60 }]);
+        const back = makeWorker('w1', { connectedAt: T0 + 70, lastSeen: T0 + 70 });
+        await store.recordWorker(back);
+        assert.deepEqual(await store.listWorkers(), [back]);
+      });
+
+      test('listWorkers lists connected workers first', async (t) => {
+        const store = await open(t);
+        for (const name of ['a-gone', 'b-here', 'c-gone', 'd-here']) await store.recordWorker(makeWorker(name));
+        await store.workerDisconnected('a-gone', T0 + 1);
+        await store.workerDisconnected('c-gone', T0 + 1);
+        const listed = await store.listWorkers();
+        assert.deepEqual(listed.map((w) => w.connected), [true, true, false, false]);
+        assert.deepEqual(listed.slice(0, 2).map((w) => w.name).sort(), ['b-here', 'd-here']);
+        assert.deepEqual(listed.slice(2).map((w) => w.name).sort(), ['a-gone', 'c-gone']);
+      });
+    });
+  });
+}
