@@ -34,9 +34,9 @@ export function tempDir(t: TestContext, prefix = 'kiln-test-'): string {
 export interface Owned {
   child: ChildProcess;
   pid: number;
-  /** Every stderr line so far. */
+  /** Every line printed so far (stdout and stderr). */
   stderr: string[];
-  /** Resolves with the first stderr line matching `pattern` (including ones already seen). */
+  /** Resolves with the first printed line matching `pattern` (including ones already seen). */
   waitFor(pattern: RegExp): Promise<string>;
   /** Resolves when the process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -44,21 +44,24 @@ export interface Owned {
 }
 
 /** Starts `kiln ARGS` in the background; it is killed when the test ends. */
-export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}): Owned {
+export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}, cwd?: string): Owned {
   const child = spawn(process.execPath, [KILN_BIN, ...args], {
     env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    cwd,
   });
   const stderr: string[] = [];
   const watchers: { pattern: RegExp; resolve: (line: string) => void }[] = [];
-  createInterface({ input: child.stderr! }).on('line', (line) => {
+  const onLine = (line: string) => {
     stderr.push(line);
     for (const w of [...watchers]) if (w.pattern.test(line)) {
       watchers.splice(watchers.indexOf(w), 1);
       w.resolve(line);
     }
-  });
-  child.stdout!.resume();
+  };
+  // Both streams are watched: daemons log on stderr, `kiln up` greets on stdout.
+  createInterface({ input: child.stderr! }).on('line', onLine);
+  createInterface({ input: child.stdout! }).on('line', onLine);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );

@@ -71,9 +71,10 @@ export function registerDaemonCommands(program: Command): void {
 
   program
     .command('worker')
-    .description('run a worker that takes jobs from the server')
-    .option('--server <url>', `server URL (env KILN_SERVER, default ${DEFAULT_SERVER})`)
-    .option('--token <token>', 'worker token (env KILN_WORKER_TOKEN, else ./.kiln/worker.token)')
+    .description(
+      'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
+        `default ${DEFAULT_SERVER}) with the worker token: --token, else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
+    )
     .option('--name <name>', 'worker name (default: HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
     .option('--label <K=V>', 'a label jobs can ask for (repeatable)', collect)
@@ -83,9 +84,13 @@ export function registerDaemonCommands(program: Command): void {
     .option('--work-dir <dir>', 'where work dirs are made (default: the system temp dir)')
     .option('--kill-grace <duration-ms>', 'ms between SIGTERM and SIGKILL when stopping a job', '10000')
     .action(async (flags: WorkerFlags, command: Command) => {
-      const globalServer = command.optsWithGlobals<{ server?: string }>().server;
-      const agent = await createWorker(createLogger(), { ...flags, server: flags.server ?? globalServer });
+      // --server and --token are the global options; for a worker the token is the worker token.
+      const { server, token } = command.optsWithGlobals<{ server?: string; token?: string }>();
+      const agent = await createWorker(createLogger(), { ...flags, server, token });
       void shutdownSignal().then(() => agent.stop());
+      if (process.env.KILN_EXIT_WITH_STDIN === '1') {
+        process.stdin.on('end', () => void agent.stop('kiln up stopped')).resume();
+      }
       process.exitCode = await agent.start();
     });
 
@@ -157,8 +162,9 @@ function superviseWorker(log: Logger, server: KilnServer, name: string): { stop(
   let stopping = false;
   const start = () => {
     child = spawn(process.execPath, [KILN_BIN, 'worker', '--server', server.url, '--name', name], {
-      env: { ...process.env, KILN_WORKER_TOKEN: server.tokens.worker },
-      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, KILN_WORKER_TOKEN: server.tokens.worker, KILN_EXIT_WITH_STDIN: '1' },
+      // The worker watches this pipe: if `kiln up` dies, even by SIGKILL, the pipe closes and the worker stops.
+      stdio: ['pipe', 'inherit', 'inherit'],
     });
     child.once('exit', (code, signal) => {
       if (stopping) return;
