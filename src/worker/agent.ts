@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import { hostFacts } from '../host-info.js';
-import { CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage, type ConsoleLine, type RunAssignment, type WorkerMessage } from '../protocol/index.js';
+import { CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage, type ConsoleLine, type Hello, type RunAssignment, type WorkerMessage } from '../protocol/index.js';
 import { KILN_VERSION } from '../version.js';
 import { startExecution, type Execution } from './executor.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
@@ -93,7 +93,7 @@ export class WorkerAgent {
       this.send({
         v: PROTOCOL_VERSION, type: 'hello', name: this.options.name, platform: this.options.platform, labels: this.options.labels,
         capacity: this.options.capacity, once: this.options.once, version: KILN_VERSION, ...hostFacts(),
-      } as unknown as WorkerMessage);
+      });
     });
     socket.on('unexpected-response', (_request, response) => {
       if (response.statusCode === 401) {
@@ -182,7 +182,7 @@ export class WorkerAgent {
     }
   }
 
-  private send(message: WorkerMessage): boolean {
+  private send(message: WorkerMessage | Hello): boolean {
     if (this.socket?.readyState !== WebSocket.OPEN) return false;
     this.socket.send(JSON.stringify(message));
     return true;
