@@ -178,3 +178,17 @@ test('SIGKILL the server with 100 queued runs: after a restart all 100 are queue
   assert.ok(results.every((r) => r.run.status === 'succeeded'), 'every queued run ran after the restart');
   assert.deepEqual(results.map((r) => r.lines[0]).sort(), jobs);
 });
+
+test('a work dir that cannot be made ends the run aborted with the reason, and the worker stays healthy', async (t) => {
+  const server = await startServer(t);
+  const dir = tempDir(t);
+  const notADir = path.join(dir, 'file');
+  writeFileSync(notADir, '');
+  await startWorker(t, server, ['--platform', 'testos', '--work-dir', notADir]);
+  assert.equal((await kiln(server, ['schedule', 'j', '--command', 'echo hi', '--platform', 'testos', '--period', 'never'])).code, 0);
+  for (let i = 0; i < 2; i += 1) {
+    const observed = await kiln(server, ['observe', (await kiln(server, ['execute', 'j'])).stdout.trim()]);
+    assert.equal(observed.code, 1);
+    assert.match(observed.stdout, /^kiln: run .* failed: aborted: cannot create the work dir: ENOTDIR/);
+  }
+});

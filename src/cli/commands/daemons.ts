@@ -1,5 +1,6 @@
 /** The long-running commands: server, worker, and up (a server plus one local worker). */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -141,6 +142,13 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
     throw new UsageError(coerceError(raw).message);
   }
   const name = flags.name ?? `${os.hostname()}-${process.pid}`;
+  const workRoot = path.resolve(flags.workDir ?? os.tmpdir());
+  try {
+    mkdirSync(workRoot, { recursive: true });
+  } catch (raw) {
+    // Not fatal: each run then ends `aborted` with the reason, which is where users look.
+    log.warn({ workRoot, err: coerceError(raw).message }, 'cannot create the work root');
+  }
   return new WorkerAgent({
     server: flags.server ?? process.env.KILN_SERVER ?? DEFAULT_SERVER,
     token,
@@ -149,7 +157,7 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
     labels,
     capacity,
     once: flags.once ?? false,
-    workRoot: path.resolve(flags.workDir ?? os.tmpdir()),
+    workRoot,
     sandbox: new ProcessSandboxLauncher(),
     killGraceMs,
     log: log.child({ worker: name }),
