@@ -22,7 +22,7 @@ export class LineSplitter {
   /** Emits what is left (a last line without newline). */
   end(): void {
     this.take(this.decoder.end());
-    if (this.partial !== '') this.emit(this.partial);
+    if (this.partial !== '') this.emitCapped(this.partial.endsWith('\r') ? this.partial.slice(0, -1) : this.partial);
     this.partial = '';
   }
 
@@ -36,15 +36,28 @@ export class LineSplitter {
       start = newline + 1;
     }
     let rest = buffered.slice(start);
-    while (rest.length > MAX_LINE_CHARS) {
-      this.emit(rest.slice(0, MAX_LINE_CHARS));
-      rest = rest.slice(MAX_LINE_CHARS);
+    // A trailing \r may be half of a \r\n split across chunks: it does not count towards the cap.
+    while (rest.length - (rest.endsWith('\r') ? 1 : 0) > MAX_LINE_CHARS) {
+      const cut = cutPoint(rest);
+      this.emit(rest.slice(0, cut));
+      rest = rest.slice(cut);
     }
     this.partial = rest;
   }
 
   private emitCapped(line: string): void {
-    for (let start = 0; start < line.length; start += MAX_LINE_CHARS) this.emit(line.slice(start, start + MAX_LINE_CHARS));
-    if (line.length === 0) this.emit('');
+    let rest = line;
+    while (rest.length > MAX_LINE_CHARS) {
+      const cut = cutPoint(rest);
+      this.emit(rest.slice(0, cut));
+      rest = rest.slice(cut);
+    }
+    this.emit(rest);
   }
+}
+
+/** Where to cut an over-long line: at the cap, but never between the two halves of a surrogate pair. */
+function cutPoint(text: string): number {
+  const last = text.charCodeAt(MAX_LINE_CHARS - 1);
+  return last >= 0xd800 && last <= 0xdbff ? MAX_LINE_CHARS - 1 : MAX_LINE_CHARS;
 }

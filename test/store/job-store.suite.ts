@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test, type TestContext } from 'node:test';
 import type { RunResult } from '../../src/core/index.js';
-import type { Job, JobStore, NewRun, Run, WorkerRecord } from '../../src/store/index.js';
+import type { Job, JobPatch, JobStore, NewRun, Run, RunFilter, WorkerRecord } from '../../src/store/index.js';
 
 /** Opens a fresh, empty store for one test and arranges for it to be closed when the test ends. */
 export type OpenStore = (t: TestContext) => Promise<JobStore>;
@@ -52,9 +52,12 @@ function makeWorker(name: string, over: Partial<WorkerRecord> = {}): WorkerRecor
 const EXITED_0: RunResult = { kind: 'exited', code: 0 };
 const EXITED_3: RunResult = { kind: 'exited', code: 3 };
 
-/** Asserts that `promise` rejects with a KilnError carrying `code`. */
-async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
+/**
+ * Asserts that `call` fails with a KilnError carrying `code`. A synchronous throw counts too, so
+ * these tests check codes only; that failures arrive as rejections is a test of its own.
+ */
+async function rejectsWithCode(call: () => Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(async () => call(), (err: unknown) => {
     assert.equal((err as { code?: unknown }).code, code);
     return true;
   });
@@ -65,6 +68,23 @@ const ids = (runs: readonly Run[]) => runs.map((r) => r.id);
 /** Registers the JobStore contract tests under `label`. */
 export function runJobStoreSuite(label: string, open: OpenStore): void {
   describe(`JobStore contract: ${label}`, () => {
+    test('failures arrive as rejected promises, never as synchronous throws', async (t) => {
+      const store = await open(t);
+      await store.createJob(makeJob('build'));
+      const failing: [string, () => Promise<unknown>, string][] = [
+        ['createJob', () => store.createJob(makeJob('build')), 'KILN_ERR_JOB_EXISTS'],
+        ['updateJob', () => store.updateJob('ghost', {}, T0), 'KILN_ERR_JOB_NOT_FOUND'],
+        ['deleteJob', () => store.deleteJob('ghost', T0), 'KILN_ERR_JOB_NOT_FOUND'],
+        ['enqueue', () => store.enqueue(makeRun(makeJob('ghost')), 'back'), 'KILN_ERR_JOB_NOT_FOUND'],
+        ['findRun', () => store.findRun(randomUUID()), 'KILN_ERR_RUN_NOT_FOUND'],
+      ];
+      for (const [method, call, code] of failing) {
+        let pending: Promise<unknown> | undefined;
+        assert.doesNotThrow(() => { pending = call(); }, `${method} threw synchronously`);
+        await rejectsWithCode(() => pending!, code);
+      }
+    });
+
     describe('jobs', () => {
       test('createJob stores the job exactly as given', async (t) => {
         const store = await open(t);
@@ -94,7 +114,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const original = makeJob('build');
         await store.createJob(original);
         const clash = makeJob('build', { script: 'rm -rf /', platform: 'other', createdAt: T0 + 1 });
-        await rejectsWithCode(store.createJob(clash, makeRun(clash)), 'KILN_ERR_JOB_EXISTS');
+        await rejectsWithCode(() => store.createJob(clash, makeRun(clash)), 'KILN_ERR_JOB_EXISTS');
         assert.deepEqual(await store.listJobs(), [original]);
         assert.deepEqual(await store.listQueued(), [], 'the first run of the refused job is not queued');
         assert.deepEqual(await store.listRuns({ limit: 10 }), []);
@@ -136,9 +156,21 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(await store.updateJob('build', {}, T0 + 7), { ...job, updatedAt: T0 + 7 });
       });
 
+      // Known failure on SQLite: the patch is spread over the job, so `{ nextAt: undefined }` writes
+      // NULL (silently unscheduling the job) and `{ script: undefined }` hits NOT NULL.
+      test('updateJob ignores patch fields that are present but undefined', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        await store.createJob(job);
+        const patch: JobPatch = { nextAt: undefined, script: undefined, platform: 'freebsd' };
+        const expected: Job = { ...job, platform: 'freebsd', updatedAt: T0 + 1 };
+        assert.deepEqual(await store.updateJob('build', patch, T0 + 1), expected);
+        assert.deepEqual(await store.getJob('build'), expected);
+      });
+
       test('updateJob of an unknown job throws KILN_ERR_JOB_NOT_FOUND', async (t) => {
         const store = await open(t);
-        await rejectsWithCode(store.updateJob('ghost', { script: 'x' }, T0), 'KILN_ERR_JOB_NOT_FOUND');
+        await rejectsWithCode(() => store.updateJob('ghost', { script: 'x' }, T0), 'KILN_ERR_JOB_NOT_FOUND');
         assert.equal(await store.getJob('ghost'), undefined);
       });
 
@@ -176,7 +208,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
 
       test('deleteJob of an unknown job throws KILN_ERR_JOB_NOT_FOUND', async (t) => {
         const store = await open(t);
-        await rejectsWithCode(store.deleteJob('ghost', T0), 'KILN_ERR_JOB_NOT_FOUND');
+        await rejectsWithCode(() => store.deleteJob('ghost', T0), 'KILN_ERR_JOB_NOT_FOUND');
       });
 
       test('a deleted job can be created again and its old history is still listed', async (t) => {
@@ -204,7 +236,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
           assert.equal(stored.id, run.id);
           assert.equal(stored.status, 'queued');
         }
-        assert.deepEqual(ids(await store.listQueued()), ids(runs.map((r) => ({ ...r }) as unknown as Run)));
+        assert.deepEqual(ids(await store.listQueued()), runs.map((r) => r.id));
         for (const run of runs) {
           const claimed = await store.claimNext({ name: 'w', platform: 'linux', labels: {} }, T0 + 10);
           assert.equal(claimed?.id, run.id);
@@ -272,7 +304,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
       test('enqueue for an unknown job throws KILN_ERR_JOB_NOT_FOUND and queues nothing', async (t) => {
         const store = await open(t);
         for (const position of ['back', 'front'] as const) {
-          await rejectsWithCode(store.enqueue(makeRun(makeJob('ghost')), position), 'KILN_ERR_JOB_NOT_FOUND');
+          await rejectsWithCode(() => store.enqueue(makeRun(makeJob('ghost')), position), 'KILN_ERR_JOB_NOT_FOUND');
         }
         assert.deepEqual(await store.listQueued(), []);
         assert.deepEqual(await store.listRuns({ limit: 10 }), []);
@@ -546,33 +578,26 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const a = uuidWith('abcdef01', 1);
         const b = uuidWith('abcdef02', 2);
         await withRuns(store, [a, b]);
-        const cases: [string, string][] = [
-          [a, a], [b, b], ['abcdef01', a], ['abcdef02-0000', b], ['abcdef0', ''],
-        ];
-        for (const [query, want] of cases) {
-          if (want === '') {
-            await rejectsWithCode(store.findRun(query), 'KILN_ERR_RUN_AMBIGUOUS');
-          } else {
-            assert.equal((await store.findRun(query)).id, want, query);
-          }
-        }
+        const cases: [query: string, want: string][] = [[a, a], [b, b], ['abcdef01', a], ['abcdef02-0000', b]];
+        for (const [query, want] of cases) assert.equal((await store.findRun(query)).id, want, query);
+        await rejectsWithCode(() => store.findRun('abcdef0'), 'KILN_ERR_RUN_AMBIGUOUS');
       });
 
       test('an ambiguous prefix throws KILN_ERR_RUN_AMBIGUOUS', async (t) => {
         const store = await open(t);
         await withRuns(store, [uuidWith('12345678', 1), uuidWith('12345678', 2), uuidWith('9abcdef0', 3)]);
         for (const prefix of ['1', '1234', '12345678-0000-4000-8000-00000000000']) {
-          await rejectsWithCode(store.findRun(prefix), 'KILN_ERR_RUN_AMBIGUOUS');
+          await rejectsWithCode(() => store.findRun(prefix), 'KILN_ERR_RUN_AMBIGUOUS');
         }
         assert.equal((await store.findRun('9')).id, uuidWith('9abcdef0', 3));
       });
 
       test('an unknown id or prefix throws KILN_ERR_RUN_NOT_FOUND', async (t) => {
         const store = await open(t);
-        await rejectsWithCode(store.findRun(randomUUID()), 'KILN_ERR_RUN_NOT_FOUND');
+        await rejectsWithCode(() => store.findRun(randomUUID()), 'KILN_ERR_RUN_NOT_FOUND');
         await withRuns(store, [uuidWith('abcdef01', 1)]);
-        for (const query of ['abcdef02', 'b', uuidWith('abcdef01', 2), `${uuidWith('abcdef01', 1)}0`, 'ABCDEF01'.toLowerCase() + 'x', '']) {
-          await rejectsWithCode(store.findRun(query), 'KILN_ERR_RUN_NOT_FOUND');
+        for (const query of ['abcdef02', 'b', uuidWith('abcdef01', 2), `${uuidWith('abcdef01', 1)}0`, 'abcdef01x', '']) {
+          await rejectsWithCode(() => store.findRun(query), 'KILN_ERR_RUN_NOT_FOUND');
         }
       });
 
@@ -580,7 +605,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         await withRuns(store, [uuidWith('abcdef01', 1)]);
         for (const query of ['%', '%%', '_', '_bcdef01', 'abc%', 'abcdef0_', '%-0000-', 'abcdef01%', '*', '.*']) {
-          await rejectsWithCode(store.findRun(query), 'KILN_ERR_RUN_NOT_FOUND');
+          await rejectsWithCode(() => store.findRun(query), 'KILN_ERR_RUN_NOT_FOUND');
         }
       });
 
@@ -608,7 +633,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         await store.finishRun(aLinuxDone.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'x' }, finishedAt: T0 }, { from: ['queued'] });
         for (const run of [aLinuxQueued, aBsdQueued, bLinuxQueued]) await store.enqueue(run, 'back');
 
-        const cases: { filter: Omit<Parameters<JobStore['listRuns']>[0], 'limit'>; want: NewRun[] }[] = [
+        const cases: { filter: Omit<RunFilter, 'limit'>; want: NewRun[] }[] = [
           { filter: {}, want: [bLinuxQueued, aBsdQueued, aLinuxQueued, aLinuxDone] },
           { filter: { job: 'a' }, want: [aBsdQueued, aLinuxQueued, aLinuxDone] },
           { filter: { job: 'b' }, want: [bLinuxQueued] },

@@ -49,7 +49,8 @@ function parseFrame(data: Buffer | ArrayBuffer | Buffer[]): unknown {
 export function readHello(frame: unknown): Hello {
   const probe = versionProbe.safeParse(frame);
   if (!probe.success || probe.data.type !== 'hello') throw new ProtocolError('the first frame must be a hello');
-  if (!SUPPORTED_PROTOCOLS.includes(probe.data.v as number)) throw new ProtocolVersionError(probe.data.v, SUPPORTED_PROTOCOLS);
+  if (typeof probe.data.v !== 'number') throw new ProtocolError('bad hello: v must be the protocol version number');
+  if (!SUPPORTED_PROTOCOLS.includes(probe.data.v)) throw new ProtocolVersionError(probe.data.v, SUPPORTED_PROTOCOLS);
   const hello = helloMessage.safeParse(frame);
   if (!hello.success) throw new ProtocolError(`bad hello: ${describeIssues(hello.error)}`);
   return hello.data;

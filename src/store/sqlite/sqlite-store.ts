@@ -70,9 +70,9 @@ export function openSqliteStore(file: string): JobStore {
 class SqliteStore implements JobStore {
   constructor(private readonly db: Database.Database) {}
 
-  /** Runs `fn` in a BEGIN IMMEDIATE transaction and resolves with its value after COMMIT. */
-  private tx<T>(fn: () => T): Promise<T> {
-    return Promise.resolve(this.db.transaction(fn).immediate());
+  /** Runs `fn` in a BEGIN IMMEDIATE transaction; resolves after COMMIT, rejects (never throws) on error. */
+  private async tx<T>(fn: () => T): Promise<T> {
+    return this.db.transaction(fn).immediate();
   }
 
   async close(): Promise<void> {
@@ -94,7 +94,9 @@ class SqliteStore implements JobStore {
   updateJob(name: string, patch: JobPatch, now: number): Promise<Job> {
     return this.tx(() => {
       const current = this.jobRow(name);
-      const next: Job = { ...toJob(current), ...patch, updatedAt: now };
+      // A key present with the value undefined means "unchanged", as an absent key does.
+      const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+      const next: Job = { ...toJob(current), ...given, updatedAt: now };
       this.db
         .prepare(`UPDATE jobs SET platform = @platform, script = @script, env = @env, labels = @labels, period = @period,
                   timeout_ms = @timeoutMs, next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
