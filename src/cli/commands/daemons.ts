@@ -89,10 +89,11 @@ export function registerDaemonCommands(program: Command): void {
       const { server, token } = command.optsWithGlobals<{ server?: string; token?: string }>();
       const agent = await createWorker(createLogger(), { ...flags, server, token });
       void shutdownSignal().then(() => agent.stop());
-      if (process.env.KILN_EXIT_WITH_STDIN === '1') {
-        process.stdin.on('end', () => void agent.stop('kiln up stopped')).resume();
-      }
+      const watchParent = process.env.KILN_EXIT_WITH_STDIN === '1';
+      if (watchParent) process.stdin.on('end', () => void agent.stop('kiln up stopped')).resume();
       process.exitCode = await agent.start();
+      // The open pipe would keep the process alive after the agent is done.
+      if (watchParent) process.stdin.destroy();
     });
 
   program
