@@ -99,3 +99,23 @@ export async function call(server: KilnServer, method: string, route: string, bo
   }
   return { status: response.status, body: json };
 }
+
+/** A job the fake worker's platform serves. */
+export const testJob = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never' };
+
+/** A server, a connected fake worker, and a run of `job` already assigned to that worker. */
+export async function runOnFakeWorker(t: TestContext, job: Record<string, unknown> = testJob, serverOptions: { heartbeatMs?: number } = {}) {
+  const server = await inProcessServer(t, serverOptions);
+  const worker = await FakeWorker.connect(t, server);
+  await worker.hello();
+  await call(server, 'POST', '/api/jobs', job);
+  const runId: string = (await call(server, 'POST', `/api/jobs/${job.name}/execute`, {})).body.run.id;
+  const assign = await worker.next<{ type: string; run: Record<string, unknown> }>();
+  return { server, worker, runId, assign };
+}
+
+/** A run's console events: replayed, then followed until the end when `follow`. */
+export async function consoleEvents(server: KilnServer, runId: string, follow = true): Promise<any[]> {
+  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=${follow}`, { headers: { authorization: `Bearer ${server.tokens.admin}` } });
+  return (await response.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line));
+}

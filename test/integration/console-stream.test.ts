@@ -2,26 +2,19 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { test } from 'node:test';
-import { call, FakeWorker, inProcessServer } from '../helpers/in-process.js';
-
-const job = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never' };
+import { consoleEvents, runOnFakeWorker } from '../helpers/in-process.js';
 
 function batch(from: number, count: number, width = 20) {
   return Array.from({ length: count }, (_, i) => ({ seq: from + i, ts: Date.now(), text: `line ${String(from + i).padStart(width, '0')}` }));
 }
 
 test('an observer joining mid-run gets every line once, in order, then the end', async (t) => {
-  const server = await inProcessServer(t);
-  const worker = await FakeWorker.connect(t, server);
-  await worker.hello();
-  await call(server, 'POST', '/api/jobs', job);
-  const runId = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  await worker.next();
+  const { server, worker, runId } = await runOnFakeWorker(t);
   for (let i = 0; i < 10; i += 1) worker.send({ v: 1, type: 'run.output', runId, lines: batch(i * 100, 100) });
-  const observing = fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.tokens.admin}` } }).then((r) => r.text());
+  const observing = consoleEvents(server, runId);
   for (let i = 10; i < 20; i += 1) worker.send({ v: 1, type: 'run.output', runId, lines: batch(i * 100, 100) });
   worker.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 1 } });
-  const events = (await observing).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const events = await observing;
   const seqs = events.filter((e) => e.type === 'line').map((e) => e.seq);
   assert.deepEqual(seqs, Array.from({ length: 2000 }, (_, i) => i));
   assert.equal(events.at(-1).type, 'end');
@@ -29,12 +22,7 @@ test('an observer joining mid-run gets every line once, in order, then the end',
 });
 
 test('a slow observer never slows the run and still gets every line, from the store', async (t) => {
-  const server = await inProcessServer(t);
-  const worker = await FakeWorker.connect(t, server);
-  await worker.hello();
-  await call(server, 'POST', '/api/jobs', job);
-  const runId = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  await worker.next();
+  const { server, worker, runId } = await runOnFakeWorker(t);
   worker.send({ v: 1, type: 'run.output', runId, lines: batch(0, 1) });
 
   // An observer that stops reading: its socket fills up and the server must not wait for it.
@@ -50,14 +38,10 @@ test('a slow observer never slows the run and still gets every line, from the st
   worker.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 0 } });
 
   // The run ends while that observer is stalled: its end does not wait for the observer.
-  const read = async (follow: boolean) => {
-    const reply = await fetch(`${server.url}/api/runs/${runId}/console?follow=${follow}`, { headers: { authorization: `Bearer ${server.tokens.admin}` } });
-    return (await reply.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
-  };
-  const followed = await read(true);
+  const followed = await consoleEvents(server, runId);
   assert.equal(followed.filter((e) => e.type === 'line').length, total, 'a reading observer gets every line');
   assert.equal(followed.at(-1).run.status, 'succeeded');
-  const stored = await read(false);
+  const stored = await consoleEvents(server, runId, false);
   assert.equal(stored.filter((e) => e.type === 'line').length, total, 'the durable console is complete');
 
   // Now the slow observer reads: it gets all 20 MB, in order, then the end.

@@ -2,14 +2,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CloseCode } from '../../src/protocol/index.js';
-import { call, FakeWorker, helloFrame, inProcessServer } from '../helpers/in-process.js';
+import { call, consoleEvents, FakeWorker, helloFrame, inProcessServer, runOnFakeWorker } from '../helpers/in-process.js';
 
 const job = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never', env: { GREETING: 'hello' }, timeoutMs: 5000 };
 
-async function readConsole(server: Awaited<ReturnType<typeof inProcessServer>>, runId: string) {
-  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.tokens.admin}` } });
-  return (await response.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line));
-}
 
 test('the worker socket needs the worker token', async (t) => {
   const server = await inProcessServer(t);
@@ -44,13 +40,7 @@ test('a bad hello and a second worker with a taken name are refused', async (t) 
 });
 
 test('a queued run is pushed to an idle worker; output and result are stored once', async (t) => {
-  const server = await inProcessServer(t);
-  const worker = await FakeWorker.connect(t, server);
-  await worker.hello();
-  await call(server, 'POST', '/api/jobs', job);
-  const runId = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-
-  const assign = await worker.next<{ type: string; run: Record<string, unknown> }>();
+  const { server, worker, runId, assign } = await runOnFakeWorker(t, job);
   assert.equal(assign.type, 'run.assign');
   assert.deepEqual(assign.run, { id: runId, job: 'build', platform: 'testos', attempt: 1, script: 'echo hi\n', env: { GREETING: 'hello' }, timeoutMs: 5000 });
 
@@ -62,7 +52,7 @@ test('a queued run is pushed to an idle worker; output and result are stored onc
   // A second result for the same run is not applied twice.
   worker.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 9 } });
 
-  const events = await readConsole(server, runId);
+  const events = await consoleEvents(server, runId);
   assert.deepEqual(events.filter((e) => e.type === 'line').map((e) => e.text), ['line 0', 'line 1', 'line 2']);
   const end = events.at(-1);
   assert.equal(end.type, 'end');
@@ -112,14 +102,9 @@ test('runs go only to workers of their platform with the labels they ask for', a
 });
 
 test('a worker that disconnects mid-run: the run ends lost and its observer sees the end', async (t) => {
-  const server = await inProcessServer(t);
-  const worker = await FakeWorker.connect(t, server);
-  await worker.hello();
-  await call(server, 'POST', '/api/jobs', job);
-  const runId = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  await worker.next();
+  const { server, worker, runId } = await runOnFakeWorker(t, job);
   worker.send({ v: 1, type: 'run.output', runId, lines: [{ seq: 0, ts: 1, text: 'working' }] });
-  const observing = readConsole(server, runId);
+  const observing = consoleEvents(server, runId);
   worker.socket.terminate();
   const events = await observing;
   assert.deepEqual(events.map((e) => e.type), ['line', 'end']);
@@ -130,15 +115,10 @@ test('a worker that disconnects mid-run: the run ends lost and its observer sees
 });
 
 test('a worker that stops answering pings is dropped and its run ends lost', async (t) => {
-  const server = await inProcessServer(t, { heartbeatMs: 100 });
-  const worker = await FakeWorker.connect(t, server);
-  await worker.hello();
-  await call(server, 'POST', '/api/jobs', job);
-  const runId = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  await worker.next();
+  const { server, worker, runId } = await runOnFakeWorker(t, job, { heartbeatMs: 100 });
   // Stop answering pings: the ws client answers them automatically unless its socket is paused.
   worker.socket.pause();
-  const events = await readConsole(server, runId);
+  const events = await consoleEvents(server, runId);
   assert.equal(events.at(-1).run.status, 'lost');
 });
 
@@ -152,7 +132,7 @@ test('a --once worker gets a single run', async (t) => {
   await worker.next();
   worker.send({ v: 1, type: 'run.finished', runId: first, result: { kind: 'exited', code: 0 } });
   const second = (await call(server, 'POST', '/api/jobs/second/execute', {})).body.run.id;
-  await readConsole(server, first);
+  await consoleEvents(server, first);
   const run = (await call(server, 'GET', `/api/runs/${second}`)).body.run;
   assert.equal(run.status, 'queued', 'the once worker does not take a second run');
 });
