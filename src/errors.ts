@@ -100,13 +100,6 @@ export class WorkerNameTakenError extends KilnError {
   }
 }
 
-/** The run is in a state that does not allow the request. */
-export class RunStateError extends KilnError {
-  constructor(message: string) {
-    super('KILN_ERR_RUN_STATE', 409, message);
-  }
-}
-
 /** The client cannot reach the server. */
 export class ServerUnreachableError extends KilnError {
   constructor(url: string, cause: string) {

@@ -10,7 +10,9 @@ export class ApiError extends KilnError {}
 /** One event of a console stream. */
 export type ConsoleEvent =
   | { type: 'line'; seq: number; ts: number; text: string }
-  | { type: 'end'; run: PresentedRun };
+  | { type: 'end'; run: PresentedRun }
+  /** Sent on a silent followed stream so that nothing between times it out. */
+  | { type: 'keepalive' };
 
 /** Server info, as `GET /api/info` returns it. */
 export interface InfoReply {

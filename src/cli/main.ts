@@ -32,13 +32,15 @@ function buildProgram(): Command {
     .option('--server <url>', 'server URL (env KILN_SERVER, default http://127.0.0.1:7420)')
     .option('--token <token>', 'admin token (env KILN_TOKEN, else ./.kiln/admin.token)')
     .option('--json', 'machine-readable output on stdout')
-    .showHelpAfterError('(run kiln --help for usage)')
     .exitOverride();
   registerJobCommands(program);
   registerRunCommands(program);
   registerInfoCommands(program);
   registerDaemonCommands(program);
-  for (const command of program.commands) command.exitOverride();
+  // Usage errors read like every other error: one line, `kiln: ...`, on stderr.
+  const output = { outputError: (text: string, write: (text: string) => void) => write(`kiln: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) };
+  program.configureOutput(output);
+  for (const command of program.commands) command.exitOverride().configureOutput(output);
   return program;
 }
 

@@ -47,10 +47,9 @@ const BODY_LIMIT = 1024 * 1024;
 /** Starts a server and resolves once it listens. */
 export async function startServer(log: Logger, options: ServerOptions): Promise<KilnServer> {
   const now = options.now ?? Date.now;
-  const tokens = ensureTokens(options.dataDir);
   const store = await openStore(options.dataDir, options.store);
   try {
-    return await startOnStore(log, options, store, tokens, now);
+    return await startOnStore(log, options, store, ensureTokens(options.dataDir), now);
   } catch (raw) {
     await store.close();
     throw raw;
@@ -73,7 +72,7 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   installAuth(app, tokens);
   app.get('/healthz', async () => ({ ok: true }));
   registerRoutes(app, { store, hub, dispatcher, service });
-  registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
+  const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
   });
@@ -91,6 +90,7 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
     tokens,
     async close() {
       scheduler.stop();
+      await gateway.shutdown();
       await app.close();
       await dispatcher.settled();
       await hub.close();

@@ -136,3 +136,14 @@ test('a --once worker gets a single run', async (t) => {
   const run = (await call(server, 'GET', `/api/runs/${second}`)).body.run;
   assert.equal(run.status, 'queued', 'the once worker does not take a second run');
 });
+
+test('a server shutting down tells its workers (close 4004) and records their runs before closing the store', async (t) => {
+  const { server, worker, runId } = await runOnFakeWorker(t, job);
+  await server.close();
+  assert.equal((await worker.closed).code, CloseCode.shutdown);
+  // Reopen the same data dir: the run was recorded as lost at shutdown, not left running.
+  const reopened = await inProcessServer(t, { dataDir: server.dataDir });
+  const run = (await call(reopened, 'GET', `/api/runs/${runId}`)).body.run;
+  assert.equal(run.status, 'lost');
+  assert.equal(run.resultText, 'aborted: worker lost');
+});

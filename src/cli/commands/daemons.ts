@@ -103,6 +103,8 @@ export function registerDaemonCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .action(async (flags: { data: string; listen: string }) => {
       const log = createLogger(process.env.KILN_LOG_LEVEL ?? 'warn');
+      // The local worker logs at the same level as `up` itself.
+      process.env.KILN_LOG_LEVEL = log.level;
       const server = await runServer(log, flags);
       const workerName = `${os.hostname()}-local`;
       const worker = superviseWorker(log, server, workerName);

@@ -13,6 +13,7 @@ const RUN_FAILED = 1;
 async function printConsole(client: ApiClient, runId: string, follow: boolean, json: boolean, timestamps: boolean): Promise<number> {
   let end: PresentedRun | undefined;
   for await (const event of client.console(runId, follow)) {
+    if (event.type === 'keepalive') continue;
     if (json) process.stdout.write(JSON.stringify(event) + '\n');
     else if (event.type === 'line') process.stdout.write(timestamps ? `${new Date(event.ts).toISOString()} ${event.text}\n` : `${event.text}\n`);
     if (event.type === 'end') end = event.run;

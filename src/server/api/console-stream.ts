@@ -17,6 +17,8 @@ import { presentRun } from './present.js';
 const PAGE = 1000;
 /** Most live lines held for an observer that is catching up before it re-reads the store instead. */
 const MAX_HELD = 1000;
+/** A silent followed stream gets a keep-alive event this often, so clients and proxies never time it out. */
+const KEEPALIVE_MS = 20_000;
 
 /** Streams a run's console into the reply (which it takes over). */
 export async function streamConsole(
@@ -24,6 +26,8 @@ export async function streamConsole(
 ): Promise<void> {
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  // Headers go out now: a queued run may print nothing for a long time.
+  reply.raw.flushHeaders();
   const out = new NdjsonWriter(reply.raw);
   let lastSeq = -1;
   const emit = (line: StoredLine) => {
@@ -86,7 +90,13 @@ export async function streamConsole(
       if (live) void finish();
     },
   });
-  reply.raw.on('close', subscription.unsubscribe);
+  const keepalive = setInterval(() => {
+    if (!out.blocked) out.write({ type: 'keepalive' });
+  }, KEEPALIVE_MS);
+  reply.raw.on('close', () => {
+    clearInterval(keepalive);
+    subscription.unsubscribe();
+  });
   catchingUp = catchUp();
   await catchingUp;
   request.log.debug({ runId: run.id }, 'observer following live');

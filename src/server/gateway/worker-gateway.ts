@@ -102,15 +102,24 @@ function refuse(socket: WebSocket, err: KilnError, closeCode: number): void {
   socket.close(closeCode, err.code);
 }
 
+/** The gateway's handle for the server's shutdown. */
+export interface WorkerGateway {
+  /** Closes every worker connection with "server shutting down" and waits until each is recorded. */
+  shutdown(): Promise<void>;
+}
+
 /** Registers the `/api/worker` WebSocket route. */
-export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGatewayParts, options: WorkerGatewayOptions): void {
+export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGatewayParts, options: WorkerGatewayOptions): WorkerGateway {
   const { log } = parts;
+  /** Open connections, each with the promise of its last handled frame. */
+  const connections = new Map<WebSocket, () => Promise<void>>();
 
   app.get('/api/worker', { websocket: true }, (socket) => {
     let session: Session | undefined;
     let alive = true;
     // Frames are handled one at a time, in order: output before the result that follows it.
     let chain: Promise<void> = Promise.resolve();
+    connections.set(socket, () => chain);
 
     const helloTimer = setTimeout(() => refuse(socket, new ProtocolError('no hello received in time'), CloseCode.protocolError), options.helloTimeoutMs);
     const heartbeat = setInterval(() => {
@@ -174,13 +183,28 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     socket.on('close', () => {
       clearTimeout(helloTimer);
       clearInterval(heartbeat);
-      if (!session) return;
+      if (!session) {
+        connections.delete(socket);
+        return;
+      }
       const gone = session;
       gone.open = false;
       chain = chain.then(async () => {
         log.info({ worker: gone.name, running: gone.running.size }, 'worker disconnected');
         await parts.service.workerGone(gone).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
+        connections.delete(socket);
       });
     });
   });
+
+  return {
+    async shutdown() {
+      for (const socket of connections.keys()) socket.close(CloseCode.shutdown, 'server shutting down');
+      // Each close handler records its worker's runs before the store may close.
+      await Promise.all([...connections].map(async ([socket, last]) => {
+        if (socket.readyState !== socket.CLOSED) await new Promise((resolve) => socket.once('close', resolve));
+        await last();
+      }));
+    },
+  };
 }
