@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { formatResult, nextSlot, periodMs, statusFor, type Period, type RunResult, type RunStatus } from '../core/index.js';
+import { formatResult, periodMs, statusFor, type Period, type RunResult, type RunStatus } from '../core/index.js';
 import { InvalidRequestError, JobNotFoundError } from '../errors.js';
 import type { Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
 import type { ConsoleHub } from './console-hub.js';
@@ -108,17 +108,6 @@ export class KilnService {
     const job = await this.store.updateJob(name, { nextAt }, this.parts.now());
     void this.parts.scheduler.wake();
     return job;
-  }
-
-  /** Previews the next `count` times of a job's schedule. */
-  upcoming(job: Job, count: number): number[] {
-    const times: number[] = [];
-    let at = job.nextAt;
-    while (at !== null && times.length < count) {
-      times.push(at);
-      at = nextSlot(job.period, at, at) ?? null;
-    }
-    return times;
   }
 
   /** A worker reported the end of a run it holds. */

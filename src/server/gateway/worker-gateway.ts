@@ -13,7 +13,7 @@ import {
 } from '../../protocol/index.js';
 import type { Run } from '../../store/index.js';
 import type { Dispatcher, WorkerSession } from '../dispatcher.js';
-import type { KilnService } from '../kiln-service.js';
+import { DEFAULT_TIMEOUT_MS, type KilnService } from '../kiln-service.js';
 import type { ConsoleHub } from '../console-hub.js';
 import type { JobStore } from '../../store/index.js';
 
@@ -90,7 +90,7 @@ class Session implements WorkerSession {
       type: 'run.assign',
       run: {
         id: run.id, job: run.job, platform: run.platform, attempt: run.attempt,
-        script: run.script ?? '', env: run.env, timeoutMs: run.timeoutMs ?? 3_600_000,
+        script: run.script ?? '', env: run.env, timeoutMs: run.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       },
     });
   }
