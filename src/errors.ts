@@ -100,6 +100,13 @@ export class WorkerNameTakenError extends KilnError {
   }
 }
 
+/** The run has already ended, so it cannot be changed. */
+export class RunFinishedError extends KilnError {
+  constructor(id: string, status: string) {
+    super('KILN_ERR_RUN_FINISHED', 409, `run ${id} has already ended (${status}); nothing to cancel`);
+  }
+}
+
 /** The client cannot reach the server. */
 export class ServerUnreachableError extends KilnError {
   constructor(url: string, cause: string) {

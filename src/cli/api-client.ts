@@ -1,8 +1,8 @@
 /** A small typed client of the Kiln HTTP API, shared by the CLI (and later the dashboard). */
 import { KilnError, ServerUnreachableError, UnauthorizedError } from '../errors.js';
-import type { PresentedJob, PresentedRun, PresentedWorker } from '../server/api/present.js';
+import type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker } from '../server/api/present.js';
 
-export type { PresentedJob, PresentedRun, PresentedWorker };
+export type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker };
 
 /** An error the server answered with, carrying its code. */
 export class ApiError extends KilnError {}

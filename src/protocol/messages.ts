@@ -49,7 +49,13 @@ export const helloMessage = z.object({
   os: z.string().max(256),
   arch: z.string().max(64),
   version: z.string().max(64),
+  /** Runs this worker still holds (after a reconnect): the server re-attaches or releases each. */
+  runs: z.array(z.object({ runId: z.string().uuid(), attempt: z.number().int().min(1) })).max(1024).default([]),
 });
+
+/** Why a worker stopped a job before it ended on its own. */
+export const STOP_CAUSES = ['timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'] as const;
+export type StopCause = (typeof STOP_CAUSES)[number];
 
 /** Frames a worker sends after its hello. */
 export const workerMessage = z.discriminatedUnion('type', [
@@ -64,9 +70,11 @@ export const workerMessage = z.discriminatedUnion('type', [
     type: z.literal('run.finished'),
     runId: z.string().uuid(),
     result: runResult,
-    /** Set when the worker stopped the job because of its timeout. */
-    timedOut: z.boolean().optional(),
+    /** Set when the worker stopped the job itself, and why. */
+    stoppedBy: z.enum(['timeout', 'idle-timeout', 'cancel', 'shutdown', 'output']).optional(),
   }),
+  /** The worker is shutting down: give it no more runs. */
+  z.object({ v: z.literal(1), type: z.literal('drain') }),
 ]);
 
 /** What the server tells a run's worker to do. */
@@ -78,14 +86,33 @@ export const runAssignment = z.object({
   script: z.string(),
   env: z.record(z.string(), z.string()),
   timeoutMs: z.number().int().positive(),
+  /** Stop the job when it prints nothing for this long; absent: no limit. */
+  idleTimeoutMs: z.number().int().positive().optional(),
+  /** The seq of this attempt's first console line (earlier attempts used the ones before). */
+  firstSeq: z.number().int().min(0),
 });
 
 /** Frames the server sends. */
 export const serverMessage = z.discriminatedUnion('type', [
-  z.object({ v: z.literal(1), type: z.literal('welcome'), name: z.string(), heartbeatMs: z.number().int().positive() }),
+  z.object({
+    v: z.literal(1),
+    type: z.literal('welcome'),
+    name: z.string(),
+    heartbeatMs: z.number().int().positive(),
+    /** Held runs the server re-attached: resend their lines after `afterSeq`, then their result. */
+    resume: z.array(z.object({ runId: z.string(), afterSeq: z.number().int() })),
+    /** Held runs the server no longer expects from this worker: stop them and drop their output. */
+    release: z.array(z.object({ runId: z.string(), reason: z.string() })),
+  }),
   z.object({ v: z.number().int(), type: z.literal('refused'), code: z.string(), message: z.string() }),
   z.object({ v: z.literal(1), type: z.literal('run.assign'), run: runAssignment }),
   z.object({ v: z.literal(1), type: z.literal('error'), code: z.string(), message: z.string() }),
+  /** Stop the run (SIGTERM, then SIGKILL after the grace) and report its result. */
+  z.object({ v: z.literal(1), type: z.literal('run.cancel'), runId: z.string(), reason: z.string() }),
+  /** The server has ended the run itself: stop it and drop its output. */
+  z.object({ v: z.literal(1), type: z.literal('run.release'), runId: z.string(), reason: z.string() }),
+  /** The run's result is recorded (or was answered but not applied): the worker may forget it. */
+  z.object({ v: z.literal(1), type: z.literal('run.done'), runId: z.string(), applied: z.boolean() }),
 ]);
 
 export type Hello = z.infer<typeof helloMessage>;

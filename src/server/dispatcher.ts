@@ -21,13 +21,21 @@ export interface WorkerSession {
   assigned: number;
   /** False once the connection is gone. */
   readonly open: boolean;
+  /** True once the worker said it is shutting down: it takes no more runs. */
+  readonly draining: boolean;
   /** Sends the run to the worker. */
   assign(run: Run): void;
+  /** Asks the worker to stop a run and report it. */
+  cancel(runId: string, reason: string): void;
+  /** Tells the worker the server ended a run itself: stop it, drop its output. */
+  release(runId: string, reason: string): void;
+  /** Acknowledges a run's result. */
+  done(runId: string, applied: boolean): void;
 }
 
 /** Free slots of a session. */
 function freeSlots(session: WorkerSession): number {
-  if (!session.open) return 0;
+  if (!session.open || session.draining) return 0;
   if (session.once) return session.assigned === 0 ? 1 : 0;
   return session.capacity - session.running.size;
 }
@@ -43,6 +51,10 @@ export class Dispatcher {
     private readonly store: JobStore,
     private readonly log: Logger,
     private readonly now: () => number,
+    /** How long past a run's timeout the server waits for its result (ms). */
+    private readonly backstopMs: number,
+    /** Called with each run handed to a worker. */
+    private readonly dispatched: (run: Run) => void,
     /** Called with a run claimed for a worker that went away meanwhile. */
     private readonly orphaned: (run: Run) => Promise<void>,
   ) {}
@@ -97,7 +109,7 @@ export class Dispatcher {
     const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
     for (const session of candidates) {
       while (freeSlots(session) > 0) {
-        const run = await this.store.claimNext(session, this.now());
+        const run = await this.store.claimNext(session, this.now(), this.backstopMs);
         if (!run) break;
         if (!session.open) {
           await this.orphaned(run);
@@ -107,6 +119,7 @@ export class Dispatcher {
         session.assigned += 1;
         this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
         session.assign(run);
+        this.dispatched(run);
       }
     }
   }

@@ -1,12 +1,17 @@
 /**
  * What the server does, independent of how it is asked: the API routes and the worker gateway
  * both call these methods, which change the store first and then wake the parts that care.
+ *
+ * Runs are never silently dropped: a run whose worker goes away waits a grace window for the
+ * worker to re-attach, then ends `lost` (and is retried if its job allows); a run whose worker
+ * never reports is ended by the server's own deadline (timeout or cancel backstop).
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { formatResult, periodMs, statusFor, type Period, type RunResult, type RunStatus } from '../core/index.js';
-import { InvalidRequestError, JobNotFoundError } from '../errors.js';
-import type { Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
+import { formatDuration, formatResult, periodMs, statusFor, type Period, type RunResult } from '../core/index.js';
+import { coerceError, InvalidRequestError, JobNotFoundError } from '../errors.js';
+import type { StopCause } from '../protocol/index.js';
+import type { AttemptEnd, Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
 import type { ConsoleHub } from './console-hub.js';
 import type { Dispatcher, WorkerSession } from './dispatcher.js';
 import type { Scheduler } from './scheduler.js';
@@ -23,9 +28,12 @@ export interface JobInput {
   labels?: Record<string, string>;
   period?: Period;
   timeoutMs?: number;
+  idleTimeoutMs?: number | null;
+  retries?: number;
+  failureRetries?: number;
 }
 
-/** The parts the service drives. */
+/** The parts the service drives, and its timings. */
 export interface KilnServiceParts {
   store: JobStore;
   hub: ConsoleHub;
@@ -35,14 +43,31 @@ export interface KilnServiceParts {
   now: () => number;
   /** Platform of jobs scheduled without one: the server's own. */
   defaultPlatform: string;
+  /** How long a run whose worker went away waits for it to re-attach before it is lost (ms). */
+  reattachGraceMs: number;
+  /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
+  backstopMs: number;
 }
+
+/** Longest single sleep of the deadline timer (re-read from the store after it). */
+const MAX_SLEEP_MS = 60 * 60 * 1000;
 
 /** The server's use cases. */
 export class KilnService {
+  /** Runs whose worker is away, with the timer that declares them lost. */
+  private readonly unattended = new Map<string, NodeJS.Timeout>();
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Infinity;
+  private stopped = false;
+
   constructor(private readonly parts: KilnServiceParts) {}
 
   private get store() {
     return this.parts.store;
+  }
+
+  private get log() {
+    return this.parts.log;
   }
 
   private newRun(job: Pick<Job, 'name' | 'platform' | 'labels'>, platform = job.platform): NewRun {
@@ -62,12 +87,15 @@ export class KilnService {
       labels: input.labels ?? {},
       period,
       timeoutMs: input.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      idleTimeoutMs: input.idleTimeoutMs ?? null,
+      retries: input.retries ?? 1,
+      failureRetries: input.failureRetries ?? 0,
       nextAt: step === undefined ? null : now + step,
       createdAt: now,
       updatedAt: now,
     };
     const run = await this.store.createJob(job, step === undefined ? undefined : this.newRun(job));
-    this.parts.log.info({ job: job.name, platform: job.platform, period }, 'job scheduled');
+    this.log.info({ job: job.name, platform: job.platform, period }, 'job scheduled');
     if (run) this.parts.dispatcher.kick();
     void this.parts.scheduler.wake();
     return { job, run };
@@ -110,54 +138,202 @@ export class KilnService {
     return job;
   }
 
+  /**
+   * Cancels a run: a queued one ends at once; a running one is stopped by its worker (which
+   * reports it `cancelled`), with the server's backstop in case the worker never answers.
+   */
+  async cancel(idOrPrefix: string, by: string): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {
+    const now = this.parts.now();
+    const outcome = await this.store.requestCancel(idOrPrefix, by, now, now + this.parts.backstopMs);
+    const { run } = outcome;
+    this.log.info({ runId: run.id, by, state: outcome.state }, 'cancel requested');
+    if (outcome.state === 'cancelled') this.parts.hub.ended(run.id);
+    else {
+      this.holder(run)?.cancel(run.id, `cancelled by ${by}`);
+      this.noteDeadline(run.deadlineAt);
+    }
+    return outcome;
+  }
+
+  /** The connected session holding a running run, if any. */
+  private holder(run: Run): WorkerSession | undefined {
+    const session = run.worker ? this.parts.dispatcher.session(run.worker) : undefined;
+    return session?.running.has(run.id) ? session : undefined;
+  }
+
   /** A worker reported the end of a run it holds. */
-  async workerFinished(session: WorkerSession, runId: string, result: RunResult, timedOut: boolean): Promise<void> {
+  async workerFinished(session: WorkerSession, runId: string, result: RunResult, stoppedBy: StopCause | undefined): Promise<void> {
+    const now = this.parts.now();
     if (!session.running.has(runId)) {
-      this.parts.log.info({ runId, worker: session.name }, 'result for a run this worker does not hold; ignored');
+      await this.ignored(runId, now, session.name, 'a result for a run this worker does not hold', result);
+      session.done(runId, false);
       return;
     }
-    const status = statusFor(result, timedOut ? 'timeout' : undefined);
-    await this.end(runId, status, result, { from: ['running'], worker: session.name });
+    const run = await this.store.findRun(runId);
+    let end: AttemptEnd;
+    if (stoppedBy === 'cancel' || (run.cancelRequestedBy && result.kind === 'aborted')) {
+      end = { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${run.cancelRequestedBy ?? 'the worker'}` }, finishedAt: now };
+    } else if (stoppedBy === 'shutdown') {
+      end = { status: 'cancelled', result, finishedAt: now };
+    } else {
+      const status = statusFor(result, stoppedBy === 'timeout' || stoppedBy === 'idle-timeout' ? 'timeout' : undefined);
+      end = { status, result, finishedAt: now, retry: status === 'succeeded' ? undefined : 'failure' };
+    }
+    const outcome = await this.endAttempt(runId, end, session.name);
+    if (outcome === 'stale') await this.ignored(runId, now, session.name, 'a result for a run that had already ended', result);
     session.running.delete(runId);
+    session.done(runId, outcome !== 'stale');
     this.parts.dispatcher.kick();
   }
 
-  /** A worker's connection is gone: the runs it held end `lost`. */
+  /**
+   * A worker (re)connected holding these runs: the ones still running on it are re-attached
+   * (it resends their missing lines and results), the others are released.
+   */
+  async workerAttached(session: WorkerSession, held: { runId: string; attempt: number }[]): Promise<{
+    resume: { runId: string; afterSeq: number }[];
+    release: { runId: string; reason: string }[];
+  }> {
+    const resume: { runId: string; afterSeq: number }[] = [];
+    const release: { runId: string; reason: string }[] = [];
+    if (held.length > 0) await this.parts.hub.flush();
+    for (const { runId, attempt } of held) {
+      const run = await this.store.findRun(runId).catch(() => undefined);
+      if (run?.status === 'running' && run.worker === session.name && run.attempt === attempt) {
+        this.attended(runId);
+        session.running.add(runId);
+        session.assigned += 1;
+        resume.push({ runId, afterSeq: await this.store.lastConsoleSeq(runId) });
+        this.log.info({ runId, worker: session.name }, 'run re-attached');
+      } else {
+        const why = !run ? 'unknown run' : run.status === 'running' ? `now attempt ${run.attempt} on ${run.worker}` : `the run has ended (${run.status})`;
+        release.push({ runId, reason: why });
+        this.log.info({ runId, worker: session.name, why }, 'released a run the worker still held');
+      }
+    }
+    return { resume, release };
+  }
+
+  /** After re-attaching, tells the worker about cancels requested while it was away. */
+  async replayCancels(session: WorkerSession, runIds: string[]): Promise<void> {
+    for (const runId of runIds) {
+      const run = await this.store.findRun(runId);
+      if (run.cancelRequestedBy) session.cancel(runId, `cancelled by ${run.cancelRequestedBy}`);
+    }
+  }
+
+  /** A worker's connection is gone: its runs wait for it to come back, then end `lost`. */
   async workerGone(session: WorkerSession): Promise<void> {
     this.parts.dispatcher.remove(session);
-    for (const runId of session.running) await this.lose(runId, session.name, 'worker lost');
+    for (const runId of session.running) this.unattend(runId, session.name);
     session.running.clear();
     await this.store.workerDisconnected(session.name, this.parts.now());
   }
 
-  /** A run claimed for a worker that is already gone. */
+  /** A run claimed for a worker that went away before it was sent. */
   async orphaned(run: Run): Promise<void> {
     await this.lose(run.id, run.worker ?? undefined, 'worker lost before the run started');
   }
 
+  /** Notes a dispatched run's deadline. */
+  dispatched(run: Run): void {
+    this.noteDeadline(run.deadlineAt);
+  }
+
   /**
-   * At start, runs left `running` by a previous life of the server have no connection to report
-   * through; until workers can re-attach they end `lost`, never stay running forever.
+   * At start: runs left `running` by the previous server process wait the grace window for their
+   * workers to re-attach; overdue ones are ended by the deadline timer.
    */
   async recover(): Promise<number> {
-    const stale = await this.store.listRunning();
-    for (const run of stale) await this.lose(run.id, run.worker ?? undefined, 'worker lost (server restarted)');
-    return stale.length;
+    const running = await this.store.listRunning();
+    for (const run of running) this.unattend(run.id, run.worker ?? undefined);
+    await this.reapOverdue();
+    return running.length;
   }
 
-  private lose(runId: string, worker: string | undefined, reason: string): Promise<boolean> {
-    return this.end(runId, statusFor({ kind: 'aborted', reason }, 'lost'), { kind: 'aborted', reason }, { from: ['running'], worker });
+  /** Stops the timers (the runs they watch stay in the store for the next start). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.deadlineTimer);
+    for (const timer of this.unattended.values()) clearTimeout(timer);
+    this.unattended.clear();
   }
 
-  /** Ends a run: its console is written first, then the guarded transition, then observers hear. */
-  private async end(runId: string, status: RunStatus, result: RunResult, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {
-    await this.parts.hub.flush();
-    const applied = await this.store.finishRun(runId, { status, result, finishedAt: this.parts.now() }, guard);
-    if (applied) {
-      this.parts.log.info({ runId, status, result: formatResult(result) }, 'run ended');
-      this.parts.hub.ended(runId);
+  private unattend(runId: string, worker: string | undefined): void {
+    if (this.stopped || this.unattended.has(runId)) return;
+    const timer = setTimeout(() => {
+      this.unattended.delete(runId);
+      void this.lose(runId, worker, `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.parts.reattachGraceMs)})`);
+    }, this.parts.reattachGraceMs);
+    this.unattended.set(runId, timer);
+  }
+
+  private attended(runId: string): void {
+    clearTimeout(this.unattended.get(runId));
+    this.unattended.delete(runId);
+  }
+
+  private async lose(runId: string, worker: string | undefined, reason: string): Promise<void> {
+    const result: RunResult = { kind: 'aborted', reason };
+    try {
+      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.parts.now(), retry: 'lost' }, worker);
+    } catch (raw) {
+      this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run');
     }
-    return applied;
+  }
+
+  /**
+   * Ends an attempt: its console is written first, then the guarded transition; observers hear
+   * the end, or the retry's note when the run goes back to the queue.
+   */
+  private async endAttempt(runId: string, end: AttemptEnd, worker: string | undefined): Promise<'ended' | 'retried' | 'stale'> {
+    await this.parts.hub.flush();
+    const { outcome, run } = await this.store.endAttempt(runId, end, { worker });
+    this.attended(runId);
+    if (outcome === 'stale') return outcome;
+    this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, outcome === 'retried' ? 'run retried' : 'run ended');
+    if (outcome === 'retried') {
+      this.parts.hub.append(runId, await this.store.readConsole(runId, run.firstSeq - 2, 1));
+      this.parts.dispatcher.kick();
+    } else this.parts.hub.ended(runId);
+    return outcome;
+  }
+
+  private async ignored(runId: string, at: number, worker: string, why: string, result: RunResult): Promise<void> {
+    this.log.info({ runId, worker, why }, 'message answered but not applied');
+    const run = await this.store.findRun(runId).catch(() => undefined);
+    if (run) await this.store.recordEvent(run.id, { at, attempt: run.attempt, kind: 'ignored', detail: { worker, why, result } });
+  }
+
+  /** Makes the deadline timer fire no later than `at`. */
+  private noteDeadline(at: number | null): void {
+    if (at === null || this.stopped || at >= this.deadlineAt) return;
+    clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    this.deadlineTimer = setTimeout(() => void this.reapOverdue(), Math.min(Math.max(at - this.parts.now(), 0), MAX_SLEEP_MS));
+  }
+
+  /** Ends the runs whose worker never reported by their deadline, then sleeps until the next one. */
+  private async reapOverdue(): Promise<void> {
+    this.deadlineAt = Infinity;
+    try {
+      const now = this.parts.now();
+      for (const run of await this.store.overdueRuns(now)) {
+        const end: AttemptEnd = run.cancelRequestedBy
+          ? { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${run.cancelRequestedBy} (the worker did not confirm)` }, finishedAt: now }
+          : { status: 'timed-out', result: { kind: 'aborted', reason: `timed out after ${formatDuration(run.timeoutMs ?? 0)} (the worker did not report)` }, finishedAt: now, retry: 'failure' };
+        const holder = this.holder(run);
+        if ((await this.endAttempt(run.id, end, run.worker ?? undefined)) !== 'stale' && holder) {
+          holder.running.delete(run.id);
+          holder.release(run.id, formatResult(end.result));
+        }
+      }
+      const next = await this.store.earliestDeadline();
+      if (next !== undefined) this.noteDeadline(next);
+    } catch (raw) {
+      this.log.error({ err: coerceError(raw) }, 'deadline check failed; retrying in 5s');
+      this.noteDeadline(this.parts.now() + 5000);
+    }
   }
 
   /** Parses an RFC 3339 time with any offset. */

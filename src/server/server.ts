@@ -26,8 +26,12 @@ export interface ServerOptions {
   dataDir: string;
   /** Store URL; SQLite in the data dir when absent. */
   store?: string;
-  /** Worker heartbeat interval (ms). */
+  /** Worker heartbeat interval (ms); a worker silent for two of them is disconnected. */
   heartbeatMs?: number;
+  /** How long a run whose worker went away waits for it to re-attach (ms). */
+  reattachGraceMs?: number;
+  /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
+  backstopMs?: number;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -59,12 +63,16 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
 async function startOnStore(log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number): Promise<KilnServer> {
   const hub = new ConsoleHub(store, log.child({ part: 'console' }));
   let service: KilnService | undefined;
-  const dispatcher = new Dispatcher(store, log.child({ part: 'dispatcher' }), now, (run) => service!.orphaned(run));
+  const backstopMs = options.backstopMs ?? 60_000;
+  const dispatcher = new Dispatcher(
+    store, log.child({ part: 'dispatcher' }), now, backstopMs, (run) => service!.dispatched(run), (run) => service!.orphaned(run),
+  );
   const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, () => dispatcher.kick());
-  service = new KilnService({ store, hub, dispatcher, scheduler, log, now, defaultPlatform: hostPlatform() });
+  const reattachGraceMs = options.reattachGraceMs ?? 30_000;
+  service = new KilnService({ store, hub, dispatcher, scheduler, log, now, defaultPlatform: hostPlatform(), reattachGraceMs, backstopMs });
 
-  const lost = await service.recover();
-  if (lost > 0) log.warn({ runs: lost }, 'runs left running by the previous server process were marked lost');
+  const waiting = await service.recover();
+  if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
   const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
@@ -90,6 +98,7 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
     tokens,
     async close() {
       scheduler.stop();
+      service!.stop();
       await gateway.shutdown();
       await app.close();
       await dispatcher.settled();

@@ -18,6 +18,12 @@ export interface Job {
   labels: Record<string, string>;
   period: Period;
   timeoutMs: number;
+  /** A run printing nothing for this long is stopped; null: no limit. */
+  idleTimeoutMs: number | null;
+  /** Times a run lost with its worker is tried again. */
+  retries: number;
+  /** Times a failed run (non-zero exit, signal, timeout) is tried again. */
+  failureRetries: number;
   /** Next scheduled time, or null for `never`. */
   nextAt: number | null;
   createdAt: number;
@@ -25,7 +31,9 @@ export interface Job {
 }
 
 /** The fields `modify` may change. */
-export type JobPatch = Partial<Pick<Job, 'platform' | 'script' | 'env' | 'labels' | 'period' | 'timeoutMs' | 'nextAt'>>;
+export type JobPatch = Partial<
+  Pick<Job, 'platform' | 'script' | 'env' | 'labels' | 'period' | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'nextAt'>
+>;
 
 /** A run as stored. */
 export interface Run {
@@ -44,7 +52,34 @@ export interface Run {
   script: string | null;
   env: Record<string, string>;
   timeoutMs: number | null;
+  idleTimeoutMs: number | null;
+  lostRetriesLeft: number;
+  failureRetriesLeft: number;
+  /** Console seq the current attempt's lines start at. */
+  firstSeq: number;
+  /** Who asked to cancel this running run, if anyone. */
+  cancelRequestedBy: string | null;
+  /** When the server ends the run itself if no result came (timeout or cancel backstop). */
+  deadlineAt: number | null;
 }
+
+/** One entry of a run's history. */
+export interface RunEvent {
+  at: number;
+  attempt: number;
+  /** queued, dispatched, ended, retried, cancel-requested, ignored, ... */
+  kind: string;
+  detail: Record<string, unknown>;
+}
+
+/** How an attempt ended and what to do about it. */
+export interface AttemptEnd extends RunEnd {
+  /** Which retry budget may give the run another attempt, if any. */
+  retry?: 'lost' | 'failure';
+}
+
+/** What `endAttempt` did. */
+export type AttemptOutcome = 'ended' | 'retried' | 'stale';
 
 /** What it takes to queue a run. */
 export interface NewRun {
@@ -116,9 +151,10 @@ export interface JobStore {
   enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }>;
   /**
    * Takes the first queued run of the worker's platform whose labels the worker has, marks it
-   * running on that worker and copies the job's script, env and timeout into it.
+   * running on that worker, copies the job's script, env and timeouts into it, and sets its
+   * backstop deadline to `now + timeout + backstopMs`.
    */
-  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number): Promise<Run | undefined>;
+  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number, backstopMs?: number): Promise<Run | undefined>;
   /** Queued runs, per platform in queue order. */
   listQueued(): Promise<Run[]>;
   /** Runs that are running now. */
@@ -133,8 +169,32 @@ export interface JobStore {
    */
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean>;
 
+  /**
+   * Ends the current attempt of a running run, guarded on `worker` when given. When `end.retry`
+   * names a budget with retries left (and no other run of the job is queued), the run goes back
+   * to the front of its queue as its next attempt, with a console line saying why; otherwise it
+   * ends as `end` says. `stale`: the run was no longer running (on that worker); nothing changed.
+   */
+  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string }): Promise<{ outcome: AttemptOutcome; run: Run }>;
+  /**
+   * Cancels a run: a queued one ends `cancelled` at once; a running one is marked (its worker
+   * stops it) and its deadline brought to `deadlineAt`. Throws RunFinishedError for a run that
+   * has already ended.
+   */
+  requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }>;
+  /** Running runs whose deadline has passed. */
+  overdueRuns(now: number): Promise<Run[]>;
+  /** The earliest deadline of any running run. */
+  earliestDeadline(): Promise<number | undefined>;
+  /** Adds an entry to a run's history (for what is not a state change, e.g. an ignored message). */
+  recordEvent(runId: string, event: RunEvent): Promise<void>;
+  /** A run's history, oldest first. */
+  listEvents(runId: string): Promise<RunEvent[]>;
+
   /** Appends console lines of several runs in one transaction; a line already stored is ignored. */
   appendConsole(batches: ConsoleBatch[]): Promise<void>;
+  /** The seq of a run's last stored console line, or -1. */
+  lastConsoleSeq(runId: string): Promise<number>;
   /** A run's console from the line after `afterSeq`, in order. */
   readConsole(runId: string, afterSeq?: number, limit?: number): Promise<StoredLine[]>;
 

@@ -1,16 +1,24 @@
 /**
- * The worker's main loop: connect to the server, say hello, run what it assigns (up to the
- * capacity), stream each run's console in small batches, report results, and reconnect with
- * backoff when the connection drops.
+ * The worker's main loop: connect to the server, say hello (with the runs it still holds), run
+ * what it assigns (up to the capacity), stream each run's console in small batches, report
+ * results. Losing the server does not stop the jobs: their output goes on into each run's spool,
+ * the worker reconnects with backoff, re-attaches, resends what the server did not store, and
+ * reports the results it kept.
  */
+import os from 'node:os';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import { hostFacts } from '../host-info.js';
-import { CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage, type ConsoleLine, type Hello, type RunAssignment, type WorkerMessage } from '../protocol/index.js';
+import {
+  CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
+  type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type WorkerMessage,
+} from '../protocol/index.js';
 import { KILN_VERSION } from '../version.js';
-import { startExecution, type Execution } from './executor.js';
+import { startExecution, type Execution, type RunReport } from './executor.js';
+import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
 
 /** Options of a worker. */
@@ -28,9 +36,13 @@ export interface WorkerOptions {
   once: boolean;
   /** Where work dirs are made. */
   workRoot: string;
+  /** Where runs' output is kept until the server has their result. */
+  spoolDir: string;
   sandbox: SandboxLauncher;
   /** Time between SIGTERM and SIGKILL when stopping a job (ms). */
   killGraceMs: number;
+  /** On shutdown, how long running jobs may go on before they are cancelled (ms). */
+  drainMs: number;
   log: Logger;
 }
 
@@ -39,26 +51,47 @@ const OUTPUT_FLUSH_MS = 10;
 /** ...or as soon as this many are waiting. */
 const OUTPUT_BATCH_LINES = 500;
 const BACKOFF_MIN_MS = 250;
-const BACKOFF_MAX_MS = 30_000;
+const BACKOFF_MAX_MS = 10_000;
+
+/** Default spool dir of a worker. */
+export function defaultSpoolDir(name: string): string {
+  return path.join(os.tmpdir(), `kiln-spool-${name}`);
+}
 
 /** Exit codes of `kiln worker`. */
 export const WorkerExit = { ok: 0, failed: 1, refused: 3 } as const;
 
-/** One run held by this worker, with its output waiting to be sent. */
+/** One run held by this worker. */
 interface Held {
+  run: RunAssignment;
   execution: Execution;
+  spool: OutputSpool;
+  /** Lines printed but not sent yet. */
   pending: ConsoleLine[];
   timer: NodeJS.Timeout | undefined;
+  /** While true, lines are only spooled: the spool is being resent in order. */
+  resending: boolean;
+  /** The seq of the last line sent on the current connection. */
+  sentSeq: number;
+  /** The result, once the job has ended (kept until the server acknowledges it). */
+  report?: RunReport;
+  /** The server released the run: stop it and report nothing. */
+  released: boolean;
 }
 
 /** A connected (or reconnecting) worker. */
 export class WorkerAgent {
   private socket: WebSocket | undefined;
+  /** True between the server's welcome and the connection's end. */
+  private ready = false;
   private readonly held = new Map<string, Held>();
   private attempts = 0;
   private stopping = false;
-  private tookOne = false;
+  private closing = false;
+  private finishedOne = false;
+  private exitCode: number = WorkerExit.ok;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
   private finished!: (code: number) => void;
   /** Resolves with the process exit code when the worker stops. */
   readonly exited = new Promise<number>((resolve) => (this.finished = resolve));
@@ -70,14 +103,26 @@ export class WorkerAgent {
     return this.exited;
   }
 
-  /** Stops taking runs, stops the running ones, reports them and exits. */
-  async stop(reason = 'worker shutting down'): Promise<void> {
-    if (this.stopping) return;
+  /**
+   * Stops taking runs and lets the running ones finish, up to the drain time; then cancels them.
+   * Called again (a second signal), it cancels them at once.
+   */
+  stop(reason = 'worker shutting down'): void {
+    if (this.stopping) {
+      this.cancelAll(reason);
+      return;
+    }
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
-    for (const held of this.held.values()) held.execution.stop(reason);
-    await Promise.all([...this.held.values()].map((held) => held.execution.done));
-    this.close(WorkerExit.ok);
+    this.log.info({ running: this.held.size, drainMs: this.options.drainMs }, 'stopping: no more runs; letting running ones finish');
+    this.sendFrame({ v: 1, type: 'drain' });
+    if (this.held.size === 0) return this.close(this.exitCode);
+    this.drainTimer = setTimeout(() => this.cancelAll(`${reason} (drain time over)`), this.options.drainMs);
+    if (!this.ready) this.cancelAll(`${reason} (not connected)`);
+  }
+
+  private cancelAll(reason: string): void {
+    for (const held of this.held.values()) held.execution.stop(reason, 'shutdown');
   }
 
   private get log() {
@@ -90,19 +135,22 @@ export class WorkerAgent {
     this.socket = socket;
     socket.on('open', () => {
       this.attempts = 0;
-      this.send({
+      this.sendFrame({
         v: PROTOCOL_VERSION, type: 'hello', name: this.options.name, platform: this.options.platform, labels: this.options.labels,
         capacity: this.options.capacity, once: this.options.once, version: KILN_VERSION, ...hostFacts(),
+        runs: [...this.held.values()].map((held) => ({ runId: held.run.id, attempt: held.run.attempt })),
       });
     });
     socket.on('unexpected-response', (_request, response) => {
       if (response.statusCode === 401) {
         this.log.error(`the server at ${this.options.server} rejected the worker token (401); pass --token or set KILN_WORKER_TOKEN`);
+        this.exitCode = WorkerExit.refused;
+        this.cancelAll('the server rejected the worker token');
         this.close(WorkerExit.refused);
       } else {
         this.log.warn({ status: response.statusCode }, 'the server refused the connection');
-        socket.terminate();
       }
+      socket.terminate();
     });
     socket.on('message', (data: Buffer) => this.onMessage(data));
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
@@ -121,14 +169,20 @@ export class WorkerAgent {
       this.log.warn({ issues: describeIssues(parsed.error) }, 'the server sent a frame this worker does not understand; ignored');
       return;
     }
-    const message = parsed.data;
+    this.handle(parsed.data);
+  }
+
+  private handle(message: ServerMessage): void {
     switch (message.type) {
       case 'welcome':
-        this.log.info({ server: this.options.server, name: message.name, platform: this.options.platform }, 'connected to the server');
+        this.ready = true;
+        this.log.info({ server: this.options.server, name: message.name, platform: this.options.platform, resumed: message.resume.length }, 'connected to the server');
+        for (const { runId, reason } of message.release) this.release(runId, reason);
+        for (const { runId, afterSeq } of message.resume) void this.resume(runId, afterSeq);
+        if (this.stopping) this.sendFrame({ v: 1, type: 'drain' });
         return;
       case 'refused':
         this.log.error(`the server refused this worker: ${message.message}`);
-        this.close(WorkerExit.refused);
         return;
       case 'error':
         this.log.warn({ code: message.code }, `the server reported: ${message.message}`);
@@ -136,17 +190,36 @@ export class WorkerAgent {
       case 'run.assign':
         this.run(message.run);
         return;
+      case 'run.cancel':
+        this.held.get(message.runId)?.execution.stop(message.reason, 'cancel');
+        return;
+      case 'run.release':
+        this.release(message.runId, message.reason);
+        return;
+      case 'run.done':
+        this.forget(message.runId);
+        return;
     }
   }
 
   private run(run: RunAssignment): void {
     if (this.stopping || this.held.has(run.id)) return;
-    this.tookOne = true;
-    const log = this.log.child({ runId: run.id, job: run.job });
+    const log = this.log.child({ runId: run.id, job: run.job, attempt: run.attempt });
     log.info('run started');
     const held: Held = {
+      run,
       pending: [],
       timer: undefined,
+      resending: false,
+      sentSeq: run.firstSeq - 1,
+      released: false,
+      spool: new OutputSpool(this.options.spoolDir, run.id, (err) => {
+        // Output that can be neither kept nor sent would be lost: stop the job (robur's rule) and
+        // let the worker exit non-zero once the result is in.
+        log.error({ err: err.message }, 'cannot keep the job output; stopping the job');
+        this.exitCode = WorkerExit.failed;
+        held.execution.stop(`cannot keep the job output: ${err.message}`, 'output');
+      }),
       execution: startExecution(run, {
         workRoot: this.options.workRoot,
         sandbox: this.options.sandbox,
@@ -154,35 +227,85 @@ export class WorkerAgent {
         jobPath: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
         log,
         onLine: (line) => {
+          held.spool.append(line);
+          if (held.resending || !this.ready) return;
           held.pending.push(line);
-          if (held.pending.length >= OUTPUT_BATCH_LINES) this.flushOutput(run.id, held);
-          else held.timer ??= setTimeout(() => this.flushOutput(run.id, held), OUTPUT_FLUSH_MS);
+          if (held.pending.length >= OUTPUT_BATCH_LINES) this.flushOutput(held);
+          else held.timer ??= setTimeout(() => this.flushOutput(held), OUTPUT_FLUSH_MS);
         },
       }),
     };
     this.held.set(run.id, held);
     void held.execution.done.then((report) => {
-      this.flushOutput(run.id, held);
-      this.held.delete(run.id);
+      held.report = report;
+      if (held.released) return this.forget(run.id);
       log.info({ result: formatResult(report.result) }, 'run ended');
-      this.send({ v: 1, type: 'run.finished', runId: run.id, result: report.result, ...(report.timedOut ? { timedOut: true } : {}) });
-      if (this.options.once) this.close(WorkerExit.ok);
+      if (this.ready && !held.resending) this.report(held);
     });
   }
 
-  private flushOutput(runId: string, held: Held): void {
+  private flushOutput(held: Held): void {
     clearTimeout(held.timer);
     held.timer = undefined;
     if (held.pending.length === 0) return;
     const lines = held.pending;
     held.pending = [];
-    if (!this.send({ v: 1, type: 'run.output', runId, lines })) {
-      // Nowhere to send the console: the run cannot be observed or kept, so it stops (robur's rule).
-      held.execution.stop('cannot send output to the server');
-    }
+    if (this.sendFrame({ v: 1, type: 'run.output', runId: held.run.id, lines })) held.sentSeq = lines.at(-1)!.seq;
   }
 
-  private send(message: WorkerMessage | Hello): boolean {
+  /** Sends the run's result (after the last of its lines). */
+  private report(held: Held): void {
+    this.flushOutput(held);
+    const { result, stoppedBy } = held.report!;
+    this.sendFrame({ v: 1, type: 'run.finished', runId: held.run.id, result, ...(stoppedBy ? { stoppedBy } : {}) });
+  }
+
+  /** After a reconnect: resends the lines the server lacks, in order, then the result if there is one. */
+  private async resume(runId: string, afterSeq: number): Promise<void> {
+    const held = this.held.get(runId);
+    if (!held) return;
+    held.resending = true;
+    held.pending = [];
+    held.sentSeq = afterSeq;
+    try {
+      // Loop until nothing was spooled behind the read: lines keep coming while we resend.
+      while (held.spool.lastSeq > held.sentSeq && this.ready) {
+        for await (const page of held.spool.readAfter(held.sentSeq, OUTPUT_BATCH_LINES)) {
+          if (!this.sendFrame({ v: 1, type: 'run.output', runId, lines: page })) return;
+          held.sentSeq = page.at(-1)!.seq;
+        }
+      }
+    } catch (raw) {
+      this.log.error({ runId, err: coerceError(raw).message }, 'cannot read back the job output');
+    } finally {
+      held.resending = false;
+    }
+    if (held.report && this.ready) this.report(held);
+  }
+
+  /** The server ended the run itself: stop the job and drop what it kept. */
+  private release(runId: string, reason: string): void {
+    const held = this.held.get(runId);
+    if (!held) return;
+    this.log.info({ runId, reason }, 'the server released the run; stopping it');
+    held.released = true;
+    if (held.report) this.forget(runId);
+    else held.execution.stop(reason, 'cancel');
+  }
+
+  /** The server has the run's result: forget the run. */
+  private forget(runId: string): void {
+    const held = this.held.get(runId);
+    if (!held) return;
+    clearTimeout(held.timer);
+    held.spool.remove();
+    this.held.delete(runId);
+    this.finishedOne = true;
+    if ((this.stopping || this.options.once) && this.held.size === 0) this.close(this.exitCode);
+    else if (this.exitCode !== WorkerExit.ok && this.held.size === 0) this.close(this.exitCode);
+  }
+
+  private sendFrame(message: WorkerMessage | Hello): boolean {
     if (this.socket?.readyState !== WebSocket.OPEN) return false;
     this.socket.send(JSON.stringify(message));
     return true;
@@ -191,20 +314,28 @@ export class WorkerAgent {
   private onClose(socket: WebSocket, code: number, reason: string): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
-    if (this.stopping) return;
-    if (code === CloseCode.protocolVersion || code === CloseCode.nameTaken) return this.close(WorkerExit.refused);
-    for (const held of this.held.values()) held.execution.stop('lost the connection to the server');
-    if (this.options.once && this.tookOne) return this.close(WorkerExit.failed);
+    this.ready = false;
+    if (code === 1000 && this.closing) return;
+    if (code === CloseCode.protocolVersion) return this.close(WorkerExit.refused);
+    if (code === CloseCode.nameTaken && this.held.size === 0) return this.close(WorkerExit.refused);
+    if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);
+    if (this.stopping && this.held.size === 0) return this.close(this.exitCode);
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
     this.attempts += 1;
-    this.log.warn({ code, reason: reason || undefined, retryInMs: Math.round(delay) }, 'not connected to the server; retrying');
+    this.log.warn(
+      { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size },
+      'not connected to the server; retrying (running jobs go on)',
+    );
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
   /** Closes the connection once everything sent has gone out, then resolves `exited`. */
   private close(code: number): void {
+    if (this.closing) return;
+    this.closing = true;
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.drainTimer);
     const socket = this.socket;
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       socket?.terminate();

@@ -6,16 +6,17 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { RunResult } from '../core/index.js';
+import { formatDuration, type RunResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
-import type { ConsoleLine, RunAssignment } from '../protocol/index.js';
+import type { ConsoleLine, RunAssignment, StopCause } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
 import type { Sandbox, SandboxLauncher } from './sandbox/sandbox.js';
 
 /** How a run ended, as the worker reports it. */
 export interface RunReport {
   result: RunResult;
-  timedOut: boolean;
+  /** Set when the worker stopped the job itself, and why. */
+  stoppedBy?: StopCause;
 }
 
 /** Options of one execution. */
@@ -35,7 +36,7 @@ export interface ExecutorOptions {
 /** A run in progress on this worker. */
 export interface Execution {
   /** Stops the job (SIGTERM, then SIGKILL after the grace); the report says `aborted: reason`. */
-  stop(reason: string): void;
+  stop(reason: string, cause: StopCause): void;
   /** Resolves with the report once the job has ended and its work dir is gone. */
   done: Promise<RunReport>;
 }
@@ -44,33 +45,43 @@ const SCRIPT_NAME = 'script.sh';
 
 /** Starts a run; never throws: every failure becomes the report's result. */
 export function startExecution(run: RunAssignment, options: ExecutorOptions): Execution {
-  let seq = 0;
-  const say = (text: string) => options.onLine({ seq: seq++, ts: Date.now(), text });
+  let seq = run.firstSeq;
+  let lastOutput = Date.now();
+  const say = (text: string) => {
+    lastOutput = Date.now();
+    options.onLine({ seq: seq++, ts: lastOutput, text });
+  };
   let sandbox: Sandbox | undefined;
-  let stopReason: string | undefined;
-  let timedOut = false;
+  let stopped: { reason: string; cause: StopCause } | undefined;
+  // Read through a function: `stopped` changes in callbacks, which TypeScript's narrowing cannot see.
+  const stopRequest = () => stopped;
   let killTimer: NodeJS.Timeout | undefined;
 
-  const stopTree = () => {
+  /** The first reason to stop wins; the tree gets SIGTERM now and SIGKILL after the grace. */
+  const stop = (reason: string, cause: StopCause) => {
+    stopped ??= { reason, cause };
     if (!sandbox) return;
     sandbox.interrupt();
     killTimer ??= setTimeout(() => sandbox?.terminate(), options.killGraceMs);
   };
+  const aborted = (reason: string, stoppedBy?: StopCause): RunReport => ({ result: { kind: 'aborted', reason }, ...(stoppedBy ? { stoppedBy } : {}) });
 
   const execute = async (): Promise<RunReport> => {
     let workDir: string;
     try {
       workDir = await mkdtemp(path.join(options.workRoot, `kiln-${run.job}-`));
     } catch (raw) {
-      return { result: { kind: 'aborted', reason: `cannot create the work dir: ${coerceError(raw).message}` }, timedOut: false };
+      return aborted(`cannot create the work dir: ${coerceError(raw).message}`);
     }
+    const timers: NodeJS.Timeout[] = [];
     try {
       try {
         await writeFile(path.join(workDir, SCRIPT_NAME), run.script, { mode: 0o700 });
       } catch (raw) {
-        return { result: { kind: 'aborted', reason: `cannot write the job script: ${coerceError(raw).message}` }, timedOut: false };
+        return aborted(`cannot write the job script: ${coerceError(raw).message}`);
       }
-      if (stopReason) return { result: { kind: 'aborted', reason: stopReason }, timedOut: false };
+      const early = stopRequest();
+      if (early) return aborted(early.reason, early.cause);
       const env = {
         PATH: options.jobPath,
         HOME: workDir,
@@ -81,11 +92,20 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
         KILN_PLATFORM: run.platform,
       };
       sandbox = options.sandbox.start({ workDir, argv: ['/bin/sh', '-e', `./${SCRIPT_NAME}`], env });
-      const timeout = setTimeout(() => {
-        timedOut = true;
-        say(`kiln: timed out after ${run.timeoutMs / 1000}s; stopping the job`);
-        stopTree();
-      }, run.timeoutMs);
+      timers.push(setTimeout(() => {
+        say(`kiln: timed out after ${formatDuration(run.timeoutMs)}; stopping the job`);
+        stop(`timed out after ${formatDuration(run.timeoutMs)}`, 'timeout');
+      }, run.timeoutMs));
+      if (run.idleTimeoutMs) {
+        const idle = run.idleTimeoutMs;
+        const check = () => {
+          const quiet = Date.now() - lastOutput;
+          if (quiet < idle) return void timers.push(setTimeout(check, idle - quiet));
+          say(`kiln: no output for ${formatDuration(idle)}; stopping the job`);
+          stop(`no output for ${formatDuration(idle)}`, 'idle-timeout');
+        };
+        timers.push(setTimeout(check, idle));
+      }
       const splitter = new LineSplitter(say);
       const outputDone = new Promise<void>((resolve) => {
         sandbox!.output.on('data', (chunk: Buffer) => splitter.push(chunk));
@@ -99,31 +119,21 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
           resolve();
         });
       });
-      let exit;
-      try {
-        [exit] = await Promise.all([sandbox.wait(), outputDone]);
-      } finally {
-        clearTimeout(timeout);
-        clearTimeout(killTimer);
-      }
-      if (timedOut) return { result: { kind: 'aborted', reason: `timed out after ${run.timeoutMs / 1000}s` }, timedOut: true };
-      if (stopReason) return { result: { kind: 'aborted', reason: stopReason }, timedOut: false };
-      if (exit.signal) return { result: { kind: 'signalled', signal: exit.signal }, timedOut: false };
-      return { result: { kind: 'exited', code: exit.exitCode ?? 0 }, timedOut: false };
+      const [exit] = await Promise.all([sandbox.wait(), outputDone]);
+      const requested = stopRequest();
+      if (requested) return aborted(requested.reason, requested.cause);
+      if (exit.signal) return { result: { kind: 'signalled', signal: exit.signal } };
+      return { result: { kind: 'exited', code: exit.exitCode ?? 0 } };
     } catch (raw) {
-      return { result: { kind: 'aborted', reason: `cannot run the job: ${coerceError(raw).message}` }, timedOut };
+      return aborted(`cannot run the job: ${coerceError(raw).message}`, stopRequest()?.cause);
     } finally {
+      for (const timer of timers) clearTimeout(timer);
+      clearTimeout(killTimer);
       await rm(workDir, { recursive: true, force: true }).catch((raw) =>
         options.log.warn({ err: coerceError(raw), workDir }, 'could not remove a work dir'),
       );
     }
   };
 
-  return {
-    stop(reason) {
-      stopReason ??= reason;
-      stopTree();
-    },
-    done: execute(),
-  };
+  return { stop, done: execute() };
 }

@@ -1,3 +1,3 @@
 /** The worker's public surface. */
-export { WorkerAgent, WorkerExit, type WorkerOptions } from './agent.js';
+export { defaultSpoolDir, WorkerAgent, WorkerExit, type WorkerOptions } from './agent.js';
 export { ProcessSandboxLauncher } from './sandbox/process-sandbox.js';

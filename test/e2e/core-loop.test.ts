@@ -131,24 +131,56 @@ test('a job over its timeout is stopped and ends timed-out', async (t) => {
   assert.match(observed.stdout, /^start\nkiln: timed out after 1s; stopping the job\nkiln: run .* timed-out: aborted: timed out after 1s\n$/);
 });
 
-test('a run whose worker dies ends lost, and its observer sees the end', async (t) => {
-  const server = await startServer(t);
+test('a run whose worker dies and whose job allows no retry ends lost, and its observer sees the end', async (t) => {
+  const server = await startServer(t, { args: ['--reattach-grace', '1s'] });
   const worker = await startWorker(t, server, ['--platform', 'testos']);
   // The job outlives its SIGKILLed worker (its process group is its own): the test reaps it by pid.
   const pidFile = path.join(tempDir(t), 'job.pid');
   t.after(() => {
     if (existsSync(pidFile)) killGroup(Number(readFileSync(pidFile, 'utf8')));
   });
-  assert.equal((await kiln(server, ['schedule', 'hang', '--command', `echo $$ > ${pidFile}; echo started; sleep 60`, '--platform', 'testos', '--period', 'never'])).code, 0);
+  const script = `echo $$ > ${pidFile}; echo started; sleep 60`;
+  assert.equal((await kiln(server, ['schedule', 'hang', '--command', script, '--platform', 'testos', '--period', 'never', '--retries', '0'])).code, 0);
   const runId = (await kiln(server, ['execute', 'hang'])).stdout.trim();
   const observing = kiln(server, ['observe', runId]);
   await worker.waitFor(/run started/);
   await worker.kill('SIGKILL');
   const observed = await observing;
   assert.equal(observed.code, 1);
-  assert.match(observed.stdout, /kiln: run .* lost: aborted: worker lost\n$/);
+  assert.match(observed.stdout, /^started\nkiln: run .* lost: aborted: worker lost \(.* did not come back within 1s\)\n$/);
   const run = JSON.parse((await kiln(server, ['runs', '--json'])).stdout).runs[0];
   assert.equal(run.status, 'lost');
+});
+
+test('a run whose worker is SIGKILLed mid-job is retried on another worker, and its observer sees it through', async (t) => {
+  const server = await startServer(t, { args: ['--reattach-grace', '1s'] });
+  const first = await startWorker(t, server, ['--platform', 'testos', '--name', 'first']);
+  const dir = tempDir(t);
+  const pidFile = path.join(dir, 'job.pid');
+  t.after(() => {
+    if (existsSync(pidFile)) killGroup(Number(readFileSync(pidFile, 'utf8')));
+  });
+  // The first attempt hangs; the second finds the marker the first left and finishes.
+  const script = `if [ -e ${dir}/marker ]; then echo second attempt; exit 0; fi; touch ${dir}/marker; echo $$ > ${pidFile}; echo first attempt; sleep 60`;
+  assert.equal((await kiln(server, ['schedule', 'flaky-host', '--command', script, '--platform', 'testos', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'flaky-host'])).stdout.trim();
+  const observing = kiln(server, ['observe', runId]);
+  await first.waitFor(/run started/);
+  await startWorker(t, server, ['--platform', 'testos', '--name', 'second']);
+  await first.kill('SIGKILL');
+
+  const observed = await observing;
+  assert.equal(observed.code, 0, observed.stdout + observed.stderr);
+  const lines = observed.stdout.trimEnd().split('\n');
+  assert.equal(lines[0], 'first attempt');
+  assert.match(lines[1]!, /^kiln: attempt 1 on first ended \(aborted: worker lost .*\); retrying as attempt 2$/);
+  assert.equal(lines[2], 'second attempt');
+  assert.match(lines[3]!, /succeeded: exited 0$/);
+
+  const shown = JSON.parse((await kiln(server, ['show', runId, '--json'])).stdout);
+  assert.equal(shown.run.attempt, 2);
+  assert.equal(shown.run.worker, 'second');
+  assert.deepEqual(shown.events.map((e: { kind: string }) => e.kind), ['queued', 'dispatched', 'retried', 'dispatched', 'ended']);
 });
 
 test('SIGKILL the server with 100 queued runs: after a restart all 100 are queued and then run', async (t) => {

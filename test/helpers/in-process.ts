@@ -8,10 +8,20 @@ import WebSocket from 'ws';
 import { startServer, type KilnServer } from '../../src/server/index.js';
 
 /** Starts a server on a free port with a temp data dir; closed when the test ends. */
-export async function inProcessServer(t: TestContext, options: { heartbeatMs?: number; dataDir?: string } = {}): Promise<KilnServer & { dataDir: string }> {
+export interface InProcessOptions {
+  heartbeatMs?: number;
+  dataDir?: string;
+  /** Default here 300 ms, so tests of lost workers do not wait the real 30 s. */
+  reattachGraceMs?: number;
+  backstopMs?: number;
+}
+
+export async function inProcessServer(t: TestContext, options: InProcessOptions = {}): Promise<KilnServer & { dataDir: string }> {
   const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'kiln-int-'));
   if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
-  const server = await startServer(pino({ level: 'silent' }), { host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs });
+  const server = await startServer(pino({ level: 'silent' }), {
+    host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs,
+  });
   let closed = false;
   t.after(async () => {
     if (!closed) await server.close();
@@ -76,7 +86,7 @@ export class FakeWorker {
 export function helloFrame(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     v: 1, type: 'hello', name: 'fake-1', platform: 'testos', labels: {}, capacity: 1, once: false,
-    hostname: 'test', os: 'Linux', arch: 'x64', version: '0.0.0-test', ...overrides,
+    hostname: 'test', os: 'Linux', arch: 'x64', version: '0.0.0-test', runs: [], ...overrides,
   };
 }
 
@@ -104,7 +114,7 @@ export async function call(server: KilnServer, method: string, route: string, bo
 export const testJob = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never' };
 
 /** A server, a connected fake worker, and a run of `job` already assigned to that worker. */
-export async function runOnFakeWorker(t: TestContext, job: Record<string, unknown> = testJob, serverOptions: { heartbeatMs?: number } = {}) {
+export async function runOnFakeWorker(t: TestContext, job: Record<string, unknown> = testJob, serverOptions: InProcessOptions = {}) {
   const server = await inProcessServer(t, serverOptions);
   const worker = await FakeWorker.connect(t, server);
   await worker.hello();

@@ -100,10 +100,10 @@ export interface ServerProcess extends Owned {
 }
 
 /** Starts `kiln server` on a free port and waits until it listens. */
-export async function startServer(t: TestContext, options: { dataDir?: string; port?: number } = {}): Promise<ServerProcess> {
+export async function startServer(t: TestContext, options: { dataDir?: string; port?: number; args?: string[] } = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? tempDir(t);
   const port = options.port ?? (await freePort());
-  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir]);
+  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...(options.args ?? [])]);
   await owned.waitFor(/kiln server listening/);
   return {
     ...owned,

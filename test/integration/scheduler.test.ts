@@ -27,7 +27,7 @@ async function setup(t: TestContext): Promise<{ store: JobStore; clock: { now: n
 
 const hourly: Job = {
   name: 'nightly', platform: 'testos', script: 'true\n', env: {}, labels: {}, period: 'hourly',
-  timeoutMs: 60_000, nextAt: T0 + HOUR, createdAt: T0, updatedAt: T0,
+  timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, nextAt: T0 + HOUR, createdAt: T0, updatedAt: T0,
 };
 
 test('a due job is queued and its next time stays on its own grid, whatever the delay', async (t) => {

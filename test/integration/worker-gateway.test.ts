@@ -42,7 +42,7 @@ test('a bad hello and a second worker with a taken name are refused', async (t) 
 test('a queued run is pushed to an idle worker; output and result are stored once', async (t) => {
   const { server, worker, runId, assign } = await runOnFakeWorker(t, job);
   assert.equal(assign.type, 'run.assign');
-  assert.deepEqual(assign.run, { id: runId, job: 'build', platform: 'testos', attempt: 1, script: 'echo hi\n', env: { GREETING: 'hello' }, timeoutMs: 5000 });
+  assert.deepEqual(assign.run, { id: runId, job: 'build', platform: 'testos', attempt: 1, script: 'echo hi\n', env: { GREETING: 'hello' }, timeoutMs: 5000, firstSeq: 0 });
 
   const lines = [0, 1, 2].map((seq) => ({ seq, ts: 1_700_000_000_000 + seq, text: `line ${seq}` }));
   worker.send({ v: 1, type: 'run.output', runId, lines: lines.slice(0, 2) });
@@ -101,21 +101,21 @@ test('runs go only to workers of their platform with the labels they ask for', a
   assert.deepEqual(byName, { arm: 'busy', other: 'idle', plain: 'idle' });
 });
 
-test('a worker that disconnects mid-run: the run ends lost and its observer sees the end', async (t) => {
-  const { server, worker, runId } = await runOnFakeWorker(t, job);
+test('a worker that disconnects mid-run and does not come back: the run ends lost and its observer sees the end', async (t) => {
+  const { server, worker, runId } = await runOnFakeWorker(t, { ...job, retries: 0 });
   worker.send({ v: 1, type: 'run.output', runId, lines: [{ seq: 0, ts: 1, text: 'working' }] });
   const observing = consoleEvents(server, runId);
   worker.socket.terminate();
   const events = await observing;
   assert.deepEqual(events.map((e) => e.type), ['line', 'end']);
   assert.equal(events[1].run.status, 'lost');
-  assert.equal(events[1].run.resultText, 'aborted: worker lost');
+  assert.equal(events[1].run.resultText, 'aborted: worker lost (fake-1 did not come back within 300ms)');
   const workers = (await call(server, 'GET', '/api/workers')).body.workers;
   assert.equal(workers[0].state, 'disconnected');
 });
 
 test('a worker that stops answering pings is dropped and its run ends lost', async (t) => {
-  const { server, worker, runId } = await runOnFakeWorker(t, job, { heartbeatMs: 100 });
+  const { server, worker, runId } = await runOnFakeWorker(t, { ...job, retries: 0 }, { heartbeatMs: 100 });
   // Stop answering pings: the ws client answers them automatically unless its socket is paused.
   worker.socket.pause();
   const events = await consoleEvents(server, runId);
@@ -137,13 +137,11 @@ test('a --once worker gets a single run', async (t) => {
   assert.equal(run.status, 'queued', 'the once worker does not take a second run');
 });
 
-test('a server shutting down tells its workers (close 4004) and records their runs before closing the store', async (t) => {
+test('a server shutting down tells its workers (close 4004) and leaves their runs running for re-attach', async (t) => {
   const { server, worker, runId } = await runOnFakeWorker(t, job);
   await server.close();
   assert.equal((await worker.closed).code, CloseCode.shutdown);
-  // Reopen the same data dir: the run was recorded as lost at shutdown, not left running.
-  const reopened = await inProcessServer(t, { dataDir: server.dataDir });
+  const reopened = await inProcessServer(t, { dataDir: server.dataDir, reattachGraceMs: 60_000 });
   const run = (await call(reopened, 'GET', `/api/runs/${runId}`)).body.run;
-  assert.equal(run.status, 'lost');
-  assert.equal(run.resultText, 'aborted: worker lost');
+  assert.equal(run.status, 'running', 'still running: its worker may come back');
 });

@@ -31,6 +31,9 @@ function makeJob(name: string, over: Partial<Job> = {}): Job {
     labels: {},
     period: 'daily',
     timeoutMs: 60_000,
+    idleTimeoutMs: null,
+    retries: 1,
+    failureRetries: 0,
     nextAt: T0 + HOUR,
     createdAt: T0,
     updatedAt: T0,
@@ -103,7 +106,8 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(run, {
           id: first.id, job: 'build', platform: 'linux', labels: { arch: 'arm' }, status: 'queued', attempt: 1,
           worker: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
-          script: null, env: {}, timeoutMs: null,
+          script: null, env: {}, timeoutMs: null, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
+          firstSeq: 0, cancelRequestedBy: null, deadlineAt: null,
         } satisfies Run);
         assert.deepEqual(await store.listQueued(), [run]);
         assert.deepEqual(await store.findRun(first.id), run);
@@ -327,11 +331,12 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('build', { script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000 });
         const first = makeRun(job);
         await store.createJob(job, first);
-        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' } }, T0 + 50);
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' } }, T0 + 50, 1000);
         const expected: Run = {
           id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1',
           queuedAt: T0, startedAt: T0 + 50, finishedAt: null, result: null,
-          script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000,
+          script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
+          firstSeq: 0, cancelRequestedBy: null, deadlineAt: T0 + 50 + 90_000 + 1000,
         };
         assert.deepEqual(claimed, expected);
         assert.deepEqual(await store.findRun(first.id), expected);
@@ -431,7 +436,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const run = await running(store);
         const applied = await store.finishRun(run.id, { status: 'failed', result: EXITED_3, finishedAt: T0 + 9 }, { from: ['running'], worker: 'w1' });
         assert.equal(applied, true);
-        assert.deepEqual(await store.findRun(run.id), { ...run, status: 'failed', result: EXITED_3, finishedAt: T0 + 9 });
+        assert.deepEqual(await store.findRun(run.id), { ...run, status: 'failed', result: EXITED_3, finishedAt: T0 + 9, deadlineAt: null });
         assert.deepEqual(await store.listRunning(), []);
       });
 

@@ -63,7 +63,7 @@ describe('SQLite store', () => {
   const T0 = 1_700_000_000_000;
   const job: Job = {
     name: 'build', platform: 'linux', script: 'make', env: { CC: 'gcc' }, labels: { arch: 'arm' }, period: 'daily',
-    timeoutMs: 60_000, nextAt: T0 + 1000, createdAt: T0, updatedAt: T0,
+    timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, nextAt: T0 + 1000, createdAt: T0, updatedAt: T0,
   };
 
   test('jobs, queued runs and console lines survive closing and reopening the file', async (t) => {

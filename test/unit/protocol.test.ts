@@ -8,7 +8,7 @@ import { readHello } from '../../src/server/gateway/worker-gateway.js';
 function hello(over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     v: PROTOCOL_VERSION, type: 'hello', name: 'builder-1.example@lab', platform: 'debian-12', labels: { arch: 'x86_64' },
-    capacity: 2, once: false, hostname: 'builder-1', os: 'linux', arch: 'x64', version: '0.1.0', ...over,
+    capacity: 2, once: false, hostname: 'builder-1', os: 'linux', arch: 'x64', version: '0.1.0', runs: [], ...over,
   };
 }
 
@@ -92,7 +92,7 @@ test('workerMessage accepts output and results of the current version', () => {
     { v: 1, type: 'run.output', runId, lines: [line(0)] },
     { v: 1, type: 'run.output', runId, lines: Array.from({ length: 10_000 }, (_, i) => line(i)) },
     { v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 0 } },
-    { v: 1, type: 'run.finished', runId, result: { kind: 'signalled', signal: 'SIGKILL' }, timedOut: true },
+    { v: 1, type: 'run.finished', runId, result: { kind: 'signalled', signal: 'SIGKILL' }, stoppedBy: 'timeout' },
     { v: 1, type: 'run.finished', runId, result: { kind: 'aborted', reason: 'sandbox failed' } },
   ];
   for (const frame of frames) assert.equal(workerMessage.safeParse(frame).success, true, JSON.stringify(frame).slice(0, 120));
@@ -119,7 +119,7 @@ test('workerMessage rejects bad run ids, empty or oversize batches and bad field
     ['negative exit code', finished({ result: { kind: 'exited', code: -1 } })],
     ['unknown result kind', finished({ result: { kind: 'vanished' } })],
     ['empty abort reason', finished({ result: { kind: 'aborted', reason: '' } })],
-    ['timedOut as text', finished({ timedOut: 'yes' })],
+    ['an unknown stop cause', finished({ stoppedBy: 'boredom' })],
     ['a hello after the hello', hello()],
   ];
   for (const [name, frame] of cases) assert.equal(workerMessage.safeParse(frame).success, false, name);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { parsePairs } from '../../core/index.js';
+import { parseDuration, parsePairs } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
@@ -34,10 +34,35 @@ function shutdownSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-async function runServer(log: Logger, flags: { listen: string; data: string; store?: string }): Promise<KilnServer> {
+interface ServerFlags {
+  listen: string;
+  data: string;
+  store?: string;
+  heartbeat?: string;
+  reattachGrace?: string;
+  backstop?: string;
+}
+
+async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const { host, port } = parseListen(flags.listen);
+  const optional = (flag: string, text: string | undefined) => (text === undefined ? undefined : durationFlag(flag, text));
+  const timings = {
+    heartbeatMs: optional('--heartbeat', flags.heartbeat),
+    reattachGraceMs: optional('--reattach-grace', flags.reattachGrace),
+    backstopMs: optional('--backstop', flags.backstop),
+  };
   const { startServer } = await import('../../server/index.js');
-  return startServer(log, { host, port, dataDir: path.resolve(flags.data), store: flags.store });
+  return startServer(log, { host, port, dataDir: path.resolve(flags.data), store: flags.store, ...timings });
+}
+
+/** Resolves on the first SIGINT/SIGTERM; a second one ends the process at once. */
+async function firstSignalThenNow(log: Logger): Promise<void> {
+  await shutdownSignal();
+  const now = (signal: NodeJS.Signals) => {
+    log.warn({ signal }, 'second signal: exiting now');
+    process.exit(130);
+  };
+  process.once('SIGINT', now).once('SIGTERM', now);
 }
 
 interface WorkerFlags {
@@ -50,7 +75,16 @@ interface WorkerFlags {
   once?: boolean;
   sandbox: string;
   workDir?: string;
+  spoolDir?: string;
   killGrace: string;
+  drainTimeout: string;
+}
+
+/** Parses a duration flag or throws a usage error naming it. */
+function durationFlag(flag: string, text: string, allowZero = false): number {
+  const ms = parseDuration(text);
+  if (ms === undefined || ms < 0 || (!allowZero && ms === 0)) throw new UsageError(`bad ${flag} '${text}': use a duration like 500ms, 10s, 5m`);
+  return ms;
 }
 
 /** Registers server, worker and up. */
@@ -61,12 +95,15 @@ export function registerDaemonCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
     .option('--store <url>', 'store: sqlite:PATH (default: SQLite in the data dir)')
-    .action(async (flags: { listen: string; data: string; store?: string }) => {
+    .option('--heartbeat <duration>', 'ping workers this often; one silent for two pings is disconnected (default 10s)')
+    .option('--reattach-grace <duration>', "how long a disconnected worker's runs wait for it to re-attach before they are lost (default 30s)")
+    .option('--backstop <duration>', "how long past a run's timeout or cancel the server waits for the worker's result (default 60s)")
+    .action(async (flags: ServerFlags) => {
       const log = createLogger();
       const server = await runServer(log, flags);
       process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})\n`);
-      const signal = await shutdownSignal();
-      log.info({ signal }, 'shutting down');
+      await firstSignalThenNow(log);
+      log.info('shutting down (a second signal exits at once)');
       await server.close();
     });
 
@@ -83,17 +120,22 @@ export function registerDaemonCommands(program: Command): void {
     .option('--once', 'take one run, report it and exit')
     .option('--sandbox <kind>', 'none (bwrap arrives with the sandbox issue)', 'none')
     .option('--work-dir <dir>', 'where work dirs are made (default: the system temp dir)')
-    .option('--kill-grace <duration-ms>', 'ms between SIGTERM and SIGKILL when stopping a job', '10000')
+    .option('--spool-dir <dir>', "where running jobs' output is kept until the server has it (default: TMPDIR/kiln-spool-NAME)")
+    .option('--kill-grace <duration>', 'time between SIGTERM and SIGKILL when stopping a job', '10s')
+    .option('--drain-timeout <duration>', 'on SIGTERM, how long running jobs may go on before they are cancelled', '5m')
     .action(async (flags: WorkerFlags, command: Command) => {
       // --server and --token are the global options; for a worker the token is the worker token.
       const { server, token } = command.optsWithGlobals<{ server?: string; token?: string }>();
       const agent = await createWorker(createLogger(), { ...flags, server, token });
-      void shutdownSignal().then(() => agent.stop());
+      // The first SIGTERM/SIGINT drains; a second one stops the running jobs now.
+      const onSignal = () => agent.stop();
+      process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
       const watchParent = process.env.KILN_EXIT_WITH_STDIN === '1';
-      if (watchParent) process.stdin.on('end', () => void agent.stop('kiln up stopped')).resume();
+      if (watchParent) process.stdin.on('end', () => agent.stop('kiln up stopped')).resume();
       process.exitCode = await agent.start();
-      // The open pipe would keep the process alive after the agent is done.
+      // The open pipe and the signal handlers would keep the process alive after the agent is done.
       if (watchParent) process.stdin.destroy();
+      process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
     });
 
   program
@@ -122,7 +164,7 @@ export function registerDaemonCommands(program: Command): void {
           '',
         ].join('\n'),
       );
-      await shutdownSignal();
+      await firstSignalThenNow(log);
       await worker.stop();
       await server.close();
     });
@@ -130,14 +172,14 @@ export function registerDaemonCommands(program: Command): void {
 
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
-  const { ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
+  const { defaultSpoolDir, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
   const token = flags.token ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
   if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
   if (flags.sandbox !== 'none') throw new UsageError(`--sandbox ${flags.sandbox} is not available yet; use --sandbox none`);
   const capacity = Number(flags.capacity);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 256) throw new UsageError(`bad --capacity '${flags.capacity}': give a number from 1 to 256`);
-  const killGraceMs = Number(flags.killGrace);
-  if (!Number.isInteger(killGraceMs) || killGraceMs < 0) throw new UsageError(`bad --kill-grace '${flags.killGrace}'`);
+  const killGraceMs = durationFlag('--kill-grace', flags.killGrace, true);
+  const drainMs = durationFlag('--drain-timeout', flags.drainTimeout, true);
   let labels: Record<string, string>;
   try {
     labels = parsePairs(flags.label ?? [], '--label');
@@ -161,8 +203,10 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
     capacity,
     once: flags.once ?? false,
     workRoot,
+    spoolDir: path.resolve(flags.spoolDir ?? defaultSpoolDir(name)),
     sandbox: new ProcessSandboxLauncher(),
     killGraceMs,
+    drainMs,
     log: log.child({ worker: name }),
   });
 }
@@ -172,7 +216,7 @@ function superviseWorker(log: Logger, server: KilnServer, name: string): { stop(
   let child: ChildProcess | undefined;
   let stopping = false;
   const start = () => {
-    child = spawn(process.execPath, [KILN_BIN, 'worker', '--server', server.url, '--name', name], {
+    child = spawn(process.execPath, [KILN_BIN, 'worker', '--server', server.url, '--name', name, '--drain-timeout', '0s'], {
       env: { ...process.env, KILN_WORKER_TOKEN: server.tokens.worker, KILN_EXIT_WITH_STDIN: '1' },
       // The worker watches this pipe: if `kiln up` dies, even by SIGKILL, the pipe closes and the worker stops.
       stdio: ['pipe', 'inherit', 'inherit'],
@@ -189,6 +233,7 @@ function superviseWorker(log: Logger, server: KilnServer, name: string): { stop(
       stopping = true;
       if (!child || child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child!.once('exit', resolve));
+      // The worker runs with --drain-timeout 0s: its running jobs stop now and end cancelled.
       child.kill('SIGTERM');
       await exited;
     },

@@ -17,6 +17,9 @@ function addJobOptions(command: Command): Command {
     .option('--platform <platform>', "platform whose workers run it (default: the server's own, e.g. debian-12)")
     .option('--period <period>', `${PERIODS.join(' | ')} (default daily)`)
     .option('--timeout <duration>', 'stop the job after this long, e.g. 90s, 30m, 2h (default 1h)')
+    .option('--idle-timeout <duration>', "stop the job when it prints nothing for this long ('off' to clear; default off)")
+    .option('--retries <n>', 'times a run lost with its worker is tried again (default 1)')
+    .option('--failure-retries <n>', 'times a failed run is tried again (default 0)')
     .option('--env <K=V>', 'environment variable for the job (repeatable)', collect)
     .option('--label <K=V>', 'label a worker must have to take the job (repeatable)', collect);
 }
@@ -27,6 +30,9 @@ interface JobFlags {
   platform?: string;
   period?: string;
   timeout?: string;
+  idleTimeout?: string;
+  retries?: string;
+  failureRetries?: string;
   env?: string[];
   label?: string[];
 }
@@ -51,6 +57,16 @@ function jobBody(flags: JobFlags): Record<string, unknown> {
     const ms = parseDuration(flags.timeout);
     if (ms === undefined || ms <= 0) throw new UsageError(`bad --timeout '${flags.timeout}': use a duration like 90s, 30m or 2h`);
     body.timeoutMs = ms;
+  }
+  if (flags.idleTimeout !== undefined) {
+    const ms = flags.idleTimeout === 'off' ? null : parseDuration(flags.idleTimeout);
+    if (ms === undefined || ms === 0) throw new UsageError(`bad --idle-timeout '${flags.idleTimeout}': use a duration like 5m, or off`);
+    body.idleTimeoutMs = ms;
+  }
+  for (const [flag, key, value] of [['--retries', 'retries', flags.retries], ['--failure-retries', 'failureRetries', flags.failureRetries]] as const) {
+    if (value === undefined) continue;
+    if (!/^\d{1,3}$/.test(value) || Number(value) > 100) throw new UsageError(`bad ${flag} '${value}': give a number from 0 to 100`);
+    body[key] = Number(value);
   }
   try {
     if (flags.env) body.env = parsePairs(flags.env, '--env', true);

@@ -2,7 +2,8 @@
 import { Command, Option } from 'commander';
 import { RUN_STATUSES } from '../../core/index.js';
 import { ServerUnreachableError, UsageError } from '../../errors.js';
-import type { ApiClient, PresentedRun } from '../api-client.js';
+import os from 'node:os';
+import type { ApiClient, PresentedEvent, PresentedRun } from '../api-client.js';
 import { clientFor, globals } from '../context.js';
 import { orDash, printJson, printTable, shortId } from '../output.js';
 
@@ -40,8 +41,10 @@ export function registerRunCommands(program: Command): void {
       const reply = await clientFor(command).request<{ runs: PresentedRun[] }>('GET', `/api/runs?${query}`);
       if (globals(command).json) return printJson(reply);
       printTable(
-        ['RUN', 'JOB', 'PLATFORM', 'STATUS', 'RESULT', 'WORKER', 'QUEUED'],
-        reply.runs.map((run) => [shortId(run.id), run.job, run.platform, run.status, orDash(run.resultText), orDash(run.worker), orDash(run.queuedAt)]),
+        ['RUN', 'JOB', 'PLATFORM', 'STATUS', 'RESULT', 'ATTEMPT', 'WORKER', 'QUEUED'],
+        reply.runs.map((run) => [
+          shortId(run.id), run.job, run.platform, run.status, orDash(run.resultText), String(run.attempt), orDash(run.worker), orDash(run.queuedAt),
+        ]),
       );
     });
 
@@ -65,6 +68,36 @@ export function registerRunCommands(program: Command): void {
         runId = (await client.request<{ run: PresentedRun }>('GET', `/api/runs/latest?${query}`)).run.id;
       }
       process.exitCode = await printConsole(client, runId!, true, globals(command).json ?? false, flags.timestamps ?? false);
+    });
+
+  program
+    .command('cancel')
+    .description('stop a queued or running run; the worker kills its whole process tree')
+    .argument('<run>', 'run id or unique prefix')
+    .action(async (runId: string, _flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ run: PresentedRun; state: 'cancelled' | 'requested' }>(
+        'POST', `/api/runs/${encodeURIComponent(runId)}/cancel`, { by: os.userInfo().username },
+      );
+      if (globals(command).json) return printJson(reply);
+      process.stdout.write(reply.state === 'cancelled' ? `cancelled ${reply.run.id}\n` : `cancelling ${reply.run.id}: its worker is stopping it\n`);
+    });
+
+  program
+    .command('show')
+    .description('a run and its history: every attempt, dispatch, end, retry and ignored message')
+    .argument('<run>', 'run id or unique prefix')
+    .action(async (runId: string, _flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ run: PresentedRun; events: PresentedEvent[] }>('GET', `/api/runs/${encodeURIComponent(runId)}/events`);
+      if (globals(command).json) return printJson(reply);
+      const { run } = reply;
+      const out = [
+        `run ${run.id}`,
+        `  job ${run.job} on ${run.platform}, attempt ${run.attempt}, ${run.status}${run.resultText ? `: ${run.resultText}` : ''}`,
+        `  worker ${orDash(run.worker)}, queued ${orDash(run.queuedAt)}, started ${orDash(run.startedAt)}, finished ${orDash(run.finishedAt)}`,
+        'history:',
+        ...reply.events.map((e) => `  ${e.at}  attempt ${e.attempt}  ${e.kind}  ${JSON.stringify(e.detail)}`),
+      ];
+      process.stdout.write(out.join('\n') + '\n');
     });
 
   program

@@ -1,12 +1,13 @@
 /** How jobs, runs and workers look in API responses: times as ISO 8601, results also as text. */
 import { formatResult } from '../../core/index.js';
-import type { Job, Run, WorkerRecord } from '../../store/index.js';
+import type { Job, Run, RunEvent, WorkerRecord } from '../../store/index.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export function presentJob(job: Job) {
   return {
-    name: job.name, platform: job.platform, period: job.period, timeoutMs: job.timeoutMs,
+    name: job.name, platform: job.platform, period: job.period, timeoutMs: job.timeoutMs, idleTimeoutMs: job.idleTimeoutMs,
+    retries: job.retries, failureRetries: job.failureRetries,
     env: job.env, labels: job.labels, script: job.script,
     nextAt: iso(job.nextAt), createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt),
   };
@@ -17,8 +18,12 @@ export function presentRun(run: Run) {
     id: run.id, job: run.job, platform: run.platform, labels: run.labels, status: run.status,
     attempt: run.attempt, worker: run.worker,
     queuedAt: iso(run.queuedAt), startedAt: iso(run.startedAt), finishedAt: iso(run.finishedAt),
-    result: run.result, resultText: run.result && formatResult(run.result),
+    result: run.result, resultText: run.result && formatResult(run.result), cancelRequestedBy: run.cancelRequestedBy,
   };
+}
+
+export function presentEvent(event: RunEvent) {
+  return { at: iso(event.at), attempt: event.attempt, kind: event.kind, detail: event.detail };
 }
 
 export function presentWorker(worker: WorkerRecord, running: string[]) {
@@ -33,3 +38,4 @@ export function presentWorker(worker: WorkerRecord, running: string[]) {
 export type PresentedJob = ReturnType<typeof presentJob>;
 export type PresentedRun = ReturnType<typeof presentRun>;
 export type PresentedWorker = ReturnType<typeof presentWorker>;
+export type PresentedEvent = ReturnType<typeof presentEvent>;

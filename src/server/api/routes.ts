@@ -5,9 +5,9 @@ import type { ConsoleHub } from '../console-hub.js';
 import type { Dispatcher } from '../dispatcher.js';
 import { KilnService } from '../kiln-service.js';
 import { streamConsole } from './console-stream.js';
-import { presentJob, presentRun, presentWorker } from './present.js';
+import { presentEvent, presentJob, presentRun, presentWorker } from './present.js';
 import {
-  consoleQuery, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
+  cancelBody, consoleQuery, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
 import { JobNotFoundError, RunNotFoundError } from '../../errors.js';
 
@@ -69,6 +69,17 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
   });
 
   app.get('/api/runs/:id', async (request) => ({ run: presentRun(await store.findRun(idParam(request.params))) }));
+
+  app.post('/api/runs/:id/cancel', async (request) => {
+    const body = parse(cancelBody, request.body, 'cancel request');
+    const { run, state } = await service.cancel(idParam(request.params), body.by ?? 'admin');
+    return { run: presentRun(run), state };
+  });
+
+  app.get('/api/runs/:id/events', async (request) => {
+    const run = await store.findRun(idParam(request.params));
+    return { run: presentRun(run), events: (await store.listEvents(run.id)).map(presentEvent) };
+  });
 
   app.get('/api/runs/:id/console', async (request, reply) => {
     const { follow } = parse(consoleQuery, request.query, 'console request');

@@ -14,6 +14,8 @@ const script = z.string().min(1, 'the script is empty').refine((s) => Buffer.byt
   message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes`,
 });
 const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(7 * 86_400_000, 'the timeout must be at most 7 days');
+const idleTimeoutMs = z.number().int().min(1000, 'the idle timeout must be at least 1s').max(7 * 86_400_000).nullable();
+const retries = z.number().int().min(0).max(100);
 
 /** Body of `POST /api/jobs`. */
 export const createJobBody = z.strictObject({
@@ -24,6 +26,9 @@ export const createJobBody = z.strictObject({
   labels: stringMap.optional(),
   period: z.enum(PERIODS).optional(),
   timeoutMs: timeoutMs.optional(),
+  idleTimeoutMs: idleTimeoutMs.optional(),
+  retries: retries.optional(),
+  failureRetries: retries.optional(),
 });
 
 /** Body of `PATCH /api/jobs/:name`. */
@@ -34,7 +39,13 @@ export const modifyJobBody = z.strictObject({
   labels: stringMap.optional(),
   period: z.enum(PERIODS).optional(),
   timeoutMs: timeoutMs.optional(),
+  idleTimeoutMs: idleTimeoutMs.optional(),
+  retries: retries.optional(),
+  failureRetries: retries.optional(),
 });
+
+/** Body of `POST /api/runs/:id/cancel`. */
+export const cancelBody = z.strictObject({ by: z.string().min(1).max(128).optional() });
 
 /** Body of `POST /api/jobs/:name/execute`. */
 export const executeBody = z.strictObject({ platform: platform.optional() });

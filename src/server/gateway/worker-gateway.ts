@@ -68,6 +68,7 @@ class Session implements WorkerSession {
   readonly running = new Set<string>();
   assigned = 0;
   open = true;
+  draining = false;
 
   constructor(
     private readonly socket: WebSocket,
@@ -91,8 +92,21 @@ class Session implements WorkerSession {
       run: {
         id: run.id, job: run.job, platform: run.platform, attempt: run.attempt,
         script: run.script ?? '', env: run.env, timeoutMs: run.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        ...(run.idleTimeoutMs ? { idleTimeoutMs: run.idleTimeoutMs } : {}), firstSeq: run.firstSeq,
       },
     });
+  }
+
+  cancel(runId: string, reason: string): void {
+    this.send({ v: PROTOCOL_VERSION, type: 'run.cancel', runId, reason });
+  }
+
+  release(runId: string, reason: string): void {
+    this.send({ v: PROTOCOL_VERSION, type: 'run.release', runId, reason });
+  }
+
+  done(runId: string, applied: boolean): void {
+    this.send({ v: PROTOCOL_VERSION, type: 'run.done', runId, applied });
   }
 }
 
@@ -143,10 +157,14 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
           return;
         }
         const now = parts.now();
-        await parts.store.recordWorker({ ...hello, connected: true, connectedAt: now, lastSeen: now });
-        session = new Session(socket, hello);
-        session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs });
-        log.info({ worker: hello.name, platform: hello.platform, capacity: hello.capacity, version: hello.version }, 'worker connected');
+        const { runs, ...facts } = hello;
+        await parts.store.recordWorker({ ...facts, connected: true, connectedAt: now, lastSeen: now });
+        const fresh = new Session(socket, hello);
+        const { resume, release } = await parts.service.workerAttached(fresh, runs);
+        session = fresh;
+        session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
+        log.info({ worker: hello.name, platform: hello.platform, capacity: hello.capacity, version: hello.version, resumed: resume.length }, 'worker connected');
+        await parts.service.replayCancels(session, resume.map((r) => r.runId));
         parts.dispatcher.add(session);
         return;
       }
@@ -154,8 +172,11 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       if (message.type === 'run.output') {
         if (!session.running.has(message.runId)) throw new ProtocolError(`output for run ${message.runId}, which this worker does not hold`);
         parts.hub.append(message.runId, message.lines);
+      } else if (message.type === 'run.finished') {
+        await parts.service.workerFinished(session, message.runId, message.result, message.stoppedBy);
       } else {
-        await parts.service.workerFinished(session, message.runId, message.result, message.timedOut ?? false);
+        session.draining = true;
+        log.info({ worker: session.name, running: session.running.size }, 'worker draining');
       }
     };
 

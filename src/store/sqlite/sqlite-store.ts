@@ -6,34 +6,39 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
-import { JobExistsError, JobNotFoundError, RunAmbiguousError, RunNotFoundError } from '../../errors.js';
+import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
+import { JobExistsError, JobNotFoundError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
 import type {
-  ConsoleBatch, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunFilter, StoredLine, WorkerRecord,
+  AttemptEnd, AttemptOutcome, ConsoleBatch, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
 interface JobRow {
   name: string; platform: string; script: string; env: string; labels: string; period: string;
-  timeout_ms: number; next_at: number | null; created_at: number; updated_at: number;
+  timeout_ms: number; idle_timeout_ms: number | null; retries: number; failure_retries: number;
+  next_at: number | null; created_at: number; updated_at: number;
 }
 interface RunRow {
   id: string; job: string; platform: string; labels: string; status: string; attempt: number;
   worker: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
   result: string | null; script: string | null; env: string; timeout_ms: number | null;
+  idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
+  cancel_requested_by: string | null; deadline_at: number | null;
 }
 interface WorkerRow {
   name: string; platform: string; labels: string; capacity: number; hostname: string; os: string;
   arch: string; version: string; connected: number; connected_at: number; last_seen: number;
 }
 
-const RUN_COLUMNS = 'id, job, platform, labels, status, attempt, worker, queued_at, started_at, finished_at, result, script, env, timeout_ms';
+const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, queued_at, started_at, finished_at, result, script, env,
+  timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at`;
 
 function toJob(row: JobRow): Job {
   return {
     name: row.name, platform: row.platform, script: row.script,
     env: JSON.parse(row.env), labels: JSON.parse(row.labels), period: row.period as Job['period'],
-    timeoutMs: row.timeout_ms, nextAt: row.next_at, createdAt: row.created_at, updatedAt: row.updated_at,
+    timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms, retries: row.retries, failureRetries: row.failure_retries,
+    nextAt: row.next_at, createdAt: row.created_at, updatedAt: row.updated_at,
   };
 }
 
@@ -43,7 +48,9 @@ function toRun(row: RunRow): Run {
     status: row.status as RunStatus, attempt: row.attempt, worker: row.worker,
     queuedAt: row.queued_at, startedAt: row.started_at, finishedAt: row.finished_at,
     result: row.result === null ? null : (JSON.parse(row.result) as RunResult),
-    script: row.script, env: JSON.parse(row.env), timeoutMs: row.timeout_ms,
+    script: row.script, env: JSON.parse(row.env), timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms,
+    lostRetriesLeft: row.lost_retries_left, failureRetriesLeft: row.failure_retries_left, firstSeq: row.first_seq,
+    cancelRequestedBy: row.cancel_requested_by, deadlineAt: row.deadline_at,
   };
 }
 
@@ -84,8 +91,10 @@ class SqliteStore implements JobStore {
       const exists = this.db.prepare('SELECT 1 FROM jobs WHERE name = ?').get(job.name);
       if (exists) throw new JobExistsError(job.name);
       this.db
-        .prepare(`INSERT INTO jobs (name, platform, script, env, labels, period, timeout_ms, next_at, created_at, updated_at)
-                  VALUES (@name, @platform, @script, @env, @labels, @period, @timeoutMs, @nextAt, @createdAt, @updatedAt)`)
+        .prepare(`INSERT INTO jobs (name, platform, script, env, labels, period, timeout_ms, idle_timeout_ms, retries, failure_retries,
+                    next_at, created_at, updated_at)
+                  VALUES (@name, @platform, @script, @env, @labels, @period, @timeoutMs, @idleTimeoutMs, @retries, @failureRetries,
+                    @nextAt, @createdAt, @updatedAt)`)
         .run({ ...job, env: JSON.stringify(job.env), labels: JSON.stringify(job.labels) });
       return firstRun ? this.enqueueInTx(firstRun, 'back').run : undefined;
     });
@@ -99,7 +108,8 @@ class SqliteStore implements JobStore {
       const next: Job = { ...toJob(current), ...given, updatedAt: now };
       this.db
         .prepare(`UPDATE jobs SET platform = @platform, script = @script, env = @env, labels = @labels, period = @period,
-                  timeout_ms = @timeoutMs, next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
+                  timeout_ms = @timeoutMs, idle_timeout_ms = @idleTimeoutMs, retries = @retries, failure_retries = @failureRetries,
+                  next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
         .run({ ...next, env: JSON.stringify(next.env), labels: JSON.stringify(next.labels) });
       return next;
     });
@@ -113,6 +123,7 @@ class SqliteStore implements JobStore {
       this.db
         .prepare("UPDATE runs SET status = 'cancelled', queue_pos = NULL, finished_at = ?, result = ? WHERE job = ? AND status = 'queued'")
         .run(now, JSON.stringify(result), name);
+      for (const id of queued) this.event(id, now, 1, 'ended', { status: 'cancelled', result });
       this.db.prepare('DELETE FROM jobs WHERE name = ?').run(name);
       return queued;
     });
@@ -147,14 +158,16 @@ class SqliteStore implements JobStore {
       if (position === 'front') this.db.prepare('UPDATE runs SET queue_pos = ? WHERE id = ?').run(pos, existing.id);
       return { run: toRun(existing), created: false };
     }
+    const job = this.jobRow(run.job);
     this.db
-      .prepare(`INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at)
-                VALUES (?, ?, ?, ?, 'queued', ?, ?)`)
-      .run(run.id, run.job, run.platform, JSON.stringify(run.labels), pos, run.queuedAt);
+      .prepare(`INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
+                VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)`)
+      .run(run.id, run.job, run.platform, JSON.stringify(run.labels), pos, run.queuedAt, job.retries, job.failure_retries);
+    this.event(run.id, run.queuedAt, 1, 'queued', { platform: run.platform, position });
     return { run: this.runRow(run.id), created: true };
   }
 
-  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number): Promise<Run | undefined> {
+  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number, backstopMs = 0): Promise<Run | undefined> {
     return this.tx(() => {
       const candidates = this.db
         .prepare("SELECT id, job, labels FROM runs WHERE status = 'queued' AND platform = ? ORDER BY queue_pos")
@@ -163,10 +176,13 @@ class SqliteStore implements JobStore {
       if (!pick) return undefined;
       const job = this.jobRow(pick.job);
       this.db
-        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?
+        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
+                    idle_timeout_ms = ?, deadline_at = ?
                   WHERE id = ? AND status = 'queued'`)
-        .run(worker.name, now, job.script, job.env, job.timeout_ms, pick.id);
-      return this.runRow(pick.id);
+        .run(worker.name, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs, pick.id);
+      const run = this.runRow(pick.id);
+      this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
+      return run;
     });
   }
 
@@ -179,15 +195,19 @@ class SqliteStore implements JobStore {
   }
 
   async findRun(idOrPrefix: string): Promise<Run> {
+    return toRun(this.findRunRow(idOrPrefix));
+  }
+
+  private findRunRow(idOrPrefix: string): RunRow {
     // Prefix match by range, so the index is used and LIKE wildcards in the input mean nothing.
     const rows = this.db
       .prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`)
       .all(idOrPrefix, idOrPrefix + '\u{10FFFF}') as RunRow[];
     const exact = rows.find((r) => r.id === idOrPrefix);
-    if (exact) return toRun(exact);
+    if (exact) return exact;
     if (rows.length === 0 || idOrPrefix === '') throw new RunNotFoundError(idOrPrefix);
     if (rows.length > 1) throw new RunAmbiguousError(idOrPrefix);
-    return toRun(rows[0]!);
+    return rows[0]!;
   }
 
   async listRuns(filter: RunFilter): Promise<Run[]> {
@@ -206,11 +226,83 @@ class SqliteStore implements JobStore {
       const row = this.db.prepare('SELECT status, worker FROM runs WHERE id = ?').get(id) as { status: string; worker: string | null } | undefined;
       if (!row || !guard.from.includes(row.status as RunStatus)) return false;
       if (guard.worker !== undefined && row.worker !== guard.worker) return false;
-      const changed = this.db
-        .prepare('UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL WHERE id = ? AND status = ?')
-        .run(end.status, JSON.stringify(end.result), end.finishedAt, id, row.status).changes;
-      return changed === 1;
+      return this.finishInTx(id, row.status, end);
     });
+  }
+
+  private finishInTx(id: string, from: string, end: RunEnd): boolean {
+    const changed = this.db
+      .prepare('UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL, deadline_at = NULL WHERE id = ? AND status = ?')
+      .run(end.status, JSON.stringify(end.result), end.finishedAt, id, from).changes;
+    if (changed === 1) this.event(id, end.finishedAt, this.runRow(id).attempt, 'ended', { status: end.status, result: end.result });
+    return changed === 1;
+  }
+
+  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string }): Promise<{ outcome: AttemptOutcome; run: Run }> {
+    return this.tx(() => {
+      const run = this.findRunRow(id);
+      if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale', run: toRun(run) };
+      const budget = end.retry === 'lost' ? 'lost_retries_left' : end.retry === 'failure' ? 'failure_retries_left' : undefined;
+      const blocked = this.db
+        .prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'")
+        .get(run.job, run.platform);
+      if (budget && run[budget] > 0 && !blocked) {
+        const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
+        const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
+        const said = `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
+        this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
+        const front = this.db.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
+        this.db
+          .prepare(`UPDATE runs SET status = 'queued', attempt = attempt + 1, worker = NULL, started_at = NULL, queue_pos = ?,
+                      ${budget} = ${budget} - 1, first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
+                    WHERE id = ? AND status = 'running'`)
+          .run(front ?? 0, markerSeq + 1, id);
+        this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
+        return { outcome: 'retried', run: this.runRow(id) };
+      }
+      this.finishInTx(id, 'running', end);
+      return { outcome: 'ended', run: this.runRow(id) };
+    });
+  }
+
+  requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {
+    return this.tx(() => {
+      const run = this.findRunRow(id);
+      if (run.status === 'queued') {
+        this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${by}` }, finishedAt: now });
+        return { run: this.runRow(run.id), state: 'cancelled' as const };
+      }
+      if (run.status !== 'running') throw new RunFinishedError(run.id, run.status);
+      this.db
+        .prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
+        .run(by, deadlineAt, deadlineAt, run.id);
+      this.event(run.id, now, run.attempt, 'cancel-requested', { by });
+      return { run: this.runRow(run.id), state: 'requested' as const };
+    });
+  }
+
+  async overdueRuns(now: number): Promise<Run[]> {
+    return (this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY deadline_at`).all(now) as RunRow[]).map(toRun);
+  }
+
+  async earliestDeadline(): Promise<number | undefined> {
+    const value = this.db.prepare("SELECT MIN(deadline_at) FROM runs WHERE status = 'running'").pluck().get() as number | null;
+    return value ?? undefined;
+  }
+
+  async recordEvent(runId: string, event: RunEvent): Promise<void> {
+    this.event(runId, event.at, event.attempt, event.kind, event.detail);
+  }
+
+  async listEvents(runId: string): Promise<RunEvent[]> {
+    const rows = this.db.prepare('SELECT at, attempt, kind, detail FROM run_events WHERE run_id = ? ORDER BY id').all(runId) as {
+      at: number; attempt: number; kind: string; detail: string;
+    }[];
+    return rows.map((row) => ({ ...row, detail: JSON.parse(row.detail) }));
+  }
+
+  private event(runId: string, at: number, attempt: number, kind: string, detail: Record<string, unknown>): void {
+    this.db.prepare('INSERT INTO run_events (run_id, at, attempt, kind, detail) VALUES (?, ?, ?, ?, ?)').run(runId, at, attempt, kind, JSON.stringify(detail));
   }
 
   appendConsole(batches: ConsoleBatch[]): Promise<void> {
@@ -218,6 +310,10 @@ class SqliteStore implements JobStore {
     return this.tx(() => {
       for (const batch of batches) for (const line of batch.lines) insert.run(batch.runId, line.seq, line.ts, line.text);
     });
+  }
+
+  async lastConsoleSeq(runId: string): Promise<number> {
+    return (this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null) ?? -1;
   }
 
   async readConsole(runId: string, afterSeq = -1, limit = 1_000_000): Promise<StoredLine[]> {

@@ -1,4 +1,4 @@
--- 0001: jobs, runs (queue and history), console lines, workers.
+-- 0001: jobs, runs (queue and history), run events, console lines, workers.
 -- Times are ms since the epoch; JSON columns hold objects of strings.
 
 CREATE TABLE jobs (
@@ -9,6 +9,9 @@ CREATE TABLE jobs (
   labels      TEXT NOT NULL DEFAULT '{}',
   period      TEXT NOT NULL,
   timeout_ms  INTEGER NOT NULL,
+  idle_timeout_ms INTEGER,
+  retries     INTEGER NOT NULL DEFAULT 1,
+  failure_retries INTEGER NOT NULL DEFAULT 0,
   next_at     INTEGER,
   created_at  INTEGER NOT NULL,
   updated_at  INTEGER NOT NULL
@@ -30,7 +33,16 @@ CREATE TABLE runs (
   result       TEXT,
   script       TEXT,
   env          TEXT NOT NULL DEFAULT '{}',
-  timeout_ms   INTEGER
+  timeout_ms   INTEGER,
+  idle_timeout_ms INTEGER,
+  -- Retries left for a lost worker and for a failed job; each retry is a new attempt of this run.
+  lost_retries_left    INTEGER NOT NULL DEFAULT 0,
+  failure_retries_left INTEGER NOT NULL DEFAULT 0,
+  -- The console seq the current attempt starts at (earlier attempts' lines come before it).
+  first_seq    INTEGER NOT NULL DEFAULT 0,
+  cancel_requested_by TEXT,
+  -- The server's backstop: a running run still running then is ended by the server itself.
+  deadline_at  INTEGER
 );
 -- A job is queued at most once per platform.
 CREATE UNIQUE INDEX runs_one_queued ON runs (job, platform) WHERE status = 'queued';
@@ -38,6 +50,18 @@ CREATE INDEX runs_queue ON runs (platform, queue_pos) WHERE status = 'queued';
 CREATE INDEX runs_running ON runs (worker) WHERE status = 'running';
 CREATE INDEX runs_by_job ON runs (job, queued_at);
 CREATE INDEX runs_by_time ON runs (queued_at);
+CREATE INDEX runs_deadline ON runs (deadline_at) WHERE status = 'running';
+
+-- Everything that happened to a run, including messages that were answered but not applied.
+CREATE TABLE run_events (
+  id       INTEGER PRIMARY KEY AUTOINCREMENT,
+  run_id   TEXT NOT NULL,
+  at       INTEGER NOT NULL,
+  attempt  INTEGER NOT NULL,
+  kind     TEXT NOT NULL,
+  detail   TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX run_events_by_run ON run_events (run_id, id);
 
 CREATE TABLE console_lines (
   run_id  TEXT NOT NULL,
