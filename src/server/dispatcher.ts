@@ -85,7 +85,7 @@ export class Dispatcher {
       return;
     }
     this.busy = true;
-    this.idle = this.loop().finally(() => (this.busy = false));
+    this.idle = this.loop();
   }
 
   /** Resolves when no pass is running (for shutdown and tests). */
@@ -102,6 +102,8 @@ export class Dispatcher {
         this.log.error({ err: coerceError(raw) }, 'dispatch pass failed');
       }
     } while (this.again);
+    // Cleared in the same tick as the last check of `again`: a kick can never fall in between.
+    this.busy = false;
   }
 
   private async pass(): Promise<void> {

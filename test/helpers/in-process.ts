@@ -19,7 +19,7 @@ export interface InProcessOptions {
 export async function inProcessServer(t: TestContext, options: InProcessOptions = {}): Promise<KilnServer & { dataDir: string }> {
   const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'kiln-int-'));
   if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
-  const server = await startServer(pino({ level: 'silent' }), {
+  const server = await startServer(pino({ level: process.env.KILN_TEST_LOG ?? 'silent' }), {
     host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs,
   });
   let closed = false;
