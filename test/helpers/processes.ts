@@ -36,8 +36,8 @@ export interface Owned {
   pid: number;
   /** Every line printed so far (stdout and stderr). */
   stderr: string[];
-  /** Resolves with the first printed line matching `pattern` (including ones already seen). */
-  waitFor(pattern: RegExp): Promise<string>;
+  /** Resolves with the first printed line matching `pattern`, from line `since` on (default: all). */
+  waitFor(pattern: RegExp, since?: number): Promise<string>;
   /** Resolves when the process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -70,8 +70,8 @@ export function spawnKiln(t: TestContext, args: string[], env: Record<string, st
     pid: child.pid!,
     stderr,
     exited,
-    waitFor(pattern) {
-      const seen = stderr.find((line) => pattern.test(line));
+    waitFor(pattern, since = 0) {
+      const seen = stderr.slice(since).find((line) => pattern.test(line));
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         watchers.push({ pattern, resolve });
@@ -170,4 +170,57 @@ export function killGroup(pid: number): void {
   } catch (raw) {
     if ((raw as NodeJS.ErrnoException).code !== 'ESRCH') throw raw;
   }
+}
+
+/** True while a process exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** A TCP proxy on loopback whose traffic a test can cut and restore. */
+export interface CuttableProxy {
+  port: number;
+  /** Drops every connection and refuses new ones. */
+  cut(): void;
+  /** Accepts connections again. */
+  restore(): void;
+}
+
+/** Starts a proxy to 127.0.0.1:`targetPort`; closed when the test ends. */
+export async function startProxy(t: TestContext, targetPort: number): Promise<CuttableProxy> {
+  let open = true;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    if (!open) return client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(a);
+      a.on('error', () => b.destroy());
+      a.on('close', () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+      a.pipe(b);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut() {
+      open = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      open = true;
+    },
+  };
 }

@@ -1,0 +1,142 @@
+/** Faults with real processes: cancel, timeouts, a dying server, a cut connection, shutdowns, a worker that cannot keep output. */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { followRun, isAlive, kiln, spawnKiln, startProxy, startServer, startWorker, tempDir } from '../helpers/processes.js';
+
+const never = ['--platform', 'testos', '--period', 'never'];
+
+test('cancel stops a running job and its whole process tree; the run ends cancelled with who did it', async (t) => {
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  const dir = tempDir(t);
+  const script = `sleep 60 & echo $! > ${dir}/child.pid; echo started; wait`;
+  assert.equal((await kiln(server, ['schedule', 'long', '--command', script, ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'long'])).stdout.trim();
+  const observing = kiln(server, ['observe', runId]);
+  await worker.waitFor(/run started/);
+  const cancelled = await kiln(server, ['cancel', runId.slice(0, 8)]);
+  assert.equal(cancelled.code, 0, cancelled.stderr);
+  assert.match(cancelled.stdout, /^cancelling /);
+  const observed = await observing;
+  assert.equal(observed.code, 1);
+  assert.match(observed.stdout, /kiln: run .* cancelled: aborted: cancelled by \S+\n$/);
+  assert.equal(isAlive(Number(readFileSync(`${dir}/child.pid`, 'utf8'))), false, 'the background child was killed too');
+
+  const again = await kiln(server, ['cancel', runId]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /^kiln: run .* has already ended \(cancelled\); nothing to cancel\n$/);
+});
+
+test('a job that ignores SIGTERM is killed after the grace and ends timed-out; so is one that goes quiet', async (t) => {
+  const server = await startServer(t);
+  await startWorker(t, server, ['--platform', 'testos', '--kill-grace', '300ms']);
+  assert.equal((await kiln(server, ['schedule', 'armored', '--command', "trap '' TERM; echo armored; sleep 30", ...never, '--timeout', '1s'])).code, 0);
+  const armored = await kiln(server, ['observe', (await kiln(server, ['execute', 'armored'])).stdout.trim()]);
+  assert.equal(armored.code, 1);
+  assert.match(armored.stdout, /^armored\nkiln: timed out after 1s; stopping the job\nkiln: run .* timed-out: aborted: timed out after 1s\n$/);
+
+  assert.equal((await kiln(server, ['schedule', 'quiet', '--command', 'echo hi; sleep 30', ...never, '--idle-timeout', '1s'])).code, 0);
+  const quiet = await kiln(server, ['observe', (await kiln(server, ['execute', 'quiet'])).stdout.trim()]);
+  assert.equal(quiet.code, 1);
+  assert.match(quiet.stdout, /^hi\nkiln: no output for 1s; stopping the job\nkiln: run .* timed-out: aborted: no output for 1s\n$/);
+});
+
+test('SIGKILL the server mid-run: its worker keeps the job going, re-attaches to the restarted server, and no line is lost or doubled', async (t) => {
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  const dir = tempDir(t);
+  // The job waits for the test to say go, so the server is surely dead while it prints.
+  const script = `echo before; while [ ! -e ${dir}/go ]; do sleep 0.05; done; for i in $(seq 1 50); do echo "line $i"; done`;
+  assert.equal((await kiln(server, ['schedule', 'steady', '--command', script, ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'steady'])).stdout.trim();
+  await worker.waitFor(/run started/);
+  await server.kill('SIGKILL');
+  const mark = worker.stderr.length;
+  await worker.waitFor(/not connected to the server/, mark);
+  writeFileSync(`${dir}/go`, '');
+  const restarted = await startServer(t, { dataDir: server.dataDir, port: Number(new URL(server.url).port) });
+  await worker.waitFor(/"resumed":1.*connected to the server/, mark);
+  const { lines, run } = await followRun(restarted, runId);
+  assert.equal(run.status, 'succeeded');
+  assert.deepEqual(lines, ['before', ...Array.from({ length: 50 }, (_, i) => `line ${i + 1}`)]);
+  const shown = JSON.parse((await kiln(restarted, ['show', runId, '--json'])).stdout);
+  assert.equal(shown.run.attempt, 1, 'the same attempt carried on: the job ran once');
+});
+
+test("a worker whose connection is cut for a while re-attaches and nothing is lost", async (t) => {
+  const server = await startServer(t);
+  const proxy = await startProxy(t, Number(new URL(server.url).port));
+  const worker = await startWorker(t, { ...server, url: `http://127.0.0.1:${proxy.port}` }, ['--platform', 'testos']);
+  const dir = tempDir(t);
+  const script = `echo before; while [ ! -e ${dir}/go ]; do sleep 0.05; done; for i in $(seq 1 20); do echo "line $i"; done`;
+  assert.equal((await kiln(server, ['schedule', 'cut', '--command', script, ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'cut'])).stdout.trim();
+  await worker.waitFor(/run started/);
+  const mark = worker.stderr.length;
+  proxy.cut();
+  await worker.waitFor(/not connected to the server/, mark);
+  writeFileSync(`${dir}/go`, '');
+  // Let a reconnect attempt fail against the cut proxy before the link comes back.
+  await worker.waitFor(/"holding":1.*not connected to the server/, worker.stderr.length);
+  proxy.restore();
+  await worker.waitFor(/"resumed":1.*connected to the server/, mark);
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'succeeded');
+  assert.deepEqual(lines, ['before', ...Array.from({ length: 20 }, (_, i) => `line ${i + 1}`)]);
+});
+
+test('SIGTERM to a worker lets its running job finish, then it exits 0; past the drain time the job is cancelled', async (t) => {
+  const server = await startServer(t);
+  const dir = tempDir(t);
+  const patient = await startWorker(t, server, ['--platform', 'testos', '--name', 'patient']);
+  const script = `echo start; while [ ! -e ${dir}/go ]; do sleep 0.05; done; echo end`;
+  assert.equal((await kiln(server, ['schedule', 'finishing', '--command', script, ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'finishing'])).stdout.trim();
+  await patient.waitFor(/run started/);
+  patient.child.kill('SIGTERM');
+  await patient.waitFor(/stopping: no more runs/);
+  writeFileSync(`${dir}/go`, '');
+  assert.equal((await patient.exited).code, 0);
+  const done = await followRun(server, runId);
+  assert.equal(done.run.status, 'succeeded');
+  assert.deepEqual(done.lines, ['start', 'end']);
+
+  const hasty = await startWorker(t, server, ['--platform', 'testos', '--name', 'hasty', '--drain-timeout', '300ms']);
+  assert.equal((await kiln(server, ['schedule', 'endless', '--command', 'echo start; sleep 60', ...never])).code, 0);
+  const endless = (await kiln(server, ['execute', 'endless'])).stdout.trim();
+  await hasty.waitFor(/run started/);
+  hasty.child.kill('SIGTERM');
+  assert.equal((await hasty.exited).code, 0);
+  const cut = await followRun(server, endless);
+  assert.equal(cut.run.status, 'cancelled');
+  assert.equal(cut.run.resultText, 'aborted: worker shutting down (drain time over)');
+});
+
+test('SIGTERM to the server exits cleanly; its data is intact', async (t) => {
+  const server = await startServer(t);
+  assert.equal((await kiln(server, ['schedule', 'kept', '--command', 'true', ...never])).code, 0);
+  server.child.kill('SIGTERM');
+  assert.equal((await server.exited).code, 0);
+  const restarted = await startServer(t, { dataDir: server.dataDir });
+  assert.equal(JSON.parse((await kiln(restarted, ['jobs', '--json'])).stdout).jobs[0].name, 'kept');
+});
+
+test('a worker that can neither send nor keep its output stops the job, reports why, and exits non-zero', async (t) => {
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos', '--spool-dir', '/dev/null/spool']);
+  assert.equal((await kiln(server, ['schedule', 'chatty', '--command', 'echo hello; sleep 30', ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'chatty'])).stdout.trim();
+  const { run } = await followRun(server, runId);
+  assert.equal(run.status, 'failed');
+  assert.match(run.resultText ?? '', /^aborted: cannot keep the job output: ENOTDIR/);
+  assert.equal((await worker.exited).code, 1);
+  assert.match(worker.stderr.join('\n'), /cannot keep the job output; stopping the job/);
+});
+
+test('kiln worker refuses a bad drain or grace duration', async (t) => {
+  const server = await startServer(t);
+  const bad = spawnKiln(t, ['worker', '--server', server.url, '--drain-timeout', 'soon'], { KILN_WORKER_TOKEN: server.workerToken });
+  assert.equal((await bad.exited).code, 2);
+  assert.match(bad.stderr.join('\n'), /bad --drain-timeout 'soon'/);
+});
