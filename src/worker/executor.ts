@@ -88,6 +88,7 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
         LANG: 'C.UTF-8',
         ...run.env,
         KILN_RUN: run.id,
+        KILN_ATTEMPT: String(run.attempt),
         KILN_JOB: run.job,
         KILN_PLATFORM: run.platform,
       };

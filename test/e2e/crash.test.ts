@@ -1,0 +1,95 @@
+/**
+ * The crash test: 200 short jobs on 2 workers while the server is SIGKILLed at seeded random
+ * moments and restarted. Afterwards every run has ended exactly once, every console is complete,
+ * in order and without duplicates, and no run was executed twice unless it is recorded as retried.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { api, followRun, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
+
+const SEED = Number(process.env.KILN_CRASH_SEED ?? 20261122);
+const JOBS = 200;
+const KILLS = 5;
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed with KILN_CRASH_SEED. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test(`crash test: ${JOBS} jobs, 2 workers, the server SIGKILLed ${KILLS} times (seed ${SEED})`, { timeout: 300_000 }, async (t) => {
+  const rand = random(SEED);
+  const dir = tempDir(t);
+  const executions = path.join(dir, 'executions');
+  writeFileSync(executions, '');
+  const serverArgs = ['--reattach-grace', '3s'];
+  let server: ServerProcess = await startServer(t, { args: serverArgs });
+  const port = Number(new URL(server.url).port);
+  await startWorker(t, server, ['--platform', 'testos', '--name', 'w1', '--capacity', '2']);
+  await startWorker(t, server, ['--platform', 'testos', '--name', 'w2', '--capacity', '2']);
+
+  const script = [
+    `echo "$KILN_RUN $KILN_ATTEMPT" >> ${executions}`,
+    'for i in 1 2 3 4 5; do echo "line $i"; sleep 0.01; done',
+  ].join('\n');
+  const runIds: string[] = [];
+  for (let i = 0; i < JOBS; i += 1) {
+    const reply = await api<{ run: { id: string } }>(server, 'POST', '/api/jobs', { name: `job-${i}`, platform: 'testos', script, period: 'weekly' });
+    runIds.push(reply.run.id);
+  }
+
+  // Kill after a random number of runs ended on the current server process (an event, not a timer).
+  const killedAfter: number[] = [];
+  for (let kill = 0; kill < KILLS; kill += 1) {
+    const after = 3 + Math.floor(rand() * 20);
+    let ended = 0;
+    await server.waitFor(/run ended/);
+    await new Promise<void>((resolve) => {
+      const count = () => {
+        ended = server.stderr.filter((line) => /"msg":"run (ended|retried)"/.test(line)).length;
+        if (ended >= after) return resolve();
+        void server.waitFor(/run (ended|retried)/, server.stderr.length).then(count, () => resolve());
+      };
+      count();
+    });
+    killedAfter.push(ended);
+    await server.kill('SIGKILL');
+    server = await startServer(t, { dataDir: server.dataDir, port, args: serverArgs });
+  }
+
+  const finals = await Promise.all(runIds.map((id) => followRun(server, id)));
+  const histories = await Promise.all(runIds.map((id) => api<{ run: { attempt: number; status: string }; events: { kind: string }[] }>(server, 'GET', `/api/runs/${id}/events`)));
+  const executed = new Map<string, number>();
+  for (const line of readFileSync(executions, 'utf8').split('\n').filter(Boolean)) {
+    const [id] = line.split(' ');
+    executed.set(id!, (executed.get(id!) ?? 0) + 1);
+  }
+
+  const statuses: Record<string, number> = {};
+  let retried = 0;
+  runIds.forEach((id, i) => {
+    const { lines, run } = finals[i]!;
+    const { events, run: shown } = histories[i]!;
+    statuses[run.status] = (statuses[run.status] ?? 0) + 1;
+    assert.equal(events.filter((e) => e.kind === 'ended').length, 1, `run ${id} ended exactly once`);
+    const retries = events.filter((e) => e.kind === 'retried').length;
+    assert.equal(shown.attempt, retries + 1, `run ${id}: one attempt per retry`);
+    if (retries > 0) retried += 1;
+    const runs = executed.get(id) ?? 0;
+    assert.ok(runs >= 1 && runs <= shown.attempt, `run ${id} executed ${runs} times in ${shown.attempt} attempt(s)`);
+    // The last attempt's console is whole and in order; earlier attempts end at a retry note.
+    const lastAttempt = lines.slice(lines.findLastIndex((l) => l.startsWith('kiln: attempt')) + 1);
+    assert.deepEqual(lastAttempt, ['line 1', 'line 2', 'line 3', 'line 4', 'line 5'], `console of run ${id}`);
+    if (retries === 0) assert.equal(lines.length, 5, `run ${id}: no duplicate line`);
+  });
+  assert.deepEqual(statuses, { succeeded: JOBS });
+  t.diagnostic(`seed ${SEED}: ${JOBS} runs, ${KILLS} server kills after ${killedAfter.join(', ')} ended runs; outcomes ${JSON.stringify(statuses)}; ${retried} retried`);
+});
