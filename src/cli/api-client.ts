@@ -61,8 +61,8 @@ export class ApiClient {
   }
 
   /** An NDJSON stream of console events. */
-  async *console(runId: string, follow: boolean): AsyncGenerator<ConsoleEvent> {
-    const response = await this.fetch('GET', `/api/runs/${encodeURIComponent(runId)}/console?follow=${follow}`);
+  async *console(runId: string, follow: boolean, after = -1): AsyncGenerator<ConsoleEvent> {
+    const response = await this.fetch('GET', `/api/runs/${encodeURIComponent(runId)}/console?follow=${follow}&after=${after}`);
     const decoder = new TextDecoder();
     let buffered = '';
     try {

@@ -1,7 +1,10 @@
 /** Faults with real processes: cancel, timeouts, a dying server, a cut connection, shutdowns, a worker that cannot keep output. */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { test } from 'node:test';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { test, type TestContext } from 'node:test';
 import { followRun, isAlive, kiln, spawnKiln, startProxy, startServer, startWorker, tempDir } from '../helpers/processes.js';
 
 const never = ['--platform', 'testos', '--period', 'never'];
@@ -51,6 +54,11 @@ test('SIGKILL the server mid-run: its worker keeps the job going, re-attaches to
   assert.equal((await kiln(server, ['schedule', 'steady', '--command', script, ...never])).code, 0);
   const runId = (await kiln(server, ['execute', 'steady'])).stdout.trim();
   await worker.waitFor(/run started/);
+  // An observer across the crash: it picks the stream up again after the last line it printed.
+  const observer = spawnKiln(t, ['observe', runId], { KILN_SERVER: server.url, KILN_TOKEN: server.adminToken });
+  const printed: string[] = [];
+  observer.child.stdout!.on('data', (chunk: Buffer) => printed.push(chunk.toString()));
+  await observer.waitFor(/^before$/);
   await server.kill('SIGKILL');
   const mark = worker.stderr.length;
   await worker.waitFor(/not connected to the server/, mark);
@@ -62,6 +70,9 @@ test('SIGKILL the server mid-run: its worker keeps the job going, re-attaches to
   assert.deepEqual(lines, ['before', ...Array.from({ length: 50 }, (_, i) => `line ${i + 1}`)]);
   const shown = JSON.parse((await kiln(restarted, ['show', runId, '--json'])).stdout);
   assert.equal(shown.run.attempt, 1, 'the same attempt carried on: the job ran once');
+  assert.equal((await observer.exited).code, 0, observer.stderr.join('\n'));
+  assert.match(observer.stderr.join('\n'), /reconnecting/);
+  assert.equal(printed.join(''), ['before', ...Array.from({ length: 50 }, (_, i) => `line ${i + 1}`), `kiln: run ${runId} succeeded: exited 0`].join('\n') + '\n');
 });
 
 test("a worker whose connection is cut for a while re-attaches and nothing is lost", async (t) => {
@@ -139,4 +150,39 @@ test('kiln worker refuses a bad drain or grace duration', async (t) => {
   const bad = spawnKiln(t, ['worker', '--server', server.url, '--drain-timeout', 'soon'], { KILN_WORKER_TOKEN: server.workerToken });
   assert.equal((await bad.exited).code, 2);
   assert.match(bad.stderr.join('\n'), /bad --drain-timeout 'soon'/);
+});
+
+/** Mounts a small tmpfs for the test (root only); undefined where mounting is not allowed. */
+function mountTmpfs(t: TestContext, options: string): string | undefined {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-mount-'));
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]).status === 0;
+  t.after(() => {
+    if (mounted) spawnSync('umount', ['--lazy', dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return mounted ? dir : undefined;
+}
+
+test("robur's matrix: a read-only or full work root ends the run aborted with the reason, and the worker stays healthy", async (t) => {
+  const readOnly = mountTmpfs(t, 'ro,size=1m');
+  const full = mountTmpfs(t, 'size=64k');
+  if (!readOnly || !full) return t.skip('needs root to mount a tmpfs (CI runs as root)');
+  // Fill the second one: a dir still fits (it costs no blocks), the script does not.
+  spawnSync('dd', ['if=/dev/zero', `of=${full}/filler`, 'bs=4k', 'count=64']);
+  const server = await startServer(t);
+  const cases: [string, string, RegExp][] = [
+    [readOnly, 'ro', /^aborted: cannot create the work dir: EROFS/],
+    [full, 'full', /^aborted: cannot write the job script: ENOSPC/],
+  ];
+  for (const [root, platform, reason] of cases) {
+    await startWorker(t, server, ['--platform', platform, '--work-dir', root]);
+    assert.equal((await kiln(server, ['schedule', `on-${platform}`, '--command', 'echo hi', '--platform', platform, '--period', 'never'])).code, 0);
+    for (let i = 0; i < 2; i += 1) {
+      const { run } = await followRun(server, (await kiln(server, ['execute', `on-${platform}`])).stdout.trim());
+      assert.equal(run.status, 'failed');
+      assert.match(run.resultText ?? '', reason);
+    }
+  }
+  const workers = JSON.parse((await kiln(server, ['workers', '--json'])).stdout).workers;
+  assert.deepEqual(workers.map((w: { state: string }) => w.state), ['idle', 'idle'], 'both workers are still connected and idle');
 });

@@ -1,7 +1,7 @@
 /** Commands about runs: runs, observe, logs. */
 import { Command, Option } from 'commander';
 import { RUN_STATUSES } from '../../core/index.js';
-import { ServerUnreachableError, UsageError } from '../../errors.js';
+import { coerceError, ServerUnreachableError, UsageError } from '../../errors.js';
 import os from 'node:os';
 import type { ApiClient, PresentedEvent, PresentedRun } from '../api-client.js';
 import { clientFor, globals } from '../context.js';
@@ -10,16 +10,39 @@ import { orDash, printJson, printTable, shortId } from '../output.js';
 /** Exit code of `observe` for a run that did not succeed. */
 const RUN_FAILED = 1;
 
-/** Prints a run's console (following it when asked) and returns the process exit code. */
+/** How long `observe` keeps trying to get back to a server that went away (ms). */
+const RECONNECT_FOR_MS = 120_000;
+
+/**
+ * Prints a run's console (following it when asked) and returns the process exit code. A followed
+ * stream that breaks (the server restarted, say) is picked up again after the last line printed.
+ */
 async function printConsole(client: ApiClient, runId: string, follow: boolean, json: boolean, timestamps: boolean): Promise<number> {
   let end: PresentedRun | undefined;
-  for await (const event of client.console(runId, follow)) {
-    if (event.type === 'keepalive') continue;
-    if (json) process.stdout.write(JSON.stringify(event) + '\n');
-    else if (event.type === 'line') process.stdout.write(timestamps ? `${new Date(event.ts).toISOString()} ${event.text}\n` : `${event.text}\n`);
-    if (event.type === 'end') end = event.run;
+  let after = -1;
+  let brokenSince: number | undefined;
+  let streamed = false;
+  for (let attempt = 0; !end; attempt += 1) {
+    try {
+      for await (const event of client.console(runId, follow, after)) {
+        brokenSince = undefined;
+        streamed = true;
+        if (event.type === 'keepalive') continue;
+        if (json) process.stdout.write(JSON.stringify(event) + '\n');
+        else if (event.type === 'line') process.stdout.write(timestamps ? `${new Date(event.ts).toISOString()} ${event.text}\n` : `${event.text}\n`);
+        if (event.type === 'line') after = event.seq;
+        if (event.type === 'end') end = event.run;
+      }
+      if (!end) throw new ServerUnreachableError(client.baseUrl, 'the console stream ended before the run did');
+    } catch (raw) {
+      const err = coerceError(raw);
+      brokenSince ??= Date.now();
+      // Only a stream that worked and then broke is retried: a server never reached is an error now.
+      if (!follow || !streamed || err.code !== 'KILN_ERR_SERVER_UNREACHABLE' || Date.now() - brokenSince > RECONNECT_FOR_MS) throw err;
+      process.stderr.write(`kiln: ${err.message}; reconnecting\n`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 250 * 2 ** Math.min(attempt, 5))));
+    }
   }
-  if (!end) throw new ServerUnreachableError(client.baseUrl, 'the console stream ended before the run did');
   if (!json && follow) process.stdout.write(`kiln: run ${end.id} ${end.status}${end.resultText ? `: ${end.resultText}` : ''}\n`);
   if (!follow) return 0;
   return end.status === 'succeeded' ? 0 : RUN_FAILED;

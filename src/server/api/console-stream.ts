@@ -22,14 +22,14 @@ const KEEPALIVE_MS = 20_000;
 
 /** Streams a run's console into the reply (which it takes over). */
 export async function streamConsole(
-  request: FastifyRequest, reply: FastifyReply, store: JobStore, hub: ConsoleHub, run: Run, follow: boolean,
+  request: FastifyRequest, reply: FastifyReply, store: JobStore, hub: ConsoleHub, run: Run, follow: boolean, after = -1,
 ): Promise<void> {
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
   // Headers go out now: a queued run may print nothing for a long time.
   reply.raw.flushHeaders();
   const out = new NdjsonWriter(reply.raw);
-  let lastSeq = -1;
+  let lastSeq = after;
   const emit = (line: StoredLine) => {
     if (line.seq <= lastSeq) return;
     lastSeq = line.seq;

@@ -82,9 +82,9 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
   });
 
   app.get('/api/runs/:id/console', async (request, reply) => {
-    const { follow } = parse(consoleQuery, request.query, 'console request');
+    const { follow, after } = parse(consoleQuery, request.query, 'console request');
     const run = await store.findRun(idParam(request.params));
-    await streamConsole(request, reply, store, hub, run, follow);
+    await streamConsole(request, reply, store, hub, run, follow, after);
   });
 
   app.get('/api/workers', async () => ({ workers: await listWorkers() }));

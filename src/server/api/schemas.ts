@@ -67,6 +67,8 @@ export const latestRunQuery = z.strictObject({ job: z.string().optional(), platf
 /** Query of `GET /api/runs/:id/console`. */
 export const consoleQuery = z.strictObject({
   follow: z.enum(['true', 'false', '1', '0']).optional().transform((v) => v === 'true' || v === '1'),
+  /** Start after this seq (an observer resuming after a broken stream). */
+  after: z.coerce.number().int().min(-1).default(-1),
 });
 
 /** Parses `value` with `schema` or throws a one-line InvalidRequestError. */
