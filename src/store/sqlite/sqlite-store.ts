@@ -169,11 +169,18 @@ class SqliteStore implements JobStore {
 
   claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number, backstopMs = 0): Promise<Run | undefined> {
     return this.tx(() => {
-      const candidates = this.db
-        .prepare("SELECT id, job, labels FROM runs WHERE status = 'queued' AND platform = ? ORDER BY queue_pos")
-        .all(worker.platform) as { id: string; job: string; labels: string }[];
-      const pick = candidates.find((c) => labelsMatch(JSON.parse(c.labels), worker.labels));
-      if (!pick) return undefined;
+      // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
+      const page = this.db.prepare(
+        "SELECT id, job, labels, queue_pos FROM runs WHERE status = 'queued' AND platform = ? AND queue_pos > ? ORDER BY queue_pos LIMIT 64",
+      );
+      let pick: { id: string; job: string } | undefined;
+      let after = -Infinity;
+      while (!pick) {
+        const candidates = page.all(worker.platform, after) as { id: string; job: string; labels: string; queue_pos: number }[];
+        if (candidates.length === 0) return undefined;
+        pick = candidates.find((c) => labelsMatch(JSON.parse(c.labels), worker.labels));
+        after = candidates.at(-1)!.queue_pos;
+      }
       const job = this.jobRow(pick.job);
       this.db
         .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
