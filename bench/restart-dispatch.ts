@@ -42,9 +42,12 @@ try {
   for (let i = 0; i < QUEUED; i += 1) {
     const name = `job-${i}`;
     await store.createJob(
-      { name, platform: 'bench', script: 'echo hi\n', env: {}, labels: {}, period: 'weekly', timeoutMs: 60_000, idleTimeoutMs: null,
-        retries: 1, failureRetries: 0, nextAt: now + 604_800_000, createdAt: now, updatedAt: now },
-      { id: randomUUID(), job: name, platform: 'bench', labels: {}, queuedAt: now },
+      {
+        name, platform: 'bench', script: 'echo hi\n', template: null, vars: {}, env: {}, labels: {}, schedule: { kind: 'period', period: 'weekly' },
+        paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null, timeoutMs: 60_000, idleTimeoutMs: null,
+        retries: 1, failureRetries: 0, nextAt: now + 604_800_000, createdAt: now, updatedAt: now,
+      },
+      [{ id: randomUUID(), job: name, platform: 'bench', labels: {}, queuedAt: now }],
     );
   }
   await store.close();

@@ -107,6 +107,20 @@ export class RunFinishedError extends KilnError {
   }
 }
 
+/** The platform is dropped: no runs are queued for it. */
+export class PlatformDroppedError extends KilnError {
+  constructor(platform: string) {
+    super('KILN_ERR_PLATFORM_DROPPED', 409, `platform '${platform}' is dropped (kiln undrop-platform ${platform} lifts that)`);
+  }
+}
+
+/** A template job cannot be queued: no template for it exists. */
+export class TemplateNotFoundError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_TEMPLATE_NOT_FOUND', 404, message);
+  }
+}
+
 /** The client cannot reach the server. */
 export class ServerUnreachableError extends KilnError {
   constructor(url: string, cause: string) {

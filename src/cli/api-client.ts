@@ -16,7 +16,11 @@ export type ConsoleEvent =
 
 /** Server info, as `GET /api/info` returns it. */
 export interface InfoReply {
-  schedule: { job: string; platform: string; period: string; nextAt: string | null }[];
+  schedule: {
+    job: string; platforms: string[]; schedule: string; paused: boolean; overlap: string; nextAt: string | null;
+    skipped: number; lastSkip: { at: string; reason: string } | null;
+  }[];
+  dropped: { platform: string; droppedAt: string }[];
   queues: Record<string, PresentedRun[]>;
   running: PresentedRun[];
   workers: PresentedWorker[];

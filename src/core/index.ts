@@ -3,3 +3,4 @@ export * from './duration.js';
 export * from './schedule.js';
 export * from './run.js';
 export * from './job.js';
+export * from './template.js';

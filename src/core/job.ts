@@ -29,3 +29,14 @@ export function parsePairs(pairs: readonly string[], what: string, strictKeys = 
 export function labelsMatch(wanted: Record<string, string>, offered: Record<string, string>): boolean {
   return Object.entries(wanted).every(([key, value]) => offered[key] === value);
 }
+
+/** What to do when a job is due while its previous run is still queued or running. */
+export const OVERLAPS = ['skip', 'queue', 'cancel-previous'] as const;
+export type Overlap = (typeof OVERLAPS)[number];
+
+const TEMPLATE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** Template names are plain file names without dots (a dot starts the platform suffix): no `/`, no `..`. */
+export function isValidTemplateName(name: string): boolean {
+  return name.length <= 128 && TEMPLATE_NAME.test(name);
+}

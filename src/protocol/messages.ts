@@ -113,6 +113,8 @@ export const serverMessage = z.discriminatedUnion('type', [
   z.object({ v: z.literal(1), type: z.literal('run.release'), runId: z.string(), reason: z.string() }),
   /** The run's result is recorded (or was answered but not applied): the worker may forget it. */
   z.object({ v: z.literal(1), type: z.literal('run.done'), runId: z.string(), applied: z.boolean() }),
+  /** Something the worker should log, e.g. that its platform was dropped. */
+  z.object({ v: z.literal(1), type: z.literal('notice'), message: z.string() }),
 ]);
 
 export type Hello = z.infer<typeof helloMessage>;

@@ -31,6 +31,8 @@ export interface WorkerSession {
   release(runId: string, reason: string): void;
   /** Acknowledges a run's result. */
   done(runId: string, applied: boolean): void;
+  /** Tells the worker something it should log (e.g. its platform was dropped). */
+  notice(message: string): void;
 }
 
 /** Free slots of a session. */
@@ -43,6 +45,8 @@ function freeSlots(session: WorkerSession): number {
 /** Hands queued runs to workers with free slots. */
 export class Dispatcher {
   private readonly sessions = new Map<string, WorkerSession>();
+  /** Platforms whose workers get no runs. */
+  private readonly dropped = new Set<string>();
   private busy = false;
   private again = false;
   private idle: Promise<void> = Promise.resolve();
@@ -53,6 +57,8 @@ export class Dispatcher {
     private readonly now: () => number,
     /** How long past a run's timeout the server waits for its result (ms). */
     private readonly backstopMs: number,
+    /** Readies a claimed run (expands its template); undefined when the run ended instead. */
+    private readonly prepare: (run: Run) => Promise<Run | undefined>,
     /** Called with each run handed to a worker. */
     private readonly dispatched: (run: Run) => void,
     /** Called with a run claimed for a worker that went away meanwhile. */
@@ -76,6 +82,12 @@ export class Dispatcher {
 
   remove(session: WorkerSession): void {
     if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
+  }
+
+  /** Marks a platform dropped (its workers get no runs) or lifts that. */
+  setDropped(platform: string, dropped: boolean): void {
+    if (dropped) this.dropped.add(platform);
+    else this.dropped.delete(platform);
   }
 
   /** Asks for a dispatch pass; passes requested while one runs are merged into one more. */
@@ -110,9 +122,12 @@ export class Dispatcher {
     // Least-loaded workers first, so runs spread across the farm.
     const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
     for (const session of candidates) {
+      if (this.dropped.has(session.platform)) continue;
       while (freeSlots(session) > 0) {
-        const run = await this.store.claimNext(session, this.now(), this.backstopMs);
-        if (!run) break;
+        const claimed = await this.store.claimNext(session, this.now(), this.backstopMs);
+        if (!claimed) break;
+        const run = await this.prepare(claimed);
+        if (!run) continue;
         if (!session.open) {
           await this.orphaned(run);
           break;

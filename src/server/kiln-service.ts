@@ -8,25 +8,34 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { formatDuration, formatResult, periodMs, statusFor, type Period, type RunResult } from '../core/index.js';
-import { coerceError, InvalidRequestError, JobNotFoundError } from '../errors.js';
+import {
+  describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, nextDue, statusFor, validateSchedule,
+  type Overlap, type RunResult, type Schedule,
+} from '../core/index.js';
+import { coerceError, InvalidRequestError, JobNotFoundError, TemplateNotFoundError } from '../errors.js';
 import type { StopCause } from '../protocol/index.js';
 import type { AttemptEnd, Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
 import type { ConsoleHub } from './console-hub.js';
 import type { Dispatcher, WorkerSession } from './dispatcher.js';
 import type { Scheduler } from './scheduler.js';
+import type { Templates } from './templates.js';
 
 /** Default job timeout: one hour, as robur's. */
 export const DEFAULT_TIMEOUT_MS = 3_600_000;
 
-/** A new job as the API receives it (already validated). */
+/** A new job as the API receives it (already validated, one of script or template). */
 export interface JobInput {
   name: string;
   platform?: string;
-  script: string;
+  script?: string;
+  template?: string;
+  vars?: Record<string, string>;
   env?: Record<string, string>;
   labels?: Record<string, string>;
-  period?: Period;
+  schedule?: Schedule;
+  paused?: boolean;
+  overlap?: Overlap;
+  catchUp?: boolean;
   timeoutMs?: number;
   idleTimeoutMs?: number | null;
   retries?: number;
@@ -39,6 +48,7 @@ export interface KilnServiceParts {
   hub: ConsoleHub;
   dispatcher: Dispatcher;
   scheduler: Scheduler;
+  templates: Templates;
   log: Logger;
   now: () => number;
   /** Platform of jobs scheduled without one: the server's own. */
@@ -51,6 +61,15 @@ export interface KilnServiceParts {
 
 /** Longest single sleep of the deadline timer (re-read from the store after it). */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
+
+/** Checks a schedule at the API's edge. */
+function checkSchedule(schedule: Schedule): void {
+  try {
+    validateSchedule(schedule);
+  } catch (raw) {
+    throw new InvalidRequestError((raw as Error).message);
+  }
+}
 
 /** The server's use cases. */
 export class KilnService {
@@ -70,46 +89,82 @@ export class KilnService {
     return this.parts.log;
   }
 
-  private newRun(job: Pick<Job, 'name' | 'platform' | 'labels'>, platform = job.platform): NewRun {
+  private newRun(job: Pick<Job, 'name' | 'labels'>, platform: string): NewRun {
     return { id: randomUUID(), job: job.name, platform, labels: job.labels, queuedAt: this.parts.now() };
   }
 
-  /** Adds a job; its first run is queued now unless its period is `never`. */
-  async schedule(input: JobInput): Promise<{ job: Job; run?: Run }> {
+  /** The platforms a job's runs go to: its own, or every platform its template has a variant for. */
+  platformsFor(job: Pick<Job, 'platform' | 'template'>): string[] {
+    if (job.platform !== null) return [job.platform];
+    return job.template ? this.parts.templates.platformsFor(job.template) : [];
+  }
+
+  /** Adds a job; its first runs are queued now unless it is paused or its schedule has no next time. */
+  async schedule(input: JobInput): Promise<{ job: Job; runs: Run[] }> {
     const now = this.parts.now();
-    const period = input.period ?? 'daily';
-    const step = periodMs(period);
+    const schedule = input.schedule ?? { kind: 'period', period: 'daily' };
+    checkSchedule(schedule);
     const job: Job = {
       name: input.name,
-      platform: input.platform ?? this.parts.defaultPlatform,
-      script: input.script,
+      platform: input.platform ?? (input.template ? null : this.parts.defaultPlatform),
+      script: input.script ?? null,
+      template: input.template ?? null,
+      vars: input.vars ?? {},
       env: input.env ?? {},
       labels: input.labels ?? {},
-      period,
+      schedule,
+      paused: input.paused ?? false,
+      overlap: input.overlap ?? 'skip',
+      catchUp: input.catchUp ?? false,
       timeoutMs: input.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       idleTimeoutMs: input.idleTimeoutMs ?? null,
       retries: input.retries ?? 1,
       failureRetries: input.failureRetries ?? 0,
-      nextAt: step === undefined ? null : now + step,
+      nextAt: firstAfter(schedule, now) ?? null,
+      skipped: 0,
+      lastSkip: null,
       createdAt: now,
       updatedAt: now,
     };
-    const run = await this.store.createJob(job, step === undefined ? undefined : this.newRun(job));
-    this.log.info({ job: job.name, platform: job.platform, period }, 'job scheduled');
-    if (run) this.parts.dispatcher.kick();
+    const platforms = this.platformsFor(job);
+    if (platforms.length === 0) {
+      throw new InvalidRequestError(`template '${job.template}' has no platform variants (${job.template}.PLATFORM); give --platform`);
+    }
+    const first = job.paused || job.nextAt === null ? [] : platforms.map((platform) => this.newRun(job, platform));
+    const runs = await this.store.createJob(job, first);
+    this.log.info({ job: job.name, platforms, schedule: describeSchedule(schedule) }, 'job scheduled');
+    if (runs.length > 0) this.parts.dispatcher.kick();
     void this.parts.scheduler.wake();
-    return { job, run };
+    return { job, runs };
   }
 
-  /** Changes a job; a new period restarts its grid from now. */
+  /** Changes a job; a new schedule restarts from now. */
   async modify(name: string, patch: Omit<JobPatch, 'nextAt'>): Promise<Job> {
-    const current = await this.store.getJob(name);
     const full: JobPatch = { ...patch };
-    if (current && patch.period !== undefined && patch.period !== current.period) {
-      const step = periodMs(patch.period);
-      full.nextAt = step === undefined ? null : this.parts.now() + step;
+    if (patch.schedule) {
+      checkSchedule(patch.schedule);
+      full.nextAt = firstAfter(patch.schedule, this.parts.now()) ?? null;
     }
+    // A job has a script or a template, never both.
+    if (patch.script !== undefined) full.template = null;
+    if (patch.template !== undefined) full.script = null;
     const job = await this.store.updateJob(name, full, this.parts.now());
+    void this.parts.scheduler.wake();
+    return job;
+  }
+
+  /** Stops a job's schedule (execute still runs it). */
+  async pause(name: string): Promise<Job> {
+    return this.store.updateJob(name, { paused: true }, this.parts.now());
+  }
+
+  /** Restarts a paused job's schedule from now: times missed while paused do not run. */
+  async resume(name: string): Promise<Job> {
+    const current = await this.store.getJob(name);
+    if (!current) throw new JobNotFoundError(name);
+    const now = this.parts.now();
+    const nextAt = current.nextAt !== null && current.nextAt <= now ? nextDue(current.schedule, current.nextAt, now) ?? null : current.nextAt;
+    const job = await this.store.updateJob(name, { paused: false, nextAt }, now);
     void this.parts.scheduler.wake();
     return job;
   }
@@ -122,13 +177,16 @@ export class KilnService {
     return cancelled;
   }
 
-  /** Queues a run now, at the front of its platform's queue. */
-  async execute(name: string, platform?: string): Promise<{ run: Run; created: boolean }> {
+  /** Queues a run now (one per platform for a template job), at the front of the queue. */
+  async execute(name: string, platform?: string): Promise<{ runs: Run[]; created: boolean }> {
     const job = await this.store.getJob(name);
     if (!job) throw new JobNotFoundError(name);
-    const queued = await this.store.enqueue(this.newRun(job, platform), 'front');
+    const platforms = platform ? [platform] : this.platformsFor(job);
+    if (platforms.length === 0) throw new TemplateNotFoundError(`template '${job.template}' has no platform variants; give --platform`);
+    const queued = [];
+    for (const p of platforms) queued.push(await this.store.enqueue(this.newRun(job, p), 'front'));
     this.parts.dispatcher.kick();
-    return queued;
+    return { runs: queued.map((q) => q.run), created: queued.some((q) => q.created) };
   }
 
   /** Sets a job's next time; its grid continues from there. */
@@ -136,6 +194,72 @@ export class KilnService {
     const job = await this.store.updateJob(name, { nextAt }, this.parts.now());
     void this.parts.scheduler.wake();
     return job;
+  }
+
+  /**
+   * Fires every job due at `now`. Its next time is moved first, in the same transaction as the
+   * queueing, so a crash never queues a due time twice nor skips it.
+   */
+  async fireDue(now: number): Promise<void> {
+    let queued = false;
+    for (const job of await this.store.dueJobs(now)) {
+      if (job.nextAt === null) continue;
+      const next = nextDue(job.schedule, job.nextAt, now, job.catchUp) ?? null;
+      const runs = this.platformsFor(job).map((platform) => this.newRun(job, platform));
+      const fired = await this.store.fireSchedule(job.name, job.nextAt, next, runs, now);
+      if (fired.outcome === 'queued') {
+        queued = true;
+        for (const run of fired.cancelRequested) this.holder(run)?.cancel(run.id, 'cancelled by the schedule: superseded by the next scheduled run');
+        this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), next: next && new Date(next).toISOString() }, 'schedule fired');
+      } else if (fired.outcome === 'skipped') {
+        this.log.info({ job: job.name, reason: fired.reason }, 'schedule due, nothing queued');
+      }
+    }
+    if (queued) this.parts.dispatcher.kick();
+  }
+
+  /**
+   * Makes a claimed run ready to send: a template job's script is expanded now, from the template
+   * as it is now. A template that is missing or uses an unknown variable ends the run `aborted`
+   * with the reason (undefined is returned: nothing to send).
+   */
+  async prepare(run: Run): Promise<Run | undefined> {
+    if (run.script !== null) return run;
+    const job = await this.store.getJob(run.job);
+    try {
+      if (!job?.template) throw new TemplateNotFoundError(`job ${run.job} has neither a script nor a template`);
+      const { text } = this.parts.templates.read(job.template, run.platform);
+      const script = expandTemplate(text, { ...job.vars, PLATFORM: run.platform, JOB: run.job, RUN: run.id });
+      await this.store.setRunScript(run.id, script);
+      return { ...run, script };
+    } catch (raw) {
+      const reason = (raw as Error).message;
+      await this.endAttempt(run.id, { status: 'failed', result: { kind: 'aborted', reason }, finishedAt: this.parts.now() }, run.worker ?? undefined);
+      return undefined;
+    }
+  }
+
+  /** Retires a platform: its queue is emptied, its workers told; new runs for it are refused. */
+  async dropPlatform(platform: string): Promise<string[]> {
+    const cancelled = await this.store.dropPlatform(platform, this.parts.now());
+    for (const runId of cancelled) this.parts.hub.ended(runId);
+    this.parts.dispatcher.setDropped(platform, true);
+    for (const session of this.parts.dispatcher.list()) {
+      if (session.platform === platform) session.notice(`platform ${platform} was dropped: this worker stays idle until it is undropped`);
+    }
+    this.log.info({ platform, cancelled: cancelled.length }, 'platform dropped');
+    return cancelled;
+  }
+
+  /** Lifts a drop. */
+  async undropPlatform(platform: string): Promise<boolean> {
+    const lifted = await this.store.undropPlatform(platform);
+    this.parts.dispatcher.setDropped(platform, false);
+    for (const session of this.parts.dispatcher.list()) {
+      if (session.platform === platform) session.notice(`platform ${platform} is back: this worker takes runs again`);
+    }
+    this.parts.dispatcher.kick();
+    return lifted;
   }
 
   /**

@@ -1,17 +1,16 @@
 /**
- * Queues runs of scheduled jobs when they are due. It sleeps until the earliest next time (a
- * timer, not a periodic tick) and is woken early whenever a job changes.
+ * Wakes the server when jobs are due. It sleeps until the earliest next time (a timer, not a
+ * periodic tick) and is woken early whenever a job changes; what to do with due jobs is the
+ * service's `fire`.
  */
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { nextSlot } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import type { JobStore } from '../store/index.js';
 
 /** Longest single sleep: re-reading the store this often also corrects for clock jumps. */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
 
-/** Fires due schedules. */
+/** Sleeps until the next due time, then fires. */
 export class Scheduler {
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
@@ -21,8 +20,8 @@ export class Scheduler {
     private readonly store: JobStore,
     private readonly log: Logger,
     private readonly now: () => number,
-    /** Called after runs were queued. */
-    private readonly queued: () => void,
+    /** Fires every job due at `now`. */
+    private readonly fire: (now: number) => Promise<void>,
   ) {}
 
   /** Fires what is due now and sleeps until the next due time. */
@@ -40,18 +39,7 @@ export class Scheduler {
     if (this.stopped) return;
     clearTimeout(this.timer);
     try {
-      let fired = 0;
-      const now = this.now();
-      for (const job of await this.store.dueJobs(now)) {
-        if (job.nextAt === null) continue;
-        const next = nextSlot(job.period, job.nextAt, now) ?? null;
-        const run = { id: randomUUID(), job: job.name, platform: job.platform, labels: job.labels, queuedAt: now };
-        if (await this.store.fireSchedule(job.name, job.nextAt, next, run)) {
-          fired += 1;
-          this.log.info({ job: job.name, next: next && new Date(next).toISOString() }, 'schedule fired');
-        }
-      }
-      if (fired > 0) this.queued();
+      await this.fire(this.now());
       const earliest = await this.store.earliestNextAt();
       if (earliest !== undefined && !this.stopped) {
         const delay = Math.min(Math.max(earliest - this.now(), 0), MAX_SLEEP_MS);

@@ -2,6 +2,7 @@
  * The Kiln server: the HTTP API for clients, the WebSocket gateway for workers, the scheduler
  * and the dispatcher, all around one store.
  */
+import path from 'node:path';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -14,6 +15,7 @@ import { Dispatcher } from './dispatcher.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
 import { KilnService } from './kiln-service.js';
 import { Scheduler } from './scheduler.js';
+import { Templates } from './templates.js';
 import { bearerToken, ensureTokens, tokenMatches, type Tokens } from './tokens.js';
 
 /** Options of a server. */
@@ -26,6 +28,8 @@ export interface ServerOptions {
   dataDir: string;
   /** Store URL; SQLite in the data dir when absent. */
   store?: string;
+  /** Config dir (templates live in its templates/); the data dir when absent. */
+  configDir?: string;
   /** Worker heartbeat interval (ms); a worker silent for two of them is disconnected. */
   heartbeatMs?: number;
   /** How long a run whose worker went away waits for it to re-attach (ms). */
@@ -41,6 +45,8 @@ export interface KilnServer {
   /** Base URL clients and workers use. */
   url: string;
   tokens: Tokens;
+  /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
+  wakeScheduler(): Promise<void>;
   /** Stops accepting, flushes consoles and closes the store. */
   close(): Promise<void>;
 }
@@ -65,11 +71,14 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   let service: KilnService | undefined;
   const backstopMs = options.backstopMs ?? 60_000;
   const dispatcher = new Dispatcher(
-    store, log.child({ part: 'dispatcher' }), now, backstopMs, (run) => service!.dispatched(run), (run) => service!.orphaned(run),
+    store, log.child({ part: 'dispatcher' }), now, backstopMs,
+    (run) => service!.prepare(run), (run) => service!.dispatched(run), (run) => service!.orphaned(run),
   );
-  const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, () => dispatcher.kick());
+  const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, (at) => service!.fireDue(at));
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
-  service = new KilnService({ store, hub, dispatcher, scheduler, log, now, defaultPlatform: hostPlatform(), reattachGraceMs, backstopMs });
+  const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
+  service = new KilnService({ store, hub, dispatcher, scheduler, templates, log, now, defaultPlatform: hostPlatform(), reattachGraceMs, backstopMs });
+  for (const { platform } of await store.listDroppedPlatforms()) dispatcher.setDropped(platform, true);
 
   const waiting = await service.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
@@ -79,7 +88,7 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   installErrorHandling(app);
   installAuth(app, tokens);
   app.get('/healthz', async () => ({ ok: true }));
-  registerRoutes(app, { store, hub, dispatcher, service });
+  registerRoutes(app, { store, hub, dispatcher, service, templates });
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
@@ -96,6 +105,7 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   return {
     url,
     tokens,
+    wakeScheduler: () => scheduler.wake(),
     async close() {
       scheduler.stop();
       service!.stop();

@@ -3,20 +3,30 @@
  * dialect-neutral, so the embedded SQLite store and a PostgreSQL store are interchangeable and
  * pass the same contract tests (test/store/job-store.suite.ts). Times are ms since the epoch.
  */
-import type { Period, RunResult, RunStatus } from '../core/index.js';
+import type { Overlap, RunResult, RunStatus, Schedule } from '../core/index.js';
 import type { ConsoleLine } from '../protocol/index.js';
 
 /** A job as stored. */
 export interface Job {
   name: string;
-  /** Platform its runs are queued for. */
-  platform: string;
-  /** Shell script, run with `/bin/sh -e`. */
-  script: string;
+  /** Platform its runs are queued for; null for a template job that runs on every platform with a template. */
+  platform: string | null;
+  /** Shell script, run with `/bin/sh -e`; null for a template job. */
+  script: string | null;
+  /** Template name, expanded at dispatch (`<config dir>/templates/NAME[.PLATFORM]`). */
+  template: string | null;
+  /** Variables for the template's `%%NAME%%` placeholders. */
+  vars: Record<string, string>;
   env: Record<string, string>;
   /** Labels a worker must have to take its runs. */
   labels: Record<string, string>;
-  period: Period;
+  schedule: Schedule;
+  /** A paused job is not queued by its schedule (execute still runs it). */
+  paused: boolean;
+  /** What happens when it is due while its previous run is queued or running. */
+  overlap: Overlap;
+  /** Run every missed slot after downtime instead of once. */
+  catchUp: boolean;
   timeoutMs: number;
   /** A run printing nothing for this long is stopped; null: no limit. */
   idleTimeoutMs: number | null;
@@ -24,16 +34,29 @@ export interface Job {
   retries: number;
   /** Times a failed run (non-zero exit, signal, timeout) is tried again. */
   failureRetries: number;
-  /** Next scheduled time, or null for `never`. */
+  /** Next scheduled time, or null when the schedule has none. */
   nextAt: number | null;
+  /** Due times that queued nothing (overlap, dropped platform, no template), and the last one. */
+  skipped: number;
+  lastSkip: { at: number; reason: string } | null;
   createdAt: number;
   updatedAt: number;
 }
 
 /** The fields `modify` may change. */
 export type JobPatch = Partial<
-  Pick<Job, 'platform' | 'script' | 'env' | 'labels' | 'period' | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'nextAt'>
+  Pick<
+    Job,
+    | 'platform' | 'script' | 'template' | 'vars' | 'env' | 'labels' | 'schedule' | 'paused' | 'overlap' | 'catchUp'
+    | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'nextAt'
+  >
 >;
+
+/** What firing a schedule did. */
+export type FireOutcome =
+  | { outcome: 'queued'; runs: Run[]; cancelRequested: Run[] }
+  | { outcome: 'skipped'; reason: string }
+  | { outcome: 'stale' };
 
 /** A run as stored. */
 export interface Run {
@@ -134,8 +157,8 @@ export interface JobStore {
   /** Closes the connection; further calls fail. */
   close(): Promise<void>;
 
-  /** Adds a job, and its first run when given, in one transaction. Throws JobExistsError. */
-  createJob(job: Job, firstRun?: NewRun): Promise<Run | undefined>;
+  /** Adds a job, and its first runs when given, in one transaction. Throws JobExistsError, PlatformDroppedError. */
+  createJob(job: Job, firstRuns?: NewRun[]): Promise<Run[]>;
   /** Changes a job. Throws JobNotFoundError. */
   updateJob(name: string, patch: JobPatch, now: number): Promise<Job>;
   /** Removes a job and cancels its queued runs (history stays). Returns the cancelled run ids. */
@@ -198,16 +221,30 @@ export interface JobStore {
   /** A run's console from the line after `afterSeq`, in order. */
   readConsole(runId: string, afterSeq?: number, limit?: number): Promise<StoredLine[]>;
 
-  /** Jobs whose next time is at or before `now`. */
+  /** Unpaused jobs whose next time is at or before `now`. */
   dueJobs(now: number): Promise<Job[]>;
-  /** The earliest next time of any job, if any. */
+  /** The earliest next time of any unpaused job, if any. */
   earliestNextAt(): Promise<number | undefined>;
   /**
-   * Moves a job's next time from `expectedNextAt` to `nextAt` and queues `run` (unless the job is
-   * already queued), in one transaction. Returns false, changing nothing, when the job's next time
-   * is no longer `expectedNextAt` (another server fired it, or it was modified).
+   * Fires a due job in one transaction: moves its next time from `expectedNextAt` to `nextAt`,
+   * then queues `runs` (one per platform) as its overlap policy says: `skip` queues nothing while
+   * a run of the job is queued or running (and records the skip), `queue` queues unless already
+   * queued, `cancel-previous` cancels the queued ones, asks for the running ones to be cancelled
+   * (returned, for their workers to be told), and queues. Runs for a dropped platform are skipped.
+   * `stale`, changing nothing, when the job's next time is no longer `expectedNextAt`.
    */
-  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, run: NewRun): Promise<boolean>;
+  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number): Promise<FireOutcome>;
+  /** Records a due time that queued nothing, with the reason. */
+  recordSkip(name: string, at: number, reason: string): Promise<void>;
+
+  /** Retires a platform: its queued runs end cancelled. Returns them. */
+  dropPlatform(platform: string, now: number): Promise<string[]>;
+  /** Lifts a drop; false when the platform was not dropped. */
+  undropPlatform(platform: string): Promise<boolean>;
+  /** Dropped platforms, by name. */
+  listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]>;
+  /** Saves the script a run executes (expanded from a template at dispatch). */
+  setRunScript(id: string, script: string): Promise<void>;
 
   /** Records a worker that connected (or reconnected). */
   recordWorker(worker: WorkerRecord): Promise<void>;

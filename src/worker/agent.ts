@@ -199,6 +199,9 @@ export class WorkerAgent {
       case 'run.done':
         this.forget(message.runId);
         return;
+      case 'notice':
+        this.log.warn(`the server says: ${message.message}`);
+        return;
     }
   }
 

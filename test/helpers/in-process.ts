@@ -14,13 +14,15 @@ export interface InProcessOptions {
   /** Default here 300 ms, so tests of lost workers do not wait the real 30 s. */
   reattachGraceMs?: number;
   backstopMs?: number;
+  /** An injected clock. */
+  now?: () => number;
 }
 
 export async function inProcessServer(t: TestContext, options: InProcessOptions = {}): Promise<KilnServer & { dataDir: string }> {
   const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'kiln-int-'));
   if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
   const server = await startServer(pino({ level: process.env.KILN_TEST_LOG ?? 'silent' }), {
-    host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs,
+    host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs, now: options.now,
   });
   let closed = false;
   t.after(async () => {

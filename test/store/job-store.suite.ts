@@ -29,7 +29,14 @@ function makeJob(name: string, over: Partial<Job> = {}): Job {
     script: `echo ${name}`,
     env: { GREETING: 'hello world', QUOTED: `it's "quoted" = fine` },
     labels: {},
-    period: 'daily',
+    template: null,
+    vars: {},
+    schedule: { kind: 'period', period: 'daily' },
+    paused: false,
+    overlap: 'skip',
+    catchUp: false,
+    skipped: 0,
+    lastSkip: null,
     timeoutMs: 60_000,
     idleTimeoutMs: null,
     retries: 1,
@@ -42,7 +49,7 @@ function makeJob(name: string, over: Partial<Job> = {}): Job {
 }
 
 function makeRun(job: Pick<Job, 'name' | 'platform' | 'labels'>, over: Partial<NewRun> = {}): NewRun {
-  return { id: randomUUID(), job: job.name, platform: job.platform, labels: job.labels, queuedAt: T0, ...over };
+  return { id: randomUUID(), job: job.name, platform: job.platform ?? 'linux', labels: job.labels, queuedAt: T0, ...over };
 }
 
 function makeWorker(name: string, over: Partial<WorkerRecord> = {}): WorkerRecord {
@@ -91,8 +98,8 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
     describe('jobs', () => {
       test('createJob stores the job exactly as given', async (t) => {
         const store = await open(t);
-        const job = makeJob('build', { labels: { arch: 'arm' }, period: 'hourly' });
-        assert.equal(await store.createJob(job), undefined, 'no run without a first run');
+        const job = makeJob('build', { labels: { arch: 'arm' }, schedule: { kind: 'period', period: 'hourly' } });
+        assert.deepEqual(await store.createJob(job), [], 'no run without a first run');
         assert.deepEqual(await store.getJob('build'), job);
         assert.deepEqual(await store.listJobs(), [job]);
         assert.deepEqual(await store.listQueued(), []);
@@ -102,7 +109,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build', { labels: { arch: 'arm' } });
         const first = makeRun(job, { queuedAt: T0 + 5 });
-        const run = await store.createJob(job, first);
+        const [run] = await store.createJob(job, [first]);
         assert.deepEqual(run, {
           id: first.id, job: 'build', platform: 'linux', labels: { arch: 'arm' }, status: 'queued', attempt: 1,
           worker: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
@@ -118,7 +125,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const original = makeJob('build');
         await store.createJob(original);
         const clash = makeJob('build', { script: 'rm -rf /', platform: 'other', createdAt: T0 + 1 });
-        await rejectsWithCode(() => store.createJob(clash, makeRun(clash)), 'KILN_ERR_JOB_EXISTS');
+        await rejectsWithCode(() => store.createJob(clash, [makeRun(clash)]), 'KILN_ERR_JOB_EXISTS');
         assert.deepEqual(await store.listJobs(), [original]);
         assert.deepEqual(await store.listQueued(), [], 'the first run of the refused job is not queued');
         assert.deepEqual(await store.listRuns({ limit: 10 }), []);
@@ -145,10 +152,10 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build', { labels: { arch: 'arm', os: 'linux' } });
         await store.createJob(job);
-        await store.updateJob('build', { labels: { gpu: 'yes' }, platform: 'freebsd', period: 'never', nextAt: null }, T0 + 1);
+        await store.updateJob('build', { labels: { gpu: 'yes' }, platform: 'freebsd', schedule: { kind: 'period', period: 'never' }, nextAt: null }, T0 + 1);
         const stored = await store.getJob('build');
         assert.deepEqual(stored, {
-          ...job, labels: { gpu: 'yes' }, platform: 'freebsd', period: 'never', nextAt: null, updatedAt: T0 + 1,
+          ...job, labels: { gpu: 'yes' }, platform: 'freebsd', schedule: { kind: 'period', period: 'never' }, nextAt: null, updatedAt: T0 + 1,
         });
         assert.equal(await store.earliestNextAt(), undefined);
       });
@@ -183,7 +190,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('build');
         // Three runs of one job: one finished, one running, one queued.
         const done = makeRun(job, { queuedAt: T0 });
-        await store.createJob(job, done);
+        await store.createJob(job, [done]);
         await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
         assert.equal(await store.finishRun(done.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 2 }, { from: ['running'] }), true);
         const running = makeRun(job, { queuedAt: T0 + 3 });
@@ -219,10 +226,10 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build');
         const first = makeRun(job);
-        await store.createJob(job, first);
+        await store.createJob(job, [first]);
         await store.deleteJob('build', T0 + 1);
         const again = makeRun(job, { queuedAt: T0 + 2 });
-        const run = await store.createJob(makeJob('build', { createdAt: T0 + 2 }), again);
+        const [run] = await store.createJob(makeJob('build', { createdAt: T0 + 2 }), [again]);
         assert.equal(run?.status, 'queued');
         assert.deepEqual(ids(await store.listRuns({ job: 'build', limit: 10 })), [again.id, first.id]);
       });
@@ -231,7 +238,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
     describe('queue', () => {
       test('enqueue adds at the back in FIFO order per platform', async (t) => {
         const store = await open(t);
-        const jobs = ['a', 'b', 'c'].map((name) => makeJob(name, { nextAt: null, period: 'never' }));
+        const jobs = ['a', 'b', 'c'].map((name) => makeJob(name, { nextAt: null, schedule: { kind: 'period', period: 'never' } }));
         for (const job of jobs) await store.createJob(job);
         const runs = jobs.map((job, i) => makeRun(job, { queuedAt: T0 + i }));
         for (const run of runs) {
@@ -266,7 +273,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
 
       test("enqueue 'front' puts a new run first, and moves an already queued run to the front", async (t) => {
         const store = await open(t);
-        const [a, b, c] = ['a', 'b', 'c'].map((name) => makeJob(name, { nextAt: null, period: 'never' })) as [Job, Job, Job];
+        const [a, b, c] = ['a', 'b', 'c'].map((name) => makeJob(name, { nextAt: null, schedule: { kind: 'period', period: 'never' } })) as [Job, Job, Job];
         for (const job of [a, b, c]) await store.createJob(job);
         const runA = (await store.enqueue(makeRun(a, { queuedAt: T0 }), 'back')).run;
         const runB = (await store.enqueue(makeRun(b, { queuedAt: T0 + 1 }), 'back')).run;
@@ -330,7 +337,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build', { script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000 });
         const first = makeRun(job);
-        await store.createJob(job, first);
+        await store.createJob(job, [first]);
         const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' } }, T0 + 50, 1000);
         const expected: Run = {
           id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1',
@@ -347,7 +354,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
       test('copies the job as it is when claimed, not as it was when queued', async (t) => {
         const store = await open(t);
         const job = makeJob('build', { script: 'old' });
-        await store.createJob(job, makeRun(job));
+        await store.createJob(job, [makeRun(job)]);
         await store.updateJob('build', { script: 'new', env: { V: '2' }, timeoutMs: 1_234 }, T0 + 1);
         const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 2);
         assert.equal(claimed?.script, 'new');
@@ -359,7 +366,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         assert.equal(await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0), undefined);
         const job = makeJob('build');
-        await store.createJob(job, makeRun(job));
+        await store.createJob(job, [makeRun(job)]);
         assert.equal(await store.claimNext({ name: 'w1', platform: 'windows', labels: {} }, T0), undefined);
         assert.equal((await store.listQueued()).length, 1, 'the run stays queued');
       });
@@ -400,7 +407,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build');
         const first = makeRun(job);
-        await store.createJob(job, first);
+        await store.createJob(job, [first]);
         const claims = await Promise.all(
           ['w1', 'w2', 'w3', 'w4'].map((name) => store.claimNext({ name, platform: 'linux', labels: {} }, T0 + 1)),
         );
@@ -414,7 +421,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build');
         const first = makeRun(job);
-        await store.createJob(job, first);
+        await store.createJob(job, [first]);
         await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
         const second = await store.enqueue(makeRun(job, { queuedAt: T0 + 2 }), 'back');
         assert.equal(second.created, true);
@@ -425,7 +432,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
     describe('finishRun', () => {
       async function running(store: JobStore): Promise<Run> {
         const job = makeJob('build');
-        await store.createJob(job, makeRun(job));
+        await store.createJob(job, [makeRun(job)]);
         const run = await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
         assert.ok(run);
         return run;
@@ -479,7 +486,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const store = await open(t);
         const job = makeJob('build');
         const first = makeRun(job);
-        await store.createJob(job, first);
+        await store.createJob(job, [first]);
         const result: RunResult = { kind: 'aborted', reason: 'cancelled by user' };
         assert.equal(await store.finishRun(first.id, { status: 'cancelled', result, finishedAt: T0 + 1 }, { from: ['queued'] }), true);
         const stored = await store.findRun(first.id);
@@ -506,7 +513,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         for (const [i, result] of results.entries()) {
           const job = makeJob(`job-${i}`);
           const first = makeRun(job);
-          await store.createJob(job, first);
+          await store.createJob(job, [first]);
           assert.equal(await store.finishRun(first.id, { status: 'failed', result, finishedAt: T0 + i }, { from: ['queued'] }), true);
           assert.deepEqual((await store.findRun(first.id)).result, result);
         }
@@ -574,7 +581,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
       async function withRuns(store: JobStore, runIds: string[]): Promise<void> {
         for (const [i, id] of runIds.entries()) {
           const job = makeJob(`job-${i}`);
-          await store.createJob(job, makeRun(job, { id, queuedAt: T0 + i }));
+          await store.createJob(job, [makeRun(job, { id, queuedAt: T0 + i })]);
         }
       }
 
@@ -664,7 +671,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         await store.createJob(makeJob('early', { nextAt: T0 + 10 }));
         await store.createJob(makeJob('exact', { nextAt: T0 + 20 }));
         await store.createJob(makeJob('late', { nextAt: T0 + 30 }));
-        await store.createJob(makeJob('never', { nextAt: null, period: 'never' }));
+        await store.createJob(makeJob('never', { nextAt: null, schedule: { kind: 'period', period: 'never' } }));
         const cases: [number, string[]][] = [
           [T0, []],
           [T0 + 10, ['early']],
@@ -680,7 +687,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
       test('earliestNextAt is the smallest next time, ignoring jobs that never run', async (t) => {
         const store = await open(t);
         assert.equal(await store.earliestNextAt(), undefined, 'no jobs');
-        await store.createJob(makeJob('never', { nextAt: null, period: 'never' }));
+        await store.createJob(makeJob('never', { nextAt: null, schedule: { kind: 'period', period: 'never' } }));
         assert.equal(await store.earliestNextAt(), undefined, 'only a never job');
         await store.createJob(makeJob('late', { nextAt: T0 + 30 }));
         await store.createJob(makeJob('early', { nextAt: T0 + 10 }));
@@ -694,13 +701,13 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('nightly', { nextAt: T0 + HOUR });
         await store.createJob(job);
         const run = makeRun(job, { queuedAt: T0 + HOUR });
-        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, run), true);
+        assert.equal((await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [run], T0 + HOUR)).outcome, 'queued');
         assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
         assert.deepEqual(ids(await store.listQueued()), [run.id]);
         assert.deepEqual(await store.dueJobs(T0 + HOUR), []);
 
         // Firing again with the old time is stale: nothing changes.
-        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 3 * HOUR, makeRun(job)), false);
+        assert.equal((await store.fireSchedule('nightly', T0 + HOUR, T0 + 3 * HOUR, [makeRun(job)], T0 + HOUR)).outcome, 'stale');
         assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
         assert.deepEqual(ids(await store.listQueued()), [run.id]);
       });
@@ -711,7 +718,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         await store.createJob(job);
         await store.updateJob('nightly', { nextAt: T0 + 5 * HOUR }, T0 + 1);
         const before = await store.getJob('nightly');
-        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job)), false);
+        assert.equal((await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [makeRun(job)], T0 + HOUR)).outcome, 'stale');
         assert.deepEqual(await store.getJob('nightly'), before);
         assert.deepEqual(await store.listQueued(), []);
         assert.deepEqual(await store.listRuns({ limit: 10 }), []);
@@ -722,19 +729,59 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('nightly', { nextAt: T0 + HOUR });
         await store.createJob(job);
         await store.deleteJob('nightly', T0 + 1);
-        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job)), false);
+        assert.equal((await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [makeRun(job)], T0 + HOUR)).outcome, 'stale');
         assert.deepEqual(await store.listRuns({ limit: 10 }), []);
       });
 
-      test('fireSchedule does not queue a job that is already queued, but still moves its time', async (t) => {
+      test('fireSchedule skips (and records it) a job whose previous run is still queued, but still moves its time', async (t) => {
         const store = await open(t);
         const job = makeJob('nightly', { nextAt: T0 + HOUR });
         const first = makeRun(job);
-        await store.createJob(job, first);
-        assert.equal(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job, { queuedAt: T0 + HOUR })), true);
-        assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
+        await store.createJob(job, [first]);
+        const reason = `run ${first.id} is still queued`;
+        assert.deepEqual(await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [makeRun(job, { queuedAt: T0 + HOUR })], T0 + HOUR), { outcome: 'skipped', reason });
+        const after = await store.getJob('nightly');
+        assert.equal(after?.nextAt, T0 + 2 * HOUR);
+        assert.deepEqual([after?.skipped, after?.lastSkip], [1, { at: T0 + HOUR, reason }]);
         assert.deepEqual(ids(await store.listQueued()), [first.id]);
-        assert.equal((await store.listRuns({ limit: 10 })).length, 1);
+      });
+
+      test('fireSchedule with overlap queue queues while the previous run is running; cancel-previous cancels it', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR, overlap: 'queue' });
+        const first = makeRun(job);
+        await store.createJob(job, [first]);
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
+        const second = makeRun(job);
+        const fired = await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [second], T0 + HOUR);
+        assert.equal(fired.outcome, 'queued');
+        assert.deepEqual(ids(await store.listQueued()), [second.id]);
+
+        await store.updateJob('nightly', { overlap: 'cancel-previous' }, T0 + HOUR);
+        const third = makeRun(job);
+        const replaced = await store.fireSchedule('nightly', T0 + 2 * HOUR, T0 + 3 * HOUR, [third], T0 + 2 * HOUR);
+        assert.equal(replaced.outcome, 'queued');
+        assert.deepEqual(replaced.outcome === 'queued' && replaced.cancelRequested.map((r) => r.id), [first.id], 'the running one is asked to stop');
+        assert.equal((await store.findRun(second.id)).status, 'cancelled', 'the queued one is cancelled');
+        assert.deepEqual(ids(await store.listQueued()), [third.id]);
+      });
+
+      test('a dropped platform cancels its queue, refuses new runs and is skipped by schedules', async (t) => {
+        const store = await open(t);
+        const job = makeJob('nightly', { nextAt: T0 + HOUR });
+        const first = makeRun(job);
+        await store.createJob(job, [first]);
+        assert.deepEqual(await store.dropPlatform('linux', T0 + 1), [first.id]);
+        assert.deepEqual((await store.findRun(first.id)).result, { kind: 'aborted', reason: 'platform dropped' });
+        assert.equal((await store.findRun(first.id)).status, 'cancelled');
+        await rejectsWithCode(() => store.enqueue(makeRun(job), 'front'), 'KILN_ERR_PLATFORM_DROPPED');
+        await rejectsWithCode(() => store.createJob(makeJob('other'), [makeRun(makeJob('other'))]), 'KILN_ERR_PLATFORM_DROPPED');
+        const fired = await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [makeRun(job)], T0 + HOUR);
+        assert.deepEqual(fired, { outcome: 'skipped', reason: 'platform linux dropped' });
+        assert.deepEqual(await store.listDroppedPlatforms(), [{ platform: 'linux', droppedAt: T0 + 1 }]);
+        assert.equal(await store.undropPlatform('linux'), true);
+        assert.equal(await store.undropPlatform('linux'), false);
+        assert.equal((await store.enqueue(makeRun(job), 'front')).created, true);
       });
 
       test('fireSchedule can stop the schedule with a null next time', async (t) => {
@@ -742,7 +789,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('once', { nextAt: T0 + HOUR });
         await store.createJob(job);
         const run = makeRun(job);
-        assert.equal(await store.fireSchedule('once', T0 + HOUR, null, run), true);
+        assert.equal((await store.fireSchedule('once', T0 + HOUR, null, [run], T0 + HOUR)).outcome, 'queued');
         assert.equal((await store.getJob('once'))?.nextAt, null);
         assert.equal(await store.earliestNextAt(), undefined);
         assert.deepEqual(ids(await store.listQueued()), [run.id]);
@@ -753,9 +800,9 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('nightly', { nextAt: T0 + HOUR });
         await store.createJob(job);
         const fired = await Promise.all(
-          [1, 2, 3].map(() => store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, makeRun(job))),
+          [1, 2, 3].map(() => store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [makeRun(job)], T0 + HOUR)),
         );
-        assert.deepEqual(fired.filter(Boolean).length, 1);
+        assert.deepEqual(fired.filter((f) => f.outcome === 'queued').length, 1);
         assert.equal((await store.listQueued()).length, 1);
         assert.equal((await store.getJob('nightly'))?.nextAt, T0 + 2 * HOUR);
       });

@@ -62,7 +62,8 @@ runJobStoreSuite('sqlite', async (t) => {
 describe('SQLite store', () => {
   const T0 = 1_700_000_000_000;
   const job: Job = {
-    name: 'build', platform: 'linux', script: 'make', env: { CC: 'gcc' }, labels: { arch: 'arm' }, period: 'daily',
+    name: 'build', platform: 'linux', script: 'make', env: { CC: 'gcc' }, labels: { arch: 'arm' }, template: null, vars: {},
+    schedule: { kind: 'period', period: 'daily' }, paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null,
     timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, nextAt: T0 + 1000, createdAt: T0, updatedAt: T0,
   };
 
@@ -73,7 +74,7 @@ describe('SQLite store', () => {
     const lines = [{ seq: 0, ts: T0, text: 'first' }, { seq: 1, ts: T0 + 1, text: 'ünïcode ✓' }];
 
     const before = dir.open(file);
-    const run = await before.createJob(job, { id: runId, job: 'build', platform: 'linux', labels: job.labels, queuedAt: T0 });
+    const [run] = await before.createJob(job, [{ id: runId, job: 'build', platform: 'linux', labels: job.labels, queuedAt: T0 }]);
     await before.appendConsole([{ runId, lines }]);
     await before.recordWorker({
       name: 'w1', platform: 'linux', labels: {}, capacity: 1, hostname: 'h', os: 'linux', arch: 'x64', version: '0.1.0',

@@ -37,6 +37,7 @@ function shutdownSignal(): Promise<NodeJS.Signals> {
 interface ServerFlags {
   listen: string;
   data: string;
+  configDir?: string;
   store?: string;
   heartbeat?: string;
   reattachGrace?: string;
@@ -52,7 +53,8 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
     backstopMs: optional('--backstop', flags.backstop),
   };
   const { startServer } = await import('../../server/index.js');
-  return startServer(log, { host, port, dataDir: path.resolve(flags.data), store: flags.store, ...timings });
+  const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
+  return startServer(log, { host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings });
 }
 
 /** Resolves on the first SIGINT/SIGTERM; a second one ends the process at once. */
@@ -95,6 +97,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
     .option('--store <url>', 'store: sqlite:PATH (default: SQLite in the data dir)')
+    .option('--config-dir <dir>', 'where templates/ is (default: the data dir)')
     .option('--heartbeat <duration>', 'ping workers this often; one silent for two pings is disconnected (default 10s)')
     .option('--reattach-grace <duration>', "how long a disconnected worker's runs wait for it to re-attach before they are lost (default 30s)")
     .option('--backstop <duration>', "how long past a run's timeout or cancel the server waits for the worker's result (default 60s)")

@@ -21,14 +21,38 @@ export function registerInfoCommands(program: Command): void {
       const info = await clientFor(command).request<InfoReply>('GET', '/api/info');
       if (globals(command).json) return printJson(info);
       const out: string[] = ['schedule:'];
-      for (const entry of info.schedule) out.push(`  ${entry.job} on ${entry.platform}, ${entry.period}, next ${orDash(entry.nextAt)}`);
+      for (const entry of info.schedule) {
+        const skipped = entry.skipped ? `; skipped ${entry.skipped}x, last ${entry.lastSkip?.at}: ${entry.lastSkip?.reason}` : '';
+        out.push(`  ${entry.job} on ${entry.platforms.join(', ') || '-'}, ${entry.schedule}${entry.paused ? ' (paused)' : ''}, next ${orDash(entry.nextAt)}${skipped}`);
+      }
       out.push('queues:');
       for (const [platform, runs] of Object.entries(info.queues)) out.push(`  ${platform}: ${runs.map((r) => `${r.job} (${shortId(r.id)})`).join('; ')}`);
       out.push('running:');
       for (const run of info.running) out.push(`  ${run.job} on ${run.platform}, ${run.id}, worker ${orDash(run.worker)}, since ${orDash(run.startedAt)}`);
+      if (info.dropped.length) out.push(`dropped platforms: ${info.dropped.map((d) => d.platform).join(', ')}`);
       out.push('workers:');
       for (const w of info.workers) out.push(`  ${w.name} (${w.platform}) ${w.state}${w.running.length ? `: ${w.running.map(shortId).join(', ')}` : ''}`);
       process.stdout.write(out.join('\n') + '\n');
+    });
+
+  program
+    .command('drop-platform')
+    .description("retire a platform: its queued runs end cancelled, new runs for it are refused, its workers stay idle")
+    .argument('<platform>')
+    .action(async (platform: string, _flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ cancelled: string[] }>('POST', `/api/platforms/${encodeURIComponent(platform)}/drop`);
+      if (globals(command).json) return printJson(reply);
+      process.stdout.write(`dropped ${platform}${reply.cancelled.length ? ` (cancelled ${reply.cancelled.length} queued runs)` : ''}\n`);
+    });
+
+  program
+    .command('undrop-platform')
+    .description('lift a drop-platform')
+    .argument('<platform>')
+    .action(async (platform: string, _flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ lifted: boolean }>('POST', `/api/platforms/${encodeURIComponent(platform)}/undrop`);
+      if (globals(command).json) return printJson(reply);
+      process.stdout.write(reply.lifted ? `undropped ${platform}\n` : `${platform} was not dropped\n`);
     });
 
   program

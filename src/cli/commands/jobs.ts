@@ -1,7 +1,10 @@
 /** Commands that change or list jobs: schedule, modify, unschedule, execute, reschedule, jobs. */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { isPeriod, parseDuration, parsePairs, PERIODS } from '../../core/index.js';
+import {
+  describeSchedule, firstAfter, isoInZone, isPeriod, isValidTemplateName, OVERLAPS, parseDuration, parsePairs, PERIODS, scheduleZone,
+  upcoming, validateSchedule, type Schedule,
+} from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
 import type { PresentedJob, PresentedRun } from '../api-client.js';
 import { clientFor, globals } from '../context.js';
@@ -12,10 +15,19 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 /** Job options shared by `schedule` and `modify`. */
 function addJobOptions(command: Command): Command {
   return command
-    .addOption(new Option('--script <file>', 'shell script to run (with /bin/sh -e)').conflicts('command'))
-    .option('--command <cmd>', 'a one-line command to run instead of a script file')
-    .option('--platform <platform>', "platform whose workers run it (default: the server's own, e.g. debian-12)")
-    .option('--period <period>', `${PERIODS.join(' | ')} (default daily)`)
+    .addOption(new Option('--script <file>', 'shell script to run (with /bin/sh -e)').conflicts(['command', 'template']))
+    .addOption(new Option('--command <cmd>', 'a one-line command to run instead of a script file').conflicts('template'))
+    .option('--template <name>', 'expand <config dir>/templates/NAME[.PLATFORM] at dispatch instead of a script')
+    .option('--var <K=V>', 'a %%K%% value for the template (repeatable)', collect)
+    .option('--platform <platform>', "platform whose workers run it (default: the server's own; a template job: every platform with a variant)")
+    .addOption(new Option('--period <period>', `${PERIODS.join(' | ')} (default daily)`).conflicts(['every', 'cron']))
+    .addOption(new Option('--every <duration>', 'run at this interval, e.g. 90s, 15m, 6h').conflicts('cron'))
+    .option('--cron <expr>', "cron expression, 5 fields (or 6 with seconds), e.g. '0 3 * * 1-5'")
+    .option('--tz <zone>', 'IANA time zone of --cron (default UTC)')
+    .addOption(new Option('--overlap <policy>', 'when due while the previous run is queued or running (default skip)').choices([...OVERLAPS]))
+    .option('--catch-up', 'after downtime, run every missed slot instead of once')
+    .option('--no-catch-up', 'after downtime, run once (the default)')
+    .option('--paused', 'do not run on schedule until `kiln resume` (execute still runs it)')
     .option('--timeout <duration>', 'stop the job after this long, e.g. 90s, 30m, 2h (default 1h)')
     .option('--idle-timeout <duration>', "stop the job when it prints nothing for this long ('off' to clear; default off)")
     .option('--retries <n>', 'times a run lost with its worker is tried again (default 1)')
@@ -27,14 +39,46 @@ function addJobOptions(command: Command): Command {
 interface JobFlags {
   script?: string;
   command?: string;
+  template?: string;
+  var?: string[];
   platform?: string;
   period?: string;
+  every?: string;
+  cron?: string;
+  tz?: string;
+  overlap?: string;
+  catchUp?: boolean;
+  paused?: boolean;
   timeout?: string;
   idleTimeout?: string;
   retries?: string;
   failureRetries?: string;
   env?: string[];
   label?: string[];
+}
+
+/** The schedule the flags describe (checked here, so a bad one is a usage error), if any. */
+function scheduleFrom(flags: JobFlags): Schedule | undefined {
+  if (flags.tz !== undefined && flags.cron === undefined) throw new UsageError('--tz goes with --cron');
+  let schedule: Schedule | undefined;
+  if (flags.period !== undefined) {
+    if (!isPeriod(flags.period)) throw new UsageError(`unknown period '${flags.period}': use ${PERIODS.join(', ')}`);
+    schedule = { kind: 'period', period: flags.period };
+  } else if (flags.every !== undefined) {
+    const everyMs = parseDuration(flags.every);
+    if (everyMs === undefined) throw new UsageError(`bad --every '${flags.every}': use a duration like 90s, 15m or 6h`);
+    schedule = { kind: 'every', everyMs };
+  } else if (flags.cron !== undefined) {
+    schedule = { kind: 'cron', expr: flags.cron.trim(), tz: flags.tz ?? 'UTC' };
+  }
+  if (schedule) {
+    try {
+      validateSchedule(schedule);
+    } catch (raw) {
+      throw new UsageError(coerceError(raw).message);
+    }
+  }
+  return schedule;
 }
 
 /** Turns job flags into an API body, with a clear usage error for anything wrong. */
@@ -48,11 +92,16 @@ function jobBody(flags: JobFlags): Record<string, unknown> {
     }
   }
   if (flags.command !== undefined) body.script = flags.command + '\n';
-  if (flags.platform !== undefined) body.platform = flags.platform;
-  if (flags.period !== undefined) {
-    if (!isPeriod(flags.period)) throw new UsageError(`unknown period '${flags.period}': use ${PERIODS.join(', ')}`);
-    body.period = flags.period;
+  if (flags.template !== undefined) {
+    if (!isValidTemplateName(flags.template)) throw new UsageError(`bad --template '${flags.template}': a template name has no '/', '..' or dots`);
+    body.template = flags.template;
   }
+  if (flags.platform !== undefined) body.platform = flags.platform;
+  const schedule = scheduleFrom(flags);
+  if (schedule) body.schedule = schedule;
+  if (flags.overlap !== undefined) body.overlap = flags.overlap;
+  if (flags.catchUp !== undefined) body.catchUp = flags.catchUp;
+  if (flags.paused) body.paused = true;
   if (flags.timeout !== undefined) {
     const ms = parseDuration(flags.timeout);
     if (ms === undefined || ms <= 0) throw new UsageError(`bad --timeout '${flags.timeout}': use a duration like 90s, 30m or 2h`);
@@ -69,6 +118,7 @@ function jobBody(flags: JobFlags): Record<string, unknown> {
     body[key] = Number(value);
   }
   try {
+    if (flags.var) body.vars = parsePairs(flags.var, '--var', true);
     if (flags.env) body.env = parsePairs(flags.env, '--env', true);
     if (flags.label) body.labels = parsePairs(flags.label, '--label');
   } catch (raw) {
@@ -82,16 +132,27 @@ export function registerJobCommands(program: Command): void {
   addJobOptions(
     program
       .command('schedule')
-      .description('add a job; its first run is queued now unless --period never')
-      .argument('<name>', 'unique job name'),
-  ).action(async (name: string, flags: JobFlags, command: Command) => {
+      .description('add a job; its first run is queued now unless --period never or --paused')
+      .argument('<name>', 'unique job name')
+      .option('--dry-run', 'print the next times of the schedule and change nothing')
+      .option('--next <n>', 'with --dry-run: how many times', '5'),
+  ).action(async (name: string, flags: JobFlags & { dryRun?: boolean; next: string }, command: Command) => {
     const body = jobBody(flags);
-    if (body.script === undefined) throw new UsageError('give the job a --script FILE or a --command CMD');
-    const reply = await clientFor(command).request<{ job: PresentedJob; run: PresentedRun | null }>('POST', '/api/jobs', { name, ...body });
+    if (flags.dryRun) {
+      const schedule = (body.schedule as Schedule | undefined) ?? { kind: 'period', period: 'daily' };
+      const zone = scheduleZone(schedule);
+      const times = upcoming(schedule, firstAfter(schedule, Date.now()) ?? null, countFlag(flags.next)).map((at) => isoInZone(at, zone));
+      if (globals(command).json) return printJson({ schedule: describeSchedule(schedule), next: times });
+      process.stdout.write(`${describeSchedule(schedule)}: ${times.length ? `next\n${times.map((t) => `  ${t}`).join('\n')}` : 'never runs on its own'}\n`);
+      return;
+    }
+    if (body.script === undefined && body.template === undefined) throw new UsageError('give the job a --script FILE, a --command CMD or a --template NAME');
+    const reply = await clientFor(command).request<{ job: PresentedJob; runs: PresentedRun[] }>('POST', '/api/jobs', { name, ...body });
     if (globals(command).json) return printJson(reply);
-    const { job, run } = reply;
-    process.stdout.write(`scheduled ${job.name} on ${job.platform}, ${job.period}${job.nextAt ? `, next ${job.nextAt}` : ''}\n`);
-    if (run) process.stdout.write(`queued run ${run.id}\n`);
+    const { job, runs } = reply;
+    const where = job.platform ?? `every platform of template ${job.template}`;
+    process.stdout.write(`scheduled ${job.name} on ${where}, ${job.scheduleText}${job.paused ? ' (paused)' : ''}${job.nextAt ? `, next ${job.nextAt}` : ''}\n`);
+    for (const run of runs) process.stdout.write(`queued run ${run.id}${job.platform ? '' : ` on ${run.platform}`}\n`);
   });
 
   addJobOptions(
@@ -120,11 +181,12 @@ export function registerJobCommands(program: Command): void {
     .argument('<name>', 'job name')
     .option('--platform <platform>', "run on this platform instead of the job's")
     .action(async (name: string, flags: { platform?: string }, command: Command) => {
-      const reply = await clientFor(command).request<{ run: PresentedRun; created: boolean }>(
+      const reply = await clientFor(command).request<{ run: PresentedRun; runs: PresentedRun[]; created: boolean }>(
         'POST', `/api/jobs/${encodeURIComponent(name)}/execute`, flags.platform ? { platform: flags.platform } : {},
       );
       if (globals(command).json) return printJson(reply);
-      process.stdout.write(`${reply.run.id}\n`);
+      // One id per line: a template job queues a run on each of its platforms.
+      process.stdout.write(reply.runs.map((run) => `${run.id}\n`).join(''));
     });
 
   program
@@ -138,15 +200,58 @@ export function registerJobCommands(program: Command): void {
       process.stdout.write(`${reply.job.name} next ${reply.job.nextAt}\n`);
     });
 
+  for (const [verb, description] of [['pause', 'stop running a job on its schedule (execute still runs it)'], ['resume', 'run a paused job on its schedule again, from now']] as const) {
+    program
+      .command(verb)
+      .description(description)
+      .argument('<name>', 'job name')
+      .action(async (name: string, _flags: unknown, command: Command) => {
+        const reply = await clientFor(command).request<{ job: PresentedJob }>('POST', `/api/jobs/${encodeURIComponent(name)}/${verb}`);
+        if (globals(command).json) return printJson(reply);
+        process.stdout.write(`${verb === 'pause' ? 'paused' : 'resumed'} ${name}${reply.job.paused ? '' : `, next ${orDash(reply.job.nextAt)}`}\n`);
+      });
+  }
+
   program
     .command('jobs')
     .description('list jobs')
-    .action(async (_flags: unknown, command: Command) => {
-      const reply = await clientFor(command).request<{ jobs: PresentedJob[] }>('GET', '/api/jobs');
+    .option('--next <n>', "also print each job's next N times")
+    .action(async (flags: { next?: string }, command: Command) => {
+      const client = clientFor(command);
+      const reply = await client.request<{ jobs: PresentedJob[] }>('GET', '/api/jobs');
+      if (flags.next !== undefined) {
+        const count = countFlag(flags.next);
+        const previews = await Promise.all(
+          reply.jobs.map((job) => client.request<{ job: string; schedule: string; next: string[] }>('GET', `/api/jobs/${encodeURIComponent(job.name)}/next?count=${count}`)),
+        );
+        if (globals(command).json) return printJson({ jobs: previews });
+        process.stdout.write(previews.map((p) => `${p.job} (${p.schedule}):${p.next.map((t) => `\n  ${t}`).join('') || ' no next time'}`).join('\n') + '\n');
+        return;
+      }
       if (globals(command).json) return printJson(reply);
       printTable(
-        ['NAME', 'PLATFORM', 'PERIOD', 'NEXT', 'TIMEOUT'],
-        reply.jobs.map((job) => [job.name, job.platform, job.period, orDash(job.nextAt), `${job.timeoutMs / 1000}s`]),
+        ['NAME', 'PLATFORM', 'SCHEDULE', 'NEXT', 'TIMEOUT'],
+        reply.jobs.map((job) => [
+          job.name, job.platform ?? `(${job.template})`, job.scheduleText + (job.paused ? ' (paused)' : ''), orDash(job.nextAt), `${job.timeoutMs / 1000}s`,
+        ]),
       );
     });
+
+  program
+    .command('templates')
+    .description('list the templates in the server\'s config dir, with their platform variants')
+    .action(async (_flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ directory: string; templates: { name: string; generic: boolean; platforms: string[] }[] }>('GET', '/api/templates');
+      if (globals(command).json) return printJson(reply);
+      printTable(
+        ['TEMPLATE', 'PLATFORMS', 'GENERIC'],
+        reply.templates.map((t) => [t.name, t.platforms.join(', ') || '-', t.generic ? 'yes' : 'no']),
+      );
+    });
+}
+
+/** A positive count flag. */
+function countFlag(text: string): number {
+  if (!/^\d{1,4}$/.test(text) || Number(text) < 1 || Number(text) > 1000) throw new UsageError(`bad --next '${text}': give a number from 1 to 1000`);
+  return Number(text);
 }

@@ -1,15 +1,20 @@
 /** How jobs, runs and workers look in API responses: times as ISO 8601, results also as text. */
-import { formatResult } from '../../core/index.js';
+import { describeSchedule, formatResult, isoInZone, scheduleZone } from '../../core/index.js';
 import type { Job, Run, RunEvent, WorkerRecord } from '../../store/index.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export function presentJob(job: Job) {
+  const zone = scheduleZone(job.schedule);
   return {
-    name: job.name, platform: job.platform, period: job.period, timeoutMs: job.timeoutMs, idleTimeoutMs: job.idleTimeoutMs,
-    retries: job.retries, failureRetries: job.failureRetries,
-    env: job.env, labels: job.labels, script: job.script,
-    nextAt: iso(job.nextAt), createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt),
+    name: job.name, platform: job.platform, schedule: job.schedule, scheduleText: describeSchedule(job.schedule),
+    paused: job.paused, overlap: job.overlap, catchUp: job.catchUp,
+    timeoutMs: job.timeoutMs, idleTimeoutMs: job.idleTimeoutMs, retries: job.retries, failureRetries: job.failureRetries,
+    env: job.env, labels: job.labels, script: job.script, template: job.template, vars: job.vars,
+    /** ISO 8601 in the schedule's zone, with its offset. */
+    nextAt: job.nextAt === null ? null : isoInZone(job.nextAt, zone),
+    skipped: job.skipped, lastSkip: job.lastSkip && { at: isoInZone(job.lastSkip.at, zone), reason: job.lastSkip.reason },
+    createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt),
   };
 }
 

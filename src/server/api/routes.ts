@@ -6,8 +6,10 @@ import type { Dispatcher } from '../dispatcher.js';
 import { KilnService } from '../kiln-service.js';
 import { streamConsole } from './console-stream.js';
 import { presentEvent, presentJob, presentRun, presentWorker } from './present.js';
+import { describeSchedule, isoInZone, scheduleZone, upcoming } from '../../core/index.js';
+import type { Templates } from '../templates.js';
 import {
-  cancelBody, consoleQuery, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
+  cancelBody, consoleQuery, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
 import { JobNotFoundError, RunNotFoundError } from '../../errors.js';
 
@@ -17,17 +19,18 @@ export interface RouteParts {
   hub: ConsoleHub;
   dispatcher: Dispatcher;
   service: KilnService;
+  templates: Templates;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates }: RouteParts): void {
   app.post('/api/jobs', async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
-    const { job, run } = await service.schedule(body);
-    return reply.code(201).send({ job: presentJob(job), run: run ? presentRun(run) : null });
+    const { job, runs } = await service.schedule(body);
+    return reply.code(201).send({ job: presentJob(job), runs: runs.map(presentRun), run: runs[0] ? presentRun(runs[0]) : null });
   });
 
   app.get('/api/jobs', async () => ({ jobs: (await store.listJobs()).map(presentJob) }));
@@ -47,13 +50,36 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
 
   app.post('/api/jobs/:name/execute', async (request, reply) => {
     const body = parse(executeBody, request.body, 'execute request');
-    const { run, created } = await service.execute(nameParam(request.params), body.platform);
-    return reply.code(created ? 201 : 200).send({ run: presentRun(run), created });
+    const { runs, created } = await service.execute(nameParam(request.params), body.platform);
+    return reply.code(created ? 201 : 200).send({ run: presentRun(runs[0]!), runs: runs.map(presentRun), created });
   });
 
   app.post('/api/jobs/:name/reschedule', async (request) => {
     const body = parse(rescheduleBody, request.body, 'reschedule request');
     return { job: presentJob(await service.reschedule(nameParam(request.params), KilnService.parseTime(body.next))) };
+  });
+
+  app.post('/api/jobs/:name/pause', async (request) => ({ job: presentJob(await service.pause(nameParam(request.params))) }));
+  app.post('/api/jobs/:name/resume', async (request) => ({ job: presentJob(await service.resume(nameParam(request.params))) }));
+
+  app.get('/api/jobs/:name/next', async (request) => {
+    const { count } = parse(nextQuery, request.query, 'preview request');
+    const job = await store.getJob(nameParam(request.params));
+    if (!job) throw new JobNotFoundError(nameParam(request.params));
+    const zone = scheduleZone(job.schedule);
+    return { job: job.name, schedule: describeSchedule(job.schedule), next: upcoming(job.schedule, job.nextAt, count).map((at) => isoInZone(at, zone)) };
+  });
+
+  app.get('/api/templates', async () => ({ directory: templates.dir, templates: templates.list() }));
+
+  app.get('/api/platforms/dropped', async () => ({ dropped: await droppedPlatforms() }));
+  app.post('/api/platforms/:platform/drop', async (request) => {
+    const { platform } = parse(platformParam, request.params, 'platform');
+    return { platform, cancelled: await service.dropPlatform(platform) };
+  });
+  app.post('/api/platforms/:platform/undrop', async (request) => {
+    const { platform } = parse(platformParam, request.params, 'platform');
+    return { platform, lifted: await service.undropPlatform(platform) };
   });
 
   app.get('/api/runs', async (request) => {
@@ -94,12 +120,23 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     const queues: Record<string, ReturnType<typeof presentRun>[]> = {};
     for (const run of queued) (queues[run.platform] ??= []).push(presentRun(run));
     return {
-      schedule: jobs.map((job) => ({ job: job.name, platform: job.platform, period: job.period, nextAt: presentJob(job).nextAt })),
+      schedule: jobs.map((job) => {
+        const shown = presentJob(job);
+        return {
+          job: job.name, platforms: service.platformsFor(job), schedule: shown.scheduleText, paused: job.paused, overlap: job.overlap,
+          nextAt: shown.nextAt, skipped: job.skipped, lastSkip: shown.lastSkip,
+        };
+      }),
       queues,
       running: running.map(presentRun),
       workers,
+      dropped: await droppedPlatforms(),
     };
   });
+
+  async function droppedPlatforms() {
+    return (await store.listDroppedPlatforms()).map((d) => ({ platform: d.platform, droppedAt: new Date(d.droppedAt).toISOString() }));
+  }
 
   async function listWorkers() {
     return (await store.listWorkers()).map((record) => presentWorker(record, [...(dispatcher.session(record.name)?.running ?? [])]));

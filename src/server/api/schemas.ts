@@ -1,6 +1,6 @@
 /** Shapes of API requests, validated where they enter. */
 import { z } from 'zod';
-import { isValidJobName, JOB_NAME_RULE, PERIODS, RUN_STATUSES } from '../../core/index.js';
+import { isValidJobName, isValidTemplateName, JOB_NAME_RULE, OVERLAPS, PERIODS, RUN_STATUSES, type Schedule } from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
 
 /** Largest script a job may carry. */
@@ -14,35 +14,51 @@ const script = z.string().min(1, 'the script is empty').refine((s) => Buffer.byt
   message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes`,
 });
 const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(7 * 86_400_000, 'the timeout must be at most 7 days');
-const idleTimeoutMs = z.number().int().min(1000, 'the idle timeout must be at least 1s').max(7 * 86_400_000).nullable();
 const retries = z.number().int().min(0).max(100);
-
-/** Body of `POST /api/jobs`. */
-export const createJobBody = z.strictObject({
-  name: jobName,
-  platform: platform.optional(),
-  script,
-  env: envMap.optional(),
-  labels: stringMap.optional(),
-  period: z.enum(PERIODS).optional(),
-  timeoutMs: timeoutMs.optional(),
-  idleTimeoutMs: idleTimeoutMs.optional(),
-  retries: retries.optional(),
-  failureRetries: retries.optional(),
-});
-
-/** Body of `PATCH /api/jobs/:name`. */
-export const modifyJobBody = z.strictObject({
+const templateName = z.string().refine(isValidTemplateName, { message: 'template names use letters, digits, - and _ (no /, no dots)' });
+const varMap = z.record(z.string().regex(/^[A-Za-z0-9_]+$/, 'variable names use letters, digits and _'), z.string().max(65_536));
+/** A schedule: a period, an interval, or a cron expression in a zone (checked further by validateSchedule). */
+const schedule: z.ZodType<Schedule> = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('period'), period: z.enum(PERIODS) }),
+  z.strictObject({ kind: z.literal('every'), everyMs: z.number().int() }),
+  z.strictObject({ kind: z.literal('cron'), expr: z.string().min(1).max(256), tz: z.string().min(1).max(64).default('UTC') }),
+]) as z.ZodType<Schedule>;
+const jobFields = {
   platform: platform.optional(),
   script: script.optional(),
+  template: templateName.optional(),
+  vars: varMap.optional(),
   env: envMap.optional(),
   labels: stringMap.optional(),
+  schedule: schedule.optional(),
+  /** Shorthand for `schedule: {kind: 'period', period}`. */
   period: z.enum(PERIODS).optional(),
+  paused: z.boolean().optional(),
+  overlap: z.enum(OVERLAPS).optional(),
+  catchUp: z.boolean().optional(),
   timeoutMs: timeoutMs.optional(),
-  idleTimeoutMs: idleTimeoutMs.optional(),
+  idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(7 * 86_400_000).nullable().optional(),
   retries: retries.optional(),
   failureRetries: retries.optional(),
-});
+};
+
+/** Folds the `period` shorthand into `schedule`. */
+function withSchedule<T extends { period?: (typeof PERIODS)[number]; schedule?: Schedule }>(body: T): Omit<T, 'period'> {
+  const { period, ...rest } = body;
+  return period === undefined || rest.schedule ? rest : { ...rest, schedule: { kind: 'period', period } };
+}
+
+/** Body of `POST /api/jobs`. */
+export const createJobBody = z
+  .strictObject({ name: jobName, ...jobFields })
+  .refine((job) => (job.script === undefined) !== (job.template === undefined), { message: 'give a script or a template (one of them)' })
+  .transform(withSchedule);
+
+/** Body of `PATCH /api/jobs/:name`. */
+export const modifyJobBody = z
+  .strictObject(jobFields)
+  .refine((job) => job.script === undefined || job.template === undefined, { message: 'give a script or a template, not both' })
+  .transform(withSchedule);
 
 /** Body of `POST /api/runs/:id/cancel`. */
 export const cancelBody = z.strictObject({ by: z.string().min(1).max(128).optional() });
@@ -60,6 +76,12 @@ export const listRunsQuery = z.strictObject({
   platform: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(10_000).default(50),
 });
+
+/** Query of `GET /api/jobs/:name/next`. */
+export const nextQuery = z.strictObject({ count: z.coerce.number().int().min(1).max(1000).default(5) });
+
+/** A platform in a route. */
+export const platformParam = z.strictObject({ platform });
 
 /** Query of `GET /api/runs/latest`. */
 export const latestRunQuery = z.strictObject({ job: z.string().optional(), platform: z.string().optional() });

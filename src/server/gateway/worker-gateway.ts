@@ -108,6 +108,10 @@ class Session implements WorkerSession {
   done(runId: string, applied: boolean): void {
     this.send({ v: PROTOCOL_VERSION, type: 'run.done', runId, applied });
   }
+
+  notice(message: string): void {
+    this.send({ v: PROTOCOL_VERSION, type: 'notice', message });
+  }
 }
 
 /** Refuses a connection with a reason the worker prints, then closes it. */

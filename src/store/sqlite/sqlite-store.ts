@@ -7,14 +7,15 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
-import { JobExistsError, JobNotFoundError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
+import { JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
 import type {
-  AttemptEnd, AttemptOutcome, ConsoleBatch, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
+  AttemptEnd, AttemptOutcome, ConsoleBatch, FireOutcome, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
 interface JobRow {
-  name: string; platform: string; script: string; env: string; labels: string; period: string;
+  name: string; platform: string | null; script: string | null; template: string | null; vars: string; env: string; labels: string;
+  schedule: string; paused: number; overlap: string; catch_up: number; skipped: number; last_skip: string | null;
   timeout_ms: number; idle_timeout_ms: number | null; retries: number; failure_retries: number;
   next_at: number | null; created_at: number; updated_at: number;
 }
@@ -35,10 +36,22 @@ const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, queued_
 
 function toJob(row: JobRow): Job {
   return {
-    name: row.name, platform: row.platform, script: row.script,
-    env: JSON.parse(row.env), labels: JSON.parse(row.labels), period: row.period as Job['period'],
+    name: row.name, platform: row.platform, script: row.script, template: row.template, vars: JSON.parse(row.vars),
+    env: JSON.parse(row.env), labels: JSON.parse(row.labels), schedule: JSON.parse(row.schedule), paused: row.paused === 1,
+    overlap: row.overlap as Job['overlap'], catchUp: row.catch_up === 1, skipped: row.skipped,
+    lastSkip: row.last_skip === null ? null : JSON.parse(row.last_skip),
     timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms, retries: row.retries, failureRetries: row.failure_retries,
     nextAt: row.next_at, createdAt: row.created_at, updatedAt: row.updated_at,
+  };
+}
+
+/** A job's columns as statement parameters. */
+function jobParams(job: Job) {
+  return {
+    ...job,
+    vars: JSON.stringify(job.vars), env: JSON.stringify(job.env), labels: JSON.stringify(job.labels),
+    schedule: JSON.stringify(job.schedule), paused: job.paused ? 1 : 0, catchUp: job.catchUp ? 1 : 0,
+    lastSkip: job.lastSkip === null ? null : JSON.stringify(job.lastSkip),
   };
 }
 
@@ -86,17 +99,19 @@ class SqliteStore implements JobStore {
     if (this.db.open) this.db.close();
   }
 
-  createJob(job: Job, firstRun?: NewRun): Promise<Run | undefined> {
+  createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
     return this.tx(() => {
       const exists = this.db.prepare('SELECT 1 FROM jobs WHERE name = ?').get(job.name);
       if (exists) throw new JobExistsError(job.name);
+      for (const run of firstRuns) this.refuseDropped(run.platform);
+      if (job.platform !== null) this.refuseDropped(job.platform);
       this.db
-        .prepare(`INSERT INTO jobs (name, platform, script, env, labels, period, timeout_ms, idle_timeout_ms, retries, failure_retries,
-                    next_at, created_at, updated_at)
-                  VALUES (@name, @platform, @script, @env, @labels, @period, @timeoutMs, @idleTimeoutMs, @retries, @failureRetries,
-                    @nextAt, @createdAt, @updatedAt)`)
-        .run({ ...job, env: JSON.stringify(job.env), labels: JSON.stringify(job.labels) });
-      return firstRun ? this.enqueueInTx(firstRun, 'back').run : undefined;
+        .prepare(`INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
+                    timeout_ms, idle_timeout_ms, retries, failure_retries, next_at, created_at, updated_at)
+                  VALUES (@name, @platform, @script, @template, @vars, @env, @labels, @schedule, @paused, @overlap, @catchUp, @skipped, @lastSkip,
+                    @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @nextAt, @createdAt, @updatedAt)`)
+        .run(jobParams(job));
+      return firstRuns.map((run) => this.enqueueInTx(run, 'back').run);
     });
   }
 
@@ -106,11 +121,13 @@ class SqliteStore implements JobStore {
       // A key present with the value undefined means "unchanged", as an absent key does.
       const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
       const next: Job = { ...toJob(current), ...given, updatedAt: now };
+      if (patch.platform) this.refuseDropped(patch.platform);
       this.db
-        .prepare(`UPDATE jobs SET platform = @platform, script = @script, env = @env, labels = @labels, period = @period,
+        .prepare(`UPDATE jobs SET platform = @platform, script = @script, template = @template, vars = @vars, env = @env, labels = @labels,
+                  schedule = @schedule, paused = @paused, overlap = @overlap, catch_up = @catchUp,
                   timeout_ms = @timeoutMs, idle_timeout_ms = @idleTimeoutMs, retries = @retries, failure_retries = @failureRetries,
                   next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
-        .run({ ...next, env: JSON.stringify(next.env), labels: JSON.stringify(next.labels) });
+        .run(jobParams(next));
       return next;
     });
   }
@@ -141,8 +158,17 @@ class SqliteStore implements JobStore {
   enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
     return this.tx(() => {
       this.jobRow(run.job);
+      this.refuseDropped(run.platform);
       return this.enqueueInTx(run, position);
     });
+  }
+
+  private isDropped(platform: string): boolean {
+    return this.db.prepare('SELECT 1 FROM dropped_platforms WHERE platform = ?').get(platform) !== undefined;
+  }
+
+  private refuseDropped(platform: string): void {
+    if (this.isDropped(platform)) throw new PlatformDroppedError(platform);
   }
 
   private enqueueInTx(run: NewRun, position: 'back' | 'front'): { run: Run; created: boolean } {
@@ -330,23 +356,75 @@ class SqliteStore implements JobStore {
   }
 
   async dueJobs(now: number): Promise<Job[]> {
-    return (this.db.prepare('SELECT * FROM jobs WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at').all(now) as JobRow[]).map(toJob);
+    return (this.db.prepare('SELECT * FROM jobs WHERE next_at IS NOT NULL AND next_at <= ? AND paused = 0 ORDER BY next_at').all(now) as JobRow[]).map(toJob);
   }
 
   async earliestNextAt(): Promise<number | undefined> {
-    const value = this.db.prepare('SELECT MIN(next_at) FROM jobs WHERE next_at IS NOT NULL').pluck().get() as number | null;
+    const value = this.db.prepare('SELECT MIN(next_at) FROM jobs WHERE next_at IS NOT NULL AND paused = 0').pluck().get() as number | null;
     return value ?? undefined;
   }
 
-  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, run: NewRun): Promise<boolean> {
-    return this.tx(() => {
-      const changed = this.db
-        .prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?')
-        .run(nextAt, name, expectedNextAt).changes;
-      if (changed !== 1) return false;
-      this.enqueueInTx(run, 'back');
-      return true;
+  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number): Promise<FireOutcome> {
+    return this.tx((): FireOutcome => {
+      const changed = this.db.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
+      if (changed !== 1) return { outcome: 'stale' };
+      const job = toJob(this.jobRow(name));
+      const skip = (reason: string): FireOutcome => {
+        this.skipInTx(name, now, reason);
+        return { outcome: 'skipped', reason };
+      };
+      const open = this.db
+        .prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND status IN ('queued', 'running') ORDER BY queued_at`)
+        .all(name) as RunRow[];
+      if (open.length > 0 && job.overlap === 'skip') return skip(`run ${open[0]!.id} is still ${open[0]!.status}`);
+      const cancelRequested: Run[] = [];
+      if (job.overlap === 'cancel-previous') {
+        const reason = 'superseded by the next scheduled run';
+        for (const run of open) {
+          if (run.status === 'queued') this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
+          else {
+            this.db.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?) WHERE id = ?').run('the schedule', run.id);
+            this.event(run.id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason });
+            cancelRequested.push(this.runRow(run.id));
+          }
+        }
+      }
+      const live = runs.filter((run) => !this.isDropped(run.platform));
+      if (live.length === 0) return skip(runs.length === 0 ? 'no platform to run on' : `platform ${runs.map((r) => r.platform).join(', ')} dropped`);
+      const queued = live.map((run) => this.enqueueInTx(run, 'back')).filter((q) => q.created).map((q) => q.run);
+      if (queued.length === 0) return skip('already queued');
+      return { outcome: 'queued', runs: queued, cancelRequested };
     });
+  }
+
+  recordSkip(name: string, at: number, reason: string): Promise<void> {
+    return this.tx(() => this.skipInTx(name, at, reason));
+  }
+
+  private skipInTx(name: string, at: number, reason: string): void {
+    this.db.prepare('UPDATE jobs SET skipped = skipped + 1, last_skip = ? WHERE name = ?').run(JSON.stringify({ at, reason }), name);
+  }
+
+  dropPlatform(platform: string, now: number): Promise<string[]> {
+    return this.tx(() => {
+      this.db.prepare('INSERT INTO dropped_platforms (platform, dropped_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(platform, now);
+      const queued = this.db.prepare("SELECT id FROM runs WHERE platform = ? AND status = 'queued'").pluck().all(platform) as string[];
+      for (const id of queued) this.finishInTx(id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
+      return queued;
+    });
+  }
+
+  async undropPlatform(platform: string): Promise<boolean> {
+    return this.db.prepare('DELETE FROM dropped_platforms WHERE platform = ?').run(platform).changes === 1;
+  }
+
+  async listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]> {
+    return (this.db.prepare('SELECT platform, dropped_at FROM dropped_platforms ORDER BY platform').all() as { platform: string; dropped_at: number }[])
+      .map((row) => ({ platform: row.platform, droppedAt: row.dropped_at }));
+  }
+
+  async setRunScript(id: string, script: string): Promise<void> {
+    this.db.prepare('UPDATE runs SET script = ? WHERE id = ?').run(script, id);
   }
 
   async recordWorker(worker: WorkerRecord): Promise<void> {

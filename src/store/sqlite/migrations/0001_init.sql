@@ -3,11 +3,23 @@
 
 CREATE TABLE jobs (
   name        TEXT PRIMARY KEY,
-  platform    TEXT NOT NULL,
-  script      TEXT NOT NULL,
+  -- NULL: a template job that runs on every platform with a template for it.
+  platform    TEXT,
+  -- NULL for a template job: its script is expanded from the template at dispatch.
+  script      TEXT,
+  template    TEXT,
+  vars        TEXT NOT NULL DEFAULT '{}',
   env         TEXT NOT NULL DEFAULT '{}',
   labels      TEXT NOT NULL DEFAULT '{}',
-  period      TEXT NOT NULL,
+  -- JSON: {"kind":"period","period":"daily"} | {"kind":"every","everyMs":N} | {"kind":"cron","expr":E,"tz":Z}
+  schedule    TEXT NOT NULL,
+  paused      INTEGER NOT NULL DEFAULT 0,
+  -- What to do when the job is due while its previous run is queued or running.
+  overlap     TEXT NOT NULL DEFAULT 'skip',
+  catch_up    INTEGER NOT NULL DEFAULT 0,
+  skipped     INTEGER NOT NULL DEFAULT 0,
+  -- JSON {"at": ms, "reason": text} of the last due time that queued nothing.
+  last_skip   TEXT,
   timeout_ms  INTEGER NOT NULL,
   idle_timeout_ms INTEGER,
   retries     INTEGER NOT NULL DEFAULT 1,
@@ -70,6 +82,11 @@ CREATE TABLE console_lines (
   text    TEXT NOT NULL,
   PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+
+CREATE TABLE dropped_platforms (
+  platform    TEXT PRIMARY KEY,
+  dropped_at  INTEGER NOT NULL
+);
 
 CREATE TABLE workers (
   name          TEXT PRIMARY KEY,
