@@ -1,0 +1,108 @@
+/** Schedules, templates and platforms with real processes. */
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { followRun, kiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+
+test('--every 2s runs on its grid with a real clock', async (t) => {
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  const scheduled = await kiln(server, ['schedule', 'tick', '--command', 'echo tick', '--platform', 'testos', '--every', '2s']);
+  assert.equal(scheduled.code, 0, scheduled.stderr);
+  assert.match(scheduled.stdout, /^scheduled tick on testos, every 2s, next \S+Z\nqueued run /);
+  // The first run is queued at once, then one every 2 s: wait for the third to end.
+  for (let ended = 0; ended < 3; ended += 1) await worker.waitFor(/run ended/, ended === 0 ? 0 : worker.stderr.findLastIndex((l) => /run ended/.test(l)) + 1);
+  const runs = JSON.parse((await kiln(server, ['runs', '--job', 'tick', '--json'])).stdout).runs as { queuedAt: string; status: string }[];
+  assert.ok(runs.length >= 3);
+  const times = runs.map((r) => Date.parse(r.queuedAt)).reverse();
+  for (let i = 1; i < times.length; i += 1) assert.ok(times[i]! > times[i - 1]!, 'one run per slot, in order');
+  const preview = await kiln(server, ['jobs', '--next', '3']);
+  assert.match(preview.stdout, /^tick \(every 2s\):\n {2}\S+Z\n {2}\S+Z\n {2}\S+Z\n$/);
+});
+
+test('a server down across several due times runs the job once when it comes back', async (t) => {
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  assert.equal((await kiln(server, ['schedule', 'm', '--command', 'true', '--platform', 'testos', '--every', '1s'])).code, 0);
+  await worker.waitFor(/run ended/);
+  await server.kill('SIGKILL');
+  const downAt = Date.now();
+  // The outage itself: several 1 s slots must pass while the server is down (there is no event for that).
+  await new Promise((resolve) => setTimeout(resolve, 3500));
+  const restarted = await startServer(t, { dataDir: server.dataDir, port: Number(new URL(server.url).port) });
+  const upAt = Date.now();
+  await restarted.waitFor(/schedule fired/);
+  await restarted.waitFor(/schedule fired/, restarted.stderr.findIndex((l) => /schedule fired/.test(l)) + 1);
+  const fires = restarted.stderr.filter((l) => /schedule fired/.test(l)).map((l) => JSON.parse(l) as { due: string; next: string });
+  const missed = fires.filter((f) => Date.parse(f.due) < upAt);
+  assert.equal(missed.length, 1, `one run for the ${Math.floor((upAt - downAt) / 1000)} slots missed, not one per slot`);
+  assert.ok(Date.parse(missed[0]!.next) >= upAt - 1000, 'then straight back to the grid ahead');
+  assert.equal((Date.parse(fires[1]!.due) - Date.parse(missed[0]!.due)) % 1000, 0, 'on the same grid');
+});
+
+test('templates: one job, a run per platform variant, expanded at dispatch with variables', async (t) => {
+  const config = tempDir(t);
+  const templates = path.join(config, 'templates');
+  mkdirSync(templates);
+  const write = (file: string, text: string) => writeFileSync(path.join(templates, file), text);
+  write('hello.alpha', 'echo "alpha says %%GREETING%% from %%JOB%% on %%PLATFORM%%"\n');
+  write('hello.beta', 'echo "beta says %%GREETING%% (run %%RUN%%)"\n');
+  const server = await startServer(t, { args: ['--config-dir', config] });
+  await startWorker(t, server, ['--platform', 'alpha']);
+  await startWorker(t, server, ['--platform', 'beta']);
+
+  const listed = JSON.parse((await kiln(server, ['templates', '--json'])).stdout).templates;
+  assert.deepEqual(listed, [{ name: 'hello', generic: false, platforms: ['alpha', 'beta'] }]);
+
+  assert.equal((await kiln(server, ['schedule', 'greet', '--template', 'hello', '--var', 'GREETING=hi', '--period', 'never'])).code, 0);
+  const ids = (await kiln(server, ['execute', 'greet'])).stdout.trim().split('\n');
+  assert.equal(ids.length, 2, 'a run on each platform with a variant');
+  const outputs = (await Promise.all(ids.map((id) => followRun(server, id)))).map((r) => r.lines[0]).sort();
+  const betaId = ids.find((id) => outputs.some((o) => o?.includes(id)));
+  assert.ok(betaId, 'the beta run printed its own run id');
+  assert.deepEqual(outputs, ['alpha says hi from greet on alpha', `beta says hi (run ${betaId})`]);
+
+  // An edited template applies to the next run.
+  write('hello.alpha', 'echo "alpha now says %%GREETING%%"\n');
+  const next = (await kiln(server, ['execute', 'greet', '--platform', 'alpha'])).stdout.trim();
+  assert.deepEqual((await followRun(server, next)).lines, ['alpha now says hi']);
+
+  // An unknown variable or a missing template ends the run aborted, with the reason.
+  write('hello.beta', 'echo %%NOPE%%\n');
+  const unknown = await followRun(server, (await kiln(server, ['execute', 'greet', '--platform', 'beta'])).stdout.trim());
+  assert.equal(unknown.run.status, 'failed');
+  assert.match(unknown.run.resultText ?? '', /^aborted: the template uses %%NOPE%%, which the job does not define/);
+  await startWorker(t, server, ['--platform', 'gamma']);
+  const missing = await followRun(server, (await kiln(server, ['execute', 'greet', '--platform', 'gamma'])).stdout.trim());
+  assert.match(missing.run.resultText ?? '', /^aborted: no template 'hello' for platform gamma/);
+});
+
+test('drop-platform empties its queue, refuses new jobs, tells its workers; undrop-platform lifts it', async (t) => {
+  const server = await startServer(t);
+  assert.equal((await kiln(server, ['schedule', 'old-job', '--command', 'echo still here', '--platform', 'old', '--period', 'daily'])).code, 0);
+  const queued = JSON.parse((await kiln(server, ['runs', '--json'])).stdout).runs[0];
+  const worker = await startWorker(t, server, ['--platform', 'other-than-old']);
+  void worker;
+  const oldWorker = await (async () => {
+    const dropped = await kiln(server, ['drop-platform', 'old']);
+    assert.equal(dropped.code, 0, dropped.stderr);
+    assert.equal(dropped.stdout, 'dropped old (cancelled 1 queued runs)\n');
+    return startWorker(t, server, ['--platform', 'old']);
+  })();
+  const run = JSON.parse((await kiln(server, ['runs', '--json'])).stdout).runs.find((r: { id: string }) => r.id === queued.id);
+  assert.equal(run.status, 'cancelled');
+  assert.equal(run.resultText, 'aborted: platform dropped');
+  const refused = await kiln(server, ['schedule', 'new-job', '--command', 'true', '--platform', 'old']);
+  assert.equal(refused.code, 1);
+  assert.equal(refused.stderr, "kiln: platform 'old' is dropped (kiln undrop-platform old lifts that)\n");
+  assert.equal((await kiln(server, ['execute', 'old-job'])).code, 1);
+  const info = await kiln(server, ['info']);
+  assert.match(info.stdout, /^dropped platforms: old$/m);
+
+  await kiln(server, ['undrop-platform', 'old']);
+  const w = await oldWorker;
+  await w.waitFor(/platform old is back/);
+  const again = (await kiln(server, ['execute', 'old-job'])).stdout.trim();
+  assert.deepEqual((await followRun(server, again)).lines, ['still here']);
+});
