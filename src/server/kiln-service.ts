@@ -212,7 +212,7 @@ export class KilnService {
         for (const run of fired.cancelRequested) this.holder(run)?.cancel(run.id, 'cancelled by the schedule: superseded by the next scheduled run');
         this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), next: next && new Date(next).toISOString() }, 'schedule fired');
       } else if (fired.outcome === 'skipped') {
-        this.log.info({ job: job.name, reason: fired.reason }, 'schedule due, nothing queued');
+        this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), reason: fired.reason }, 'schedule due, nothing queued');
       }
     }
     if (queued) this.parts.dispatcher.kick();
@@ -330,7 +330,13 @@ export class KilnService {
         resume.push({ runId, afterSeq: await this.store.lastConsoleSeq(runId) });
         this.log.info({ runId, worker: session.name }, 'run re-attached');
       } else {
-        const why = !run ? 'unknown run' : run.status === 'running' ? `now attempt ${run.attempt} on ${run.worker}` : `the run has ended (${run.status})`;
+        const why = !run
+          ? 'unknown run'
+          : run.status === 'running'
+            ? `now attempt ${run.attempt} on ${run.worker}`
+            : run.status === 'queued'
+              ? `queued again as attempt ${run.attempt}`
+              : `the run has ended (${run.status})`;
         release.push({ runId, reason: why });
         this.log.info({ runId, worker: session.name, why }, 'released a run the worker still held');
       }

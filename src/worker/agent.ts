@@ -5,6 +5,7 @@
  * the worker reconnects with backoff, re-attaches, resends what the server did not store, and
  * reports the results it kept.
  */
+import { rmdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -50,6 +51,8 @@ export interface WorkerOptions {
 const OUTPUT_FLUSH_MS = 10;
 /** ...or as soon as this many are waiting. */
 const OUTPUT_BATCH_LINES = 500;
+/** How long a stopping worker keeps trying to deliver results after its drain time. */
+const DELIVERY_GRACE_MS = 60_000;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
 
@@ -92,6 +95,7 @@ export class WorkerAgent {
   private exitCode: number = WorkerExit.ok;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
+  private giveUpTimer: NodeJS.Timeout | undefined;
   private finished!: (code: number) => void;
   /** Resolves with the process exit code when the worker stops. */
   readonly exited = new Promise<number>((resolve) => (this.finished = resolve));
@@ -119,6 +123,12 @@ export class WorkerAgent {
     if (this.held.size === 0) return this.close(this.exitCode);
     this.drainTimer = setTimeout(() => this.cancelAll(`${reason} (drain time over)`), this.options.drainMs);
     if (!this.ready) this.cancelAll(`${reason} (not connected)`);
+    // A stopping worker waits for the server to take its results, but not forever: past this, the
+    // server's grace window ends those runs `lost` (and retries them) instead.
+    this.giveUpTimer = setTimeout(() => {
+      this.log.error({ runs: [...this.held.keys()] }, 'stopping without delivering these results: the server did not take them in time');
+      this.close(WorkerExit.failed);
+    }, this.options.drainMs + DELIVERY_GRACE_MS);
   }
 
   private cancelAll(reason: string): void {
@@ -134,7 +144,6 @@ export class WorkerAgent {
     const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, maxPayload: 64 * 1024 * 1024 });
     this.socket = socket;
     socket.on('open', () => {
-      this.attempts = 0;
       this.sendFrame({
         v: PROTOCOL_VERSION, type: 'hello', name: this.options.name, platform: this.options.platform, labels: this.options.labels,
         capacity: this.options.capacity, once: this.options.once, version: KILN_VERSION, ...hostFacts(),
@@ -176,6 +185,8 @@ export class WorkerAgent {
     switch (message.type) {
       case 'welcome':
         this.ready = true;
+        // Only a welcome resets the backoff: a server that refuses us at once must not be hammered.
+        this.attempts = 0;
         this.log.info({ server: this.options.server, name: message.name, platform: this.options.platform, resumed: message.resume.length }, 'connected to the server');
         for (const { runId, reason } of message.release) this.release(runId, reason);
         for (const { runId, afterSeq } of message.resume) void this.resume(runId, afterSeq);
@@ -206,7 +217,12 @@ export class WorkerAgent {
   }
 
   private run(run: RunAssignment): void {
-    if (this.stopping || this.held.has(run.id)) return;
+    if (this.held.has(run.id)) return;
+    if (this.stopping) {
+      // Assigned just before the server saw our drain: say so at once rather than leave it hanging.
+      this.sendFrame({ v: 1, type: 'run.finished', runId: run.id, result: { kind: 'aborted', reason: 'worker shutting down before the run started' }, stoppedBy: 'shutdown' });
+      return;
+    }
     const log = this.log.child({ runId: run.id, job: run.job, attempt: run.attempt });
     log.info('run started');
     const held: Held = {
@@ -339,6 +355,9 @@ export class WorkerAgent {
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.drainTimer);
+    clearTimeout(this.giveUpTimer);
+    // The spool dir is per worker; leave nothing behind when it is empty.
+    rmdir(this.options.spoolDir).catch(() => undefined);
     const socket = this.socket;
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       socket?.terminate();
