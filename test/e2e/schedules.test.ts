@@ -106,3 +106,19 @@ test('drop-platform empties its queue, refuses new jobs, tells its workers; undr
   const again = (await kiln(server, ['execute', 'old-job'])).stdout.trim();
   assert.deepEqual((await followRun(server, again)).lines, ['still here']);
 });
+
+test('schedule --dry-run previews a cron schedule in its zone and stores nothing; pause and resume', async (t) => {
+  const server = await startServer(t);
+  const dry = await kiln(server, ['schedule', 'report', '--command', 'true', '--cron', '30 2 * * *', '--tz', 'Europe/Berlin', '--dry-run', '--next', '3']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /^cron 30 2 \* \* \* Europe\/Berlin: next\n( {2}\d{4}-\d{2}-\d{2}T02:30:00\+0[12]:00\n){3}$/);
+  assert.equal(JSON.parse((await kiln(server, ['jobs', '--json'])).stdout).jobs.length, 0, 'a dry run stores nothing');
+
+  assert.equal((await kiln(server, ['schedule', 'report', '--command', 'true', '--cron', '30 2 * * *', '--tz', 'Europe/Berlin', '--platform', 'testos'])).code, 0);
+  const paused = await kiln(server, ['pause', 'report']);
+  assert.equal(paused.stdout, 'paused report\n');
+  assert.match((await kiln(server, ['info'])).stdout, /report on testos, cron 30 2 \* \* \* Europe\/Berlin \(paused\), next \d{4}-\d{2}-\d{2}T02:30:00\+0[12]:00/);
+  const resumed = await kiln(server, ['resume', 'report']);
+  assert.match(resumed.stdout, /^resumed report, next \d{4}-\d{2}-\d{2}T02:30:00\+0[12]:00\n$/);
+  assert.equal((await kiln(server, ['pause', 'nope'])).code, 1);
+});
