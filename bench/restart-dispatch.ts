@@ -9,30 +9,16 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { openStore } from '../src/store/index.js';
+import { freePort, KILN, median, numberArg } from './support.js';
 
-const KILN = fileURLToPath(new URL('../bin/kiln.mjs', import.meta.url));
-const arg = (name: string, fallback: number) => {
-  const at = process.argv.indexOf(name);
-  return at > 0 ? Number(process.argv[at + 1]) : fallback;
-};
-const QUEUED = arg('--queued', 10_000);
-const ROUNDS = arg('--rounds', 5);
+const QUEUED = numberArg('--queued', 10_000);
+const ROUNDS = numberArg('--rounds', 5);
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-restart-'));
 try {

@@ -6,20 +6,13 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { freePort, KILN, median, numberArg } from './support.js';
 
-const KILN = fileURLToPath(new URL('../bin/kiln.mjs', import.meta.url));
-const at = process.argv.indexOf('--runs');
-const RUNS = at > 0 ? Number(process.argv[at + 1]) : 50;
-
-const server = net.createServer();
-await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-const port = (server.address() as net.AddressInfo).port;
-await new Promise((resolve) => server.close(resolve));
+const RUNS = numberArg('--runs', 50);
+const port = await freePort();
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-late-'));
 const child = spawn(process.execPath, [KILN, 'server', '--listen', `127.0.0.1:${port}`, '--data', dataDir], {
