@@ -123,21 +123,31 @@ export class Dispatcher {
     const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
     for (const session of candidates) {
       if (this.dropped.has(session.platform)) continue;
-      while (freeSlots(session) > 0) {
-        const claimed = await this.store.claimNext(session, this.now(), this.backstopMs);
-        if (!claimed) break;
-        const run = await this.prepare(claimed);
-        if (!run) continue;
-        if (!session.open) {
-          await this.orphaned(run);
-          break;
-        }
-        session.running.add(run.id);
-        session.assigned += 1;
-        this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
-        session.assign(run);
-        this.dispatched(run);
+      try {
+        await this.fill(session);
+      } catch (raw) {
+        // One worker's trouble (a store error, say) must not keep the others from their runs.
+        this.log.error({ err: coerceError(raw), worker: session.name }, 'dispatch to a worker failed');
       }
+    }
+  }
+
+  /** Hands runs to one worker until it is full or nothing matches. */
+  private async fill(session: WorkerSession): Promise<void> {
+    while (freeSlots(session) > 0) {
+      const claimed = await this.store.claimNext(session, this.now(), this.backstopMs);
+      if (!claimed) break;
+      const run = await this.prepare(claimed);
+      if (!run) continue;
+      if (!session.open) {
+        await this.orphaned(run);
+        break;
+      }
+      session.running.add(run.id);
+      session.assigned += 1;
+      this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
+      session.assign(run);
+      this.dispatched(run);
     }
   }
 }

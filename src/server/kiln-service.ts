@@ -96,7 +96,14 @@ export class KilnService {
   /** The platforms a job's runs go to: its own, or every platform its template has a variant for. */
   platformsFor(job: Pick<Job, 'platform' | 'template'>): string[] {
     if (job.platform !== null) return [job.platform];
-    return job.template ? this.parts.templates.platformsFor(job.template) : [];
+    if (!job.template) return [];
+    try {
+      return this.parts.templates.platformsFor(job.template);
+    } catch (raw) {
+      // An unreadable templates dir must not stop the scheduler: the job is skipped, with the reason logged.
+      this.log.error({ err: coerceError(raw), template: job.template }, 'cannot list the templates');
+      return [];
+    }
   }
 
   /** Adds a job; its first runs are queued now unless it is paused or its schedule has no next time. */
@@ -145,8 +152,12 @@ export class KilnService {
       checkSchedule(patch.schedule);
       full.nextAt = firstAfter(patch.schedule, this.parts.now()) ?? null;
     }
-    // A job has a script or a template, never both.
-    if (patch.script !== undefined) full.template = null;
+    // A job has a script or a template, never both; a script job needs a platform of its own.
+    if (patch.script !== undefined) {
+      full.template = null;
+      const current = await this.store.getJob(name);
+      if (current?.platform === null && patch.platform === undefined) full.platform = this.parts.defaultPlatform;
+    }
     if (patch.template !== undefined) full.script = null;
     const job = await this.store.updateJob(name, full, this.parts.now());
     void this.parts.scheduler.wake();
@@ -206,10 +217,14 @@ export class KilnService {
       if (job.nextAt === null) continue;
       const next = nextDue(job.schedule, job.nextAt, now, job.catchUp) ?? null;
       const runs = this.platformsFor(job).map((platform) => this.newRun(job, platform));
-      const fired = await this.store.fireSchedule(job.name, job.nextAt, next, runs, now);
+      const fired = await this.store.fireSchedule(job.name, job.nextAt, next, runs, now, this.parts.backstopMs);
+      if (fired.outcome !== 'stale') for (const runId of fired.cancelled ?? []) this.parts.hub.ended(runId);
       if (fired.outcome === 'queued') {
         queued = true;
-        for (const run of fired.cancelRequested) this.holder(run)?.cancel(run.id, 'cancelled by the schedule: superseded by the next scheduled run');
+        for (const run of fired.cancelRequested) {
+          this.holder(run)?.cancel(run.id, 'cancelled by the schedule: superseded by the next scheduled run');
+          this.noteDeadline(run.deadlineAt);
+        }
         this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), next: next && new Date(next).toISOString() }, 'schedule fired');
       } else if (fired.outcome === 'skipped') {
         this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), reason: fired.reason }, 'schedule due, nothing queued');

@@ -54,8 +54,8 @@ export type JobPatch = Partial<
 
 /** What firing a schedule did. */
 export type FireOutcome =
-  | { outcome: 'queued'; runs: Run[]; cancelRequested: Run[] }
-  | { outcome: 'skipped'; reason: string }
+  | { outcome: 'queued'; runs: Run[]; cancelRequested: Run[]; cancelled: string[] }
+  | { outcome: 'skipped'; reason: string; cancelled?: string[] }
   | { outcome: 'stale' };
 
 /** A run as stored. */
@@ -233,7 +233,7 @@ export interface JobStore {
    * (returned, for their workers to be told), and queues. Runs for a dropped platform are skipped.
    * `stale`, changing nothing, when the job's next time is no longer `expectedNextAt`.
    */
-  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number): Promise<FireOutcome>;
+  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs?: number): Promise<FireOutcome>;
   /** Records a due time that queued nothing, with the reason. */
   recordSkip(name: string, at: number, reason: string): Promise<void>;
 

@@ -232,7 +232,7 @@ export class WorkerAgent {
       resending: false,
       sentSeq: run.firstSeq - 1,
       released: false,
-      spool: new OutputSpool(this.options.spoolDir, run.id, (err) => {
+      spool: new OutputSpool(this.options.spoolDir, `${run.id}.${run.attempt}`, (err) => {
         // Output that can be neither kept nor sent would be lost: stop the job (robur's rule) and
         // let the worker exit non-zero once the result is in.
         log.error({ err: err.message }, 'cannot keep the job output; stopping the job');
@@ -257,7 +257,7 @@ export class WorkerAgent {
     this.held.set(run.id, held);
     void held.execution.done.then((report) => {
       held.report = report;
-      if (held.released) return this.forget(run.id);
+      if (held.released) return held.spool.remove();
       log.info({ result: formatResult(report.result) }, 'run ended');
       if (this.ready && !held.resending) this.report(held);
     });
@@ -308,8 +308,9 @@ export class WorkerAgent {
     if (!held) return;
     this.log.info({ runId, reason }, 'the server released the run; stopping it');
     held.released = true;
-    if (held.report) this.forget(runId);
-    else held.execution.stop(reason, 'cancel');
+    // Out of the map now: the server may assign this run's next attempt to us right away.
+    this.forget(runId);
+    if (!held.report) held.execution.stop(reason, 'cancel');
   }
 
   /** The server has the run's result: forget the run. */

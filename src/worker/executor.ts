@@ -58,7 +58,10 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
   let killTimer: NodeJS.Timeout | undefined;
 
   /** The first reason to stop wins; the tree gets SIGTERM now and SIGKILL after the grace. */
+  let finished = false;
   const stop = (reason: string, cause: StopCause) => {
+    // After the job has ended its process group may be gone, or its id reused: signal nothing.
+    if (finished) return;
     stopped ??= { reason, cause };
     if (!sandbox) return;
     sandbox.interrupt();
@@ -120,7 +123,21 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
           resolve();
         });
       });
-      const [exit] = await Promise.all([sandbox.wait(), outputDone]);
+      const exit = await sandbox.wait();
+      // A process that left the job's group (setsid) may still hold the output open: once the job
+      // has exited and its group is killed, give the output a grace to drain, then close it.
+      let escaped: NodeJS.Timeout | undefined;
+      await Promise.race([
+        outputDone,
+        new Promise<void>((resolve) => {
+          escaped = setTimeout(() => {
+            say("kiln: the job's output is still open after it exited (a process left its group); closing it");
+            sandbox!.output.destroy();
+            resolve();
+          }, Math.max(options.killGraceMs, 1000));
+        }),
+      ]);
+      clearTimeout(escaped);
       const requested = stopRequest();
       if (requested) return aborted(requested.reason, requested.cause);
       if (exit.signal) return { result: { kind: 'signalled', signal: exit.signal } };
@@ -128,6 +145,7 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     } catch (raw) {
       return aborted(`cannot run the job: ${coerceError(raw).message}`, stopRequest()?.cause);
     } finally {
+      finished = true;
       for (const timer of timers) clearTimeout(timer);
       clearTimeout(killTimer);
       await rm(workDir, { recursive: true, force: true }).catch((raw) =>

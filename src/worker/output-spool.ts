@@ -4,11 +4,12 @@
  * not store. Memory stays bounded: lines go to the file as they come and are read back in pages.
  */
 import { createReadStream, createWriteStream, mkdirSync, rmSync, type WriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ConsoleLine } from '../protocol/index.js';
 
-/** Lines of one run, appended to `<dir>/<runId>.ndjson`. */
+/** Lines of one run's attempt, appended to `<dir>/<key>.ndjson`. */
 export class OutputSpool {
   private stream: WriteStream | undefined;
   private readonly file: string;
@@ -16,19 +17,21 @@ export class OutputSpool {
   lastSeq = -1;
   /** Set once a write failed: the spool can no longer keep the run's output. */
   failure: Error | undefined;
+  /** Set by remove(): later lines are not kept. */
+  private removed = false;
 
   constructor(
     dir: string,
-    runId: string,
+    key: string,
     /** Called once, on the first write that fails. */
     private readonly onFailure: (err: Error) => void,
   ) {
-    this.file = path.join(dir, `${runId}.ndjson`);
+    this.file = path.join(dir, `${key}.ndjson`);
   }
 
   /** Appends a line (the file is created on the first). */
   append(line: ConsoleLine): void {
-    if (this.failure) return;
+    if (this.failure || this.removed) return;
     if (!this.stream) {
       try {
         mkdirSync(path.dirname(this.file), { recursive: true });
@@ -60,8 +63,11 @@ export class OutputSpool {
   async *readAfter(afterSeq: number, pageSize: number): AsyncGenerator<ConsoleLine[]> {
     await this.settled();
     if (!this.stream) return;
+    // Only what was complete when we looked: lines appended meanwhile are read on the next call.
+    const { size } = await stat(this.file);
+    if (size === 0) return;
     let page: ConsoleLine[] = [];
-    for await (const text of createInterface({ input: createReadStream(this.file) })) {
+    for await (const text of createInterface({ input: createReadStream(this.file, { end: size - 1 }) })) {
       if (text === '') continue;
       const line = JSON.parse(text) as ConsoleLine;
       if (line.seq <= afterSeq) continue;
@@ -76,6 +82,7 @@ export class OutputSpool {
 
   /** Closes and deletes the file. */
   remove(): void {
+    this.removed = true;
     this.stream?.destroy();
     rmSync(this.file, { force: true });
   }

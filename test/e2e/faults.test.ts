@@ -186,3 +186,21 @@ test("robur's matrix: a read-only or full work root ends the run aborted with th
   const workers = JSON.parse((await kiln(server, ['workers', '--json'])).stdout).workers;
   assert.deepEqual(workers.map((w: { state: string }) => w.state), ['idle', 'idle'], 'both workers are still connected and idle');
 });
+
+test('a job whose child escapes its process group (setsid) still ends; the open output is closed', async (t) => {
+  const server = await startServer(t);
+  await startWorker(t, server, ['--platform', 'testos', '--kill-grace', '200ms']);
+  const dir = tempDir(t);
+  t.after(() => {
+    try {
+      process.kill(Number(readFileSync(`${dir}/escaped.pid`, 'utf8')), 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  });
+  const script = `setsid sh -c 'echo $$ > ${dir}/escaped.pid; exec sleep 30' & echo started`;
+  assert.equal((await kiln(server, ['schedule', 'escape', '--command', script, '--platform', 'testos', '--period', 'never'])).code, 0);
+  const { lines, run } = await followRun(server, (await kiln(server, ['execute', 'escape'])).stdout.trim());
+  assert.equal(run.status, 'succeeded');
+  assert.deepEqual(lines, ['started', "kiln: the job's output is still open after it exited (a process left its group); closing it"]);
+});

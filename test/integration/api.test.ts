@@ -1,6 +1,6 @@
 /** The HTTP API against a real server and a real SQLite file: auth, validation, errors. */
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { call, inProcessServer } from '../helpers/in-process.js';
@@ -110,4 +110,17 @@ test('unschedule cancels the queued run and keeps its history', async (t) => {
   const console = await call(server, 'GET', `/api/runs/${runId}/console?follow=true`);
   assert.equal(console.status, 200);
   assert.deepEqual(console.body, { type: 'end', run });
+});
+
+test('a template job modified to a script gets a platform of its own', async (t) => {
+  const server = await inProcessServer(t);
+  mkdirSync(path.join(server.dataDir, 'templates'));
+  writeFileSync(path.join(server.dataDir, 'templates', 'tpl.alpha'), 'echo %%JOB%%\n');
+  const created = await call(server, 'POST', '/api/jobs', { name: 'tj', template: 'tpl', period: 'never' });
+  assert.equal(created.status, 201);
+  assert.equal(created.body.job.platform, null);
+  const modified = await call(server, 'PATCH', '/api/jobs/tj', { script: 'echo plain\n' });
+  assert.equal(modified.body.job.template, null);
+  assert.equal(typeof modified.body.job.platform, 'string');
+  assert.equal((await call(server, 'POST', '/api/jobs/tj/execute', {})).status, 201);
 });

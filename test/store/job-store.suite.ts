@@ -763,7 +763,20 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.equal(replaced.outcome, 'queued');
         assert.deepEqual(replaced.outcome === 'queued' && replaced.cancelRequested.map((r) => r.id), [first.id], 'the running one is asked to stop');
         assert.equal((await store.findRun(second.id)).status, 'cancelled', 'the queued one is cancelled');
+        assert.deepEqual(replaced.outcome === 'queued' && replaced.cancelled, [second.id], 'and reported, for its observers');
         assert.deepEqual(ids(await store.listQueued()), [third.id]);
+      });
+
+      test('a run lost after its job was unscheduled ends instead of being retried', async (t) => {
+        const store = await open(t);
+        const job = makeJob('gone');
+        await store.createJob(job, [makeRun(job)]);
+        const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))!;
+        await store.deleteJob('gone', T0 + 1);
+        const end = await store.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason: 'worker lost' }, finishedAt: T0 + 2, retry: 'lost' }, { worker: 'w1' });
+        assert.equal(end.outcome, 'ended');
+        assert.equal(end.run.status, 'lost');
+        assert.deepEqual(await store.listQueued(), [], 'nothing left in the queue to block it');
       });
 
       test('a dropped platform cancels its queue, refuses new runs and is skipped by schedules', async (t) => {
@@ -777,7 +790,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         await rejectsWithCode(() => store.enqueue(makeRun(job), 'front'), 'KILN_ERR_PLATFORM_DROPPED');
         await rejectsWithCode(() => store.createJob(makeJob('other'), [makeRun(makeJob('other'))]), 'KILN_ERR_PLATFORM_DROPPED');
         const fired = await store.fireSchedule('nightly', T0 + HOUR, T0 + 2 * HOUR, [makeRun(job)], T0 + HOUR);
-        assert.deepEqual(fired, { outcome: 'skipped', reason: 'platform linux dropped' });
+        assert.deepEqual(fired, { outcome: 'skipped', reason: 'platform linux dropped', cancelled: [] });
         assert.deepEqual(await store.listDroppedPlatforms(), [{ platform: 'linux', droppedAt: T0 + 1 }]);
         assert.equal(await store.undropPlatform('linux'), true);
         assert.equal(await store.undropPlatform('linux'), false);

@@ -8,6 +8,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isFinal } from '../../core/index.js';
+import { coerceError } from '../../errors.js';
 import type { JobStore, Run, StoredLine } from '../../store/index.js';
 import type { ConsoleHub } from '../console-hub.js';
 import { NdjsonWriter } from './ndjson-writer.js';
@@ -48,6 +49,12 @@ export async function streamConsole(
     await replay();
     out.end({ type: 'end', run: presentRun(await store.findRun(run.id)) });
   };
+  /** A store error while streaming ends this stream (the client sees it broken and may resume), never the server. */
+  const guarded = (work: () => Promise<void>) => (): Promise<void> =>
+    work().catch((raw) => {
+      request.log.error({ err: coerceError(raw), runId: run.id }, 'console stream failed');
+      reply.raw.destroy();
+    });
 
   if (!follow || isFinal(run.status)) return finish();
 
@@ -83,11 +90,11 @@ export async function streamConsole(
       if (live && !out.blocked) return emit(line);
       if (held.length < MAX_HELD) held.push(line);
       else overflowed = true;
-      if (live) catchingUp ??= catchUp();
+      if (live) catchingUp ??= guarded(catchUp)();
     },
     end: () => {
       ended = true;
-      if (live) void finish();
+      if (live) void guarded(finish)();
     },
   });
   const keepalive = setInterval(() => {
@@ -97,7 +104,7 @@ export async function streamConsole(
     clearInterval(keepalive);
     subscription.unsubscribe();
   });
-  catchingUp = catchUp();
+  catchingUp = guarded(catchUp)();
   await catchingUp;
   request.log.debug({ runId: run.id }, 'observer following live');
 }

@@ -140,7 +140,7 @@ class SqliteStore implements JobStore {
       this.db
         .prepare("UPDATE runs SET status = 'cancelled', queue_pos = NULL, finished_at = ?, result = ? WHERE job = ? AND status = 'queued'")
         .run(now, JSON.stringify(result), name);
-      for (const id of queued) this.event(id, now, 1, 'ended', { status: 'cancelled', result });
+      for (const id of queued) this.event(id, now, this.runRow(id).attempt, 'ended', { status: 'cancelled', result });
       this.db.prepare('DELETE FROM jobs WHERE name = ?').run(name);
       return queued;
     });
@@ -207,7 +207,13 @@ class SqliteStore implements JobStore {
         pick = candidates.find((c) => labelsMatch(JSON.parse(c.labels), worker.labels));
         after = candidates.at(-1)!.queue_pos;
       }
-      const job = this.jobRow(pick.job);
+      const jobRow = this.db.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
+      if (!jobRow) {
+        // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
+        this.finishInTx(pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
+        return undefined;
+      }
+      const job = jobRow;
       this.db
         .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
                     idle_timeout_ms = ?, deadline_at = ?
@@ -279,7 +285,8 @@ class SqliteStore implements JobStore {
       const blocked = this.db
         .prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'")
         .get(run.job, run.platform);
-      if (budget && run[budget] > 0 && !blocked) {
+      const jobExists = this.db.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
+      if (budget && run[budget] > 0 && !blocked && jobExists) {
         const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
         const said = `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
@@ -364,12 +371,12 @@ class SqliteStore implements JobStore {
     return value ?? undefined;
   }
 
-  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number): Promise<FireOutcome> {
+  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs = 0): Promise<FireOutcome> {
     return this.tx((): FireOutcome => {
       const changed = this.db.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
       if (changed !== 1) return { outcome: 'stale' };
       const job = toJob(this.jobRow(name));
-      const skip = (reason: string): FireOutcome => {
+      const skip = (reason: string): { outcome: 'skipped'; reason: string } => {
         this.skipInTx(name, now, reason);
         return { outcome: 'skipped', reason };
       };
@@ -378,22 +385,26 @@ class SqliteStore implements JobStore {
         .all(name) as RunRow[];
       if (open.length > 0 && job.overlap === 'skip') return skip(`run ${open[0]!.id} is still ${open[0]!.status}`);
       const cancelRequested: Run[] = [];
+      const cancelled: string[] = [];
       if (job.overlap === 'cancel-previous') {
         const reason = 'superseded by the next scheduled run';
         for (const run of open) {
-          if (run.status === 'queued') this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
-          else {
-            this.db.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?) WHERE id = ?').run('the schedule', run.id);
+          if (run.status === 'queued') {
+            this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
+            cancelled.push(run.id);
+          } else {
+            this.db.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
+              .run('the schedule', now + cancelBackstopMs, now + cancelBackstopMs, run.id);
             this.event(run.id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason });
             cancelRequested.push(this.runRow(run.id));
           }
         }
       }
       const live = runs.filter((run) => !this.isDropped(run.platform));
-      if (live.length === 0) return skip(runs.length === 0 ? 'no platform to run on' : `platform ${runs.map((r) => r.platform).join(', ')} dropped`);
+      if (live.length === 0) return { ...skip(runs.length === 0 ? 'no platform to run on' : `platform ${runs.map((r) => r.platform).join(', ')} dropped`), cancelled };
       const queued = live.map((run) => this.enqueueInTx(run, 'back')).filter((q) => q.created).map((q) => q.run);
-      if (queued.length === 0) return skip('already queued');
-      return { outcome: 'queued', runs: queued, cancelRequested };
+      if (queued.length === 0) return { ...skip('already queued'), cancelled };
+      return { outcome: 'queued', runs: queued, cancelRequested, cancelled };
     });
   }
 

@@ -12,7 +12,9 @@ function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch (raw) {
-    if ((raw as NodeJS.ErrnoException).code !== 'ESRCH') throw raw;
+    // ESRCH: already gone. EPERM: the id now belongs to someone else's process; not ours to signal.
+    const code = (raw as NodeJS.ErrnoException).code;
+    if (code !== 'ESRCH' && code !== 'EPERM') throw raw;
   }
 }
 
