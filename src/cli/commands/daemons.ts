@@ -57,6 +57,19 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   return startServer(log, { host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings });
 }
 
+/** Fills the options not given on the command line from `--config FILE`. */
+async function withConfigFile(flags: ServerFlags & { config?: string }, command: Command): Promise<ServerFlags> {
+  if (!flags.config) return flags;
+  const { readConfigFile } = await import('../../server/config-file.js');
+  const fromFile = readConfigFile(path.resolve(flags.config));
+  const merged: ServerFlags = { ...flags };
+  for (const key of ['listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop'] as const) {
+    const source = command.getOptionValueSource(key);
+    if ((source === undefined || source === 'default') && fromFile[key] !== undefined) merged[key] = fromFile[key]!;
+  }
+  return merged;
+}
+
 /** Resolves on the first SIGINT/SIGTERM; a second one ends the process at once. */
 async function firstSignalThenNow(log: Logger): Promise<void> {
   await shutdownSignal();
@@ -97,11 +110,13 @@ export function registerDaemonCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
     .option('--store <url>', 'store: sqlite:PATH (default: SQLite in the data dir)')
+    .option('--config <file>', 'YAML settings (listen, data, config_dir, store, heartbeat, reattach_grace, backstop); options given here win')
     .option('--config-dir <dir>', 'where templates/ is (default: the data dir)')
     .option('--heartbeat <duration>', 'ping workers this often; one silent for two pings is disconnected (default 10s)')
     .option('--reattach-grace <duration>', "how long a disconnected worker's runs wait for it to re-attach before they are lost (default 30s)")
     .option('--backstop <duration>', "how long past a run's timeout or cancel the server waits for the worker's result (default 60s)")
-    .action(async (flags: ServerFlags) => {
+    .action(async (given: ServerFlags & { config?: string }, command: Command) => {
+      const flags = await withConfigFile(given, command);
       const log = createLogger();
       const server = await runServer(log, flags);
       process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})\n`);

@@ -1,0 +1,38 @@
+/** `kiln server --config FILE`: YAML settings, command-line options win, bad files refused in one line. */
+import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { freePort, spawnKiln, tempDir } from '../helpers/processes.js';
+
+test('the server takes listen and data from its config file; a flag given wins', async (t) => {
+  const dir = tempDir(t);
+  const [filePort, flagPort] = [await freePort(), await freePort()];
+  const config = path.join(dir, 'kiln.yaml');
+  writeFileSync(config, `listen: 127.0.0.1:${filePort}\ndata: ./state\nheartbeat: 5s\nreattach_grace: 1m\n`);
+  const fromFile = spawnKiln(t, ['server', '--config', config]);
+  await fromFile.waitFor(new RegExp(`listening on http://127.0.0.1:${filePort} \\(data in ${path.join(dir, 'state')}\\)`));
+  assert.ok(existsSync(path.join(dir, 'state', 'admin.token')), 'data is relative to the config file');
+  await fromFile.kill('SIGTERM');
+
+  const flagged = spawnKiln(t, ['server', '--config', config, '--listen', `127.0.0.1:${flagPort}`]);
+  await flagged.waitFor(new RegExp(`listening on http://127.0.0.1:${flagPort} `));
+});
+
+test('a bad config file stops the server with one clear line and exit 2', async (t) => {
+  const dir = tempDir(t);
+  const cases: [string, RegExp][] = [
+    ['colour: red\n', /^kiln: bad config file .*: top level: Unrecognized key: "colour"$/],
+    ['heartbeat: soon\n', /^kiln: bad config file .*: heartbeat: use a duration like 10s, 5m or 1h$/],
+    ['pools:\n  - name: local\n', /^kiln: bad config file .*: pools: latent worker pools are not available in this version yet/],
+    ['listen: [\n', /^kiln: cannot read config file .*: /],
+  ];
+  for (const [i, [text, message]] of cases.entries()) {
+    const file = path.join(dir, `bad-${i}.yaml`);
+    writeFileSync(file, text);
+    const server = spawnKiln(t, ['server', '--config', file, '--data', path.join(dir, `data-${i}`)]);
+    assert.equal((await server.exited).code, 2, text);
+    assert.match(server.stderr[0] ?? '', message);
+    assert.equal(existsSync(path.join(dir, `data-${i}`)), false, 'nothing was created');
+  }
+});
