@@ -121,6 +121,13 @@ export class TemplateNotFoundError extends KilnError {
   }
 }
 
+/** An artifact upload from a worker that does not hold the run. */
+export class ArtifactRefusedError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_ARTIFACT_REFUSED', 409, message);
+  }
+}
+
 /** The client cannot reach the server. */
 export class ServerUnreachableError extends KilnError {
   constructor(url: string, cause: string) {

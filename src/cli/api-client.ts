@@ -59,6 +59,11 @@ export class ApiClient {
     throw new ApiError(error?.code ?? 'KILN_ERR_HTTP', response.status, error?.message ?? `HTTP ${response.status} ${response.statusText}`);
   }
 
+  /** A request whose body the caller reads (a download). */
+  raw(method: string, path: string): Promise<Response> {
+    return this.fetch(method, path);
+  }
+
   /** A JSON request. */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return (await (await this.fetch(method, path, body)).json()) as T;

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { coerceError } from '../errors.js';
 import { KILN_VERSION } from '../version.js';
+import { registerArtifactCommands } from './commands/artifacts.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerInfoCommands } from './commands/info.js';
 import { registerJobCommands } from './commands/jobs.js';
@@ -36,6 +37,7 @@ function buildProgram(): Command {
   registerJobCommands(program);
   registerRunCommands(program);
   registerInfoCommands(program);
+  registerArtifactCommands(program);
   registerDaemonCommands(program);
   // Usage errors read like every other error: one line, `kiln: ...`, on stderr.
   const output = { outputError: (text: string, write: (text: string) => void) => write(`kiln: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) };

@@ -4,3 +4,4 @@ export * from './schedule.js';
 export * from './run.js';
 export * from './job.js';
 export * from './template.js';
+export * from './artifact.js';

@@ -90,6 +90,10 @@ export const runAssignment = z.object({
   idleTimeoutMs: z.number().int().positive().optional(),
   /** The seq of this attempt's first console line (earlier attempts used the ones before). */
   firstSeq: z.number().int().min(0),
+  /** Globs of the files to keep (empty: every non-dot file but the script). */
+  artifacts: z.array(z.string()).default([]),
+  /** Keep the files of a run killed by a signal, timed out or cancelled too. */
+  artifactsOnFailure: z.boolean().default(false),
 });
 
 /** Frames the server sends. */

@@ -40,6 +40,8 @@ export interface JobInput {
   idleTimeoutMs?: number | null;
   retries?: number;
   failureRetries?: number;
+  artifacts?: string[];
+  artifactsOnFailure?: boolean;
 }
 
 /** The parts the service drives, and its timings. */
@@ -127,6 +129,8 @@ export class KilnService {
       idleTimeoutMs: input.idleTimeoutMs ?? null,
       retries: input.retries ?? 1,
       failureRetries: input.failureRetries ?? 0,
+      artifacts: input.artifacts ?? [],
+      artifactsOnFailure: input.artifactsOnFailure ?? false,
       nextAt: firstAfter(schedule, now) ?? null,
       skipped: 0,
       lastSkip: null,

@@ -9,7 +9,9 @@ import type { Logger } from 'pino';
 import { coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, UnauthorizedError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
 import { openStore, type JobStore } from '../store/index.js';
+import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
+import { ArtifactStore } from './artifact-store.js';
 import { ConsoleHub } from './console-hub.js';
 import { Dispatcher } from './dispatcher.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
@@ -28,6 +30,8 @@ export interface ServerOptions {
   dataDir: string;
   /** Store URL; SQLite in the data dir when absent. */
   store?: string;
+  /** Largest artifact file accepted (bytes); default 4 GiB. */
+  maxArtifactBytes?: number;
   /** Config dir (templates live in its templates/); the data dir when absent. */
   configDir?: string;
   /** Worker heartbeat interval (ms); a worker silent for two of them is disconnected. */
@@ -89,6 +93,7 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   installAuth(app, tokens);
   app.get('/healthz', async () => ({ ok: true }));
   registerRoutes(app, { store, hub, dispatcher, service, templates });
+  registerArtifactRoutes(app, store, new ArtifactStore(path.join(options.dataDir, 'artifacts'), options.maxArtifactBytes ?? 4 * 1024 ** 3), dispatcher);
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
@@ -122,7 +127,9 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
 function installAuth(app: FastifyInstance, tokens: Tokens): void {
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/api/')) return;
-    const expected = request.url === '/api/worker' || request.url.startsWith('/api/worker?') ? tokens.worker : tokens.admin;
+    // Workers hold the worker token: their socket, and the artifacts they upload (PUT).
+    const fromWorker = request.url === '/api/worker' || request.url.startsWith('/api/worker?') || (request.method === 'PUT' && /^\/api\/runs\/[^/]+\/artifacts\//.test(request.url));
+    const expected = fromWorker ? tokens.worker : tokens.admin;
     if (!tokenMatches(bearerToken(request.headers.authorization), expected)) {
       throw new UnauthorizedError(request.headers.authorization ? 'invalid token' : 'missing token: pass --token or set KILN_TOKEN');
     }

@@ -34,6 +34,10 @@ export interface Job {
   retries: number;
   /** Times a failed run (non-zero exit, signal, timeout) is tried again. */
   failureRetries: number;
+  /** Globs of the files kept as artifacts; empty: every non-dot file left in the work dir. */
+  artifacts: string[];
+  /** Keep artifacts of runs killed by a signal, timed out or cancelled too. */
+  artifactsOnFailure: boolean;
   /** Next scheduled time, or null when the schedule has none. */
   nextAt: number | null;
   /** Due times that queued nothing (overlap, dropped platform, no template), and the last one. */
@@ -48,7 +52,7 @@ export type JobPatch = Partial<
   Pick<
     Job,
     | 'platform' | 'script' | 'template' | 'vars' | 'env' | 'labels' | 'schedule' | 'paused' | 'overlap' | 'catchUp'
-    | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'nextAt'
+    | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'artifacts' | 'artifactsOnFailure' | 'nextAt'
   >
 >;
 
@@ -84,6 +88,18 @@ export interface Run {
   cancelRequestedBy: string | null;
   /** When the server ends the run itself if no result came (timeout or cancel backstop). */
   deadlineAt: number | null;
+  /** Artifact globs and policy, copied from the job when dispatched. */
+  artifacts: string[];
+  artifactsOnFailure: boolean;
+}
+
+/** A file a run produced, stored by content. */
+export interface Artifact {
+  /** Relative path in the work dir, normalised, `/`-separated. */
+  path: string;
+  size: number;
+  sha256: string;
+  mode: number;
 }
 
 /** One entry of a run's history. */
@@ -243,6 +259,10 @@ export interface JobStore {
   undropPlatform(platform: string): Promise<boolean>;
   /** Dropped platforms, by name. */
   listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]>;
+  /** Records (or replaces) an artifact of a run. */
+  addArtifact(runId: string, artifact: Artifact): Promise<void>;
+  /** A run's artifacts, by path. */
+  listArtifacts(runId: string): Promise<Artifact[]>;
   /** Saves the script a run executes (expanded from a template at dispatch). */
   setRunScript(id: string, script: string): Promise<void>;
 

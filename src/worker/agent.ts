@@ -18,7 +18,8 @@ import {
   type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type WorkerMessage,
 } from '../protocol/index.js';
 import { KILN_VERSION } from '../version.js';
-import { startExecution, type Execution, type RunReport } from './executor.js';
+import { collectArtifacts, uploadArtifact } from './artifacts.js';
+import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
 
@@ -245,6 +246,7 @@ export class WorkerAgent {
         killGraceMs: this.options.killGraceMs,
         jobPath: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
         log,
+        keepArtifacts: (workDir, say) => this.keepArtifacts(run, workDir, say),
         onLine: (line) => {
           held.spool.append(line);
           if (held.resending || !this.ready) return;
@@ -261,6 +263,24 @@ export class WorkerAgent {
       log.info({ result: formatResult(report.result) }, 'run ended');
       if (this.ready && !held.resending) this.report(held);
     });
+  }
+
+  /** Uploads the run's files; each one not kept is said in the console, with why. */
+  private async keepArtifacts(run: RunAssignment, workDir: string, say: (text: string) => void): Promise<void> {
+    const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
+    const target = { server: this.options.server, token: this.options.token, worker: this.options.name, runId: run.id };
+    let kept = 0;
+    let bytes = 0;
+    for (const file of files) {
+      try {
+        await uploadArtifact(file, target);
+        kept += 1;
+        bytes += file.size;
+      } catch (raw) {
+        say(`kiln: artifact ${file.path} not kept: ${coerceError(raw).message}`);
+      }
+    }
+    if (files.length > 0) say(`kiln: kept ${kept} of ${files.length} artifacts (${bytes} bytes)`);
   }
 
   private flushOutput(held: Held): void {

@@ -31,6 +31,11 @@ export interface ExecutorOptions {
   log: Logger;
   /** Receives the job's console lines in order. */
   onLine: (line: ConsoleLine) => void;
+  /**
+   * Keeps the run's artifacts, after the job and before its work dir is removed (only for a job
+   * that exited, unless the run keeps them on failure); `say` writes to the run's console.
+   */
+  keepArtifacts?: (workDir: string, say: (text: string) => void) => Promise<void>;
 }
 
 /** A run in progress on this worker. */
@@ -41,7 +46,8 @@ export interface Execution {
   done: Promise<RunReport>;
 }
 
-const SCRIPT_NAME = 'script.sh';
+/** The job's script in its work dir (never an artifact). */
+export const SCRIPT_NAME = 'script.sh';
 
 /** Starts a run; never throws: every failure becomes the report's result. */
 export function startExecution(run: RunAssignment, options: ExecutorOptions): Execution {
@@ -76,6 +82,28 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     } catch (raw) {
       return aborted(`cannot create the work dir: ${coerceError(raw).message}`);
     }
+    try {
+      const report = await runIn(workDir);
+      // A job that ran and was stopped (signal, timeout, cancel) keeps its files only when asked.
+      const stoppedJob = report.result.kind === 'signalled' || report.stoppedBy !== undefined;
+      const keep = report.result.kind === 'exited' || (run.artifactsOnFailure && stoppedJob);
+      if (options.keepArtifacts && keep) {
+        try {
+          await options.keepArtifacts(workDir, say);
+        } catch (raw) {
+          say(`kiln: the run's files could not be read; no artifacts kept: ${coerceError(raw).message}`);
+        }
+      }
+      return report;
+    } finally {
+      await rm(workDir, { recursive: true, force: true }).catch((raw) =>
+        options.log.warn({ err: coerceError(raw), workDir }, 'could not remove a work dir'),
+      );
+    }
+  };
+
+  /** Runs the job in its work dir; every failure becomes the report. */
+  const runIn = async (workDir: string): Promise<RunReport> => {
     const timers: NodeJS.Timeout[] = [];
     try {
       try {
@@ -148,9 +176,6 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       finished = true;
       for (const timer of timers) clearTimeout(timer);
       clearTimeout(killTimer);
-      await rm(workDir, { recursive: true, force: true }).catch((raw) =>
-        options.log.warn({ err: coerceError(raw), workDir }, 'could not remove a work dir'),
-      );
     }
   };
 

@@ -12,7 +12,7 @@ import type { Sandbox, SandboxExit, SandboxLauncher } from '../../src/worker/san
 
 const run: RunAssignment = {
   id: '00000000-0000-4000-8000-000000000001', job: 'build', platform: 'testos', attempt: 1,
-  script: 'echo hi\n', env: {}, timeoutMs: 60_000, firstSeq: 0,
+  script: 'echo hi\n', env: {}, timeoutMs: 60_000, firstSeq: 0, artifacts: [], artifactsOnFailure: false,
 };
 
 /** A sandbox whose output and exit the test writes. */

@@ -32,6 +32,8 @@ function addJobOptions(command: Command): Command {
     .option('--idle-timeout <duration>', "stop the job when it prints nothing for this long ('off' to clear; default off)")
     .option('--retries <n>', 'times a run lost with its worker is tried again (default 1)')
     .option('--failure-retries <n>', 'times a failed run is tried again (default 0)')
+    .option('--artifacts <glob>', 'keep only the files matching this glob as artifacts (repeatable; default: every non-dot file)', collect)
+    .option('--artifacts-on-failure', 'keep the files of runs killed by a signal, timed out or cancelled too')
     .option('--env <K=V>', 'environment variable for the job (repeatable)', collect)
     .option('--label <K=V>', 'label a worker must have to take the job (repeatable)', collect);
 }
@@ -55,6 +57,8 @@ interface JobFlags {
   failureRetries?: string;
   env?: string[];
   label?: string[];
+  artifacts?: string[];
+  artifactsOnFailure?: boolean;
 }
 
 /** The schedule the flags describe (checked here, so a bad one is a usage error), if any. */
@@ -102,6 +106,8 @@ function jobBody(flags: JobFlags): Record<string, unknown> {
   if (flags.overlap !== undefined) body.overlap = flags.overlap;
   if (flags.catchUp !== undefined) body.catchUp = flags.catchUp;
   if (flags.paused) body.paused = true;
+  if (flags.artifacts) body.artifacts = flags.artifacts;
+  if (flags.artifactsOnFailure) body.artifactsOnFailure = true;
   if (flags.timeout !== undefined) {
     const ms = parseDuration(flags.timeout);
     if (ms === undefined || ms <= 0) throw new UsageError(`bad --timeout '${flags.timeout}': use a duration like 90s, 30m or 2h`);

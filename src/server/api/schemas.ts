@@ -40,6 +40,9 @@ const jobFields = {
   idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(7 * 86_400_000).nullable().optional(),
   retries: retries.optional(),
   failureRetries: retries.optional(),
+  /** Globs of the files to keep as artifacts. */
+  artifacts: z.array(z.string().min(1).max(512)).max(64).optional(),
+  artifactsOnFailure: z.boolean().optional(),
 };
 
 /** Folds the `period` shorthand into `schedule`. */

@@ -9,13 +9,14 @@ import Database from 'better-sqlite3';
 import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
 import { JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
 import type {
-  AttemptEnd, AttemptOutcome, ConsoleBatch, FireOutcome, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
+  Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, FireOutcome, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
 interface JobRow {
   name: string; platform: string | null; script: string | null; template: string | null; vars: string; env: string; labels: string;
   schedule: string; paused: number; overlap: string; catch_up: number; skipped: number; last_skip: string | null;
+  artifacts: string; artifacts_on_failure: number;
   timeout_ms: number; idle_timeout_ms: number | null; retries: number; failure_retries: number;
   next_at: number | null; created_at: number; updated_at: number;
 }
@@ -24,7 +25,7 @@ interface RunRow {
   worker: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
   result: string | null; script: string | null; env: string; timeout_ms: number | null;
   idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
-  cancel_requested_by: string | null; deadline_at: number | null;
+  cancel_requested_by: string | null; deadline_at: number | null; artifacts: string; artifacts_on_failure: number;
 }
 interface WorkerRow {
   name: string; platform: string; labels: string; capacity: number; hostname: string; os: string;
@@ -32,7 +33,8 @@ interface WorkerRow {
 }
 
 const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, queued_at, started_at, finished_at, result, script, env,
-  timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at`;
+  timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at,
+  artifacts, artifacts_on_failure`;
 
 function toJob(row: JobRow): Job {
   return {
@@ -40,6 +42,7 @@ function toJob(row: JobRow): Job {
     env: JSON.parse(row.env), labels: JSON.parse(row.labels), schedule: JSON.parse(row.schedule), paused: row.paused === 1,
     overlap: row.overlap as Job['overlap'], catchUp: row.catch_up === 1, skipped: row.skipped,
     lastSkip: row.last_skip === null ? null : JSON.parse(row.last_skip),
+    artifacts: JSON.parse(row.artifacts), artifactsOnFailure: row.artifacts_on_failure === 1,
     timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms, retries: row.retries, failureRetries: row.failure_retries,
     nextAt: row.next_at, createdAt: row.created_at, updatedAt: row.updated_at,
   };
@@ -52,6 +55,7 @@ function jobParams(job: Job) {
     vars: JSON.stringify(job.vars), env: JSON.stringify(job.env), labels: JSON.stringify(job.labels),
     schedule: JSON.stringify(job.schedule), paused: job.paused ? 1 : 0, catchUp: job.catchUp ? 1 : 0,
     lastSkip: job.lastSkip === null ? null : JSON.stringify(job.lastSkip),
+    artifacts: JSON.stringify(job.artifacts), artifactsOnFailure: job.artifactsOnFailure ? 1 : 0,
   };
 }
 
@@ -64,6 +68,7 @@ function toRun(row: RunRow): Run {
     script: row.script, env: JSON.parse(row.env), timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms,
     lostRetriesLeft: row.lost_retries_left, failureRetriesLeft: row.failure_retries_left, firstSeq: row.first_seq,
     cancelRequestedBy: row.cancel_requested_by, deadlineAt: row.deadline_at,
+    artifacts: JSON.parse(row.artifacts), artifactsOnFailure: row.artifacts_on_failure === 1,
   };
 }
 
@@ -107,9 +112,9 @@ class SqliteStore implements JobStore {
       if (job.platform !== null) this.refuseDropped(job.platform);
       this.db
         .prepare(`INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
-                    timeout_ms, idle_timeout_ms, retries, failure_retries, next_at, created_at, updated_at)
+                    timeout_ms, idle_timeout_ms, retries, failure_retries, artifacts, artifacts_on_failure, next_at, created_at, updated_at)
                   VALUES (@name, @platform, @script, @template, @vars, @env, @labels, @schedule, @paused, @overlap, @catchUp, @skipped, @lastSkip,
-                    @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @nextAt, @createdAt, @updatedAt)`)
+                    @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @artifacts, @artifactsOnFailure, @nextAt, @createdAt, @updatedAt)`)
         .run(jobParams(job));
       return firstRuns.map((run) => this.enqueueInTx(run, 'back').run);
     });
@@ -126,6 +131,7 @@ class SqliteStore implements JobStore {
         .prepare(`UPDATE jobs SET platform = @platform, script = @script, template = @template, vars = @vars, env = @env, labels = @labels,
                   schedule = @schedule, paused = @paused, overlap = @overlap, catch_up = @catchUp,
                   timeout_ms = @timeoutMs, idle_timeout_ms = @idleTimeoutMs, retries = @retries, failure_retries = @failureRetries,
+                  artifacts = @artifacts, artifacts_on_failure = @artifactsOnFailure,
                   next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
         .run(jobParams(next));
       return next;
@@ -216,9 +222,10 @@ class SqliteStore implements JobStore {
       const job = jobRow;
       this.db
         .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
-                    idle_timeout_ms = ?, deadline_at = ?
+                    idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?
                   WHERE id = ? AND status = 'queued'`)
-        .run(worker.name, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs, pick.id);
+        .run(worker.name, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
+          job.artifacts, job.artifacts_on_failure, pick.id);
       const run = this.runRow(pick.id);
       this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
       return run;
@@ -432,6 +439,17 @@ class SqliteStore implements JobStore {
   async listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]> {
     return (this.db.prepare('SELECT platform, dropped_at FROM dropped_platforms ORDER BY platform').all() as { platform: string; dropped_at: number }[])
       .map((row) => ({ platform: row.platform, droppedAt: row.dropped_at }));
+  }
+
+  async addArtifact(runId: string, artifact: Artifact): Promise<void> {
+    this.db
+      .prepare(`INSERT INTO artifacts (run_id, path, size, sha256, mode) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, mode = excluded.mode`)
+      .run(runId, artifact.path, artifact.size, artifact.sha256, artifact.mode);
+  }
+
+  async listArtifacts(runId: string): Promise<Artifact[]> {
+    return this.db.prepare('SELECT path, size, sha256, mode FROM artifacts WHERE run_id = ? ORDER BY path').all(runId) as Artifact[];
   }
 
   async setRunScript(id: string, script: string): Promise<void> {

@@ -1,0 +1,21 @@
+/** Artifact paths: relative, normalised, never escaping the run's work dir. */
+
+/** Thrown for a path that cannot name an artifact. */
+export class ArtifactPathError extends TypeError {}
+
+/** Normalises `./a//b/c` to `a/b/c`; refuses absolute paths, `..`, NUL, backslashes and empty names. */
+export function normaliseArtifactPath(raw: string): string {
+  if (raw.includes('\0')) throw new ArtifactPathError('an artifact path may not contain NUL');
+  if (raw.includes('\\')) throw new ArtifactPathError(`artifact path '${raw}' may not contain a backslash`);
+  if (raw.startsWith('/')) throw new ArtifactPathError(`artifact path '${raw}' must be relative`);
+  const parts = raw.split('/').filter((part) => part !== '' && part !== '.');
+  if (parts.some((part) => part === '..')) throw new ArtifactPathError(`artifact path '${raw}' may not contain '..'`);
+  if (parts.length === 0) throw new ArtifactPathError('an artifact path may not be empty');
+  if (raw.length > 4096) throw new ArtifactPathError('an artifact path may not be longer than 4096 characters');
+  return parts.join('/');
+}
+
+/** True for a sha256 in lower-case hex. */
+export function isSha256(text: string): boolean {
+  return /^[0-9a-f]{64}$/.test(text);
+}

@@ -1,0 +1,75 @@
+/**
+ * Artifacts over HTTP: workers PUT each file of a run they hold (streamed, with its size, sha256
+ * and mode); clients list a run's artifacts and GET single files (Content-Length, ETag = sha256,
+ * Range).
+ */
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { ArtifactPathError, isSha256, normaliseArtifactPath } from '../../core/index.js';
+import { ArtifactRefusedError, InvalidRequestError, RunNotFoundError } from '../../errors.js';
+import type { JobStore } from '../../store/index.js';
+import type { ArtifactStore } from '../artifact-store.js';
+import type { Dispatcher } from '../dispatcher.js';
+
+function artifactPath(params: unknown): string {
+  try {
+    return normaliseArtifactPath(decodeURIComponent((params as { '*': string })['*']));
+  } catch (raw) {
+    if (raw instanceof ArtifactPathError || raw instanceof URIError) throw new InvalidRequestError(raw.message);
+    throw raw;
+  }
+}
+
+/** Registers the artifact routes. */
+export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: ArtifactStore, dispatcher: Dispatcher): void {
+  // Uploads are streams: the route reads the body itself, with its own limits.
+  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+
+  app.put('/api/runs/:id/artifacts/*', async (request, reply) => {
+    const runId = (request.params as { id: string }).id;
+    const relative = artifactPath(request.params);
+    const worker = String(request.headers['x-kiln-worker'] ?? '');
+    const sha256 = String(request.headers['x-kiln-sha256'] ?? '');
+    const sizeHeader = String(request.headers['x-kiln-size'] ?? '');
+    const size = /^\d{1,15}$/.test(sizeHeader) ? Number(sizeHeader) : NaN;
+    const mode = Number(request.headers['x-kiln-mode'] ?? 0o644);
+    if (!isSha256(sha256)) throw new InvalidRequestError('x-kiln-sha256 must be the file\'s sha256 in hex');
+    if (!Number.isSafeInteger(size) || size < 0) throw new InvalidRequestError('an artifact upload needs its size in x-kiln-size');
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidRequestError('x-kiln-mode must be a file mode');
+    const run = await store.findRun(runId).catch(() => undefined);
+    if (!run || run.id !== runId) throw new RunNotFoundError(runId);
+    if (!dispatcher.session(worker)?.running.has(runId)) {
+      throw new ArtifactRefusedError(`worker '${worker}' does not hold run ${runId}; artifacts come from the run's worker while it runs`);
+    }
+    await blobs.receive(request.body as Readable, { size, sha256 });
+    await store.addArtifact(runId, { path: relative, size, sha256, mode: mode & 0o7777 });
+    return reply.code(201).send({ path: relative, size, sha256 });
+  });
+
+  app.get('/api/runs/:id/artifacts', async (request) => {
+    const run = await store.findRun((request.params as { id: string }).id);
+    return { run: run.id, artifacts: await store.listArtifacts(run.id) };
+  });
+
+  app.get('/api/runs/:id/artifacts/*', async (request, reply) => {
+    const run = await store.findRun((request.params as { id: string }).id);
+    const relative = artifactPath(request.params);
+    const artifact = (await store.listArtifacts(run.id)).find((a) => a.path === relative);
+    if (!artifact) throw new RunNotFoundError(`${run.id}: no artifact '${relative}'`);
+    reply.header('etag', `"${artifact.sha256}"`).header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');
+    reply.header('x-kiln-mode', artifact.mode.toString(8)).header('x-kiln-sha256', artifact.sha256);
+    const range = /^bytes=(\d*)-(\d*)$/.exec(String(request.headers.range ?? ''));
+    if (range && (range[1] || range[2]) && artifact.size > 0) {
+      const start = range[1] ? Number(range[1]) : Math.max(0, artifact.size - Number(range[2]));
+      const end = range[1] && range[2] ? Math.min(Number(range[2]), artifact.size - 1) : artifact.size - 1;
+      if (start > end || start >= artifact.size) {
+        return reply.code(416).header('content-range', `bytes */${artifact.size}`).send();
+      }
+      reply.code(206).header('content-range', `bytes ${start}-${end}/${artifact.size}`).header('content-length', end - start + 1);
+      return reply.send(createReadStream(blobs.blobPath(artifact.sha256), { start, end }));
+    }
+    reply.header('content-length', artifact.size);
+    return reply.send(createReadStream(blobs.blobPath(artifact.sha256)));
+  });
+}

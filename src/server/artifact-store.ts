@@ -1,0 +1,57 @@
+/**
+ * Artifact blobs on disk, named by their sha256 (`<data>/artifacts/ab/abcdef...`): each content is
+ * stored once whatever the runs that produced it. An upload is streamed to a temp file while its
+ * size and hash are checked, and renamed into place only when both match.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { InvalidRequestError, PayloadTooLargeError } from '../errors.js';
+
+/** The content-addressed blob store of one server. */
+export class ArtifactStore {
+  constructor(
+    readonly dir: string,
+    /** Largest file accepted (bytes). */
+    readonly maxFileBytes: number,
+  ) {
+    mkdirSync(path.join(dir, 'tmp'), { recursive: true });
+  }
+
+  /** Where the blob of `sha256` lives. */
+  blobPath(sha256: string): string {
+    return path.join(this.dir, sha256.slice(0, 2), sha256);
+  }
+
+  /** Streams `source` in, checking it is exactly `size` bytes with that `sha256`; nothing is kept otherwise. */
+  async receive(source: Readable, expected: { size: number; sha256: string }): Promise<void> {
+    if (expected.size > this.maxFileBytes) throw new PayloadTooLargeError(this.maxFileBytes);
+    const temp = path.join(this.dir, 'tmp', randomUUID());
+    const hash = createHash('sha256');
+    let size = 0;
+    const check = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        size += chunk.length;
+        if (size > expected.size) return done(new InvalidRequestError(`more bytes than the announced ${expected.size}`));
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(source, check, createWriteStream(temp));
+      if (size !== expected.size) throw new InvalidRequestError(`got ${size} bytes, ${expected.size} were announced`);
+      const actual = hash.digest('hex');
+      if (actual !== expected.sha256) throw new InvalidRequestError(`sha256 mismatch: the content hashes to ${actual}`);
+      const blob = this.blobPath(actual);
+      mkdirSync(path.dirname(blob), { recursive: true });
+      if (existsSync(blob)) await rm(temp);
+      else await rename(temp, blob);
+    } catch (raw) {
+      await rm(temp, { force: true });
+      throw raw;
+    }
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * A run's artifacts, on the worker: collected from the work dir once the job has ended (every
+ * regular non-dot file but the script, or what the job's globs name; symlinks are never followed)
+ * and streamed to the server one by one with their size, sha256 and mode.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import picomatch from 'picomatch';
+import { coerceError } from '../errors.js';
+
+/** A file to keep. */
+export interface CollectedFile {
+  /** Relative, `/`-separated. */
+  path: string;
+  absolute: string;
+  size: number;
+  mode: number;
+}
+
+/** Files of `workDir` to keep: regular, not under a dot name, not in `skip`, matching `globs` when given. */
+export async function collectArtifacts(workDir: string, globs: string[], skip: Set<string>): Promise<CollectedFile[]> {
+  const matches = globs.length > 0 ? picomatch(globs, { dot: false }) : () => true;
+  const found: CollectedFile[] = [];
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
+    for (const entry of entries) {
+      if (entry.name.startsWith('.')) continue;
+      const relative = prefix + entry.name;
+      const absolute = path.join(dir, entry.name);
+      if (entry.isDirectory()) await walk(absolute, relative + '/');
+      else if (entry.isFile() && !skip.has(relative) && matches(relative)) {
+        const stats = await lstat(absolute);
+        found.push({ path: relative, absolute, size: stats.size, mode: stats.mode & 0o7777 });
+      }
+    }
+  };
+  await walk(workDir, '');
+  return found;
+}
+
+/** The sha256 of a file, streamed. */
+async function hashFile(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Where and as whom to upload. */
+export interface UploadTarget {
+  server: string;
+  token: string;
+  worker: string;
+  runId: string;
+}
+
+const ATTEMPTS = 4;
+
+/** The server refused the file for good (too large, bad path, run not held). */
+class RefusedUpload extends Error {}
+
+/** Streams one file to the server; retries transient failures; throws with the server's reason otherwise. */
+export async function uploadArtifact(file: CollectedFile, target: UploadTarget): Promise<{ sha256: string }> {
+  const sha256 = await hashFile(file.absolute);
+  const url = new URL(`/api/runs/${target.runId}/artifacts/${file.path.split('/').map(encodeURIComponent).join('/')}`, target.server);
+  let lastError = '';
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt += 1) {
+    try {
+      const response = await fetch(url, {
+        method: 'PUT',
+        headers: {
+          authorization: `Bearer ${target.token}`,
+          'content-type': 'application/octet-stream',
+          'x-kiln-worker': target.worker,
+          'x-kiln-sha256': sha256,
+          'x-kiln-size': String(file.size),
+          'x-kiln-mode': String(file.mode),
+        },
+        body: Readable.toWeb(createReadStream(file.absolute)) as ReadableStream,
+        duplex: 'half',
+      } as RequestInit);
+      if (response.ok) return { sha256 };
+      const reason = ((await response.json().catch(() => ({}))) as { error?: { message?: string } }).error?.message ?? `HTTP ${response.status}`;
+      // 4xx is the server's final word about this file (too large, refused); 5xx may pass.
+      if (response.status < 500) throw new RefusedUpload(reason);
+      lastError = reason;
+    } catch (raw) {
+      if (raw instanceof RefusedUpload) throw raw;
+      // Anything else is the connection: try again.
+      lastError = coerceError(raw).message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+  }
+  throw new Error(`gave up after ${ATTEMPTS} attempts: ${lastError}`);
+}
