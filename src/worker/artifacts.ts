@@ -6,8 +6,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import picomatch from 'picomatch';
 import { coerceError } from '../errors.js';
 
@@ -48,6 +50,22 @@ async function hashFile(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** PUTs a file with node's HTTP client: read only as fast as the socket takes it. */
+function putFile(url: URL, file: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = (url.protocol === 'https:' ? https : http).request(url, { method: 'PUT', headers }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk.length < 65_536 ? chunk : ''));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    // Node's fetch reads a streamed body ahead without limit; a pipe keeps memory flat.
+    pipeline(createReadStream(file), request).catch(reject);
+  });
+}
+
 /** Where and as whom to upload. */
 export interface UploadTarget {
   server: string;
@@ -68,21 +86,22 @@ export async function uploadArtifact(file: CollectedFile, target: UploadTarget):
   let lastError = '';
   for (let attempt = 1; attempt <= ATTEMPTS; attempt += 1) {
     try {
-      const response = await fetch(url, {
-        method: 'PUT',
-        headers: {
-          authorization: `Bearer ${target.token}`,
-          'content-type': 'application/octet-stream',
-          'x-kiln-worker': target.worker,
-          'x-kiln-sha256': sha256,
-          'x-kiln-size': String(file.size),
-          'x-kiln-mode': String(file.mode),
-        },
-        body: Readable.toWeb(createReadStream(file.absolute)) as ReadableStream,
-        duplex: 'half',
-      } as RequestInit);
-      if (response.ok) return { sha256 };
-      const reason = ((await response.json().catch(() => ({}))) as { error?: { message?: string } }).error?.message ?? `HTTP ${response.status}`;
+      const response = await putFile(url, file.absolute, {
+        authorization: `Bearer ${target.token}`,
+        'content-type': 'application/octet-stream',
+        'content-length': String(file.size),
+        'x-kiln-worker': target.worker,
+        'x-kiln-sha256': sha256,
+        'x-kiln-size': String(file.size),
+        'x-kiln-mode': String(file.mode),
+      });
+      if (response.status >= 200 && response.status < 300) return { sha256 };
+      let reason = `HTTP ${response.status}`;
+      try {
+        reason = (JSON.parse(response.body) as { error?: { message?: string } }).error?.message ?? reason;
+      } catch {
+        // Not a Kiln answer: the status says enough.
+      }
       // 4xx is the server's final word about this file (too large, refused); 5xx may pass.
       if (response.status < 500) throw new RefusedUpload(reason);
       lastError = reason;

@@ -224,3 +224,10 @@ export async function startProxy(t: TestContext, targetPort: number): Promise<Cu
     },
   };
 }
+
+/** A process's peak resident memory so far (VmHWM), in bytes. */
+export function peakRss(pid: number): number {
+  const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!match) throw new Error(`no VmHWM for pid ${pid}`);
+  return Number(match[1]) * 1024;
+}
