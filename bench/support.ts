@@ -1,18 +1,11 @@
 /** Small helpers shared by the benchmarks. */
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** The kiln command of this checkout. */
 export const KILN = fileURLToPath(new URL('../bin/kiln.mjs', import.meta.url));
 
-/** A loopback port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+/** A loopback port nobody listens on right now (the tests' helper). */
+export { freePort } from '../test/helpers/processes.js';
 
 /** The median of some numbers. */
 export function median(values: number[]): number {

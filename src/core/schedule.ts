@@ -123,11 +123,6 @@ export function upcoming(schedule: Schedule, first: number | null, count: number
   return times;
 }
 
-/** Robur's `nextSlot`, kept for periods: the first slot on `due + k * period` after `now`. */
-export function nextSlot(period: Period, due: number, now: number): number | undefined {
-  return nextDue({ kind: 'period', period }, due, now);
-}
-
 /** An ISO 8601 time with the zone's offset (`2026-11-23T03:00:00+01:00`); UTC gives `Z`. */
 export function isoInZone(ms: number, tz = 'UTC'): string {
   if (tz === 'UTC') return new Date(ms).toISOString().replace('.000Z', 'Z');

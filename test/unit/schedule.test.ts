@@ -1,7 +1,10 @@
-/** The schedule grid: nextSlot, periodMs and isPeriod. */
+/** The schedule grid of periods (nextDue), periodMs and isPeriod. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isPeriod, nextSlot, periodMs, PERIODS, type Period } from '../../src/core/index.js';
+import { isPeriod, nextDue, periodMs, PERIODS, type Period } from '../../src/core/index.js';
+
+/** The next time of a period schedule that fired for `due` at `now`. */
+const nextSlot = (period: Period, due: number, now: number) => nextDue({ kind: 'period', period }, due, now);
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
