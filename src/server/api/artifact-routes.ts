@@ -34,6 +34,9 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     const sizeHeader = String(request.headers['x-kiln-size'] ?? '');
     const size = /^\d{1,15}$/.test(sizeHeader) ? Number(sizeHeader) : NaN;
     const mode = Number(request.headers['x-kiln-mode'] ?? 0o644);
+    if (!String(request.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
+      throw new InvalidRequestError('an artifact upload is sent as application/octet-stream');
+    }
     if (!isSha256(sha256)) throw new InvalidRequestError('x-kiln-sha256 must be the file\'s sha256 in hex');
     if (!Number.isSafeInteger(size) || size < 0) throw new InvalidRequestError('an artifact upload needs its size in x-kiln-size');
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidRequestError('x-kiln-mode must be a file mode');
