@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { freePort, KILN, median, numberArg } from './support.js';
+import { freePort, KILN, numberArg } from './support.js';
 
 const RUNS = numberArg('--runs', 50);
 const port = await freePort();

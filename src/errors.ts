@@ -56,8 +56,8 @@ export class InvalidRequestError extends KilnError {
 
 /** A request body is larger than the server accepts. */
 export class PayloadTooLargeError extends KilnError {
-  constructor(limit: number) {
-    super('KILN_ERR_PAYLOAD_TOO_LARGE', 413, `request body is larger than ${limit} bytes`);
+  constructor(limit: number, message = `request body is larger than ${limit} bytes`) {
+    super('KILN_ERR_PAYLOAD_TOO_LARGE', 413, message);
   }
 }
 

@@ -24,6 +24,17 @@ export interface InfoReply {
   queues: Record<string, PresentedRun[]>;
   running: PresentedRun[];
   workers: PresentedWorker[];
+  artifacts: { keepRuns: number | null; keepForMs: number | null };
+  upload: {
+    target: string | null; pending: number; delivered: number; failed: number; oldestPendingAt: string | null;
+    troubled: PresentedDelivery[];
+  } | null;
+}
+
+/** A run's delivery to the upload target. */
+export interface PresentedDelivery {
+  id: number; runId: string; target: string; state: 'pending' | 'delivered' | 'failed'; attempts: number;
+  nextAt: string | null; lastError: string | null; createdAt: string; endedAt: string | null;
 }
 
 /** Talks to one server with one token. */

@@ -5,3 +5,4 @@ export * from './run.js';
 export * from './job.js';
 export * from './template.js';
 export * from './artifact.js';
+export * from './size.js';

@@ -57,6 +57,9 @@ export const helloMessage = z.object({
 export const STOP_CAUSES = ['timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'] as const;
 export type StopCause = (typeof STOP_CAUSES)[number];
 
+/** A file not kept as an artifact. */
+export const skippedArtifact = z.object({ path: z.string().max(4096), size: z.number().int().min(0), reason: z.string().max(1000) });
+
 /** Frames a worker sends after its hello. */
 export const workerMessage = z.discriminatedUnion('type', [
   z.object({
@@ -72,6 +75,8 @@ export const workerMessage = z.discriminatedUnion('type', [
     result: runResult,
     /** Set when the worker stopped the job itself, and why. */
     stoppedBy: z.enum(['timeout', 'idle-timeout', 'cancel', 'shutdown', 'output']).optional(),
+    /** Files the run left that were not kept as artifacts, and why (over a limit, refused). */
+    artifactsSkipped: z.array(skippedArtifact).max(10_000).optional(),
   }),
   /** The worker is shutting down: give it no more runs. */
   z.object({ v: z.literal(1), type: z.literal('drain') }),
@@ -94,6 +99,8 @@ export const runAssignment = z.object({
   artifacts: z.array(z.string()).default([]),
   /** Keep the files of a run killed by a signal, timed out or cancelled too. */
   artifactsOnFailure: z.boolean().default(false),
+  /** The server's limits: the largest file, and the most bytes of artifacts one run may keep. */
+  artifactLimits: z.object({ fileBytes: z.number().int().min(0), runBytes: z.number().int().min(0) }).optional(),
 });
 
 /** Frames the server sends. */
@@ -126,6 +133,7 @@ export type WorkerMessage = z.infer<typeof workerMessage>;
 export type ServerMessage = z.infer<typeof serverMessage>;
 export type RunAssignment = z.infer<typeof runAssignment>;
 export type ConsoleLine = z.infer<typeof consoleLine>;
+export type SkippedArtifact = z.infer<typeof skippedArtifact>;
 
 /** Reads the `v` of any frame, to refuse unknown versions before validating the rest. */
 export const versionProbe = z.object({ v: z.unknown(), type: z.unknown() }).passthrough();

@@ -6,10 +6,40 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { parseDuration } from '../core/index.js';
+import { parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
 
 const duration = z.string().refine((text) => parseDuration(text) !== undefined, { message: 'use a duration like 10s, 5m or 1h' });
+const size = z.union([z.number().int().min(0), z.string()])
+  .transform((value) => String(value))
+  .refine((text) => parseSize(text) !== undefined, { message: 'use a size like 512mb or 4gb' });
+
+const artifactsSchema = z.strictObject({
+  /** Largest artifact file. */
+  max_file: size.optional(),
+  /** Most artifact bytes one run keeps. */
+  max_per_run: size.optional(),
+  /** Keep the artifacts of the newest N runs of each job. */
+  keep_runs: z.number().int().min(0).optional(),
+  /** Keep artifacts this long after their run ended. */
+  keep_for: duration.optional(),
+  /** Time between retention sweeps. */
+  sweep_every: duration.optional(),
+  /** Unreferenced blobs younger than this stay (an upload may be about to reference them). */
+  blob_grace: duration.optional(),
+});
+
+const uploadSchema = z.strictObject({
+  url: z.string().min(1),
+  retry_min: duration.optional(),
+  retry_max: duration.optional(),
+  /** S3-compatible targets. */
+  endpoint: z.string().optional(),
+  region: z.string().optional(),
+  access_key_id: z.string().optional(),
+  secret_access_key: z.string().optional(),
+  force_path_style: z.boolean().optional(),
+});
 
 const configSchema = z.strictObject({
   /** HOST:PORT to listen on. */
@@ -23,6 +53,8 @@ const configSchema = z.strictObject({
   heartbeat: duration.optional(),
   reattach_grace: duration.optional(),
   backstop: duration.optional(),
+  artifacts: artifactsSchema.optional(),
+  upload: z.union([z.string().min(1).transform((url): z.infer<typeof uploadSchema> => ({ url })), uploadSchema]).optional(),
   pools: z.unknown().optional(),
 });
 
@@ -35,6 +67,17 @@ export interface ConfigFileSettings {
   heartbeat?: string;
   reattachGrace?: string;
   backstop?: string;
+  maxArtifactFile?: string;
+  maxArtifactsPerRun?: string;
+  keepArtifactsRuns?: string;
+  keepArtifactsFor?: string;
+  /** Settings only the file gives. */
+  sweepEvery?: string;
+  blobGrace?: string;
+  upload?: string;
+  uploadRetryMin?: string;
+  uploadRetryMax?: string;
+  s3?: { endpoint?: string; region?: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle?: boolean };
 }
 
 /** Reads and checks a config file; throws ConfigError naming the problem. */
@@ -63,5 +106,23 @@ export function readConfigFile(file: string): ConfigFileSettings {
     heartbeat: config.heartbeat,
     reattachGrace: config.reattach_grace,
     backstop: config.backstop,
+    maxArtifactFile: config.artifacts?.max_file,
+    maxArtifactsPerRun: config.artifacts?.max_per_run,
+    keepArtifactsRuns: config.artifacts?.keep_runs?.toString(),
+    keepArtifactsFor: config.artifacts?.keep_for,
+    sweepEvery: config.artifacts?.sweep_every,
+    blobGrace: config.artifacts?.blob_grace,
+    upload: config.upload?.url,
+    uploadRetryMin: config.upload?.retry_min,
+    uploadRetryMax: config.upload?.retry_max,
+    s3: config.upload && s3Settings(config.upload),
+  };
+}
+
+/** The S3 keys of an `upload:` block, as the S3 target takes them. */
+function s3Settings(upload: z.infer<typeof uploadSchema>): ConfigFileSettings['s3'] {
+  return {
+    endpoint: upload.endpoint, region: upload.region, accessKeyId: upload.access_key_id,
+    secretAccessKey: upload.secret_access_key, forcePathStyle: upload.force_path_style,
   };
 }

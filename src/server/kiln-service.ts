@@ -13,7 +13,7 @@ import {
   type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
 import { coerceError, InvalidRequestError, JobNotFoundError, TemplateNotFoundError } from '../errors.js';
-import type { StopCause } from '../protocol/index.js';
+import type { SkippedArtifact, StopCause } from '../protocol/index.js';
 import type { AttemptEnd, Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
 import type { ConsoleHub } from './console-hub.js';
 import type { Dispatcher, WorkerSession } from './dispatcher.js';
@@ -59,6 +59,8 @@ export interface KilnServiceParts {
   reattachGraceMs: number;
   /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
   backstopMs: number;
+  /** Told after a run has ended for good (e.g. to send it to the upload target). */
+  onRunEnded?: (run: Run) => void;
 }
 
 /** Longest single sleep of the deadline timer (re-read from the store after it). */
@@ -305,7 +307,7 @@ export class KilnService {
   }
 
   /** A worker reported the end of a run it holds. */
-  async workerFinished(session: WorkerSession, runId: string, result: RunResult, stoppedBy: StopCause | undefined): Promise<void> {
+  async workerFinished(session: WorkerSession, runId: string, result: RunResult, stoppedBy: StopCause | undefined, artifactsSkipped: SkippedArtifact[] = []): Promise<void> {
     const now = this.parts.now();
     if (!session.running.has(runId)) {
       await this.ignored(runId, now, session.name, 'a result for a run this worker does not hold', result);
@@ -313,6 +315,9 @@ export class KilnService {
       return;
     }
     const run = await this.store.findRun(runId);
+    if (artifactsSkipped.length > 0) {
+      await this.store.recordEvent(runId, { at: now, attempt: run.attempt, kind: 'artifacts-skipped', detail: { files: artifactsSkipped } });
+    }
     let end: AttemptEnd;
     if (stoppedBy === 'cancel' || (run.cancelRequestedBy && result.kind === 'aborted')) {
       end = { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${run.cancelRequestedBy ?? 'the worker'}` }, finishedAt: now };
@@ -444,7 +449,10 @@ export class KilnService {
     if (outcome === 'retried') {
       this.parts.hub.append(runId, await this.store.readConsole(runId, run.firstSeq - 2, 1));
       this.parts.dispatcher.kick();
-    } else this.parts.hub.ended(runId);
+    } else {
+      this.parts.hub.ended(runId);
+      this.parts.onRunEnded?.(run);
+    }
     return outcome;
   }
 

@@ -11,7 +11,11 @@ import { hostPlatform } from '../host-info.js';
 import { openStore, type JobStore } from '../store/index.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
-import { ArtifactStore } from './artifact-store.js';
+import { ArtifactStore, DEFAULT_ARTIFACT_LIMITS, type ArtifactLimits } from './artifact-store.js';
+import { ArtifactSweeper, DEFAULT_BLOB_GRACE_MS, DEFAULT_SWEEP_EVERY_MS, type RetentionSettings } from './artifact-sweeper.js';
+import { openUploadTarget, type UploadSettings } from './upload/open-target.js';
+import { DEFAULT_OUTBOX_TIMINGS, Outbox, type OutboxTimings } from './upload/outbox.js';
+import type { UploadTarget } from './upload/target.js';
 import { ConsoleHub } from './console-hub.js';
 import { Dispatcher } from './dispatcher.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
@@ -30,8 +34,12 @@ export interface ServerOptions {
   dataDir: string;
   /** Store URL; SQLite in the data dir when absent. */
   store?: string;
-  /** Largest artifact file accepted (bytes); default 4 GiB. */
-  maxArtifactBytes?: number;
+  /** Largest artifact file, and most artifact bytes per run; default 4 GiB and 16 GiB. */
+  artifactLimits?: Partial<ArtifactLimits>;
+  /** Artifact retention; absent: artifacts are kept (unreferenced blobs are still swept). */
+  retention?: Partial<RetentionSettings>;
+  /** Forward each finished run there (`--upload`), with the outbox's backoff. */
+  upload?: UploadSettings & Partial<OutboxTimings>;
   /** Config dir (templates live in its templates/); the data dir when absent. */
   configDir?: string;
   /** Worker heartbeat interval (ms); a worker silent for two of them is disconnected. */
@@ -49,6 +57,8 @@ export interface KilnServer {
   /** Base URL clients and workers use. */
   url: string;
   tokens: Tokens;
+  /** Where runs are uploaded, without secrets, if anywhere. */
+  uploadTarget: string | undefined;
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
   wakeScheduler(): Promise<void>;
   /** Stops accepting, flushes consoles and closes the store. */
@@ -61,17 +71,27 @@ const BODY_LIMIT = 1024 * 1024;
 /** Starts a server and resolves once it listens. */
 export async function startServer(log: Logger, options: ServerOptions): Promise<KilnServer> {
   const now = options.now ?? Date.now;
+  // Checked before anything is created: a bad upload URL stops the server with nothing written.
+  const target = options.upload ? await openUploadTarget(options.upload) : undefined;
   const store = await openStore(options.dataDir, options.store);
   try {
-    return await startOnStore(log, options, store, ensureTokens(options.dataDir), now);
+    return await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target);
   } catch (raw) {
     await store.close();
     throw raw;
   }
 }
 
-async function startOnStore(log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number): Promise<KilnServer> {
+async function startOnStore(
+  log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined,
+): Promise<KilnServer> {
   const hub = new ConsoleHub(store, log.child({ part: 'console' }));
+  const blobs = new ArtifactStore(path.join(options.dataDir, 'artifacts'), { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits });
+  const sweeper = new ArtifactSweeper(store, blobs, log.child({ part: 'retention' }), now, {
+    sweepEveryMs: DEFAULT_SWEEP_EVERY_MS, graceMs: DEFAULT_BLOB_GRACE_MS, ...options.retention,
+  });
+  store.setUploadTarget(target?.description ?? null);
+  const outbox = target && new Outbox(store, target, blobs, log.child({ part: 'outbox' }), now, { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload });
   let service: KilnService | undefined;
   const backstopMs = options.backstopMs ?? 60_000;
   const dispatcher = new Dispatcher(
@@ -81,7 +101,10 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, (at) => service!.fireDue(at));
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
   const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
-  service = new KilnService({ store, hub, dispatcher, scheduler, templates, log, now, defaultPlatform: hostPlatform(), reattachGraceMs, backstopMs });
+  service = new KilnService({
+    store, hub, dispatcher, scheduler, templates, log, now, defaultPlatform: hostPlatform(), reattachGraceMs, backstopMs,
+    onRunEnded: () => outbox?.wake(),
+  });
   for (const { platform } of await store.listDroppedPlatforms()) dispatcher.setDropped(platform, true);
 
   const waiting = await service.recover();
@@ -92,11 +115,12 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   installErrorHandling(app);
   installAuth(app, tokens);
   app.get('/healthz', async () => ({ ok: true }));
-  registerRoutes(app, { store, hub, dispatcher, service, templates });
-  registerArtifactRoutes(app, store, new ArtifactStore(path.join(options.dataDir, 'artifacts'), options.maxArtifactBytes ?? 4 * 1024 ** 3), dispatcher);
+  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description });
+  registerArtifactRoutes(app, store, blobs);
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
+    artifactLimits: blobs.limits,
   });
 
   await app.listen({ host: options.host, port: options.port });
@@ -105,15 +129,20 @@ async function startOnStore(log: Logger, options: ServerOptions, store: JobStore
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   const url = `http://${host}:${port}`;
   await scheduler.wake();
-  log.info({ url, dataDir: options.dataDir }, 'kiln server listening');
+  sweeper.start();
+  outbox?.wake();
+  log.info({ url, dataDir: options.dataDir, upload: target?.description }, 'kiln server listening');
 
   return {
     url,
     tokens,
+    uploadTarget: target?.description,
     wakeScheduler: () => scheduler.wake(),
     async close() {
       scheduler.stop();
       service!.stop();
+      await outbox?.stop();
+      await sweeper.stop();
       await gateway.shutdown();
       await app.close();
       await dispatcher.settled();

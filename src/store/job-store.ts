@@ -102,6 +102,50 @@ export interface Artifact {
   mode: number;
 }
 
+/** A finished run on its way to the upload target (the outbox). */
+export interface Delivery {
+  id: number;
+  runId: string;
+  /** The target it was meant for, as described (no secrets). */
+  target: string;
+  /** pending: not yet accepted; delivered: accepted (2xx); failed: refused for good. */
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  /** When the next attempt is due (pending). */
+  nextAt: number;
+  lastError: string | null;
+  createdAt: number;
+  endedAt: number | null;
+}
+
+/** The outbox at a glance. */
+export interface OutboxSummary {
+  pending: number;
+  delivered: number;
+  failed: number;
+  /** When the oldest pending delivery was created. */
+  oldestPendingAt: number | null;
+  /** The most recent deliveries given up or still failing, newest first (a few). */
+  troubled: Delivery[];
+}
+
+/** Which runs' artifacts retention lets go. */
+export interface RetentionPolicy {
+  /** Keep the artifacts of the newest N ended runs (that have artifacts) of each job. */
+  keepRuns?: number;
+  /** Keep the artifacts of runs that ended at or after this time. */
+  keptSince?: number;
+}
+
+/** A run whose artifacts retention lets go. */
+export interface ExpiredArtifacts {
+  runId: string;
+  job: string;
+  finishedAt: number;
+  files: number;
+  bytes: number;
+}
+
 /** One entry of a run's history. */
 export interface RunEvent {
   at: number;
@@ -263,6 +307,30 @@ export interface JobStore {
   addArtifact(runId: string, artifact: Artifact): Promise<void>;
   /** A run's artifacts, by path. */
   listArtifacts(runId: string): Promise<Artifact[]>;
+  /**
+   * Runs whose artifacts `policy` lets go, oldest first: ended runs past the newest `keepRuns`
+   * (with artifacts) of their job, or ended before `keptSince`; never a run still queued, running
+   * or waiting to be delivered. An empty policy lets nothing go.
+   */
+  expiredArtifacts(policy: RetentionPolicy): Promise<ExpiredArtifacts[]>;
+  /** Forgets the artifacts of these runs (their blobs stay until no run references them). */
+  deleteArtifacts(runIds: string[]): Promise<number>;
+  /** Those of `sha256s` that no artifact references (not counting the artifacts of `ignoringRuns`). */
+  unreferencedBlobs(sha256s: string[], ignoringRuns?: string[]): Promise<string[]>;
+
+  /** From now on, each run that ran and ends gets a pending delivery to `target` (null: none). */
+  setUploadTarget(target: string | null): void;
+  /** Pending deliveries due at `now`, oldest first. */
+  dueDeliveries(now: number, limit: number): Promise<Delivery[]>;
+  /** When the next pending delivery is due. */
+  nextDeliveryAt(): Promise<number | undefined>;
+  /** Records an attempt: still pending (retry at `nextAt`), delivered, or failed for good. */
+  recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void>;
+  /** The deliveries of a run. */
+  listDeliveries(runId: string): Promise<Delivery[]>;
+  /** Counts by state, and the latest troubles. */
+  outboxSummary(): Promise<OutboxSummary>;
+
   /** Saves the script a run executes (expanded from a template at dispatch). */
   setRunScript(id: string, script: string): Promise<void>;
 

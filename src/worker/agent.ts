@@ -15,10 +15,10 @@ import { coerceError } from '../errors.js';
 import { hostFacts } from '../host-info.js';
 import {
   CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
-  type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type WorkerMessage,
+  type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type SkippedArtifact, type WorkerMessage,
 } from '../protocol/index.js';
 import { KILN_VERSION } from '../version.js';
-import { collectArtifacts, uploadArtifact } from './artifacts.js';
+import { collectArtifacts, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
@@ -265,22 +265,37 @@ export class WorkerAgent {
     });
   }
 
-  /** Uploads the run's files; each one not kept is said in the console, with why. */
-  private async keepArtifacts(run: RunAssignment, workDir: string, say: (text: string) => void): Promise<void> {
+  /** Uploads the run's files within the server's limits; each one not kept is said in the console, with why. */
+  private async keepArtifacts(run: RunAssignment, workDir: string, say: (text: string) => void): Promise<SkippedArtifact[]> {
     const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
-    const target = { server: this.options.server, token: this.options.token, worker: this.options.name, runId: run.id };
+    const target = { server: this.options.server, token: this.options.token, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
+    const limits = run.artifactLimits ?? { fileBytes: Infinity, runBytes: Infinity };
+    const skipped: SkippedArtifact[] = [];
+    const skip = (file: CollectedFile, reason: string) => {
+      skipped.push({ path: file.path, size: file.size, reason });
+      say(`kiln: artifact ${file.path} not kept: ${reason}`);
+    };
     let kept = 0;
     let bytes = 0;
     for (const file of files) {
+      if (file.size > limits.fileBytes) {
+        skip(file, `${file.size} bytes is over the per-file limit of ${limits.fileBytes} bytes`);
+        continue;
+      }
+      if (bytes + file.size > limits.runBytes) {
+        skip(file, `it would take the run's artifacts to ${bytes + file.size} bytes, over the per-run limit of ${limits.runBytes} bytes`);
+        continue;
+      }
       try {
         await uploadArtifact(file, target);
         kept += 1;
         bytes += file.size;
       } catch (raw) {
-        say(`kiln: artifact ${file.path} not kept: ${coerceError(raw).message}`);
+        skip(file, coerceError(raw).message);
       }
     }
     if (files.length > 0) say(`kiln: kept ${kept} of ${files.length} artifacts (${bytes} bytes)`);
+    return skipped;
   }
 
   private flushOutput(held: Held): void {
@@ -295,8 +310,8 @@ export class WorkerAgent {
   /** Sends the run's result (after the last of its lines). */
   private report(held: Held): void {
     this.flushOutput(held);
-    const { result, stoppedBy } = held.report!;
-    this.sendFrame({ v: 1, type: 'run.finished', runId: held.run.id, result, ...(stoppedBy ? { stoppedBy } : {}) });
+    const { result, stoppedBy, artifactsSkipped } = held.report!;
+    this.sendFrame({ v: 1, type: 'run.finished', runId: held.run.id, result, ...(stoppedBy ? { stoppedBy } : {}), ...(artifactsSkipped ? { artifactsSkipped } : {}) });
   }
 
   /** After a reconnect: resends the lines the server lacks, in order, then the result if there is one. */

@@ -11,6 +11,7 @@ import https from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
+import type { Logger } from 'pino';
 import { coerceError } from '../errors.js';
 
 /** A file to keep. */
@@ -72,6 +73,7 @@ export interface UploadTarget {
   token: string;
   worker: string;
   runId: string;
+  log: Logger;
 }
 
 const ATTEMPTS = 4;
@@ -85,6 +87,7 @@ export async function uploadArtifact(file: CollectedFile, target: UploadTarget):
   const url = new URL(`/api/runs/${target.runId}/artifacts/${file.path.split('/').map(encodeURIComponent).join('/')}`, target.server);
   let lastError = '';
   for (let attempt = 1; attempt <= ATTEMPTS; attempt += 1) {
+    target.log.info({ path: file.path, size: file.size, attempt }, 'uploading an artifact');
     try {
       const response = await putFile(url, file.absolute, {
         authorization: `Bearer ${target.token}`,
@@ -110,7 +113,8 @@ export async function uploadArtifact(file: CollectedFile, target: UploadTarget):
       // Anything else is the connection: try again.
       lastError = coerceError(raw).message;
     }
-    await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    target.log.warn({ path: file.path, attempt, err: lastError }, 'artifact upload failed; retrying');
+    if (attempt < ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
   }
   throw new Error(`gave up after ${ATTEMPTS} attempts: ${lastError}`);
 }

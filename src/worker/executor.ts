@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { formatDuration, type RunResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
-import type { ConsoleLine, RunAssignment, StopCause } from '../protocol/index.js';
+import type { ConsoleLine, RunAssignment, SkippedArtifact, StopCause } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
 import type { Sandbox, SandboxLauncher } from './sandbox/sandbox.js';
 
@@ -17,6 +17,8 @@ export interface RunReport {
   result: RunResult;
   /** Set when the worker stopped the job itself, and why. */
   stoppedBy?: StopCause;
+  /** Files left in the work dir that were not kept, and why. */
+  artifactsSkipped?: SkippedArtifact[];
 }
 
 /** Options of one execution. */
@@ -34,8 +36,9 @@ export interface ExecutorOptions {
   /**
    * Keeps the run's artifacts, after the job and before its work dir is removed (only for a job
    * that exited, unless the run keeps them on failure); `say` writes to the run's console.
+   * Resolves with the files it did not keep.
    */
-  keepArtifacts?: (workDir: string, say: (text: string) => void) => Promise<void>;
+  keepArtifacts?: (workDir: string, say: (text: string) => void) => Promise<SkippedArtifact[]>;
 }
 
 /** A run in progress on this worker. */
@@ -89,7 +92,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       const keep = report.result.kind === 'exited' || (run.artifactsOnFailure && stoppedJob);
       if (options.keepArtifacts && keep) {
         try {
-          await options.keepArtifacts(workDir, say);
+          const skipped = await options.keepArtifacts(workDir, say);
+          if (skipped.length > 0) report.artifactsSkipped = skipped;
         } catch (raw) {
           say(`kiln: the run's files could not be read; no artifacts kept: ${coerceError(raw).message}`);
         }

@@ -26,6 +26,10 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     ['heartbeat: soon\n', /^kiln: bad config file .*: heartbeat: use a duration like 10s, 5m or 1h$/],
     ['pools:\n  - name: local\n', /^kiln: bad config file .*: pools: latent worker pools are not available in this version yet/],
     ['listen: [\n', /^kiln: cannot read config file .*: /],
+    ['artifacts:\n  max_file: huge\n', /^kiln: bad config file .*: artifacts\.max_file: use a size like 512mb or 4gb$/],
+    ['artifacts:\n  keep_runs: -1\n', /^kiln: bad config file .*: artifacts\.keep_runs: /],
+    ['upload: ftp://example.org/\n', /^kiln: bad --upload 'ftp:\/\/example\.org\/': unsupported scheme ftp: \(use http, https or s3\)$/],
+    ['upload:\n  url: s3://builds\n  access_key_id: AKIA\n', /^kiln: S3 access key id and secret access key go together/],
   ];
   for (const [i, [text, message]] of cases.entries()) {
     const file = path.join(dir, `bad-${i}.yaml`);
@@ -35,4 +39,16 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     assert.match(server.stderr[0] ?? '', message);
     assert.equal(existsSync(path.join(dir, `data-${i}`)), false, 'nothing was created');
   }
+  const flags: [string[], RegExp][] = [
+    [['--max-artifact-file', 'huge'], /^kiln: bad --max-artifact-file 'huge': use a size like 512mb or 4gb$/],
+    [['--keep-artifacts-runs', 'ten'], /^kiln: bad --keep-artifacts-runs 'ten': give a whole number/],
+    [['--keep-artifacts-for', 'forever'], /^kiln: bad --keep-artifacts-for 'forever': use a duration/],
+    [['--upload', 'not a url'], /^kiln: bad --upload 'not a url': use http\(s\):\/\/\[user:password@\]host\/path or s3:\/\/bucket\/prefix$/],
+  ];
+  for (const [args, message] of flags) {
+    const server = spawnKiln(t, ['server', '--data', path.join(dir, 'flags'), ...args]);
+    assert.equal((await server.exited).code, 2, args.join(' '));
+    assert.match(server.stderr[0] ?? '', message);
+  }
+  assert.equal(existsSync(path.join(dir, 'flags')), false, 'nothing was created');
 });

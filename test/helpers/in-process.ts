@@ -16,7 +16,7 @@ export interface InProcessOptions {
   backstopMs?: number;
   /** An injected clock. */
   now?: () => number;
-  maxArtifactBytes?: number;
+  artifactLimits?: { fileBytes?: number; runBytes?: number };
 }
 
 export async function inProcessServer(t: TestContext, options: InProcessOptions = {}): Promise<KilnServer & { dataDir: string }> {
@@ -24,7 +24,7 @@ export async function inProcessServer(t: TestContext, options: InProcessOptions 
   if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
   const server = await startServer(pino({ level: process.env.KILN_TEST_LOG ?? 'silent' }), {
     host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs, now: options.now,
-    maxArtifactBytes: options.maxArtifactBytes,
+    artifactLimits: options.artifactLimits,
   });
   let closed = false;
   t.after(async () => {

@@ -9,7 +9,7 @@ import { call, runOnFakeWorker } from '../helpers/in-process.js';
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 
 test('uploads are checked: path, hash, size, holder, token and limit; good ones are stored once', async (t) => {
-  const { server, runId } = await runOnFakeWorker(t, undefined, { maxArtifactBytes: 1000 });
+  const { server, runId } = await runOnFakeWorker(t, undefined, { artifactLimits: { fileBytes: 1000 } });
   const put = (rawPath: string, body: string, headers: Record<string, string> = {}, token = server.tokens.worker) =>
     fetch(`${server.url}/api/runs/${runId}/artifacts/${rawPath}`, {
       method: 'PUT',
@@ -28,7 +28,7 @@ test('uploads are checked: path, hash, size, holder, token and limit; good ones 
     ['more bytes than announced', await put('f.txt', 'hello world', { 'x-kiln-size': '5', 'x-kiln-sha256': sha('hello') }), 400, 'KILN_ERR_INVALID_REQUEST', /more bytes than the announced 5/],
     ['fewer bytes than announced', await put('f.txt', 'hi', { 'x-kiln-size': '10' }), 400, 'KILN_ERR_INVALID_REQUEST', /got 2 bytes, 10 were announced/],
     ['no size', await put('f.txt', 'hi', { 'x-kiln-size': '' }), 400, 'KILN_ERR_INVALID_REQUEST', /x-kiln-size/],
-    ['over the size limit', await put('big', 'x'.repeat(1001)), 413, 'KILN_ERR_PAYLOAD_TOO_LARGE', /larger than 1000 bytes/],
+    ['over the size limit', await put('big', 'x'.repeat(1001)), 413, 'KILN_ERR_PAYLOAD_TOO_LARGE', /larger than the per-file limit of 1000 bytes/],
     ['a worker that does not hold the run', await put('f.txt', 'hi', { 'x-kiln-worker': 'someone-else' }), 409, 'KILN_ERR_ARTIFACT_REFUSED', /does not hold run/],
     ['the admin token', await put('f.txt', 'hi', {}, server.tokens.admin), 401, 'KILN_ERR_UNAUTHORIZED', /token/],
     ['a JSON body', await put('f.txt', '{"a":1}', { 'content-type': 'application/json' }), 400, 'KILN_ERR_INVALID_REQUEST', /application\/octet-stream/],
@@ -53,4 +53,26 @@ test('uploads are checked: path, hash, size, holder, token and limit; good ones 
   assert.equal(file.headers.get('etag'), `"${sha('same')}"`);
   assert.equal(file.headers.get('content-length'), '4');
   assert.equal(await file.text(), 'same');
+});
+
+test('a run keeps at most the per-run limit of artifact bytes; replacing a file counts its new size only', async (t) => {
+  const { server, runId } = await runOnFakeWorker(t, undefined, { artifactLimits: { runBytes: 10 } });
+  const put = (name: string, body: string) =>
+    fetch(`${server.url}/api/runs/${runId}/artifacts/${name}`, {
+      method: 'PUT',
+      headers: {
+        authorization: `Bearer ${server.tokens.worker}`, 'content-type': 'application/octet-stream', 'x-kiln-worker': 'fake-1',
+        'x-kiln-sha256': sha(body), 'x-kiln-size': String(Buffer.byteLength(body)),
+      },
+      body,
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: { code: string; message: string } } }));
+
+  assert.equal((await put('a', '123456')).status, 201);
+  const over = await put('b', '123456');
+  assert.equal(over.status, 413);
+  assert.equal(over.body.error?.code, 'KILN_ERR_PAYLOAD_TOO_LARGE');
+  assert.match(over.body.error?.message ?? '', /would take the run's artifacts to 12 bytes, over the per-run limit of 10 bytes/);
+  assert.equal((await put('a', '1234567')).status, 201, 'a replaced file counts once');
+  const listed = (await call(server, 'GET', `/api/runs/${runId}/artifacts`)).body.artifacts;
+  assert.deepEqual(listed.map((a: { path: string; size: number }) => [a.path, a.size]), [['a', 7]]);
 });

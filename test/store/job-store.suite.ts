@@ -823,6 +823,92 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
       });
     });
 
+    describe('outbox and artifact retention', () => {
+      const sha = (n: number) => n.toString(16).padStart(64, '0');
+      /** Runs one run of `job` on a worker to its end at `finishedAt`, keeping `files` artifacts of 10 bytes each. */
+      async function finishedRun(store: JobStore, job: string, finishedAt: number, files: number[]): Promise<string> {
+        if (!(await store.getJob(job))) await store.createJob(makeJob(job));
+        const { run } = await store.enqueue(makeRun(makeJob(job), { queuedAt: finishedAt - 10 }), 'back');
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, finishedAt - 5);
+        for (const n of files) await store.addArtifact(run.id, { path: `f${n}`, size: 10, sha256: sha(n), mode: 0o644 });
+        await store.endAttempt(run.id, { status: 'succeeded', result: EXITED_0, finishedAt }, { worker: 'w1' });
+        return run.id;
+      }
+
+      test('a run that ran and ends gets one pending delivery while a target is set; queued cancellations get none', async (t) => {
+        const store = await open(t);
+        const before = await finishedRun(store, 'build', T0 + 100, []);
+        store.setUploadTarget('https://results.example/upload');
+        const ran = await finishedRun(store, 'build', T0 + 200, []);
+        const { run: queued } = await store.enqueue(makeRun(makeJob('build')), 'back');
+        await store.requestCancel(queued.id, 'alice', T0 + 300, T0 + 300);
+        assert.deepEqual(await store.listDeliveries(before), [], 'runs that ended before the target was set are not sent');
+        assert.deepEqual(await store.listDeliveries(queued.id), [], 'a run cancelled in the queue has nothing to send');
+        const [delivery] = await store.listDeliveries(ran);
+        assert.deepEqual(delivery, {
+          id: delivery!.id, runId: ran, target: 'https://results.example/upload', state: 'pending', attempts: 0,
+          nextAt: T0 + 200, lastError: null, createdAt: T0 + 200, endedAt: null,
+        });
+        assert.equal(await store.nextDeliveryAt(), T0 + 200);
+        assert.deepEqual((await store.dueDeliveries(T0 + 199, 10)).map((d) => d.runId), []);
+        assert.deepEqual((await store.dueDeliveries(T0 + 200, 10)).map((d) => d.runId), [ran]);
+      });
+
+      test('attempts move a delivery from pending to delivered or failed, once', async (t) => {
+        const store = await open(t);
+        store.setUploadTarget('t');
+        const first = await finishedRun(store, 'a', T0 + 1, []);
+        const second = await finishedRun(store, 'b', T0 + 2, []);
+        const [d1] = await store.listDeliveries(first);
+        const [d2] = await store.listDeliveries(second);
+        await store.recordDeliveryAttempt(d1!.id, { state: 'pending', nextAt: T0 + 1000, error: 'HTTP 503', at: T0 + 10 });
+        assert.deepEqual((await store.dueDeliveries(T0 + 500, 10)).map((d) => d.runId), [second], 'a retried delivery waits for its time');
+        assert.equal(await store.nextDeliveryAt(), T0 + 2);
+        await store.recordDeliveryAttempt(d2!.id, { state: 'failed', nextAt: T0 + 20, error: 'HTTP 400: bad run', at: T0 + 20 });
+        await store.recordDeliveryAttempt(d1!.id, { state: 'delivered', nextAt: T0 + 1000, error: null, at: T0 + 1000 });
+        await store.recordDeliveryAttempt(d1!.id, { state: 'failed', nextAt: T0 + 2000, error: 'late', at: T0 + 2000 });
+        const [after1] = await store.listDeliveries(first);
+        assert.equal(after1!.state, 'delivered', 'an ended delivery does not change again');
+        assert.equal(after1!.attempts, 2);
+        assert.equal(after1!.endedAt, T0 + 1000);
+        assert.equal(await store.nextDeliveryAt(), undefined);
+        const summary = await store.outboxSummary();
+        assert.deepEqual({ ...summary, troubled: summary.troubled.map((d) => [d.runId, d.state, d.lastError]) }, {
+          pending: 0, delivered: 1, failed: 1, oldestPendingAt: null, troubled: [[second, 'failed', 'HTTP 400: bad run']],
+        });
+      });
+
+      test('retention lets go of runs past the newest N per job, or older than a time, never running or undelivered ones', async (t) => {
+        const store = await open(t);
+        const a1 = await finishedRun(store, 'a', T0 + 1, [1]);
+        const a2 = await finishedRun(store, 'a', T0 + 2, [2, 3]);
+        await finishedRun(store, 'a', T0 + 3, []);
+        const a4 = await finishedRun(store, 'a', T0 + 4, [4]);
+        const b1 = await finishedRun(store, 'b', T0 + 5, [1]);
+        assert.deepEqual(await store.expiredArtifacts({}), [], 'no policy, nothing goes');
+        assert.deepEqual(await store.expiredArtifacts({ keepRuns: 1 }), [
+          { runId: a1, job: 'a', finishedAt: T0 + 1, files: 1, bytes: 10 },
+          { runId: a2, job: 'a', finishedAt: T0 + 2, files: 2, bytes: 20 },
+        ], 'runs without artifacts do not count');
+        assert.deepEqual((await store.expiredArtifacts({ keptSince: T0 + 4 })).map((e) => e.runId), [a1, a2]);
+        assert.deepEqual((await store.expiredArtifacts({ keepRuns: 2, keptSince: T0 + 2 })).map((e) => e.runId), [a1]);
+
+        await store.createJob(makeJob('c'));
+        const { run: running } = await store.enqueue(makeRun(makeJob('c'), { queuedAt: T0 }), 'back');
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0);
+        await store.addArtifact(running.id, { path: 'x', size: 1, sha256: sha(9), mode: 0o644 });
+        store.setUploadTarget('t');
+        const undelivered = await finishedRun(store, 'd', T0 + 6, [5]);
+        assert.deepEqual((await store.expiredArtifacts({ keptSince: T0 + 100 })).map((e) => e.runId), [a1, a2, a4, b1]);
+
+        assert.equal(await store.deleteArtifacts([a1, a2]), 3);
+        assert.deepEqual(await store.listArtifacts(a2), []);
+        assert.deepEqual((await store.listArtifacts(undelivered)).length, 1);
+        assert.deepEqual(await store.unreferencedBlobs([sha(1), sha(2), sha(3), sha(4), sha(77)]), [sha(2), sha(3), sha(77)], 'b1 still holds sha(1)');
+        assert.deepEqual(await store.unreferencedBlobs([sha(1), sha(4), sha(5)], [b1, a4]), [sha(1), sha(4)], 'as if b1 and a4 had gone');
+      });
+    });
+
     describe('workers', () => {
       test('recordWorker adds a worker and updates it on reconnect', async (t) => {
         const store = await open(t);

@@ -6,11 +6,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { parseDuration, parsePairs } from '../../core/index.js';
+import { parseDuration, parsePairs, parseSize } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
 import type { KilnServer } from '../../server/index.js';
+import type { S3Settings } from '../../server/upload/s3-target.js';
 import type { WorkerAgent } from '../../worker/index.js';
 import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from '../context.js';
 import { createLogger } from '../logger.js';
@@ -42,6 +43,24 @@ interface ServerFlags {
   heartbeat?: string;
   reattachGrace?: string;
   backstop?: string;
+  maxArtifactFile?: string;
+  maxArtifactsPerRun?: string;
+  keepArtifactsRuns?: string;
+  keepArtifactsFor?: string;
+  upload?: string;
+  /** Only from a config file. */
+  sweepEvery?: string;
+  blobGrace?: string;
+  uploadRetryMin?: string;
+  uploadRetryMax?: string;
+  s3?: S3Settings;
+}
+
+/** Parses a size flag or throws a usage error naming it. */
+function sizeFlag(flag: string, text: string): number {
+  const value = parseSize(text);
+  if (value === undefined) throw new UsageError(`bad ${flag} '${text}': use a size like 512mb or 4gb`);
+  return value;
 }
 
 async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
@@ -52,9 +71,37 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
     reattachGraceMs: optional('--reattach-grace', flags.reattachGrace),
     backstopMs: optional('--backstop', flags.backstop),
   };
+  const artifactLimits = {
+    fileBytes: flags.maxArtifactFile === undefined ? undefined : sizeFlag('--max-artifact-file', flags.maxArtifactFile),
+    runBytes: flags.maxArtifactsPerRun === undefined ? undefined : sizeFlag('--max-artifacts-per-run', flags.maxArtifactsPerRun),
+  };
+  const keepRuns = flags.keepArtifactsRuns === undefined ? undefined : Number(flags.keepArtifactsRuns);
+  if (keepRuns !== undefined && (!Number.isInteger(keepRuns) || keepRuns < 0)) {
+    throw new UsageError(`bad --keep-artifacts-runs '${flags.keepArtifactsRuns}': give a whole number, e.g. 10`);
+  }
+  const retention = {
+    keepRuns,
+    keepForMs: optional('--keep-artifacts-for', flags.keepArtifactsFor),
+    sweepEveryMs: optional('artifacts.sweep_every', flags.sweepEvery),
+    graceMs: flags.blobGrace === undefined ? undefined : durationFlag('artifacts.blob_grace', flags.blobGrace, true),
+  };
+  const upload = flags.upload === undefined ? undefined : {
+    url: flags.upload,
+    s3: flags.s3,
+    retryMinMs: optional('upload.retry_min', flags.uploadRetryMin),
+    retryMaxMs: optional('upload.retry_max', flags.uploadRetryMax),
+  };
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
-  return startServer(log, { host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings });
+  return startServer(log, {
+    host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
+    artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
+  });
+}
+
+/** The object without its undefined values, so defaults spread under it survive. */
+function withoutUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** Fills the options not given on the command line from `--config FILE`. */
@@ -63,11 +110,22 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const { readConfigFile } = await import('../../server/config-file.js');
   const fromFile = readConfigFile(path.resolve(flags.config));
   const merged: ServerFlags = { ...flags };
-  for (const key of ['listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop'] as const) {
+  const keys = [
+    'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop',
+    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload',
+  ] as const;
+  for (const key of keys) {
     const source = command.getOptionValueSource(key);
     if ((source === undefined || source === 'default') && fromFile[key] !== undefined) merged[key] = fromFile[key]!;
   }
-  return merged;
+  // The upload's details go with the file's upload URL only.
+  const fileUpload = merged.upload !== undefined && merged.upload === fromFile.upload;
+  return {
+    ...merged,
+    sweepEvery: fromFile.sweepEvery,
+    blobGrace: fromFile.blobGrace,
+    ...(fileUpload ? { uploadRetryMin: fromFile.uploadRetryMin, uploadRetryMax: fromFile.uploadRetryMax, s3: fromFile.s3 } : {}),
+  };
 }
 
 /** Resolves on the first SIGINT/SIGTERM; a second one ends the process at once. */
@@ -110,16 +168,21 @@ export function registerDaemonCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
     .option('--store <url>', 'store: sqlite:PATH (default: SQLite in the data dir)')
-    .option('--config <file>', 'YAML settings (listen, data, config_dir, store, heartbeat, reattach_grace, backstop); options given here win')
+    .option('--config <file>', 'YAML settings (listen, data, config_dir, store, timings, artifacts, upload: see README); options given here win')
     .option('--config-dir <dir>', 'where templates/ is (default: the data dir)')
     .option('--heartbeat <duration>', 'ping workers this often; one silent for two pings is disconnected (default 10s)')
     .option('--reattach-grace <duration>', "how long a disconnected worker's runs wait for it to re-attach before they are lost (default 30s)")
     .option('--backstop <duration>', "how long past a run's timeout or cancel the server waits for the worker's result (default 60s)")
+    .option('--max-artifact-file <size>', 'largest artifact file kept, e.g. 512mb (default 4gb)')
+    .option('--max-artifacts-per-run <size>', 'most artifact bytes one run keeps (default 16gb)')
+    .option('--keep-artifacts-runs <n>', 'keep the artifacts of the newest N runs of each job (default: all)')
+    .option('--keep-artifacts-for <duration>', 'keep artifacts this long after their run ended, e.g. 30d (default: forever)')
+    .option('--upload <url>', 'forward each finished run: http(s)://[user:password@]host/path (multipart POST) or s3://bucket/prefix')
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
       const log = createLogger();
       const server = await runServer(log, flags);
-      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})\n`);
+      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}\n`);
       await firstSignalThenNow(log);
       log.info('shutting down (a second signal exits at once)');
       await server.close();

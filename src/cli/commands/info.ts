@@ -1,6 +1,7 @@
 /** Commands that show the farm: info, workers. */
 import type { Command } from 'commander';
 import type { InfoReply, PresentedWorker } from '../api-client.js';
+import { formatDuration } from '../../core/index.js';
 import { clientFor, globals } from '../context.js';
 import { orDash, printJson, printTable, shortId } from '../output.js';
 
@@ -32,6 +33,19 @@ export function registerInfoCommands(program: Command): void {
       if (info.dropped.length) out.push(`dropped platforms: ${info.dropped.map((d) => d.platform).join(', ')}`);
       out.push('workers:');
       for (const w of info.workers) out.push(`  ${w.name} (${w.platform}) ${w.state}${w.running.length ? `: ${w.running.map(shortId).join(', ')}` : ''}`);
+      const keep = [
+        info.artifacts.keepRuns === null ? '' : `newest ${info.artifacts.keepRuns} runs per job`,
+        info.artifacts.keepForMs === null ? '' : `${formatDuration(info.artifacts.keepForMs)} after a run ends`,
+      ].filter(Boolean);
+      out.push(`artifacts: kept ${keep.length ? keep.join(', and ') : 'forever'}`);
+      if (info.upload) {
+        const { upload } = info;
+        out.push(`upload to ${upload.target ?? '(no target configured now)'}: ${upload.pending} pending, ${upload.delivered} delivered, ${upload.failed} failed`
+          + (upload.oldestPendingAt ? `, oldest pending since ${upload.oldestPendingAt}` : ''));
+        for (const d of upload.troubled) {
+          out.push(`  ${d.runId} ${d.state} after ${d.attempts} attempts${d.nextAt ? `, next ${d.nextAt}` : ''}: ${d.lastError}`);
+        }
+      }
       process.stdout.write(out.join('\n') + '\n');
     });
 

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { RUN_STATUSES } from '../../core/index.js';
 import { coerceError, ServerUnreachableError, UsageError } from '../../errors.js';
 import os from 'node:os';
-import type { ApiClient, PresentedEvent, PresentedRun } from '../api-client.js';
+import type { ApiClient, PresentedDelivery, PresentedEvent, PresentedRun } from '../api-client.js';
 import { clientFor, globals } from '../context.js';
 import { orDash, printJson, printTable, shortId } from '../output.js';
 
@@ -110,7 +110,9 @@ export function registerRunCommands(program: Command): void {
     .description('a run and its history: every attempt, dispatch, end, retry and ignored message')
     .argument('<run>', 'run id or unique prefix')
     .action(async (runId: string, _flags: unknown, command: Command) => {
-      const reply = await clientFor(command).request<{ run: PresentedRun; events: PresentedEvent[] }>('GET', `/api/runs/${encodeURIComponent(runId)}/events`);
+      const reply = await clientFor(command).request<{ run: PresentedRun; events: PresentedEvent[]; deliveries: PresentedDelivery[] }>(
+        'GET', `/api/runs/${encodeURIComponent(runId)}/events`,
+      );
       if (globals(command).json) return printJson(reply);
       const { run } = reply;
       const out = [
@@ -119,6 +121,8 @@ export function registerRunCommands(program: Command): void {
         `  worker ${orDash(run.worker)}, queued ${orDash(run.queuedAt)}, started ${orDash(run.startedAt)}, finished ${orDash(run.finishedAt)}`,
         'history:',
         ...reply.events.map((e) => `  ${e.at}  attempt ${e.attempt}  ${e.kind}  ${JSON.stringify(e.detail)}`),
+        ...reply.deliveries.map((d) => `upload to ${d.target}: ${d.state} after ${d.attempts} attempts`
+          + `${d.endedAt ? ` at ${d.endedAt}` : d.nextAt ? `, next ${d.nextAt}` : ''}${d.lastError ? `; last error: ${d.lastError}` : ''}`),
       ];
       process.stdout.write(out.join('\n') + '\n');
     });

@@ -7,10 +7,9 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { ArtifactPathError, isSha256, normaliseArtifactPath } from '../../core/index.js';
-import { ArtifactRefusedError, InvalidRequestError, RunNotFoundError } from '../../errors.js';
+import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
-import type { Dispatcher } from '../dispatcher.js';
 
 function artifactPath(params: unknown): string {
   try {
@@ -22,7 +21,7 @@ function artifactPath(params: unknown): string {
 }
 
 /** Registers the artifact routes. */
-export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: ArtifactStore, dispatcher: Dispatcher): void {
+export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: ArtifactStore): void {
   // Uploads are streams: the route reads the body itself, with its own limits.
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
 
@@ -42,8 +41,14 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidRequestError('x-kiln-mode must be a file mode');
     const run = await store.findRun(runId).catch(() => undefined);
     if (!run || run.id !== runId) throw new RunNotFoundError(runId);
-    if (!dispatcher.session(worker)?.running.has(runId)) {
+    // The store says who holds the run: a worker briefly disconnected (re-attaching) still does.
+    if (run.status !== 'running' || run.worker !== worker) {
       throw new ArtifactRefusedError(`worker '${worker}' does not hold run ${runId}; artifacts come from the run's worker while it runs`);
+    }
+    // Uploads of one run come one at a time from its worker, so this sum is not raced.
+    const kept = (await store.listArtifacts(runId)).filter((a) => a.path !== relative).reduce((sum, a) => sum + a.size, 0);
+    if (kept + size > blobs.limits.runBytes) {
+      throw new PayloadTooLargeError(blobs.limits.runBytes, `the file (${size} bytes) would take the run's artifacts to ${kept + size} bytes, over the per-run limit of ${blobs.limits.runBytes} bytes`);
     }
     await blobs.receive(request.body as Readable, { size, sha256 });
     await store.addArtifact(runId, { path: relative, size, sha256, mode: mode & 0o7777 });

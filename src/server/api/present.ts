@@ -1,6 +1,6 @@
 /** How jobs, runs and workers look in API responses: times as ISO 8601, results also as text. */
 import { describeSchedule, formatResult, isoInZone, scheduleZone } from '../../core/index.js';
-import type { Job, Run, RunEvent, WorkerRecord } from '../../store/index.js';
+import type { Delivery, Job, Run, RunEvent, WorkerRecord } from '../../store/index.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -45,3 +45,11 @@ export type PresentedJob = ReturnType<typeof presentJob>;
 export type PresentedRun = ReturnType<typeof presentRun>;
 export type PresentedWorker = ReturnType<typeof presentWorker>;
 export type PresentedEvent = ReturnType<typeof presentEvent>;
+
+export function presentDelivery(delivery: Delivery) {
+  return {
+    id: delivery.id, runId: delivery.runId, target: delivery.target, state: delivery.state, attempts: delivery.attempts,
+    nextAt: delivery.state === 'pending' ? iso(delivery.nextAt) : null, lastError: delivery.lastError,
+    createdAt: iso(delivery.createdAt), endedAt: iso(delivery.endedAt),
+  };
+}

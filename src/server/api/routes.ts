@@ -5,11 +5,12 @@ import type { ConsoleHub } from '../console-hub.js';
 import type { Dispatcher } from '../dispatcher.js';
 import { KilnService } from '../kiln-service.js';
 import { streamConsole } from './console-stream.js';
-import { presentEvent, presentJob, presentRun, presentWorker } from './present.js';
+import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } from './present.js';
 import { describeSchedule, isoInZone, scheduleZone, upcoming } from '../../core/index.js';
 import type { Templates } from '../templates.js';
+import type { ArtifactSweeper } from '../artifact-sweeper.js';
 import {
-  cancelBody, consoleQuery, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
+  cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
 import { JobNotFoundError, RunNotFoundError } from '../../errors.js';
 
@@ -20,13 +21,16 @@ export interface RouteParts {
   dispatcher: Dispatcher;
   service: KilnService;
   templates: Templates;
+  sweeper: ArtifactSweeper;
+  /** Where runs are uploaded, without secrets. */
+  uploadTarget: string | undefined;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget }: RouteParts): void {
   app.post('/api/jobs', async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await service.schedule(body);
@@ -104,7 +108,8 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
 
   app.get('/api/runs/:id/events', async (request) => {
     const run = await store.findRun(idParam(request.params));
-    return { run: presentRun(run), events: (await store.listEvents(run.id)).map(presentEvent) };
+    const [events, deliveries] = await Promise.all([store.listEvents(run.id), store.listDeliveries(run.id)]);
+    return { run: presentRun(run), events: events.map(presentEvent), deliveries: deliveries.map(presentDelivery) };
   });
 
   app.get('/api/runs/:id/console', async (request, reply) => {
@@ -116,7 +121,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
   app.get('/api/workers', async () => ({ workers: await listWorkers() }));
 
   app.get('/api/info', async () => {
-    const [jobs, queued, running, workers] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers()]);
+    const [jobs, queued, running, workers, summary] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary()]);
     const queues: Record<string, ReturnType<typeof presentRun>[]> = {};
     for (const run of queued) (queues[run.platform] ??= []).push(presentRun(run));
     return {
@@ -131,6 +136,24 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
       running: running.map(presentRun),
       workers,
       dropped: await droppedPlatforms(),
+      artifacts: { keepRuns: sweeper.settings.keepRuns ?? null, keepForMs: sweeper.settings.keepForMs ?? null },
+      upload: uploadTarget === undefined && summary.pending + summary.delivered + summary.failed === 0 ? null : {
+        target: uploadTarget ?? null,
+        pending: summary.pending, delivered: summary.delivered, failed: summary.failed,
+        oldestPendingAt: summary.oldestPendingAt === null ? null : new Date(summary.oldestPendingAt).toISOString(),
+        troubled: summary.troubled.map(presentDelivery),
+      },
+    };
+  });
+
+  app.post('/api/artifacts/gc', async (request) => {
+    const body = parse(gcBody, request.body, 'gc request');
+    const keep = body.keepRuns !== undefined || body.keepForMs !== undefined ? { keepRuns: body.keepRuns, keepForMs: body.keepForMs } : sweeper.settings;
+    const report = await sweeper.sweep(body.dryRun, keep);
+    return {
+      ...report,
+      runs: report.runs.map((r) => ({ ...r, finishedAt: new Date(r.finishedAt).toISOString() })),
+      policy: { keepRuns: keep.keepRuns ?? null, keepForMs: keep.keepForMs ?? null },
     };
   });
 

@@ -97,6 +97,13 @@ export const consoleQuery = z.strictObject({
 });
 
 /** Parses `value` with `schema` or throws a one-line InvalidRequestError. */
+/** `POST /api/artifacts/gc`: sweep now (or say what would go), with the server's policy or these. */
+export const gcBody = z.strictObject({
+  dryRun: z.boolean().default(false),
+  keepRuns: z.number().int().min(0).optional(),
+  keepForMs: z.number().int().min(0).optional(),
+});
+
 export function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
   const result = schema.safeParse(value ?? {});
   if (result.success) return result.data;

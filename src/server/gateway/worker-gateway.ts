@@ -12,6 +12,7 @@ import {
   type Hello, type ServerMessage, type WorkerMessage,
 } from '../../protocol/index.js';
 import type { Run } from '../../store/index.js';
+import type { ArtifactLimits } from '../artifact-store.js';
 import type { Dispatcher, WorkerSession } from '../dispatcher.js';
 import { DEFAULT_TIMEOUT_MS, type KilnService } from '../kiln-service.js';
 import type { ConsoleHub } from '../console-hub.js';
@@ -23,6 +24,8 @@ export interface WorkerGatewayOptions {
   heartbeatMs: number;
   /** How long a new connection may take to say hello (ms). */
   helloTimeoutMs: number;
+  /** Artifact limits told to workers with each run. */
+  artifactLimits: ArtifactLimits;
 }
 
 /** The parts a gateway talks to. */
@@ -73,6 +76,7 @@ class Session implements WorkerSession {
   constructor(
     private readonly socket: WebSocket,
     private readonly hello: Hello,
+    private readonly artifactLimits: ArtifactLimits,
   ) {}
 
   get name() { return this.hello.name; }
@@ -93,7 +97,7 @@ class Session implements WorkerSession {
         id: run.id, job: run.job, platform: run.platform, attempt: run.attempt,
         script: run.script ?? '', env: run.env, timeoutMs: run.timeoutMs ?? DEFAULT_TIMEOUT_MS,
         ...(run.idleTimeoutMs ? { idleTimeoutMs: run.idleTimeoutMs } : {}), firstSeq: run.firstSeq,
-        artifacts: run.artifacts, artifactsOnFailure: run.artifactsOnFailure,
+        artifacts: run.artifacts, artifactsOnFailure: run.artifactsOnFailure, artifactLimits: this.artifactLimits,
       },
     });
   }
@@ -164,7 +168,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         const now = parts.now();
         const { runs, ...facts } = hello;
         await parts.store.recordWorker({ ...facts, connected: true, connectedAt: now, lastSeen: now });
-        const fresh = new Session(socket, hello);
+        const fresh = new Session(socket, hello, options.artifactLimits);
         const { resume, release } = await parts.service.workerAttached(fresh, runs);
         session = fresh;
         session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
@@ -178,7 +182,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         if (!session.running.has(message.runId)) throw new ProtocolError(`output for run ${message.runId}, which this worker does not hold`);
         parts.hub.append(message.runId, message.lines);
       } else if (message.type === 'run.finished') {
-        await parts.service.workerFinished(session, message.runId, message.result, message.stoppedBy);
+        await parts.service.workerFinished(session, message.runId, message.result, message.stoppedBy, message.artifactsSkipped ?? []);
       } else {
         session.draining = true;
         log.info({ worker: session.name, running: session.running.size }, 'worker draining');

@@ -9,7 +9,8 @@ import Database from 'better-sqlite3';
 import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
 import { JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
 import type {
-  Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, FireOutcome, Job, JobPatch, JobStore, NewRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
+  Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
+  OutboxSummary, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
@@ -92,7 +93,21 @@ export function openSqliteStore(file: string): JobStore {
   return new SqliteStore(db);
 }
 
+interface DeliveryRow {
+  id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
+  last_error: string | null; created_at: number; ended_at: number | null;
+}
+
+function toDelivery(row: DeliveryRow): Delivery {
+  return {
+    id: row.id, runId: row.run_id, target: row.target, state: row.state as Delivery['state'], attempts: row.attempts,
+    nextAt: row.next_at, lastError: row.last_error, createdAt: row.created_at, endedAt: row.ended_at,
+  };
+}
+
 class SqliteStore implements JobStore {
+  private uploadTarget: string | null = null;
+
   constructor(private readonly db: Database.Database) {}
 
   /** Runs `fn` in a BEGIN IMMEDIATE transaction; resolves after COMMIT, rejects (never throws) on error. */
@@ -280,8 +295,13 @@ class SqliteStore implements JobStore {
     const changed = this.db
       .prepare('UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL, deadline_at = NULL WHERE id = ? AND status = ?')
       .run(end.status, JSON.stringify(end.result), end.finishedAt, id, from).changes;
-    if (changed === 1) this.event(id, end.finishedAt, this.runRow(id).attempt, 'ended', { status: end.status, result: end.result });
-    return changed === 1;
+    if (changed !== 1) return false;
+    this.event(id, end.finishedAt, this.runRow(id).attempt, 'ended', { status: end.status, result: end.result });
+    // Only runs that ran are forwarded: a run cancelled in the queue has nothing to send.
+    if (this.uploadTarget !== null && from === 'running') {
+      this.db.prepare('INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES (?, ?, ?, ?)').run(id, this.uploadTarget, end.finishedAt, end.finishedAt);
+    }
+    return true;
   }
 
   endAttempt(id: string, end: AttemptEnd, guard: { worker?: string }): Promise<{ outcome: AttemptOutcome; run: Run }> {
@@ -450,6 +470,73 @@ class SqliteStore implements JobStore {
 
   async listArtifacts(runId: string): Promise<Artifact[]> {
     return this.db.prepare('SELECT path, size, sha256, mode FROM artifacts WHERE run_id = ? ORDER BY path').all(runId) as Artifact[];
+  }
+
+  async expiredArtifacts(policy: RetentionPolicy): Promise<ExpiredArtifacts[]> {
+    if (policy.keepRuns === undefined && policy.keptSince === undefined) return [];
+    const rows = this.db
+      .prepare(`WITH per_run AS (
+                  SELECT a.run_id, r.job, r.finished_at, COUNT(*) AS files, SUM(a.size) AS bytes
+                  FROM artifacts a JOIN runs r ON r.id = a.run_id
+                  WHERE r.status NOT IN ('queued', 'running')
+                  GROUP BY a.run_id
+                ), ranked AS (
+                  SELECT *, ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_at DESC, run_id DESC) AS newest
+                  FROM per_run
+                )
+                SELECT run_id, job, finished_at, files, bytes FROM ranked
+                WHERE ((@keepRuns IS NOT NULL AND newest > @keepRuns) OR (@keptSince IS NOT NULL AND finished_at < @keptSince))
+                  AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending')
+                ORDER BY finished_at, run_id`)
+      .all({ keepRuns: policy.keepRuns ?? null, keptSince: policy.keptSince ?? null }) as { run_id: string; job: string; finished_at: number; files: number; bytes: number }[];
+    return rows.map((row) => ({ runId: row.run_id, job: row.job, finishedAt: row.finished_at, files: row.files, bytes: row.bytes }));
+  }
+
+  deleteArtifacts(runIds: string[]): Promise<number> {
+    return this.tx(() => {
+      const remove = this.db.prepare('DELETE FROM artifacts WHERE run_id = ?');
+      return runIds.reduce((count, id) => count + remove.run(id).changes, 0);
+    });
+  }
+
+  async unreferencedBlobs(sha256s: string[], ignoringRuns: string[] = []): Promise<string[]> {
+    const referenced = this.db.prepare('SELECT 1 FROM artifacts WHERE sha256 = ? AND run_id NOT IN (SELECT value FROM json_each(?)) LIMIT 1').pluck();
+    const ignored = JSON.stringify(ignoringRuns);
+    return sha256s.filter((sha) => referenced.get(sha, ignored) === undefined);
+  }
+
+  setUploadTarget(target: string | null): void {
+    this.uploadTarget = target;
+  }
+
+  async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
+    return (this.db.prepare("SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?").all(now, limit) as DeliveryRow[]).map(toDelivery);
+  }
+
+  async nextDeliveryAt(): Promise<number | undefined> {
+    return (this.db.prepare("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'").pluck().get() as number | null) ?? undefined;
+  }
+
+  async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {
+    this.db
+      .prepare(`UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ?, ended_at = ?
+                WHERE id = ? AND state = 'pending'`)
+      .run(outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at, id);
+  }
+
+  async listDeliveries(runId: string): Promise<Delivery[]> {
+    return (this.db.prepare('SELECT * FROM deliveries WHERE run_id = ? ORDER BY id').all(runId) as DeliveryRow[]).map(toDelivery);
+  }
+
+  async outboxSummary(): Promise<OutboxSummary> {
+    const counts = Object.fromEntries(
+      (this.db.prepare('SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state').all() as { state: string; n: number }[]).map((row) => [row.state, row.n]),
+    );
+    const oldest = this.db.prepare("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'").pluck().get() as number | null;
+    const troubled = this.db
+      .prepare("SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5")
+      .all() as DeliveryRow[];
+    return { pending: counts.pending ?? 0, delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled: troubled.map(toDelivery) };
   }
 
   async setRunScript(id: string, script: string): Promise<void> {

@@ -1,0 +1,138 @@
+/**
+ * Artifact retention: a periodic sweep forgets the artifacts of runs the policy lets go (past the
+ * newest N per job, or older than D), then deletes the blobs no artifact references any more.
+ * A blob is deleted only when it is unreferenced and untouched for the grace period, so a blob
+ * being uploaded (written, not yet referenced) or just re-used by an upload is never taken.
+ */
+import { readdir, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { isSha256 } from '../core/index.js';
+import { coerceError } from '../errors.js';
+import type { ExpiredArtifacts, JobStore, RetentionPolicy } from '../store/index.js';
+import type { ArtifactStore } from './artifact-store.js';
+
+/** How long artifacts are kept, and how often the sweep runs. */
+export interface RetentionSettings {
+  /** Keep the artifacts of the newest N runs (with artifacts) of each job. */
+  keepRuns?: number;
+  /** Keep artifacts this long after their run ended (ms). */
+  keepForMs?: number;
+  /** Time between sweeps (ms). */
+  sweepEveryMs: number;
+  /** An unreferenced blob or temp file younger than this is left alone (ms). */
+  graceMs: number;
+}
+
+export const DEFAULT_SWEEP_EVERY_MS = 60 * 60_000;
+export const DEFAULT_BLOB_GRACE_MS = 60 * 60_000;
+
+/** What a sweep deleted, or would delete. */
+export interface SweepReport {
+  dryRun: boolean;
+  runs: ExpiredArtifacts[];
+  blobs: { sha256: string; bytes: number }[];
+  tempFiles: number;
+}
+
+/** Blobs checked against the store at a time. */
+const BLOB_BATCH = 500;
+
+export class ArtifactSweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly blobs: ArtifactStore,
+    private readonly log: Logger,
+    private readonly now: () => number,
+    readonly settings: RetentionSettings,
+  ) {}
+
+  /** Sweeps now, then every `sweepEveryMs`. */
+  start(): void {
+    const tick = async () => {
+      try {
+        const report = await this.sweep(false);
+        if (report.runs.length || report.blobs.length || report.tempFiles) {
+          this.log.info({ runs: report.runs.length, blobs: report.blobs.length, bytes: report.blobs.reduce((n, b) => n + b.bytes, 0), tempFiles: report.tempFiles }, 'artifacts swept');
+        }
+      } catch (raw) {
+        this.log.error({ err: coerceError(raw) }, 'artifact sweep failed; trying again at the next one');
+      }
+      if (!this.stopped) this.timer = setTimeout(() => void tick(), this.settings.sweepEveryMs);
+    };
+    void tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.sweeping.catch(() => undefined);
+  }
+
+  /** One sweep (sweeps never overlap); `keep` replaces the configured policy for this sweep. */
+  sweep(dryRun: boolean, keep: Pick<RetentionSettings, 'keepRuns' | 'keepForMs'> = this.settings): Promise<SweepReport> {
+    const next = this.sweeping.catch(() => undefined).then(() => {
+      const policy: RetentionPolicy = { keepRuns: keep.keepRuns, keptSince: keep.keepForMs === undefined ? undefined : this.now() - keep.keepForMs };
+      return this.sweepOnce(dryRun, policy);
+    });
+    this.sweeping = next;
+    return next;
+  }
+
+  private async sweepOnce(dryRun: boolean, policy: RetentionPolicy): Promise<SweepReport> {
+    const runs = await this.store.expiredArtifacts(policy);
+    const runIds = runs.map((r) => r.runId);
+    if (!dryRun) await this.store.deleteArtifacts(runIds);
+    const settledBefore = this.now() - this.settings.graceMs;
+    const blobs: SweepReport['blobs'] = [];
+    let batch: { sha256: string; file: string; bytes: number }[] = [];
+    const flush = async () => {
+      const gone = new Set(await this.store.unreferencedBlobs(batch.map((b) => b.sha256), dryRun ? runIds : []));
+      for (const blob of batch.filter((b) => gone.has(b.sha256))) {
+        if (dryRun || (await this.removeIfSettled(blob.file, settledBefore))) blobs.push({ sha256: blob.sha256, bytes: blob.bytes });
+      }
+      batch = [];
+    };
+    for await (const blob of this.settledBlobs(settledBefore)) {
+      batch.push(blob);
+      if (batch.length >= BLOB_BATCH) await flush();
+    }
+    if (batch.length > 0) await flush();
+    let tempFiles = 0;
+    const tmp = path.join(this.blobs.dir, 'tmp');
+    for (const name of await readdir(tmp).catch(() => [])) {
+      // A temp file this old belongs to an upload that died with its server.
+      if (dryRun ? await this.isSettled(path.join(tmp, name), settledBefore) : await this.removeIfSettled(path.join(tmp, name), settledBefore)) tempFiles += 1;
+    }
+    return { dryRun, runs, blobs, tempFiles };
+  }
+
+  /** Blob files not modified since `before`. */
+  private async *settledBlobs(before: number): AsyncGenerator<{ sha256: string; file: string; bytes: number }> {
+    for (const shard of await readdir(this.blobs.dir)) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      for (const name of await readdir(path.join(this.blobs.dir, shard)).catch(() => [])) {
+        if (!isSha256(name)) continue;
+        const file = path.join(this.blobs.dir, shard, name);
+        const stats = await stat(file).catch(() => undefined);
+        if (stats && stats.mtimeMs < before) yield { sha256: name, file, bytes: stats.size };
+      }
+    }
+  }
+
+  private async isSettled(file: string, before: number): Promise<boolean> {
+    const stats = await stat(file).catch(() => undefined);
+    return stats !== undefined && stats.mtimeMs < before;
+  }
+
+  /** Deletes `file` if it is still untouched since `before` (an upload may have just re-used it). */
+  private async removeIfSettled(file: string, before: number): Promise<boolean> {
+    if (!(await this.isSettled(file, before))) return false;
+    return unlink(file).then(() => true, () => false);
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * `--upload http(s)://[user:password@]host/path`: each finished run is one multipart/form-data POST
+ * (format in docs/upload.md): a `run` part (JSON metadata), a `console` part (text) and one
+ * `artifact` part per file, streamed from disk. Basic auth comes from the URL's userinfo, as with
+ * robur's builder. 2xx: delivered; 408, 429, 5xx or no answer: retry; any other status: give up.
+ */
+import { createReadStream } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { Readable } from 'node:stream';
+import FormData from 'form-data';
+import { coerceError } from '../../errors.js';
+import { deliveryMetadata, type DeliveryOutcome, type RunDelivery, type UploadTarget } from './target.js';
+
+/** A connection silent this long is given up (and the delivery retried). */
+const IDLE_TIMEOUT_MS = 60_000;
+
+/** The URL without its password, for logs and `kiln info`. */
+export function describeUrl(url: URL): string {
+  const shown = new URL(url.href);
+  shown.password = '';
+  return shown.href;
+}
+
+/** The status's verdict, with the body's first words as the reason. */
+function judge(status: number, body: string, retryAfter: string | undefined): DeliveryOutcome {
+  if (status >= 200 && status < 300) return { kind: 'delivered' };
+  const reason = `HTTP ${status}${body.trim() ? `: ${body.trim().replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
+  if (status === 408 || status === 429 || status >= 500) {
+    const seconds = Number(retryAfter);
+    return { kind: 'retry', reason, ...(Number.isFinite(seconds) && seconds > 0 ? { retryAfterMs: seconds * 1000 } : {}) };
+  }
+  if (status >= 300 && status < 400) return { kind: 'give-up', reason: `${reason} (redirects are not followed: give --upload the final URL)` };
+  return { kind: 'give-up', reason };
+}
+
+/** The multipart body of one delivery. */
+function formFor(delivery: RunDelivery): FormData {
+  const form = new FormData();
+  form.append('run', JSON.stringify(deliveryMetadata(delivery)), { contentType: 'application/json', filename: 'run.json' });
+  const lines = delivery.consoleLines();
+  form.append('console', Readable.from((async function* () {
+    for await (const line of lines) yield line + '\n';
+  })()), { contentType: 'text/plain; charset=utf-8', filename: 'console.txt' });
+  for (const artifact of delivery.artifacts) {
+    form.append('artifact', createReadStream(artifact.file), {
+      filepath: artifact.path, contentType: 'application/octet-stream', knownLength: artifact.size,
+      header: { 'x-kiln-sha256': artifact.sha256, 'x-kiln-mode': artifact.mode.toString(8) },
+    });
+  }
+  return form;
+}
+
+/** The HTTP(S) upload target. */
+export function httpTarget(url: URL): UploadTarget {
+  const endpoint = new URL(url.href);
+  const authorization = endpoint.username || endpoint.password
+    ? `Basic ${Buffer.from(`${decodeURIComponent(endpoint.username)}:${decodeURIComponent(endpoint.password)}`).toString('base64')}`
+    : undefined;
+  endpoint.username = '';
+  endpoint.password = '';
+  return {
+    description: describeUrl(url),
+    deliver: (delivery) => new Promise<DeliveryOutcome>((resolve) => {
+      const form = formFor(delivery);
+      const request = (endpoint.protocol === 'https:' ? https : http).request(endpoint, {
+        method: 'POST',
+        headers: {
+          ...form.getHeaders(),
+          ...(authorization ? { authorization } : {}),
+          'user-agent': 'kiln',
+          'x-kiln-delivery': delivery.deliveryId,
+          'x-kiln-run': delivery.run.id,
+          'x-kiln-job': delivery.run.job,
+        },
+        signal: delivery.signal,
+        timeout: IDLE_TIMEOUT_MS,
+      }, (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => (body = (body + chunk).slice(0, 4096)));
+        response.on('end', () => resolve(judge(response.statusCode ?? 0, body, response.headers['retry-after'])));
+        response.on('error', (err) => resolve({ kind: 'retry', reason: err.message }));
+      });
+      request.on('timeout', () => request.destroy(new Error(`no answer for ${IDLE_TIMEOUT_MS / 1000}s`)));
+      request.on('error', (err) => resolve({ kind: 'retry', reason: `${endpoint.host}: ${coerceError(err).message}` }));
+      form.on('error', (err: Error) => request.destroy(err));
+      // A pipe reads each file only as fast as the socket takes it.
+      form.pipe(request);
+    }),
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * The outbox: sends each finished run to the upload target, oldest first, one at a time. The
+ * deliveries live in the store (written with the run's end), so nothing is lost when the target is
+ * down or the server restarts; failures are retried with exponential backoff until the target
+ * accepts the run or refuses it for good. Woken by runs ending and by its own timer, never a poll.
+ */
+import type { Logger } from 'pino';
+import { coerceError } from '../../errors.js';
+import type { Delivery, JobStore } from '../../store/index.js';
+import type { ArtifactStore } from '../artifact-store.js';
+import type { DeliveryOutcome, UploadTarget } from './target.js';
+
+/** Backoff bounds (ms). */
+export interface OutboxTimings {
+  /** Wait after the first failure; doubles with each further one. */
+  retryMinMs: number;
+  /** Longest wait between attempts. */
+  retryMaxMs: number;
+}
+
+export const DEFAULT_OUTBOX_TIMINGS: OutboxTimings = { retryMinMs: 1000, retryMaxMs: 10 * 60_000 };
+
+/** Lines read from the store at a time while a console is sent. */
+const CONSOLE_PAGE = 5000;
+/** Longest single sleep (the store is read again after it). */
+const MAX_SLEEP_MS = 60 * 60_000;
+
+/** The wait before attempt `attempts + 1`, when `attempts` have failed. */
+export function backoffMs(attempts: number, timings: OutboxTimings, retryAfterMs?: number): number {
+  const doubled = timings.retryMinMs * 2 ** Math.min(attempts - 1, 30);
+  return Math.max(Math.min(doubled, timings.retryMaxMs), Math.min(retryAfterMs ?? 0, timings.retryMaxMs));
+}
+
+export class Outbox {
+  private timer: NodeJS.Timeout | undefined;
+  private draining: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private readonly abort = new AbortController();
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly target: UploadTarget,
+    private readonly blobs: ArtifactStore,
+    private readonly log: Logger,
+    private readonly now: () => number,
+    private readonly timings: OutboxTimings,
+  ) {}
+
+  /** Sends whatever is due; called when a run ends and by the timer. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.draining) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.draining = this.drain().finally(() => (this.draining = undefined));
+  }
+
+  /** Stops sending; an attempt in progress is aborted and retried after the next start. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.abort.abort();
+    await this.draining;
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        for (let due = await this.store.dueDeliveries(this.now(), 16); due.length > 0 && !this.stopped; due = await this.store.dueDeliveries(this.now(), 16)) {
+          for (const delivery of due) {
+            if (this.stopped) return;
+            await this.attempt(delivery);
+          }
+        }
+      } while (this.again && !this.stopped);
+      const next = await this.store.nextDeliveryAt();
+      if (next !== undefined) this.sleepUntil(next);
+    } catch (raw) {
+      this.log.error({ err: coerceError(raw) }, 'the outbox could not read the store; trying again in 5s');
+      this.sleepUntil(this.now() + 5000);
+    }
+  }
+
+  private sleepUntil(at: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.wake(), Math.min(Math.max(at - this.now(), 0), MAX_SLEEP_MS));
+  }
+
+  /** One attempt at one delivery, recorded whatever happens. */
+  private async attempt(delivery: Delivery): Promise<void> {
+    const run = await this.store.findRun(delivery.runId);
+    const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, file: this.blobs.blobPath(a.sha256) }));
+    const store = this.store;
+    const consoleLines = async function* () {
+      for (let after = -1; ;) {
+        const page = await store.readConsole(run.id, after, CONSOLE_PAGE);
+        for (const line of page) yield line.text;
+        if (page.length < CONSOLE_PAGE) return;
+        after = page.at(-1)!.seq;
+      }
+    };
+    let outcome: DeliveryOutcome;
+    try {
+      outcome = await this.target.deliver({ deliveryId: String(delivery.id), run, consoleLines, artifacts, signal: this.abort.signal });
+    } catch (raw) {
+      outcome = { kind: 'retry', reason: coerceError(raw).message };
+    }
+    if (this.stopped && outcome.kind !== 'delivered') return;
+    const at = this.now();
+    const attempts = delivery.attempts + 1;
+    const log = this.log.child({ runId: run.id, delivery: delivery.id, attempts });
+    if (outcome.kind === 'delivered') {
+      await this.store.recordDeliveryAttempt(delivery.id, { state: 'delivered', nextAt: at, error: null, at });
+      log.info({ target: this.target.description }, 'run delivered');
+    } else if (outcome.kind === 'give-up') {
+      await this.store.recordDeliveryAttempt(delivery.id, { state: 'failed', nextAt: at, error: outcome.reason, at });
+      log.error({ target: this.target.description, reason: outcome.reason }, 'the upload target refused the run; not retrying');
+    } else {
+      const wait = backoffMs(attempts, this.timings, outcome.retryAfterMs);
+      await this.store.recordDeliveryAttempt(delivery.id, { state: 'pending', nextAt: at + wait, error: outcome.reason, at });
+      log.warn({ target: this.target.description, reason: outcome.reason, retryInMs: wait }, 'delivery failed; will retry');
+    }
+  }
+}
