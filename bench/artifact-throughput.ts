@@ -7,7 +7,8 @@
  * from the run's end to the sink's last byte; peer: `curl` POSTing the same file to the same sink.
  * Usage: node --import tsx bench/artifact-throughput.ts [--mib 512]
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -68,7 +69,8 @@ try {
   if (bodies.length === 0) await once(sink, 'body');
   const delivery = (bodies[0]!.endedAt - Date.parse(end.run.finishedAt)) / 1000;
   const c0 = performance.now();
-  execFileSync('curl', ['-s', '-o', '/dev/null', '--data-binary', '@/tmp/kiln-bench-peer.bin', '-H', 'content-type: application/octet-stream', sinkUrl]);
+  // Not execFileSync: the sink runs in this process and must go on answering.
+  await promisify(execFile)('curl', ['-s', '-o', '/dev/null', '--data-binary', '@/tmp/kiln-bench-peer.bin', '-H', 'content-type: application/octet-stream', sinkUrl]);
   const curlSeconds = (performance.now() - c0) / 1000;
   console.log(`--upload delivery to an HTTP sink: ${(MIB / delivery).toFixed(0)} MiB/s (${delivery.toFixed(2)} s from run end to last byte)`);
   console.log(`peer: curl POSTing the same file to the same sink ${(MIB / curlSeconds).toFixed(0)} MiB/s; ratio delivery/curl ${(delivery / curlSeconds).toFixed(2)}`);

@@ -43,7 +43,7 @@ function formFor(delivery: RunDelivery): FormData {
     for await (const line of lines) yield line + '\n';
   })()), { contentType: 'text/plain; charset=utf-8', filename: 'console.txt' });
   for (const artifact of delivery.artifacts) {
-    form.append('artifact', createReadStream(artifact.file), {
+    form.append('artifact', createReadStream(artifact.file, { highWaterMark: 1024 * 1024 }), {
       filepath: artifact.path, contentType: 'application/octet-stream', knownLength: artifact.size,
       header: { 'x-kiln-sha256': artifact.sha256, 'x-kiln-mode': artifact.mode.toString(8) },
     });
