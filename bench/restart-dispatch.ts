@@ -31,7 +31,7 @@ try {
       {
         name, platform: 'bench', script: 'echo hi\n', template: null, vars: {}, env: {}, labels: {}, schedule: { kind: 'period', period: 'weekly' },
         paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null, timeoutMs: 60_000, idleTimeoutMs: null,
-        retries: 1, failureRetries: 0, artifacts: [], artifactsOnFailure: false, nextAt: now + 604_800_000, createdAt: now, updatedAt: now,
+        retries: 1, failureRetries: 0, artifacts: [], artifactsOnFailure: false, sandbox: {}, nextAt: now + 604_800_000, createdAt: now, updatedAt: now,
       },
       [{ id: randomUUID(), job: name, platform: 'bench', labels: {}, queuedAt: now }],
     );

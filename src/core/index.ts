@@ -6,3 +6,4 @@ export * from './job.js';
 export * from './template.js';
 export * from './artifact.js';
 export * from './size.js';
+export * from './sandbox.js';

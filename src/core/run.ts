@@ -7,7 +7,8 @@ export type RunStatus = (typeof RUN_STATUSES)[number];
 /** How the job's process ended, as the worker saw it. */
 export type RunResult =
   | { kind: 'exited'; code: number }
-  | { kind: 'signalled'; signal: string }
+  /** `note` says why, when the worker knows (e.g. `out of memory`). */
+  | { kind: 'signalled'; signal: string; note?: string }
   | { kind: 'aborted'; reason: string };
 
 /** Why a run ended when it did not end on its own. */
@@ -32,7 +33,7 @@ export function formatResult(result: RunResult): string {
     case 'exited':
       return `exited ${result.code}`;
     case 'signalled':
-      return `signalled ${result.signal}`;
+      return `signalled ${result.signal}${result.note ? ` (${result.note})` : ''}`;
     case 'aborted':
       return `aborted: ${result.reason}`;
   }

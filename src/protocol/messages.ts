@@ -25,7 +25,7 @@ const labels = z.record(z.string().min(1).max(64), z.string().max(256));
 
 const runResult = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('exited'), code: z.number().int().min(0).max(255) }),
-  z.object({ kind: z.literal('signalled'), signal: z.string().min(1).max(32) }),
+  z.object({ kind: z.literal('signalled'), signal: z.string().min(1).max(32), note: z.string().max(200).optional() }),
   z.object({ kind: z.literal('aborted'), reason: z.string().min(1).max(4096) }),
 ]);
 
@@ -99,6 +99,11 @@ export const runAssignment = z.object({
   artifacts: z.array(z.string()).default([]),
   /** Keep the files of a run killed by a signal, timed out or cancelled too. */
   artifactsOnFailure: z.boolean().default(false),
+  /** What the job asks of the sandbox: resource limits and network. */
+  sandbox: z.object({
+    memoryBytes: z.number().int().positive().optional(), pids: z.number().int().positive().optional(),
+    cpuSeconds: z.number().int().positive().optional(), network: z.enum(['none', 'host']).optional(),
+  }).default({}),
   /** The server's limits: the largest file, and the most bytes of artifacts one run may keep. */
   artifactLimits: z.object({ fileBytes: z.number().int().min(0), runBytes: z.number().int().min(0) }).optional(),
 });

@@ -10,8 +10,9 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, nextDue, statusFor, validateSchedule,
-  type Overlap, type RunResult, type Schedule,
+  type JobSandbox, type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
+import type { SandboxChange } from './api/schemas.js';
 import { coerceError, InvalidRequestError, JobNotFoundError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
 import type { AttemptEnd, Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
@@ -42,6 +43,7 @@ export interface JobInput {
   failureRetries?: number;
   artifacts?: string[];
   artifactsOnFailure?: boolean;
+  sandbox?: JobSandbox;
 }
 
 /** The parts the service drives, and its timings. */
@@ -133,6 +135,7 @@ export class KilnService {
       failureRetries: input.failureRetries ?? 0,
       artifacts: input.artifacts ?? [],
       artifactsOnFailure: input.artifactsOnFailure ?? false,
+      sandbox: input.sandbox ?? {},
       nextAt: firstAfter(schedule, now) ?? null,
       skipped: 0,
       lastSkip: null,
@@ -152,8 +155,15 @@ export class KilnService {
   }
 
   /** Changes a job; a new schedule restarts from now. */
-  async modify(name: string, patch: Omit<JobPatch, 'nextAt'>): Promise<Job> {
+  async modify(name: string, change: Omit<JobPatch, 'nextAt' | 'sandbox'> & { sandbox?: SandboxChange }): Promise<Job> {
+    const { sandbox: sandboxChange, ...patch } = change;
     const full: JobPatch = { ...patch };
+    if (sandboxChange) {
+      const current = await this.store.getJob(name);
+      if (!current) throw new JobNotFoundError(name);
+      const merged: Record<string, unknown> = { ...current.sandbox, ...sandboxChange };
+      full.sandbox = Object.fromEntries(Object.entries(merged).filter(([, value]) => value !== null && value !== undefined)) as JobSandbox;
+    }
     if (patch.schedule) {
       checkSchedule(patch.schedule);
       full.nextAt = firstAfter(patch.schedule, this.parts.now()) ?? null;

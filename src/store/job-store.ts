@@ -3,7 +3,7 @@
  * dialect-neutral, so the embedded SQLite store and a PostgreSQL store are interchangeable and
  * pass the same contract tests (test/store/job-store.suite.ts). Times are ms since the epoch.
  */
-import type { Overlap, RunResult, RunStatus, Schedule } from '../core/index.js';
+import type { JobSandbox, Overlap, RunResult, RunStatus, Schedule } from '../core/index.js';
 import type { ConsoleLine } from '../protocol/index.js';
 
 /** A job as stored. */
@@ -38,6 +38,8 @@ export interface Job {
   artifacts: string[];
   /** Keep artifacts of runs killed by a signal, timed out or cancelled too. */
   artifactsOnFailure: boolean;
+  /** Resource limits and network its runs ask of the worker's sandbox. */
+  sandbox: JobSandbox;
   /** Next scheduled time, or null when the schedule has none. */
   nextAt: number | null;
   /** Due times that queued nothing (overlap, dropped platform, no template), and the last one. */
@@ -52,7 +54,7 @@ export type JobPatch = Partial<
   Pick<
     Job,
     | 'platform' | 'script' | 'template' | 'vars' | 'env' | 'labels' | 'schedule' | 'paused' | 'overlap' | 'catchUp'
-    | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'artifacts' | 'artifactsOnFailure' | 'nextAt'
+    | 'timeoutMs' | 'idleTimeoutMs' | 'retries' | 'failureRetries' | 'artifacts' | 'artifactsOnFailure' | 'sandbox' | 'nextAt'
   >
 >;
 
@@ -91,6 +93,8 @@ export interface Run {
   /** Artifact globs and policy, copied from the job when dispatched. */
   artifacts: string[];
   artifactsOnFailure: boolean;
+  /** The job's sandbox settings, copied when dispatched. */
+  sandbox: JobSandbox;
 }
 
 /** A file a run produced, stored by content. */

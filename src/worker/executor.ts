@@ -6,7 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { formatDuration, type RunResult } from '../core/index.js';
+import { describeJobSandbox, formatDuration, formatSize, type RunResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import type { ConsoleLine, RunAssignment, SkippedArtifact, StopCause } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
@@ -72,6 +72,10 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     // After the job has ended its process group may be gone, or its id reused: signal nothing.
     if (finished) return;
     stopped ??= { reason, cause };
+    signalStop();
+  };
+  /** SIGTERM now, SIGKILL after the grace (once the sandbox exists). */
+  const signalStop = () => {
     if (!sandbox) return;
     sandbox.interrupt();
     killTimer ??= setTimeout(() => sandbox?.terminate(), options.killGraceMs);
@@ -127,7 +131,19 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
         KILN_JOB: run.job,
         KILN_PLATFORM: run.platform,
       };
-      sandbox = options.sandbox.start({ workDir, argv: ['/bin/sh', '-e', `./${SCRIPT_NAME}`], env });
+      const settings = run.sandbox ?? {};
+      // Say how the job is isolated and limited when it is (a plain job's console stays its own).
+      if (options.sandbox.kind !== 'none' || Object.keys(settings).length > 0) {
+        const asked = describeJobSandbox(settings, formatSize);
+        say(`kiln: ${options.sandbox.describe()}${asked ? `; this job: ${asked}` : ''}`);
+      }
+      try {
+        sandbox = await options.sandbox.start({ runId: run.id, workDir, argv: ['/bin/sh', '-e', `./${SCRIPT_NAME}`], env, settings });
+      } catch (raw) {
+        return aborted(`cannot start the job: ${coerceError(raw).message}`);
+      }
+      // A stop that came while the sandbox was starting applies now.
+      if (stopRequest()) signalStop();
       timers.push(setTimeout(() => {
         say(`kiln: timed out after ${formatDuration(run.timeoutMs)}; stopping the job`);
         stop(`timed out after ${formatDuration(run.timeoutMs)}`, 'timeout');
@@ -172,7 +188,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       clearTimeout(escaped);
       const requested = stopRequest();
       if (requested) return aborted(requested.reason, requested.cause);
-      if (exit.signal) return { result: { kind: 'signalled', signal: exit.signal } };
+      if (exit.note && !exit.signal) say(`kiln: ${exit.note}`);
+      if (exit.signal) return { result: { kind: 'signalled', signal: exit.signal, ...(exit.note ? { note: exit.note } : {}) } };
       return { result: { kind: 'exited', code: exit.exitCode ?? 0 } };
     } catch (raw) {
       return aborted(`cannot run the job: ${coerceError(raw).message}`, stopRequest()?.cause);

@@ -42,6 +42,9 @@ test('a job is created once; bad bodies get 400 with a clear message and change 
     ['a wrong type', { ...job, name: 'x', script: 42 }],
     ['a huge script', { ...job, name: 'x', script: 'x'.repeat(300 * 1024) }],
     ['an array', [job]],
+    ['an unknown network', { ...job, name: 'x', sandbox: { network: 'bridge' } }],
+    ['a tiny memory limit', { ...job, name: 'x', sandbox: { memoryBytes: 1000 } }],
+    ['zero pids', { ...job, name: 'x', sandbox: { pids: 0 } }],
   ];
   for (const [what, body] of bad) {
     const reply = await call(server, 'POST', '/api/jobs', body);
@@ -123,4 +126,17 @@ test('a template job modified to a script gets a platform of its own', async (t)
   assert.equal(modified.body.job.template, null);
   assert.equal(typeof modified.body.job.platform, 'string');
   assert.equal((await call(server, 'POST', '/api/jobs/tj/execute', {})).status, 201);
+});
+
+test("a job's sandbox settings are stored, and modify sets given keys and removes null ones", async (t) => {
+  const server = await inProcessServer(t);
+  const created = await call(server, 'POST', '/api/jobs', { ...job, sandbox: { memoryBytes: 64 * 1024 ** 2, network: 'none' } });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  assert.deepEqual(created.body.job.sandbox, { memoryBytes: 64 * 1024 ** 2, network: 'none' });
+  const changed = await call(server, 'PATCH', '/api/jobs/build', { sandbox: { memoryBytes: null, pids: 50, cpuSeconds: 60 } });
+  assert.deepEqual(changed.body.job.sandbox, { network: 'none', pids: 50, cpuSeconds: 60 });
+  assert.deepEqual((await call(server, 'GET', '/api/jobs/build')).body.job.sandbox, { network: 'none', pids: 50, cpuSeconds: 60 });
+  const bad = await call(server, 'PATCH', '/api/jobs/build', { sandbox: { network: 'bridge' } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.error.message, /sandbox\.network/);
 });

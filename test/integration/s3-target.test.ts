@@ -59,6 +59,7 @@ function finishedRun(job: string): Run {
     deadlineAt: null,
     artifacts: ['**'],
     artifactsOnFailure: false,
+    sandbox: {},
   };
 }
 

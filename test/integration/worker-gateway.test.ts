@@ -42,7 +42,7 @@ test('a bad hello and a second worker with a taken name are refused', async (t) 
 test('a queued run is pushed to an idle worker; output and result are stored once', async (t) => {
   const { server, worker, runId, assign } = await runOnFakeWorker(t, job);
   assert.equal(assign.type, 'run.assign');
-  assert.deepEqual(assign.run, { id: runId, job: 'build', platform: 'testos', attempt: 1, script: 'echo hi\n', env: { GREETING: 'hello' }, timeoutMs: 5000, firstSeq: 0, artifacts: [], artifactsOnFailure: false, artifactLimits: { fileBytes: 4 * 1024 ** 3, runBytes: 16 * 1024 ** 3 } });
+  assert.deepEqual(assign.run, { id: runId, job: 'build', platform: 'testos', attempt: 1, script: 'echo hi\n', env: { GREETING: 'hello' }, timeoutMs: 5000, firstSeq: 0, artifacts: [], artifactsOnFailure: false, sandbox: {}, artifactLimits: { fileBytes: 4 * 1024 ** 3, runBytes: 16 * 1024 ** 3 } });
 
   const lines = [0, 1, 2].map((seq) => ({ seq, ts: 1_700_000_000_000 + seq, text: `line ${seq}` }));
   worker.send({ v: 1, type: 'run.output', runId, lines: lines.slice(0, 2) });

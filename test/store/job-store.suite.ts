@@ -43,6 +43,7 @@ function makeJob(name: string, over: Partial<Job> = {}): Job {
     failureRetries: 0,
     artifacts: [],
     artifactsOnFailure: false,
+    sandbox: { memoryBytes: 256 * 1024 ** 2, network: 'none' },
     nextAt: T0 + HOUR,
     createdAt: T0,
     updatedAt: T0,
@@ -116,7 +117,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
           id: first.id, job: 'build', platform: 'linux', labels: { arch: 'arm' }, status: 'queued', attempt: 1,
           worker: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
           script: null, env: {}, timeoutMs: null, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
-          firstSeq: 0, cancelRequestedBy: null, deadlineAt: null, artifacts: [], artifactsOnFailure: false,
+          firstSeq: 0, cancelRequestedBy: null, deadlineAt: null, artifacts: [], artifactsOnFailure: false, sandbox: {},
         } satisfies Run);
         assert.deepEqual(await store.listQueued(), [run]);
         assert.deepEqual(await store.findRun(first.id), run);
@@ -345,7 +346,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
           id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1',
           queuedAt: T0, startedAt: T0 + 50, finishedAt: null, result: null,
           script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
-          firstSeq: 0, cancelRequestedBy: null, deadlineAt: T0 + 50 + 90_000 + 1000, artifacts: [], artifactsOnFailure: false,
+          firstSeq: 0, cancelRequestedBy: null, deadlineAt: T0 + 50 + 90_000 + 1000, artifacts: [], artifactsOnFailure: false, sandbox: { memoryBytes: 256 * 1024 ** 2, network: 'none' },
         };
         assert.deepEqual(claimed, expected);
         assert.deepEqual(await store.findRun(first.id), expected);

@@ -64,7 +64,7 @@ describe('SQLite store', () => {
   const job: Job = {
     name: 'build', platform: 'linux', script: 'make', env: { CC: 'gcc' }, labels: { arch: 'arm' }, template: null, vars: {},
     schedule: { kind: 'period', period: 'daily' }, paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null,
-    timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, artifacts: [], artifactsOnFailure: false, nextAt: T0 + 1000, createdAt: T0, updatedAt: T0,
+    timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, artifacts: [], artifactsOnFailure: false, sandbox: {}, nextAt: T0 + 1000, createdAt: T0, updatedAt: T0,
   };
 
   test('jobs, queued runs and console lines survive closing and reopening the file', async (t) => {

@@ -12,19 +12,22 @@ import type { Sandbox, SandboxExit, SandboxLauncher } from '../../src/worker/san
 
 const run: RunAssignment = {
   id: '00000000-0000-4000-8000-000000000001', job: 'build', platform: 'testos', attempt: 1,
-  script: 'echo hi\n', env: {}, timeoutMs: 60_000, firstSeq: 0, artifacts: [], artifactsOnFailure: false,
+  script: 'echo hi\n', env: {}, timeoutMs: 60_000, firstSeq: 0, artifacts: [], artifactsOnFailure: false, sandbox: {},
 };
 
 /** A sandbox whose output and exit the test writes. */
 function scriptedSandbox(play: (output: PassThrough, exit: (e: SandboxExit) => void) => void): SandboxLauncher {
   const signals: string[] = [];
   return {
-    kind: 'scripted',
-    start(): Sandbox {
+    // 'none': a plain sandbox, whose runs get no console header.
+    kind: 'none',
+    describe: () => 'scripted',
+    async start(): Promise<Sandbox> {
       const output = new PassThrough();
       let exit!: (e: SandboxExit) => void;
       const exited = new Promise<SandboxExit>((resolve) => (exit = resolve));
-      queueMicrotask(() => play(output, exit));
+      // Played once the executor has the sandbox, as a real job's output comes after its start.
+      setImmediate(() => play(output, exit));
       return { output, interrupt: () => signals.push('TERM'), terminate: () => signals.push('KILL'), wait: () => exited };
     },
   };
@@ -79,8 +82,9 @@ test('stop: SIGTERM first, SIGKILL after the grace, and the report says why', as
   let stopNow!: () => void;
   // A job that ignores SIGTERM and dies of SIGKILL.
   const sandbox: SandboxLauncher = {
-    kind: 'stubborn',
-    start(): Sandbox {
+    kind: 'none',
+    describe: () => 'stubborn',
+    async start(): Promise<Sandbox> {
       const output = new PassThrough();
       let exit!: (e: SandboxExit) => void;
       const exited = new Promise<SandboxExit>((resolve) => (exit = resolve));

@@ -147,6 +147,9 @@ interface WorkerFlags {
   capacity: string;
   once?: boolean;
   sandbox: string;
+  network: string;
+  bind?: string[];
+  roBind?: string[];
   workDir?: string;
   spoolDir?: string;
   killGrace: string;
@@ -199,7 +202,10 @@ export function registerDaemonCommands(program: Command): void {
     .option('--label <K=V>', 'a label jobs can ask for (repeatable)', collect)
     .option('--capacity <n>', 'runs at once', '1')
     .option('--once', 'take one run, report it and exit')
-    .option('--sandbox <kind>', 'none (bwrap arrives with the sandbox issue)', 'none')
+    .option('--sandbox <kind>', 'none (a plain process group) or bwrap (bubblewrap: read-only host, private /tmp, own namespaces)', 'none')
+    .option('--network <mode>', 'with --sandbox bwrap: host (jobs may use the network) or none (every job cut off)', 'host')
+    .option('--bind <src[:dest]>', 'with --sandbox bwrap: also mount this host path writable in every job (repeatable)', collect)
+    .option('--ro-bind <src[:dest]>', 'with --sandbox bwrap: also mount this host path read-only over what is there (repeatable)', collect)
     .option('--work-dir <dir>', 'where work dirs are made (default: the system temp dir)')
     .option('--spool-dir <dir>', "where running jobs' output is kept until the server has it (default: TMPDIR/kiln-spool-NAME)")
     .option('--kill-grace <duration>', 'time between SIGTERM and SIGKILL when stopping a job', '10s')
@@ -253,10 +259,14 @@ export function registerDaemonCommands(program: Command): void {
 
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
-  const { defaultSpoolDir, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
+  const { BwrapSandboxLauncher, checkBwrap, defaultSpoolDir, detectLimits, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
   const token = flags.token ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
   if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
-  if (flags.sandbox !== 'none') throw new UsageError(`--sandbox ${flags.sandbox} is not available yet; use --sandbox none`);
+  if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
+  if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);
+  if (flags.sandbox === 'none' && (flags.network !== 'host' || flags.bind || flags.roBind)) {
+    throw new UsageError('--network none, --bind and --ro-bind need --sandbox bwrap (--sandbox none cannot isolate a job)');
+  }
   const capacity = Number(flags.capacity);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 256) throw new UsageError(`bad --capacity '${flags.capacity}': give a number from 1 to 256`);
   const killGraceMs = durationFlag('--kill-grace', flags.killGrace, true);
@@ -269,6 +279,17 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
   }
   const name = flags.name ?? `${os.hostname()}-${process.pid}`;
   const workRoot = path.resolve(flags.workDir ?? os.tmpdir());
+  const spoolDir = path.resolve(flags.spoolDir ?? defaultSpoolDir(name));
+  const limits = detectLimits();
+  let sandbox;
+  if (flags.sandbox === 'bwrap') {
+    checkBwrap();
+    const binds = [...(flags.bind ?? []).map((b) => parseBind(b, true)), ...(flags.roBind ?? []).map((b) => parseBind(b, false))];
+    // Jobs see the host read-only, but not the worker's own files: other runs, the spool, the token.
+    const hidden = [workRoot, spoolDir, path.resolve(LOCAL_DATA_DIR)];
+    sandbox = new BwrapSandboxLauncher({ network: flags.network as 'none' | 'host', binds, hidden }, limits);
+  } else sandbox = new ProcessSandboxLauncher(limits);
+  log.info({ sandbox: sandbox.describe() }, 'jobs run in this sandbox');
   try {
     mkdirSync(workRoot, { recursive: true });
   } catch (raw) {
@@ -284,8 +305,8 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
     capacity,
     once: flags.once ?? false,
     workRoot,
-    spoolDir: path.resolve(flags.spoolDir ?? defaultSpoolDir(name)),
-    sandbox: new ProcessSandboxLauncher(),
+    spoolDir,
+    sandbox,
     killGraceMs,
     drainMs,
     log: log.child({ worker: name }),

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import {
   describeSchedule, firstAfter, isoInZone, isPeriod, isValidTemplateName, OVERLAPS, parseDuration, parsePairs, PERIODS, scheduleZone,
-  upcoming, validateSchedule, type Schedule,
+  parseSize, upcoming, validateSchedule, type Schedule,
 } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
 import type { PresentedJob, PresentedRun } from '../api-client.js';
@@ -35,7 +35,11 @@ function addJobOptions(command: Command): Command {
     .option('--artifacts <glob>', 'keep only the files matching this glob as artifacts (repeatable; default: every non-dot file)', collect)
     .option('--artifacts-on-failure', 'keep the files of runs killed by a signal, timed out or cancelled too')
     .option('--env <K=V>', 'environment variable for the job (repeatable)', collect)
-    .option('--label <K=V>', 'label a worker must have to take the job (repeatable)', collect);
+    .option('--label <K=V>', 'label a worker must have to take the job (repeatable)', collect)
+    .option('--memory <size>', "most memory the job's processes may use together, e.g. 512mb ('off' to clear)")
+    .option('--pids <n>', "most processes the job may have at once ('off' to clear)")
+    .option('--cpu-time <duration>', "most CPU time each of the job's processes may use, e.g. 10m ('off' to clear)")
+    .addOption(new Option('--network <mode>', "none: cut the job off the network (needs a --sandbox bwrap worker); host: the worker's network").choices(['none', 'host']));
 }
 
 interface JobFlags {
@@ -59,6 +63,30 @@ interface JobFlags {
   label?: string[];
   artifacts?: string[];
   artifactsOnFailure?: boolean;
+  memory?: string;
+  pids?: string;
+  cpuTime?: string;
+  network?: string;
+}
+
+/** The job's sandbox settings from its flags; `off` clears one (null, for modify). */
+function sandboxFrom(flags: JobFlags): Record<string, number | string | null> | undefined {
+  const out: Record<string, number | string | null> = {};
+  const read = (flag: string, text: string | undefined, parse: (t: string) => number | undefined, hint: string) => {
+    if (text === undefined) return undefined;
+    if (text === 'off') return null;
+    const value = parse(text);
+    if (value === undefined || value <= 0) throw new UsageError(`bad ${flag} '${text}': ${hint}`);
+    return value;
+  };
+  const memory = read('--memory', flags.memory, parseSize, 'use a size like 512mb or 2gb, or off');
+  const pids = read('--pids', flags.pids, (t) => (/^\d{1,7}$/.test(t) ? Number(t) : undefined), 'give a number of processes, or off');
+  const cpu = read('--cpu-time', flags.cpuTime, (t) => { const ms = parseDuration(t); return ms === undefined ? undefined : Math.ceil(ms / 1000); }, 'use a duration like 90s or 10m, or off');
+  if (memory !== undefined) out.memoryBytes = memory;
+  if (pids !== undefined) out.pids = pids;
+  if (cpu !== undefined) out.cpuSeconds = cpu;
+  if (flags.network !== undefined) out.network = flags.network;
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** The schedule the flags describe (checked here, so a bad one is a usage error), if any. */
@@ -108,6 +136,8 @@ function jobBody(flags: JobFlags): Record<string, unknown> {
   if (flags.paused) body.paused = true;
   if (flags.artifacts) body.artifacts = flags.artifacts;
   if (flags.artifactsOnFailure) body.artifactsOnFailure = true;
+  const sandbox = sandboxFrom(flags);
+  if (sandbox) body.sandbox = sandbox;
   if (flags.timeout !== undefined) {
     const ms = parseDuration(flags.timeout);
     if (ms === undefined || ms <= 0) throw new UsageError(`bad --timeout '${flags.timeout}': use a duration like 90s, 30m or 2h`);

@@ -11,7 +11,7 @@ export function presentJob(job: Job) {
     paused: job.paused, overlap: job.overlap, catchUp: job.catchUp,
     timeoutMs: job.timeoutMs, idleTimeoutMs: job.idleTimeoutMs, retries: job.retries, failureRetries: job.failureRetries,
     env: job.env, labels: job.labels, script: job.script, template: job.template, vars: job.vars,
-    artifacts: job.artifacts, artifactsOnFailure: job.artifactsOnFailure,
+    artifacts: job.artifacts, artifactsOnFailure: job.artifactsOnFailure, sandbox: job.sandbox,
     /** ISO 8601 in the schedule's zone, with its offset. */
     nextAt: job.nextAt === null ? null : isoInZone(job.nextAt, zone),
     skipped: job.skipped, lastSkip: job.lastSkip && { at: isoInZone(job.lastSkip.at, zone), reason: job.lastSkip.reason },

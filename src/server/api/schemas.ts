@@ -1,6 +1,6 @@
 /** Shapes of API requests, validated where they enter. */
 import { z } from 'zod';
-import { isValidJobName, isValidTemplateName, JOB_NAME_RULE, OVERLAPS, PERIODS, RUN_STATUSES, type Schedule } from '../../core/index.js';
+import { isValidJobName, isValidTemplateName, JOB_NAME_RULE, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES, type Schedule } from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
 
 /** Largest script a job may carry. */
@@ -23,6 +23,24 @@ const schedule: z.ZodType<Schedule> = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('every'), everyMs: z.number().int() }),
   z.strictObject({ kind: z.literal('cron'), expr: z.string().min(1).max(256), tz: z.string().min(1).max(64).default('UTC') }),
 ]) as z.ZodType<Schedule>;
+/** What a job asks of its sandbox (`sandbox` in job bodies). */
+const sandboxLimits = {
+  memoryBytes: z.number().int().min(1024 * 1024, 'the memory limit must be at least 1mb').max(2 ** 50),
+  pids: z.number().int().min(1).max(1_000_000),
+  cpuSeconds: z.number().int().min(1).max(7 * 86_400),
+  network: z.enum(NETWORKS),
+};
+const jobSandbox = z.strictObject({
+  memoryBytes: sandboxLimits.memoryBytes.optional(), pids: sandboxLimits.pids.optional(),
+  cpuSeconds: sandboxLimits.cpuSeconds.optional(), network: sandboxLimits.network.optional(),
+});
+/** A change to a job's sandbox: given keys are set, null ones removed. */
+const sandboxChange = z.strictObject({
+  memoryBytes: sandboxLimits.memoryBytes.nullable().optional(), pids: sandboxLimits.pids.nullable().optional(),
+  cpuSeconds: sandboxLimits.cpuSeconds.nullable().optional(), network: sandboxLimits.network.nullable().optional(),
+});
+export type SandboxChange = z.infer<typeof sandboxChange>;
+
 const jobFields = {
   platform: platform.optional(),
   script: script.optional(),
@@ -43,6 +61,7 @@ const jobFields = {
   /** Globs of the files to keep as artifacts. */
   artifacts: z.array(z.string().min(1).max(512)).max(64).optional(),
   artifactsOnFailure: z.boolean().optional(),
+  sandbox: jobSandbox.optional(),
 };
 
 /** Folds the `period` shorthand into `schedule`. */
@@ -59,7 +78,7 @@ export const createJobBody = z
 
 /** Body of `PATCH /api/jobs/:name`. */
 export const modifyJobBody = z
-  .strictObject(jobFields)
+  .strictObject({ ...jobFields, sandbox: sandboxChange.optional() })
   .refine((job) => job.script === undefined || job.template === undefined, { message: 'give a script or a template, not both' })
   .transform(withSchedule);
 

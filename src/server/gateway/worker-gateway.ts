@@ -97,7 +97,7 @@ class Session implements WorkerSession {
         id: run.id, job: run.job, platform: run.platform, attempt: run.attempt,
         script: run.script ?? '', env: run.env, timeoutMs: run.timeoutMs ?? DEFAULT_TIMEOUT_MS,
         ...(run.idleTimeoutMs ? { idleTimeoutMs: run.idleTimeoutMs } : {}), firstSeq: run.firstSeq,
-        artifacts: run.artifacts, artifactsOnFailure: run.artifactsOnFailure, artifactLimits: this.artifactLimits,
+        artifacts: run.artifacts, artifactsOnFailure: run.artifactsOnFailure, sandbox: run.sandbox, artifactLimits: this.artifactLimits,
       },
     });
   }

@@ -17,7 +17,7 @@ import { migrate } from './migrate.js';
 interface JobRow {
   name: string; platform: string | null; script: string | null; template: string | null; vars: string; env: string; labels: string;
   schedule: string; paused: number; overlap: string; catch_up: number; skipped: number; last_skip: string | null;
-  artifacts: string; artifacts_on_failure: number;
+  artifacts: string; artifacts_on_failure: number; sandbox: string;
   timeout_ms: number; idle_timeout_ms: number | null; retries: number; failure_retries: number;
   next_at: number | null; created_at: number; updated_at: number;
 }
@@ -26,7 +26,7 @@ interface RunRow {
   worker: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
   result: string | null; script: string | null; env: string; timeout_ms: number | null;
   idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
-  cancel_requested_by: string | null; deadline_at: number | null; artifacts: string; artifacts_on_failure: number;
+  cancel_requested_by: string | null; deadline_at: number | null; artifacts: string; artifacts_on_failure: number; sandbox: string;
 }
 interface WorkerRow {
   name: string; platform: string; labels: string; capacity: number; hostname: string; os: string;
@@ -35,7 +35,7 @@ interface WorkerRow {
 
 const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, queued_at, started_at, finished_at, result, script, env,
   timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at,
-  artifacts, artifacts_on_failure`;
+  artifacts, artifacts_on_failure, sandbox`;
 
 function toJob(row: JobRow): Job {
   return {
@@ -43,7 +43,7 @@ function toJob(row: JobRow): Job {
     env: JSON.parse(row.env), labels: JSON.parse(row.labels), schedule: JSON.parse(row.schedule), paused: row.paused === 1,
     overlap: row.overlap as Job['overlap'], catchUp: row.catch_up === 1, skipped: row.skipped,
     lastSkip: row.last_skip === null ? null : JSON.parse(row.last_skip),
-    artifacts: JSON.parse(row.artifacts), artifactsOnFailure: row.artifacts_on_failure === 1,
+    artifacts: JSON.parse(row.artifacts), artifactsOnFailure: row.artifacts_on_failure === 1, sandbox: JSON.parse(row.sandbox),
     timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms, retries: row.retries, failureRetries: row.failure_retries,
     nextAt: row.next_at, createdAt: row.created_at, updatedAt: row.updated_at,
   };
@@ -56,7 +56,7 @@ function jobParams(job: Job) {
     vars: JSON.stringify(job.vars), env: JSON.stringify(job.env), labels: JSON.stringify(job.labels),
     schedule: JSON.stringify(job.schedule), paused: job.paused ? 1 : 0, catchUp: job.catchUp ? 1 : 0,
     lastSkip: job.lastSkip === null ? null : JSON.stringify(job.lastSkip),
-    artifacts: JSON.stringify(job.artifacts), artifactsOnFailure: job.artifactsOnFailure ? 1 : 0,
+    artifacts: JSON.stringify(job.artifacts), artifactsOnFailure: job.artifactsOnFailure ? 1 : 0, sandbox: JSON.stringify(job.sandbox),
   };
 }
 
@@ -69,7 +69,7 @@ function toRun(row: RunRow): Run {
     script: row.script, env: JSON.parse(row.env), timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms,
     lostRetriesLeft: row.lost_retries_left, failureRetriesLeft: row.failure_retries_left, firstSeq: row.first_seq,
     cancelRequestedBy: row.cancel_requested_by, deadlineAt: row.deadline_at,
-    artifacts: JSON.parse(row.artifacts), artifactsOnFailure: row.artifacts_on_failure === 1,
+    artifacts: JSON.parse(row.artifacts), artifactsOnFailure: row.artifacts_on_failure === 1, sandbox: JSON.parse(row.sandbox),
   };
 }
 
@@ -127,9 +127,9 @@ class SqliteStore implements JobStore {
       if (job.platform !== null) this.refuseDropped(job.platform);
       this.db
         .prepare(`INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
-                    timeout_ms, idle_timeout_ms, retries, failure_retries, artifacts, artifacts_on_failure, next_at, created_at, updated_at)
+                    timeout_ms, idle_timeout_ms, retries, failure_retries, artifacts, artifacts_on_failure, sandbox, next_at, created_at, updated_at)
                   VALUES (@name, @platform, @script, @template, @vars, @env, @labels, @schedule, @paused, @overlap, @catchUp, @skipped, @lastSkip,
-                    @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @artifacts, @artifactsOnFailure, @nextAt, @createdAt, @updatedAt)`)
+                    @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @artifacts, @artifactsOnFailure, @sandbox, @nextAt, @createdAt, @updatedAt)`)
         .run(jobParams(job));
       return firstRuns.map((run) => this.enqueueInTx(run, 'back').run);
     });
@@ -146,7 +146,7 @@ class SqliteStore implements JobStore {
         .prepare(`UPDATE jobs SET platform = @platform, script = @script, template = @template, vars = @vars, env = @env, labels = @labels,
                   schedule = @schedule, paused = @paused, overlap = @overlap, catch_up = @catchUp,
                   timeout_ms = @timeoutMs, idle_timeout_ms = @idleTimeoutMs, retries = @retries, failure_retries = @failureRetries,
-                  artifacts = @artifacts, artifacts_on_failure = @artifactsOnFailure,
+                  artifacts = @artifacts, artifacts_on_failure = @artifactsOnFailure, sandbox = @sandbox,
                   next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
         .run(jobParams(next));
       return next;
@@ -237,10 +237,10 @@ class SqliteStore implements JobStore {
       const job = jobRow;
       this.db
         .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
-                    idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?
+                    idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
                   WHERE id = ? AND status = 'queued'`)
         .run(worker.name, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
-          job.artifacts, job.artifacts_on_failure, pick.id);
+          job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
       const run = this.runRow(pick.id);
       this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
       return run;
