@@ -101,6 +101,25 @@ test('with --network host a bwrap job reaches the host; a job asking for host on
   assert.match(refused.run.resultText ?? '', /aborted: cannot start the job: the job asks for --network host, but this worker cuts every job off the network/);
 });
 
+test('--ro-bind and --bind add host paths to every bwrap job, read-only or writable', async (t) => {
+  const server = await startServer(t);
+  const shared = tempDir(t);
+  const out = tempDir(t);
+  writeFileSync(path.join(shared, 'hello.txt'), 'from the host\n');
+  await startWorker(t, server, ['--platform', 'testos', '--sandbox', 'bwrap', '--ro-bind', `${shared}:/srv`, '--bind', `${out}:/media`]);
+  const script = [
+    'cat /srv/hello.txt',
+    'touch /srv/new 2>/dev/null && echo "ro: written" || echo "ro: denied"',
+    'echo result > /media/made-in-job && echo "rw: written"',
+  ].join('\n');
+  assert.equal((await kiln(server, ['schedule', 'binds', '--command', script, ...never])).code, 0);
+  const { lines, run } = await followRun(server, (await kiln(server, ['execute', 'binds'])).stdout.trim());
+  assert.equal(run.status, 'succeeded', lines.join('\n'));
+  assert.deepEqual(lines.slice(1), ['from the host', 'ro: denied', 'rw: written']);
+  assert.equal(readFileSync(path.join(out, 'made-in-job'), 'utf8'), 'result\n');
+  assert.equal(existsSync(path.join(shared, 'new')), false);
+});
+
 test('SIGKILL, timeouts and cancels inside bwrap are reported exactly and leave no process, even one that setsid-ed', async (t) => {
   const server = await startServer(t);
   await startWorker(t, server, ['--platform', 'testos', '--sandbox', 'bwrap', '--kill-grace', '300ms']);
@@ -159,6 +178,7 @@ test('--sandbox bwrap refuses to start without bubblewrap, and bad sandbox optio
     [['--sandbox', 'docker'], {}, /bad --sandbox 'docker': use none or bwrap/],
     [['--network', 'none'], {}, /--network none, --bind and --ro-bind need --sandbox bwrap/],
     [['--sandbox', 'bwrap', '--bind', '/does/not/exist'], {}, /bad --bind '\/does\/not\/exist': \/does\/not\/exist does not exist/],
+    [['--sandbox', 'bwrap', '--ro-bind', '/tmp:/no/such/dir'], {}, /bad --ro-bind '\/tmp:\/no\/such\/dir': the mount point \/no\/such\/dir must exist on this host/],
   ];
   for (const [args, env, message] of cases) {
     const worker = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', ...args], { KILN_WORKER_TOKEN: server.workerToken, ...env });

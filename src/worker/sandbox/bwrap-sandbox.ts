@@ -37,9 +37,13 @@ export interface BwrapOptions {
 export function parseBind(text: string, writable: boolean): BindMount {
   const [source, target, ...rest] = text.split(':');
   if (!source || rest.length > 0 || target === '') throw new UsageError(`bad --${writable ? 'bind' : 'ro-bind'} '${text}': use SRC or SRC:DEST`);
+  const flag = `--${writable ? 'bind' : 'ro-bind'}`;
   const resolved = path.resolve(source);
-  if (!existsSync(resolved)) throw new UsageError(`bad --${writable ? 'bind' : 'ro-bind'} '${text}': ${resolved} does not exist`);
-  return { source: resolved, target: target ? path.resolve('/', target) : resolved, writable };
+  if (!existsSync(resolved)) throw new UsageError(`bad ${flag} '${text}': ${resolved} does not exist`);
+  const mountPoint = target ? path.resolve('/', target) : resolved;
+  // The sandbox's root is the host's, read-only: bwrap cannot make a missing mount point there.
+  if (!existsSync(mountPoint)) throw new UsageError(`bad ${flag} '${text}': the mount point ${mountPoint} must exist on this host (create it, or bind to an existing path)`);
+  return { source: resolved, target: mountPoint, writable };
 }
 
 /** The namespaces every job gets. */
