@@ -62,7 +62,8 @@ export class ArtifactSweeper {
       } catch (raw) {
         this.log.error({ err: coerceError(raw) }, 'artifact sweep failed; trying again at the next one');
       }
-      if (!this.stopped) this.timer = setTimeout(() => void tick(), this.settings.sweepEveryMs);
+      // setTimeout takes at most ~24.8 days; sweeping more often than asked is harmless.
+      if (!this.stopped) this.timer = setTimeout(() => void tick(), Math.min(this.settings.sweepEveryMs, 2 ** 31 - 1));
     };
     void tick();
   }

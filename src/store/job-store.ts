@@ -314,7 +314,7 @@ export interface JobStore {
   /**
    * Runs whose artifacts `policy` lets go, oldest first: ended runs past the newest `keepRuns`
    * (with artifacts) of their job, or ended before `keptSince`; never a run still queued, running
-   * or waiting to be delivered. An empty policy lets nothing go.
+   * or waiting to be delivered to the current upload target. An empty policy lets nothing go.
    */
   expiredArtifacts(policy: RetentionPolicy): Promise<ExpiredArtifacts[]>;
   /** Forgets the artifacts of these runs (their blobs stay until no run references them). */
@@ -322,11 +322,14 @@ export interface JobStore {
   /** Those of `sha256s` that no artifact references (not counting the artifacts of `ignoringRuns`). */
   unreferencedBlobs(sha256s: string[], ignoringRuns?: string[]): Promise<string[]>;
 
-  /** From now on, each run that ran and ends gets a pending delivery to `target` (null: none). */
+  /**
+   * From now on, each run that ran and ends gets a pending delivery to `target` (null: none), and
+   * only deliveries to `target` are due; those to an earlier target stay pending until it is back.
+   */
   setUploadTarget(target: string | null): void;
-  /** Pending deliveries due at `now`, oldest first. */
+  /** Pending deliveries to the current target due at `now`, oldest first. */
   dueDeliveries(now: number, limit: number): Promise<Delivery[]>;
-  /** When the next pending delivery is due. */
+  /** When the next pending delivery to the current target is due. */
   nextDeliveryAt(): Promise<number | undefined>;
   /** Records an attempt: still pending (retry at `nextAt`), delivered, or failed for good. */
   recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void>;

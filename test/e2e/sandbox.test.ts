@@ -45,7 +45,9 @@ test('a bwrap job writes only its work dir and /tmp, sees no token, no spool, no
   const spool = tempDir(t);
   const hostMarker = path.join(tempDir(t), 'host-file');
   writeFileSync(hostMarker, '');
-  const worker = await startWorker(t, server, ['--platform', 'testos', '--sandbox', 'bwrap', '--network', 'none', '--spool-dir', spool, '--token', server.workerToken]);
+  const otherWorker = tempDir(t);
+  writeFileSync(path.join(otherWorker, 'secret'), 'other runs');
+  const worker = await startWorker(t, server, ['--platform', 'testos', '--sandbox', 'bwrap', '--network', 'none', '--spool-dir', spool, '--token', server.workerToken, '--hide', otherWorker]);
   const port = new URL(server.url).port;
   const probe = `require('net').connect(${port}, '127.0.0.1').on('connect', () => { console.log('net: connected'); process.exit(0); }).on('error', (e) => console.log('net: ' + e.code))`;
   const script = [
@@ -54,6 +56,7 @@ test('a bwrap job writes only its work dir and /tmp, sees no token, no spool, no
     'echo data > result.txt && echo "workdir: written"',
     'touch /tmp/scratch && echo "tmp: written"; echo "tmp: $(ls /tmp | tr "\\n" " ")"',
     `echo "spool: $(ls -A ${spool} | wc -l) entries"`,
+    `echo "hidden: $(ls -A ${otherWorker} | wc -l) entries"`,
     'echo "env: $(env | cut -d= -f1 | sort | tr "\\n" " ")"',
     'echo "pids: $(ls /proc | grep -c "^[0-9]")"',
     'cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr "\\0" "\\n" > procs.txt; echo "proc: read"',
@@ -64,7 +67,7 @@ test('a bwrap job writes only its work dir and /tmp, sees no token, no spool, no
   const { lines, run } = await followRun(server, runId);
   assert.equal(run.status, 'succeeded', lines.join('\n'));
   assert.match(lines[0]!, /^kiln: sandbox bwrap \(network none at most\), limits by /);
-  for (const expected of ['etc: denied', 'home: denied', 'workdir: written', 'tmp: written', 'spool: 0 entries', 'net: ECONNREFUSED']) {
+  for (const expected of ['etc: denied', 'home: denied', 'workdir: written', 'tmp: written', 'spool: 0 entries', 'hidden: 0 entries', 'net: ECONNREFUSED']) {
     assert.ok(lines.includes(expected), `${expected} in:\n${lines.join('\n')}`);
   }
   // /tmp is private: the job's files, and only the mount points of its work dir and the hidden spool.
@@ -176,7 +179,7 @@ test('--sandbox bwrap refuses to start without bubblewrap, and bad sandbox optio
   const cases: [string[], Record<string, string>, RegExp][] = [
     [['--sandbox', 'bwrap'], { PATH: '/nonexistent' }, /bubblewrap is not installed .*apt-get install bubblewrap/],
     [['--sandbox', 'docker'], {}, /bad --sandbox 'docker': use none or bwrap/],
-    [['--network', 'none'], {}, /--network none, --bind and --ro-bind need --sandbox bwrap/],
+    [['--network', 'none'], {}, /--network none, --bind, --ro-bind and --hide need --sandbox bwrap/],
     [['--sandbox', 'bwrap', '--bind', '/does/not/exist'], {}, /bad --bind '\/does\/not\/exist': \/does\/not\/exist does not exist/],
     [['--sandbox', 'bwrap', '--ro-bind', '/tmp:/no/such/dir'], {}, /bad --ro-bind '\/tmp:\/no\/such\/dir': the mount point \/no\/such\/dir must exist on this host/],
   ];

@@ -144,14 +144,14 @@ test('a service where nothing listens: retry later', async () => {
   assert.match(outcome.reason, /ECONNREFUSED/);
 });
 
-test('an artifact file that is missing: retry, and no run.json marks the run complete', async (t) => {
+test('an artifact file that is missing: give up (it will not come back), and no run.json marks the run complete', async (t) => {
   const dir = tempDir(t);
   const run = finishedRun('nightly');
   const gone = { ...artifact(dir, 'gone', Buffer.from('x'), 0o644), file: path.join(dir, 'not-there') };
 
   const outcome = await s3Target(new URL(`s3://${BUCKET}/missing`), settings).deliver(delivery(run, ['hello'], [gone]));
 
-  assert.equal(outcome.kind, 'retry');
+  assert.equal(outcome.kind, 'give-up');
   assert.match(outcome.reason, /ENOENT/);
   assert.deepEqual(await listKeys(`missing/nightly/${run.id}/`), []);
 });

@@ -879,6 +879,21 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         });
       });
 
+      test('only deliveries to the current target are due or keep artifacts; those to an earlier one wait until it is back', async (t) => {
+        const store = await open(t);
+        store.setUploadTarget('old');
+        const ran = await finishedRun(store, 'a', T0 + 1, [1]);
+        store.setUploadTarget('new');
+        assert.deepEqual(await store.dueDeliveries(T0 + 10, 10), []);
+        assert.equal(await store.nextDeliveryAt(), undefined);
+        assert.deepEqual((await store.expiredArtifacts({ keepRuns: 0 })).map((e) => e.runId), [ran], 'a delivery to a target no longer set does not pin artifacts');
+        store.setUploadTarget('old');
+        assert.deepEqual((await store.dueDeliveries(T0 + 10, 10)).map((d) => d.runId), [ran]);
+        assert.deepEqual(await store.expiredArtifacts({ keepRuns: 0 }), []);
+        store.setUploadTarget(null);
+        assert.deepEqual(await store.dueDeliveries(T0 + 10, 10), []);
+      });
+
       test('retention lets go of runs past the newest N per job, or older than a time, never running or undelivered ones', async (t) => {
         const store = await open(t);
         const a1 = await finishedRun(store, 'a', T0 + 1, [1]);

@@ -1,6 +1,6 @@
 /** The long-running commands: server, worker, and up (a server plus one local worker). */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -150,6 +150,7 @@ interface WorkerFlags {
   network: string;
   bind?: string[];
   roBind?: string[];
+  hide?: string[];
   workDir?: string;
   spoolDir?: string;
   killGrace: string;
@@ -206,6 +207,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--network <mode>', 'with --sandbox bwrap: host (jobs may use the network) or none (every job cut off)', 'host')
     .option('--bind <src[:dest]>', 'with --sandbox bwrap: also mount this host path writable in every job (repeatable)', collect)
     .option('--ro-bind <src[:dest]>', 'with --sandbox bwrap: also mount this host path read-only over what is there (repeatable)', collect)
+    .option('--hide <dir>', "with --sandbox bwrap: show jobs this host dir empty, e.g. other workers' state (repeatable)", collect)
     .option('--work-dir <dir>', 'where work dirs are made (default: the system temp dir)')
     .option('--spool-dir <dir>', "where running jobs' output is kept until the server has it (default: TMPDIR/kiln-spool-NAME)")
     .option('--kill-grace <duration>', 'time between SIGTERM and SIGKILL when stopping a job', '10s')
@@ -264,8 +266,8 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
   if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
   if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
   if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);
-  if (flags.sandbox === 'none' && (flags.network !== 'host' || flags.bind || flags.roBind)) {
-    throw new UsageError('--network none, --bind and --ro-bind need --sandbox bwrap (--sandbox none cannot isolate a job)');
+  if (flags.sandbox === 'none' && (flags.network !== 'host' || flags.bind || flags.roBind || flags.hide)) {
+    throw new UsageError('--network none, --bind, --ro-bind and --hide need --sandbox bwrap (--sandbox none cannot isolate a job)');
   }
   const capacity = Number(flags.capacity);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 256) throw new UsageError(`bad --capacity '${flags.capacity}': give a number from 1 to 256`);
@@ -286,7 +288,8 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
     checkBwrap();
     const binds = [...(flags.bind ?? []).map((b) => parseBind(b, true)), ...(flags.roBind ?? []).map((b) => parseBind(b, false))];
     // Jobs see the host read-only, but not the worker's own files: other runs, the spool, the token.
-    const hidden = [workRoot, spoolDir, path.resolve(LOCAL_DATA_DIR)];
+    const hidden = [workRoot, spoolDir, path.resolve(LOCAL_DATA_DIR), ...(flags.hide ?? []).map((dir) => path.resolve(dir))];
+    for (const dir of hidden.slice(3)) if (!existsSync(dir)) throw new UsageError(`bad --hide '${dir}': it does not exist`);
     sandbox = new BwrapSandboxLauncher({ network: flags.network as 'none' | 'host', binds, hidden }, limits);
   } else sandbox = new ProcessSandboxLauncher(limits);
   log.info({ sandbox: sandbox.describe() }, 'jobs run in this sandbox');

@@ -4,7 +4,7 @@
  * `artifact` part per file, streamed from disk. Basic auth comes from the URL's userinfo, as with
  * robur's builder. 2xx: delivered; 408, 429, 5xx or no answer: retry; any other status: give up.
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
@@ -34,21 +34,29 @@ function judge(status: number, body: string, retryAfter: string | undefined): De
   return { kind: 'give-up', reason };
 }
 
-/** The multipart body of one delivery. */
-function formFor(delivery: RunDelivery): FormData {
+/** The multipart body of one delivery, and the files it reads (to close if the request fails). */
+function formFor(delivery: RunDelivery): { form: FormData; files: ReadStream[] } {
   const form = new FormData();
+  const files: ReadStream[] = [];
   form.append('run', JSON.stringify(deliveryMetadata(delivery)), { contentType: 'application/json', filename: 'run.json' });
   const lines = delivery.consoleLines();
   form.append('console', Readable.from((async function* () {
     for await (const line of lines) yield line + '\n';
   })()), { contentType: 'text/plain; charset=utf-8', filename: 'console.txt' });
   for (const artifact of delivery.artifacts) {
-    form.append('artifact', createReadStream(artifact.file, { highWaterMark: 1024 * 1024 }), {
+    const file = createReadStream(artifact.file, { highWaterMark: 1024 * 1024 });
+    files.push(file);
+    form.append('artifact', file, {
       filepath: artifact.path, contentType: 'application/octet-stream', knownLength: artifact.size,
       header: { 'x-kiln-sha256': artifact.sha256, 'x-kiln-mode': artifact.mode.toString(8) },
     });
   }
-  return form;
+  return { form, files };
+}
+
+/** A missing artifact file will not come back: retrying cannot help. */
+function missingFile(err: Error): boolean {
+  return (err as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
 /** The HTTP(S) upload target. */
@@ -61,8 +69,13 @@ export function httpTarget(url: URL): UploadTarget {
   endpoint.password = '';
   return {
     description: describeUrl(url),
-    deliver: (delivery) => new Promise<DeliveryOutcome>((resolve) => {
-      const form = formFor(delivery);
+    deliver: (delivery) => new Promise<DeliveryOutcome>((settle) => {
+      const { form, files } = formFor(delivery);
+      // Whatever happens, the files opened for this attempt are closed once it is decided.
+      const resolve = (outcome: DeliveryOutcome) => {
+        for (const file of files) file.destroy();
+        settle(outcome);
+      };
       const request = (endpoint.protocol === 'https:' ? https : http).request(endpoint, {
         method: 'POST',
         headers: {
@@ -84,7 +97,10 @@ export function httpTarget(url: URL): UploadTarget {
       });
       request.on('timeout', () => request.destroy(new Error(`no answer for ${IDLE_TIMEOUT_MS / 1000}s`)));
       request.on('error', (err) => resolve({ kind: 'retry', reason: `${endpoint.host}: ${coerceError(err).message}` }));
-      form.on('error', (err: Error) => request.destroy(err));
+      form.on('error', (err: Error) => {
+        if (missingFile(err)) resolve({ kind: 'give-up', reason: `an artifact of the run is missing from the server's store: ${err.message}` });
+        request.destroy(err);
+      });
       // A pipe reads each file only as fast as the socket takes it.
       form.pipe(request);
     }),

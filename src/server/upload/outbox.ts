@@ -93,27 +93,28 @@ export class Outbox {
 
   /** One attempt at one delivery, recorded whatever happens. */
   private async attempt(delivery: Delivery): Promise<void> {
-    const run = await this.store.findRun(delivery.runId);
-    const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, file: this.blobs.blobPath(a.sha256) }));
-    const store = this.store;
-    const consoleLines = async function* () {
-      for (let after = -1; ;) {
-        const page = await store.readConsole(run.id, after, CONSOLE_PAGE);
-        for (const line of page) yield line.text;
-        if (page.length < CONSOLE_PAGE) return;
-        after = page.at(-1)!.seq;
-      }
-    };
     let outcome: DeliveryOutcome;
     try {
+      const run = await this.store.findRun(delivery.runId);
+      const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, file: this.blobs.blobPath(a.sha256) }));
+      const store = this.store;
+      const consoleLines = async function* () {
+        for (let after = -1; ;) {
+          const page = await store.readConsole(run.id, after, CONSOLE_PAGE);
+          for (const line of page) yield line.text;
+          if (page.length < CONSOLE_PAGE) return;
+          after = page.at(-1)!.seq;
+        }
+      };
       outcome = await this.target.deliver({ deliveryId: String(delivery.id), run, consoleLines, artifacts, signal: this.abort.signal });
     } catch (raw) {
+      // Recorded on the delivery itself, so one bad delivery cannot hold up the others.
       outcome = { kind: 'retry', reason: coerceError(raw).message };
     }
     if (this.stopped && outcome.kind !== 'delivered') return;
     const at = this.now();
     const attempts = delivery.attempts + 1;
-    const log = this.log.child({ runId: run.id, delivery: delivery.id, attempts });
+    const log = this.log.child({ runId: delivery.runId, delivery: delivery.id, attempts });
     if (outcome.kind === 'delivered') {
       await this.store.recordDeliveryAttempt(delivery.id, { state: 'delivered', nextAt: at, error: null, at });
       log.info({ target: this.target.description }, 'run delivered');

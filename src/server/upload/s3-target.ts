@@ -86,7 +86,7 @@ export function s3Target(url: URL, settings: S3Settings): UploadTarget {
           await putFile(key, artifact.file, artifact.size, { ContentType: 'application/octet-stream', Metadata }, delivery.signal);
         }
         key = `${base}/console.txt`;
-        await pipeline(Readable.from(withNewlines(delivery.consoleLines())), createWriteStream(consoleFile));
+        await pipeline(Readable.from(withNewlines(delivery.consoleLines())), createWriteStream(consoleFile, { mode: 0o600 }));
         const { size } = await stat(consoleFile);
         await putFile(key, consoleFile, size, { ContentType: 'text/plain; charset=utf-8' }, delivery.signal);
         key = `${base}/run.json`;
@@ -113,6 +113,8 @@ function outcomeOf(raw: unknown, where: string): DeliveryOutcome {
   // has no message at all); SDK service errors are named after the S3 error code (NoSuchBucket).
   const code = (raw as { code?: unknown } | null)?.code ?? (raw instanceof Error ? raw.name : err.code);
   const reason = `PUT ${where}: ${String(code)}${status ? ` (HTTP ${status})` : ''}${err.message ? `: ${err.message}` : ''}`.replace(/\s+/g, ' ');
+  // A blob missing from the server's own store will not come back: retrying cannot help.
+  if (code === 'ENOENT') return { kind: 'give-up', reason };
   if (status === undefined || status >= 500 || status === 408 || status === 429) return { kind: 'retry', reason };
   return { kind: 'give-up', reason };
 }

@@ -486,9 +486,9 @@ class SqliteStore implements JobStore {
                 )
                 SELECT run_id, job, finished_at, files, bytes FROM ranked
                 WHERE ((@keepRuns IS NOT NULL AND newest > @keepRuns) OR (@keptSince IS NOT NULL AND finished_at < @keptSince))
-                  AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending')
+                  AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending' AND target = @target)
                 ORDER BY finished_at, run_id`)
-      .all({ keepRuns: policy.keepRuns ?? null, keptSince: policy.keptSince ?? null }) as { run_id: string; job: string; finished_at: number; files: number; bytes: number }[];
+      .all({ keepRuns: policy.keepRuns ?? null, keptSince: policy.keptSince ?? null, target: this.uploadTarget }) as { run_id: string; job: string; finished_at: number; files: number; bytes: number }[];
     return rows.map((row) => ({ runId: row.run_id, job: row.job, finishedAt: row.finished_at, files: row.files, bytes: row.bytes }));
   }
 
@@ -510,11 +510,12 @@ class SqliteStore implements JobStore {
   }
 
   async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
-    return (this.db.prepare("SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?").all(now, limit) as DeliveryRow[]).map(toDelivery);
+    return (this.db.prepare("SELECT * FROM deliveries WHERE state = 'pending' AND target = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?")
+      .all(this.uploadTarget, now, limit) as DeliveryRow[]).map(toDelivery);
   }
 
   async nextDeliveryAt(): Promise<number | undefined> {
-    return (this.db.prepare("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'").pluck().get() as number | null) ?? undefined;
+    return (this.db.prepare("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND target = ?").pluck().get(this.uploadTarget) as number | null) ?? undefined;
   }
 
   async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {

@@ -4,7 +4,7 @@
  * rlimits, merges stderr into stdout and execs the command (the sandbox, or the job itself), so
  * every process the job starts is limited, signalled and killed with it.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import type { LimitSupport } from './resource-limits.js';
 import type { Sandbox, SandboxExit, SandboxSpec } from './sandbox.js';
 
@@ -36,15 +36,19 @@ const SIGNALS: Record<number, NodeJS.Signals> = {
 export async function startJobProcess(command: string[], spec: SandboxSpec, limits: LimitSupport, reading: ExitReading): Promise<Sandbox> {
   const { memoryBytes, pids, cpuSeconds } = spec.settings;
   const runLimits = await limits.forRun(spec.runId, { memoryBytes, pids, cpuSeconds });
-  const wrapper = ['read _ || exit 125', 'exec </dev/null', ...runLimits.shellPrelude, 'exec 2>&1', 'exec "$@"'].join('\n');
-  const child = spawn('/bin/sh', ['-c', wrapper, 'kiln-job', ...command], {
-    cwd: spec.workDir,
-    env: spec.env,
-    detached: true,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  // stderr is redirected into stdout by the wrapper; this pipe only sees the shell's own complaints.
+  // stderr joins stdout first, so even a limit the prelude cannot set is said in the console.
+  const wrapper = ['read _ || exit 125', 'exec </dev/null', 'exec 2>&1', ...runLimits.shellPrelude, 'exec "$@"'].join('\n');
+  let child: ChildProcessWithoutNullStreams;
+  try {
+    child = spawn('/bin/sh', ['-c', wrapper, 'kiln-job', ...command], { cwd: spec.workDir, env: spec.env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (raw) {
+    await runLimits.release().catch(() => []);
+    throw raw;
+  }
+  // The wrapper's stderr is merged into stdout; this pipe only sees the shell's own complaints.
   child.stderr.resume();
+  // A job that has already gone when the gate opens must not take the worker down with EPIPE.
+  child.stdin.on('error', () => {});
   const spawned = new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
     child.once('error', reject);
@@ -68,6 +72,8 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
       })();
     });
   });
+  // A spawn that fails rejects both; the caller hears it through `spawned`.
+  exited.catch(() => {});
   try {
     await spawned;
     await runLimits.enter(child.pid!);
