@@ -5,23 +5,14 @@
  * command: bare `bwrap ... /bin/true` against `/bin/sh -c true`, without Kiln.
  * Usage: npm run bench:sandbox [-- --runs 20]
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { freePort, KILN, median, numberArg } from './support.js';
+import { freePort, median, numberArg, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 20);
 
-function startKiln(args: string[], env: Record<string, string>, ready: RegExp) {
-  const child = spawn(process.execPath, [KILN, ...args], { env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-  const started = new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => ready.test(line) && resolve());
-    child.once('exit', (code) => reject(new Error(`kiln ${args[0]} exited with ${code}`)));
-  });
-  return { child, started };
-}
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-sandbox-'));
 const port = await freePort();

@@ -1,4 +1,6 @@
 /** Small helpers shared by the benchmarks. */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 /** The kiln command of this checkout. */
@@ -18,4 +20,14 @@ export function median(values: number[]): number {
 export function numberArg(name: string, fallback: number): number {
   const at = process.argv.indexOf(name);
   return at > 0 ? Number(process.argv[at + 1]) : fallback;
+}
+
+/** Starts `kiln ARGS` (stderr read for `ready`); `started` resolves once a line matches it. */
+export function startKiln(args: string[], env: Record<string, string>, ready: RegExp) {
+  const child = spawn(process.execPath, [KILN, ...args], { env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const started = new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => ready.test(line) && resolve());
+    child.once('exit', (code) => reject(new Error(`kiln ${args[0]} exited with ${code}`)));
+  });
+  return { child, started };
 }

@@ -41,6 +41,26 @@ const uploadSchema = z.strictObject({
   force_path_style: z.boolean().optional(),
 });
 
+/** A duration that may be negative (`-1`: never), for idle_timeout. */
+const signedDuration = z.union([z.number().int(), z.string()]).transform((v) => String(v)).refine(
+  (text) => /^-\d+$/.test(text) || text === '0' || parseDuration(text) !== undefined,
+  { message: 'use a duration like 10m, 0 (one run per instance) or -1 (never)' },
+);
+
+const poolSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'pool names use letters, digits, - and _'),
+  provider: z.enum(['process', 'bwrap', 'docker', 'kubernetes', 'marathon', 'exec']),
+  platform: z.string().min(1),
+  labels: z.record(z.string(), z.string()).default({}),
+  max: z.number().int().min(1).max(1000),
+  min_idle: z.number().int().min(0).default(0),
+  idle_timeout: signedDuration.optional(),
+  start_timeout: duration.default('10m'),
+  check_interval: duration.default('10s'),
+  options: z.record(z.string(), z.unknown()).default({}),
+});
+export type PoolSettings = z.infer<typeof poolSchema>;
+
 const configSchema = z.strictObject({
   /** HOST:PORT to listen on. */
   listen: z.string().optional(),
@@ -55,7 +75,7 @@ const configSchema = z.strictObject({
   backstop: duration.optional(),
   artifacts: artifactsSchema.optional(),
   upload: z.union([z.string().min(1).transform((url): z.infer<typeof uploadSchema> => ({ url })), uploadSchema]).optional(),
-  pools: z.unknown().optional(),
+  pools: z.array(poolSchema).optional(),
 });
 
 /** The settings a config file gives, with paths resolved and durations as strings for the flags. */
@@ -78,6 +98,7 @@ export interface ConfigFileSettings {
   uploadRetryMin?: string;
   uploadRetryMax?: string;
   s3?: { endpoint?: string; region?: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle?: boolean };
+  pools?: PoolSettings[];
 }
 
 /** Reads and checks a config file; throws ConfigError naming the problem. */
@@ -94,8 +115,14 @@ export function readConfigFile(file: string): ConfigFileSettings {
     throw new ConfigError(`bad config file ${file}: ${issue.path.join('.') || 'top level'}: ${issue.message}`);
   }
   const config = parsed.data;
-  if (config.pools !== undefined) {
-    throw new ConfigError(`bad config file ${file}: pools: latent worker pools are not available in this version yet; remove the key`);
+  const names = new Set<string>();
+  for (const [i, pool] of (config.pools ?? []).entries()) {
+    if (!['process', 'bwrap'].includes(pool.provider)) {
+      throw new ConfigError(`bad config file ${file}: pools.${i}.provider: '${pool.provider}' is not available in this version yet (use process or bwrap)`);
+    }
+    if (names.has(pool.name)) throw new ConfigError(`bad config file ${file}: pools.${i}.name: '${pool.name}' is used twice`);
+    names.add(pool.name);
+    if (pool.min_idle > pool.max) throw new ConfigError(`bad config file ${file}: pools.${i}.min_idle: more than max`);
   }
   const here = (p: string | undefined) => (p === undefined ? undefined : path.resolve(path.dirname(file), p));
   return {
@@ -116,6 +143,7 @@ export function readConfigFile(file: string): ConfigFileSettings {
     uploadRetryMin: config.upload?.retry_min,
     uploadRetryMax: config.upload?.retry_max,
     s3: config.upload && s3Settings(config.upload),
+    pools: config.pools,
   };
 }
 

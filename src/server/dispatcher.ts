@@ -50,6 +50,8 @@ export class Dispatcher {
   private busy = false;
   private again = false;
   private idle: Promise<void> = Promise.resolve();
+  /** Told after each dispatch pass and when a worker comes or goes (the pools look then). */
+  onChange: () => void = () => {};
 
   constructor(
     private readonly store: JobStore,
@@ -82,6 +84,7 @@ export class Dispatcher {
 
   remove(session: WorkerSession): void {
     if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
+    this.onChange();
   }
 
   /** Marks a platform dropped (its workers get no runs) or lifts that. */
@@ -116,6 +119,7 @@ export class Dispatcher {
     } while (this.again);
     // Cleared in the same tick as the last check of `again`: a kick can never fall in between.
     this.busy = false;
+    this.onChange();
   }
 
   private async pass(): Promise<void> {

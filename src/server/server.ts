@@ -16,6 +16,8 @@ import { ArtifactSweeper, DEFAULT_BLOB_GRACE_MS, DEFAULT_SWEEP_EVERY_MS, type Re
 import { openUploadTarget, type UploadSettings } from './upload/open-target.js';
 import { DEFAULT_OUTBOX_TIMINGS, Outbox, type OutboxTimings } from './upload/outbox.js';
 import type { UploadTarget } from './upload/target.js';
+import type { PoolSettings } from './config-file.js';
+import { openPools } from './latent/open-pools.js';
 import { ConsoleHub } from './console-hub.js';
 import { Dispatcher } from './dispatcher.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
@@ -40,6 +42,8 @@ export interface ServerOptions {
   retention?: Partial<RetentionSettings>;
   /** Forward each finished run there (`--upload`), with the outbox's backoff. */
   upload?: UploadSettings & Partial<OutboxTimings>;
+  /** Latent worker pools the server starts and stops itself. */
+  pools?: PoolSettings[];
   /** Config dir (templates live in its templates/); the data dir when absent. */
   configDir?: string;
   /** Worker heartbeat interval (ms); a worker silent for two of them is disconnected. */
@@ -107,28 +111,41 @@ async function startOnStore(
   });
   for (const { platform } of await store.listDroppedPlatforms()) dispatcher.setDropped(platform, true);
 
+  let url = '';
+  const pools = options.pools?.length
+    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir })
+    : undefined;
+  if (pools) dispatcher.onChange = () => pools.evaluate();
+
   const waiting = await service.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
   const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
-  installAuth(app, tokens);
+  installAuth(app, tokens, (token) => pools?.nameForToken(token));
   app.get('/healthz', async () => ({ ok: true }));
-  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description });
+  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [] });
   registerArtifactRoutes(app, store, blobs);
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
     artifactLimits: blobs.limits,
+    refuseName: (token, name) => {
+      const owner = token === undefined ? undefined : pools?.nameForToken(token);
+      if (owner !== undefined && owner !== name) return `this token belongs to the pool instance '${owner}', not to '${name}'`;
+      if (owner === undefined && pools?.view().some((p) => p.instances.some((i) => i.name === name))) return `'${name}' is a pool instance's name: only its own token may use it`;
+      return undefined;
+    },
   });
 
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
-  const url = `http://${host}:${port}`;
+  url = `http://${host}:${port}`;
   await scheduler.wake();
+  await pools?.start();
   sweeper.start();
   outbox?.wake();
   log.info({ url, dataDir: options.dataDir, upload: target?.description }, 'kiln server listening');
@@ -143,6 +160,7 @@ async function startOnStore(
       service!.stop();
       await outbox?.stop();
       await sweeper.stop();
+      await pools?.stop();
       await gateway.shutdown();
       await app.close();
       await dispatcher.settled();
@@ -152,14 +170,24 @@ async function startOnStore(
   };
 }
 
-/** Every `/api` route needs a token: the worker token for the worker socket, the admin token elsewhere. */
-function installAuth(app: FastifyInstance, tokens: Tokens): void {
+/**
+ * Every `/api` route needs a token: the worker token (or a pool instance's own token) for the worker
+ * socket and artifact uploads, the admin token elsewhere.
+ */
+function installAuth(app: FastifyInstance, tokens: Tokens, instanceName: (token: string) => string | undefined): void {
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/api/')) return;
     // Workers hold the worker token: their socket, and the artifacts they upload (PUT).
     const fromWorker = request.url === '/api/worker' || request.url.startsWith('/api/worker?') || (request.method === 'PUT' && /^\/api\/runs\/[^/]+\/artifacts\//.test(request.url));
     const expected = fromWorker ? tokens.worker : tokens.admin;
-    if (!tokenMatches(bearerToken(request.headers.authorization), expected)) {
+    const presented = bearerToken(request.headers.authorization);
+    const instance = fromWorker && presented !== undefined ? instanceName(presented) : undefined;
+    if (instance !== undefined) {
+      // An instance's token is good for that instance only.
+      if (request.method === 'PUT' && request.headers['x-kiln-worker'] !== instance) throw new UnauthorizedError(`this token belongs to the pool instance '${instance}'`);
+      return;
+    }
+    if (!tokenMatches(presented, expected)) {
       throw new UnauthorizedError(request.headers.authorization ? 'invalid token' : 'missing token: pass --token or set KILN_TOKEN');
     }
   });

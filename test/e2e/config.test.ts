@@ -24,7 +24,10 @@ test('a bad config file stops the server with one clear line and exit 2', async 
   const cases: [string, RegExp][] = [
     ['colour: red\n', /^kiln: bad config file .*: top level: Unrecognized key: "colour"$/],
     ['heartbeat: soon\n', /^kiln: bad config file .*: heartbeat: use a duration like 10s, 5m or 1h$/],
-    ['pools:\n  - name: local\n', /^kiln: bad config file .*: pools: latent worker pools are not available in this version yet/],
+    ['pools:\n  - name: local\n', /^kiln: bad config file .*: pools\.0\.provider: /],
+    ['pools:\n  - {name: k8s, provider: kubernetes, platform: p, max: 1}\n', /^kiln: bad config file .*: pools\.0\.provider: 'kubernetes' is not available in this version yet \(use process or bwrap\)$/],
+    ['pools:\n  - {name: a, provider: process, platform: p, max: 1}\n  - {name: a, provider: bwrap, platform: q, max: 1}\n', /^kiln: bad config file .*: pools\.1\.name: 'a' is used twice$/],
+    ['pools:\n  - {name: a, provider: process, platform: p, max: 1, idle_timeout: soon}\n', /^kiln: bad config file .*: pools\.0\.idle_timeout: use a duration like 10m, 0 \(one run per instance\) or -1 \(never\)$/],
     ['listen: [\n', /^kiln: cannot read config file .*: /],
     ['artifacts:\n  max_file: huge\n', /^kiln: bad config file .*: artifacts\.max_file: use a size like 512mb or 4gb$/],
     ['artifacts:\n  keep_runs: -1\n', /^kiln: bad config file .*: artifacts\.keep_runs: /],

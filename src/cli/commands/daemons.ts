@@ -12,6 +12,7 @@ import { hostPlatform } from '../../host-info.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
 import type { KilnServer } from '../../server/index.js';
 import type { S3Settings } from '../../server/upload/s3-target.js';
+import type { PoolSettings } from '../../server/config-file.js';
 import type { WorkerAgent } from '../../worker/index.js';
 import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from '../context.js';
 import { createLogger } from '../logger.js';
@@ -54,6 +55,7 @@ interface ServerFlags {
   uploadRetryMin?: string;
   uploadRetryMax?: string;
   s3?: S3Settings;
+  pools?: PoolSettings[];
 }
 
 /** Parses a size flag or throws a usage error naming it. */
@@ -96,6 +98,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   return startServer(log, {
     host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
     artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
+    pools: flags.pools,
   });
 }
 
@@ -124,6 +127,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
     ...merged,
     sweepEvery: fromFile.sweepEvery,
     blobGrace: fromFile.blobGrace,
+    pools: fromFile.pools,
     ...(fileUpload ? { uploadRetryMin: fromFile.uploadRetryMin, uploadRetryMax: fromFile.uploadRetryMax, s3: fromFile.s3 } : {}),
   };
 }
@@ -279,7 +283,8 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
   } catch (raw) {
     throw new UsageError(coerceError(raw).message);
   }
-  const name = flags.name ?? `${os.hostname()}-${process.pid}`;
+  // A pool instance is told its name (and its own token) by the server that started it.
+  const name = flags.name ?? process.env.KILN_WORKER_NAME ?? `${os.hostname()}-${process.pid}`;
   const workRoot = path.resolve(flags.workDir ?? os.tmpdir());
   const spoolDir = path.resolve(flags.spoolDir ?? defaultSpoolDir(name));
   const limits = detectLimits();

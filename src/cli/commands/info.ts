@@ -1,6 +1,7 @@
 /** Commands that show the farm: info, workers. */
 import type { Command } from 'commander';
 import type { InfoReply, PresentedWorker } from '../api-client.js';
+import type { PoolView } from '../../server/latent/pool-manager.js';
 import { formatDuration } from '../../core/index.js';
 import { clientFor, globals } from '../context.js';
 import { orDash, printJson, printTable, shortId } from '../output.js';
@@ -73,8 +74,14 @@ export function registerInfoCommands(program: Command): void {
     .command('workers')
     .description('workers: name, platform, labels, state, current runs, last seen')
     .action(async (_flags: unknown, command: Command) => {
-      const reply = await clientFor(command).request<{ workers: PresentedWorker[] }>('GET', '/api/workers');
+      const reply = await clientFor(command).request<{ workers: PresentedWorker[]; pools: PoolView[] }>('GET', '/api/workers');
       if (globals(command).json) return printJson(reply);
       printTable(WORKER_HEADERS, workerRows(reply.workers));
+      for (const pool of reply.pools) {
+        const counts = ['starting', 'idle', 'busy', 'stopping'].map((state) => `${pool.instances.filter((i) => i.state === state).length} ${state}`).join(', ');
+        process.stdout.write(`\npool ${pool.name} (${pool.provider}, ${pool.platform}, max ${pool.max}): ${counts}`
+          + `${pool.quarantinedUntil ? `; quarantined until ${pool.quarantinedUntil}` : ''}${pool.lastError ? `; last error: ${pool.lastError}` : ''}\n`);
+        for (const i of pool.instances) process.stdout.write(`  ${i.name}  ${i.state}  since ${i.startedAt}${i.runs.length ? `  running ${i.runs.map(shortId).join(', ')}` : ''}\n`);
+      }
     });
 }

@@ -9,6 +9,7 @@ import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } 
 import { describeSchedule, isoInZone, scheduleZone, upcoming } from '../../core/index.js';
 import type { Templates } from '../templates.js';
 import type { ArtifactSweeper } from '../artifact-sweeper.js';
+import type { PoolView } from '../latent/pool-manager.js';
 import {
   cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
@@ -22,6 +23,8 @@ export interface RouteParts {
   service: KilnService;
   templates: Templates;
   sweeper: ArtifactSweeper;
+  /** The latent worker pools, as `kiln workers` shows them. */
+  pools: () => PoolView[];
   /** Where runs are uploaded, without secrets. */
   uploadTarget: string | undefined;
 }
@@ -30,7 +33,7 @@ const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget, pools }: RouteParts): void {
   app.post('/api/jobs', async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await service.schedule(body);
@@ -118,7 +121,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     await streamConsole(request, reply, store, hub, run, follow, after);
   });
 
-  app.get('/api/workers', async () => ({ workers: await listWorkers() }));
+  app.get('/api/workers', async () => ({ workers: await listWorkers(), pools: pools() }));
 
   app.get('/api/info', async () => {
     const [jobs, queued, running, workers, summary] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary()]);

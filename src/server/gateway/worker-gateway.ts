@@ -6,7 +6,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { coerceError, ProtocolError, ProtocolVersionError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import { coerceError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import { bearerToken } from '../tokens.js';
 import {
   CloseCode, describeIssues, helloMessage, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, versionProbe, workerMessage,
   type Hello, type ServerMessage, type WorkerMessage,
@@ -26,6 +27,8 @@ export interface WorkerGatewayOptions {
   helloTimeoutMs: number;
   /** Artifact limits told to workers with each run. */
   artifactLimits: ArtifactLimits;
+  /** Why this token may not connect as this worker name, if it may not (latent instances' tokens). */
+  refuseName?: (token: string | undefined, name: string) => string | undefined;
 }
 
 /** The parts a gateway talks to. */
@@ -137,7 +140,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   /** Open connections, each with the promise of its last handled frame. */
   const connections = new Map<WebSocket, () => Promise<void>>();
 
-  app.get('/api/worker', { websocket: true }, (socket) => {
+  app.get('/api/worker', { websocket: true }, (socket, request) => {
+    const token = bearerToken(request.headers.authorization);
     let session: Session | undefined;
     let alive = true;
     // Frames are handled one at a time, in order: output before the result that follows it.
@@ -161,6 +165,11 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       if (!session) {
         clearTimeout(helloTimer);
         const hello = readHello(frame);
+        const refusal = options.refuseName?.(token, hello.name);
+        if (refusal) {
+          refuse(socket, new UnauthorizedError(refusal), CloseCode.nameTaken);
+          return;
+        }
         if (parts.dispatcher.session(hello.name)) {
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;

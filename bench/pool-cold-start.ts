@@ -1,0 +1,62 @@
+/**
+ * Cold start of latent workers: time from `execute` to the job's first own console line when no
+ * worker is running and the server must start one (`idle_timeout: 0`, so every run is cold), for a
+ * `process` and a `bwrap` pool. Peer in the same command: the same job on an already connected worker.
+ * Usage: npm run bench:pools [-- --runs 10]
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort, median, numberArg, startKiln } from './support.js';
+
+const RUNS = numberArg('--runs', 10);
+
+
+const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-pools-'));
+const config = path.join(dataDir, 'kiln.yaml');
+writeFileSync(config, [
+  'pools:',
+  '  - {name: cold-process, provider: process, platform: cold-process, max: 1, idle_timeout: 0, check_interval: 1s}',
+  '  - {name: cold-bwrap, provider: bwrap, platform: cold-bwrap, max: 1, idle_timeout: 0, check_interval: 1s}',
+  '',
+].join('\n'));
+const port = await freePort();
+const url = `http://127.0.0.1:${port}`;
+const server = startKiln(['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--config', config], {}, /kiln server listening/);
+const children = [server.child];
+try {
+  await server.started;
+  const admin = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+  const warm = startKiln(['worker', '--server', url, '--platform', 'warm'], { KILN_WORKER_TOKEN: readFileSync(path.join(dataDir, 'worker.token'), 'utf8').trim() }, /connected to the server/);
+  children.push(warm.child);
+  await warm.started;
+  const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
+  const kinds = [['warm', 'connected worker (peer)'], ['cold-process', 'cold process pool'], ['cold-bwrap', 'cold bwrap pool']] as const;
+  for (const [platform] of kinds) {
+    await fetch(`${url}/api/jobs`, { method: 'POST', headers, body: JSON.stringify({ name: platform, platform, script: 'echo first line\n', period: 'never' }) });
+  }
+  const firstLine = async (job: string) => {
+    const t0 = Date.now();
+    const reply = (await (await fetch(`${url}/api/jobs/${job}/execute`, { method: 'POST', headers, body: '{}' })).json()) as { run: { id: string } };
+    const events = (await (await fetch(`${url}/api/runs/${reply.run.id}/console?follow=true`, { headers })).text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const line = events.find((e) => e.type === 'line' && !e.text.startsWith('kiln:'));
+    if (!line) throw new Error(`${job}: no line: ${JSON.stringify(events.at(-1))}`);
+    return line.ts - t0;
+  };
+  const results = new Map<string, number[]>();
+  for (let i = 0; i < RUNS; i += 1) {
+    for (const [job] of kinds) results.set(job, [...(results.get(job) ?? []), await firstLine(job)]);
+    // Let the --once instances exit and be stopped before the next cold start.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+  }
+  console.log(`execute -> job's first line, ${RUNS} runs each (${os.cpus().length} cores)`);
+  for (const [job, label] of kinds) {
+    const values = results.get(job)!;
+    console.log(`${label.padEnd(26)} median ${median(values).toFixed(0).padStart(5)} ms   min ${Math.min(...values)}   max ${Math.max(...values)}`);
+  }
+} finally {
+  for (const child of children) child.kill('SIGTERM');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  for (const child of children) child.kill('SIGKILL');
+  rmSync(dataDir, { recursive: true, force: true });
+}

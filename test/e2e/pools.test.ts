@@ -1,0 +1,183 @@
+/**
+ * Latent worker pools with real processes: the server starts `kiln worker` instances itself when
+ * runs wait, and stops them when idle; failed starts quarantine the pool while runs stay queued;
+ * a SIGKILLed server's instances are removed by its next life.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { api, followRun, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+
+interface PoolView {
+  name: string;
+  instances: { name: string; state: string; runs: string[] }[];
+  quarantinedUntil: string | null;
+  lastError: string | null;
+}
+
+async function withPools(t: TestContext, yaml: string, dataDir = tempDir(t)): Promise<ServerProcess> {
+  const config = path.join(dataDir, 'kiln.yaml');
+  writeFileSync(config, yaml);
+  const server = await startServer(t, { dataDir, args: ['--config', config] });
+  // Whatever happens to the test, no instance outlives it (found by the exact owner id, killed by pid).
+  const owner = ownerOf(dataDir);
+  t.after(() => {
+    for (const pid of instanceProcesses(owner)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  });
+  return server;
+}
+
+/** Waits until none of `pids` runs (another process's end gives no event to await). */
+async function gone(pids: number[], withinMs = 15_000): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  const alive = () => pids.filter((pid) => { try { process.kill(pid, 0); return true; } catch { return false; } });
+  while (alive().length > 0) {
+    if (Date.now() > deadline) assert.fail(`still running: ${alive().join(', ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const pools = async (server: ServerProcess) => (await api<{ pools: PoolView[] }>(server, 'GET', '/api/workers')).pools;
+
+/** Waits for the server to log a line matching `pattern` after line `since`. */
+const logged = (server: ServerProcess, pattern: RegExp, since = 0) => server.waitFor(pattern, since);
+
+test('a process pool scales from 0 to 3 under 3 waiting runs, and back to 0 after its idle timeout', async (t) => {
+  const dir = tempDir(t);
+  const server = await withPools(t, [
+    'pools:', '  - name: local', '    provider: process', '    platform: pooled', '    max: 3', '    idle_timeout: 1s', '    check_interval: 200ms', '',
+  ].join('\n'));
+  assert.deepEqual((await pools(server)).map((p) => p.instances.length), [0], 'nothing runs while nothing waits');
+  const script = `echo "$KILN_RUN" > ${dir}/$KILN_JOB.started; while [ ! -e ${dir}/go ]; do sleep 0.05; done; echo done`;
+  const runIds: string[] = [];
+  for (const name of ['a', 'b', 'c']) {
+    assert.equal((await kiln(server, ['schedule', name, '--command', script, '--platform', 'pooled', '--period', 'never'])).code, 0);
+    runIds.push((await kiln(server, ['execute', name])).stdout.trim());
+  }
+  // Three runs, three instances, each busy with one (they block until `go`).
+  let mark = 0;
+  for (let seen = 0; seen < 3; seen += 1) mark = server.stderr.indexOf(await logged(server, /"msg":"run dispatched"/, mark)) + 1;
+  const busy = (await pools(server))[0]!;
+  assert.deepEqual(busy.instances.map((i) => i.state).sort(), ['busy', 'busy', 'busy'], JSON.stringify(busy));
+  writeFileSync(path.join(dir, 'go'), '');
+  for (const id of runIds) assert.equal((await followRun(server, id)).run.status, 'succeeded');
+  const workers = new Set((await Promise.all(runIds.map((id) => api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${id}`)))).map((r) => r.run.worker));
+  assert.equal(workers.size, 3, 'one instance per waiting run');
+  // Idle for 1s, each is stopped, exactly once.
+  for (let stopped = 0, from = 0; stopped < 3; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  assert.deepEqual((await pools(server))[0]!.instances, []);
+  assert.equal(server.stderr.filter((l) => /"why":"idle for .*stopping a worker instance/.test(l)).length, 3);
+  assert.equal(server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length, 3);
+  assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), [], 'no instance process is left');
+});
+
+test('a bwrap pool starts sandboxed instances for waiting runs and stops them when idle', async (t) => {
+  const server = await withPools(t, [
+    'pools:', '  - name: boxed', '    provider: bwrap', '    platform: pooled', '    labels: {tier: sandbox}', '    max: 2', '    idle_timeout: 1s', '    check_interval: 200ms', '',
+  ].join('\n'));
+  // (The sandbox's /tmp is private, so these jobs cannot wait on a host file: they just run.)
+  const script = 'touch /etc/escape 2>/dev/null || echo "etc: denied"';
+  const runIds: string[] = [];
+  for (const name of ['x', 'y']) {
+    assert.equal((await kiln(server, ['schedule', name, '--command', script, '--platform', 'pooled', '--label', 'tier=sandbox', '--period', 'never'])).code, 0);
+    runIds.push((await kiln(server, ['execute', name])).stdout.trim());
+  }
+  for (const id of runIds) {
+    const { lines, run } = await followRun(server, id);
+    assert.equal(run.status, 'succeeded', lines.join('\n'));
+    assert.match(lines[0]!, /^kiln: sandbox bwrap/);
+    assert.ok(lines.includes('etc: denied'));
+  }
+  const started = server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length;
+  assert.ok(started >= 1 && started <= 2, `${started} instances for 2 runs (max 2)`);
+  for (let stopped = 0, from = 0; stopped < started; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), []);
+});
+
+test('idle_timeout 0 gives every run a fresh instance', async (t) => {
+  const server = await withPools(t, ['pools:', '  - name: fresh', '    provider: process', '    platform: pooled', '    max: 2', '    idle_timeout: 0', ''].join('\n'));
+  assert.equal((await kiln(server, ['schedule', 'once', '--command', 'echo hi', '--platform', 'pooled', '--period', 'never'])).code, 0);
+  const workers: string[] = [];
+  for (let i = 0; i < 3; i += 1) {
+    const runId = (await kiln(server, ['execute', 'once'])).stdout.trim();
+    assert.equal((await followRun(server, runId)).run.status, 'succeeded');
+    workers.push((await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker);
+  }
+  assert.equal(new Set(workers).size, 3, `three runs, three instances: ${workers.join(', ')}`);
+  for (let stopped = 0, from = 0; stopped < 3; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), []);
+});
+
+test('instances that fail to start quarantine the pool; the run stays queued, is shown why, and can be cancelled', async (t) => {
+  // The first instance cannot parse its options; the pool then rests before trying again.
+  const server = await withPools(t, [
+    'pools:', '  - name: broken', '    provider: process', '    platform: pooled', '    max: 2', '    start_timeout: 2s', '    check_interval: 200ms',
+    '    options:', '      args: ["--capacity", "none"]', '',
+  ].join('\n'));
+  assert.equal((await kiln(server, ['schedule', 'stuck', '--command', 'echo never', '--platform', 'pooled', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'stuck'])).stdout.trim();
+  await logged(server, /"msg":"pool quarantined after repeated start failures"/);
+  const [pool] = await pools(server);
+  assert.ok(pool!.quarantinedUntil, 'quarantined');
+  assert.match(pool!.lastError ?? '', /exited 2 before its worker connected \(kiln: bad --capacity 'none'/);
+  const shown = await kiln(server, ['workers']);
+  assert.match(shown.stdout, /pool broken \(process, pooled, max 2\): 0 starting.*; quarantined until .*; last error: .*bad --capacity/);
+  const run = await api<{ run: { status: string } }>(server, 'GET', `/api/runs/${runId}`);
+  assert.equal(run.run.status, 'queued', 'the run waits');
+  assert.match((await kiln(server, ['show', runId])).stdout, /pool-start-failed .*bad --capacity/);
+  assert.equal((await kiln(server, ['cancel', runId])).code, 0);
+  assert.equal((await followRun(server, runId)).run.status, 'cancelled');
+});
+
+test('an instance whose worker never connects is stopped after start_timeout', async (t) => {
+  const server = await withPools(t, [
+    'pools:', '  - name: lost', '    provider: process', '    platform: pooled', '    max: 1', '    start_timeout: 1s', '    check_interval: 200ms',
+    '    options:', '      args: ["--server", "http://127.0.0.1:9"]', '',
+  ].join('\n'));
+  assert.equal((await kiln(server, ['schedule', 'waits', '--command', 'true', '--platform', 'pooled', '--period', 'never'])).code, 0);
+  await kiln(server, ['execute', 'waits']);
+  // Two such starts, each stopped once; then the pool rests and nothing of it is left running.
+  await logged(server, /did not connect within 1s.*"msg":"pool quarantined after repeated start failures"/);
+  for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  assert.equal(server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length, 2);
+  assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), [], 'the stopped instances are gone');
+});
+
+test('min_idle keeps instances ready; a server SIGKILLed with instances running leaves none behind', async (t) => {
+  const dataDir = tempDir(t);
+  const yaml = ['pools:', '  - name: survivor', '    provider: process', '    platform: pooled', '    max: 2', '    idle_timeout: -1', '    min_idle: 2', ''].join('\n');
+  const server = await withPools(t, yaml, dataDir);
+  for (let n = 0, from = 0; n < 2; n += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker connected"/, from)) + 1;
+  const leftovers = instanceProcesses(ownerOf(dataDir));
+  assert.equal(leftovers.length, 2, 'two idle instances with nothing queued');
+  await server.kill('SIGKILL');
+  // They stop on their own (the pipe to their server closed); a restarted server removes any left.
+  await withPools(t, yaml, dataDir);
+  await gone(leftovers);
+});
+
+/** The owner id of the pools of the server on `dataDir`. */
+function ownerOf(dataDir: string): string {
+  return readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim();
+}
+
+/** Pids of processes started as instances of the pools of `owner` (by exact owner id). */
+function instanceProcesses(owner: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`KILN_POOL_INSTANCE=${owner}/`)) pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
+}
