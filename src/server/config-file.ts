@@ -56,7 +56,7 @@ const poolSchema = z.strictObject({
   min_idle: z.number().int().min(0).default(0),
   idle_timeout: signedDuration.optional(),
   start_timeout: duration.default('10m'),
-  check_interval: duration.default('10s'),
+  check_interval: duration.default('10s').refine((text) => parseDuration(text)! >= 100, { message: 'at least 100ms' }),
   options: z.record(z.string(), z.unknown()).default({}),
 });
 export type PoolSettings = z.infer<typeof poolSchema>;

@@ -103,6 +103,11 @@ export class Dispatcher {
     this.idle = this.loop();
   }
 
+  /** True while a dispatch pass runs (runs may be claimed but not yet handed out). */
+  busyNow(): boolean {
+    return this.busy;
+  }
+
   /** Resolves when no pass is running (for shutdown and tests). */
   settled(): Promise<void> {
     return this.idle;

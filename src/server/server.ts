@@ -123,7 +123,7 @@ async function startOnStore(
   const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
-  installAuth(app, tokens, (token) => pools?.nameForToken(token));
+  installAuth(app, tokens, (token) => pools?.nameForToken(token), (name) => pools?.isInstanceName(name) ?? false);
   app.get('/healthz', async () => ({ ok: true }));
   registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [] });
   registerArtifactRoutes(app, store, blobs);
@@ -134,7 +134,7 @@ async function startOnStore(
     refuseName: (token, name) => {
       const owner = token === undefined ? undefined : pools?.nameForToken(token);
       if (owner !== undefined && owner !== name) return `this token belongs to the pool instance '${owner}', not to '${name}'`;
-      if (owner === undefined && pools?.view().some((p) => p.instances.some((i) => i.name === name))) return `'${name}' is a pool instance's name: only its own token may use it`;
+      if (owner === undefined && pools?.isInstanceName(name)) return `'${name}' is a pool instance's name: only its own token may use it`;
       return undefined;
     },
   });
@@ -174,7 +174,7 @@ async function startOnStore(
  * Every `/api` route needs a token: the worker token (or a pool instance's own token) for the worker
  * socket and artifact uploads, the admin token elsewhere.
  */
-function installAuth(app: FastifyInstance, tokens: Tokens, instanceName: (token: string) => string | undefined): void {
+function installAuth(app: FastifyInstance, tokens: Tokens, instanceName: (token: string) => string | undefined, isInstance: (name: string) => boolean): void {
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/api/')) return;
     // Workers hold the worker token: their socket, and the artifacts they upload (PUT).
@@ -186,6 +186,9 @@ function installAuth(app: FastifyInstance, tokens: Tokens, instanceName: (token:
       // An instance's token is good for that instance only.
       if (request.method === 'PUT' && request.headers['x-kiln-worker'] !== instance) throw new UnauthorizedError(`this token belongs to the pool instance '${instance}'`);
       return;
+    }
+    if (fromWorker && request.method === 'PUT' && isInstance(String(request.headers['x-kiln-worker'] ?? ''))) {
+      throw new UnauthorizedError('uploads in the name of a pool instance need that instance\'s own token');
     }
     if (!tokenMatches(presented, expected)) {
       throw new UnauthorizedError(request.headers.authorization ? 'invalid token' : 'missing token: pass --token or set KILN_TOKEN');

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { api, followRun, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { api, followRun, kiln, spawnKiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 
 interface PoolView {
   name: string;
@@ -66,6 +66,10 @@ test('a process pool scales from 0 to 3 under 3 waiting runs, and back to 0 afte
   for (let seen = 0; seen < 3; seen += 1) mark = server.stderr.indexOf(await logged(server, /"msg":"run dispatched"/, mark)) + 1;
   const busy = (await pools(server))[0]!;
   assert.deepEqual(busy.instances.map((i) => i.state).sort(), ['busy', 'busy', 'busy'], JSON.stringify(busy));
+  // An instance's name is its own: a worker with the shared worker token cannot take it.
+  const impostor = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'pooled', '--name', busy.instances[0]!.name], { KILN_WORKER_TOKEN: server.workerToken });
+  assert.equal((await impostor.exited).code, 3);
+  assert.match(impostor.stderr.join('\n'), /is a pool instance's name: only its own token may use it/);
   writeFileSync(path.join(dir, 'go'), '');
   for (const id of runIds) assert.equal((await followRun(server, id)).run.status, 'succeeded');
   const workers = new Set((await Promise.all(runIds.map((id) => api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${id}`)))).map((r) => r.run.worker));

@@ -179,6 +179,7 @@ test('--sandbox bwrap refuses to start without bubblewrap, and bad sandbox optio
   const cases: [string[], Record<string, string>, RegExp][] = [
     [['--sandbox', 'bwrap'], { PATH: '/nonexistent' }, /bubblewrap is not installed .*apt-get install bubblewrap/],
     [['--sandbox', 'docker'], {}, /bad --sandbox 'docker': use none or bwrap/],
+    [['--platform', ''], {}, /bad --platform '': use letters, digits, dot, dash and underscore/],
     [['--network', 'none'], {}, /--network none, --bind, --ro-bind and --hide need --sandbox bwrap/],
     [['--sandbox', 'bwrap', '--bind', '/does/not/exist'], {}, /bad --bind '\/does\/not\/exist': \/does\/not\/exist does not exist/],
     [['--sandbox', 'bwrap', '--ro-bind', '/tmp:/no/such/dir'], {}, /bad --ro-bind '\/tmp:\/no\/such\/dir': the mount point \/no\/such\/dir must exist on this host/],

@@ -275,6 +275,10 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
   }
   const capacity = Number(flags.capacity);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 256) throw new UsageError(`bad --capacity '${flags.capacity}': give a number from 1 to 256`);
+  // The server would refuse these in the hello, and the worker would retry forever: say it now.
+  if (flags.platform !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(flags.platform)) {
+    throw new UsageError(`bad --platform '${flags.platform}': use letters, digits, dot, dash and underscore`);
+  }
   const killGraceMs = durationFlag('--kill-grace', flags.killGrace, true);
   const drainMs = durationFlag('--drain-timeout', flags.drainTimeout, true);
   let labels: Record<string, string>;

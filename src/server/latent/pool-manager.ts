@@ -12,7 +12,7 @@ import { formatDuration, labelsMatch } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { Dispatcher, WorkerSession } from '../dispatcher.js';
-import type { Provider } from './provider.js';
+import type { InstanceHandle, Provider } from './provider.js';
 
 /** A pool as configured. */
 export interface PoolConfig {
@@ -38,7 +38,10 @@ interface Instance {
   state: InstanceState;
   startedAt: number;
   idleSince: number;
-  handle?: Awaited<ReturnType<Provider['start']>>;
+  handle?: InstanceHandle;
+  /** The provider's start, while it runs: a stop waits for it, so nothing started is left. */
+  starting?: Promise<InstanceHandle | undefined>;
+  failing?: boolean;
   stopped?: Promise<void>;
 }
 
@@ -69,20 +72,27 @@ export class PoolManager {
   private readonly pools: Pool[];
   private readonly tokens = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
-  private evaluating = false;
+  private evaluation: Promise<void> | undefined;
   private again = false;
+  private started = false;
   private stopped = false;
 
   constructor(
     configs: { config: PoolConfig; provider: Provider }[],
     private readonly parts: { store: JobStore; dispatcher: Dispatcher; log: Logger; now: () => number; server: () => string; owner: string },
   ) {
+    // Pools look at the farm only once start() has removed what an earlier life left.
     this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantinedUntil: 0, lastError: null }));
   }
 
   /** The instance name a single-use token belongs to, if it is live. */
   nameForToken(token: string): string | undefined {
     return this.tokens.get(token);
+  }
+
+  /** True when `name` is a live instance's (only its own token may use it). */
+  isInstanceName(name: string): boolean {
+    return [...this.tokens.values()].includes(name);
   }
 
   /** Removes what an earlier life of this server left, then starts watching. */
@@ -94,6 +104,7 @@ export class PoolManager {
     }
     const interval = Math.min(...this.pools.map((p) => p.config.checkIntervalMs));
     this.timer = setInterval(() => this.evaluate(), interval);
+    this.started = true;
     this.evaluate();
   }
 
@@ -101,18 +112,18 @@ export class PoolManager {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    await this.evaluation;
     await Promise.all(this.pools.flatMap((pool) => [...pool.instances.values()].map((instance) => this.stopInstance(instance, 'server shutting down'))));
   }
 
   /** Something changed (a run queued or ended, a worker came or went): look again. */
   evaluate(): void {
-    if (this.stopped) return;
-    if (this.evaluating) {
+    if (this.stopped || !this.started) return;
+    if (this.evaluation) {
       this.again = true;
       return;
     }
-    this.evaluating = true;
-    void (async () => {
+    this.evaluation = (async () => {
       do {
         this.again = false;
         try {
@@ -121,7 +132,7 @@ export class PoolManager {
           this.parts.log.error({ err: coerceError(raw) }, 'pool check failed');
         }
       } while (this.again && !this.stopped);
-      this.evaluating = false;
+      this.evaluation = undefined;
     })();
   }
 
@@ -138,31 +149,39 @@ export class PoolManager {
   }
 
   private async pass(): Promise<void> {
+    // A dispatch pass is handing runs out: look once it is done (it calls back), not halfway.
+    if (this.parts.dispatcher.busyNow()) return;
     const now = this.parts.now();
     const queued = await this.parts.store.listQueued();
+    if (this.stopped || this.parts.dispatcher.busyNow()) return;
+    // Runs already provided for (by a free worker or an instance) in this pass, across pools.
+    const covered = new Set<string>();
     for (const pool of this.pools) {
       const { config } = pool;
       this.refreshStates(pool, now);
-      const serves = (run: { platform: string; labels: Record<string, string> }) => run.platform === config.platform && labelsMatch(run.labels, config.labels);
-      const waiting = queued.filter(serves);
-      // Runs an idle connected worker (of the pool or not) will take anyway need no new instance.
-      const freeElsewhere = this.parts.dispatcher.list().filter((s) => s.platform === config.platform && labelsMatch(config.labels, s.labels) && free(s) > 0).reduce((n, s) => n + free(s), 0);
-      const starting = [...pool.instances.values()].filter((i) => i.state === 'starting').length;
-      const idle = [...pool.instances.values()].filter((i) => i.state === 'idle').length;
-      const live = [...pool.instances.values()].filter((i) => i.state !== 'stopping').length;
-      const wanted = Math.max(waiting.length - freeElsewhere - starting, config.minIdle - idle - starting, 0);
-      // Idle instances with nothing to do go after their idle timeout (0: at once).
+      const waiting = queued.filter((run) => !covered.has(run.id) && run.platform === config.platform && labelsMatch(run.labels, config.labels));
+      // Free slots of connected workers (the pool's idle instances too) that can take these runs.
+      const free = this.parts.dispatcher.list()
+        .filter((s) => s.platform === config.platform && waiting.some((run) => labelsMatch(run.labels, s.labels)))
+        .reduce((n, s) => n + freeSlots(s), 0);
+      const instances = [...pool.instances.values()];
+      const starting = instances.filter((i) => i.state === 'starting').length;
+      const idle = instances.filter((i) => i.state === 'idle').length;
+      const live = instances.filter((i) => i.state !== 'stopping').length;
+      const toStart = Math.min(Math.max(waiting.length - free - starting, config.minIdle - idle - starting, 0), config.max - live);
+      for (const run of waiting.slice(0, free + starting + toStart)) covered.add(run.id);
+      // Idle instances with nothing to do go after their idle timeout (0: at once), min_idle kept.
       if (waiting.length === 0) {
         let surplus = idle - config.minIdle;
-        for (const instance of pool.instances.values()) {
+        for (const instance of instances) {
           if (surplus > 0 && instance.state === 'idle' && config.idleTimeoutMs >= 0 && now - instance.idleSince >= config.idleTimeoutMs) {
             surplus -= 1;
             void this.stopInstance(instance, `idle for ${formatDuration(now - instance.idleSince)}`);
           }
         }
       }
-      if (wanted === 0 || now < pool.quarantinedUntil) continue;
-      for (let i = 0; i < Math.min(wanted, config.max - live); i += 1) this.startInstance(pool, waiting.map((r) => r.id));
+      if (toStart <= 0 || now < pool.quarantinedUntil) continue;
+      for (let i = 0; i < toStart; i += 1) this.startInstance(pool, waiting.map((r) => r.id));
     }
   }
 
@@ -183,6 +202,7 @@ export class PoolManager {
   }
 
   private startInstance(pool: Pool, waiting: string[]): void {
+    if (this.stopped) return;
     const id = `${this.parts.owner}/${randomUUID()}`;
     const name = `${pool.config.name}-${id.slice(-12)}`;
     const token = randomBytes(32).toString('base64url');
@@ -191,18 +211,21 @@ export class PoolManager {
     pool.instances.set(id, instance);
     this.tokens.set(token, name);
     this.parts.log.info({ pool: pool.config.name, instance: name }, 'starting a worker instance');
+    const spec = { id, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0 };
+    let startError = '';
+    instance.starting = pool.provider.start(spec).then(
+      (handle) => (instance.handle = handle),
+      (raw) => {
+        startError = coerceError(raw).message;
+        return undefined;
+      },
+    );
     void (async () => {
-      try {
-        instance.handle = await pool.provider.start({
-          id, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0,
-        });
-      } catch (raw) {
-        await this.failed(instance, `could not start: ${coerceError(raw).message}`, waiting);
-        return;
-      }
-      const why = await instance.handle.gone;
+      const handle = await instance.starting;
+      if (!handle) return this.failed(instance, `could not start: ${startError}`, waiting);
+      const why = await handle.gone;
       // Gone by itself: a --once worker after its run, or one that died.
-      if (instance.state === 'starting') await this.failed(instance, `${why} before its worker connected${instance.handle.lastWords() ? ` (${instance.handle.lastWords()})` : ''}`, waiting);
+      if (instance.state === 'starting') await this.failed(instance, `${why} before its worker connected${handle.lastWords() ? ` (${handle.lastWords()})` : ''}`, waiting);
       else await this.stopInstance(instance, why);
     })();
   }
@@ -210,7 +233,8 @@ export class PoolManager {
   /** A start that went wrong: stopped, said, counted; the pool rests after repeated failures. */
   private async failed(instance: Instance, error: string, waiting: string[] = []): Promise<void> {
     const pool = instance.pool;
-    if (instance.state === 'stopping') return;
+    if (instance.state === 'stopping' || instance.failing) return;
+    instance.failing = true;
     pool.failures += 1;
     pool.lastError = `${instance.name}: ${error}`;
     if (pool.failures >= 2) {
@@ -234,7 +258,9 @@ export class PoolManager {
       this.tokens.delete(instance.token);
       this.parts.log.info({ pool: instance.pool.config.name, instance: instance.name, why }, 'stopping a worker instance');
       try {
-        if (instance.handle) await instance.pool.provider.stop(instance.handle);
+        // A start still in flight is waited for, so what it started is stopped too.
+        const handle = instance.handle ?? (await instance.starting);
+        if (handle) await instance.pool.provider.stop(handle);
       } catch (raw) {
         instance.pool.lastError = `${instance.name}: could not stop: ${coerceError(raw).message}`;
       }
@@ -246,7 +272,7 @@ export class PoolManager {
   }
 }
 
-function free(session: WorkerSession): number {
+function freeSlots(session: WorkerSession): number {
   if (!session.open || session.draining) return 0;
   if (session.once) return session.assigned === 0 ? 1 : 0;
   return session.capacity - session.running.size;

@@ -11,8 +11,8 @@ import { createInterface } from 'node:readline';
 import type { InstanceHandle, InstanceSpec, Provider } from './provider.js';
 
 const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
-/** How long a stopped instance may drain before it is killed. */
-const STOP_GRACE_MS = 10_000;
+/** How long a stopped instance may drain (10 s) and stop its jobs (3 s grace) before it is killed. */
+const STOP_GRACE_MS = 20_000;
 
 /** Options of a process pool (`options:` in its config). */
 export interface ProcessOptions {
@@ -39,7 +39,7 @@ export class ProcessProvider implements Provider {
   async start(spec: InstanceSpec): Promise<InstanceHandle> {
     const args = [KILN_BIN, 'worker', '--platform', spec.platform, ...Object.entries(spec.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])];
     // An instance outlives its server by 10 s at most (its jobs are cancelled then); options may say otherwise.
-    args.push('--drain-timeout', '10s');
+    args.push('--drain-timeout', '10s', '--kill-grace', '3s');
     if (spec.once) args.push('--once');
     if (this.kind === 'bwrap') args.push('--sandbox', 'bwrap');
     args.push(...(this.options.args ?? []));
@@ -64,7 +64,8 @@ export class ProcessProvider implements Provider {
     });
     const gone = new Promise<string>((resolve) => {
       child.once('error', (err) => resolve(`could not start: ${err.message}`));
-      child.once('exit', (code, signal) => resolve(`exited ${signal ?? code}`));
+      // 'close', not 'exit': its last words on stderr are read by then.
+      child.once('close', (code, signal) => resolve(`exited ${signal ?? code}`));
     });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
@@ -82,8 +83,6 @@ export class ProcessProvider implements Provider {
     const timer = setTimeout(() => signalGroup(child.pid!, 'SIGKILL'), STOP_GRACE_MS);
     await handle.gone;
     clearTimeout(timer);
-    // Whatever the worker left in its group goes with it.
-    signalGroup(child.pid, 'SIGKILL');
   }
 
   async removeLeftovers(owner: string): Promise<number> {
