@@ -198,7 +198,9 @@ test('a job whose child escapes its process group (setsid) still ends; the open 
       // Already gone.
     }
   });
-  const script = `setsid sh -c 'echo $$ > ${dir}/escaped.pid; exec sleep 30' & echo started`;
+  // The job waits until its child has left the group (it writes its pid from the new session), or
+  // the group kill at the job's end could take the child before it escapes.
+  const script = `setsid sh -c 'echo $$ > ${dir}/escaped.pid; exec sleep 30' & while [ ! -s ${dir}/escaped.pid ]; do sleep 0.01; done; echo started`;
   assert.equal((await kiln(server, ['schedule', 'escape', '--command', script, '--platform', 'testos', '--period', 'never'])).code, 0);
   const { lines, run } = await followRun(server, (await kiln(server, ['execute', 'escape'])).stdout.trim());
   assert.equal(run.status, 'succeeded');
