@@ -1,4 +1,5 @@
 /** What a job asks of the sandbox its runs execute in: resource limits and network. */
+import { formatSize } from './size.js';
 
 export const NETWORKS = ['none', 'host'] as const;
 /** `none`: no network but a private loopback; `host`: the host's network. */
@@ -16,7 +17,7 @@ export interface JobSandbox {
 }
 
 /** The settings in words, for console headers: `memory 256MB, pids 64, network none`. */
-export function describeJobSandbox(sandbox: JobSandbox, formatSize: (bytes: number) => string): string {
+export function describeJobSandbox(sandbox: JobSandbox): string {
   const parts = [
     sandbox.memoryBytes === undefined ? '' : `memory ${formatSize(sandbox.memoryBytes)}`,
     sandbox.pids === undefined ? '' : `pids ${sandbox.pids}`,

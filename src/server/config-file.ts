@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
+import type { S3Settings } from './upload/s3-target.js';
 
 const duration = z.string().refine((text) => parseDuration(text) !== undefined, { message: 'use a duration like 10s, 5m or 1h' });
 const size = z.union([z.number().int().min(0), z.string()])
@@ -97,7 +98,7 @@ export interface ConfigFileSettings {
   upload?: string;
   uploadRetryMin?: string;
   uploadRetryMax?: string;
-  s3?: { endpoint?: string; region?: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle?: boolean };
+  s3?: S3Settings;
   pools?: PoolSettings[];
 }
 

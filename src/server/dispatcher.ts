@@ -36,7 +36,7 @@ export interface WorkerSession {
 }
 
 /** Free slots of a session. */
-function freeSlots(session: WorkerSession): number {
+export function freeSlots(session: WorkerSession): number {
   if (!session.open || session.draining) return 0;
   if (session.once) return session.assigned === 0 ? 1 : 0;
   return session.capacity - session.running.size;

@@ -6,7 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { describeJobSandbox, formatDuration, formatSize, type RunResult } from '../core/index.js';
+import { describeJobSandbox, formatDuration, type RunResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import type { ConsoleLine, RunAssignment, SkippedArtifact, StopCause } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
@@ -131,10 +131,10 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
         KILN_JOB: run.job,
         KILN_PLATFORM: run.platform,
       };
-      const settings = run.sandbox ?? {};
+      const settings = run.sandbox;
       // Say how the job is isolated and limited when it is (a plain job's console stays its own).
       if (options.sandbox.kind !== 'none' || Object.keys(settings).length > 0) {
-        const asked = describeJobSandbox(settings, formatSize);
+        const asked = describeJobSandbox(settings);
         say(`kiln: ${options.sandbox.describe()}${asked ? `; this job: ${asked}` : ''}`);
       }
       try {

@@ -11,8 +11,7 @@ import { coerceError, UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
 import type { KilnServer } from '../../server/index.js';
-import type { S3Settings } from '../../server/upload/s3-target.js';
-import type { PoolSettings } from '../../server/config-file.js';
+import type { ConfigFileSettings } from '../../server/config-file.js';
 import type { WorkerAgent } from '../../worker/index.js';
 import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from '../context.js';
 import { createLogger } from '../logger.js';
@@ -36,27 +35,8 @@ function shutdownSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-interface ServerFlags {
-  listen: string;
-  data: string;
-  configDir?: string;
-  store?: string;
-  heartbeat?: string;
-  reattachGrace?: string;
-  backstop?: string;
-  maxArtifactFile?: string;
-  maxArtifactsPerRun?: string;
-  keepArtifactsRuns?: string;
-  keepArtifactsFor?: string;
-  upload?: string;
-  /** Only from a config file. */
-  sweepEvery?: string;
-  blobGrace?: string;
-  uploadRetryMin?: string;
-  uploadRetryMax?: string;
-  s3?: S3Settings;
-  pools?: PoolSettings[];
-}
+/** The server's settings: the config file's, with listen and data always given (flags or defaults). */
+type ServerFlags = Omit<ConfigFileSettings, 'listen' | 'data'> & { listen: string; data: string };
 
 /** Parses a size flag or throws a usage error naming it. */
 function sizeFlag(flag: string, text: string): number {
@@ -202,7 +182,7 @@ export function registerDaemonCommands(program: Command): void {
       'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
         `default ${DEFAULT_SERVER}) with the worker token: --token, else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
     )
-    .option('--name <name>', 'worker name (default: HOSTNAME-PID)')
+    .option('--name <name>', 'worker name (default: env KILN_WORKER_NAME, else HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
     .option('--label <K=V>', 'a label jobs can ask for (repeatable)', collect)
     .option('--capacity <n>', 'runs at once', '1')

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { formatDuration, labelsMatch } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
-import type { Dispatcher, WorkerSession } from '../dispatcher.js';
+import { freeSlots, type Dispatcher } from '../dispatcher.js';
 import type { InstanceHandle, Provider } from './provider.js';
 
 /** A pool as configured. */
@@ -270,10 +270,4 @@ export class PoolManager {
     })();
     return instance.stopped;
   }
-}
-
-function freeSlots(session: WorkerSession): number {
-  if (!session.open || session.draining) return 0;
-  if (session.once) return session.assigned === 0 ? 1 : 0;
-  return session.capacity - session.running.size;
 }
