@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
+import { PROVIDER_KINDS } from './latent/providers.js';
 import type { S3Settings } from './upload/s3-target.js';
 
 const duration = z.string().refine((text) => parseDuration(text) !== undefined, { message: 'use a duration like 10s, 5m or 1h' });
@@ -50,7 +51,7 @@ const signedDuration = z.union([z.number().int(), z.string()]).transform((v) => 
 
 const poolSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'pool names use letters, digits, - and _'),
-  provider: z.enum(['process', 'bwrap', 'docker', 'kubernetes', 'marathon', 'exec']),
+  provider: z.string().refine((kind) => Object.hasOwn(PROVIDER_KINDS, kind), { message: `use one of ${Object.keys(PROVIDER_KINDS).join(', ')}` }),
   platform: z.string().min(1),
   labels: z.record(z.string(), z.string()).default({}),
   max: z.number().int().min(1).max(1000),
@@ -60,7 +61,8 @@ const poolSchema = z.strictObject({
   check_interval: duration.default('10s').refine((text) => parseDuration(text)! >= 100, { message: 'at least 100ms' }),
   options: z.record(z.string(), z.unknown()).default({}),
 });
-export type PoolSettings = z.infer<typeof poolSchema>;
+/** A pool as the file gives it; `options` checked by its provider's schema, relative paths from `baseDir`. */
+export type PoolSettings = z.infer<typeof poolSchema> & { baseDir: string };
 
 const configSchema = z.strictObject({
   /** HOST:PORT to listen on. */
@@ -118,9 +120,12 @@ export function readConfigFile(file: string): ConfigFileSettings {
   const config = parsed.data;
   const names = new Set<string>();
   for (const [i, pool] of (config.pools ?? []).entries()) {
-    if (!['process', 'bwrap'].includes(pool.provider)) {
-      throw new ConfigError(`bad config file ${file}: pools.${i}.provider: '${pool.provider}' is not available in this version yet (use process or bwrap)`);
+    const options = PROVIDER_KINDS[pool.provider]!.options.safeParse(pool.options);
+    if (!options.success) {
+      const issue = options.error.issues[0]!;
+      throw new ConfigError(`bad config file ${file}: ${['pools', i, 'options', ...issue.path].join('.')}: ${issue.message}`);
     }
+    pool.options = options.data as Record<string, unknown>;
     if (names.has(pool.name)) throw new ConfigError(`bad config file ${file}: pools.${i}.name: '${pool.name}' is used twice`);
     names.add(pool.name);
     if (pool.min_idle > pool.max) throw new ConfigError(`bad config file ${file}: pools.${i}.min_idle: more than max`);
@@ -144,7 +149,7 @@ export function readConfigFile(file: string): ConfigFileSettings {
     uploadRetryMin: config.upload?.retry_min,
     uploadRetryMax: config.upload?.retry_max,
     s3: config.upload && s3Settings(config.upload),
-    pools: config.pools,
+    pools: config.pools?.map((pool) => ({ ...pool, baseDir: path.dirname(path.resolve(file)) })),
   };
 }
 

@@ -47,6 +47,8 @@ export class Dispatcher {
   private readonly sessions = new Map<string, WorkerSession>();
   /** Platforms whose workers get no runs. */
   private readonly dropped = new Set<string>();
+  /** Workers (pool instances) made for one run: they are given that run only. */
+  private readonly reserved = new Map<string, string>();
   private busy = false;
   private again = false;
   private idle: Promise<void> = Promise.resolve();
@@ -85,6 +87,17 @@ export class Dispatcher {
   remove(session: WorkerSession): void {
     if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
     this.onChange();
+  }
+
+  /** Gives the worker of that name only `runId` (undefined: lifts it). */
+  reserve(name: string, runId: string | undefined): void {
+    if (runId === undefined) this.reserved.delete(name);
+    else this.reserved.set(name, runId);
+  }
+
+  /** The run a worker is reserved for, if any. */
+  reservedFor(name: string): string | undefined {
+    return this.reserved.get(name);
   }
 
   /** Marks a platform dropped (its workers get no runs) or lifts that. */
@@ -144,7 +157,8 @@ export class Dispatcher {
   /** Hands runs to one worker until it is full or nothing matches. */
   private async fill(session: WorkerSession): Promise<void> {
     while (freeSlots(session) > 0) {
-      const claimed = await this.store.claimNext(session, this.now(), this.backstopMs);
+      const onlyRun = this.reserved.get(session.name);
+      const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun }, this.now(), this.backstopMs);
       if (!claimed) break;
       const run = await this.prepare(claimed);
       if (!run) continue;

@@ -400,6 +400,12 @@ export class KilnService {
   }
 
   /** Notes a dispatched run's deadline. */
+  /** Writes a server line on a queued run's console (why it still waits), and tells its observers. */
+  async noteWaiting(runId: string, text: string): Promise<void> {
+    const line = await this.store.noteQueuedRun(runId, text, this.parts.now());
+    if (line) this.parts.hub.append(runId, [line]);
+  }
+
   dispatched(run: Run): void {
     this.noteDeadline(run.deadlineAt);
   }

@@ -113,7 +113,7 @@ async function startOnStore(
 
   let url = '';
   const pools = options.pools?.length
-    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir })
+    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text) })
     : undefined;
   if (pools) dispatcher.onChange = () => pools.evaluate();
 

@@ -207,6 +207,15 @@ export interface RunFilter {
   limit: number;
 }
 
+/** A worker asking for its next run. */
+export interface ClaimingWorker {
+  name: string;
+  platform: string;
+  labels: Record<string, string>;
+  /** Only this run (a pool instance made for one run). */
+  onlyRun?: string;
+}
+
 /** A console line stored for a run. */
 export type StoredLine = ConsoleLine;
 
@@ -241,7 +250,7 @@ export interface JobStore {
    * running on that worker, copies the job's script, env and timeouts into it, and sets its
    * backstop deadline to `now + timeout + backstopMs`.
    */
-  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number, backstopMs?: number): Promise<Run | undefined>;
+  claimNext(worker: ClaimingWorker, now: number, backstopMs?: number): Promise<Run | undefined>;
   /** Queued runs, per platform in queue order. */
   listQueued(): Promise<Run[]>;
   /** Runs that are running now. */
@@ -280,6 +289,12 @@ export interface JobStore {
 
   /** Appends console lines of several runs in one transaction; a line already stored is ignored. */
   appendConsole(batches: ConsoleBatch[]): Promise<void>;
+  /**
+   * Writes a server's line on a queued run's console (e.g. why no worker could be started for it)
+   * and moves the seq its attempt starts at past it. Returns the line; undefined when the run is
+   * no longer queued (nothing written).
+   */
+  noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined>;
   /** The seq of a run's last stored console line, or -1. */
   lastConsoleSeq(runId: string): Promise<number>;
   /** A run's console from the line after `afterSeq`, in order. */

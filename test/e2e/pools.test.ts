@@ -137,7 +137,10 @@ test('instances that fail to start quarantine the pool; the run stays queued, is
   assert.equal(run.run.status, 'queued', 'the run waits');
   assert.match((await kiln(server, ['show', runId])).stdout, /pool-start-failed .*bad --capacity/);
   assert.equal((await kiln(server, ['cancel', runId])).code, 0);
-  assert.equal((await followRun(server, runId)).run.status, 'cancelled');
+  const { lines, run: cancelled } = await followRun(server, runId);
+  assert.equal(cancelled.status, 'cancelled');
+  assert.match(lines[0] ?? '', /^kiln: pool broken could not start a worker: .*bad --capacity/, 'the console says why it waits');
+  assert.ok(lines.some((line) => /the pool rests for 10s after 2 failures in a row, and this run stays queued$/.test(line)), lines.join('\n'));
 });
 
 test('an instance whose worker never connects is stopped after start_timeout', async (t) => {

@@ -354,6 +354,18 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(await store.listRunning(), [expected]);
       });
 
+      test('a worker made for one run claims that run only', async (t) => {
+        const store = await open(t);
+        const [a, b] = [makeJob('a'), makeJob('b')];
+        const runA = makeRun(a);
+        const runB = makeRun(b);
+        await store.createJob(a, [runA]);
+        await store.createJob(b, [runB]);
+        assert.equal((await store.claimNext({ name: 'i1', platform: 'linux', labels: {}, onlyRun: runB.id }, T0))?.id, runB.id, 'not the first in the queue');
+        assert.equal(await store.claimNext({ name: 'i2', platform: 'linux', labels: {}, onlyRun: runB.id }, T0), undefined, 'taken already');
+        assert.equal((await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))?.id, runA.id);
+      });
+
       test('copies the job as it is when claimed, not as it was when queued', async (t) => {
         const store = await open(t);
         const job = makeJob('build', { script: 'old' });
@@ -569,6 +581,20 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
           const got = await store.readConsole(runId, afterSeq, limit);
           assert.deepEqual(got.map((l) => l.seq), want, `afterSeq=${afterSeq} limit=${limit}`);
         }
+      });
+
+      test('a note on a queued run is written ahead of its attempt, whose lines start after it', async (t) => {
+        const store = await open(t);
+        const job = makeJob('noted');
+        const queued = makeRun(job);
+        await store.createJob(job, [queued]);
+        const first = await store.noteQueuedRun(queued.id, 'kiln: no worker could be started', T0 + 1);
+        const second = await store.noteQueuedRun(queued.id, 'kiln: still none', T0 + 2);
+        assert.deepEqual([first, second], [{ seq: 0, ts: T0 + 1, text: 'kiln: no worker could be started' }, { seq: 1, ts: T0 + 2, text: 'kiln: still none' }]);
+        const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 3))!;
+        assert.equal(run.firstSeq, 2, "the worker's lines come after the notes");
+        assert.equal(await store.noteQueuedRun(queued.id, 'too late', T0 + 4), undefined, 'a running run gets no note');
+        assert.deepEqual((await store.readConsole(queued.id)).map((l) => l.text), ['kiln: no worker could be started', 'kiln: still none']);
       });
 
       test('console text is stored verbatim', async (t) => {

@@ -4,44 +4,52 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { parseDuration } from '../../core/index.js';
-import type { JobStore } from '../../store/index.js';
 import type { PoolSettings } from '../config-file.js';
-import type { Dispatcher } from '../dispatcher.js';
-import { PoolManager, type PoolConfig } from './pool-manager.js';
-import { ProcessProvider } from './process-provider.js';
-import type { Provider } from './provider.js';
+import { PoolManager, type PoolConfig, type PoolManagerParts } from './pool-manager.js';
+import { ONE_RUN_BY_DEFAULT, PROVIDER_KINDS } from './providers.js';
 
 /** Buildbot's defaults: containers serve one run each, other instances wait 10 minutes for more. */
 function idleTimeoutMs(pool: PoolSettings): number {
-  if (pool.idle_timeout === undefined) return ['docker', 'kubernetes', 'marathon'].includes(pool.provider) ? 0 : 600_000;
+  if (pool.idle_timeout === undefined) return ONE_RUN_BY_DEFAULT.has(pool.provider) ? 0 : 600_000;
   if (/^-\d+$/.test(pool.idle_timeout)) return -1;
   return pool.idle_timeout === '0' ? 0 : parseDuration(pool.idle_timeout)!;
 }
 
-/** This data dir's owner id: every instance id starts with it, so a later life finds its leftovers. */
-function ownerId(dataDir: string): string {
-  const file = path.join(dataDir, 'pool-owner.id');
+/** A value kept in the data dir across lives, made on first use. */
+function kept(dataDir: string, name: string, bytes: number): string {
+  const file = path.join(dataDir, name);
   try {
     return readFileSync(file, 'utf8').trim();
   } catch {
-    const id = randomBytes(8).toString('hex');
-    writeFileSync(file, id + '\n', { mode: 0o600 });
-    return id;
+    const value = randomBytes(bytes).toString('hex');
+    writeFileSync(file, value + '\n', { mode: 0o600 });
+    return value;
   }
+}
+
+/** Placeholders every instance can fill; any other (JOB, RUN, a job variable) makes instances per run. */
+const POOL_PLACEHOLDERS = new Set(['PLATFORM', 'POOL', 'INSTANCE']);
+
+function namesTheRun(options: unknown): boolean {
+  return [...JSON.stringify(options).matchAll(/%%([A-Za-z0-9_]+)%%/g)].some((m) => !POOL_PLACEHOLDERS.has(m[1]!));
 }
 
 export function openPools(
   pools: PoolSettings[],
-  parts: { store: JobStore; dispatcher: Dispatcher; log: Logger; now: () => number; server: () => string; dataDir: string },
+  parts: Omit<PoolManagerParts, 'owner' | 'secret' | 'log'> & { log: Logger; dataDir: string },
 ): PoolManager {
+  const log = parts.log.child({ part: 'pools' });
   const configs = pools.map((pool) => {
     const config: PoolConfig = {
       name: pool.name, provider: pool.provider, platform: pool.platform, labels: pool.labels, max: pool.max, minIdle: pool.min_idle,
       idleTimeoutMs: idleTimeoutMs(pool), startTimeoutMs: parseDuration(pool.start_timeout)!, checkIntervalMs: parseDuration(pool.check_interval)!,
+      perRun: namesTheRun(pool.options),
     };
-    const args = Array.isArray(pool.options.args) ? pool.options.args.map(String) : [];
-    const provider: Provider = new ProcessProvider(pool.provider as 'process' | 'bwrap', { args });
+    const provider = PROVIDER_KINDS[pool.provider]!.create(pool.options, { pool: pool.name, baseDir: pool.baseDir, log: log.child({ pool: pool.name }) });
     return { config, provider };
   });
-  return new PoolManager(configs, { ...parts, log: parts.log.child({ part: 'pools' }), owner: ownerId(parts.dataDir) });
+  // The owner id marks every instance, so a later life finds them; the secret derives their tokens.
+  const owner = kept(parts.dataDir, 'pool-owner.id', 8);
+  const secret = Buffer.from(kept(parts.dataDir, 'pool-token.key', 32), 'hex');
+  return new PoolManager(configs, { ...parts, log, owner, secret });
 }

@@ -6,13 +6,13 @@
  * (10 s, doubling to 1 h) while its runs stay queued. Each instance connects back with a name and a
  * single-use token that only it may use, revoked at stop.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { formatDuration, labelsMatch } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
-import type { JobStore } from '../../store/index.js';
+import type { JobStore, Run } from '../../store/index.js';
 import { freeSlots, type Dispatcher } from '../dispatcher.js';
-import type { InstanceHandle, Provider } from './provider.js';
+import type { InstanceHandle, OwnInstance, Provider } from './provider.js';
 
 /** A pool as configured. */
 export interface PoolConfig {
@@ -26,6 +26,11 @@ export interface PoolConfig {
   idleTimeoutMs: number;
   startTimeoutMs: number;
   checkIntervalMs: number;
+  /**
+   * Its options name the run (`%%JOB%%`, a job variable...): each instance is made for one waiting
+   * run and given that run only.
+   */
+  perRun: boolean;
 }
 
 type InstanceState = 'starting' | 'idle' | 'busy' | 'stopping';
@@ -43,13 +48,24 @@ interface Instance {
   starting?: Promise<InstanceHandle | undefined>;
   failing?: boolean;
   stopped?: Promise<void>;
+  /** Made by an earlier life of this server and taken over; its failing to come back is not counted. */
+  adopted?: boolean;
+  /** The run it was made for (perRun pools). */
+  forRun?: string;
+  checking?: boolean;
+  checkedAt: number;
+  /** When its connected worker went away (it may come back). */
+  lostAt?: number;
 }
 
 interface Pool {
   config: PoolConfig;
   provider: Provider;
   instances: Map<string, Instance>;
+  /** Failed starts since an instance last connected. */
   failures: number;
+  /** Quarantines since an instance last connected: each one rests twice as long. */
+  quarantines: number;
   quarantinedUntil: number;
   lastError: string | null;
 }
@@ -67,6 +83,23 @@ export interface PoolView {
 
 const QUARANTINE_FIRST_MS = 10_000;
 const QUARANTINE_MAX_MS = 3_600_000;
+/** The server's default re-attach grace: a disconnected instance's worker may come back within it. */
+const RECONNECT_GRACE_MS = 30_000;
+
+export interface PoolManagerParts {
+  store: JobStore;
+  dispatcher: Dispatcher;
+  log: Logger;
+  now: () => number;
+  /** The server's address, for instances to connect back to. */
+  server: () => string;
+  /** This server's owner id: the first part of every instance id. */
+  owner: string;
+  /** Instance tokens are derived from it, so a restarted server knows its adopted instances' tokens. */
+  secret: Buffer;
+  /** Writes a server line on a waiting run's console. */
+  note: (runId: string, text: string) => Promise<void>;
+}
 
 export class PoolManager {
   private readonly pools: Pool[];
@@ -77,12 +110,9 @@ export class PoolManager {
   private started = false;
   private stopped = false;
 
-  constructor(
-    configs: { config: PoolConfig; provider: Provider }[],
-    private readonly parts: { store: JobStore; dispatcher: Dispatcher; log: Logger; now: () => number; server: () => string; owner: string },
-  ) {
-    // Pools look at the farm only once start() has removed what an earlier life left.
-    this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantinedUntil: 0, lastError: null }));
+  constructor(configs: { config: PoolConfig; provider: Provider }[], private readonly parts: PoolManagerParts) {
+    // Pools look at the farm only once start() has adopted or removed what an earlier life left.
+    this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null }));
   }
 
   /** The instance name a single-use token belongs to, if it is live. */
@@ -95,13 +125,42 @@ export class PoolManager {
     return [...this.tokens.values()].includes(name);
   }
 
-  /** Removes what an earlier life of this server left, then starts watching. */
+  /**
+   * Finds what an earlier life of this server left (by the exact owner id set on each instance):
+   * instances that outlive their server and whose pool still exists are adopted (their workers
+   * reconnect with the same token), the rest removed. Then starts watching.
+   */
   async start(): Promise<void> {
-    const kinds = new Map(this.pools.map((pool) => [pool.provider.kind, pool.provider]));
-    for (const provider of kinds.values()) {
-      const removed = await provider.removeLeftovers(this.parts.owner);
-      if (removed > 0) this.parts.log.warn({ provider: provider.kind, removed }, 'removed worker instances left by an earlier server');
+    const handled = new Set<string>();
+    const removals: Promise<void>[] = [];
+    let adopted = 0;
+    for (const pool of this.pools) {
+      let found: OwnInstance[];
+      try {
+        found = await pool.provider.listOwn(this.parts.owner);
+      } catch (raw) {
+        pool.lastError = `could not list its instances: ${coerceError(raw).message}`;
+        this.parts.log.error({ pool: pool.config.name, err: coerceError(raw) }, 'could not look for instances left by an earlier server');
+        continue;
+      }
+      for (const own of found) {
+        const home = this.pools.find((p) => p.config.name === own.pool);
+        // Another pool's instance on the same backend: that pool decides (it lists it too).
+        if (handled.has(own.handle.id) || (home && home !== pool && home.provider.kind === pool.provider.kind)) continue;
+        handled.add(own.handle.id);
+        if (home === pool && pool.provider.adoptable) {
+          this.adopt(pool, own);
+          adopted += 1;
+        } else {
+          removals.push(pool.provider.stop(own.handle).catch((raw) => {
+            pool.lastError = `${own.name}: could not remove it: ${coerceError(raw).message}`;
+          }));
+        }
+      }
     }
+    await Promise.all(removals);
+    if (removals.length > 0) this.parts.log.warn({ removed: removals.length }, 'removed worker instances left by an earlier server');
+    if (adopted > 0) this.parts.log.info({ adopted }, 'adopted worker instances left by an earlier server');
     const interval = Math.min(...this.pools.map((p) => p.config.checkIntervalMs));
     this.timer = setInterval(() => this.evaluate(), interval);
     this.started = true;
@@ -154,34 +213,54 @@ export class PoolManager {
     const now = this.parts.now();
     const queued = await this.parts.store.listQueued();
     if (this.stopped || this.parts.dispatcher.busyNow()) return;
+    const queuedIds = new Set(queued.map((run) => run.id));
     // Runs already provided for (by a free worker or an instance) in this pass, across pools.
     const covered = new Set<string>();
     for (const pool of this.pools) {
       const { config } = pool;
       this.refreshStates(pool, now);
       const waiting = queued.filter((run) => !covered.has(run.id) && run.platform === config.platform && labelsMatch(run.labels, config.labels));
-      // Free slots of connected workers (the pool's idle instances too) that can take these runs.
+      // Free slots of connected workers (the pool's idle instances too) that can take any of these runs.
       const free = this.parts.dispatcher.list()
-        .filter((s) => s.platform === config.platform && waiting.some((run) => labelsMatch(run.labels, s.labels)))
+        .filter((s) => s.platform === config.platform && this.parts.dispatcher.reservedFor(s.name) === undefined && waiting.some((run) => labelsMatch(run.labels, s.labels)))
         .reduce((n, s) => n + freeSlots(s), 0);
       const instances = [...pool.instances.values()];
-      const starting = instances.filter((i) => i.state === 'starting').length;
-      const idle = instances.filter((i) => i.state === 'idle').length;
       const live = instances.filter((i) => i.state !== 'stopping').length;
-      const toStart = Math.min(Math.max(waiting.length - free - starting, config.minIdle - idle - starting, 0), config.max - live);
-      for (const run of waiting.slice(0, free + starting + toStart)) covered.add(run.id);
-      // Idle instances with nothing to do go after their idle timeout (0: at once), min_idle kept.
-      if (waiting.length === 0) {
-        let surplus = idle - config.minIdle;
+      const idle = instances.filter((i) => i.state === 'idle').length;
+      const starting = instances.filter((i) => i.state === 'starting').length;
+      let startFor: (string | undefined)[];
+      if (config.perRun) {
+        // Each run gets its own instance; one whose run went (taken, cancelled, done) is not needed.
+        const provided = new Set(instances.filter((i) => i.state !== 'stopping').map((i) => i.forRun));
+        for (const run of waiting) if (provided.has(run.id)) covered.add(run.id);
+        const unprovided = waiting.filter((run) => !provided.has(run.id));
+        const count = Math.min(Math.max(unprovided.length - free, 0), config.max - live);
+        startFor = unprovided.slice(free, free + count).map((run) => run.id);
+        for (const run of unprovided.slice(0, free + count)) covered.add(run.id);
         for (const instance of instances) {
-          if (surplus > 0 && instance.state === 'idle' && config.idleTimeoutMs >= 0 && now - instance.idleSince >= config.idleTimeoutMs) {
-            surplus -= 1;
-            void this.stopInstance(instance, `idle for ${formatDuration(now - instance.idleSince)}`);
+          if ((instance.state === 'idle' || instance.state === 'starting') && !queuedIds.has(instance.forRun ?? '')) {
+            void this.stopInstance(instance, instance.state === 'idle' ? 'its run is done or taken' : 'its run no longer waits');
+          }
+        }
+      } else {
+        const count = Math.min(Math.max(waiting.length - free - starting, config.minIdle - idle - starting, 0), config.max - live);
+        startFor = new Array<undefined>(count).fill(undefined);
+        for (const run of waiting.slice(0, free + starting + count)) covered.add(run.id);
+        // Idle instances with nothing to do go after their idle timeout (0: at once), min_idle kept.
+        if (waiting.length === 0) {
+          let surplus = idle - config.minIdle;
+          for (const instance of instances) {
+            if (surplus > 0 && instance.state === 'idle' && config.idleTimeoutMs >= 0 && now - instance.idleSince >= config.idleTimeoutMs) {
+              surplus -= 1;
+              void this.stopInstance(instance, `idle for ${formatDuration(now - instance.idleSince)}`);
+            }
           }
         }
       }
-      if (toStart <= 0 || now < pool.quarantinedUntil) continue;
-      for (let i = 0; i < toStart; i += 1) this.startInstance(pool, waiting.map((r) => r.id));
+      for (const instance of instances) this.healthCheck(instance, now);
+      if (startFor.length === 0 || now < pool.quarantinedUntil) continue;
+      const runs = new Map(waiting.map((run) => [run.id, run]));
+      for (const runId of startFor) await this.startInstance(pool, waiting.map((r) => r.id), runId === undefined ? undefined : runs.get(runId));
     }
   }
 
@@ -191,27 +270,75 @@ export class PoolManager {
       if (instance.state === 'stopping') continue;
       const session = this.parts.dispatcher.session(instance.name);
       if (session?.open) {
-        if (instance.state === 'starting') pool.failures = 0;
+        if (instance.state === 'starting') {
+          pool.failures = 0;
+          pool.quarantines = 0;
+        }
+        instance.lostAt = undefined;
         const busy = session.running.size > 0 || (session.once && session.assigned > 0);
         if (!busy && instance.state !== 'idle') instance.idleSince = now;
         instance.state = busy ? 'busy' : 'idle';
-      } else if (instance.state === 'starting' && now - instance.startedAt > pool.config.startTimeoutMs) {
-        this.failed(instance, `its worker did not connect within ${formatDuration(pool.config.startTimeoutMs)}`);
+      } else if (instance.state !== 'starting') {
+        // A worker that lost its connection gets the time a worker has to re-attach, then its instance goes.
+        instance.lostAt ??= now;
+        if (now - instance.lostAt > RECONNECT_GRACE_MS) void this.stopInstance(instance, `its worker has been disconnected for ${formatDuration(now - instance.lostAt)}`);
+      } else if (now - instance.startedAt > pool.config.startTimeoutMs) {
+        void this.failed(instance, `its worker did not connect within ${formatDuration(pool.config.startTimeoutMs)}`);
       }
     }
   }
 
-  private startInstance(pool: Pool, waiting: string[]): void {
+  /** Asks the provider whether the instance still lives, every check_interval (one check at a time). */
+  private healthCheck(instance: Instance, now: number): void {
+    const { pool, handle } = instance;
+    if (!handle || instance.checking || instance.state === 'stopping' || now - instance.checkedAt < pool.config.checkIntervalMs) return;
+    instance.checking = true;
+    instance.checkedAt = now;
+    pool.provider.check(handle).then(
+      (why) => {
+        if (why !== null) void this.gone(instance, why);
+      },
+      (raw) => {
+        // The backend could not be asked: that says nothing about the instance.
+        pool.lastError = `${instance.name}: health check failed: ${coerceError(raw).message}`;
+        this.parts.log.warn({ pool: pool.config.name, instance: instance.name, err: coerceError(raw) }, 'could not check a worker instance');
+      },
+    ).finally(() => (instance.checking = false));
+  }
+
+  private instanceToken(id: string): string {
+    return createHmac('sha256', this.parts.secret).update(id).digest('base64url');
+  }
+
+  private adopt(pool: Pool, own: OwnInstance): void {
+    const now = this.parts.now();
+    const { id } = own.handle;
+    const instance: Instance = { id, name: own.name, token: this.instanceToken(id), pool, state: 'starting', startedAt: now, idleSince: now, handle: own.handle, adopted: true, checkedAt: now };
+    pool.instances.set(id, instance);
+    this.tokens.set(instance.token, instance.name);
+    // An adopted instance of a per-run pool may finish the run it holds, but gets no other.
+    if (pool.config.perRun) this.parts.dispatcher.reserve(instance.name, '');
+    this.parts.log.info({ pool: pool.config.name, instance: instance.name, ref: own.handle.ref }, 'adopted a worker instance left by an earlier server');
+    this.watch(instance, own.handle);
+  }
+
+  private async startInstance(pool: Pool, waiting: string[], run: Run | undefined): Promise<void> {
     if (this.stopped) return;
     const id = `${this.parts.owner}/${randomUUID()}`;
     const name = `${pool.config.name}-${id.slice(-12)}`;
-    const token = randomBytes(32).toString('base64url');
+    const token = this.instanceToken(id);
     const now = this.parts.now();
-    const instance: Instance = { id, name, token, pool, state: 'starting', startedAt: now, idleSince: now };
+    const instance: Instance = { id, name, token, pool, state: 'starting', startedAt: now, idleSince: now, forRun: run?.id, checkedAt: now };
     pool.instances.set(id, instance);
     this.tokens.set(token, name);
-    this.parts.log.info({ pool: pool.config.name, instance: name }, 'starting a worker instance');
-    const spec = { id, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0 };
+    if (run) this.parts.dispatcher.reserve(name, run.id);
+    this.parts.log.info({ pool: pool.config.name, instance: name, ...(run ? { runId: run.id } : {}) }, 'starting a worker instance');
+    const values: Record<string, string> = { PLATFORM: pool.config.platform, POOL: pool.config.name, INSTANCE: name };
+    if (run) {
+      const job = await this.parts.store.getJob(run.job);
+      Object.assign(values, job?.vars ?? {}, { JOB: run.job, RUN: run.id });
+    }
+    const spec = { id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values };
     let startError = '';
     instance.starting = pool.provider.start(spec).then(
       (handle) => (instance.handle = handle),
@@ -222,12 +349,21 @@ export class PoolManager {
     );
     void (async () => {
       const handle = await instance.starting;
-      if (!handle) return this.failed(instance, `could not start: ${startError}`, waiting);
-      const why = await handle.gone;
-      // Gone by itself: a --once worker after its run, or one that died.
-      if (instance.state === 'starting') await this.failed(instance, `${why} before its worker connected${handle.lastWords() ? ` (${handle.lastWords()})` : ''}`, waiting);
-      else await this.stopInstance(instance, why);
+      if (!handle) return this.failed(instance, `could not start: ${startError}`, run ? [run.id] : waiting);
+      this.watch(instance, handle, run ? [run.id] : waiting);
     })();
+  }
+
+  /** Follows an instance's going by itself, for providers that hear of it. */
+  private watch(instance: Instance, handle: InstanceHandle, waiting: string[] = []): void {
+    if (handle.gone) void handle.gone.then((why) => this.gone(instance, why, waiting));
+  }
+
+  /** The instance went by itself: a --once worker after its run, or one that died (a failure if it never connected). */
+  private async gone(instance: Instance, why: string, waiting: string[] = []): Promise<void> {
+    if (instance.state !== 'starting' || instance.adopted) return this.stopInstance(instance, why);
+    const words = instance.handle?.lastWords();
+    return this.failed(instance, `${why} before its worker connected${words ? ` (${words})` : ''}`, waiting);
   }
 
   /** A start that went wrong: stopped, said, counted; the pool rests after repeated failures. */
@@ -235,18 +371,24 @@ export class PoolManager {
     const pool = instance.pool;
     if (instance.state === 'stopping' || instance.failing) return;
     instance.failing = true;
-    pool.failures += 1;
     pool.lastError = `${instance.name}: ${error}`;
-    if (pool.failures >= 2) {
-      const rest = Math.min(QUARANTINE_FIRST_MS * 2 ** (pool.failures - 2), QUARANTINE_MAX_MS);
-      pool.quarantinedUntil = this.parts.now() + rest;
+    if (instance.adopted) return this.stopInstance(instance, `adopted, but ${error}`);
+    pool.failures += 1;
+    const now = this.parts.now();
+    let said = `kiln: pool ${pool.config.name} could not start a worker: ${error}`;
+    // A batch of starts failing together rests the pool once, not once per instance.
+    if (pool.failures >= 2 && now >= pool.quarantinedUntil) {
+      pool.quarantines += 1;
+      const rest = Math.min(QUARANTINE_FIRST_MS * 2 ** (pool.quarantines - 1), QUARANTINE_MAX_MS);
+      pool.quarantinedUntil = now + rest;
+      said += `; the pool rests for ${formatDuration(rest)} after ${pool.failures} failures in a row, and this run stays queued`;
       this.parts.log.error({ pool: pool.config.name, failures: pool.failures, quarantineMs: rest, error }, 'pool quarantined after repeated start failures');
     } else {
       this.parts.log.error({ pool: pool.config.name, instance: instance.name, error }, 'a worker instance failed to start');
     }
-    const now = this.parts.now();
     for (const runId of waiting.slice(0, 20)) {
       await this.parts.store.recordEvent(runId, { at: now, attempt: 1, kind: 'pool-start-failed', detail: { pool: pool.config.name, instance: instance.name, error } }).catch(() => undefined);
+      await this.parts.note(runId, said).catch(() => undefined);
     }
     await this.stopInstance(instance, 'failed to start');
   }
@@ -265,6 +407,7 @@ export class PoolManager {
         instance.pool.lastError = `${instance.name}: could not stop: ${coerceError(raw).message}`;
       }
       instance.pool.instances.delete(instance.id);
+      this.parts.dispatcher.reserve(instance.name, undefined);
       this.parts.log.info({ pool: instance.pool.config.name, instance: instance.name }, 'worker instance stopped');
       this.evaluate();
     })();

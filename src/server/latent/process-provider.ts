@@ -8,17 +8,19 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import type { InstanceHandle, InstanceSpec, Provider } from './provider.js';
+import { z } from 'zod';
+import { instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
 /** How long a stopped instance may drain (10 s) and stop its jobs (3 s grace) before it is killed. */
 const STOP_GRACE_MS = 20_000;
 
-/** Options of a process pool (`options:` in its config). */
-export interface ProcessOptions {
+/** Options of a process or bwrap pool (`options:` in its config). */
+export const processOptionsSchema = z.strictObject({
   /** Extra `kiln worker` arguments, e.g. ["--capacity", "2"]. */
-  args?: string[];
-}
+  args: z.array(z.string()).default([]),
+});
+export type ProcessOptions = z.output<typeof processOptionsSchema>;
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -29,6 +31,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 export class ProcessProvider implements Provider {
+  /** Instances stop with their server (they watch its pipe), so a later life removes them. */
+  readonly adoptable = false;
   private readonly children = new Map<string, ReturnType<typeof spawn>>();
 
   constructor(
@@ -37,19 +41,16 @@ export class ProcessProvider implements Provider {
   ) {}
 
   async start(spec: InstanceSpec): Promise<InstanceHandle> {
-    const args = [KILN_BIN, 'worker', '--platform', spec.platform, ...Object.entries(spec.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])];
-    // An instance outlives its server by 10 s at most (its jobs are cancelled then); options may say otherwise.
-    args.push('--drain-timeout', '10s', '--kill-grace', '3s');
-    if (spec.once) args.push('--once');
+    const args = [KILN_BIN, ...workerArguments(spec)];
     if (this.kind === 'bwrap') args.push('--sandbox', 'bwrap');
-    args.push(...(this.options.args ?? []));
+    args.push(...this.options.args);
     const child = spawn(process.execPath, args, {
       // Only what a worker needs: never the server's own environment (its tokens, say).
       env: {
         PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/', LANG: 'C.UTF-8',
         ...(process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {}),
         KILN_LOG_LEVEL: process.env.KILN_LOG_LEVEL ?? 'info',
-        KILN_SERVER: spec.server, KILN_WORKER_NAME: spec.name, KILN_WORKER_TOKEN: spec.token, KILN_POOL_INSTANCE: spec.id,
+        ...instanceEnvironment(spec),
         // The instance watches this pipe: if the server dies, even by SIGKILL, its instances stop.
         KILN_EXIT_WITH_STDIN: '1',
       },
@@ -72,50 +73,52 @@ export class ProcessProvider implements Provider {
       child.once('error', reject);
     });
     this.children.set(spec.id, child);
-    return { id: spec.id, gone, lastWords: () => lastMessage(words) };
+    return { id: spec.id, ref: String(child.pid), gone, lastWords: () => lastLogMessage(words.at(-1) ?? '') };
+  }
+
+  async check(handle: InstanceHandle): Promise<string | null> {
+    const child = this.children.get(handle.id);
+    if (!child) return 'not a child of this server';
+    return child.exitCode !== null || child.signalCode !== null ? `exited ${child.signalCode ?? child.exitCode}` : null;
   }
 
   async stop(handle: InstanceHandle): Promise<void> {
     const child = this.children.get(handle.id);
     this.children.delete(handle.id);
-    if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return;
+    if (!child) return killLeftover(Number(handle.ref));
+    if (!child.pid || child.exitCode !== null || child.signalCode !== null) return;
     signalGroup(child.pid, 'SIGTERM');
     const timer = setTimeout(() => signalGroup(child.pid!, 'SIGKILL'), STOP_GRACE_MS);
     await handle.gone;
     clearTimeout(timer);
   }
 
-  async removeLeftovers(owner: string): Promise<number> {
-    let removed = 0;
+  async listOwn(owner: string): Promise<OwnInstance[]> {
+    const found: OwnInstance[] = [];
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-      let environ: string;
+      let environ: string[];
       try {
-        environ = readFileSync(`/proc/${entry}/environ`, 'utf8');
+        environ = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0');
       } catch {
         continue;
       }
-      if (environ.split('\0').some((pair) => pair.startsWith(`KILN_POOL_INSTANCE=${owner}/`))) {
-        signalGroup(Number(entry), 'SIGKILL');
-        try {
-          process.kill(Number(entry), 'SIGKILL');
-        } catch {
-          // Gone with its group.
-        }
-        removed += 1;
-      }
+      const id = environ.find((pair) => pair.startsWith(`KILN_POOL_INSTANCE=${owner}/`))?.slice('KILN_POOL_INSTANCE='.length);
+      if (!id) continue;
+      const name = environ.find((pair) => pair.startsWith('KILN_WORKER_NAME='))?.slice('KILN_WORKER_NAME='.length) ?? '';
+      const pool = environ.find((pair) => pair.startsWith('KILN_POOL='))?.slice('KILN_POOL='.length) ?? '';
+      found.push({ pool, name, handle: { id, ref: entry, lastWords: () => '' } });
     }
-    return removed;
+    return found;
   }
 }
 
-/** The message of the instance's last log line (JSON logs), or the line itself. */
-function lastMessage(lines: string[]): string {
-  const last = lines.at(-1) ?? '';
+/** A leftover of an earlier life is not our child: killed with its group (it leads one). */
+function killLeftover(pid: number): void {
+  signalGroup(pid, 'SIGKILL');
   try {
-    const parsed = JSON.parse(last) as { msg?: string; err?: string };
-    return [parsed.msg, parsed.err].filter(Boolean).join(': ') || last;
+    process.kill(pid, 'SIGKILL');
   } catch {
-    return last;
+    // Gone with its group.
   }
 }

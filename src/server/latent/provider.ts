@@ -1,38 +1,105 @@
 /**
  * Latent worker providers: how a pool starts, checks, stops and finds its worker instances. One
- * module per provider behind this small interface; the pool manager owns the lifecycle.
+ * module per provider behind this small interface; the pool manager owns the lifecycle (when to
+ * start and stop, timeouts, quarantine, tokens), a provider only talks to its backend.
  */
 
-/** What an instance needs to connect back. */
+/** What an instance needs to be made and to connect back. */
 export interface InstanceSpec {
-  /** Exact id, also given to the instance (KILN_POOL_INSTANCE), so leftovers are found by it. */
+  /** Exact id, `<owner>/<uuid>`: set on the instance (label, annotation, environment) so it is found again by it. */
   id: string;
+  /** The server's owner id (the part of `id` before the slash). */
+  owner: string;
+  /** The pool it belongs to (also set on the instance, so a later life can adopt it). */
+  pool: string;
   /** The worker name it must use, with its single-use token. */
   name: string;
   token: string;
+  /** The server's address as the pool is told to give it (providers may override it, e.g. `server_url`). */
   server: string;
   platform: string;
   labels: Record<string, string>;
   /** One run, then exit (idle_timeout 0). */
   once: boolean;
+  /**
+   * Values for `%%NAME%%` placeholders in provider options (expand with core's expandTemplate):
+   * PLATFORM, POOL, INSTANCE (the worker name); for an instance made for one run (its pool's
+   * options name the run), also JOB, RUN and the job's --var values.
+   */
+  values: Record<string, string>;
 }
 
-/** A started instance. */
+/** The environment every instance's worker gets: how it connects back, and who it is. */
+export function instanceEnvironment(spec: InstanceSpec, server = spec.server): Record<string, string> {
+  return {
+    KILN_SERVER: server,
+    KILN_WORKER_NAME: spec.name,
+    KILN_WORKER_TOKEN: spec.token,
+    KILN_POOL_INSTANCE: spec.id,
+    KILN_POOL: spec.pool,
+  };
+}
+
+/** The `kiln worker` arguments every instance runs with (after the program itself). */
+export function workerArguments(spec: InstanceSpec): string[] {
+  const args = ['worker', '--platform', spec.platform, ...Object.entries(spec.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])];
+  // An instance asked to stop drains 10 s at most, then its jobs get 3 s before they are killed.
+  args.push('--drain-timeout', '10s', '--kill-grace', '3s');
+  if (spec.once) args.push('--once');
+  return args;
+}
+
+/** A started (or adopted) instance. */
 export interface InstanceHandle {
+  /** The exact id (InstanceSpec.id). */
   id: string;
-  /** Resolves when the instance has gone by itself (exited), with why. */
-  readonly gone: Promise<string>;
-  /** The instance's last words (e.g. its last log lines), for errors. */
+  /** The provider's own reference: a pid, a container id, a pod or app name. */
+  ref: string;
+  /**
+   * Resolves when the instance has gone by itself, with why, for providers that hear of it (a
+   * child's exit, a container's wait). Others leave it out and are found gone by `check`.
+   */
+  readonly gone?: Promise<string>;
+  /** The instance's last words (its last log line), to explain a failure; '' when none. */
   lastWords(): string;
+}
+
+/** An instance found on the backend that this server (owner) made, maybe in an earlier life. */
+export interface OwnInstance {
+  handle: InstanceHandle;
+  /** The pool and worker name it was made for. */
+  pool: string;
+  name: string;
 }
 
 /** One kind of latent worker. */
 export interface Provider {
   readonly kind: string;
-  /** Starts an instance; rejects with a one-line reason when it cannot. */
+  /**
+   * Whether instances outlive their server, so a restarted server can adopt them (their workers
+   * reconnect). Those that cannot (local processes, which stop with their server) are removed.
+   */
+  readonly adoptable: boolean;
+  /** Makes an instance; rejects with a one-line reason when it cannot (what it made is cleaned up). */
   start(spec: InstanceSpec): Promise<InstanceHandle>;
-  /** Stops an instance and releases what it held; resolves once it is gone. */
+  /**
+   * Health check, every check_interval: resolves null while the instance lives, or why it is gone
+   * (exited, deleted, failed). Rejects when the backend cannot be asked (that is not counted as gone).
+   */
+  check(handle: InstanceHandle): Promise<string | null>;
+  /** Stops the instance and removes it and what it held (volumes, apps); resolves once it is gone. */
   stop(handle: InstanceHandle): Promise<void>;
-  /** Removes every instance a previous life of this server left, found by `owner` in its id. */
-  removeLeftovers(owner: string): Promise<number>;
+  /** Every instance this owner made, found by the exact id set on it, never by name. */
+  listOwn(owner: string): Promise<OwnInstance[]>;
+}
+
+/** The message of a worker's JSON log line (with its error), or the line itself: an instance's last words. */
+export function lastLogMessage(line: string): string {
+  try {
+    const parsed = JSON.parse(line) as { msg?: string; err?: string | { message?: string } };
+    const err = typeof parsed.err === 'object' ? parsed.err?.message : parsed.err;
+    return [parsed.msg, err].filter(Boolean).join(': ') || line;
+  } catch {
+    return line;
+  }
 }

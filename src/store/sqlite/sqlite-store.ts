@@ -10,7 +10,7 @@ import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../..
 import { JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  OutboxSummary, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
+  ClaimingWorker, OutboxSummary, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
@@ -214,7 +214,7 @@ class SqliteStore implements JobStore {
     return { run: this.runRow(run.id), created: true };
   }
 
-  claimNext(worker: { name: string; platform: string; labels: Record<string, string> }, now: number, backstopMs = 0): Promise<Run | undefined> {
+  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
     return this.tx(() => {
       // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
       const page = this.db.prepare(
@@ -225,7 +225,7 @@ class SqliteStore implements JobStore {
       while (!pick) {
         const candidates = page.all(worker.platform, after) as { id: string; job: string; labels: string; queue_pos: number }[];
         if (candidates.length === 0) return undefined;
-        pick = candidates.find((c) => labelsMatch(JSON.parse(c.labels), worker.labels));
+        pick = candidates.find((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(JSON.parse(c.labels), worker.labels));
         after = candidates.at(-1)!.queue_pos;
       }
       const jobRow = this.db.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
@@ -376,6 +376,18 @@ class SqliteStore implements JobStore {
     const insert = this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
     return this.tx(() => {
       for (const batch of batches) for (const line of batch.lines) insert.run(batch.runId, line.seq, line.ts, line.text);
+    });
+  }
+
+  noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
+    return this.tx(() => {
+      const run = this.db.prepare("SELECT first_seq FROM runs WHERE id = ? AND status = 'queued'").get(runId) as { first_seq: number } | undefined;
+      if (!run) return undefined;
+      const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null;
+      const seq = Math.max(last ?? -1, run.first_seq - 1) + 1;
+      this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?)').run(runId, seq, at, text);
+      this.db.prepare('UPDATE runs SET first_seq = ? WHERE id = ?').run(seq + 1, runId);
+      return { seq, ts: at, text };
     });
   }
 

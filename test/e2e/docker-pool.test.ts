@@ -1,0 +1,104 @@
+/**
+ * The `docker` provider against a real Docker engine: the image is this checkout imported from a
+ * root filesystem (no registry), the container runs `kiln worker` on the host's network and
+ * connects back with its own token. Skipped, with the reason, only where no engine answers.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { before, test, type TestContext } from 'node:test';
+import { containersLabelled, dockerAvailable, kilnWorkerImage, removeContainers, removeImage } from '../helpers/docker-image.js';
+import { api, followRun, freePort, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+
+const unavailable = dockerAvailable();
+let image = '';
+before(async () => {
+  if (!unavailable) image = await kilnWorkerImage();
+});
+
+const ownerOf = (dataDir: string) => readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim();
+const containersOf = (dataDir: string) => containersLabelled(`dev.kiln.owner=${ownerOf(dataDir)}`);
+
+function poolConfig(options: string[], extra: string[] = []): string {
+  return ['pools:', '  - name: dock', '    provider: docker', '    platform: container', '    max: 2', '    check_interval: 200ms', ...extra, '    options:', ...options.map((o) => `      ${o}`), ''].join('\n');
+}
+
+async function withDockerPool(t: TestContext, yaml: string, dataDir = tempDir(t), port?: number): Promise<ServerProcess> {
+  writeFileSync(path.join(dataDir, 'kiln.yaml'), yaml);
+  const server = await startServer(t, { dataDir, port, args: ['--config', path.join(dataDir, 'kiln.yaml')] });
+  // Whatever happens, no container of this test outlives it (found by the exact owner label).
+  const owner = ownerOf(dataDir);
+  t.after(() => removeContainers(containersLabelled(`dev.kiln.owner=${owner}`)));
+  return server;
+}
+
+test('a run on a docker pool starts a container whose worker runs it; the container is removed after', { skip: unavailable }, async (t) => {
+  const shared = tempDir(t);
+  const server = await withDockerPool(t, poolConfig([
+    `image: "${image}"`, 'hostconfig: {network_mode: host, memory: 512mb}', `volumes: ["${shared}:/shared"]`, 'env: {GREETING: hello}',
+  ]));
+  const script = 'test -f /.dockerenv && echo "in a container"; echo "$KILN_PLATFORM"; echo made > /shared/out; env | grep -c KILN_WORKER_TOKEN || true';
+  assert.equal((await kiln(server, ['schedule', 'boxed', '--command', script, '--platform', 'container', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'boxed'])).stdout.trim();
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
+  assert.ok(lines.includes('in a container'), lines.join('\n'));
+  assert.ok(lines.includes('container'), 'the platform');
+  assert.ok(lines.includes('0'), 'the job does not see the worker token');
+  assert.equal(readFileSync(path.join(shared, 'out'), 'utf8'), 'made\n', 'the volume is mounted');
+  const worker = (await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker;
+  assert.match(worker, /^dock-[0-9a-f]{12}$/);
+  // idle_timeout defaults to 0 for docker: the worker exits after its run and the container goes.
+  await server.waitFor(/"msg":"worker instance stopped"/);
+  assert.deepEqual(containersOf(server.dataDir), [], 'no container left (removed, with its anonymous volumes)');
+});
+
+test('a missing image keeps the run queued with the reason on its console, quarantines the pool, and the run can be cancelled', { skip: unavailable }, async (t) => {
+  const server = await withDockerPool(t, poolConfig(['image: "kiln-test-missing:%%PLATFORM%%"', 'hostconfig: {network_mode: host}']));
+  assert.equal((await kiln(server, ['schedule', 'nowhere', '--command', 'true', '--platform', 'container', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'nowhere'])).stdout.trim();
+  await server.waitFor(/"msg":"pool quarantined after repeated start failures"/);
+  const shown = await kiln(server, ['workers']);
+  assert.match(shown.stdout, /pool dock \(docker, container, max 2\).*quarantined until .*the image kiln-test-missing:container is not on the docker host \(set autopull, or dockerfile to build it\)/);
+  assert.equal((await kiln(server, ['cancel', runId])).code, 0);
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'cancelled');
+  assert.match(lines[0] ?? '', /^kiln: pool dock could not start a worker: could not start: the image kiln-test-missing:container is not on the docker host/);
+  assert.deepEqual(containersOf(server.dataDir), []);
+});
+
+test('an image missing but given a dockerfile is built, then used', { skip: unavailable }, async (t) => {
+  const tag = `kiln-test-built:${Date.now()}`;
+  t.after(() => removeImage(tag));
+  const server = await withDockerPool(t, poolConfig([
+    `image: "${tag}"`, 'hostconfig: {network_mode: host}', `dockerfile: "FROM ${image}\\nENV BUILT_BY=kiln\\n"`, 'env: {}',
+  ]));
+  assert.equal((await kiln(server, ['schedule', 'built', '--command', 'echo "built by $BUILT_BY"', '--platform', 'container', '--period', 'never', '--env', 'BUILT_BY=the job'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'built'])).stdout.trim();
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
+  assert.ok(lines.includes('built by the job'), lines.join('\n'));
+});
+
+test('a server SIGKILLed while a container runs a job adopts it on restart: the job finishes there', { skip: unavailable }, async (t) => {
+  const shared = tempDir(t);
+  const dataDir = tempDir(t);
+  const port = await freePort();
+  const yaml = poolConfig([`image: "${image}"`, 'hostconfig: {network_mode: host}', `volumes: ["${shared}:/shared"]`]);
+  const server = await withDockerPool(t, yaml, dataDir, port);
+  const script = 'echo started; while [ ! -e /shared/go ]; do sleep 0.05; done; echo finished';
+  assert.equal((await kiln(server, ['schedule', 'long', '--command', script, '--platform', 'container', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'long'])).stdout.trim();
+  await server.waitFor(/"msg":"run dispatched"/);
+  const [container] = containersOf(dataDir);
+  assert.ok(container, 'a container runs the job');
+  await server.kill('SIGKILL');
+  const again = await withDockerPool(t, yaml, dataDir, port);
+  await again.waitFor(/"msg":"adopted a worker instance left by an earlier server"/);
+  writeFileSync(path.join(shared, 'go'), '');
+  const { lines, run } = await followRun(again, runId);
+  assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
+  assert.ok(lines.includes('finished'));
+  await again.waitFor(/"msg":"worker instance stopped"/);
+  assert.deepEqual(containersOf(dataDir), [], 'the adopted container is removed after its run');
+});
