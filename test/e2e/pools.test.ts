@@ -66,6 +66,9 @@ test('a process pool scales from 0 to 3 under 3 waiting runs, and back to 0 afte
   for (let seen = 0; seen < 3; seen += 1) mark = server.stderr.indexOf(await logged(server, /"msg":"run dispatched"/, mark)) + 1;
   const busy = (await pools(server))[0]!;
   assert.deepEqual(busy.instances.map((i) => i.state).sort(), ['busy', 'busy', 'busy'], JSON.stringify(busy));
+  const shown = (await kiln(server, ['workers'])).stdout;
+  assert.match(shown, /pool local \(process, pooled, max 3\): 0 starting, 0 idle, 3 busy, 0 stopping\n/);
+  for (const instance of busy.instances) assert.match(shown, new RegExp(`\\n  ${instance.name}  busy  up [0-9.hms]+  running [0-9a-f]{8}\\n`));
   // An instance's name is its own: a worker with the shared worker token cannot take it.
   const impostor = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'pooled', '--name', busy.instances[0]!.name], { KILN_WORKER_TOKEN: server.workerToken });
   assert.equal((await impostor.exited).code, 3);
@@ -117,6 +120,39 @@ test('idle_timeout 0 gives every run a fresh instance', async (t) => {
   assert.equal(new Set(workers).size, 3, `three runs, three instances: ${workers.join(', ')}`);
   for (let stopped = 0, from = 0; stopped < 3; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
   assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), []);
+});
+
+test('a pool whose options name the job makes one instance per run, and each takes only its own run', async (t) => {
+  const server = await withPools(t, [
+    'pools:', '  - name: per-job', '    provider: process', '    platform: pooled', '    max: 2', '    idle_timeout: 10m',
+    '    options:', '      args: ["--label", "made-for=%%JOB%%-%%FLAVOUR%%"]', '',
+  ].join('\n'));
+  const dir = tempDir(t);
+  const runIds: string[] = [];
+  for (const [name, flavour] of [['alpha', 'a'], ['beta', 'b']]) {
+    const script = `touch ${dir}/${name}.started; while [ ! -e ${dir}/go ]; do sleep 0.05; done`;
+    assert.equal((await kiln(server, ['schedule', name!, '--command', script, '--platform', 'pooled', '--period', 'never', '--var', `FLAVOUR=${flavour}`])).code, 0);
+    runIds.push((await kiln(server, ['execute', name!])).stdout.trim());
+  }
+  await server.waitFor(/"runId":"[^"]+","job":"alpha","worker":"per-job-[^"]+","msg":"run dispatched"/);
+  await server.waitFor(/"runId":"[^"]+","job":"beta","worker":"per-job-[^"]+","msg":"run dispatched"/);
+  // While both run: each instance has the labels made from its run's job and variables.
+  const { workers } = await api<{ workers: { name: string; labels: Record<string, string>; running: string[] }[] }>(server, 'GET', '/api/workers');
+  const labelsByRun = new Map(workers.flatMap((w) => w.running.map((runId) => [runId, w.labels] as const)));
+  assert.deepEqual([labelsByRun.get(runIds[0]!), labelsByRun.get(runIds[1]!)], [{ 'made-for': 'alpha-a' }, { 'made-for': 'beta-b' }], JSON.stringify(workers));
+  writeFileSync(path.join(dir, 'go'), '');
+  for (const runId of runIds) assert.equal((await followRun(server, runId)).run.status, 'succeeded');
+  // Each run ran on the instance started for it (the server logs which run an instance is for).
+  const startedFor = new Map(server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).map((l) => {
+    const { runId, instance } = JSON.parse(l) as { runId: string; instance: string };
+    return [runId, instance];
+  }));
+  assert.equal(startedFor.size, 2, 'one instance per run');
+  for (const runId of runIds) {
+    assert.equal((await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker, startedFor.get(runId));
+  }
+  // Not needed once their runs are done, whatever the idle timeout: each was made for one run.
+  for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
 });
 
 test('instances that fail to start quarantine the pool; the run stays queued, is shown why, and can be cancelled', async (t) => {

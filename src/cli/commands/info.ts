@@ -81,7 +81,11 @@ export function registerInfoCommands(program: Command): void {
         const counts = ['starting', 'idle', 'busy', 'stopping'].map((state) => `${pool.instances.filter((i) => i.state === state).length} ${state}`).join(', ');
         process.stdout.write(`\npool ${pool.name} (${pool.provider}, ${pool.platform}, max ${pool.max}): ${counts}`
           + `${pool.quarantinedUntil ? `; quarantined until ${pool.quarantinedUntil}` : ''}${pool.lastError ? `; last error: ${pool.lastError}` : ''}\n`);
-        for (const i of pool.instances) process.stdout.write(`  ${i.name}  ${i.state}  since ${i.startedAt}${i.runs.length ? `  running ${i.runs.map(shortId).join(', ')}` : ''}\n`);
+        for (const i of pool.instances) {
+          const age = formatDuration(Math.max(0, Date.now() - Date.parse(i.startedAt)));
+          const notes = [i.runs.length ? `running ${i.runs.map(shortId).join(', ')}` : '', i.forRun ? `made for ${shortId(i.forRun)}` : '', i.adopted ? 'adopted' : ''];
+          process.stdout.write(`  ${i.name}  ${i.state}  up ${age}${notes.filter(Boolean).map((n) => `  ${n}`).join('')}\n`);
+        }
       }
     });
 }

@@ -76,7 +76,7 @@ export interface PoolView {
   provider: string;
   platform: string;
   max: number;
-  instances: { name: string; state: InstanceState; startedAt: string; runs: string[] }[];
+  instances: { name: string; state: InstanceState; startedAt: string; runs: string[]; forRun: string | null; adopted: boolean }[];
   quarantinedUntil: string | null;
   lastError: string | null;
 }
@@ -201,6 +201,7 @@ export class PoolManager {
       name: pool.config.name, provider: pool.config.provider, platform: pool.config.platform, max: pool.config.max,
       instances: [...pool.instances.values()].map((i) => ({
         name: i.name, state: i.state, startedAt: iso(i.startedAt), runs: [...(this.parts.dispatcher.session(i.name)?.running ?? [])],
+        forRun: i.forRun ?? null, adopted: i.adopted ?? false,
       })),
       quarantinedUntil: pool.quarantinedUntil > this.parts.now() ? iso(pool.quarantinedUntil) : null,
       lastError: pool.lastError,

@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
+import { expandTemplate } from '../../core/index.js';
 import { instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
@@ -17,7 +18,7 @@ const STOP_GRACE_MS = 20_000;
 
 /** Options of a process or bwrap pool (`options:` in its config). */
 export const processOptionsSchema = z.strictObject({
-  /** Extra `kiln worker` arguments, e.g. ["--capacity", "2"]. */
+  /** Extra `kiln worker` arguments, e.g. ["--capacity", "2"]; may use %%PLATFORM%%, %%JOB%%... */
   args: z.array(z.string()).default([]),
 });
 export type ProcessOptions = z.output<typeof processOptionsSchema>;
@@ -43,7 +44,7 @@ export class ProcessProvider implements Provider {
   async start(spec: InstanceSpec): Promise<InstanceHandle> {
     const args = [KILN_BIN, ...workerArguments(spec)];
     if (this.kind === 'bwrap') args.push('--sandbox', 'bwrap');
-    args.push(...this.options.args);
+    args.push(...this.options.args.map((arg) => expandTemplate(arg, spec.values)));
     const child = spawn(process.execPath, args, {
       // Only what a worker needs: never the server's own environment (its tokens, say).
       env: {

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { marathonOptionsSchema, MarathonProvider } from './marathon-provider.js';
 import { dockerOptionsSchema, DockerProvider } from './docker-provider.js';
+import { execOptionsSchema, ExecProvider } from './exec-provider.js';
 import { processOptionsSchema, ProcessProvider } from './process-provider.js';
 import type { Provider } from './provider.js';
 
@@ -34,6 +35,7 @@ export const PROVIDER_KINDS: Record<string, ProviderKind> = {
   bwrap: kind(processOptionsSchema, (options) => new ProcessProvider('bwrap', options)),
   docker: kind(dockerOptionsSchema, (options, context) => new DockerProvider(options, context)),
   marathon: kind(marathonOptionsSchema, (options) => new MarathonProvider(options)),
+  exec: kind(execOptionsSchema, (options, context) => new ExecProvider(options, context)),
 };
 
 /** Containers serve one run each by default (Buildbot's build_wait_timeout 0); others wait 10 minutes for more. */
