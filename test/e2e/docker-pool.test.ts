@@ -67,17 +67,24 @@ test('a missing image keeps the run queued with the reason on its console, quara
   assert.deepEqual(containersOf(server.dataDir), []);
 });
 
-test('an image missing but given a dockerfile is built, then used', { skip: unavailable }, async (t) => {
-  const tag = `kiln-test-built:${Date.now()}`;
-  t.after(() => removeImage(tag));
-  const server = await withDockerPool(t, poolConfig([
-    `image: "${tag}"`, 'hostconfig: {network_mode: host}', `dockerfile: "FROM ${image}\\nENV BUILT_BY=kiln\\n"`, 'env: {}',
-  ]));
-  assert.equal((await kiln(server, ['schedule', 'built', '--command', 'echo "built by $BUILT_BY"', '--platform', 'container', '--period', 'never', '--env', 'BUILT_BY=the job'])).code, 0);
-  const runId = (await kiln(server, ['execute', 'built'])).stdout.trim();
-  const { lines, run } = await followRun(server, runId);
-  assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
-  assert.ok(lines.includes('built by the job'), lines.join('\n'));
+test("an image named by the job's variables: one container per run, a missing one built from the dockerfile", { skip: unavailable }, async (t) => {
+  const built = `kiln-test-built:${Date.now()}`;
+  t.after(() => removeImage(built));
+  const server = await withDockerPool(t, poolConfig(['image: "%%IMAGE%%"', 'hostconfig: {network_mode: host}', `dockerfile: "FROM ${image}\\nRUN echo built > /etc/kiln-mark\\n"`]));
+  const runIds: string[] = [];
+  for (const [job, tag] of [['plain', image], ['custom', built]]) {
+    assert.equal((await kiln(server, ['schedule', job!, '--command', 'echo "mark: $(cat /etc/kiln-mark 2>/dev/null || echo none)"', '--platform', 'container', '--period', 'never', '--var', `IMAGE=${tag}`])).code, 0);
+    runIds.push((await kiln(server, ['execute', job!])).stdout.trim());
+  }
+  const marks = [];
+  for (const runId of runIds) {
+    const { lines, run } = await followRun(server, runId);
+    assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
+    marks.push(lines.find((line) => line.startsWith('mark: ')));
+  }
+  assert.deepEqual(marks, ['mark: none', 'mark: built'], 'each run ran in the image its job named');
+  for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await server.waitFor(/"msg":"worker instance stopped"/, from)) + 1;
+  assert.deepEqual(containersOf(server.dataDir), []);
 });
 
 test('a server SIGKILLed while a container runs a job adopts it on restart: the job finishes there', { skip: unavailable }, async (t) => {

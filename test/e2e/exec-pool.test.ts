@@ -115,3 +115,19 @@ test('a server SIGKILLed while an exec instance runs a job adopts the instance w
   assert.match(worker, /^vms-/);
   assert.equal(calls(state).filter((c) => c.verb === 'start').length, 1, 'no second instance was started');
 });
+
+test('an instance whose health check says it died is stopped once and replaced (min_idle)', async (t) => {
+  const state = stateDir(t);
+  const server = await withExecPool(t, state, ['    min_idle: 1', '    idle_timeout: -1']);
+  await server.waitFor(/"msg":"worker connected"/);
+  const [first] = instancesIn(state);
+  process.kill(Number(first!.ref), 'SIGKILL');
+  // The stand-in's check answers {alive: false}: the instance is stopped (through `stop`), and min_idle starts another.
+  const stopping = await server.waitFor(/"why":"process \d+ is gone","msg":"stopping a worker instance"/);
+  assert.match(stopping, new RegExp(`process ${first!.ref} is gone`));
+  await server.waitFor(/"msg":"worker connected"/, server.stderr.indexOf(stopping));
+  const seen = calls(state);
+  assert.equal(seen.filter((c) => c.verb === 'stop' && c.ref === first!.ref).length, 1, 'stopped exactly once');
+  assert.equal(seen.filter((c) => c.verb === 'start').length, 2);
+  assert.ok(seen.some((c) => c.verb === 'check' && c.ref === first!.ref), 'found by the check command');
+});

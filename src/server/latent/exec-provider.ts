@@ -2,7 +2,7 @@
  * The `exec` provider: your own commands make, check, stop and list instances (FreeBSD jails, VMs,
  * any cloud CLI). Each command gets one JSON object on stdin and answers JSON on stdout; a command
  * that exits non-zero failed, and the last line it wrote on stderr says why. The instance's token
- * travels on stdin only (never in arguments, which `ps` shows). Protocol: docs/exec-provider.md.
+ * travels on stdin only (never in arguments, which `ps` shows). Protocol: docs/pools.md (exec).
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
