@@ -1,16 +1,21 @@
 /**
  * Cold start of latent workers: time from `execute` to the job's first own console line when no
  * worker is running and the server must start one (`idle_timeout: 0`, so every run is cold), for a
- * `process` and a `bwrap` pool. Peer in the same command: the same job on an already connected worker.
+ * `process`, a `bwrap` and (when a Docker engine answers) a `docker` pool. Peers in the same
+ * command: the same job on an already connected worker, and a bare `docker run` of the same image.
  * Usage: npm run bench:pools [-- --runs 10]
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { dockerAvailable, kilnWorkerImage } from '../test/helpers/docker-image.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, median, numberArg, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 10);
-
+const noDocker = dockerAvailable();
+const image = noDocker ? '' : await kilnWorkerImage();
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-pools-'));
 const config = path.join(dataDir, 'kiln.yaml');
@@ -18,6 +23,7 @@ writeFileSync(config, [
   'pools:',
   '  - {name: cold-process, provider: process, platform: cold-process, max: 1, idle_timeout: 0, check_interval: 1s}',
   '  - {name: cold-bwrap, provider: bwrap, platform: cold-bwrap, max: 1, idle_timeout: 0, check_interval: 1s}',
+  ...(noDocker ? [] : [`  - {name: cold-docker, provider: docker, platform: cold-docker, max: 1, idle_timeout: 0, check_interval: 1s, options: {image: "${image}", hostconfig: {network_mode: host}}}`]),
   '',
 ].join('\n'));
 const port = await freePort();
@@ -31,7 +37,8 @@ try {
   children.push(warm.child);
   await warm.started;
   const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
-  const kinds = [['warm', 'connected worker (peer)'], ['cold-process', 'cold process pool'], ['cold-bwrap', 'cold bwrap pool']] as const;
+  const kinds: [string, string][] = [['warm', 'connected worker (peer)'], ['cold-process', 'cold process pool'], ['cold-bwrap', 'cold bwrap pool']];
+  if (!noDocker) kinds.push(['cold-docker', 'cold docker pool']);
   for (const [platform] of kinds) {
     await fetch(`${url}/api/jobs`, { method: 'POST', headers, body: JSON.stringify({ name: platform, platform, script: 'echo first line\n', period: 'never' }) });
   }
@@ -46,10 +53,18 @@ try {
   const results = new Map<string, number[]>();
   for (let i = 0; i < RUNS; i += 1) {
     for (const [job] of kinds) results.set(job, [...(results.get(job) ?? []), await firstLine(job)]);
+    if (!noDocker) {
+      // Peer: the engine alone starting a container of the same image that prints a line.
+      const t0 = Date.now();
+      await promisify(execFile)('docker', ['run', '--rm', '--network', 'host', image, 'echo', 'first line']);
+      results.set('docker-run', [...(results.get('docker-run') ?? []), Date.now() - t0]);
+    }
     // Let the --once instances exit and be stopped before the next cold start.
     await new Promise((resolve) => setTimeout(resolve, 1500));
   }
   console.log(`execute -> job's first line, ${RUNS} runs each (${os.cpus().length} cores)`);
+  if (!noDocker) kinds.push(['docker-run', 'bare docker run (peer)']);
+  else console.log(`docker pool not measured: ${noDocker}`);
   for (const [job, label] of kinds) {
     const values = results.get(job)!;
     console.log(`${label.padEnd(26)} median ${median(values).toFixed(0).padStart(5)} ms   min ${Math.min(...values)}   max ${Math.max(...values)}`);
