@@ -113,7 +113,7 @@ async function startOnStore(
 
   let url = '';
   const pools = options.pools?.length
-    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text) })
+    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text), reattachGraceMs })
     : undefined;
   if (pools) dispatcher.onChange = () => pools.evaluate();
 
@@ -139,13 +139,15 @@ async function startOnStore(
     },
   });
 
+  // Instances an earlier life left are adopted before workers can come back to claim them.
+  await pools?.recover();
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   url = `http://${host}:${port}`;
   await scheduler.wake();
-  await pools?.start();
+  pools?.start();
   sweeper.start();
   outbox?.wake();
   log.info({ url, dataDir: options.dataDir, upload: target?.description }, 'kiln server listening');

@@ -185,12 +185,15 @@ test('an instance whose worker never connects is stopped after start_timeout', a
     '    options:', '      args: ["--server", "http://127.0.0.1:9"]', '',
   ].join('\n'));
   assert.equal((await kiln(server, ['schedule', 'waits', '--command', 'true', '--platform', 'pooled', '--period', 'never'])).code, 0);
-  await kiln(server, ['execute', 'waits']);
+  const runId = (await kiln(server, ['execute', 'waits'])).stdout.trim();
   // Two such starts, each stopped once; then the pool rests and nothing of it is left running.
   await logged(server, /did not connect within 1s.*"msg":"pool quarantined after repeated start failures"/);
   for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
   assert.equal(server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length, 2);
   assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), [], 'the stopped instances are gone');
+  assert.equal((await kiln(server, ['cancel', runId])).code, 0);
+  const { lines } = await followRun(server, runId);
+  assert.match(lines[0] ?? '', /^kiln: pool lost could not start a worker: its worker did not connect within 1s$/, 'the waiting run is told');
 });
 
 test('min_idle keeps instances ready; a server SIGKILLed with instances running leaves none behind', async (t) => {

@@ -10,10 +10,10 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { pack } from 'tar-stream';
 import { z } from 'zod';
-import { expandTemplate, parseSize } from '../../core/index.js';
+import { parseSize } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { ProviderContext } from './providers.js';
-import { instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
+import { expandDeep, instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** Docker's own stop grace before SIGKILL: the worker drains 10 s and gives its jobs 3 s. */
 const STOP_GRACE_S = 20;
@@ -119,18 +119,20 @@ export class DockerProvider implements Provider {
   }
 
   async start(spec: InstanceSpec): Promise<InstanceHandle> {
-    const image = expandTemplate(this.options.image, spec.values);
-    await this.ensureImage(image);
-    const env = { ...this.options.env, ...instanceEnvironment(spec, this.options.server_url ?? spec.server) };
+    // Every string option may use placeholders (the image, volumes, env, hostconfig...).
+    const options = expandDeep(this.options, spec.values);
+    const { image } = options;
+    await this.ensureImage(image, options);
+    const env = { ...options.env, ...instanceEnvironment(spec, options.server_url ?? spec.server) };
     let container: Docker.Container;
     try {
       container = await this.docker.createContainer({
         name: spec.name,
         Image: image,
-        Cmd: (this.options.command ?? ['kiln', ...workerArguments(spec)]).map((arg) => expandTemplate(arg, spec.values)),
+        Cmd: options.command ?? ['kiln', ...workerArguments(spec)],
         Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
         Labels: { [LABEL.owner]: spec.owner, [LABEL.pool]: spec.pool, [LABEL.instance]: spec.id, [LABEL.name]: spec.name },
-        HostConfig: hostConfig(this.options),
+        HostConfig: hostConfig(options),
       });
     } catch (raw) {
       throw new Error(`docker could not create the container (${reason(raw)})`);
@@ -141,7 +143,7 @@ export class DockerProvider implements Provider {
       await container.remove({ v: true, force: true }).catch(() => undefined);
       throw new Error(`docker could not start the container (${reason(raw)})`);
     }
-    if (this.options.follow_startup_logs) void this.followLogs(container, spec.name);
+    if (options.follow_startup_logs) void this.followLogs(container, spec.name);
     return this.handle(spec.id, container.id);
   }
 
@@ -174,17 +176,34 @@ export class DockerProvider implements Provider {
       .map((c) => ({ pool: c.Labels[LABEL.pool] ?? '', name: c.Labels[LABEL.name] ?? '', handle: this.handle(c.Labels[LABEL.instance]!, c.Id) }));
   }
 
-  /** A handle whose `gone` follows the container's end (the engine's wait). */
+  /** A handle whose `gone` follows the container's end (the engine's wait), opened when first asked for. */
   private handle(id: string, ref: string): InstanceHandle {
-    const container = this.docker.getContainer(ref);
-    const gone = container.wait().then(
-      async () => {
-        await this.keepLastWords(container);
-        return this.check({ id, ref, lastWords: () => '' }).then((why) => why ?? 'exited', () => 'exited');
+    const follow = async (): Promise<string> => {
+      const container = this.docker.getContainer(ref);
+      const asked = () => this.check({ id, ref, lastWords: () => '' }).catch(() => null);
+      for (let retry = 1000; ; retry = Math.min(retry * 2, 30_000)) {
+        try {
+          await container.wait();
+          await this.keepLastWords(container);
+          return (await asked()) ?? 'exited';
+        } catch (raw) {
+          if (statusOf(raw) === 404) return 'its container was removed';
+          // The engine restarted, or a proxy cut the long request: ask again rather than take it for dead.
+          const why = await asked();
+          if (why) return why;
+          await new Promise((resolve) => setTimeout(resolve, retry));
+        }
+      }
+    };
+    let gone: Promise<string> | undefined;
+    return {
+      id,
+      ref,
+      get gone() {
+        return (gone ??= follow());
       },
-      (raw) => (statusOf(raw) === 404 ? 'its container was removed' : `lost track of its container (${reason(raw)})`),
-    );
-    return { id, ref, gone, lastWords: () => this.words.get(ref) ?? '' };
+      lastWords: () => this.words.get(ref) ?? '',
+    };
   }
 
   private async keepLastWords(container: Docker.Container): Promise<void> {
@@ -210,21 +229,21 @@ export class DockerProvider implements Provider {
       });
       // Startup logs only: once its worker says it connected, the rest is the worker's own business.
       stream.on('data', (chunk: Buffer) => {
-        if (chunk.includes('connected to the server')) (stream as unknown as { destroy(): void }).destroy();
+        if (chunk.includes('"msg":"connected to the server"')) (stream as unknown as { destroy(): void }).destroy();
       });
     } catch {
       // The container went before its logs could be followed; its end is reported elsewhere.
     }
   }
 
-  private async ensureImage(image: string): Promise<void> {
+  private async ensureImage(image: string, options: DockerOptions): Promise<void> {
     const present = await this.docker.getImage(image).inspect().then(() => true, (raw) => {
       if (statusOf(raw) === 404) return false;
       throw new Error(`docker could not inspect the image ${image} (${reason(raw)})`);
     });
-    if (this.options.always_pull || (!present && this.options.autopull && !this.options.dockerfile)) return this.pull(image);
+    if (options.always_pull || (!present && options.autopull && !options.dockerfile)) return this.pull(image);
     if (present) return;
-    if (this.options.dockerfile) return this.build(image);
+    if (options.dockerfile) return this.build(image, options.dockerfile);
     throw new Error(`the image ${image} is not on the docker host (set autopull, or dockerfile to build it)`);
   }
 
@@ -237,10 +256,10 @@ export class DockerProvider implements Provider {
     }
   }
 
-  private async build(image: string): Promise<void> {
+  private async build(image: string, dockerfile: string): Promise<void> {
     try {
       // As Buildbot's: the Dockerfile's text, built with nothing else in its context.
-      const stream = await this.docker.buildImage(dockerfileTar(this.options.dockerfile!), { t: image });
+      const stream = await this.docker.buildImage(dockerfileTar(dockerfile), { t: image });
       await followProgress(this.docker, stream);
     } catch (raw) {
       throw new Error(`docker could not build ${image} (${reason(raw)})`);

@@ -36,31 +36,63 @@ const startReply = z.object({ ref: z.string().min(1) }).passthrough();
 const checkReply = z.object({ alive: z.boolean(), reason: z.string().optional() });
 const listReply = z.array(z.object({ id: z.string(), ref: z.string(), pool: z.string().default(''), name: z.string().default('') }));
 
-/** What a command printed, once it exited 0; rejects with its last stderr line otherwise. */
+/** The most of a command's stdout that is read (a JSON answer is small). */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+/** After a command exits, how long its pipes may stay open (a child it left in the background holds them). */
+const PIPE_GRACE_MS = 200;
+
+/**
+ * What a command printed, once it exited 0; rejects with its last stderr line otherwise. It runs in
+ * its own process group, killed whole on timeout; it is done when it exits, even if something it
+ * started in the background still holds its output open.
+ */
 function runCommand(argv: string[], input: unknown, options: { timeoutMs: number; cwd: string; env: Record<string, string> }): Promise<string> {
   return new Promise((resolve, reject) => {
+    const name = path.basename(argv[0]!);
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: options.cwd,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/', LANG: 'C.UTF-8', ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+    let settled = false;
+    const settle = (error: Error | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout.destroy();
+      child.stderr.destroy();
+      if (error) reject(error);
+      else resolve(stdout);
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (stdout.length < MAX_ANSWER_BYTES) stdout += chunk.toString('utf8');
+    });
     child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-4096)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+      settle(new Error(`${name} took longer than ${Math.round(options.timeoutMs / 1000)}s and was killed`));
+    }, options.timeoutMs);
     child.stdin.on('error', () => {});
     child.stdin.end(JSON.stringify(input) + '\n');
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot run ${argv[0]}: ${err.message}`));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const said = stderr.trim().split('\n').at(-1) ?? '';
-      if (code === 0) resolve(stdout);
-      else if (signal === 'SIGKILL') reject(new Error(`${path.basename(argv[0]!)} took longer than ${Math.round(options.timeoutMs / 1000)}s and was killed`));
-      else reject(new Error(`${path.basename(argv[0]!)} exited ${code ?? signal}${said ? `: ${said}` : ''}`));
+    child.on('error', (err) => settle(new Error(`cannot run ${argv[0]}: ${err.message}`)));
+    child.on('exit', (code, signal) => {
+      const done = () => {
+        const said = stderr.trim().split('\n').at(-1) ?? '';
+        settle(code === 0 ? undefined : new Error(`${name} exited ${code ?? signal}${said ? `: ${said}` : ''}`));
+      };
+      // Its output is read to the end, unless a background child keeps the pipes open.
+      const grace = setTimeout(done, PIPE_GRACE_MS);
+      child.stdout.once('close', () => {
+        clearTimeout(grace);
+        done();
+      });
     });
   });
 }
@@ -71,7 +103,8 @@ function answer<T>(stdout: string, schema: z.ZodType<T>, what: string): T {
   try {
     raw = JSON.parse(stdout);
   } catch {
-    throw new Error(`the ${what} command did not print JSON (it printed ${JSON.stringify(stdout.slice(0, 80))})`);
+    // What it printed is not repeated: it could hold what it was given (the token).
+    throw new Error(`the ${what} command did not print JSON (${stdout.length} characters on stdout)`);
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
@@ -102,8 +135,14 @@ export class ExecProvider implements Provider {
       env: instanceEnvironment(spec, this.options.server_url ?? spec.server),
       values: spec.values,
     };
-    const { ref } = answer(await this.run('start', input), startReply, 'start');
-    return { id: spec.id, ref, lastWords: () => '' };
+    try {
+      const { ref } = answer(await this.run('start', input), startReply, 'start');
+      return { id: spec.id, ref, lastWords: () => '' };
+    } catch (err) {
+      // A start killed halfway, or that said nothing useful, may have made something: stop whatever has its id.
+      await this.removeHalfMade(spec).catch(() => undefined);
+      throw err;
+    }
   }
 
   async check(handle: InstanceHandle): Promise<string | null> {
@@ -121,6 +160,10 @@ export class ExecProvider implements Provider {
     return found
       .filter((item) => item.id.startsWith(`${owner}/`))
       .map((item) => ({ pool: item.pool, name: item.name, handle: { id: item.id, ref: item.ref, lastWords: () => '' } }));
+  }
+
+  private async removeHalfMade(spec: InstanceSpec): Promise<void> {
+    for (const own of await this.listOwn(spec.owner)) if (own.handle.id === spec.id) await this.stop(own.handle);
   }
 
   private run(which: 'start' | 'check' | 'stop' | 'list', input: unknown): Promise<string> {

@@ -52,6 +52,8 @@ interface Instance {
   adopted?: boolean;
   /** The run it was made for (perRun pools). */
   forRun?: string;
+  /** The runs that were waiting when it was started: told on their console if it fails. */
+  waiting: string[];
   checking?: boolean;
   checkedAt: number;
   /** When its connected worker went away (it may come back). */
@@ -68,6 +70,8 @@ interface Pool {
   quarantines: number;
   quarantinedUntil: number;
   lastError: string | null;
+  /** Whether what an earlier life left has been listed (adopted or removed); tried again until it is. */
+  listed: boolean;
 }
 
 /** A pool as `kiln workers` shows it. */
@@ -83,8 +87,11 @@ export interface PoolView {
 
 const QUARANTINE_FIRST_MS = 10_000;
 const QUARANTINE_MAX_MS = 3_600_000;
-/** The server's default re-attach grace: a disconnected instance's worker may come back within it. */
-const RECONNECT_GRACE_MS = 30_000;
+/** A failed stop is tried again after 1 s, doubling up to a minute. */
+const STOP_RETRY_FIRST_MS = 1000;
+const STOP_RETRY_MAX_MS = 60_000;
+/** At server shutdown, instances get this long to stop; what is left is found by the next life. */
+const SHUTDOWN_WAIT_MS = 30_000;
 
 export interface PoolManagerParts {
   store: JobStore;
@@ -99,11 +106,15 @@ export interface PoolManagerParts {
   secret: Buffer;
   /** Writes a server line on a waiting run's console. */
   note: (runId: string, text: string) => Promise<void>;
+  /** How long a disconnected worker may take to re-attach (the server's reattach grace, ms). */
+  reattachGraceMs: number;
 }
 
 export class PoolManager {
   private readonly pools: Pool[];
   private readonly tokens = new Map<string, string>();
+  /** Instance ids already adopted or removed by recover(). */
+  private readonly recovered = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private evaluation: Promise<void> | undefined;
   private again = false;
@@ -112,7 +123,7 @@ export class PoolManager {
 
   constructor(configs: { config: PoolConfig; provider: Provider }[], private readonly parts: PoolManagerParts) {
     // Pools look at the farm only once start() has adopted or removed what an earlier life left.
-    this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null }));
+    this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null, listed: false }));
   }
 
   /** The instance name a single-use token belongs to, if it is live. */
@@ -128,13 +139,15 @@ export class PoolManager {
   /**
    * Finds what an earlier life of this server left (by the exact owner id set on each instance):
    * instances that outlive their server and whose pool still exists are adopted (their workers
-   * reconnect with the same token), the rest removed. Then starts watching.
+   * reconnect with the same token), the rest removed. Called before the server listens, so a
+   * returning worker's token is known when it comes; a pool whose backend cannot be asked now is
+   * asked again on each later look.
    */
-  async start(): Promise<void> {
-    const handled = new Set<string>();
+  async recover(): Promise<void> {
     const removals: Promise<void>[] = [];
-    let adopted = 0;
+    const adopted: Instance[] = [];
     for (const pool of this.pools) {
+      if (pool.listed) continue;
       let found: OwnInstance[];
       try {
         found = await pool.provider.listOwn(this.parts.owner);
@@ -143,24 +156,28 @@ export class PoolManager {
         this.parts.log.error({ pool: pool.config.name, err: coerceError(raw) }, 'could not look for instances left by an earlier server');
         continue;
       }
+      pool.listed = true;
       for (const own of found) {
         const home = this.pools.find((p) => p.config.name === own.pool);
         // Another pool's instance on the same backend: that pool decides (it lists it too).
-        if (handled.has(own.handle.id) || (home && home !== pool && home.provider.kind === pool.provider.kind)) continue;
-        handled.add(own.handle.id);
+        if (this.recovered.has(own.handle.id) || (home && home !== pool && home.provider.kind === pool.provider.kind)) continue;
+        this.recovered.add(own.handle.id);
         if (home === pool && pool.provider.adoptable) {
-          this.adopt(pool, own);
-          adopted += 1;
+          adopted.push(this.adopt(pool, own));
         } else {
           removals.push(pool.provider.stop(own.handle).catch((raw) => {
-            pool.lastError = `${own.name}: could not remove it: ${coerceError(raw).message}`;
+            pool.lastError = `${own.name || own.handle.ref}: could not remove it: ${coerceError(raw).message}`;
           }));
         }
       }
     }
     await Promise.all(removals);
     if (removals.length > 0) this.parts.log.warn({ removed: removals.length }, 'removed worker instances left by an earlier server');
-    if (adopted > 0) this.parts.log.info({ adopted }, 'adopted worker instances left by an earlier server');
+    if (adopted.length > 0) this.parts.log.info({ adopted: adopted.length }, 'adopted worker instances left by an earlier server');
+  }
+
+  /** Starts watching (after recover(), once the server listens). */
+  start(): void {
     const interval = Math.min(...this.pools.map((p) => p.config.checkIntervalMs));
     this.timer = setInterval(() => this.evaluate(), interval);
     this.started = true;
@@ -172,7 +189,14 @@ export class PoolManager {
     this.stopped = true;
     clearInterval(this.timer);
     await this.evaluation;
-    await Promise.all(this.pools.flatMap((pool) => [...pool.instances.values()].map((instance) => this.stopInstance(instance, 'server shutting down'))));
+    const stops = Promise.all(this.pools.flatMap((pool) => [...pool.instances.values()].map((instance) => this.stopInstance(instance, 'server shutting down'))));
+    let timer: NodeJS.Timeout | undefined;
+    const waited = await Promise.race([stops.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_WAIT_MS)))]);
+    clearTimeout(timer);
+    if (!waited) {
+      const left = this.pools.flatMap((pool) => [...pool.instances.values()].map((i) => i.name));
+      this.parts.log.warn({ instances: left }, 'worker instances still stopping at shutdown; the next start finds them by their id');
+    }
   }
 
   /** Something changed (a run queued or ended, a worker came or went): look again. */
@@ -211,6 +235,7 @@ export class PoolManager {
   private async pass(): Promise<void> {
     // A dispatch pass is handing runs out: look once it is done (it calls back), not halfway.
     if (this.parts.dispatcher.busyNow()) return;
+    if (this.pools.some((pool) => !pool.listed)) await this.recover();
     const now = this.parts.now();
     const queued = await this.parts.store.listQueued();
     if (this.stopped || this.parts.dispatcher.busyNow()) return;
@@ -235,16 +260,17 @@ export class PoolManager {
         const provided = new Set(instances.filter((i) => i.state !== 'stopping').map((i) => i.forRun));
         for (const run of waiting) if (provided.has(run.id)) covered.add(run.id);
         const unprovided = waiting.filter((run) => !provided.has(run.id));
-        const count = Math.min(Math.max(unprovided.length - free, 0), config.max - live);
+        const count = Math.max(0, Math.min(unprovided.length - free, config.max - live));
         startFor = unprovided.slice(free, free + count).map((run) => run.id);
         for (const run of unprovided.slice(0, free + count)) covered.add(run.id);
         for (const instance of instances) {
-          if ((instance.state === 'idle' || instance.state === 'starting') && !queuedIds.has(instance.forRun ?? '')) {
-            void this.stopInstance(instance, instance.state === 'idle' ? 'its run is done or taken' : 'its run no longer waits');
+          // An adopted one is finishing the run it held (which we no longer know): it goes once idle.
+          if (instance.adopted ? instance.state === 'idle' : (instance.state === 'idle' || instance.state === 'starting') && !queuedIds.has(instance.forRun ?? '')) {
+            void this.stopInstance(instance, instance.state === 'starting' ? 'its run no longer waits' : 'its run is done or taken');
           }
         }
       } else {
-        const count = Math.min(Math.max(waiting.length - free - starting, config.minIdle - idle - starting, 0), config.max - live);
+        const count = Math.max(0, Math.min(Math.max(waiting.length - free - starting, config.minIdle - idle - starting), config.max - live));
         startFor = new Array<undefined>(count).fill(undefined);
         for (const run of waiting.slice(0, free + starting + count)) covered.add(run.id);
         // Idle instances with nothing to do go after their idle timeout (0: at once), min_idle kept.
@@ -261,7 +287,7 @@ export class PoolManager {
       for (const instance of instances) this.healthCheck(instance, now);
       if (startFor.length === 0 || now < pool.quarantinedUntil) continue;
       const runs = new Map(waiting.map((run) => [run.id, run]));
-      for (const runId of startFor) await this.startInstance(pool, waiting.map((r) => r.id), runId === undefined ? undefined : runs.get(runId));
+      for (const runId of startFor) this.startInstance(pool, waiting.map((r) => r.id), runId === undefined ? undefined : runs.get(runId));
     }
   }
 
@@ -282,7 +308,7 @@ export class PoolManager {
       } else if (instance.state !== 'starting') {
         // A worker that lost its connection gets the time a worker has to re-attach, then its instance goes.
         instance.lostAt ??= now;
-        if (now - instance.lostAt > RECONNECT_GRACE_MS) void this.stopInstance(instance, `its worker has been disconnected for ${formatDuration(now - instance.lostAt)}`);
+        if (now - instance.lostAt > this.parts.reattachGraceMs) void this.stopInstance(instance, `its worker has been disconnected for ${formatDuration(now - instance.lostAt)}`);
       } else if (now - instance.startedAt > pool.config.startTimeoutMs) {
         void this.failed(instance, `its worker did not connect within ${formatDuration(pool.config.startTimeoutMs)}`);
       }
@@ -311,37 +337,43 @@ export class PoolManager {
     return createHmac('sha256', this.parts.secret).update(id).digest('base64url');
   }
 
-  private adopt(pool: Pool, own: OwnInstance): void {
+  /** An instance's worker name: its pool's and the end of its id (never taken from the backend, which could claim any name). */
+  private instanceName(pool: Pool, id: string): string {
+    return `${pool.config.name}-${id.slice(-12)}`;
+  }
+
+  private adopt(pool: Pool, own: OwnInstance): Instance {
     const now = this.parts.now();
     const { id } = own.handle;
-    const instance: Instance = { id, name: own.name, token: this.instanceToken(id), pool, state: 'starting', startedAt: now, idleSince: now, handle: own.handle, adopted: true, checkedAt: now };
+    const name = this.instanceName(pool, id);
+    const instance: Instance = { id, name, token: this.instanceToken(id), pool, state: 'starting', startedAt: now, idleSince: now, handle: own.handle, adopted: true, checkedAt: now, waiting: [] };
     pool.instances.set(id, instance);
     this.tokens.set(instance.token, instance.name);
     // An adopted instance of a per-run pool may finish the run it holds, but gets no other.
     if (pool.config.perRun) this.parts.dispatcher.reserve(instance.name, '');
     this.parts.log.info({ pool: pool.config.name, instance: instance.name, ref: own.handle.ref }, 'adopted a worker instance left by an earlier server');
     this.watch(instance, own.handle);
+    return instance;
   }
 
-  private async startInstance(pool: Pool, waiting: string[], run: Run | undefined): Promise<void> {
+  private startInstance(pool: Pool, waiting: string[], run: Run | undefined): void {
     if (this.stopped) return;
     const id = `${this.parts.owner}/${randomUUID()}`;
-    const name = `${pool.config.name}-${id.slice(-12)}`;
+    const name = this.instanceName(pool, id);
     const token = this.instanceToken(id);
     const now = this.parts.now();
-    const instance: Instance = { id, name, token, pool, state: 'starting', startedAt: now, idleSince: now, forRun: run?.id, checkedAt: now };
+    const instance: Instance = { id, name, token, pool, state: 'starting', startedAt: now, idleSince: now, forRun: run?.id, checkedAt: now, waiting: run ? [run.id] : waiting };
     pool.instances.set(id, instance);
     this.tokens.set(token, name);
     if (run) this.parts.dispatcher.reserve(name, run.id);
     this.parts.log.info({ pool: pool.config.name, instance: name, ...(run ? { runId: run.id } : {}) }, 'starting a worker instance');
     const values: Record<string, string> = { PLATFORM: pool.config.platform, POOL: pool.config.name, INSTANCE: name };
-    if (run) {
-      const job = await this.parts.store.getJob(run.job);
-      Object.assign(values, job?.vars ?? {}, { JOB: run.job, RUN: run.id });
-    }
-    const spec = { id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values };
     let startError = '';
-    instance.starting = pool.provider.start(spec).then(
+    instance.starting = (async () => {
+      if (run) Object.assign(values, (await this.parts.store.getJob(run.job))?.vars ?? {}, { JOB: run.job, RUN: run.id });
+      const spec = { id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values };
+      return pool.provider.start(spec);
+    })().then(
       (handle) => (instance.handle = handle),
       (raw) => {
         startError = coerceError(raw).message;
@@ -350,25 +382,25 @@ export class PoolManager {
     );
     void (async () => {
       const handle = await instance.starting;
-      if (!handle) return this.failed(instance, `could not start: ${startError}`, run ? [run.id] : waiting);
-      this.watch(instance, handle, run ? [run.id] : waiting);
+      if (!handle) return this.failed(instance, `could not start: ${startError}`);
+      this.watch(instance, handle);
     })();
   }
 
   /** Follows an instance's going by itself, for providers that hear of it. */
-  private watch(instance: Instance, handle: InstanceHandle, waiting: string[] = []): void {
-    if (handle.gone) void handle.gone.then((why) => this.gone(instance, why, waiting));
+  private watch(instance: Instance, handle: InstanceHandle): void {
+    if (handle.gone) void handle.gone.then((why) => this.gone(instance, why));
   }
 
   /** The instance went by itself: a --once worker after its run, or one that died (a failure if it never connected). */
-  private async gone(instance: Instance, why: string, waiting: string[] = []): Promise<void> {
+  private async gone(instance: Instance, why: string): Promise<void> {
     if (instance.state !== 'starting' || instance.adopted) return this.stopInstance(instance, why);
     const words = instance.handle?.lastWords();
-    return this.failed(instance, `${why} before its worker connected${words ? ` (${words})` : ''}`, waiting);
+    return this.failed(instance, `${why} before its worker connected${words ? ` (${words})` : ''}`);
   }
 
   /** A start that went wrong: stopped, said, counted; the pool rests after repeated failures. */
-  private async failed(instance: Instance, error: string, waiting: string[] = []): Promise<void> {
+  private async failed(instance: Instance, error: string): Promise<void> {
     const pool = instance.pool;
     if (instance.state === 'stopping' || instance.failing) return;
     instance.failing = true;
@@ -387,29 +419,40 @@ export class PoolManager {
     } else {
       this.parts.log.error({ pool: pool.config.name, instance: instance.name, error }, 'a worker instance failed to start');
     }
-    for (const runId of waiting.slice(0, 20)) {
+    for (const runId of instance.waiting.slice(0, 20)) {
       await this.parts.store.recordEvent(runId, { at: now, attempt: 1, kind: 'pool-start-failed', detail: { pool: pool.config.name, instance: instance.name, error } }).catch(() => undefined);
       await this.parts.note(runId, said).catch(() => undefined);
     }
     await this.stopInstance(instance, 'failed to start');
   }
 
-  /** Stops an instance exactly once; its token is revoked first. */
+  /**
+   * Stops an instance exactly once; its token is revoked first. A stop the backend refuses is tried
+   * again (1 s doubling to a minute) while the instance stays `stopping`, so nothing is forgotten
+   * while it may still run; at shutdown, what is left is found by the next life.
+   */
   private stopInstance(instance: Instance, why: string): Promise<void> {
     instance.stopped ??= (async () => {
       instance.state = 'stopping';
       this.tokens.delete(instance.token);
-      this.parts.log.info({ pool: instance.pool.config.name, instance: instance.name, why }, 'stopping a worker instance');
-      try {
-        // A start still in flight is waited for, so what it started is stopped too.
-        const handle = instance.handle ?? (await instance.starting);
-        if (handle) await instance.pool.provider.stop(handle);
-      } catch (raw) {
-        instance.pool.lastError = `${instance.name}: could not stop: ${coerceError(raw).message}`;
+      const { pool } = instance;
+      this.parts.log.info({ pool: pool.config.name, instance: instance.name, why }, 'stopping a worker instance');
+      // A start still in flight is waited for, so what it started is stopped too.
+      const handle = instance.handle ?? (await instance.starting);
+      for (let wait = STOP_RETRY_FIRST_MS; handle; wait = Math.min(wait * 2, STOP_RETRY_MAX_MS)) {
+        try {
+          await pool.provider.stop(handle);
+          break;
+        } catch (raw) {
+          pool.lastError = `${instance.name}: could not stop: ${coerceError(raw).message}`;
+          this.parts.log.error({ pool: pool.config.name, instance: instance.name, err: coerceError(raw), retryMs: wait }, 'could not stop a worker instance');
+          if (this.stopped) return;
+          await new Promise((resolve) => setTimeout(resolve, wait));
+        }
       }
-      instance.pool.instances.delete(instance.id);
+      pool.instances.delete(instance.id);
       this.parts.dispatcher.reserve(instance.name, undefined);
-      this.parts.log.info({ pool: instance.pool.config.name, instance: instance.name }, 'worker instance stopped');
+      this.parts.log.info({ pool: pool.config.name, instance: instance.name }, 'worker instance stopped');
       this.evaluate();
     })();
     return instance.stopped;

@@ -1,3 +1,5 @@
+import { expandTemplate } from '../../core/index.js';
+
 /**
  * Latent worker providers: how a pool starts, checks, stops and finds its worker instances. One
  * module per provider behind this small interface; the pool manager owns the lifecycle (when to
@@ -91,6 +93,14 @@ export interface Provider {
   stop(handle: InstanceHandle): Promise<void>;
   /** Every instance this owner made, found by the exact id set on it, never by name. */
   listOwn(owner: string): Promise<OwnInstance[]>;
+}
+
+/** Every string in a JSON-like value with its `%%NAME%%` placeholders expanded (an unknown one is an error naming it). */
+export function expandDeep<T>(value: T, values: Record<string, string>): T {
+  if (typeof value === 'string') return expandTemplate(value, values) as T;
+  if (Array.isArray(value)) return value.map((item) => expandDeep(item, values)) as T;
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandDeep(v, values)])) as T;
+  return value;
 }
 
 /** The message of a worker's JSON log line (with its error), or the line itself: an instance's last words. */
