@@ -4,7 +4,10 @@
  * connects back with its own token. Skipped, with the reason, only where no engine answers.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { PassThrough } from 'node:stream';
 import path from 'node:path';
 import { before, test, type TestContext } from 'node:test';
 import { containersLabelled, dockerAvailable, kilnWorkerImage, removeContainers, removeImage } from '../helpers/docker-image.js';
@@ -18,6 +21,29 @@ before(async () => {
 
 const ownerOf = (dataDir: string) => readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim();
 const containersOf = (dataDir: string) => containersLabelled(`dev.kiln.owner=${ownerOf(dataDir)}`);
+
+/** Resolves when the container's output (followed, not polled) has a line matching `pattern`. */
+async function containerLogged(container: string, pattern: RegExp): Promise<void> {
+  const logs = spawn('docker', ['logs', '--follow', container], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const lines = createInterface({ input: merge(logs.stdout, logs.stderr) });
+    for await (const line of lines) if (pattern.test(line)) return;
+    assert.fail(`the container's output ended without ${pattern}`);
+  } finally {
+    logs.kill();
+  }
+}
+
+/** Both streams as one. */
+function merge(a: NodeJS.ReadableStream, b: NodeJS.ReadableStream): PassThrough {
+  const out = new PassThrough();
+  let open = 2;
+  for (const stream of [a, b]) {
+    stream.on('end', () => (--open === 0 ? out.end() : undefined));
+    stream.pipe(out, { end: false });
+  }
+  return out;
+}
 
 function poolConfig(options: string[], extra: string[] = []): string {
   return ['pools:', '  - name: dock', '    provider: docker', '    platform: container', '    max: 2', '    check_interval: 200ms', ...extra, '    options:', ...options.map((o) => `      ${o}`), ''].join('\n');
@@ -99,6 +125,8 @@ test('a server SIGKILLed while a container runs a job adopts it on restart: the 
   await server.waitFor(/"msg":"run dispatched"/);
   const [container] = containersOf(dataDir);
   assert.ok(container, 'a container runs the job');
+  // Killed once the worker in the container has the run (dispatched is not yet received).
+  await containerLogged(container, /"msg":"run started"/);
   await server.kill('SIGKILL');
   const again = await withDockerPool(t, yaml, dataDir, port);
   await again.waitFor(/"msg":"adopted a worker instance left by an earlier server"/);

@@ -389,7 +389,12 @@ export class PoolManager {
 
   /** Follows an instance's going by itself, for providers that hear of it. */
   private watch(instance: Instance, handle: InstanceHandle): void {
-    if (handle.gone) void handle.gone.then((why) => this.gone(instance, why));
+    // A provider's failure to follow its instance must not take the server down: checks go on.
+    if (handle.gone) {
+      handle.gone.then((why) => this.gone(instance, why)).catch((raw) => {
+        this.parts.log.error({ pool: instance.pool.config.name, instance: instance.name, err: coerceError(raw) }, 'lost track of a worker instance');
+      });
+    }
   }
 
   /** The instance went by itself: a --once worker after its run, or one that died (a failure if it never connected). */

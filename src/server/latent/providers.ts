@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { marathonOptionsSchema, MarathonProvider } from './marathon-provider.js';
 import { dockerOptionsSchema, DockerProvider } from './docker-provider.js';
 import { execOptionsSchema, ExecProvider } from './exec-provider.js';
+import { kubernetesOptionsSchema, KubernetesProvider } from './kubernetes-provider.js';
 import { processOptionsSchema, ProcessProvider } from './process-provider.js';
 import type { Provider } from './provider.js';
 
@@ -33,6 +34,7 @@ function kind<S extends z.ZodType>(options: S, create: (options: z.output<S>, co
 export const PROVIDER_KINDS: Record<string, ProviderKind> = {
   process: kind(processOptionsSchema, (options) => new ProcessProvider('process', options)),
   bwrap: kind(processOptionsSchema, (options) => new ProcessProvider('bwrap', options)),
+  kubernetes: kind(kubernetesOptionsSchema, (options, context) => new KubernetesProvider(options, context)),
   docker: kind(dockerOptionsSchema, (options, context) => new DockerProvider(options, context)),
   marathon: kind(marathonOptionsSchema, (options) => new MarathonProvider(options)),
   exec: kind(execOptionsSchema, (options, context) => new ExecProvider(options, context)),
