@@ -131,3 +131,19 @@ test('an instance whose health check says it died is stopped once and replaced (
   assert.equal(seen.filter((c) => c.verb === 'start').length, 2);
   assert.ok(seen.some((c) => c.verb === 'check' && c.ref === first!.ref), 'found by the check command');
 });
+
+test('a start command that hangs is killed at its timeout and counted; the run stays queued, is told why, and can be cancelled', async (t) => {
+  const dataDir = tempDir(t);
+  const yaml = ['pools:', '  - name: stuck', '    provider: exec', '    platform: vm', '    max: 1', '    check_interval: 200ms', '    options:',
+    '      start: "sleep 600"', '      check: "echo \'{\\"alive\\": true}\'"', '      stop: "true"', '      list: "echo []"', '      timeout: 1s', ''].join('\n');
+  writeFileSync(path.join(dataDir, 'kiln.yaml'), yaml);
+  const server = await startServer(t, { dataDir, args: ['--config', path.join(dataDir, 'kiln.yaml')] });
+  assert.equal((await kiln(server, ['schedule', 'waits', '--command', 'true', '--platform', 'vm', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'waits'])).stdout.trim();
+  await server.waitFor(/"msg":"pool quarantined after repeated start failures"/);
+  assert.equal((await api<{ run: { status: string } }>(server, 'GET', `/api/runs/${runId}`)).run.status, 'queued');
+  assert.equal((await kiln(server, ['cancel', runId])).code, 0);
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'cancelled');
+  assert.match(lines[0] ?? '', /^kiln: pool stuck could not start a worker: could not start: sh took longer than 1s and was killed$/);
+});
