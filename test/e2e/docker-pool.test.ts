@@ -4,10 +4,12 @@
  * connects back with its own token. Skipped, with the reason, only where no engine answers.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { PassThrough } from 'node:stream';
+import tls from 'node:tls';
 import path from 'node:path';
 import { before, test, type TestContext } from 'node:test';
 import { containersLabelled, dockerAvailable, kilnWorkerImage, removeContainers, removeImage } from '../helpers/docker-image.js';
@@ -136,4 +138,56 @@ test('a server SIGKILLed while a container runs a job adopts it on restart: the 
   assert.ok(lines.includes('finished'));
   await again.waitFor(/"msg":"worker instance stopped"/);
   assert.deepEqual(containersOf(dataDir), [], 'the adopted container is removed after its run');
+});
+
+/** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl in `dir`. */
+function makeCertificates(dir: string): void {
+  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=kiln test CA');
+  writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName = IP:127.0.0.1\n');
+  for (const [name, ext] of [['server', ['-extfile', 'server.ext']], ['client', []]] as const) {
+    run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    run('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', ...ext);
+  }
+}
+
+test('docker_host tcp:// with TLS client certificates (a TLS front to the real engine), a pinned API version and startup logs followed', { skip: unavailable }, async (t) => {
+  const dataDir = tempDir(t);
+  const certs = path.join(dataDir, 'certs');
+  mkdirSync(certs);
+  makeCertificates(certs);
+  const read = (file: string) => readFileSync(path.join(certs, file));
+  // The engine's own socket behind TLS that demands a client certificate signed by the CA.
+  let authorized = 0;
+  const front = tls.createServer({ key: read('server-key.pem'), cert: read('server.pem'), ca: read('ca.pem'), requestCert: true, rejectUnauthorized: true }, (socket) => {
+    authorized += 1;
+    const engine = net.connect('/var/run/docker.sock');
+    socket.pipe(engine).pipe(socket);
+    socket.on('error', () => engine.destroy());
+    engine.on('error', () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+  t.after(() => front.close());
+  const port = (front.address() as net.AddressInfo).port;
+  const server = await withDockerPool(t, poolConfig([
+    `image: "${image}"`, 'hostconfig: {network_mode: host}', `docker_host: "tcp://127.0.0.1:${port}"`,
+    // Relative paths: from the config file's folder.
+    'tls: {ca: certs/ca.pem, cert: certs/client.pem, key: certs/client-key.pem}', 'version: "1.41"', 'follow_startup_logs: true',
+  ]), dataDir);
+  assert.equal((await kiln(server, ['schedule', 'secure', '--command', 'echo over tls', '--platform', 'container', '--period', 'never'])).code, 0);
+  const runId = (await kiln(server, ['execute', 'secure'])).stdout.trim();
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
+  assert.ok(lines.includes('over tls'));
+  assert.ok(authorized > 0, 'the engine was reached through the TLS front only');
+  assert.ok(server.stderr.some((line) => /"msg":"instance startup output"/.test(line)), 'the container output was followed into the server log');
+  await server.waitFor(/"msg":"worker instance stopped"/);
+  assert.deepEqual(containersOf(dataDir), []);
+  // Without a client certificate the front refuses the handshake.
+  await assert.rejects(new Promise((resolve, reject) => {
+    const bare = tls.connect({ port, host: '127.0.0.1', ca: read('ca.pem') }, () => bare.write('GET /_ping HTTP/1.0\r\n\r\n'));
+    bare.on('data', resolve);
+    bare.on('error', reject);
+    bare.on('close', () => reject(new Error('closed without an answer')));
+  }));
 });
