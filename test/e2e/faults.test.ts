@@ -150,6 +150,12 @@ test('kiln worker refuses a bad drain or grace duration', async (t) => {
   const bad = spawnKiln(t, ['worker', '--server', server.url, '--drain-timeout', 'soon'], { KILN_WORKER_TOKEN: server.workerToken });
   assert.equal((await bad.exited).code, 2);
   assert.match(bad.stderr.join('\n'), /bad --drain-timeout 'soon'/);
+  // A token descriptor that is not a number, or that is not open, is a usage error too.
+  for (const [fd, said] of [['abc', /bad KILN_WORKER_TOKEN_FD 'abc': use an inherited descriptor number/], ['200', /cannot read the worker token from descriptor 200: EBADF/]] as const) {
+    const noToken = spawnKiln(t, ['worker', '--server', server.url], { KILN_WORKER_TOKEN_FD: fd });
+    assert.equal((await noToken.exited).code, 2);
+    assert.match(noToken.stderr.join('\n'), said);
+  }
 });
 
 /** Mounts a small tmpfs for the test (root only); undefined where mounting is not allowed. */

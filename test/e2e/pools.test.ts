@@ -110,11 +110,22 @@ test('a bwrap pool starts sandboxed instances for waiting runs and stops them wh
 
 test('idle_timeout 0 gives every run a fresh instance', async (t) => {
   const server = await withPools(t, ['pools:', '  - name: fresh', '    provider: process', '    platform: pooled', '    max: 2', '    idle_timeout: 0', ''].join('\n'));
-  assert.equal((await kiln(server, ['schedule', 'once', '--command', 'echo hi', '--platform', 'pooled', '--period', 'never'])).code, 0);
+  // The job looks for a worker token in the environment of each of its ancestors (its worker among them).
+  const script = [
+    'p=$$; found=0',
+    'while [ "$p" -gt 1 ]; do',
+    "  if tr '\\0' '\\n' < /proc/$p/environ | grep -q '^KILN_WORKER_TOKEN='; then found=1; fi",
+    "  p=$(awk '/^PPid:/ {print $2}' /proc/$p/status)",
+    'done',
+    'echo "token in ancestors: $found"',
+  ].join('\n');
+  assert.equal((await kiln(server, ['schedule', 'once', '--command', script, '--platform', 'pooled', '--period', 'never'])).code, 0);
   const workers: string[] = [];
   for (let i = 0; i < 3; i += 1) {
     const runId = (await kiln(server, ['execute', 'once'])).stdout.trim();
-    assert.equal((await followRun(server, runId)).run.status, 'succeeded');
+    const { lines, run } = await followRun(server, runId);
+    assert.equal(run.status, 'succeeded', lines.join('\n'));
+    assert.deepEqual(lines, ['token in ancestors: 0'], 'the instance got its token on a pipe, not in its environment');
     workers.push((await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker);
   }
   assert.equal(new Set(workers).size, 3, `three runs, three instances: ${workers.join(', ')}`);

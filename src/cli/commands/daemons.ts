@@ -1,6 +1,6 @@
 /** The long-running commands: server, worker, and up (a server plus one local worker). */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -243,10 +243,29 @@ export function registerDaemonCommands(program: Command): void {
     });
 }
 
+/**
+ * The token a parent passed on an inherited pipe (`KILN_WORKER_TOKEN_FD=N`), read to its end: unlike
+ * the environment, it is not in /proc/PID/environ, where a job of the same user could read it.
+ */
+function tokenFromFd(): string | undefined {
+  const fd = process.env.KILN_WORKER_TOKEN_FD;
+  if (fd === undefined) return undefined;
+  if (!/^\d+$/.test(fd) || Number(fd) < 3) throw new UsageError(`bad KILN_WORKER_TOKEN_FD '${fd}': use an inherited descriptor number (3 or more)`);
+  let token: string;
+  try {
+    token = readFileSync(Number(fd), 'utf8').trim();
+  } catch (err) {
+    // Not closed then: it may not be a pipe of ours at all.
+    throw new UsageError(`cannot read the worker token from descriptor ${fd}: ${coerceError(err).message}`);
+  }
+  closeSync(Number(fd));
+  return token || undefined;
+}
+
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
   const { BwrapSandboxLauncher, checkBwrap, defaultSpoolDir, detectLimits, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
-  const token = flags.token ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
+  const token = flags.token ?? tokenFromFd() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
   if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
   if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
   if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);

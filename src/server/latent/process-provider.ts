@@ -51,13 +51,18 @@ export class ProcessProvider implements Provider {
         PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/', LANG: 'C.UTF-8',
         ...(process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {}),
         KILN_LOG_LEVEL: process.env.KILN_LOG_LEVEL ?? 'info',
-        ...instanceEnvironment(spec),
+        // The token comes on descriptor 3, not in the environment, which same-user jobs could read in /proc.
+        ...withoutToken(instanceEnvironment(spec)),
+        KILN_WORKER_TOKEN_FD: '3',
         // The instance watches this pipe: if the server dies, even by SIGKILL, its instances stop.
         KILN_EXIT_WITH_STDIN: '1',
       },
       detached: true,
-      stdio: ['pipe', 'ignore', 'pipe'],
+      stdio: ['pipe', 'ignore', 'pipe', 'pipe'],
     });
+    const tokenPipe = child.stdio[3] as NodeJS.WritableStream & { on(event: 'error', fn: () => void): void };
+    tokenPipe.on('error', () => {});
+    tokenPipe.end(spec.token);
     child.stdin!.on('error', () => {});
     const words: string[] = [];
     createInterface({ input: child.stderr! }).on('line', (line) => {
@@ -112,6 +117,11 @@ export class ProcessProvider implements Provider {
     }
     return found;
   }
+}
+
+function withoutToken(env: Record<string, string>): Record<string, string> {
+  const { KILN_WORKER_TOKEN: _token, ...rest } = env;
+  return rest;
 }
 
 /** A leftover of an earlier life is not our child: killed with its group (it leads one). */
