@@ -180,7 +180,7 @@ export function registerDaemonCommands(program: Command): void {
     .command('worker')
     .description(
       'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-        `default ${DEFAULT_SERVER}) with the worker token: --token, else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
+        `default ${DEFAULT_SERVER}) with the worker token: --token, else descriptor $KILN_WORKER_TOKEN_FD, else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
     )
     .option('--name <name>', 'worker name (default: env KILN_WORKER_NAME, else HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
