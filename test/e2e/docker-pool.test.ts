@@ -4,7 +4,7 @@
  * connects back with its own token. Skipped, with the reason, only where no engine answers.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
@@ -190,4 +190,57 @@ test('docker_host tcp:// with TLS client certificates (a TLS front to the real e
     bare.on('error', reject);
     bare.on('close', () => reject(new Error('closed without an answer')));
   }));
+});
+
+/** A real registry (Debian's docker-registry) on a free loopback port, which dockerd trusts without TLS. */
+async function startRegistry(t: TestContext): Promise<string> {
+  const dir = tempDir(t);
+  const port = await freePort();
+  writeFileSync(path.join(dir, 'config.yml'), `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\nlog:\n  level: info\n`);
+  const registry = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => registry.kill('SIGKILL'));
+  const lines = createInterface({ input: merge(registry.stdout!, registry.stderr!) });
+  for await (const line of lines) if (/listening on/.test(line)) return `127.0.0.1:${port}`;
+  throw new Error('docker-registry exited before listening');
+}
+
+const noRegistry = unavailable ?? (spawnSync('sh', ['-c', 'command -v docker-registry']).status === 0 ? undefined : 'docker-registry is not installed (.ci/run installs it)');
+
+test('autopull pulls a missing image from a registry, always_pull takes its newer version, and a pull that fails is a failed start', { skip: noRegistry }, async (t) => {
+  const registry = await startRegistry(t);
+  const name = `${registry}/kiln-pulled:${Date.now()}`;
+  const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  // v1 is the test image; v2 adds a mark. Both pushed under the same name, the local copy removed.
+  docker('tag', image, name);
+  docker('push', name);
+  docker('rmi', name);
+  const server = await withDockerPool(t, poolConfig([`image: "${name}"`, 'hostconfig: {network_mode: host}', 'autopull: true']));
+  const script = 'echo "mark: $(cat /etc/kiln-mark 2>/dev/null || echo none)"';
+  assert.equal((await kiln(server, ['schedule', 'pulled', '--command', script, '--platform', 'container', '--period', 'never'])).code, 0);
+  const markOf = async (target: ServerProcess) => {
+    const runId = (await kiln(target, ['execute', 'pulled'])).stdout.trim();
+    const { lines, run } = await followRun(target, runId);
+    assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
+    return lines.find((line) => line.startsWith('mark: '));
+  };
+  t.after(() => spawnSync('docker', ['rmi', '-f', name]));
+  assert.equal(await markOf(server), 'mark: none', 'v1, pulled because it was missing');
+  const v1 = docker('image', 'inspect', '--format', '{{.Id}}', name);
+  // Publish v2 under the same name, then point the local name back at v1.
+  const v2Build = spawnSync('docker', ['build', '-q', '-t', name, '-'], { input: `FROM ${image}\nRUN echo v2 > /etc/kiln-mark\n`, encoding: 'utf8' });
+  assert.equal(v2Build.status, 0, v2Build.stderr);
+  docker('push', name);
+  docker('tag', v1, name);
+  assert.equal(await markOf(server), 'mark: none', 'autopull alone uses the image it has');
+  await server.kill('SIGTERM');
+  const always = await withDockerPool(t, poolConfig([`image: "${name}"`, 'hostconfig: {network_mode: host}', 'always_pull: true']), server.dataDir);
+  assert.equal(await markOf(always), 'mark: v2', 'always_pull fetched the newer version');
+  await always.kill('SIGTERM');
+  const missing = await withDockerPool(t, poolConfig([`image: "${registry}/kiln-nowhere:1"`, 'hostconfig: {network_mode: host}', 'autopull: true']), server.dataDir);
+  assert.equal((await kiln(missing, ['schedule', 'nowhere', '--command', 'true', '--platform', 'container', '--period', 'never'])).code, 0);
+  const runId = (await kiln(missing, ['execute', 'nowhere'])).stdout.trim();
+  await missing.waitFor(/"msg":"pool quarantined after repeated start failures"/);
+  assert.equal((await kiln(missing, ['cancel', runId])).code, 0);
+  const { lines } = await followRun(missing, runId);
+  assert.match(lines[0] ?? '', new RegExp(`^kiln: pool dock could not start a worker: could not start: docker could not pull ${registry.replace(/\./g, '\\.')}/kiln-nowhere:1 \\(`));
 });
