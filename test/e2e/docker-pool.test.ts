@@ -65,14 +65,20 @@ test('a run on a docker pool starts a container whose worker runs it; the contai
   const server = await withDockerPool(t, poolConfig([
     `image: "${image}"`, 'hostconfig: {network_mode: host, memory: 512mb}', `volumes: ["${shared}:/shared"]`, 'env: {GREETING: hello}',
   ]));
-  const script = 'test -f /.dockerenv && echo "in a container"; echo "$KILN_PLATFORM"; echo made > /shared/out; env | grep -c KILN_WORKER_TOKEN || true';
+  const script = [
+    'test -f /.dockerenv && echo "in a container"; echo "$KILN_PLATFORM"; echo made > /shared/out',
+    'echo "token in my env: $(env | grep -c KILN_WORKER_TOKEN)"',
+    // The worker is PID 1: its environment, and the file its token came in (removed once read).
+    `echo "token in the worker's env: $(tr '\\0' '\\n' < /proc/1/environ | grep -c '^KILN_WORKER_TOKEN=')"`,
+    'echo "token files left: $(ls -A /.kiln-token | wc -l)"',
+  ].join('\n');
   assert.equal((await kiln(server, ['schedule', 'boxed', '--command', script, '--platform', 'container', '--period', 'never'])).code, 0);
   const runId = (await kiln(server, ['execute', 'boxed'])).stdout.trim();
   const { lines, run } = await followRun(server, runId);
   assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
   assert.ok(lines.includes('in a container'), lines.join('\n'));
   assert.ok(lines.includes('container'), 'the platform');
-  assert.ok(lines.includes('0'), 'the job does not see the worker token');
+  for (const said of ['token in my env: 0', "token in the worker's env: 0", 'token files left: 0']) assert.ok(lines.includes(said), `${said}\n${lines.join('\n')}`);
   assert.equal(readFileSync(path.join(shared, 'out'), 'utf8'), 'made\n', 'the volume is mounted');
   const worker = (await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker;
   assert.match(worker, /^dock-[0-9a-f]{12}$/);

@@ -151,8 +151,13 @@ test('kiln worker refuses a bad drain or grace duration', async (t) => {
   assert.equal((await bad.exited).code, 2);
   assert.match(bad.stderr.join('\n'), /bad --drain-timeout 'soon'/);
   // A token descriptor that is not a number, or that is not open, is a usage error too.
-  for (const [fd, said] of [['abc', /bad KILN_WORKER_TOKEN_FD 'abc': use an inherited descriptor number/], ['200', /cannot read the worker token from descriptor 200: EBADF/]] as const) {
-    const noToken = spawnKiln(t, ['worker', '--server', server.url], { KILN_WORKER_TOKEN_FD: fd });
+  const cases = [
+    [{ KILN_WORKER_TOKEN_FD: 'abc' }, /bad KILN_WORKER_TOKEN_FD 'abc': use an inherited descriptor number/],
+    [{ KILN_WORKER_TOKEN_FD: '200' }, /cannot read the worker token from descriptor 200: EBADF/],
+    [{ KILN_WORKER_TOKEN_FILE: '/nonexistent/token' }, /cannot read the worker token from \/nonexistent\/token: ENOENT/],
+  ] as const;
+  for (const [env, said] of cases) {
+    const noToken = spawnKiln(t, ['worker', '--server', server.url], env);
     assert.equal((await noToken.exited).code, 2);
     assert.match(noToken.stderr.join('\n'), said);
   }

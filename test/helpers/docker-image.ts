@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const TOOLS = ['sh', 'env', 'cat', 'echo', 'sleep', 'ls', 'mkdir', 'rm', 'true', 'false', 'head', 'tail', 'id', 'uname', 'sha256sum', 'hostname', 'grep'];
+const TOOLS = ['sh', 'env', 'cat', 'echo', 'sleep', 'ls', 'mkdir', 'rm', 'true', 'false', 'head', 'tail', 'id', 'uname', 'sha256sum', 'hostname', 'grep', 'tr', 'wc'];
 /** Not needed at run time: types and the type checker. */
 const SKIPPED_MODULES = ['typescript', '@types'];
 

@@ -1,6 +1,6 @@
 /** The long-running commands: server, worker, and up (a server plus one local worker). */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -180,7 +180,7 @@ export function registerDaemonCommands(program: Command): void {
     .command('worker')
     .description(
       'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-        `default ${DEFAULT_SERVER}) with the worker token: --token, else descriptor $KILN_WORKER_TOKEN_FD, else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
+        `default ${DEFAULT_SERVER}) with the worker token: --token, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
     )
     .option('--name <name>', 'worker name (default: env KILN_WORKER_NAME, else HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
@@ -262,10 +262,32 @@ function tokenFromFd(): string | undefined {
   return token || undefined;
 }
 
+/**
+ * The token in a file handed to this worker alone (`KILN_WORKER_TOKEN_FILE`, as the docker pools
+ * do), removed once read: jobs start later, so they find neither the file nor the token in the
+ * worker's environment.
+ */
+function tokenFromHandedFile(): string | undefined {
+  const file = process.env.KILN_WORKER_TOKEN_FILE;
+  if (file === undefined) return undefined;
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new UsageError(`cannot read the worker token from ${file}: ${coerceError(err).message}`);
+  }
+  try {
+    unlinkSync(file);
+  } catch (err) {
+    throw new UsageError(`cannot remove the worker token file ${file} after reading it (jobs could read it): ${coerceError(err).message}`);
+  }
+  return token || undefined;
+}
+
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
   const { BwrapSandboxLauncher, checkBwrap, defaultSpoolDir, detectLimits, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
-  const token = flags.token ?? tokenFromFd() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
+  const token = flags.token ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
   if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
   if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
   if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);

@@ -123,7 +123,10 @@ export class DockerProvider implements Provider {
     const options = expandDeep(this.options, spec.values);
     const { image } = options;
     await this.ensureImage(image, options);
-    const env = { ...options.env, ...instanceEnvironment(spec, options.server_url ?? spec.server) };
+    // The token goes in a file the worker removes once read, not in the environment, where a job in
+    // the container could read it (/proc/1/environ).
+    const { KILN_WORKER_TOKEN: _token, ...connect } = instanceEnvironment(spec, options.server_url ?? spec.server);
+    const env = { ...options.env, ...connect, KILN_WORKER_TOKEN_FILE: TOKEN_FILE };
     let container: Docker.Container;
     try {
       container = await this.docker.createContainer({
@@ -138,6 +141,7 @@ export class DockerProvider implements Provider {
       throw new Error(`docker could not create the container (${reason(raw)})`);
     }
     try {
+      await container.putArchive(tokenTar(spec.token), { path: '/' });
       await container.start();
     } catch (raw) {
       await container.remove({ v: true, force: true }).catch(() => undefined);
@@ -265,6 +269,18 @@ export class DockerProvider implements Provider {
       throw new Error(`docker could not build ${image} (${reason(raw)})`);
     }
   }
+}
+
+/** Where a container's worker finds its token (a folder anyone may write, so whoever the worker runs as can remove it). */
+const TOKEN_FILE = '/.kiln-token/token';
+
+/** A tar of TOKEN_FILE, put into the container before it starts. */
+function tokenTar(token: string): NodeJS.ReadableStream {
+  const tar = pack();
+  tar.entry({ name: '.kiln-token/', type: 'directory', mode: 0o777 });
+  tar.entry({ name: '.kiln-token/token', mode: 0o644 }, token);
+  tar.finalize();
+  return tar as unknown as NodeJS.ReadableStream;
 }
 
 /** A tar stream holding only `Dockerfile` with this text. */
