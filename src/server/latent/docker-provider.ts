@@ -223,6 +223,8 @@ export class DockerProvider implements Provider {
   private async followLogs(container: Docker.Container, name: string): Promise<void> {
     try {
       const stream = await container.logs({ stdout: true, stderr: true, follow: true });
+      // A container removed while followed cuts the stream: that is its end, not the server's.
+      stream.on('error', () => {});
       const out = new PassThrough();
       this.docker.modem.demuxStream(stream, out, out);
       let rest = '';
