@@ -121,14 +121,15 @@ test("an image named by the job's variables: one container per run, a missing on
   assert.deepEqual(containersOf(server.dataDir), []);
 });
 
-test('a server SIGKILLed while a container runs a job adopts it on restart: the job finishes there', { skip: unavailable }, async (t) => {
+test('a server SIGKILLed while a container runs a job adopts it on restart: the job finishes there, and the instance is still for its run', { skip: unavailable }, async (t) => {
   const shared = tempDir(t);
   const dataDir = tempDir(t);
   const port = await freePort();
-  const yaml = poolConfig([`image: "${image}"`, 'hostconfig: {network_mode: host}', `volumes: ["${shared}:/shared"]`]);
+  // The image comes from the job's variables: one container per run, which must remember its run across the restart.
+  const yaml = poolConfig(['image: "%%IMAGE%%"', 'hostconfig: {network_mode: host}', `volumes: ["${shared}:/shared"]`]);
   const server = await withDockerPool(t, yaml, dataDir, port);
   const script = 'echo started; while [ ! -e /shared/go ]; do sleep 0.05; done; echo finished';
-  assert.equal((await kiln(server, ['schedule', 'long', '--command', script, '--platform', 'container', '--period', 'never'])).code, 0);
+  assert.equal((await kiln(server, ['schedule', 'long', '--command', script, '--platform', 'container', '--period', 'never', '--var', `IMAGE=${image}`])).code, 0);
   const runId = (await kiln(server, ['execute', 'long'])).stdout.trim();
   await server.waitFor(/"msg":"run dispatched"/);
   const [container] = containersOf(dataDir);
@@ -138,12 +139,15 @@ test('a server SIGKILLed while a container runs a job adopts it on restart: the 
   await server.kill('SIGKILL');
   const again = await withDockerPool(t, yaml, dataDir, port);
   await again.waitFor(/"msg":"adopted a worker instance left by an earlier server"/);
+  const [pool] = (await api<{ pools: { instances: { forRun: string | null; adopted: boolean }[] }[] }>(again, 'GET', '/api/workers')).pools;
+  assert.deepEqual(pool!.instances.map((i) => [i.forRun, i.adopted]), [[runId, true]], 'adopted, and still for its run');
   writeFileSync(path.join(shared, 'go'), '');
   const { lines, run } = await followRun(again, runId);
   assert.equal(run.status, 'succeeded', `${run.resultText}\n${lines.join('\n')}`);
   assert.ok(lines.includes('finished'));
   await again.waitFor(/"msg":"worker instance stopped"/);
   assert.deepEqual(containersOf(dataDir), [], 'the adopted container is removed after its run');
+  assert.equal(again.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length, 0, 'no second instance for the same run');
 });
 
 /** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl in `dir`. */

@@ -97,7 +97,7 @@ test('a run on a kubernetes pool makes a pod whose worker runs it; the pod is de
       name: worker,
       namespace: NAMESPACE,
       labels: { 'kiln.dev/owner': owner, 'kiln.dev/pool': 'kube' },
-      annotations: { 'kiln.dev/instance': id, 'kiln.dev/worker-name': worker, 'kiln.dev/pool': 'kube' },
+      annotations: { 'kiln.dev/instance': id, 'kiln.dev/worker-name': worker, 'kiln.dev/pool': 'kube', 'kiln.dev/run': runId },
     },
     spec: {
       restartPolicy: 'Never',

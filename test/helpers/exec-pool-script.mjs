@@ -37,7 +37,7 @@ if (verb === 'start') {
     stdio: 'ignore',
   });
   child.unref();
-  writeFileSync(stateFile(child.pid), JSON.stringify({ id: input.id, pool: input.pool, name: input.name, ref: String(child.pid) }));
+  writeFileSync(stateFile(child.pid), JSON.stringify({ id: input.id, pool: input.pool, name: input.name, ref: String(child.pid), ...(input.run ? { run: input.run } : {}) }));
   process.stdout.write(JSON.stringify({ ref: String(child.pid) }));
 } else if (verb === 'check') {
   const up = alive(Number(input.ref));

@@ -18,7 +18,7 @@ import { expandDeep, instanceEnvironment, lastLogMessage, workerArguments, type 
 /** Docker's own stop grace before SIGKILL: the worker drains 10 s and gives its jobs 3 s. */
 const STOP_GRACE_S = 20;
 
-const LABEL = { owner: 'dev.kiln.owner', pool: 'dev.kiln.pool', instance: 'dev.kiln.instance', name: 'dev.kiln.worker-name' };
+const LABEL = { owner: 'dev.kiln.owner', pool: 'dev.kiln.pool', instance: 'dev.kiln.instance', name: 'dev.kiln.worker-name', run: 'dev.kiln.run' };
 
 /** Friendly `hostconfig` keys (as in Buildbot's docker-py options) and the Engine API fields they set. */
 const HOSTCONFIG_KEYS: Record<string, (value: unknown) => [string, unknown]> = {
@@ -134,7 +134,7 @@ export class DockerProvider implements Provider {
         Image: image,
         Cmd: options.command ?? ['kiln', ...workerArguments(spec)],
         Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        Labels: { [LABEL.owner]: spec.owner, [LABEL.pool]: spec.pool, [LABEL.instance]: spec.id, [LABEL.name]: spec.name },
+        Labels: { [LABEL.owner]: spec.owner, [LABEL.pool]: spec.pool, [LABEL.instance]: spec.id, [LABEL.name]: spec.name, ...(spec.forRun ? { [LABEL.run]: spec.forRun } : {}) },
         HostConfig: hostConfig(options),
       });
     } catch (raw) {
@@ -177,7 +177,7 @@ export class DockerProvider implements Provider {
     const containers = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL.owner}=${owner}`] } });
     return containers
       .filter((c) => c.Labels[LABEL.instance]?.startsWith(`${owner}/`))
-      .map((c) => ({ pool: c.Labels[LABEL.pool] ?? '', name: c.Labels[LABEL.name] ?? '', handle: this.handle(c.Labels[LABEL.instance]!, c.Id) }));
+      .map((c) => ({ pool: c.Labels[LABEL.pool] ?? '', name: c.Labels[LABEL.name] ?? '', forRun: c.Labels[LABEL.run], handle: this.handle(c.Labels[LABEL.instance]!, c.Id) }));
   }
 
   /** A handle whose `gone` follows the container's end (the engine's wait), opened when first asked for. */

@@ -34,7 +34,7 @@ export type ExecOptions = z.output<typeof execOptionsSchema>;
 
 const startReply = z.object({ ref: z.string().min(1) }).passthrough();
 const checkReply = z.object({ alive: z.boolean(), reason: z.string().optional() });
-const listReply = z.array(z.object({ id: z.string(), ref: z.string(), pool: z.string().default(''), name: z.string().default('') }));
+const listReply = z.array(z.object({ id: z.string(), ref: z.string(), pool: z.string().default(''), name: z.string().default(''), run: z.string().optional() }));
 
 /** The most of a command's stdout that is read (a JSON answer is small). */
 const MAX_ANSWER_BYTES = 1024 * 1024;
@@ -130,6 +130,7 @@ export class ExecProvider implements Provider {
   async start(spec: InstanceSpec): Promise<InstanceHandle> {
     const input = {
       id: spec.id, owner: spec.owner, pool: spec.pool, name: spec.name, platform: spec.platform, labels: spec.labels, once: spec.once,
+      ...(spec.forRun ? { run: spec.forRun } : {}),
       // What to run, and with what: the script decides how (jexec, ssh, cloud-init...).
       command: ['kiln', ...workerArguments(spec)],
       env: instanceEnvironment(spec, this.options.server_url ?? spec.server),
@@ -159,7 +160,7 @@ export class ExecProvider implements Provider {
     // Exact ids only: whatever else the script lists (another server's instances) is not ours.
     return found
       .filter((item) => item.id.startsWith(`${owner}/`))
-      .map((item) => ({ pool: item.pool, name: item.name, handle: { id: item.id, ref: item.ref, lastWords: () => '' } }));
+      .map((item) => ({ pool: item.pool, name: item.name, forRun: item.run, handle: { id: item.id, ref: item.ref, lastWords: () => '' } }));
   }
 
   private async removeHalfMade(spec: InstanceSpec): Promise<void> {

@@ -22,6 +22,7 @@ const POOL_LABEL = 'kiln.dev/pool';
 const INSTANCE_ANNOTATION = 'kiln.dev/instance';
 const WORKER_NAME_ANNOTATION = 'kiln.dev/worker-name';
 const POOL_ANNOTATION = 'kiln.dev/pool';
+const RUN_ANNOTATION = 'kiln.dev/run';
 const CONTAINER = 'kiln-worker';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -166,6 +167,7 @@ export class KubernetesProvider implements Provider {
           handle: this.handle(id, meta.name),
           pool: meta.annotations?.[POOL_ANNOTATION] ?? meta.labels?.[POOL_LABEL] ?? '',
           name: meta.annotations?.[WORKER_NAME_ANNOTATION] ?? '',
+          forRun: meta.annotations?.[RUN_ANNOTATION],
         });
       }
       next = list.metadata?._continue || undefined;
@@ -202,7 +204,7 @@ export class KubernetesProvider implements Provider {
         name,
         namespace: options.namespace,
         labels: { [OWNER_LABEL]: spec.owner, [POOL_LABEL]: labelValue(spec.pool) },
-        annotations: { [INSTANCE_ANNOTATION]: spec.id, [WORKER_NAME_ANNOTATION]: spec.name, [POOL_ANNOTATION]: spec.pool },
+        annotations: { [INSTANCE_ANNOTATION]: spec.id, [WORKER_NAME_ANNOTATION]: spec.name, [POOL_ANNOTATION]: spec.pool, ...(spec.forRun ? { [RUN_ANNOTATION]: spec.forRun } : {}) },
       },
       spec: (options.pod_overrides ? deepMerge(podSpec, expandStrings('pod_overrides', options.pod_overrides, spec)) : podSpec) as k8s.V1PodSpec,
     };

@@ -13,7 +13,7 @@ import { instanceEnvironment, workerArguments, type InstanceHandle, type Instanc
 /** One Marathon path segment, as its docs give it: lowercase letters, digits, dashes and dots, no dash at either end. */
 const SEGMENT = '(?:(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])\\.)*(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])';
 /** The labels every app carries; they are ours, so `marathon_extra_config` may not set them. */
-const KILN_LABELS = ['KILN_OWNER', 'KILN_POOL', 'KILN_INSTANCE', 'KILN_WORKER_NAME'] as const;
+const KILN_LABELS = ['KILN_OWNER', 'KILN_POOL', 'KILN_INSTANCE', 'KILN_WORKER_NAME', 'KILN_RUN'] as const;
 
 /** How long an asked-to-stop worker drains (10 s) and stops its jobs (3 s), with room, before Marathon's SIGKILL. */
 const KILL_GRACE_S = 20;
@@ -168,7 +168,7 @@ export class MarathonProvider implements Provider {
       mem: this.options.mem,
       container: { type: 'DOCKER', docker: { image } },
       env: instanceEnvironment(spec, this.options.server_url ?? spec.server),
-      labels: { KILN_OWNER: spec.owner, KILN_POOL: spec.pool, KILN_INSTANCE: spec.id, KILN_WORKER_NAME: spec.name },
+      labels: { KILN_OWNER: spec.owner, KILN_POOL: spec.pool, KILN_INSTANCE: spec.id, KILN_WORKER_NAME: spec.name, ...(spec.forRun ? { KILN_RUN: spec.forRun } : {}) },
       taskKillGracePeriodSeconds: KILL_GRACE_S,
       ...(spec.once ? { backoffSeconds: ONE_RUN_HOLD_S, backoffFactor: 1, maxLaunchDelaySeconds: ONE_RUN_HOLD_S } : {}),
     };
@@ -250,7 +250,7 @@ export class MarathonProvider implements Provider {
       const labels = app.labels ?? {};
       // By the exact instance id: the owner label alone could be set by anyone's app.
       if (labels.KILN_OWNER !== owner || !labels.KILN_INSTANCE?.startsWith(`${owner}/`)) continue;
-      found.push({ pool: labels.KILN_POOL ?? '', name: labels.KILN_WORKER_NAME ?? '', handle: this.handle(labels.KILN_INSTANCE, app.id) });
+      found.push({ pool: labels.KILN_POOL ?? '', name: labels.KILN_WORKER_NAME ?? '', forRun: labels.KILN_RUN, handle: this.handle(labels.KILN_INSTANCE, app.id) });
     }
     return found;
   }

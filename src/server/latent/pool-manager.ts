@@ -264,8 +264,9 @@ export class PoolManager {
         startFor = unprovided.slice(free, free + count).map((run) => run.id);
         for (const run of unprovided.slice(0, free + count)) covered.add(run.id);
         for (const instance of instances) {
-          // An adopted one is finishing the run it held (which we no longer know): it goes once idle.
-          if (instance.adopted ? instance.state === 'idle' : (instance.state === 'idle' || instance.state === 'starting') && !queuedIds.has(instance.forRun ?? '')) {
+          // An adopted one may be finishing its run (running, not queued) while its worker comes back: it goes once idle.
+          const unneeded = !queuedIds.has(instance.forRun ?? '');
+          if (unneeded && (instance.state === 'idle' || (instance.state === 'starting' && !instance.adopted))) {
             void this.stopInstance(instance, instance.state === 'starting' ? 'its run no longer waits' : 'its run is done or taken');
           }
         }
@@ -349,8 +350,11 @@ export class PoolManager {
     const instance: Instance = { id, name, token: this.instanceToken(id), pool, state: 'starting', startedAt: now, idleSince: now, handle: own.handle, adopted: true, checkedAt: now, waiting: [] };
     pool.instances.set(id, instance);
     this.tokens.set(instance.token, instance.name);
-    // An adopted instance of a per-run pool may finish the run it holds, but gets no other.
-    if (pool.config.perRun) this.parts.dispatcher.reserve(instance.name, '');
+    // An adopted instance of a per-run pool is still for its run (it may hold it, or it may still wait); none other.
+    if (pool.config.perRun) {
+      instance.forRun = own.forRun;
+      this.parts.dispatcher.reserve(instance.name, own.forRun ?? '');
+    }
     this.parts.log.info({ pool: pool.config.name, instance: instance.name, ref: own.handle.ref }, 'adopted a worker instance left by an earlier server');
     this.watch(instance, own.handle);
     return instance;
@@ -371,7 +375,10 @@ export class PoolManager {
     let startError = '';
     instance.starting = (async () => {
       if (run) Object.assign(values, (await this.parts.store.getJob(run.job))?.vars ?? {}, { JOB: run.job, RUN: run.id });
-      const spec = { id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform, labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values };
+      const spec = {
+        id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform,
+        labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values, forRun: run?.id,
+      };
       return pool.provider.start(spec);
     })().then(
       (handle) => (instance.handle = handle),

@@ -23,6 +23,8 @@ export interface InstanceSpec {
   labels: Record<string, string>;
   /** One run, then exit (idle_timeout 0). */
   once: boolean;
+  /** The run it is made for (a pool whose options name the run): set on the instance too, so an adopting server knows it. */
+  forRun?: string;
   /**
    * Values for `%%NAME%%` placeholders in provider options (expand with core's expandTemplate):
    * PLATFORM, POOL, INSTANCE (the worker name); for an instance made for one run (its pool's
@@ -72,6 +74,8 @@ export interface OwnInstance {
   /** The pool and worker name it was made for. */
   pool: string;
   name: string;
+  /** The run it was made for, when its pool makes one instance per run. */
+  forRun?: string;
 }
 
 /** One kind of latent worker. */
