@@ -13,8 +13,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as k8s from '@kubernetes/client-node';
 import { z } from 'zod';
-import { expandTemplate, formatDuration } from '../../core/index.js';
-import { instanceEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
+import { expandTemplate, formatDuration, templateNames } from '../../core/index.js';
+import { instanceEnvironment, isPlainObject, mapStrings, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** Label (selectable) and annotations (exact, may hold '/') set on every pod. */
 const OWNER_LABEL = 'kiln.dev/owner';
@@ -206,7 +206,7 @@ export class KubernetesProvider implements Provider {
         labels: { [OWNER_LABEL]: spec.owner, [POOL_LABEL]: labelValue(spec.pool) },
         annotations: { [INSTANCE_ANNOTATION]: spec.id, [WORKER_NAME_ANNOTATION]: spec.name, [POOL_ANNOTATION]: spec.pool, ...(spec.forRun ? { [RUN_ANNOTATION]: spec.forRun } : {}) },
       },
-      spec: (options.pod_overrides ? deepMerge(podSpec, expandStrings('pod_overrides', options.pod_overrides, spec)) : podSpec) as k8s.V1PodSpec,
+      spec: (options.pod_overrides ? deepMerge(podSpec, mapStrings(options.pod_overrides, (text, at) => expandOption(at, text, spec), 'pod_overrides')) : podSpec) as k8s.V1PodSpec,
     };
   }
 
@@ -315,18 +315,11 @@ function expandOption(option: string, value: string, spec: InstanceSpec): string
   try {
     return expandTemplate(value, spec.values);
   } catch {
-    const unknown = [...new Set([...value.matchAll(/%%([A-Za-z0-9_]+)%%/g)].map((m) => m[1]!).filter((n) => !Object.hasOwn(spec.values, n)))];
+    const unknown = [...new Set(templateNames(value).filter((n) => !Object.hasOwn(spec.values, n)))];
     throw new Error(`options.${option} uses ${unknown.map((n) => `%%${n}%%`).join(', ')}, which this instance does not define (it has ${Object.keys(spec.values).sort().map((n) => `%%${n}%%`).join(', ')})`);
   }
 }
 
-/** Expands placeholders in every string of an option's value (objects and lists walked). */
-function expandStrings(option: string, value: unknown, spec: InstanceSpec): unknown {
-  if (typeof value === 'string') return expandOption(option, value, spec);
-  if (Array.isArray(value)) return value.map((item, i) => expandStrings(`${option}.${i}`, item, spec));
-  if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, expandStrings(`${option}.${key}`, item, spec)]));
-  return value;
-}
 
 /**
  * Merges `override` into `base`: objects key by key, lists of named objects (containers, env,
@@ -348,10 +341,6 @@ function deepMerge(base: unknown, override: unknown): unknown {
     return merged;
   }
   return override;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** The container's status (ours, else the first). */

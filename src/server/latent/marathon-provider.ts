@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { expandTemplate } from '../../core/index.js';
 import { coerceError, ConfigError } from '../../errors.js';
-import { instanceEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
+import { instanceEnvironment, isPlainObject, mapStrings, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** One Marathon path segment, as its docs give it: lowercase letters, digits, dashes and dots, no dash at either end. */
 const SEGMENT = '(?:(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])\\.)*(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])';
@@ -29,8 +29,6 @@ const STOP_WAIT_MS = (KILL_GRACE_S + 40) * 1000;
 /** A Marathon that does not answer within this is taken as unreachable for that call. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
-const isPlainObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** Options of a marathon pool (`options:` in its config). */
 export const marathonOptionsSchema = z
@@ -144,18 +142,14 @@ export class MarathonProvider implements Provider {
   /** The app definition for `spec`: placeholders expanded, the extra config merged in. @internal */
   appDefinition(spec: InstanceSpec): Record<string, unknown> {
     // Like Buildbot's renderables: the image, the command and every string of the extra config.
-    const expand = <T>(value: T, at: string): T => {
-      if (typeof value === 'string') {
+    const expand = <T>(value: T, at: string): T =>
+      mapStrings(value, (text, path) => {
         try {
-          return expandTemplate(value, spec.values) as T;
+          return expandTemplate(text, spec.values);
         } catch (raw) {
-          throw new ConfigError(`${at}: ${coerceError(raw).message}`);
+          throw new ConfigError(`${path}: ${coerceError(raw).message}`);
         }
-      }
-      if (Array.isArray(value)) return value.map((item, i) => expand(item, `${at}.${i}`)) as T;
-      if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, expand(item, `${at}.${key}`)])) as T;
-      return value;
-    };
+      }, at);
     const image = expand(this.options.image, 'image');
     const command = this.options.command ? expand(this.options.command, 'command') : ['kiln', ...workerArguments(spec)];
     const extra = expand(this.options.marathon_extra_config, 'marathon_extra_config');

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { parseDuration } from '../../core/index.js';
+import { parseDuration, templateNames } from '../../core/index.js';
 import type { PoolSettings } from '../config-file.js';
 import { PoolManager, type PoolConfig, type PoolManagerParts } from './pool-manager.js';
 import { ONE_RUN_BY_DEFAULT, PROVIDER_KINDS } from './providers.js';
@@ -31,7 +31,7 @@ function kept(dataDir: string, name: string, bytes: number): string {
 const POOL_PLACEHOLDERS = new Set(['PLATFORM', 'POOL', 'INSTANCE']);
 
 function namesTheRun(options: unknown): boolean {
-  return [...JSON.stringify(options).matchAll(/%%([A-Za-z0-9_]+)%%/g)].some((m) => !POOL_PLACEHOLDERS.has(m[1]!));
+  return templateNames(JSON.stringify(options)).some((name) => !POOL_PLACEHOLDERS.has(name));
 }
 
 export function openPools(

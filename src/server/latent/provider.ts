@@ -99,12 +99,25 @@ export interface Provider {
   listOwn(owner: string): Promise<OwnInstance[]>;
 }
 
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Every string in a JSON-like value (objects and lists walked) replaced by `map(text, path)`, where
+ * path names where it is (`env.FOO`, `command.0`), after `at` when given.
+ */
+export function mapStrings<T>(value: T, map: (text: string, path: string) => string, at = ''): T {
+  const inside = (key: string | number) => (at ? `${at}.${key}` : String(key));
+  if (typeof value === 'string') return map(value, at) as T;
+  if (Array.isArray(value)) return value.map((item, i) => mapStrings(item, map, inside(i))) as T;
+  if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, mapStrings(item, map, inside(key))])) as T;
+  return value;
+}
+
 /** Every string in a JSON-like value with its `%%NAME%%` placeholders expanded (an unknown one is an error naming it). */
 export function expandDeep<T>(value: T, values: Record<string, string>): T {
-  if (typeof value === 'string') return expandTemplate(value, values) as T;
-  if (Array.isArray(value)) return value.map((item) => expandDeep(item, values)) as T;
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandDeep(v, values)])) as T;
-  return value;
+  return mapStrings(value, (text) => expandTemplate(text, values));
 }
 
 /** The message of a worker's JSON log line (with its error), or the line itself: an instance's last words. */
