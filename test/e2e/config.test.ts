@@ -28,6 +28,8 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     ['pools:\n  - {name: vm, provider: qemu, platform: p, max: 1}\n', /^kiln: bad config file .*: pools\.0\.provider: use one of process, bwrap, /],
     ['pools:\n  - {name: a, provider: process, platform: p, max: 1, options: {args: --capacity}}\n', /^kiln: bad config file .*: pools\.0\.options\.args: /],
     ['pools:\n  - {name: a, provider: process, platform: p, max: 1, options: {arg: [x]}}\n', /^kiln: bad config file .*: pools\.0\.options: Unrecognized key: "arg"$/],
+    ['pools:\n  - {name: d, provider: docker, platform: p, max: 1, options: {image: x, hostconfig: {memory: lots}}}\n', /^kiln: bad config file .*: pools\.0\.options\.hostconfig\.memory: use a size like 512mb or 4gb$/],
+    ['pools:\n  - {name: d, provider: docker, platform: p, max: 1, options: {image: x, hostconfig: {cpus: two}}}\n', /^kiln: bad config file .*: pools\.0\.options\.hostconfig\.cpus: use a number of CPUs like 1\.5$/],
     ['pools:\n  - {name: a, provider: process, platform: p, max: 1}\n  - {name: a, provider: bwrap, platform: q, max: 1}\n', /^kiln: bad config file .*: pools\.1\.name: 'a' is used twice$/],
     ['pools:\n  - {name: a, provider: process, platform: p, max: 1, idle_timeout: soon}\n', /^kiln: bad config file .*: pools\.0\.idle_timeout: use a duration like 10m, 0 \(one run per instance\) or -1 \(never\)$/],
     ['listen: [\n', /^kiln: cannot read config file .*: /],

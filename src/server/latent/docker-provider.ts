@@ -55,10 +55,15 @@ export const dockerOptionsSchema = z.strictObject({
   dockerfile: z.string().min(1).optional(),
   /** Engine API HostConfig fields, or friendly keys: memory, cpus, network_mode, extra_hosts, shm_size... */
   hostconfig: z.record(z.string(), z.unknown()).default({}).superRefine((config, ctx) => {
-    for (const key of Object.keys(config)) {
+    for (const [key, value] of Object.entries(config)) {
       if (!Object.hasOwn(HOSTCONFIG_KEYS, key) && !/^[A-Z]/.test(key)) {
         ctx.addIssue({ code: 'custom', path: [key], message: `unknown key (use ${Object.keys(HOSTCONFIG_KEYS).join(', ')} or an Engine API HostConfig field like Memory)` });
       }
+      // A bad size or CPU count would otherwise reach the engine as no limit at all.
+      if ((key === 'memory' || key === 'shm_size') && !(typeof value === 'number' ? value >= 0 : parseSize(String(value)) !== undefined)) {
+        ctx.addIssue({ code: 'custom', path: [key], message: 'use a size like 512mb or 4gb' });
+      }
+      if (key === 'cpus' && !(typeof value === 'number' && value > 0)) ctx.addIssue({ code: 'custom', path: [key], message: 'use a number of CPUs like 1.5' });
     }
   }),
   /** Pull the image when it is missing. */
