@@ -117,7 +117,7 @@ test("an image named by the job's variables: one container per run, a missing on
     marks.push(lines.find((line) => line.startsWith('mark: ')));
   }
   assert.deepEqual(marks, ['mark: none', 'mark: built'], 'each run ran in the image its job named');
-  for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await server.waitFor(/"msg":"worker instance stopped"/, from)) + 1;
+  await server.waitForCount(/"msg":"worker instance stopped"/, 2);
   assert.deepEqual(containersOf(server.dataDir), []);
 });
 

@@ -46,8 +46,6 @@ async function gone(pids: number[], withinMs = 15_000): Promise<void> {
 
 const pools = async (server: ServerProcess) => (await api<{ pools: PoolView[] }>(server, 'GET', '/api/workers')).pools;
 
-/** Waits for the server to log a line matching `pattern` after line `since`. */
-const logged = (server: ServerProcess, pattern: RegExp, since = 0) => server.waitFor(pattern, since);
 
 test('a process pool scales from 0 to 3 under 3 waiting runs, and back to 0 after its idle timeout', async (t) => {
   const dir = tempDir(t);
@@ -62,8 +60,7 @@ test('a process pool scales from 0 to 3 under 3 waiting runs, and back to 0 afte
     runIds.push((await kiln(server, ['execute', name])).stdout.trim());
   }
   // Three runs, three instances, each busy with one (they block until `go`).
-  let mark = 0;
-  for (let seen = 0; seen < 3; seen += 1) mark = server.stderr.indexOf(await logged(server, /"msg":"run dispatched"/, mark)) + 1;
+  await server.waitForCount(/"msg":"run dispatched"/, 3);
   const busy = (await pools(server))[0]!;
   assert.deepEqual(busy.instances.map((i) => i.state).sort(), ['busy', 'busy', 'busy'], JSON.stringify(busy));
   const shown = (await kiln(server, ['workers'])).stdout;
@@ -78,7 +75,7 @@ test('a process pool scales from 0 to 3 under 3 waiting runs, and back to 0 afte
   const workers = new Set((await Promise.all(runIds.map((id) => api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${id}`)))).map((r) => r.run.worker));
   assert.equal(workers.size, 3, 'one instance per waiting run');
   // Idle for 1s, each is stopped, exactly once.
-  for (let stopped = 0, from = 0; stopped < 3; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  await server.waitForCount(/"msg":"worker instance stopped"/, 3);
   assert.deepEqual((await pools(server))[0]!.instances, []);
   assert.equal(server.stderr.filter((l) => /"why":"idle for .*stopping a worker instance/.test(l)).length, 3);
   assert.equal(server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length, 3);
@@ -104,7 +101,7 @@ test('a bwrap pool starts sandboxed instances for waiting runs and stops them wh
   }
   const started = server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length;
   assert.ok(started >= 1 && started <= 2, `${started} instances for 2 runs (max 2)`);
-  for (let stopped = 0, from = 0; stopped < started; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  await server.waitForCount(/"msg":"worker instance stopped"/, started);
   assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), []);
 });
 
@@ -129,7 +126,7 @@ test('idle_timeout 0 gives every run a fresh instance', async (t) => {
     workers.push((await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker);
   }
   assert.equal(new Set(workers).size, 3, `three runs, three instances: ${workers.join(', ')}`);
-  for (let stopped = 0, from = 0; stopped < 3; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  await server.waitForCount(/"msg":"worker instance stopped"/, 3);
   assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), []);
 });
 
@@ -163,7 +160,7 @@ test('a pool whose options name the job makes one instance per run, and each tak
     assert.equal((await api<{ run: { worker: string } }>(server, 'GET', `/api/runs/${runId}`)).run.worker, startedFor.get(runId));
   }
   // Not needed once their runs are done, whatever the idle timeout: each was made for one run.
-  for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  await server.waitForCount(/"msg":"worker instance stopped"/, 2);
 });
 
 test('instances that fail to start quarantine the pool; the run stays queued, is shown why, and can be cancelled', async (t) => {
@@ -174,7 +171,7 @@ test('instances that fail to start quarantine the pool; the run stays queued, is
   ].join('\n'));
   assert.equal((await kiln(server, ['schedule', 'stuck', '--command', 'echo never', '--platform', 'pooled', '--period', 'never'])).code, 0);
   const runId = (await kiln(server, ['execute', 'stuck'])).stdout.trim();
-  await logged(server, /"msg":"pool quarantined after repeated start failures"/);
+  await server.waitFor(/"msg":"pool quarantined after repeated start failures"/);
   const [pool] = await pools(server);
   assert.ok(pool!.quarantinedUntil, 'quarantined');
   assert.match(pool!.lastError ?? '', /exited 2 before its worker connected \(kiln: bad --capacity 'none'/);
@@ -198,8 +195,8 @@ test('an instance whose worker never connects is stopped after start_timeout', a
   assert.equal((await kiln(server, ['schedule', 'waits', '--command', 'true', '--platform', 'pooled', '--period', 'never'])).code, 0);
   const runId = (await kiln(server, ['execute', 'waits'])).stdout.trim();
   // Two such starts, each stopped once; then the pool rests and nothing of it is left running.
-  await logged(server, /did not connect within 1s.*"msg":"pool quarantined after repeated start failures"/);
-  for (let stopped = 0, from = 0; stopped < 2; stopped += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker instance stopped"/, from)) + 1;
+  await server.waitFor(/did not connect within 1s.*"msg":"pool quarantined after repeated start failures"/);
+  await server.waitForCount(/"msg":"worker instance stopped"/, 2);
   assert.equal(server.stderr.filter((l) => /"msg":"starting a worker instance"/.test(l)).length, 2);
   assert.deepEqual(instanceProcesses(ownerOf(server.dataDir)), [], 'the stopped instances are gone');
   assert.equal((await kiln(server, ['cancel', runId])).code, 0);
@@ -211,7 +208,7 @@ test('min_idle keeps instances ready; a server SIGKILLed with instances running 
   const dataDir = tempDir(t);
   const yaml = ['pools:', '  - name: survivor', '    provider: process', '    platform: pooled', '    max: 2', '    idle_timeout: -1', '    min_idle: 2', ''].join('\n');
   const server = await withPools(t, yaml, dataDir);
-  for (let n = 0, from = 0; n < 2; n += 1) from = server.stderr.indexOf(await logged(server, /"msg":"worker connected"/, from)) + 1;
+  await server.waitForCount(/"msg":"worker connected"/, 2);
   const leftovers = instanceProcesses(ownerOf(dataDir));
   assert.equal(leftovers.length, 2, 'two idle instances with nothing queued');
   await server.kill('SIGKILL');

@@ -38,6 +38,8 @@ export interface Owned {
   stderr: string[];
   /** Resolves with the first printed line matching `pattern`, from line `since` on (default: all). */
   waitFor(pattern: RegExp, since?: number): Promise<string>;
+  /** Resolves once `count` printed lines match `pattern`, from line `since` on. */
+  waitForCount(pattern: RegExp, count: number, since?: number): Promise<void>;
   /** Resolves when the process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -79,6 +81,9 @@ export function spawnKiln(t: TestContext, args: string[], env: Record<string, st
           reject(new Error(`kiln ${args[0]} exited (${code ?? signal}) before printing ${pattern}:\n${stderr.join('\n')}`)),
         );
       });
+    },
+    async waitForCount(pattern, count, since = 0) {
+      for (let seen = 0, from = since; seen < count; seen += 1) from = stderr.indexOf(await this.waitFor(pattern, from), from) + 1;
     },
     async kill(signal = 'SIGKILL') {
       if (child.exitCode === null && child.signalCode === null) {
