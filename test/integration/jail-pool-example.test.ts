@@ -388,9 +388,8 @@ test('start makes a clone recording the instance, a jail on it and the worker in
   const world = makeWorld(t);
   const pool = provider(world);
   const spec = newSpec(newOwner());
-  const began = Date.now();
   const handle = await pool.start(spec);
-  assert.ok(Date.now() - began < 15_000, 'start returns while the worker runs on');
+  assert.ok(world.workers().some((w) => alive(w.pid)), 'start returns while the worker runs on');
   const ref = jailName(spec.id);
   assert.equal(handle.ref, ref);
   assert.match(ref, /^kiln_[0-9a-f_]{36}$/);
@@ -464,11 +463,10 @@ test('stop lets a running worker drain before it removes the jail', { skip, time
   const { ref } = JSON.parse(started.stdout) as { ref: string };
   const [worker] = world.workers();
   assert.ok(alive(worker!.pid));
-  const began = Date.now();
   const stopped = run(world, 'stop', { id: spec.id, ref });
   assert.equal(stopped.status, 0, stopped.stderr);
   assert.equal(stopped.stdout, '');
-  assert.ok(Date.now() - began >= 2000, 'it waited for the drain');
+  // It waited for the drain: the worker ended by itself before the jail went (nothing left to kill).
   assert.ok(!alive(worker!.pid));
   assert.deepEqual(world.state().removed[ref], { killed: 0 }, 'nothing was left to kill when the jail was removed');
   assertClean(world);
