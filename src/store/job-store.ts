@@ -207,6 +207,9 @@ export interface RunFilter {
   limit: number;
 }
 
+/** A queued run as the pools see it. */
+export type WaitingRun = Pick<Run, 'id' | 'job' | 'platform' | 'labels'>;
+
 /** A worker asking for its next run. */
 export interface ClaimingWorker {
   name: string;
@@ -253,6 +256,8 @@ export interface JobStore {
   claimNext(worker: ClaimingWorker, now: number, backstopMs?: number): Promise<Run | undefined>;
   /** Queued runs, per platform in queue order. */
   listQueued(): Promise<Run[]>;
+  /** The same runs, with only what matching them to workers needs (read often: much lighter). */
+  listWaiting(): Promise<WaitingRun[]>;
   /** Runs that are running now. */
   listRunning(): Promise<Run[]>;
   /** A run by id or unique id prefix. Throws RunNotFoundError or RunAmbiguousError. */

@@ -251,6 +251,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
           assert.equal(stored.status, 'queued');
         }
         assert.deepEqual(ids(await store.listQueued()), runs.map((r) => r.id));
+        assert.deepEqual(await store.listWaiting(), (await store.listQueued()).map(({ id, job, platform, labels }) => ({ id, job, platform, labels })), 'the light list is the same runs, in order');
         for (const run of runs) {
           const claimed = await store.claimNext({ name: 'w', platform: 'linux', labels: {} }, T0 + 10);
           assert.equal(claimed?.id, run.id);

@@ -10,7 +10,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { formatDuration, labelsMatch } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
-import type { JobStore, Run } from '../../store/index.js';
+import type { JobStore, WaitingRun } from '../../store/index.js';
 import { freeSlots, type Dispatcher } from '../dispatcher.js';
 import type { InstanceHandle, OwnInstance, Provider } from './provider.js';
 
@@ -237,7 +237,7 @@ export class PoolManager {
     if (this.parts.dispatcher.busyNow()) return;
     if (this.pools.some((pool) => !pool.listed)) await this.recover();
     const now = this.parts.now();
-    const queued = await this.parts.store.listQueued();
+    const queued = await this.parts.store.listWaiting();
     if (this.stopped || this.parts.dispatcher.busyNow()) return;
     const queuedIds = new Set(queued.map((run) => run.id));
     // Runs already provided for (by a free worker or an instance) in this pass, across pools.
@@ -360,7 +360,7 @@ export class PoolManager {
     return instance;
   }
 
-  private startInstance(pool: Pool, waiting: string[], run: Run | undefined): void {
+  private startInstance(pool: Pool, waiting: string[], run: WaitingRun | undefined): void {
     if (this.stopped) return;
     const id = `${this.parts.owner}/${randomUUID()}`;
     const name = this.instanceName(pool, id);

@@ -10,7 +10,7 @@ import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../..
 import { JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
+  ClaimingWorker, OutboxSummary, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
@@ -249,6 +249,11 @@ class SqliteStore implements JobStore {
 
   async listQueued(): Promise<Run[]> {
     return (this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos`).all() as RunRow[]).map(toRun);
+  }
+
+  async listWaiting(): Promise<WaitingRun[]> {
+    const rows = this.db.prepare("SELECT id, job, platform, labels FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos").all() as { id: string; job: string; platform: string; labels: string }[];
+    return rows.map((row) => ({ ...row, labels: JSON.parse(row.labels) as Record<string, string> }));
   }
 
   async listRunning(): Promise<Run[]> {
