@@ -6,7 +6,7 @@ import path from 'node:path';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, UnauthorizedError } from '../errors.js';
+import { coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
 import { openStore, type JobStore } from '../store/index.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
@@ -24,7 +24,8 @@ import { registerWorkerGateway } from './gateway/worker-gateway.js';
 import { KilnService } from './kiln-service.js';
 import { Scheduler } from './scheduler.js';
 import { Templates } from './templates.js';
-import { bearerToken, ensureTokens, tokenMatches, type Tokens } from './tokens.js';
+import { ensureTokens, type Tokens } from './tokens.js';
+import { forPublic, installAuth, type RouteEntry } from './api/auth.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -61,6 +62,8 @@ export interface KilnServer {
   /** Base URL clients and workers use. */
   url: string;
   tokens: Tokens;
+  /** Every route with its audience. @internal For tests that walk every route. */
+  routes: readonly RouteEntry[];
   /** Where runs are uploaded, without secrets, if anywhere. */
   uploadTarget: string | undefined;
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
@@ -123,8 +126,14 @@ async function startOnStore(
   const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
-  installAuth(app, tokens, (token) => pools?.nameForToken(token), (name) => pools?.isInstanceName(name) ?? false);
-  app.get('/healthz', async () => ({ ok: true }));
+  const routes = installAuth(app, {
+    tokens,
+    workerIdentity: async (token) => {
+      const instance = pools?.nameForToken(token);
+      return instance === undefined ? undefined : { kind: 'instance', name: instance };
+    },
+  });
+  app.get('/healthz', forPublic, async () => ({ ok: true }));
   registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [] });
   registerArtifactRoutes(app, store, blobs);
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
@@ -155,6 +164,7 @@ async function startOnStore(
   return {
     url,
     tokens,
+    routes,
     uploadTarget: target?.description,
     wakeScheduler: () => scheduler.wake(),
     async close() {
@@ -170,32 +180,6 @@ async function startOnStore(
       await store.close();
     },
   };
-}
-
-/**
- * Every `/api` route needs a token: the worker token (or a pool instance's own token) for the worker
- * socket and artifact uploads, the admin token elsewhere.
- */
-function installAuth(app: FastifyInstance, tokens: Tokens, instanceName: (token: string) => string | undefined, isInstance: (name: string) => boolean): void {
-  app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/api/')) return;
-    // Workers hold the worker token: their socket, and the artifacts they upload (PUT).
-    const fromWorker = request.url === '/api/worker' || request.url.startsWith('/api/worker?') || (request.method === 'PUT' && /^\/api\/runs\/[^/]+\/artifacts\//.test(request.url));
-    const expected = fromWorker ? tokens.worker : tokens.admin;
-    const presented = bearerToken(request.headers.authorization);
-    const instance = fromWorker && presented !== undefined ? instanceName(presented) : undefined;
-    if (instance !== undefined) {
-      // An instance's token is good for that instance only.
-      if (request.method === 'PUT' && request.headers['x-kiln-worker'] !== instance) throw new UnauthorizedError(`this token belongs to the pool instance '${instance}'`);
-      return;
-    }
-    if (fromWorker && request.method === 'PUT' && isInstance(String(request.headers['x-kiln-worker'] ?? ''))) {
-      throw new UnauthorizedError('uploads in the name of a pool instance need that instance\'s own token');
-    }
-    if (!tokenMatches(presented, expected)) {
-      throw new UnauthorizedError(request.headers.authorization ? 'invalid token' : 'missing token: pass --token or set KILN_TOKEN');
-    }
-  });
 }
 
 /** Errors answer `{error: {code, message}}` with the error's status. */

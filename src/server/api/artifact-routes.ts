@@ -10,6 +10,7 @@ import { ArtifactPathError, isSha256, normaliseArtifactPath } from '../../core/i
 import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
+import { forAdmin, forWorker } from './auth.js';
 
 function artifactPath(params: unknown): string {
   try {
@@ -25,7 +26,7 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
   // Uploads are streams: the route reads the body itself, with its own limits.
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
 
-  app.put('/api/runs/:id/artifacts/*', async (request, reply) => {
+  app.put('/api/runs/:id/artifacts/*', forWorker, async (request, reply) => {
     const runId = (request.params as { id: string }).id;
     const relative = artifactPath(request.params);
     const worker = String(request.headers['x-kiln-worker'] ?? '');
@@ -55,12 +56,12 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     return reply.code(201).send({ path: relative, size, sha256 });
   });
 
-  app.get('/api/runs/:id/artifacts', async (request) => {
+  app.get('/api/runs/:id/artifacts', forAdmin, async (request) => {
     const run = await store.findRun((request.params as { id: string }).id);
     return { run: run.id, artifacts: await store.listArtifacts(run.id) };
   });
 
-  app.get('/api/runs/:id/artifacts/*', async (request, reply) => {
+  app.get('/api/runs/:id/artifacts/*', forAdmin, async (request, reply) => {
     const run = await store.findRun((request.params as { id: string }).id);
     const relative = artifactPath(request.params);
     const artifact = (await store.listArtifacts(run.id)).find((a) => a.path === relative);

@@ -1,4 +1,4 @@
-/** The client API: JSON over HTTP, every route behind the admin token. */
+/** The client API: JSON over HTTP, every route for the admin (see auth.ts). */
 import type { FastifyInstance } from 'fastify';
 import type { JobStore } from '../../store/index.js';
 import type { ConsoleHub } from '../console-hub.js';
@@ -14,6 +14,7 @@ import {
   cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
 import { JobNotFoundError, RunNotFoundError } from '../../errors.js';
+import { forAdmin } from './auth.js';
 
 /** What the routes need. */
 export interface RouteParts {
@@ -34,42 +35,42 @@ const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
 export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget, pools }: RouteParts): void {
-  app.post('/api/jobs', async (request, reply) => {
+  app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await service.schedule(body);
     return reply.code(201).send({ job: presentJob(job), runs: runs.map(presentRun), run: runs[0] ? presentRun(runs[0]) : null });
   });
 
-  app.get('/api/jobs', async () => ({ jobs: (await store.listJobs()).map(presentJob) }));
+  app.get('/api/jobs', forAdmin, async () => ({ jobs: (await store.listJobs()).map(presentJob) }));
 
-  app.get('/api/jobs/:name', async (request) => {
+  app.get('/api/jobs/:name', forAdmin, async (request) => {
     const job = await store.getJob(nameParam(request.params));
     if (!job) throw new JobNotFoundError(nameParam(request.params));
     return { job: presentJob(job) };
   });
 
-  app.patch('/api/jobs/:name', async (request) => {
+  app.patch('/api/jobs/:name', forAdmin, async (request) => {
     const patch = parse(modifyJobBody, request.body, 'job change');
     return { job: presentJob(await service.modify(nameParam(request.params), patch)) };
   });
 
-  app.delete('/api/jobs/:name', async (request) => ({ cancelled: await service.unschedule(nameParam(request.params)) }));
+  app.delete('/api/jobs/:name', forAdmin, async (request) => ({ cancelled: await service.unschedule(nameParam(request.params)) }));
 
-  app.post('/api/jobs/:name/execute', async (request, reply) => {
+  app.post('/api/jobs/:name/execute', forAdmin, async (request, reply) => {
     const body = parse(executeBody, request.body, 'execute request');
     const { runs, created } = await service.execute(nameParam(request.params), body.platform);
     return reply.code(created ? 201 : 200).send({ run: presentRun(runs[0]!), runs: runs.map(presentRun), created });
   });
 
-  app.post('/api/jobs/:name/reschedule', async (request) => {
+  app.post('/api/jobs/:name/reschedule', forAdmin, async (request) => {
     const body = parse(rescheduleBody, request.body, 'reschedule request');
     return { job: presentJob(await service.reschedule(nameParam(request.params), KilnService.parseTime(body.next))) };
   });
 
-  app.post('/api/jobs/:name/pause', async (request) => ({ job: presentJob(await service.pause(nameParam(request.params))) }));
-  app.post('/api/jobs/:name/resume', async (request) => ({ job: presentJob(await service.resume(nameParam(request.params))) }));
+  app.post('/api/jobs/:name/pause', forAdmin, async (request) => ({ job: presentJob(await service.pause(nameParam(request.params))) }));
+  app.post('/api/jobs/:name/resume', forAdmin, async (request) => ({ job: presentJob(await service.resume(nameParam(request.params))) }));
 
-  app.get('/api/jobs/:name/next', async (request) => {
+  app.get('/api/jobs/:name/next', forAdmin, async (request) => {
     const { count } = parse(nextQuery, request.query, 'preview request');
     const job = await store.getJob(nameParam(request.params));
     if (!job) throw new JobNotFoundError(nameParam(request.params));
@@ -77,53 +78,53 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     return { job: job.name, schedule: describeSchedule(job.schedule), next: upcoming(job.schedule, job.nextAt, count).map((at) => isoInZone(at, zone)) };
   });
 
-  app.get('/api/templates', async () => ({ directory: templates.dir, templates: templates.list() }));
+  app.get('/api/templates', forAdmin, async () => ({ directory: templates.dir, templates: templates.list() }));
 
-  app.get('/api/platforms/dropped', async () => ({ dropped: await droppedPlatforms() }));
-  app.post('/api/platforms/:platform/drop', async (request) => {
+  app.get('/api/platforms/dropped', forAdmin, async () => ({ dropped: await droppedPlatforms() }));
+  app.post('/api/platforms/:platform/drop', forAdmin, async (request) => {
     const { platform } = parse(platformParam, request.params, 'platform');
     return { platform, cancelled: await service.dropPlatform(platform) };
   });
-  app.post('/api/platforms/:platform/undrop', async (request) => {
+  app.post('/api/platforms/:platform/undrop', forAdmin, async (request) => {
     const { platform } = parse(platformParam, request.params, 'platform');
     return { platform, lifted: await service.undropPlatform(platform) };
   });
 
-  app.get('/api/runs', async (request) => {
+  app.get('/api/runs', forAdmin, async (request) => {
     const filter = parse(listRunsQuery, request.query, 'run filter');
     return { runs: (await store.listRuns(filter)).map(presentRun) };
   });
 
-  app.get('/api/runs/latest', async (request) => {
+  app.get('/api/runs/latest', forAdmin, async (request) => {
     const filter = parse(latestRunQuery, request.query, 'run filter');
     const [run] = await store.listRuns({ ...filter, limit: 1 });
     if (!run) throw new RunNotFoundError(`latest${filter.job ? ` of job ${filter.job}` : ''}${filter.platform ? ` on ${filter.platform}` : ''}`);
     return { run: presentRun(run) };
   });
 
-  app.get('/api/runs/:id', async (request) => ({ run: presentRun(await store.findRun(idParam(request.params))) }));
+  app.get('/api/runs/:id', forAdmin, async (request) => ({ run: presentRun(await store.findRun(idParam(request.params))) }));
 
-  app.post('/api/runs/:id/cancel', async (request) => {
+  app.post('/api/runs/:id/cancel', forAdmin, async (request) => {
     const body = parse(cancelBody, request.body, 'cancel request');
     const { run, state } = await service.cancel(idParam(request.params), body.by ?? 'admin');
     return { run: presentRun(run), state };
   });
 
-  app.get('/api/runs/:id/events', async (request) => {
+  app.get('/api/runs/:id/events', forAdmin, async (request) => {
     const run = await store.findRun(idParam(request.params));
     const [events, deliveries] = await Promise.all([store.listEvents(run.id), store.listDeliveries(run.id)]);
     return { run: presentRun(run), events: events.map(presentEvent), deliveries: deliveries.map(presentDelivery) };
   });
 
-  app.get('/api/runs/:id/console', async (request, reply) => {
+  app.get('/api/runs/:id/console', forAdmin, async (request, reply) => {
     const { follow, after } = parse(consoleQuery, request.query, 'console request');
     const run = await store.findRun(idParam(request.params));
     await streamConsole(request, reply, store, hub, run, follow, after);
   });
 
-  app.get('/api/workers', async () => ({ workers: await listWorkers(), pools: pools() }));
+  app.get('/api/workers', forAdmin, async () => ({ workers: await listWorkers(), pools: pools() }));
 
-  app.get('/api/info', async () => {
+  app.get('/api/info', forAdmin, async () => {
     const [jobs, queued, running, workers, summary] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary()]);
     const queues: Record<string, ReturnType<typeof presentRun>[]> = {};
     for (const run of queued) (queues[run.platform] ??= []).push(presentRun(run));
@@ -149,7 +150,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     };
   });
 
-  app.post('/api/artifacts/gc', async (request) => {
+  app.post('/api/artifacts/gc', forAdmin, async (request) => {
     const body = parse(gcBody, request.body, 'gc request');
     const keep = body.keepRuns !== undefined || body.keepForMs !== undefined ? { keepRuns: body.keepRuns, keepForMs: body.keepForMs } : sweeper.settings;
     const report = await sweeper.sweep(body.dryRun, keep);

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { coerceError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import { forWorker } from '../api/auth.js';
 import { bearerToken } from '../tokens.js';
 import {
   CloseCode, describeIssues, helloMessage, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, versionProbe, workerMessage,
@@ -140,7 +141,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   /** Open connections, each with the promise of its last handled frame. */
   const connections = new Map<WebSocket, () => Promise<void>>();
 
-  app.get('/api/worker', { websocket: true }, (socket, request) => {
+  app.get('/api/worker', { websocket: true, ...forWorker }, (socket, request) => {
     const token = bearerToken(request.headers.authorization);
     let session: Session | undefined;
     let alive = true;
