@@ -156,6 +156,27 @@ export class InternalError extends KilnError {
   }
 }
 
+/** A worker's credential does not allow what it asked: another name, another worker's run. */
+export class WorkerIdentityError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_WORKER_IDENTITY', 403, message);
+  }
+}
+
+/** A per-worker token already exists for that name. */
+export class WorkerTokenExistsError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_WORKER_TOKEN_EXISTS', 409, `worker '${name}' already has a token (kiln worker-token revoke ${name} first to replace it)`);
+  }
+}
+
+/** No per-worker token has that name. */
+export class WorkerTokenNotFoundError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_WORKER_TOKEN_NOT_FOUND', 404, `no worker token named '${name}' (kiln worker-token list shows them)`);
+  }
+}
+
 /** Turns anything thrown into a KilnError, so catch sites can branch on `code`. */
 export function coerceError(raw: unknown): KilnError {
   if (raw instanceof KilnError) return raw;

@@ -7,6 +7,7 @@ import { registerDaemonCommands } from './commands/daemons.js';
 import { registerInfoCommands } from './commands/info.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerRunCommands } from './commands/runs.js';
+import { registerWorkerTokenCommands } from './commands/worker-tokens.js';
 
 /** Exit codes of SPEC.md. */
 export const Exit = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
@@ -39,6 +40,7 @@ function buildProgram(): Command {
   registerInfoCommands(program);
   registerArtifactCommands(program);
   registerDaemonCommands(program);
+  registerWorkerTokenCommands(program);
   // Usage errors read like every other error: one line, `kiln: ...`, on stderr.
   const output = { outputError: (text: string, write: (text: string) => void) => write(`kiln: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) };
   program.configureOutput(output);

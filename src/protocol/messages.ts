@@ -19,6 +19,10 @@ export const CloseCode = {
   protocolError: 4003,
   /** The server is shutting down: reconnect later. */
   shutdown: 4004,
+  /** The worker's credential does not allow the name it gave: do not reconnect with it. */
+  identity: 4005,
+  /** The worker's token was revoked: do not reconnect. */
+  revoked: 4006,
 } as const;
 
 const labels = z.record(z.string().min(1).max(64), z.string().max(256));

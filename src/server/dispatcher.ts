@@ -10,6 +10,8 @@ import type { JobStore, Run } from '../store/index.js';
 /** A connected worker, as the dispatcher sees it. */
 export interface WorkerSession {
   readonly name: string;
+  /** Its credential's identity (see core/worker-identity), recorded on each run it takes. */
+  readonly identity: string;
   readonly platform: string;
   readonly labels: Record<string, string>;
   readonly capacity: number;
@@ -158,7 +160,7 @@ export class Dispatcher {
   private async fill(session: WorkerSession): Promise<void> {
     while (freeSlots(session) > 0) {
       const onlyRun = this.reserved.get(session.name);
-      const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun }, this.now(), this.backstopMs);
+      const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun, identity: session.identity }, this.now(), this.backstopMs);
       if (!claimed) break;
       const run = await this.prepare(claimed);
       if (!run) continue;

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, nextDue, statusFor, validateSchedule,
+  describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, holdsRun, nextDue, statusFor, validateSchedule,
   type JobSandbox, type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
 import type { SandboxChange } from './api/schemas.js';
@@ -357,7 +357,8 @@ export class KilnService {
     if (held.length > 0) await this.parts.hub.flush();
     for (const { runId, attempt } of held) {
       const run = await this.store.findRun(runId).catch(() => undefined);
-      if (run?.status === 'running' && run.worker === session.name && run.attempt === attempt) {
+      // Only the identity that took the run may take it back: the same name is not enough.
+      if (run?.status === 'running' && run.worker === session.name && run.attempt === attempt && holdsRun(run.workerIdentity, session.identity)) {
         this.attended(runId);
         session.running.add(runId);
         session.assigned += 1;
@@ -366,7 +367,9 @@ export class KilnService {
       } else {
         const why = !run
           ? 'unknown run'
-          : run.status === 'running'
+          : run.status === 'running' && run.worker === session.name && run.attempt === attempt
+            ? 'it is held by another credential than this worker\'s'
+            : run.status === 'running'
             ? `now attempt ${run.attempt} on ${run.worker}`
             : run.status === 'queued'
               ? `queued again as attempt ${run.attempt}`

@@ -24,7 +24,8 @@ import { registerWorkerGateway } from './gateway/worker-gateway.js';
 import { KilnService } from './kiln-service.js';
 import { Scheduler } from './scheduler.js';
 import { Templates } from './templates.js';
-import { ensureTokens, type Tokens } from './tokens.js';
+import { ensureTokens, hashToken, type Tokens } from './tokens.js';
+import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
 import { forPublic, installAuth, type RouteEntry } from './api/auth.js';
 
 /** Options of a server. */
@@ -130,7 +131,10 @@ async function startOnStore(
     tokens,
     workerIdentity: async (token) => {
       const instance = pools?.nameForToken(token);
-      return instance === undefined ? undefined : { kind: 'instance', name: instance };
+      if (instance !== undefined) return { kind: 'instance', name: instance };
+      // Per-worker tokens are stored as their hash; the lookup by hash leaks nothing about the token.
+      const name = await store.findWorkerToken(hashToken(token));
+      return name === undefined ? undefined : { kind: 'token', name };
     },
   });
   app.get('/healthz', forPublic, async () => ({ ok: true }));
@@ -140,13 +144,11 @@ async function startOnStore(
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
     artifactLimits: blobs.limits,
-    refuseName: (token, name) => {
-      const owner = token === undefined ? undefined : pools?.nameForToken(token);
-      if (owner !== undefined && owner !== name) return `this token belongs to the pool instance '${owner}', not to '${name}'`;
-      if (owner === undefined && pools?.isInstanceName(name)) return `'${name}' is a pool instance's name: only its own token may use it`;
-      return undefined;
-    },
+    nameOwner: async (name) => (pools?.isInstanceName(name) ? 'instance' : (await store.getWorkerToken(name)) ? 'token' : undefined),
+    tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
+
+  registerWorkerTokenRoutes(app, { store, now, disconnect: (identity, reason) => gateway.disconnect(identity, reason) });
 
   // Instances an earlier life left are adopted before workers can come back to claim them.
   await pools?.recover();

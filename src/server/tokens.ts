@@ -30,6 +30,19 @@ function ensureToken(file: string): string {
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
+/** A new random token (256 bits, base64url). */
+export function newToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/**
+ * How a per-worker token is stored: its sha256 in hex. The tokens are 256 random bits, so a fast
+ * hash is enough; a stolen database gives no token.
+ */
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
 /** Constant-time comparison of a presented token with the expected one. */
 export function tokenMatches(presented: string | undefined, expected: string): boolean {
   if (presented === undefined) return false;

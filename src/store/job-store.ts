@@ -73,6 +73,12 @@ export interface Run {
   status: RunStatus;
   attempt: number;
   worker: string | null;
+  /**
+   * The credential identity its worker connected with when it took this attempt (`shared`,
+   * `token:NAME`, `instance:NAME`); only that identity may upload its artifacts or re-attach it.
+   * Null for runs dispatched before identities were recorded.
+   */
+  workerIdentity: string | null;
   queuedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -217,6 +223,17 @@ export interface ClaimingWorker {
   labels: Record<string, string>;
   /** Only this run (a pool instance made for one run). */
   onlyRun?: string;
+  /** The identity of its credential, recorded on the run it takes (see Run.workerIdentity). */
+  identity?: string;
+}
+
+/** A per-worker token as listed: never the token itself, which is stored only as its hash. */
+export interface WorkerTokenRecord {
+  /** The worker name the token is bound to. */
+  name: string;
+  createdAt: number;
+  /** When a worker last connected with it; null if never. */
+  lastUsedAt: number | null;
 }
 
 /** A console line stored for a run. */
@@ -367,4 +384,17 @@ export interface JobStore {
   workerDisconnected(name: string, now: number): Promise<void>;
   /** Every worker ever seen, connected first. */
   listWorkers(): Promise<WorkerRecord[]>;
+
+  /** Stores a per-worker token (its sha256, hex) bound to `name`. Throws WorkerTokenExistsError if `name` has one. */
+  createWorkerToken(name: string, sha256: string, now: number): Promise<WorkerTokenRecord>;
+  /** The per-worker tokens, by name. */
+  listWorkerTokens(): Promise<WorkerTokenRecord[]>;
+  /** The per-worker token bound to `name`, if any. */
+  getWorkerToken(name: string): Promise<WorkerTokenRecord | undefined>;
+  /** The name a token (by its sha256, hex) is bound to, if it is a live per-worker token. */
+  findWorkerToken(sha256: string): Promise<string | undefined>;
+  /** Notes that a worker connected with `name`'s token. */
+  touchWorkerToken(name: string, now: number): Promise<void>;
+  /** Removes `name`'s token; false when it had none. */
+  revokeWorkerToken(name: string): Promise<boolean>;
 }

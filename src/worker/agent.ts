@@ -373,6 +373,12 @@ export class WorkerAgent {
     if (code === 1000 && this.closing) return;
     if (code === CloseCode.protocolVersion) return this.close(WorkerExit.refused);
     if (code === CloseCode.nameTaken && this.held.size === 0) return this.close(WorkerExit.refused);
+    // Its credential will not do (another worker's name, a revoked token): retrying cannot help.
+    if (code === CloseCode.identity || code === CloseCode.revoked) {
+      this.exitCode = WorkerExit.refused;
+      this.cancelAll('the server refused this worker\'s credential');
+      return this.close(WorkerExit.refused);
+    }
     if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);
     if (this.stopping && this.held.size === 0) return this.close(this.exitCode);
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);

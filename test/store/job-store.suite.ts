@@ -115,7 +115,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const [run] = await store.createJob(job, [first]);
         assert.deepEqual(run, {
           id: first.id, job: 'build', platform: 'linux', labels: { arch: 'arm' }, status: 'queued', attempt: 1,
-          worker: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
+          worker: null, workerIdentity: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
           script: null, env: {}, timeoutMs: null, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
           firstSeq: 0, cancelRequestedBy: null, deadlineAt: null, artifacts: [], artifactsOnFailure: false, sandbox: {},
         } satisfies Run);
@@ -342,9 +342,9 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const job = makeJob('build', { script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000 });
         const first = makeRun(job);
         await store.createJob(job, [first]);
-        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' } }, T0 + 50, 1000);
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' }, identity: 'token:w1' }, T0 + 50, 1000);
         const expected: Run = {
-          id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1',
+          id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1', workerIdentity: 'token:w1',
           queuedAt: T0, startedAt: T0 + 50, finishedAt: null, result: null,
           script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
           firstSeq: 0, cancelRequestedBy: null, deadlineAt: T0 + 50 + 90_000 + 1000, artifacts: [], artifactsOnFailure: false, sandbox: { memoryBytes: 256 * 1024 ** 2, network: 'none' },
@@ -983,6 +983,47 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(listed.map((w) => w.connected), [true, true, false, false]);
         assert.deepEqual(listed.slice(0, 2).map((w) => w.name).sort(), ['b-here', 'd-here']);
         assert.deepEqual(listed.slice(2).map((w) => w.name).sort(), ['a-gone', 'c-gone']);
+      });
+    });
+
+    describe('worker tokens', () => {
+      test('a token is stored by its hash, bound to one name, found by its hash and listed without it', async (t) => {
+        const store = await open(t);
+        assert.deepEqual(await store.createWorkerToken('w1', 'a'.repeat(64), T0), { name: 'w1', createdAt: T0, lastUsedAt: null });
+        await store.createWorkerToken('w0', 'b'.repeat(64), T0 + 1);
+        await assert.rejects(store.createWorkerToken('w1', 'c'.repeat(64), T0 + 2), { code: 'KILN_ERR_WORKER_TOKEN_EXISTS' });
+        assert.equal(await store.findWorkerToken('a'.repeat(64)), 'w1');
+        assert.equal(await store.findWorkerToken('c'.repeat(64)), undefined, 'the refused one was not stored');
+        await store.touchWorkerToken('w1', T0 + 10);
+        assert.deepEqual(await store.listWorkerTokens(), [{ name: 'w0', createdAt: T0 + 1, lastUsedAt: null }, { name: 'w1', createdAt: T0, lastUsedAt: T0 + 10 }]);
+        assert.deepEqual(await store.getWorkerToken('w1'), { name: 'w1', createdAt: T0, lastUsedAt: T0 + 10 });
+        assert.equal(await store.getWorkerToken('nobody'), undefined);
+      });
+
+      test('a revoked token is no longer found, and its name can have a new one', async (t) => {
+        const store = await open(t);
+        await store.createWorkerToken('w1', 'a'.repeat(64), T0);
+        assert.equal(await store.revokeWorkerToken('w1'), true);
+        assert.equal(await store.revokeWorkerToken('w1'), false, 'nothing left to revoke');
+        assert.equal(await store.findWorkerToken('a'.repeat(64)), undefined);
+        assert.deepEqual(await store.listWorkerTokens(), []);
+        await store.createWorkerToken('w1', 'd'.repeat(64), T0 + 5);
+        assert.equal(await store.findWorkerToken('d'.repeat(64)), 'w1');
+      });
+
+      test('a claimed run records its worker\'s identity; a retry clears it with the worker', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { retries: 1 });
+        const first = makeRun(job);
+        await store.createJob(job, [first]);
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: {}, identity: 'token:w1' }, T0 + 1);
+        assert.equal(claimed?.workerIdentity, 'token:w1');
+        assert.equal((await store.findRun(first.id)).workerIdentity, 'token:w1');
+        const lost = await store.endAttempt(first.id, { status: 'lost', result: { kind: 'aborted', reason: 'worker lost' }, finishedAt: T0 + 2, retry: 'lost' }, { worker: 'w1' });
+        assert.equal(lost.outcome, 'retried');
+        assert.deepEqual([lost.run.worker, lost.run.workerIdentity], [null, null]);
+        const again = await store.claimNext({ name: 'w2', platform: 'linux', labels: {} }, T0 + 3);
+        assert.deepEqual([again?.worker, again?.workerIdentity], ['w2', null], 'no identity given: none recorded');
       });
     });
   });

@@ -199,7 +199,9 @@ export function registerDaemonCommands(program: Command): void {
     .action(async (flags: WorkerFlags, command: Command) => {
       // --server and --token are the global options; for a worker the token is the worker token.
       const { server, token } = command.optsWithGlobals<{ server?: string; token?: string }>();
-      const agent = await createWorker(createLogger(), { ...flags, server, token });
+      const log = createLogger();
+      if (token !== undefined) log.warn('--token puts the worker token on the command line, where any local user sees it (ps); use KILN_WORKER_TOKEN_FD, KILN_WORKER_TOKEN_FILE or KILN_WORKER_TOKEN');
+      const agent = await createWorker(log, { ...flags, server, token });
       // The first SIGTERM/SIGINT drains; a second one stops the running jobs now.
       const onSignal = () => agent.stop();
       process.on('SIGTERM', onSignal).on('SIGINT', onSignal);

@@ -6,8 +6,8 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { ArtifactPathError, isSha256, normaliseArtifactPath } from '../../core/index.js';
-import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError } from '../../errors.js';
+import { ArtifactPathError, describeIdentity, holdsRun, isSha256, normaliseArtifactPath } from '../../core/index.js';
+import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
 import { forAdmin, forWorker } from './auth.js';
@@ -29,7 +29,15 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
   app.put('/api/runs/:id/artifacts/*', forWorker, async (request, reply) => {
     const runId = (request.params as { id: string }).id;
     const relative = artifactPath(request.params);
-    const worker = String(request.headers['x-kiln-worker'] ?? '');
+    // The credential says who uploads; x-kiln-worker only names the worker under the shared token.
+    const credential = request.credential;
+    if (credential.kind !== 'worker') throw new UnauthorizedError('artifact uploads need a worker token');
+    const { identity } = credential;
+    const named = String(request.headers['x-kiln-worker'] ?? '');
+    if (identity.kind !== 'shared' && named !== '' && named !== identity.name) {
+      throw new WorkerIdentityError(`${describeIdentity(identity)} cannot upload as worker '${named}'`);
+    }
+    const worker = identity.kind === 'shared' ? named : identity.name;
     const sha256 = String(request.headers['x-kiln-sha256'] ?? '');
     const sizeHeader = String(request.headers['x-kiln-size'] ?? '');
     const size = /^\d{1,15}$/.test(sizeHeader) ? Number(sizeHeader) : NaN;
@@ -43,6 +51,9 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     const run = await store.findRun(runId).catch(() => undefined);
     if (!run || run.id !== runId) throw new RunNotFoundError(runId);
     // The store says who holds the run: a worker briefly disconnected (re-attaching) still does.
+    if (run.status === 'running' && !holdsRun(run.workerIdentity, identity)) {
+      throw new WorkerIdentityError(`${describeIdentity(identity)} does not hold run ${runId}: its worker connected with another credential`);
+    }
     if (run.status !== 'running' || run.worker !== worker) {
       throw new ArtifactRefusedError(`worker '${worker}' does not hold run ${runId}; artifacts come from the run's worker while it runs`);
     }

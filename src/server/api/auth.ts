@@ -5,6 +5,7 @@
  * check. A route registered without an audience is refused at registration: deny by default.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { WorkerIdentity } from '../../core/index.js';
 import { UnauthorizedError } from '../../errors.js';
 import { bearerToken, tokenMatches, type Tokens } from '../tokens.js';
 
@@ -27,25 +28,8 @@ declare module 'fastify' {
   }
 }
 
-/**
- * What a worker's credential says it is. A per-worker token (`kiln worker-token create NAME`) is
- * that name; a pool instance's token is that instance; the shared `worker.token` is one identity
- * for everyone who holds it.
- */
-export type WorkerIdentity = { kind: 'shared' } | { kind: 'token'; name: string } | { kind: 'instance'; name: string };
-
 /** The caller as its token says: the admin, a worker identity, or nobody (a public route). */
 export type Credential = { kind: 'admin' } | { kind: 'worker'; identity: WorkerIdentity } | { kind: 'anonymous' };
-
-/** A worker identity as one string, as stored with the runs it holds: `shared`, `token:NAME`, `instance:NAME`. */
-export function identityKey(identity: WorkerIdentity): string {
-  return identity.kind === 'shared' ? 'shared' : `${identity.kind}:${identity.name}`;
-}
-
-/** The worker name an identity is bound to, if it is bound to one (the shared token is not). */
-export function boundName(identity: WorkerIdentity): string | undefined {
-  return identity.kind === 'shared' ? undefined : identity.name;
-}
 
 /** Route options for each audience, to spread into a route's options. */
 export const forAdmin = { config: { audience: 'admin' } } as const;

@@ -6,9 +6,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { coerceError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import { describeIdentity, identityKey, nameRefusal, type NameOwner, type WorkerIdentity } from '../../core/index.js';
+import { coerceError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerIdentityError, WorkerNameTakenError, type KilnError } from '../../errors.js';
 import { forWorker } from '../api/auth.js';
-import { bearerToken } from '../tokens.js';
 import {
   CloseCode, describeIssues, helloMessage, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, versionProbe, workerMessage,
   type Hello, type ServerMessage, type WorkerMessage,
@@ -28,8 +28,10 @@ export interface WorkerGatewayOptions {
   helloTimeoutMs: number;
   /** Artifact limits told to workers with each run. */
   artifactLimits: ArtifactLimits;
-  /** Why this token may not connect as this worker name, if it may not (latent instances' tokens). */
-  refuseName?: (token: string | undefined, name: string) => string | undefined;
+  /** Who else has a claim on a worker name (a per-worker token, a live pool instance), if anyone. */
+  nameOwner?: (name: string) => Promise<NameOwner>;
+  /** Told when a worker with a per-worker token connects (to note the token's last use). */
+  tokenUsed?: (name: string) => Promise<void>;
 }
 
 /** The parts a gateway talks to. */
@@ -77,11 +79,16 @@ class Session implements WorkerSession {
   open = true;
   draining = false;
 
+  readonly identity: string;
+
   constructor(
     private readonly socket: WebSocket,
     private readonly hello: Hello,
     private readonly artifactLimits: ArtifactLimits,
-  ) {}
+    identity: WorkerIdentity,
+  ) {
+    this.identity = identityKey(identity);
+  }
 
   get name() { return this.hello.name; }
   get platform() { return this.hello.platform; }
@@ -133,6 +140,8 @@ function refuse(socket: WebSocket, err: KilnError, closeCode: number): void {
 export interface WorkerGateway {
   /** Closes every worker connection with "server shutting down" and waits until each is recorded. */
   shutdown(): Promise<void>;
+  /** Refuses and closes the connections of this identity (its token was revoked); returns how many. */
+  disconnect(identity: WorkerIdentity, reason: string): number;
 }
 
 /** Registers the `/api/worker` WebSocket route. */
@@ -140,9 +149,15 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const { log } = parts;
   /** Open connections, each with the promise of its last handled frame. */
   const connections = new Map<WebSocket, () => Promise<void>>();
+  /** The identity each open connection authenticated with. */
+  const identities = new Map<WebSocket, string>();
 
   app.get('/api/worker', { websocket: true, ...forWorker }, (socket, request) => {
-    const token = bearerToken(request.headers.authorization);
+    // The auth hook let only worker credentials through; what they say is who this worker is.
+    const credential = request.credential;
+    if (credential.kind !== 'worker') throw new UnauthorizedError('the worker socket needs a worker token');
+    const identity = credential.identity;
+    identities.set(socket, identityKey(identity));
     let session: Session | undefined;
     let alive = true;
     // Frames are handled one at a time, in order: output before the result that follows it.
@@ -166,11 +181,13 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       if (!session) {
         clearTimeout(helloTimer);
         const hello = readHello(frame);
-        const refusal = options.refuseName?.(token, hello.name);
+        const refusal = nameRefusal(identity, hello.name, identity.kind === 'shared' ? await options.nameOwner?.(hello.name) : undefined);
         if (refusal) {
-          refuse(socket, new UnauthorizedError(refusal), CloseCode.nameTaken);
+          log.info({ worker: hello.name, identity: identityKey(identity) }, 'worker refused: its credential does not allow the name');
+          refuse(socket, new WorkerIdentityError(refusal), CloseCode.identity);
           return;
         }
+        if (!identities.has(socket)) return; // revoked while the hello was checked
         if (parts.dispatcher.session(hello.name)) {
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;
@@ -178,11 +195,12 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         const now = parts.now();
         const { runs, ...facts } = hello;
         await parts.store.recordWorker({ ...facts, connected: true, connectedAt: now, lastSeen: now });
-        const fresh = new Session(socket, hello, options.artifactLimits);
+        if (identity.kind === 'token') await options.tokenUsed?.(identity.name);
+        const fresh = new Session(socket, hello, options.artifactLimits, identity);
         const { resume, release } = await parts.service.workerAttached(fresh, runs);
         session = fresh;
         session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
-        log.info({ worker: hello.name, platform: hello.platform, capacity: hello.capacity, version: hello.version, resumed: resume.length }, 'worker connected');
+        log.info({ worker: hello.name, identity: fresh.identity, platform: hello.platform, capacity: hello.capacity, version: hello.version, resumed: resume.length }, 'worker connected');
         await parts.service.replayCancels(session, resume.map((r) => r.runId));
         parts.dispatcher.add(session);
         return;
@@ -221,6 +239,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     });
 
     socket.on('close', () => {
+      identities.delete(socket);
       clearTimeout(helloTimer);
       clearInterval(heartbeat);
       if (!session) {
@@ -238,6 +257,18 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   });
 
   return {
+    disconnect(identity, reason) {
+      const key = identityKey(identity);
+      let closed = 0;
+      for (const [socket, held] of identities) {
+        if (held !== key) continue;
+        // Forgotten at once, so a hello still being checked on this socket is not welcomed.
+        identities.delete(socket);
+        refuse(socket, new UnauthorizedError(`${describeIdentity(identity)} was revoked: ${reason}`), CloseCode.revoked);
+        closed += 1;
+      }
+      return closed;
+    },
     async shutdown() {
       for (const socket of connections.keys()) socket.close(CloseCode.shutdown, 'server shutting down');
       // Each close handler records its worker's runs before the store may close.

@@ -7,10 +7,12 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
-import { JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError } from '../../errors.js';
+import {
+  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
+} from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord,
+  ClaimingWorker, OutboxSummary, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord,
 } from '../job-store.js';
 import { migrate } from './migrate.js';
 
@@ -23,7 +25,7 @@ interface JobRow {
 }
 interface RunRow {
   id: string; job: string; platform: string; labels: string; status: string; attempt: number;
-  worker: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
+  worker: string | null; worker_identity: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
   result: string | null; script: string | null; env: string; timeout_ms: number | null;
   idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
   cancel_requested_by: string | null; deadline_at: number | null; artifacts: string; artifacts_on_failure: number; sandbox: string;
@@ -33,7 +35,7 @@ interface WorkerRow {
   arch: string; version: string; connected: number; connected_at: number; last_seen: number;
 }
 
-const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, queued_at, started_at, finished_at, result, script, env,
+const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, worker_identity, queued_at, started_at, finished_at, result, script, env,
   timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at,
   artifacts, artifacts_on_failure, sandbox`;
 
@@ -63,7 +65,7 @@ function jobParams(job: Job) {
 function toRun(row: RunRow): Run {
   return {
     id: row.id, job: row.job, platform: row.platform, labels: JSON.parse(row.labels),
-    status: row.status as RunStatus, attempt: row.attempt, worker: row.worker,
+    status: row.status as RunStatus, attempt: row.attempt, worker: row.worker, workerIdentity: row.worker_identity,
     queuedAt: row.queued_at, startedAt: row.started_at, finishedAt: row.finished_at,
     result: row.result === null ? null : (JSON.parse(row.result) as RunResult),
     script: row.script, env: JSON.parse(row.env), timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms,
@@ -91,6 +93,14 @@ export function openSqliteStore(file: string): JobStore {
   db.pragma('busy_timeout = 5000');
   migrate(db);
   return new SqliteStore(db);
+}
+
+interface WorkerTokenRow {
+  name: string; created_at: number; last_used_at: number | null;
+}
+
+function toWorkerToken(row: WorkerTokenRow): WorkerTokenRecord {
+  return { name: row.name, createdAt: row.created_at, lastUsedAt: row.last_used_at };
 }
 
 interface DeliveryRow {
@@ -236,10 +246,10 @@ class SqliteStore implements JobStore {
       }
       const job = jobRow;
       this.db
-        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
+        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
                     idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
                   WHERE id = ? AND status = 'queued'`)
-        .run(worker.name, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
+        .run(worker.name, worker.identity ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
           job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
       const run = this.runRow(pick.id);
       this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
@@ -325,7 +335,7 @@ class SqliteStore implements JobStore {
         this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
         const front = this.db.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
         this.db
-          .prepare(`UPDATE runs SET status = 'queued', attempt = attempt + 1, worker = NULL, started_at = NULL, queue_pos = ?,
+          .prepare(`UPDATE runs SET status = 'queued', attempt = attempt + 1, worker = NULL, worker_identity = NULL, started_at = NULL, queue_pos = ?,
                       ${budget} = ${budget} - 1, first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
           .run(front ?? 0, markerSeq + 1, id);
@@ -577,6 +587,35 @@ class SqliteStore implements JobStore {
 
   async listWorkers(): Promise<WorkerRecord[]> {
     return (this.db.prepare('SELECT * FROM workers ORDER BY connected DESC, name').all() as WorkerRow[]).map(toWorker);
+  }
+
+  async createWorkerToken(name: string, sha256: string, now: number): Promise<WorkerTokenRecord> {
+    return this.tx(() => {
+      if (this.db.prepare('SELECT 1 FROM worker_tokens WHERE name = ?').get(name)) throw new WorkerTokenExistsError(name);
+      this.db.prepare('INSERT INTO worker_tokens (name, token_sha256, created_at) VALUES (?, ?, ?)').run(name, sha256, now);
+      return { name, createdAt: now, lastUsedAt: null };
+    });
+  }
+
+  async listWorkerTokens(): Promise<WorkerTokenRecord[]> {
+    return (this.db.prepare('SELECT name, created_at, last_used_at FROM worker_tokens ORDER BY name').all() as WorkerTokenRow[]).map(toWorkerToken);
+  }
+
+  async getWorkerToken(name: string): Promise<WorkerTokenRecord | undefined> {
+    const row = this.db.prepare('SELECT name, created_at, last_used_at FROM worker_tokens WHERE name = ?').get(name) as WorkerTokenRow | undefined;
+    return row && toWorkerToken(row);
+  }
+
+  async findWorkerToken(sha256: string): Promise<string | undefined> {
+    return this.db.prepare('SELECT name FROM worker_tokens WHERE token_sha256 = ?').pluck().get(sha256) as string | undefined;
+  }
+
+  async touchWorkerToken(name: string, now: number): Promise<void> {
+    this.db.prepare('UPDATE worker_tokens SET last_used_at = ? WHERE name = ?').run(now, name);
+  }
+
+  async revokeWorkerToken(name: string): Promise<boolean> {
+    return this.db.prepare('DELETE FROM worker_tokens WHERE name = ?').run(name).changes > 0;
   }
 
   private jobRow(name: string): JobRow {
