@@ -30,9 +30,10 @@ export type NameOwner = 'token' | 'instance' | undefined;
  * name that no bound credential owns.
  */
 export function nameRefusal(identity: WorkerIdentity, name: string, owner: NameOwner): string | undefined {
-  if (identity.kind !== 'shared') {
-    return identity.name === name ? undefined : `${describeIdentity(identity)} may only connect as '${identity.name}', not as '${name}'`;
-  }
+  if (identity.kind !== 'shared' && identity.name !== name) return `${describeIdentity(identity)} may only connect as '${identity.name}', not as '${name}'`;
+  if (identity.kind === 'instance') return undefined;
+  // A per-worker token made with a live pool instance's name does not get the instance's place.
+  if (identity.kind === 'token') return owner === 'instance' ? `'${name}' is a pool instance's name: only its own token may use it` : undefined;
   if (owner === 'token') return `worker '${name}' has its own token (kiln worker-token): only that token may use the name`;
   if (owner === 'instance') return `'${name}' is a pool instance's name: only its own token may use it`;
   return undefined;

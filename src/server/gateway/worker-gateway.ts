@@ -181,7 +181,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       if (!session) {
         clearTimeout(helloTimer);
         const hello = readHello(frame);
-        const refusal = nameRefusal(identity, hello.name, identity.kind === 'shared' ? await options.nameOwner?.(hello.name) : undefined);
+        const refusal = nameRefusal(identity, hello.name, identity.kind === 'instance' ? undefined : await options.nameOwner?.(hello.name));
         if (refusal) {
           log.info({ worker: hello.name, identity: identityKey(identity) }, 'worker refused: its credential does not allow the name');
           refuse(socket, new WorkerIdentityError(refusal), CloseCode.identity);
