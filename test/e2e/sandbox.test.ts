@@ -182,7 +182,7 @@ test('--sandbox bwrap refuses to start without bubblewrap, and bad sandbox optio
     [['--platform', ''], {}, /bad --platform '': use letters, digits, dot, dash and underscore/],
     [['--network', 'none'], {}, /--network none, --bind, --ro-bind and --hide need --sandbox bwrap/],
     [['--sandbox', 'bwrap', '--bind', '/does/not/exist'], {}, /bad --bind '\/does\/not\/exist': \/does\/not\/exist does not exist/],
-    [['--sandbox', 'bwrap', '--ro-bind', '/tmp:/no/such/dir'], {}, /bad --ro-bind '\/tmp:\/no\/such\/dir': the mount point \/no\/such\/dir must exist on this host/],
+    [['--sandbox', 'bwrap', '--ro-bind', '/tmp:/usr/no/such/dir'], {}, /bad --ro-bind '\/tmp:\/usr\/no\/such\/dir': the mount point \/usr\/no\/such\/dir is in a read-only system dir and must exist on this host/],
   ];
   for (const [args, env, message] of cases) {
     const worker = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', ...args], { KILN_WORKER_TOKEN: server.workerToken, ...env });

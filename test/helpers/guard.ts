@@ -1,0 +1,105 @@
+/**
+ * Loaded into every test process by the npm test scripts (`--import ./test/helpers/guard.ts`;
+ * test/unit/test-guard.test.ts checks they all do), so no test file can hang a run or leave a
+ * process behind, whoever wrote it:
+ *
+ * - In each test file's process (node --test runs one per file): a deadline for the whole file
+ *   (KILN_TEST_FILE_DEADLINE, seconds; node's --test-timeout is per test), and a marker in the
+ *   environment (KILN_TEST_OWNER) that every process the file starts inherits. When the file ends
+ *   (normally, at its deadline, or on SIGTERM/SIGINT from the runner) every process still carrying
+ *   its marker is SIGKILLed; if one was found after a normal end, the file fails and names it.
+ * - In the runner: a marker for the whole run; at its end, any process of the run still alive
+ *   (one whose test file was itself killed) is killed, named, and fails the run.
+ *
+ * Processes that replace their environment (a sandboxed job, a pool instance) are not marked:
+ * those stop with their parent by their own mechanisms, which their own tests check.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+
+const OWNER = 'KILN_TEST_OWNER';
+const SESSION = 'KILN_TEST_SESSION';
+/** Default deadline of one test file, in seconds, when the script sets none. */
+const DEFAULT_FILE_DEADLINE_S = 600;
+
+/** Pids (not this process) whose initial environment has `name=value...` with that prefix. */
+export function markedProcesses(name: string, valuePrefix: string): { pid: number; command: string }[] {
+  const found: { pid: number; command: string }[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return found; // No /proc (not Linux): nothing can be checked.
+  }
+  const needle = `${name}=${valuePrefix}`;
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const environ = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0');
+      if (!environ.some((pair) => pair.startsWith(needle))) continue;
+      const command = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      found.push({ pid: Number(entry), command });
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
+  return found;
+}
+
+/** SIGKILLs the marked processes; returns those it found. */
+function killMarked(name: string, valuePrefix: string): { pid: number; command: string }[] {
+  const found = markedProcesses(name, valuePrefix);
+  for (const { pid } of found) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+const describeAll = (found: { pid: number; command: string }[]) => found.map((p) => `${p.pid} ${p.command.slice(0, 200)}`).join('; ');
+
+if (process.env.NODE_TEST_CONTEXT) {
+  // A test file's process.
+  const file = path.relative(process.cwd(), process.argv[1] ?? 'test file');
+  const marker = `${process.env[SESSION] ?? 'solo'}/${process.pid}`;
+  process.env[OWNER] = marker;
+  let ended = false;
+  const end = (why: string | undefined) => {
+    if (ended) return;
+    ended = true;
+    const left = killMarked(OWNER, marker);
+    if (why) process.stderr.write(`\nkiln test guard: ${file} ${why}; killed ${left.length} process(es) it started${left.length ? `: ${describeAll(left)}` : ''}\n`);
+    else if (left.length > 0) {
+      process.stderr.write(`\nkiln test guard: ${file} left ${left.length} process(es) running (killed now): ${describeAll(left)}\n`);
+      process.exitCode = 1;
+    }
+  };
+  const seconds = Number(process.env.KILN_TEST_FILE_DEADLINE ?? DEFAULT_FILE_DEADLINE_S);
+  setTimeout(() => {
+    end(`passed its deadline of ${seconds} s (KILN_TEST_FILE_DEADLINE)`);
+    process.exit(1);
+  }, seconds * 1000).unref();
+  process.on('exit', () => end(undefined));
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      // The runner sends SIGTERM when the file overran --test-timeout: clean up, then go.
+      end(`was stopped by ${signal}`);
+      process.exit(1);
+    });
+  }
+} else if (process.execArgv.some((arg) => arg === '--test' || arg.startsWith('--test='))) {
+  // The runner: its files inherit the session; at its end nothing of the session may be left.
+  const session = randomBytes(8).toString('hex');
+  process.env[SESSION] = session;
+  process.on('exit', () => {
+    const left = killMarked(OWNER, `${session}/`);
+    if (left.length > 0) {
+      process.stderr.write(`\nkiln test guard: ${left.length} process(es) started by tests were still running at the end (killed now): ${describeAll(left)}\n`);
+      process.exitCode = 1;
+    }
+  });
+}
