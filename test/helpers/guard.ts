@@ -33,13 +33,16 @@ export function markedProcesses(name: string, valuePrefix: string): { pid: numbe
     return found; // No /proc (not Linux): nothing can be checked.
   }
   const needle = `${name}=${valuePrefix}`;
+  // tsx's esbuild service, started by this very process to compile TypeScript: it goes when its
+  // stdin (our pipe) closes, and is not something a test left.
+  const tooling = /\/esbuild --service=/;
   for (const entry of entries) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const environ = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0');
       if (!environ.some((pair) => pair.startsWith(needle))) continue;
       const command = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
-      found.push({ pid: Number(entry), command });
+      if (!tooling.test(command)) found.push({ pid: Number(entry), command });
     } catch {
       // Gone meanwhile, or not ours to read.
     }
