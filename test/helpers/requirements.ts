@@ -67,7 +67,7 @@ function check(requirement: Requirement): string | undefined {
         checkBwrap();
         return undefined;
       } catch (raw) {
-        return `needs bubblewrap: ${(raw as Error).message} (.ci/run installs it)`;
+        return `needs bubblewrap: ${(raw as Error).message.replace(/^--sandbox bwrap: /, '')} (.ci/run installs it)`;
       }
     case 'docker':
       return dockerAvailable();
