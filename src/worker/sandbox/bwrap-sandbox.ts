@@ -92,6 +92,25 @@ function cover(source: string, target: string): string[] {
   return statSync(source).isDirectory() ? ['--tmpfs', target] : ['--ro-bind', '/dev/null', target];
 }
 
+/**
+ * bwrap arguments for a job's file system, all but its work dir: the system dirs, fresh /dev,
+ * /proc and /tmp, the binds, and covers over the hidden paths (plus ALWAYS_HIDDEN) that would
+ * otherwise show, inside a system dir or through a bind.
+ */
+export function jobRoot(binds: BindMount[], hidden: string[], alwaysHidden: string[] = ALWAYS_HIDDEN): string[] {
+  const args = [...systemRoot(), '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp'];
+  const present = [...alwaysHidden, ...hidden].filter((h) => existsSync(h));
+  // Only what lies inside a bound dir needs covering: the rest of the host is not there at all
+  // (and a path under /tmp would only be an empty dir in the job's own /tmp).
+  for (const h of present) if (SYSTEM_DIRS.some((dir) => within(h, dir))) args.push(...cover(h, h));
+  for (const bind of binds) {
+    args.push(bind.writable ? '--bind' : '--ro-bind', bind.source, bind.target);
+    // A hidden path inside a bind's source would show through the bind, at its target.
+    for (const h of present) if (within(h, bind.source)) args.push(...cover(h, path.join(bind.target, path.relative(bind.source, h))));
+  }
+  return args;
+}
+
 /** The namespaces every job gets. */
 const ISOLATION = ['--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--cap-drop', 'ALL'];
 
@@ -137,16 +156,7 @@ export class BwrapSandboxLauncher implements SandboxLauncher {
 
   /** bwrap's arguments; order matters: later mounts go on top of earlier ones. */
   private args(spec: SandboxSpec, network: Network): string[] {
-    const args = [...systemRoot(), '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp'];
-    const hidden = [...ALWAYS_HIDDEN, ...this.options.hidden].filter((h) => existsSync(h));
-    // Only what lies inside a bound dir needs covering: the rest of the host is not there at all
-    // (and a path under /tmp would only be an empty dir in the job's own /tmp).
-    for (const h of hidden) if (SYSTEM_DIRS.some((dir) => within(h, dir))) args.push(...cover(h, h));
-    for (const bind of this.options.binds) {
-      args.push(bind.writable ? '--bind' : '--ro-bind', bind.source, bind.target);
-      // A hidden path inside a bind's source would show through the bind, at its target.
-      for (const h of hidden) if (within(h, bind.source)) args.push(...cover(h, path.join(bind.target, path.relative(bind.source, h))));
-    }
+    const args = jobRoot(this.options.binds, this.options.hidden);
     args.push('--bind', spec.workDir, spec.workDir, '--chdir', spec.workDir, ...ISOLATION);
     if (network === 'none') args.push('--unshare-net');
     return args;
