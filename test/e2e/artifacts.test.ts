@@ -5,6 +5,7 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { followRun, KILN_BIN, kiln, startProxy, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { skipUnless, whyMissing } from '../helpers/requirements.js';
 
 const never = ['--platform', 'testos', '--period', 'never'];
 
@@ -95,6 +96,7 @@ test('downloads of large files show progress on a terminal, and only there', asy
   assert.doesNotMatch(plain.stderr, /%/, 'no progress meter into a pipe');
 
   // `script` gives the CLI a pseudo-terminal, as a user's shell would.
+  if (skipUnless(t, whyMissing('script'))) return;
   const onTerminal = tempDir(t);
   const command = [process.execPath, KILN_BIN, '--server', server.url, '--token', server.adminToken, 'artifacts', runId, '--download', onTerminal]
     .map((word) => `'${word}'`).join(' ');

@@ -12,10 +12,11 @@ import { PassThrough } from 'node:stream';
 import tls from 'node:tls';
 import path from 'node:path';
 import { before, test, type TestContext } from 'node:test';
-import { containersLabelled, dockerAvailable, kilnWorkerImage, removeContainers, removeImage } from '../helpers/docker-image.js';
+import { containersLabelled, kilnWorkerImage, removeContainers, removeImage } from '../helpers/docker-image.js';
 import { api, followRun, freePort, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { needs } from '../helpers/requirements.js';
 
-const unavailable = dockerAvailable();
+const unavailable = needs('docker');
 let image = '';
 before(async () => {
   if (!unavailable) image = await kilnWorkerImage();
@@ -161,7 +162,7 @@ function makeCertificates(dir: string): void {
   }
 }
 
-test('docker_host tcp:// with TLS client certificates (a TLS front to the real engine), a pinned API version and startup logs followed', { skip: unavailable }, async (t) => {
+test('docker_host tcp:// with TLS client certificates (a TLS front to the real engine), a pinned API version and startup logs followed', { skip: needs('docker', 'openssl') }, async (t) => {
   const dataDir = tempDir(t);
   const certs = path.join(dataDir, 'certs');
   mkdirSync(certs);
@@ -214,7 +215,7 @@ async function startRegistry(t: TestContext): Promise<string> {
   throw new Error('docker-registry exited before listening');
 }
 
-const noRegistry = unavailable ?? (spawnSync('sh', ['-c', 'command -v docker-registry']).status === 0 ? undefined : 'docker-registry is not installed (.ci/run installs it)');
+const noRegistry = needs('docker', 'docker-registry');
 
 test('autopull pulls a missing image from a registry, always_pull takes its newer version, and a pull that fails is a failed start', { skip: noRegistry }, async (t) => {
   const registry = await startRegistry(t);

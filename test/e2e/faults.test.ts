@@ -6,6 +6,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { test, type TestContext } from 'node:test';
 import { followRun, isAlive, kiln, spawnKiln, startProxy, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { skipUnless, whyMissing } from '../helpers/requirements.js';
 
 const never = ['--platform', 'testos', '--period', 'never'];
 
@@ -177,7 +178,10 @@ function mountTmpfs(t: TestContext, options: string): string | undefined {
 test("robur's matrix: a read-only or full work root ends the run aborted with the reason, and the worker stays healthy", async (t) => {
   const readOnly = mountTmpfs(t, 'ro,size=1m');
   const full = mountTmpfs(t, 'size=64k');
-  if (!readOnly || !full) return t.skip('needs root to mount a tmpfs (CI runs as root)');
+  if (!readOnly || !full) {
+    skipUnless(t, `needs to mount a tmpfs: ${whyMissing('root', 'mount') ?? 'mount -t tmpfs failed'} (CI runs as root)`);
+    return;
+  }
   // Fill the second one: a dir still fits (it costs no blocks), the script does not.
   spawnSync('dd', ['if=/dev/zero', `of=${full}/filler`, 'bs=4k', 'count=64']);
   const server = await startServer(t);

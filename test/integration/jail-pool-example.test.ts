@@ -20,6 +20,7 @@ import { pino } from 'pino';
 import { execOptionsSchema, ExecProvider } from '../../src/server/latent/exec-provider.js';
 import { workerArguments, type InstanceSpec } from '../../src/server/latent/provider.js';
 import { followRun, kiln, startServer } from '../helpers/processes.js';
+import { needs } from '../helpers/requirements.js';
 
 const SCRIPT = fileURLToPath(new URL('../../packaging/exec/kiln-jail-pool.sh', import.meta.url));
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -29,10 +30,8 @@ const which = (cmd: string): string | undefined => {
   const found = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   return found.status === 0 ? found.stdout.trim() : undefined;
 };
-const missing = ['jq', 'dash', 'ps'].filter((cmd) => !which(cmd));
-const skip = missing.length > 0
-  ? `the jail pool example needs ${missing.join(', ')} (apt-get install -y ${missing.map((m) => (m === 'ps' ? 'procps' : m)).join(' ')})`
-  : !existsSync('/proc/self/stat') ? 'the stand-in pgrep reads /proc' : false;
+// The stand-in pgrep reads /proc.
+const skip = needs('jq', 'dash', 'ps') || (!existsSync('/proc/self/stat') && 'the stand-in pgrep reads /proc');
 
 /** The stand-ins' logic (all but jexec, which must exec), run by node; state in DIR/state.json. */
 const FAKE_TOOLS = String.raw`
