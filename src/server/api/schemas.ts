@@ -1,6 +1,9 @@
 /** Shapes of API requests, validated where they enter. */
 import { z } from 'zod';
-import { isValidJobName, isValidTemplateName, JOB_NAME_RULE, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES, type Schedule } from '../../core/index.js';
+import {
+  formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
+  type Schedule,
+} from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
 
 /** Largest script a job may carry. */
@@ -20,7 +23,12 @@ const varMap = z.record(z.string().regex(/^[A-Za-z0-9_]+$/, 'variable names use 
 /** A schedule: a period, an interval, or a cron expression in a zone (checked further by validateSchedule). */
 const schedule: z.ZodType<Schedule> = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('period'), period: z.enum(PERIODS) }),
-  z.strictObject({ kind: z.literal('every'), everyMs: z.number().int() }),
+  z.strictObject({
+    kind: z.literal('every'),
+    everyMs: z.number().int()
+      .min(MIN_EVERY_MS, `the interval must be at least ${formatDuration(MIN_EVERY_MS)}`)
+      .max(MAX_EVERY_MS, `the interval must be at most ${formatDuration(MAX_EVERY_MS)} (about 10 years)`),
+  }),
   z.strictObject({ kind: z.literal('cron'), expr: z.string().min(1).max(256), tz: z.string().min(1).max(64).default('UTC') }),
 ]) as z.ZodType<Schedule>;
 /** What a job asks of its sandbox (`sandbox` in job bodies). */
@@ -89,7 +97,7 @@ export const cancelBody = z.strictObject({ by: z.string().min(1).max(128).option
 export const executeBody = z.strictObject({ platform: platform.optional() });
 
 /** Body of `POST /api/jobs/:name/reschedule`. */
-export const rescheduleBody = z.strictObject({ next: z.string().min(1) });
+export const rescheduleBody = z.strictObject({ next: z.string().min(1).max(64) });
 
 /** Query of `GET /api/runs`. */
 export const listRunsQuery = z.strictObject({
@@ -119,8 +127,8 @@ export const consoleQuery = z.strictObject({
 /** `POST /api/artifacts/gc`: sweep now (or say what would go), with the server's policy or these. */
 export const gcBody = z.strictObject({
   dryRun: z.boolean().default(false),
-  keepRuns: z.number().int().min(0).optional(),
-  keepForMs: z.number().int().min(0).optional(),
+  keepRuns: z.number().int().min(0).max(1_000_000_000).optional(),
+  keepForMs: z.number().int().min(0).max(MAX_DURATION_MS, `at most ${formatDuration(MAX_DURATION_MS)} (about 10 years)`).optional(),
 });
 
 export function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
