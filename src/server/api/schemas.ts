@@ -1,7 +1,7 @@
 /** Shapes of API requests, validated where they enter. */
 import { z } from 'zod';
 import {
-  formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
+  formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
   type Schedule,
 } from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
@@ -16,7 +16,7 @@ const envMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environmen
 const script = z.string().min(1, 'the script is empty').refine((s) => Buffer.byteLength(s) <= MAX_SCRIPT_BYTES, {
   message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes`,
 });
-const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(7 * 86_400_000, 'the timeout must be at most 7 days');
+const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(MAX_JOB_TIMEOUT_MS, 'the timeout must be at most 7 days');
 const retries = z.number().int().min(0).max(100);
 const templateName = z.string().refine(isValidTemplateName, { message: 'template names use letters, digits, - and _ (no /, no dots)' });
 const varMap = z.record(z.string().regex(/^[A-Za-z0-9_]+$/, 'variable names use letters, digits and _'), z.string().max(65_536));
@@ -63,7 +63,7 @@ const jobFields = {
   overlap: z.enum(OVERLAPS).optional(),
   catchUp: z.boolean().optional(),
   timeoutMs: timeoutMs.optional(),
-  idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(7 * 86_400_000).nullable().optional(),
+  idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(MAX_JOB_TIMEOUT_MS, 'the idle timeout must be at most 7 days').nullable().optional(),
   retries: retries.optional(),
   failureRetries: retries.optional(),
   /** Globs of the files to keep as artifacts. */
