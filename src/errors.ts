@@ -187,3 +187,17 @@ export function coerceError(raw: unknown): KilnError {
   }
   return new InternalError(String(raw));
 }
+
+/** The server is shutting down: what was asked was stopped (or not started); ask again once it is back. */
+export class ShuttingDownError extends KilnError {
+  constructor(message = 'the server is shutting down') {
+    super('KILN_ERR_SHUTTING_DOWN', 503, message);
+  }
+}
+
+/** An artifact sweep with another policy is running; sweeps never queue behind each other. */
+export class SweepBusyError extends KilnError {
+  constructor() {
+    super('KILN_ERR_SWEEP_BUSY', 409, 'an artifact sweep with another policy is running; try again when it has ended');
+  }
+}

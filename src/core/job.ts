@@ -12,22 +12,31 @@ export const JOB_NAME_RULE = 'letters, digits, dot, dash and underscore, startin
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** Parses `K=V` pairs (as given to --env and --label) into a record; throws on a pair without `=`. */
+/** Longest job timeout (and idle timeout): a week. */
+export const MAX_JOB_TIMEOUT_MS = 7 * 86_400_000;
+
+/**
+ * Parses `K=V` pairs (as given to --env and --label) into a record; throws on a pair without `=`.
+ * Keys are names users choose: collected in a Map and made own properties, so `constructor` or
+ * `toString` are plain keys. `__proto__` is refused: JSON bodies with it are refused by the server,
+ * and as an assignment it would silently vanish.
+ */
 export function parsePairs(pairs: readonly string[], what: string, strictKeys = false): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = new Map<string, string>();
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new TypeError(`${what} '${pair}' must look like KEY=VALUE`);
     const key = pair.slice(0, eq);
     if (strictKeys && !ENV_NAME.test(key)) throw new TypeError(`${what} name '${key}' is not a valid variable name`);
-    out[key] = pair.slice(eq + 1);
+    if (key === '__proto__') throw new TypeError(`${what} name '__proto__' is reserved`);
+    out.set(key, pair.slice(eq + 1));
   }
-  return out;
+  return Object.fromEntries(out);
 }
 
-/** True when every label the job asks for is one the worker has. */
+/** True when every label the job asks for is one the worker has (its own, not an Object's). */
 export function labelsMatch(wanted: Record<string, string>, offered: Record<string, string>): boolean {
-  return Object.entries(wanted).every(([key, value]) => offered[key] === value);
+  return Object.entries(wanted).every(([key, value]) => Object.hasOwn(offered, key) && offered[key] === value);
 }
 
 /** What to do when a job is due while its previous run is still queued or running. */

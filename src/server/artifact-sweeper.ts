@@ -8,7 +8,7 @@ import { readdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { isSha256 } from '../core/index.js';
-import { coerceError } from '../errors.js';
+import { coerceError, ShuttingDownError, SweepBusyError } from '../errors.js';
 import type { ExpiredArtifacts, JobStore, RetentionPolicy } from '../store/index.js';
 import type { ArtifactStore } from './artifact-store.js';
 
@@ -40,8 +40,13 @@ const BLOB_BATCH = 500;
 
 export class ArtifactSweeper {
   private timer: NodeJS.Timeout | undefined;
-  private sweeping: Promise<unknown> = Promise.resolve();
+  /** The sweep in flight, if any, with the policy it applies (requests asking the same share it). */
+  private current: { key: string; done: Promise<SweepReport> } | undefined;
+  /** Aborted by stop(): an in-flight sweep ends at its next step instead of holding the shutdown. */
+  private readonly abort = new AbortController();
   private stopped = false;
+  /** Sweeps actually started (not shared), for logs and tests. */
+  sweepsStarted = 0;
 
   constructor(
     private readonly store: JobStore,
@@ -60,7 +65,10 @@ export class ArtifactSweeper {
           this.log.info({ runs: report.runs.length, blobs: report.blobs.length, bytes: report.blobs.reduce((n, b) => n + b.bytes, 0), tempFiles: report.tempFiles }, 'artifacts swept');
         }
       } catch (raw) {
-        this.log.error({ err: coerceError(raw) }, 'artifact sweep failed; trying again at the next one');
+        const err = coerceError(raw);
+        // Another sweep running (a user's gc with its own policy) or a shutdown is no failure.
+        if (err.code === 'KILN_ERR_SWEEP_BUSY' || err.code === 'KILN_ERR_SHUTTING_DOWN') this.log.debug({ err }, 'periodic artifact sweep skipped');
+        else this.log.error({ err }, 'artifact sweep failed; trying again at the next one');
       }
       // setTimeout takes at most ~24.8 days; sweeping more often than asked is harmless.
       if (!this.stopped) this.timer = setTimeout(() => void tick(), Math.min(this.settings.sweepEveryMs, 2 ** 31 - 1));
@@ -68,26 +76,54 @@ export class ArtifactSweeper {
     void tick();
   }
 
+  /** Stops the timer and aborts a sweep in flight; its waiting callers get ShuttingDownError. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
-    await this.sweeping.catch(() => undefined);
+    this.abort.abort();
+    await this.current?.done.catch(() => undefined);
   }
 
-  /** One sweep (sweeps never overlap); `keep` replaces the configured policy for this sweep. */
+  /**
+   * One sweep; `keep` replaces the configured policy for this sweep. Sweeps never overlap and never
+   * queue: a call while a sweep with the same policy runs gets that sweep's report (each call would
+   * otherwise wait for every one before it: hundreds of requests held a shutdown for minutes); a
+   * call with another policy is refused (SweepBusyError) rather than queued.
+   */
   sweep(dryRun: boolean, keep: Pick<RetentionSettings, 'keepRuns' | 'keepForMs'> = this.settings): Promise<SweepReport> {
-    const next = this.sweeping.catch(() => undefined).then(() => {
-      const policy: RetentionPolicy = { keepRuns: keep.keepRuns, keptSince: keep.keepForMs === undefined ? undefined : this.now() - keep.keepForMs };
-      return this.sweepOnce(dryRun, policy);
+    if (this.stopped) return Promise.reject(new ShuttingDownError('the server is shutting down: no artifact sweep now'));
+    const key = JSON.stringify([dryRun, keep.keepRuns ?? null, keep.keepForMs ?? null]);
+    if (this.current) {
+      return this.current.key === key ? this.current.done : Promise.reject(new SweepBusyError());
+    }
+    this.sweepsStarted += 1;
+    this.log.info({ dryRun, keepRuns: keep.keepRuns, keepForMs: keep.keepForMs, sweep: this.sweepsStarted }, 'artifact sweep started');
+    const policy: RetentionPolicy = { keepRuns: keep.keepRuns, keptSince: keep.keepForMs === undefined ? undefined : this.now() - keep.keepForMs };
+    const sweep = this.sweepsStarted;
+    const done = this.sweepOnce(dryRun, policy).finally(() => {
+      if (this.current?.done === done) this.current = undefined;
     });
-    this.sweeping = next;
-    return next;
+    done.then(
+      (report) => this.log.info({ sweep, runs: report.runs.length, blobs: report.blobs.length, tempFiles: report.tempFiles }, 'artifact sweep ended'),
+      (raw) => this.log.info({ sweep, err: coerceError(raw) }, 'artifact sweep ended early'),
+    );
+    this.current = { key, done };
+    return done;
+  }
+
+  /** Throws ShuttingDownError once stop() was called: checked between the sweep's steps. */
+  private checkAborted(): void {
+    if (this.abort.signal.aborted) throw new ShuttingDownError('the server is shutting down: the artifact sweep was stopped');
   }
 
   private async sweepOnce(dryRun: boolean, policy: RetentionPolicy): Promise<SweepReport> {
+    // Let the caller see `current` set before any work (and any abort) happens.
+    await Promise.resolve();
+    this.checkAborted();
     const runs = await this.store.expiredArtifacts(policy);
     const runIds = runs.map((r) => r.runId);
+    this.checkAborted();
     if (!dryRun) await this.store.deleteArtifacts(runIds);
     const settledBefore = this.now() - this.settings.graceMs;
     const blobs: SweepReport['blobs'] = [];
@@ -100,6 +136,7 @@ export class ArtifactSweeper {
       batch = [];
     };
     for await (const blob of this.settledBlobs(settledBefore)) {
+      this.checkAborted();
       batch.push(blob);
       if (batch.length >= BLOB_BATCH) await flush();
     }
@@ -107,6 +144,7 @@ export class ArtifactSweeper {
     let tempFiles = 0;
     const tmp = path.join(this.blobs.dir, 'tmp');
     for (const name of await readdir(tmp).catch(() => [])) {
+      this.checkAborted();
       // A temp file this old belongs to an upload that died with its server.
       if (dryRun ? await this.isSettled(path.join(tmp, name), settledBefore) : await this.removeIfSettled(path.join(tmp, name), settledBefore)) tempFiles += 1;
     }
@@ -118,6 +156,7 @@ export class ArtifactSweeper {
     for (const shard of await readdir(this.blobs.dir)) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
       for (const name of await readdir(path.join(this.blobs.dir, shard)).catch(() => [])) {
+        this.checkAborted();
         if (!isSha256(name)) continue;
         const file = path.join(this.blobs.dir, shard, name);
         const stats = await stat(file).catch(() => undefined);

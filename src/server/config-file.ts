@@ -6,12 +6,19 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../core/index.js';
+import { durationRangeProblem, formatDuration, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
 import { PROVIDER_KINDS } from './latent/providers.js';
 import type { S3Settings } from './upload/s3-target.js';
 
-const duration = z.string().refine((text) => parseDuration(text) !== undefined, { message: 'use a duration like 10s, 5m or 1h' });
+/** A duration, at most `max` (the message names the limit; the issue's path names the field). */
+const boundedDuration = (max: number) => z.string()
+  .refine((text) => parseDuration(text) !== undefined, { message: 'use a duration like 10s, 5m or 1h', abort: true })
+  .refine((text) => durationRangeProblem(parseDuration(text)!, max) === undefined, { message: `at most ${formatDuration(max)}` });
+/** A duration compared with times (retention): at most 3660d. */
+const duration = boundedDuration(MAX_DURATION_MS);
+/** A duration that becomes one timer: at most 24d (setTimeout fires at once past 24.8 days). */
+const timerDuration = boundedDuration(MAX_TIMER_MS);
 const size = z.union([z.number().int().min(0), z.string()])
   .transform((value) => String(value))
   .refine((text) => parseSize(text) !== undefined, { message: 'use a size like 512mb or 4gb' });
@@ -33,8 +40,8 @@ const artifactsSchema = z.strictObject({
 
 const uploadSchema = z.strictObject({
   url: z.string().min(1),
-  retry_min: duration.optional(),
-  retry_max: duration.optional(),
+  retry_min: timerDuration.optional(),
+  retry_max: timerDuration.optional(),
   /** S3-compatible targets. */
   endpoint: z.string().optional(),
   region: z.string().optional(),
@@ -45,8 +52,8 @@ const uploadSchema = z.strictObject({
 
 /** A duration that may be negative (`-1`: never), for idle_timeout. */
 const signedDuration = z.union([z.number().int(), z.string()]).transform((v) => String(v)).refine(
-  (text) => /^-\d+$/.test(text) || text === '0' || parseDuration(text) !== undefined,
-  { message: 'use a duration like 10m, 0 (one run per instance) or -1 (never)' },
+  (text) => /^-\d+$/.test(text) || text === '0' || (parseDuration(text) !== undefined && parseDuration(text)! <= MAX_TIMER_MS),
+  { message: `use a duration like 10m (at most ${formatDuration(MAX_TIMER_MS)}), 0 (one run per instance) or -1 (never)` },
 );
 
 const poolSchema = z.strictObject({
@@ -57,8 +64,8 @@ const poolSchema = z.strictObject({
   max: z.number().int().min(1).max(1000),
   min_idle: z.number().int().min(0).default(0),
   idle_timeout: signedDuration.optional(),
-  start_timeout: duration.default('10m'),
-  check_interval: duration.default('10s').refine((text) => parseDuration(text)! >= 100, { message: 'at least 100ms' }),
+  start_timeout: timerDuration.default('10m'),
+  check_interval: timerDuration.default('10s').refine((text) => parseDuration(text)! >= 100, { message: 'at least 100ms' }),
   options: z.record(z.string(), z.unknown()).default({}),
 });
 /** A pool as the file gives it; `options` checked by its provider's schema, relative paths from `baseDir`. */
@@ -73,9 +80,9 @@ const configSchema = z.strictObject({
   config_dir: z.string().optional(),
   /** Store URL (default: SQLite in the data dir). */
   store: z.string().optional(),
-  heartbeat: duration.optional(),
-  reattach_grace: duration.optional(),
-  backstop: duration.optional(),
+  heartbeat: timerDuration.optional(),
+  reattach_grace: timerDuration.optional(),
+  backstop: timerDuration.optional(),
   artifacts: artifactsSchema.optional(),
   upload: z.union([z.string().min(1).transform((url): z.infer<typeof uploadSchema> => ({ url })), uploadSchema]).optional(),
   pools: z.array(poolSchema).optional(),

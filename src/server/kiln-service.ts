@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, holdsRun, nextDue, statusFor, validateSchedule,
+  describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, holdsRun, isTimeInRange, nextDue, planFiring, CATCH_UP_LIMIT, statusFor, validateSchedule,
   type JobSandbox, type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
 import type { SandboxChange } from './api/schemas.js';
@@ -67,6 +67,9 @@ export interface KilnServiceParts {
 
 /** Longest single sleep of the deadline timer (re-read from the store after it). */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
+
+/** A time for a log line; a stored value out of Date's range is logged as the number. */
+const isoOrValue = (ms: number): string | number => (isTimeInRange(ms) ? new Date(ms).toISOString() : ms);
 
 /** Checks a schedule at the API's edge. */
 function checkSchedule(schedule: Schedule): void {
@@ -231,9 +234,20 @@ export class KilnService {
     let queued = false;
     for (const job of await this.store.dueJobs(now)) {
       if (job.nextAt === null) continue;
-      const next = nextDue(job.schedule, job.nextAt, now, job.catchUp) ?? null;
+      // One pass, one transaction per job, whatever it missed: a catch-up replays a bounded number
+      // of slots and counts the rest (see planFiring), and its next time is after now.
+      const plan = planFiring(job.schedule, job.nextAt, now, job.catchUp);
+      const next = plan.next ?? null;
       const runs = this.platformsFor(job).map((platform) => this.newRun(job, platform));
-      const fired = await this.store.fireSchedule(job.name, job.nextAt, next, runs, now, this.parts.backstopMs);
+      // A job waits in a queue at most once: the replayed slots after the first find it queued.
+      const missedCount = plan.slots.length - 1 + plan.skipped;
+      const missed = missedCount === 0 ? undefined : {
+        count: missedCount,
+        reason: `catch-up: ${plan.slots.length} missed slots replayed at once (a job is queued at most once)`
+          + (plan.skipped > 0 ? `, ${plan.skippedExact ? '' : 'more than '}${plan.skipped} later missed slots not replayed (at most ${CATCH_UP_LIMIT} per pass)` : ''),
+      };
+      if (missed) this.log.info({ job: job.name, from: isoOrValue(job.nextAt), replayed: plan.slots.length, skipped: plan.skipped, skippedExact: plan.skippedExact }, 'schedule catching up');
+      const fired = await this.store.fireSchedule(job.name, job.nextAt, next, runs, now, this.parts.backstopMs, missed);
       if (fired.outcome !== 'stale') for (const runId of fired.cancelled ?? []) this.parts.hub.ended(runId);
       if (fired.outcome === 'queued') {
         queued = true;
@@ -241,10 +255,12 @@ export class KilnService {
           this.holder(run)?.cancel(run.id, 'cancelled by the schedule: superseded by the next scheduled run');
           this.noteDeadline(run.deadlineAt);
         }
-        this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), next: next && new Date(next).toISOString() }, 'schedule fired');
+        this.log.info({ job: job.name, due: isoOrValue(job.nextAt), next: next && isoOrValue(next) }, 'schedule fired');
       } else if (fired.outcome === 'skipped') {
-        this.log.info({ job: job.name, due: new Date(job.nextAt).toISOString(), reason: fired.reason }, 'schedule due, nothing queued');
+        this.log.info({ job: job.name, due: isoOrValue(job.nextAt), reason: fired.reason }, 'schedule due, nothing queued');
       }
+      // Let requests in between jobs: many due jobs (each a cron search, a transaction) must not hold /healthz.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     if (queued) this.parts.dispatcher.kick();
   }
@@ -516,6 +532,8 @@ export class KilnService {
   static parseTime(text: string): number {
     const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(text) ? Date.parse(text) : NaN;
     if (Number.isNaN(ms)) throw new InvalidRequestError(`'${text}' is not an RFC 3339 time (e.g. 2026-11-22T10:00:00+01:00)`);
+    // Stored times stay printable: a year-0000 time with a +01:00 offset would be before 1970, say.
+    if (!isTimeInRange(ms)) throw new InvalidRequestError(`next: '${text}' is outside the times Kiln keeps (1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)`);
     return ms;
   }
 }

@@ -333,8 +333,13 @@ export interface JobStore {
    * queued, `cancel-previous` cancels the queued ones, asks for the running ones to be cancelled
    * (returned, for their workers to be told), and queues. Runs for a dropped platform are skipped.
    * `stale`, changing nothing, when the job's next time is no longer `expectedNextAt`.
+   * `missed`, when given, is recorded in the same transaction as `missed.count` more skips with
+   * its reason (a catch-up's slots that queued nothing): one record, whatever the count.
    */
-  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs?: number): Promise<FireOutcome>;
+  fireSchedule(
+    name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs?: number,
+    missed?: { count: number; reason: string },
+  ): Promise<FireOutcome>;
   /** Records a due time that queued nothing, with the reason. */
   recordSkip(name: string, at: number, reason: string): Promise<void>;
 

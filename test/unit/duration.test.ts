@@ -1,7 +1,7 @@
 /** Durations as typed on the command line: parseDuration and formatDuration. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatDuration, parseDuration } from '../../src/core/index.js';
+import { durationRangeProblem, formatDuration, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration } from '../../src/core/index.js';
 
 const S = 1000;
 const M = 60 * S;
@@ -61,4 +61,15 @@ test('formatDuration output parses back to the same value', () => {
   for (const ms of [0, 1, 999, 1000, 61_001, H + 30 * M, 3 * D + 4 * H + 5 * M + 6 * S + 7, 10 * 7 * D]) {
     assert.equal(parseDuration(formatDuration(ms)), ms, String(ms));
   }
+});
+
+test('parseDuration refuses a number no double holds; durationRangeProblem names the limit', () => {
+  assert.equal(parseDuration('9'.repeat(400) + 'd'), undefined);
+  assert.equal(parseDuration('100000000d'), 100_000_000 * D, 'a duration, refused by its range check, not the parser');
+  assert.equal(durationRangeProblem(100_000_000 * D), 'at most 3660d');
+  assert.equal(durationRangeProblem(MAX_DURATION_MS), undefined);
+  assert.equal(durationRangeProblem(25 * D, MAX_TIMER_MS), 'at most 24d');
+  assert.equal(durationRangeProblem(Number.NaN), 'at most 3660d');
+  assert.equal(durationRangeProblem(5, MAX_TIMER_MS, 10), 'at least 10ms');
+  assert.ok(MAX_TIMER_MS < 2 ** 31 - 1, 'a timer this long still waits (setTimeout fires at once past 2^31-1 ms)');
 });

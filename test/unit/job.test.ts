@@ -62,3 +62,12 @@ test('labelsMatch: a worker matches when it has every label the job wants', () =
     assert.equal(labelsMatch(wanted, offered), want, `${JSON.stringify(wanted)} vs ${JSON.stringify(offered)}`);
   }
 });
+
+test('parsePairs keeps names like constructor and toString as plain keys and refuses __proto__', () => {
+  const pairs = parsePairs(['constructor=a', 'toString=b', 'hasOwnProperty=c'], '--label');
+  assert.deepEqual(Object.entries(pairs), [['constructor', 'a'], ['toString', 'b'], ['hasOwnProperty', 'c']]);
+  assert.throws(() => parsePairs(['__proto__=x'], '--label'), /--label name '__proto__' is reserved/);
+  assert.equal(labelsMatch({ constructor: 'a' }, pairs), true);
+  assert.equal(labelsMatch({ constructor: 'a' }, {}), false);
+  assert.equal(labelsMatch({ toString: '[object Object]' }, {}), false, "an Object's own methods are no labels");
+});

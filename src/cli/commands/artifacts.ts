@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { formatDuration, formatSize, normaliseArtifactPath, parseDuration } from '../../core/index.js';
+import { durationRangeProblem, formatDuration, formatSize, normaliseArtifactPath, parseDuration } from '../../core/index.js';
 import { UsageError } from '../../errors.js';
 import { clientFor, globals } from '../context.js';
 import { printJson, printTable } from '../output.js';
@@ -82,6 +82,8 @@ function registerGcCommand(program: Command): void {
       if (flags.keepFor !== undefined) {
         const ms = parseDuration(flags.keepFor);
         if (ms === undefined) throw new UsageError(`bad --keep-for '${flags.keepFor}': use a duration like 12h or 30d`);
+        const problem = durationRangeProblem(ms);
+        if (problem) throw new UsageError(`bad --keep-for '${flags.keepFor}': ${problem}`);
         body.keepForMs = ms;
       }
       const reply = await clientFor(command).request<GcReply>('POST', '/api/artifacts/gc', body);

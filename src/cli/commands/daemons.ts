@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { parseDuration, parsePairs, parseSize } from '../../core/index.js';
+import { durationRangeProblem, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration, parsePairs, parseSize } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
@@ -47,7 +47,7 @@ function sizeFlag(flag: string, text: string): number {
 
 async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const { host, port } = parseListen(flags.listen);
-  const optional = (flag: string, text: string | undefined) => (text === undefined ? undefined : durationFlag(flag, text));
+  const optional = (flag: string, text: string | undefined, max = MAX_TIMER_MS) => (text === undefined ? undefined : durationFlag(flag, text, false, max));
   const timings = {
     heartbeatMs: optional('--heartbeat', flags.heartbeat),
     reattachGraceMs: optional('--reattach-grace', flags.reattachGrace),
@@ -63,9 +63,10 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   }
   const retention = {
     keepRuns,
-    keepForMs: optional('--keep-artifacts-for', flags.keepArtifactsFor),
-    sweepEveryMs: optional('artifacts.sweep_every', flags.sweepEvery),
-    graceMs: flags.blobGrace === undefined ? undefined : durationFlag('artifacts.blob_grace', flags.blobGrace, true),
+    // Retention times are compared with run times, not timers (the sweeper caps its own sleep).
+    keepForMs: optional('--keep-artifacts-for', flags.keepArtifactsFor, MAX_DURATION_MS),
+    sweepEveryMs: optional('artifacts.sweep_every', flags.sweepEvery, MAX_DURATION_MS),
+    graceMs: flags.blobGrace === undefined ? undefined : durationFlag('artifacts.blob_grace', flags.blobGrace, true, MAX_DURATION_MS),
   };
   const upload = flags.upload === undefined ? undefined : {
     url: flags.upload,
@@ -142,9 +143,11 @@ interface WorkerFlags {
 }
 
 /** Parses a duration flag or throws a usage error naming it. */
-function durationFlag(flag: string, text: string, allowZero = false): number {
+function durationFlag(flag: string, text: string, allowZero = false, max = MAX_TIMER_MS): number {
   const ms = parseDuration(text);
   if (ms === undefined || ms < 0 || (!allowZero && ms === 0)) throw new UsageError(`bad ${flag} '${text}': use a duration like 500ms, 10s, 5m`);
+  const problem = durationRangeProblem(ms, max);
+  if (problem) throw new UsageError(`bad ${flag} '${text}': ${problem}${max === MAX_TIMER_MS ? ' (longer timers fire at once)' : ''}`);
   return ms;
 }
 

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import {
-  describeSchedule, firstAfter, isoInZone, isPeriod, isValidTemplateName, OVERLAPS, parseDuration, parsePairs, PERIODS, scheduleZone,
+  describeSchedule, firstAfter, formatDuration, isoInZone, isPeriod, isValidTemplateName, MAX_JOB_TIMEOUT_MS, OVERLAPS, parseDuration, parsePairs, PERIODS, scheduleZone,
   parseSize, upcoming, validateSchedule, type Schedule,
 } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
@@ -141,11 +141,13 @@ function jobBody(flags: JobFlags): Record<string, unknown> {
   if (flags.timeout !== undefined) {
     const ms = parseDuration(flags.timeout);
     if (ms === undefined || ms <= 0) throw new UsageError(`bad --timeout '${flags.timeout}': use a duration like 90s, 30m or 2h`);
+    if (ms > MAX_JOB_TIMEOUT_MS) throw new UsageError(`bad --timeout '${flags.timeout}': at most ${formatDuration(MAX_JOB_TIMEOUT_MS)}`);
     body.timeoutMs = ms;
   }
   if (flags.idleTimeout !== undefined) {
     const ms = flags.idleTimeout === 'off' ? null : parseDuration(flags.idleTimeout);
     if (ms === undefined || ms === 0) throw new UsageError(`bad --idle-timeout '${flags.idleTimeout}': use a duration like 5m, or off`);
+    if (ms !== null && ms > MAX_JOB_TIMEOUT_MS) throw new UsageError(`bad --idle-timeout '${flags.idleTimeout}': at most ${formatDuration(MAX_JOB_TIMEOUT_MS)}`);
     body.idleTimeoutMs = ms;
   }
   for (const [flag, key, value] of [['--retries', 'retries', flags.retries], ['--failure-retries', 'failureRetries', flags.failureRetries]] as const) {

@@ -1,20 +1,44 @@
 /** How jobs, runs and workers look in API responses: times as ISO 8601, results also as text. */
-import { describeSchedule, formatResult, isoInZone, scheduleZone } from '../../core/index.js';
+import type { Logger } from 'pino';
+import { describeSchedule, formatResult, isoInZone, isTimeInRange, scheduleZone } from '../../core/index.js';
 import type { Delivery, Job, Run, RunEvent, WorkerRecord } from '../../store/index.js';
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const iso = (ms: number | null) => (ms === null ? null : isTimeInRange(ms) ? new Date(ms).toISOString() : null);
 
-export function presentJob(job: Job) {
+/**
+ * A stored time as text, or null when it cannot be one (out of range, a zone this runtime lacks):
+ * a value written by an older version or by hand must not make every listing fail.
+ */
+function shownTime(job: Job, field: string, ms: number | null, zone: string, log: Pick<Logger, 'warn'> | undefined): string | null {
+  if (ms === null) return null;
+  try {
+    return isoInZone(ms, zone);
+  } catch (raw) {
+    log?.warn({ job: job.name, field, value: ms, zone, err: (raw as Error).message }, 'stored time cannot be shown; listed as none');
+    return null;
+  }
+}
+
+/** A job for the API; `log` hears about stored values that cannot be shown (they are shown as null). */
+export function presentJob(job: Job, log?: Pick<Logger, 'warn'>) {
   const zone = scheduleZone(job.schedule);
+  let scheduleText: string;
+  try {
+    scheduleText = describeSchedule(job.schedule) ?? 'invalid';
+  } catch (raw) {
+    log?.warn({ job: job.name, schedule: job.schedule, err: (raw as Error).message }, 'stored schedule cannot be shown');
+    scheduleText = 'invalid';
+  }
+  const skipAt = job.lastSkip && shownTime(job, 'lastSkip.at', job.lastSkip.at, zone, log);
   return {
-    name: job.name, platform: job.platform, schedule: job.schedule, scheduleText: describeSchedule(job.schedule),
+    name: job.name, platform: job.platform, schedule: job.schedule, scheduleText,
     paused: job.paused, overlap: job.overlap, catchUp: job.catchUp,
     timeoutMs: job.timeoutMs, idleTimeoutMs: job.idleTimeoutMs, retries: job.retries, failureRetries: job.failureRetries,
     env: job.env, labels: job.labels, script: job.script, template: job.template, vars: job.vars,
     artifacts: job.artifacts, artifactsOnFailure: job.artifactsOnFailure, sandbox: job.sandbox,
     /** ISO 8601 in the schedule's zone, with its offset. */
-    nextAt: job.nextAt === null ? null : isoInZone(job.nextAt, zone),
-    skipped: job.skipped, lastSkip: job.lastSkip && { at: isoInZone(job.lastSkip.at, zone), reason: job.lastSkip.reason },
+    nextAt: shownTime(job, 'nextAt', job.nextAt, zone, log),
+    skipped: job.skipped, lastSkip: job.lastSkip && { at: skipAt ?? '-', reason: job.lastSkip.reason },
     createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt),
   };
 }

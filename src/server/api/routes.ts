@@ -41,12 +41,12 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     return reply.code(201).send({ job: presentJob(job), runs: runs.map(presentRun), run: runs[0] ? presentRun(runs[0]) : null });
   });
 
-  app.get('/api/jobs', forAdmin, async () => ({ jobs: (await store.listJobs()).map(presentJob) }));
+  app.get('/api/jobs', forAdmin, async (request) => ({ jobs: (await store.listJobs()).map((job) => presentJob(job, request.log)) }));
 
   app.get('/api/jobs/:name', forAdmin, async (request) => {
     const job = await store.getJob(nameParam(request.params));
     if (!job) throw new JobNotFoundError(nameParam(request.params));
-    return { job: presentJob(job) };
+    return { job: presentJob(job, request.log) };
   });
 
   app.patch('/api/jobs/:name', forAdmin, async (request) => {
@@ -124,13 +124,19 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
 
   app.get('/api/workers', forAdmin, async () => ({ workers: await listWorkers(), pools: pools() }));
 
-  app.get('/api/info', forAdmin, async () => {
+  app.get('/api/info', forAdmin, async (request) => {
     const [jobs, queued, running, workers, summary] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary()]);
-    const queues: Record<string, ReturnType<typeof presentRun>[]> = {};
-    for (const run of queued) (queues[run.platform] ??= []).push(presentRun(run));
+    // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
+    const byPlatform = new Map<string, ReturnType<typeof presentRun>[]>();
+    for (const run of queued) {
+      const queue = byPlatform.get(run.platform) ?? [];
+      if (queue.length === 0) byPlatform.set(run.platform, queue);
+      queue.push(presentRun(run));
+    }
+    const queues = Object.fromEntries(byPlatform);
     return {
       schedule: jobs.map((job) => {
-        const shown = presentJob(job);
+        const shown = presentJob(job, request.log);
         return {
           job: job.name, platforms: service.platformsFor(job), schedule: shown.scheduleText, paused: job.paused, overlap: job.overlap,
           nextAt: shown.nextAt, skipped: job.skipped, lastSkip: shown.lastSkip,

@@ -1,6 +1,9 @@
 /** Shapes of API requests, validated where they enter. */
 import { z } from 'zod';
-import { isValidJobName, isValidTemplateName, JOB_NAME_RULE, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES, type Schedule } from '../../core/index.js';
+import {
+  formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
+  type Schedule,
+} from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
 
 /** Largest script a job may carry. */
@@ -13,14 +16,19 @@ const envMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environmen
 const script = z.string().min(1, 'the script is empty').refine((s) => Buffer.byteLength(s) <= MAX_SCRIPT_BYTES, {
   message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes`,
 });
-const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(7 * 86_400_000, 'the timeout must be at most 7 days');
+const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(MAX_JOB_TIMEOUT_MS, 'the timeout must be at most 7 days');
 const retries = z.number().int().min(0).max(100);
 const templateName = z.string().refine(isValidTemplateName, { message: 'template names use letters, digits, - and _ (no /, no dots)' });
 const varMap = z.record(z.string().regex(/^[A-Za-z0-9_]+$/, 'variable names use letters, digits and _'), z.string().max(65_536));
 /** A schedule: a period, an interval, or a cron expression in a zone (checked further by validateSchedule). */
 const schedule: z.ZodType<Schedule> = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('period'), period: z.enum(PERIODS) }),
-  z.strictObject({ kind: z.literal('every'), everyMs: z.number().int() }),
+  z.strictObject({
+    kind: z.literal('every'),
+    everyMs: z.number().int()
+      .min(MIN_EVERY_MS, `the interval must be at least ${formatDuration(MIN_EVERY_MS)}`)
+      .max(MAX_EVERY_MS, `the interval must be at most ${formatDuration(MAX_EVERY_MS)} (about 10 years)`),
+  }),
   z.strictObject({ kind: z.literal('cron'), expr: z.string().min(1).max(256), tz: z.string().min(1).max(64).default('UTC') }),
 ]) as z.ZodType<Schedule>;
 /** What a job asks of its sandbox (`sandbox` in job bodies). */
@@ -55,7 +63,7 @@ const jobFields = {
   overlap: z.enum(OVERLAPS).optional(),
   catchUp: z.boolean().optional(),
   timeoutMs: timeoutMs.optional(),
-  idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(7 * 86_400_000).nullable().optional(),
+  idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(MAX_JOB_TIMEOUT_MS, 'the idle timeout must be at most 7 days').nullable().optional(),
   retries: retries.optional(),
   failureRetries: retries.optional(),
   /** Globs of the files to keep as artifacts. */
@@ -89,7 +97,7 @@ export const cancelBody = z.strictObject({ by: z.string().min(1).max(128).option
 export const executeBody = z.strictObject({ platform: platform.optional() });
 
 /** Body of `POST /api/jobs/:name/reschedule`. */
-export const rescheduleBody = z.strictObject({ next: z.string().min(1) });
+export const rescheduleBody = z.strictObject({ next: z.string().min(1).max(64) });
 
 /** Query of `GET /api/runs`. */
 export const listRunsQuery = z.strictObject({
@@ -119,8 +127,8 @@ export const consoleQuery = z.strictObject({
 /** `POST /api/artifacts/gc`: sweep now (or say what would go), with the server's policy or these. */
 export const gcBody = z.strictObject({
   dryRun: z.boolean().default(false),
-  keepRuns: z.number().int().min(0).optional(),
-  keepForMs: z.number().int().min(0).optional(),
+  keepRuns: z.number().int().min(0).max(1_000_000_000).optional(),
+  keepForMs: z.number().int().min(0).max(MAX_DURATION_MS, `at most ${formatDuration(MAX_DURATION_MS)} (about 10 years)`).optional(),
 });
 
 export function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {

@@ -7,13 +7,15 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { z } from 'zod';
-import { parseDuration } from '../../core/index.js';
+import { formatDuration, MAX_TIMER_MS, parseDuration } from '../../core/index.js';
 import type { ProviderContext } from './providers.js';
 import { instanceEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** A command: an argv array, run as it is, or a string, run by `sh -c`. */
 const command = z.union([z.array(z.string()).min(1), z.string().min(1)]);
-const duration = z.string().refine((text) => parseDuration(text) !== undefined, { message: 'use a duration like 30s or 5m' });
+const duration = z.string().refine((text) => parseDuration(text) !== undefined && parseDuration(text)! <= MAX_TIMER_MS, {
+  message: `use a duration like 30s or 5m (at most ${formatDuration(MAX_TIMER_MS)})`,
+});
 
 /** Options of an exec pool (`options:` in its config). */
 export const execOptionsSchema = z.strictObject({

@@ -425,10 +425,17 @@ class SqliteStore implements JobStore {
     return value ?? undefined;
   }
 
-  fireSchedule(name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs = 0): Promise<FireOutcome> {
+  fireSchedule(
+    name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs = 0,
+    missed?: { count: number; reason: string },
+  ): Promise<FireOutcome> {
     return this.tx((): FireOutcome => {
       const changed = this.db.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
       if (changed !== 1) return { outcome: 'stale' };
+      // Recorded first: a skip of this firing (below) then shows as the latest reason, the count includes both.
+      if (missed && missed.count > 0) {
+        this.db.prepare('UPDATE jobs SET skipped = skipped + ?, last_skip = ? WHERE name = ?').run(missed.count, JSON.stringify({ at: now, reason: missed.reason }), name);
+      }
       const job = toJob(this.jobRow(name));
       const skip = (reason: string): { outcome: 'skipped'; reason: string } => {
         this.skipInTx(name, now, reason);
