@@ -7,3 +7,4 @@ export * from './template.js';
 export * from './artifact.js';
 export * from './size.js';
 export * from './sandbox.js';
+export * from './backoff.js';
