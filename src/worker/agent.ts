@@ -92,6 +92,8 @@ export class WorkerAgent {
   private attempts = 0;
   private stopping = false;
   private closing = false;
+  /** The server this worker belongs to is gone for good: nothing is reported any more. */
+  private abandoned = false;
   private finishedOne = false;
   private exitCode: number = WorkerExit.ok;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -130,6 +132,33 @@ export class WorkerAgent {
       this.log.error({ runs: [...this.held.keys()] }, 'stopping without delivering these results: the server did not take them in time');
       this.close(WorkerExit.failed);
     }, this.options.drainMs + DELIVERY_GRACE_MS);
+  }
+
+  /**
+   * The server this worker belongs to is gone for good: the lifeline its starter holds has closed
+   * (a pool instance whose server died, even by SIGKILL; the worker of a dead `kiln up`). Nobody
+   * will take the results and no later server adopts this worker, so nothing drains: every job's
+   * process tree is killed now, and the worker exits once they are gone, without reporting.
+   */
+  abandon(reason: string): void {
+    if (this.closing || this.abandoned) return;
+    this.abandoned = true;
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.drainTimer);
+    clearTimeout(this.giveUpTimer);
+    this.log.warn({ running: this.held.size, reason }, 'abandoned: killing the running jobs now and exiting without draining');
+    const running = [...this.held.values()].map((held) => {
+      // Released: its end is not reported and its spool is removed once the job is gone.
+      held.released = true;
+      clearTimeout(held.timer);
+      held.execution.kill(reason);
+      return held.execution.done;
+    });
+    void Promise.allSettled(running).then(() => {
+      this.held.clear();
+      this.close(WorkerExit.failed);
+    });
   }
 
   private cancelAll(reason: string): void {
@@ -267,6 +296,8 @@ export class WorkerAgent {
 
   /** Uploads the run's files within the server's limits; each one not kept is said in the console, with why. */
   private async keepArtifacts(run: RunAssignment, workDir: string, say: (text: string) => void): Promise<SkippedArtifact[]> {
+    // No server will take them: uploading would only keep the worker alive.
+    if (this.abandoned) return [];
     const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
     const target = { server: this.options.server, token: this.options.token, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
     const limits = run.artifactLimits ?? { fileBytes: Infinity, runBytes: Infinity };
@@ -371,6 +402,7 @@ export class WorkerAgent {
     this.socket = undefined;
     this.ready = false;
     if (code === 1000 && this.closing) return;
+    if (this.abandoned) return;
     if (code === CloseCode.protocolVersion) return this.close(WorkerExit.refused);
     if (code === CloseCode.nameTaken && this.held.size === 0) return this.close(WorkerExit.refused);
     if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);

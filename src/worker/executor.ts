@@ -45,6 +45,8 @@ export interface ExecutorOptions {
 export interface Execution {
   /** Stops the job (SIGTERM, then SIGKILL after the grace); the report says `aborted: reason`. */
   stop(reason: string, cause: StopCause): void;
+  /** Kills the job's process tree now, with no grace (its worker is going away at once). */
+  kill(reason: string): void;
   /** Resolves with the report once the job has ended and its work dir is gone. */
   done: Promise<RunReport>;
 }
@@ -74,9 +76,11 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     stopped ??= { reason, cause };
     signalStop();
   };
-  /** SIGTERM now, SIGKILL after the grace (once the sandbox exists). */
+  let killNow = false;
+  /** SIGTERM now, SIGKILL after the grace (once the sandbox exists); SIGKILL at once after `kill`. */
   const signalStop = () => {
     if (!sandbox) return;
+    if (killNow) return sandbox.terminate();
     sandbox.interrupt();
     killTimer ??= setTimeout(() => sandbox?.terminate(), options.killGraceMs);
   };
@@ -200,5 +204,9 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     }
   };
 
-  return { stop, done: execute() };
+  const kill = (reason: string) => {
+    killNow = true;
+    stop(reason, 'shutdown');
+  };
+  return { stop, kill, done: execute() };
 }
