@@ -18,7 +18,7 @@ import {
   type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type SkippedArtifact, type WorkerMessage,
 } from '../protocol/index.js';
 import { KILN_VERSION } from '../version.js';
-import { collectArtifacts, uploadArtifact, type CollectedFile } from './artifacts.js';
+import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
@@ -306,19 +306,38 @@ export class WorkerAgent {
       skipped.push({ path: file.path, size: file.size, reason });
       say(`kiln: artifact ${file.path} not kept: ${reason}`);
     };
-    let kept = 0;
-    let bytes = 0;
+    let planned = 0;
+    const within: CollectedFile[] = [];
     for (const file of files) {
       if (file.size > limits.fileBytes) {
         skip(file, `${file.size} bytes is over the per-file limit of ${limits.fileBytes} bytes`);
         continue;
       }
-      if (bytes + file.size > limits.runBytes) {
-        skip(file, `it would take the run's artifacts to ${bytes + file.size} bytes, over the per-run limit of ${limits.runBytes} bytes`);
+      if (planned + file.size > limits.runBytes) {
+        skip(file, `it would take the run's artifacts to ${planned + file.size} bytes, over the per-run limit of ${limits.runBytes} bytes`);
         continue;
       }
+      planned += file.size;
+      within.push(file);
+    }
+    // Every file is read whole (hashed) before any is sent: output that cannot be read means the run
+    // keeps no artifacts at all (robur's rule, SPEC), so none may have reached the server by then.
+    const hashed: { file: CollectedFile; sha256: string }[] = [];
+    for (const file of within) {
       try {
-        await uploadArtifact(file, target);
+        hashed.push({ file, sha256: await hashFile(file.absolute) });
+      } catch (raw) {
+        const why = coerceError(raw).message;
+        say(`kiln: output file ${file.path} cannot be read (${why}); no artifacts kept`);
+        for (const other of within) skipped.push({ path: other.path, size: other.size, reason: other === file ? `cannot be read: ${why}` : `not kept: output file ${file.path} cannot be read` });
+        return skipped;
+      }
+    }
+    let kept = 0;
+    let bytes = 0;
+    for (const { file, sha256 } of hashed) {
+      try {
+        await uploadArtifact(file, target, sha256);
         kept += 1;
         bytes += file.size;
       } catch (raw) {

@@ -64,6 +64,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
   };
   let sandbox: Sandbox | undefined;
   let stopped: { reason: string; cause: StopCause } | undefined;
+  /** Why the job's output could not be read, if it could not: then the run keeps no artifacts. */
+  let unreadable: string | undefined;
   // Read through a function: `stopped` changes in callbacks, which TypeScript's narrowing cannot see.
   const stopRequest = () => stopped;
   let killTimer: NodeJS.Timeout | undefined;
@@ -98,7 +100,11 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       // A job that ran and was stopped (signal, timeout, cancel) keeps its files only when asked.
       const stoppedJob = report.result.kind === 'signalled' || report.stoppedBy !== undefined;
       const keep = report.result.kind === 'exited' || (run.artifactsOnFailure && stoppedJob);
-      if (options.keepArtifacts && keep) {
+      // Robur's rule (SPEC): output that could not be read is said in the console and the run ends
+      // without artifacts, with the job's own result: what was lost may be what the files depend on.
+      if (options.keepArtifacts && keep && unreadable !== undefined) {
+        say(`kiln: no artifacts kept: the job's output could not be read (${unreadable})`);
+      } else if (options.keepArtifacts && keep) {
         try {
           const skipped = await options.keepArtifacts(workDir, say);
           if (skipped.length > 0) report.artifactsSkipped = skipped;
@@ -171,7 +177,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
         });
         sandbox!.output.on('error', (raw) => {
           splitter.end();
-          say(`kiln: cannot read the job's output: ${coerceError(raw).message}`);
+          unreadable = coerceError(raw).message;
+          say(`kiln: cannot read the job's output: ${unreadable}`);
           resolve();
         });
       });
