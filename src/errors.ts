@@ -180,6 +180,11 @@ export class WorkerTokenNotFoundError extends KilnError {
 /** Turns anything thrown into a KilnError, so catch sites can branch on `code`. */
 export function coerceError(raw: unknown): KilnError {
   if (raw instanceof KilnError) return raw;
+  if (raw instanceof Error && DISK_FULL_CODES.has(String((raw as { code?: unknown }).code))) {
+    const wrapped = new DiskFullError(raw.message);
+    wrapped.stack = raw.stack;
+    return wrapped;
+  }
   if (raw instanceof Error) {
     const wrapped = new InternalError(raw.message);
     wrapped.stack = raw.stack;
@@ -199,5 +204,15 @@ export class ShuttingDownError extends KilnError {
 export class SweepBusyError extends KilnError {
   constructor() {
     super('KILN_ERR_SWEEP_BUSY', 409, 'an artifact sweep with another policy is running; try again when it has ended');
+  }
+}
+
+/** What SQLite (`SQLITE_FULL`) and the file system (`ENOSPC`, `EDQUOT`) say when there is no room left. */
+const DISK_FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
+
+/** The server's disk (store, artifacts) is full: the operator must free space; retrying later may succeed. */
+export class DiskFullError extends KilnError {
+  constructor(cause: string) {
+    super('KILN_ERR_DISK_FULL', 507, `the server's disk is full (${cause}): free some space and try again`);
   }
 }

@@ -8,3 +8,4 @@ export * from './artifact.js';
 export * from './size.js';
 export * from './sandbox.js';
 export * from './worker-identity.js';
+export * from './backoff.js';

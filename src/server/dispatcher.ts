@@ -4,6 +4,7 @@
  * servers sharing one database can dispatch at once.
  */
 import type { Logger } from 'pino';
+import { backoffMs, type BackoffTimings } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import type { JobStore, Run } from '../store/index.js';
 
@@ -44,6 +45,13 @@ export function freeSlots(session: WorkerSession): number {
   return session.capacity - session.running.size;
 }
 
+/**
+ * How soon a failed pass is tried again. Nothing else would wake the dispatcher for a run that is
+ * already queued next to an idle worker, so a store error (a locked or full disk) is retried by
+ * itself, soon at first and then less often while it lasts.
+ */
+export const DISPATCH_RETRY: BackoffTimings = { retryMinMs: 250, retryMaxMs: 30_000 };
+
 /** Hands queued runs to workers with free slots. */
 export class Dispatcher {
   private readonly sessions = new Map<string, WorkerSession>();
@@ -54,6 +62,10 @@ export class Dispatcher {
   private busy = false;
   private again = false;
   private idle: Promise<void> = Promise.resolve();
+  /** Passes failed in a row, and the timer of the next try. */
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   /** Told after each dispatch pass and when a worker comes or goes (the pools look then). */
   onChange: () => void = () => {};
 
@@ -110,6 +122,7 @@ export class Dispatcher {
 
   /** Asks for a dispatch pass; passes requested while one runs are merged into one more. */
   kick(): void {
+    if (this.stopped) return;
     if (this.busy) {
       this.again = true;
       return;
@@ -123,26 +136,48 @@ export class Dispatcher {
     return this.busy;
   }
 
+  /** Stops retrying failed passes and takes no more kicks (at shutdown, before the store closes). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+  }
+
   /** Resolves when no pass is running (for shutdown and tests). */
   settled(): Promise<void> {
     return this.idle;
   }
 
   private async loop(): Promise<void> {
+    let failed = false;
     do {
       this.again = false;
       try {
-        await this.pass();
+        failed = !(await this.pass());
       } catch (raw) {
+        failed = true;
         this.log.error({ err: coerceError(raw) }, 'dispatch pass failed');
       }
     } while (this.again);
+    if (failed) this.retryLater();
+    else this.failures = 0;
     // Cleared in the same tick as the last check of `again`: a kick can never fall in between.
     this.busy = false;
     this.onChange();
   }
 
-  private async pass(): Promise<void> {
+  /** Schedules the next pass after a failed one (one timer at most; a kick meanwhile runs sooner). */
+  private retryLater(): void {
+    if (this.stopped) return;
+    this.failures += 1;
+    const wait = backoffMs(this.failures, DISPATCH_RETRY);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.kick(), wait);
+    this.log.warn({ failures: this.failures, retryInMs: wait }, 'dispatch pass failed; trying again');
+  }
+
+  /** One pass over the workers; false when any of them could not be served (tried again later). */
+  private async pass(): Promise<boolean> {
+    let ok = true;
     // Least-loaded workers first, so runs spread across the farm.
     const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
     for (const session of candidates) {
@@ -151,9 +186,11 @@ export class Dispatcher {
         await this.fill(session);
       } catch (raw) {
         // One worker's trouble (a store error, say) must not keep the others from their runs.
+        ok = false;
         this.log.error({ err: coerceError(raw), worker: session.name }, 'dispatch to a worker failed');
       }
     }
+    return ok;
   }
 
   /** Hands runs to one worker until it is full or nothing matches. */

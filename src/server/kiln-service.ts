@@ -394,7 +394,28 @@ export class KilnService {
         this.log.info({ runId, worker: session.name, why }, 'released a run the worker still held');
       }
     }
+    await this.requeueUnheld(session, new Set(held.map((h) => h.runId)));
     return { resume, release };
+  }
+
+  /**
+   * Runs the store says are running on this worker that its hello does not list were never
+   * started: the dispatch was committed but the assignment never reached the worker (the server
+   * died in between, or the connection dropped with the frame). Waiting the re-attach grace for
+   * them is pointless (the worker is here and says it does not hold them), and ending them `lost`
+   * would spend a retry on a job that never ran: they go back to the front of their queue at once.
+   */
+  private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
+    for (const run of await this.store.listRunning()) {
+      if (run.worker !== session.name || held.has(run.id)) continue;
+      const reason = `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`;
+      const outcome = await this.endAttempt(
+        run.id,
+        { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'unstarted' },
+        session.name, run.attempt,
+      );
+      this.log.info({ runId: run.id, worker: session.name, attempt: run.attempt, outcome }, 'requeued a run its worker never started');
+    }
   }
 
   /** After re-attaching, tells the worker about cancels requested while it was away. */
@@ -415,7 +436,8 @@ export class KilnService {
 
   /** A run claimed for a worker that went away before it was sent. */
   async orphaned(run: Run): Promise<void> {
-    await this.lose(run.id, run.worker ?? undefined, 'worker lost before the run started');
+    // Guarded on the attempt: the worker may already be back and the run requeued and sent again.
+    await this.lose(run.id, run.worker ?? undefined, 'worker lost before the run started', run.attempt);
   }
 
   /** Notes a dispatched run's deadline. */
@@ -462,10 +484,10 @@ export class KilnService {
     this.unattended.delete(runId);
   }
 
-  private async lose(runId: string, worker: string | undefined, reason: string): Promise<void> {
+  private async lose(runId: string, worker: string | undefined, reason: string, attempt?: number): Promise<void> {
     const result: RunResult = { kind: 'aborted', reason };
     try {
-      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.parts.now(), retry: 'lost' }, worker);
+      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.parts.now(), retry: 'lost' }, worker, attempt);
     } catch (raw) {
       this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run');
     }
@@ -475,9 +497,9 @@ export class KilnService {
    * Ends an attempt: its console is written first, then the guarded transition; observers hear
    * the end, or the retry's note when the run goes back to the queue.
    */
-  private async endAttempt(runId: string, end: AttemptEnd, worker: string | undefined): Promise<'ended' | 'retried' | 'stale'> {
+  private async endAttempt(runId: string, end: AttemptEnd, worker: string | undefined, attempt?: number): Promise<'ended' | 'retried' | 'stale'> {
     await this.parts.hub.flush();
-    const { outcome, run } = await this.store.endAttempt(runId, end, { worker });
+    const { outcome, run } = await this.store.endAttempt(runId, end, { worker, attempt });
     this.attended(runId);
     if (outcome === 'stale') return outcome;
     this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, outcome === 'retried' ? 'run retried' : 'run ended');

@@ -56,6 +56,8 @@ export interface ServerOptions {
   backstopMs?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** Wraps the opened store. @internal For tests that make the store fail. */
+  wrapStore?: (store: JobStore) => JobStore;
 }
 
 /** A running server. */
@@ -81,7 +83,8 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   const now = options.now ?? Date.now;
   // Checked before anything is created: a bad upload URL stops the server with nothing written.
   const target = options.upload ? await openUploadTarget(options.upload) : undefined;
-  const store = await openStore(options.dataDir, options.store);
+  const opened = await openStore(options.dataDir, options.store);
+  const store = options.wrapStore ? options.wrapStore(opened) : opened;
   try {
     return await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target);
   } catch (raw) {
@@ -172,6 +175,7 @@ async function startOnStore(
     async close() {
       scheduler.stop();
       service!.stop();
+      dispatcher.stop();
       await outbox?.stop();
       await sweeper.stop();
       await pools?.stop();

@@ -167,8 +167,11 @@ export interface RunEvent {
 
 /** How an attempt ended and what to do about it. */
 export interface AttemptEnd extends RunEnd {
-  /** Which retry budget may give the run another attempt, if any. */
-  retry?: 'lost' | 'failure';
+  /**
+   * Which retry budget may give the run another attempt, if any. `unstarted`: the attempt never
+   * reached its worker, so the run goes back to the queue without using any budget.
+   */
+  retry?: 'lost' | 'failure' | 'unstarted';
 }
 
 /** What `endAttempt` did. */
@@ -288,12 +291,12 @@ export interface JobStore {
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean>;
 
   /**
-   * Ends the current attempt of a running run, guarded on `worker` when given. When `end.retry`
+   * Ends the current attempt of a running run, guarded on `worker` and `attempt` when given. When `end.retry`
    * names a budget with retries left (and no other run of the job is queued), the run goes back
    * to the front of its queue as its next attempt, with a console line saying why; otherwise it
    * ends as `end` says. `stale`: the run was no longer running (on that worker); nothing changed.
    */
-  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string }): Promise<{ outcome: AttemptOutcome; run: Run }>;
+  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }): Promise<{ outcome: AttemptOutcome; run: Run }>;
   /**
    * Cancels a run: a queued one ends `cancelled` at once; a running one is marked (its worker
    * stops it) and its deadline brought to `deadlineAt`. Throws RunFinishedError for a run that

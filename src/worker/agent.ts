@@ -18,7 +18,7 @@ import {
   type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type SkippedArtifact, type WorkerMessage,
 } from '../protocol/index.js';
 import { KILN_VERSION } from '../version.js';
-import { collectArtifacts, uploadArtifact, type CollectedFile } from './artifacts.js';
+import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
@@ -92,6 +92,8 @@ export class WorkerAgent {
   private attempts = 0;
   private stopping = false;
   private closing = false;
+  /** The server this worker belongs to is gone for good: nothing is reported any more. */
+  private abandoned = false;
   private finishedOne = false;
   private exitCode: number = WorkerExit.ok;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -130,6 +132,33 @@ export class WorkerAgent {
       this.log.error({ runs: [...this.held.keys()] }, 'stopping without delivering these results: the server did not take them in time');
       this.close(WorkerExit.failed);
     }, this.options.drainMs + DELIVERY_GRACE_MS);
+  }
+
+  /**
+   * The server this worker belongs to is gone for good: the lifeline its starter holds has closed
+   * (a pool instance whose server died, even by SIGKILL; the worker of a dead `kiln up`). Nobody
+   * will take the results and no later server adopts this worker, so nothing drains: every job's
+   * process tree is killed now, and the worker exits once they are gone, without reporting.
+   */
+  abandon(reason: string): void {
+    if (this.closing || this.abandoned) return;
+    this.abandoned = true;
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.drainTimer);
+    clearTimeout(this.giveUpTimer);
+    this.log.warn({ running: this.held.size, reason }, 'abandoned: killing the running jobs now and exiting without draining');
+    const running = [...this.held.values()].map((held) => {
+      // Released: its end is not reported and its spool is removed once the job is gone.
+      held.released = true;
+      clearTimeout(held.timer);
+      held.execution.kill(reason);
+      return held.execution.done;
+    });
+    void Promise.allSettled(running).then(() => {
+      this.held.clear();
+      this.close(WorkerExit.failed);
+    });
   }
 
   private cancelAll(reason: string): void {
@@ -267,6 +296,8 @@ export class WorkerAgent {
 
   /** Uploads the run's files within the server's limits; each one not kept is said in the console, with why. */
   private async keepArtifacts(run: RunAssignment, workDir: string, say: (text: string) => void): Promise<SkippedArtifact[]> {
+    // No server will take them: uploading would only keep the worker alive.
+    if (this.abandoned) return [];
     const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
     const target = { server: this.options.server, token: this.options.token, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
     const limits = run.artifactLimits ?? { fileBytes: Infinity, runBytes: Infinity };
@@ -275,19 +306,38 @@ export class WorkerAgent {
       skipped.push({ path: file.path, size: file.size, reason });
       say(`kiln: artifact ${file.path} not kept: ${reason}`);
     };
-    let kept = 0;
-    let bytes = 0;
+    let planned = 0;
+    const within: CollectedFile[] = [];
     for (const file of files) {
       if (file.size > limits.fileBytes) {
         skip(file, `${file.size} bytes is over the per-file limit of ${limits.fileBytes} bytes`);
         continue;
       }
-      if (bytes + file.size > limits.runBytes) {
-        skip(file, `it would take the run's artifacts to ${bytes + file.size} bytes, over the per-run limit of ${limits.runBytes} bytes`);
+      if (planned + file.size > limits.runBytes) {
+        skip(file, `it would take the run's artifacts to ${planned + file.size} bytes, over the per-run limit of ${limits.runBytes} bytes`);
         continue;
       }
+      planned += file.size;
+      within.push(file);
+    }
+    // Every file is read whole (hashed) before any is sent: output that cannot be read means the run
+    // keeps no artifacts at all (robur's rule, SPEC), so none may have reached the server by then.
+    const hashed: { file: CollectedFile; sha256: string }[] = [];
+    for (const file of within) {
       try {
-        await uploadArtifact(file, target);
+        hashed.push({ file, sha256: await hashFile(file.absolute) });
+      } catch (raw) {
+        const why = coerceError(raw).message;
+        say(`kiln: output file ${file.path} cannot be read (${why}); no artifacts kept`);
+        for (const other of within) skipped.push({ path: other.path, size: other.size, reason: other === file ? `cannot be read: ${why}` : `not kept: output file ${file.path} cannot be read` });
+        return skipped;
+      }
+    }
+    let kept = 0;
+    let bytes = 0;
+    for (const { file, sha256 } of hashed) {
+      try {
+        await uploadArtifact(file, target, sha256);
         kept += 1;
         bytes += file.size;
       } catch (raw) {
@@ -371,6 +421,7 @@ export class WorkerAgent {
     this.socket = undefined;
     this.ready = false;
     if (code === 1000 && this.closing) return;
+    if (this.abandoned) return;
     if (code === CloseCode.protocolVersion) return this.close(WorkerExit.refused);
     if (code === CloseCode.nameTaken && this.held.size === 0) return this.close(WorkerExit.refused);
     // Its credential will not do (another worker's name, a revoked token): retrying cannot help.

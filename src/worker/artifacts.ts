@@ -44,8 +44,8 @@ export async function collectArtifacts(workDir: string, globs: string[], skip: S
   return found;
 }
 
-/** The sha256 of a file, streamed. */
-async function hashFile(file: string): Promise<string> {
+/** The sha256 of a file, streamed (reading it whole also proves it can be read). */
+export async function hashFile(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest('hex');
@@ -82,8 +82,8 @@ const ATTEMPTS = 4;
 class RefusedUpload extends Error {}
 
 /** Streams one file to the server; retries transient failures; throws with the server's reason otherwise. */
-export async function uploadArtifact(file: CollectedFile, target: UploadTarget): Promise<{ sha256: string }> {
-  const sha256 = await hashFile(file.absolute);
+export async function uploadArtifact(file: CollectedFile, target: UploadTarget, knownSha256?: string): Promise<{ sha256: string }> {
+  const sha256 = knownSha256 ?? (await hashFile(file.absolute));
   const url = new URL(`/api/runs/${target.runId}/artifacts/${file.path.split('/').map(encodeURIComponent).join('/')}`, target.server);
   let lastError = '';
   for (let attempt = 1; attempt <= ATTEMPTS; attempt += 1) {

@@ -45,6 +45,8 @@ export interface ExecutorOptions {
 export interface Execution {
   /** Stops the job (SIGTERM, then SIGKILL after the grace); the report says `aborted: reason`. */
   stop(reason: string, cause: StopCause): void;
+  /** Kills the job's process tree now, with no grace (its worker is going away at once). */
+  kill(reason: string): void;
   /** Resolves with the report once the job has ended and its work dir is gone. */
   done: Promise<RunReport>;
 }
@@ -62,6 +64,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
   };
   let sandbox: Sandbox | undefined;
   let stopped: { reason: string; cause: StopCause } | undefined;
+  /** Why the job's output could not be read, if it could not: then the run keeps no artifacts. */
+  let unreadable: string | undefined;
   // Read through a function: `stopped` changes in callbacks, which TypeScript's narrowing cannot see.
   const stopRequest = () => stopped;
   let killTimer: NodeJS.Timeout | undefined;
@@ -74,9 +78,11 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     stopped ??= { reason, cause };
     signalStop();
   };
-  /** SIGTERM now, SIGKILL after the grace (once the sandbox exists). */
+  let killNow = false;
+  /** SIGTERM now, SIGKILL after the grace (once the sandbox exists); SIGKILL at once after `kill`. */
   const signalStop = () => {
     if (!sandbox) return;
+    if (killNow) return sandbox.terminate();
     sandbox.interrupt();
     killTimer ??= setTimeout(() => sandbox?.terminate(), options.killGraceMs);
   };
@@ -94,7 +100,11 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       // A job that ran and was stopped (signal, timeout, cancel) keeps its files only when asked.
       const stoppedJob = report.result.kind === 'signalled' || report.stoppedBy !== undefined;
       const keep = report.result.kind === 'exited' || (run.artifactsOnFailure && stoppedJob);
-      if (options.keepArtifacts && keep) {
+      // Robur's rule (SPEC): output that could not be read is said in the console and the run ends
+      // without artifacts, with the job's own result: what was lost may be what the files depend on.
+      if (options.keepArtifacts && keep && unreadable !== undefined) {
+        say(`kiln: no artifacts kept: the job's output could not be read (${unreadable})`);
+      } else if (options.keepArtifacts && keep) {
         try {
           const skipped = await options.keepArtifacts(workDir, say);
           if (skipped.length > 0) report.artifactsSkipped = skipped;
@@ -167,7 +177,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
         });
         sandbox!.output.on('error', (raw) => {
           splitter.end();
-          say(`kiln: cannot read the job's output: ${coerceError(raw).message}`);
+          unreadable = coerceError(raw).message;
+          say(`kiln: cannot read the job's output: ${unreadable}`);
           resolve();
         });
       });
@@ -200,5 +211,9 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     }
   };
 
-  return { stop, done: execute() };
+  const kill = (reason: string) => {
+    killNow = true;
+    stop(reason, 'shutdown');
+  };
+  return { stop, kill, done: execute() };
 }

@@ -57,6 +57,26 @@ test('output that cannot be read is reported in the console, and the run still e
   assert.deepEqual(readdirSync(root), [], 'the work dir is removed');
 });
 
+test('output that cannot be read leaves the run without artifacts (robur\'s rule): they are not even looked at', async (t) => {
+  const lines: ConsoleLine[] = [];
+  const sandbox = scriptedSandbox((output, exit) => {
+    output.write('first\n');
+    output.destroy(new Error('EIO: i/o error, read'));
+    exit({ exitCode: 0, signal: null });
+  });
+  let asked = 0;
+  const keepArtifacts = async () => {
+    asked += 1;
+    return [];
+  };
+  const report = await startExecution(run, { ...options(workRoot(t), sandbox, lines), keepArtifacts }).done;
+  assert.equal(asked, 0, 'no artifact was collected');
+  assert.deepEqual(lines.map((l) => l.text), [
+    'first', "kiln: cannot read the job's output: EIO: i/o error, read", "kiln: no artifacts kept: the job's output could not be read (EIO: i/o error, read)",
+  ]);
+  assert.deepEqual(report, { result: { kind: 'exited', code: 0 } }, 'the job\'s own result, as robur reports it');
+});
+
 test('a work root that cannot take a work dir ends the run aborted with the reason', async (t) => {
   const file = path.join(workRoot(t), 'not-a-dir');
   writeFileSync(file, '');

@@ -208,8 +208,14 @@ export function registerDaemonCommands(program: Command): void {
       // The first SIGTERM/SIGINT drains; a second one stops the running jobs now.
       const onSignal = () => agent.stop();
       process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+      // The lifeline: stdin is a pipe whose write end only the starter (a pool's server, `kiln up`)
+      // holds, so it ends when the starter dies, however it dies. Then nothing drains: the jobs'
+      // process trees are killed and the worker exits (a drain would wait on a dead server).
       const watchParent = process.env.KILN_EXIT_WITH_STDIN === '1';
-      if (watchParent) process.stdin.on('end', () => agent.stop('kiln up stopped')).resume();
+      if (watchParent) {
+        const lost = () => agent.abandon('the server that started this worker is gone');
+        process.stdin.on('end', lost).on('error', lost).resume();
+      }
       process.exitCode = await agent.start();
       // The open pipe and the signal handlers would keep the process alive after the agent is done.
       if (watchParent) process.stdin.destroy();

@@ -54,7 +54,8 @@ export class ProcessProvider implements Provider {
         // The token comes on descriptor 3, not in the environment, which same-user jobs could read in /proc.
         ...withoutToken(instanceEnvironment(spec)),
         KILN_WORKER_TOKEN_FD: '3',
-        // The instance watches this pipe: if the server dies, even by SIGKILL, its instances stop.
+        // The instance watches this pipe (its lifeline): if the server dies, even by SIGKILL, the
+        // instance kills its jobs' process trees and exits at once, without draining.
         KILN_EXIT_WITH_STDIN: '1',
       },
       detached: true,

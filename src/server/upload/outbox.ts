@@ -5,6 +5,7 @@
  * accepts the run or refuses it for good. Woken by runs ending and by its own timer, never a poll.
  */
 import type { Logger } from 'pino';
+import { backoffMs } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { Delivery, JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
@@ -25,11 +26,8 @@ const CONSOLE_PAGE = 5000;
 /** Longest single sleep (the store is read again after it). */
 const MAX_SLEEP_MS = 60 * 60_000;
 
-/** The wait before attempt `attempts + 1`, when `attempts` have failed. */
-export function backoffMs(attempts: number, timings: OutboxTimings, retryAfterMs?: number): number {
-  const doubled = timings.retryMinMs * 2 ** Math.min(attempts - 1, 30);
-  return Math.max(Math.min(doubled, timings.retryMaxMs), Math.min(retryAfterMs ?? 0, timings.retryMaxMs));
-}
+// The policy lives in core, shared with the dispatcher's retries; re-exported for the outbox's callers.
+export { backoffMs };
 
 export class Outbox {
   private timer: NodeJS.Timeout | undefined;

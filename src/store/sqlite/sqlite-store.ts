@@ -319,27 +319,34 @@ class SqliteStore implements JobStore {
     return true;
   }
 
-  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string }): Promise<{ outcome: AttemptOutcome; run: Run }> {
+  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }): Promise<{ outcome: AttemptOutcome; run: Run }> {
     return this.tx(() => {
       const run = this.findRunRow(id);
       if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale', run: toRun(run) };
+      if (guard.attempt !== undefined && run.attempt !== guard.attempt) return { outcome: 'stale', run: toRun(run) };
       const budget = end.retry === 'lost' ? 'lost_retries_left' : end.retry === 'failure' ? 'failure_retries_left' : undefined;
+      // An attempt that never started goes back without using a retry: nothing of the job ran.
+      const unstarted = end.retry === 'unstarted';
       const blocked = this.db
         .prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'")
         .get(run.job, run.platform);
       const jobExists = this.db.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
-      if (budget && run[budget] > 0 && !blocked && jobExists) {
+      if ((unstarted || (budget && run[budget] > 0)) && !blocked && jobExists) {
         const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
-        const said = `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
+        const said = unstarted
+          ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again as attempt ${run.attempt + 1}, no retry used`
+          : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
         this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
         const front = this.db.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
+        const spend = budget ? `${budget} = ${budget} - 1,` : '';
         this.db
           .prepare(`UPDATE runs SET status = 'queued', attempt = attempt + 1, worker = NULL, worker_identity = NULL, started_at = NULL, queue_pos = ?,
-                      ${budget} = ${budget} - 1, first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
+                      ${spend} first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
           .run(front ?? 0, markerSeq + 1, id);
-        this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
+        if (unstarted) this.event(id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
+        else this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
         return { outcome: 'retried', run: this.runRow(id) };
       }
       this.finishInTx(id, 'running', end);
