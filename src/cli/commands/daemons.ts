@@ -195,7 +195,7 @@ export function registerDaemonCommands(program: Command): void {
     .command('worker')
     .description(
       'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-        `default ${DEFAULT_SERVER}) with the worker token: --token, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
+        `default ${DEFAULT_SERVER}) with the worker token: descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps)`,
     )
     .option('--name <name>', 'worker name (default: env KILN_WORKER_NAME, else HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
@@ -305,7 +305,10 @@ function tokenFromHandedFile(): string | undefined {
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
   const { BwrapSandboxLauncher, checkBwrap, detectLimits, makeSpoolDir, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
   const token = flags.token ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
-  if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
+  if (!token) throw new UsageError('no worker token: set KILN_WORKER_TOKEN (or pass --token)');
+  if (flags.token !== undefined) {
+    log.warn("the worker token is on the command line (--token), where every local user can read it with ps: give it in KILN_WORKER_TOKEN, KILN_WORKER_TOKEN_FD or ./.kiln/worker.token instead");
+  }
   if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
   if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);
   if (flags.sandbox === 'none' && (flags.network !== 'host' || flags.bind || flags.roBind || flags.hide)) {
