@@ -48,9 +48,13 @@ export function checkDatabase(db: Database.Database, file: string): DatabaseKind
     }
     // quick_check reads every page (not the index-to-table cross-checks of integrity_check): a
     // damaged b-tree is found here, at start, rather than as a 500 on whichever request reads it.
-    const problems = db.pragma('quick_check(5)', { simple: false }) as { quick_check: string }[];
+    const problems = db.pragma('quick_check(3)', { simple: false }) as { quick_check: string }[];
     const report = problems.map((row) => row.quick_check);
-    if (report.length !== 1 || report[0] !== 'ok') throw new StoreDamagedError(file, `quick_check: ${report.join('; ')}`);
+    if (report.length !== 1 || report[0] !== 'ok') {
+      // One line, as every refusal is: SQLite's report spans lines ("*** in database main ***").
+      const detail = report.flatMap((row) => row.split('\n')).map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('***')).join('; ');
+      throw new StoreDamagedError(file, `quick_check: ${detail.length > 300 ? `${detail.slice(0, 300)}...` : detail}`);
+    }
     return kind;
   } catch (raw) {
     const code = (raw as { code?: unknown }).code;
