@@ -216,3 +216,38 @@ export class DiskFullError extends KilnError {
     super('KILN_ERR_DISK_FULL', 507, `the server's disk is full (${cause}): free some space and try again`);
   }
 }
+
+/** The database file belongs to another application, or is not an SQLite database at all. */
+export class StoreForeignError extends KilnError {
+  constructor(file: string, why: string) {
+    super('KILN_ERR_STORE_FOREIGN', 500, `${file} is not a Kiln database (${why}); Kiln leaves it unchanged: give --data a new dir or --store sqlite:ANOTHER.db`);
+  }
+}
+
+/** The database was written by a newer Kiln, whose schema this build does not know. */
+export class StoreTooNewError extends KilnError {
+  constructor(file: string, found: number, known: number) {
+    super('KILN_ERR_STORE_TOO_NEW', 500, `${file} has schema version ${found}, newer than this Kiln knows (${known}): run the newer Kiln, or restore a backup made before the upgrade`);
+  }
+}
+
+/** The database file is damaged (SQLite's integrity check failed). */
+export class StoreDamagedError extends KilnError {
+  constructor(file: string, detail: string) {
+    super('KILN_ERR_STORE_DAMAGED', 500, `${file} is damaged (${detail}): restore a backup, or try the sqlite3 .recover command on a copy`);
+  }
+}
+
+/** Another server holds the data dir. */
+export class DataDirInUseError extends KilnError {
+  constructor(dir: string, holder: string) {
+    super('KILN_ERR_DATA_DIR_IN_USE', 409, `the data dir ${dir} is in use by ${holder}; stop that server first or give --data another dir`);
+  }
+}
+
+/** The data dir is open to other users and Kiln cannot make it private. */
+export class DataDirUnsafeError extends KilnError {
+  constructor(dir: string, why: string) {
+    super('KILN_ERR_DATA_DIR_UNSAFE', 400, `the data dir ${dir} ${why}: it holds the tokens and every job's script, so it must be private (chmod 700 it, or give --data another dir)`);
+  }
+}

@@ -1,5 +1,71 @@
 /** The logger of the long-running commands: JSON lines on stderr, tokens redacted. */
-import pino, { type Logger } from 'pino';
+import { writeSync } from 'node:fs';
+import pino, { type DestinationStream, type Logger } from 'pino';
+
+/** How long one log line may wait for a full pipe to drain (ms). */
+const EAGAIN_WAIT_MS = 1000;
+/** Something to Atomics.wait on: a synchronous pause without a busy loop. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Log lines written straight to a descriptor, where a failed write is never fatal: a full disk
+ * (ENOSPC), a closed pipe (EPIPE) or a hung-up terminal (EIO) loses that line, not the server
+ * (pino's own destination emits 'error', which with no listener ends the process). Lost lines are
+ * counted, and the count is written as a line of its own once writing works again.
+ */
+export class SafeLogDestination implements DestinationStream {
+  /** Lines lost since the last successful write. */
+  private dropped = 0;
+  /** The error of the first lost line in the current run of failures. */
+  private firstError: string | undefined;
+  /** Lines lost in the life of the process. */
+  droppedTotal = 0;
+
+  constructor(private readonly fd: number) {}
+
+  write(line: string): void {
+    if (this.dropped > 0) {
+      const note = JSON.stringify({ level: 40, time: Date.now(), pid: process.pid, dropped: this.dropped, error: this.firstError, msg: 'log lines were lost: the log could not be written' });
+      if (!this.put(note + '\n')) return this.lose(undefined);
+      this.dropped = 0;
+      this.firstError = undefined;
+    }
+    if (!this.put(line)) this.lose(this.lastError);
+  }
+
+  private lastError: string | undefined;
+
+  /**
+   * Writes all of `text`; false if the descriptor refused it. A full pipe (EAGAIN: Node makes
+   * stdio pipes non-blocking) is waited for up to EAGAIN_WAIT_MS, and not at all while lines are
+   * being lost: a reader that stopped reading must not stall the server on every line.
+   */
+  private put(text: string): boolean {
+    let buffer = Buffer.from(text);
+    let waited = 0;
+    for (;;) {
+      try {
+        while (buffer.length > 0) buffer = buffer.subarray(writeSync(this.fd, buffer));
+        return true;
+      } catch (raw) {
+        const code = (raw as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN' && this.dropped === 0 && waited < EAGAIN_WAIT_MS) {
+          Atomics.wait(PAUSE, 0, 0, 5);
+          waited += 5;
+          continue;
+        }
+        this.lastError = code ?? String(raw);
+        return false;
+      }
+    }
+  }
+
+  private lose(error: string | undefined): void {
+    this.dropped += 1;
+    this.droppedTotal += 1;
+    this.firstError ??= error ?? this.lastError;
+  }
+}
 
 /** A logger at `level` (KILN_LOG_LEVEL overrides the default). */
 export function createLogger(level?: string): Logger {
@@ -9,6 +75,6 @@ export function createLogger(level?: string): Logger {
       base: { pid: process.pid },
       redact: ['token', '*.token', 'req.headers.authorization', 'headers.authorization'],
     },
-    pino.destination({ dest: 2, sync: true }),
+    new SafeLogDestination(2),
   );
 }

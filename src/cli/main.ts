@@ -8,6 +8,7 @@ import { registerInfoCommands } from './commands/info.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerRunCommands } from './commands/runs.js';
 import { registerWorkerTokenCommands } from './commands/worker-tokens.js';
+import { endQuietlyWhenStdoutCloses, survivePrintErrors } from './output.js';
 
 /** Exit codes of SPEC.md. */
 export const Exit = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
@@ -18,6 +19,8 @@ export function exitCodeFor(code: string): number {
     case 'KILN_ERR_USAGE':
     case 'KILN_ERR_INVALID_REQUEST':
     case 'KILN_ERR_CONFIG':
+    case 'KILN_ERR_DATA_DIR_IN_USE':
+    case 'KILN_ERR_DATA_DIR_UNSAFE':
       return Exit.usage;
     case 'KILN_ERR_UNAUTHORIZED':
     case 'KILN_ERR_SERVER_UNREACHABLE':
@@ -26,6 +29,9 @@ export function exitCodeFor(code: string): number {
       return Exit.failed;
   }
 }
+
+/** The commands that run until stopped. */
+const LONG_RUNNING = new Set(['server', 'worker', 'up']);
 
 function buildProgram(): Command {
   const program = new Command('kiln')
@@ -41,6 +47,14 @@ function buildProgram(): Command {
   registerArtifactCommands(program);
   registerDaemonCommands(program);
   registerWorkerTokenCommands(program);
+  // What a closed or full stdout means depends on the command: a client (or --help) has nothing
+  // left to do, a server or worker goes on serving.
+  const undo = endQuietlyWhenStdoutCloses();
+  program.hook('preAction', (_program, action) => {
+    if (!LONG_RUNNING.has(action.name())) return;
+    undo();
+    survivePrintErrors();
+  });
   // Usage errors read like every other error: one line, `kiln: ...`, on stderr.
   const output = { outputError: (text: string, write: (text: string) => void) => write(`kiln: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) };
   program.configureOutput(output);

@@ -27,7 +27,8 @@ export class ArtifactStore {
     readonly dir: string,
     readonly limits: ArtifactLimits,
   ) {
-    mkdirSync(path.join(dir, 'tmp'), { recursive: true });
+    // Private like the rest of the data dir: artifacts are whatever jobs chose to keep.
+    mkdirSync(path.join(dir, 'tmp'), { recursive: true, mode: 0o700 });
   }
 
   /** Where the blob of `sha256` lives. */
@@ -50,12 +51,12 @@ export class ArtifactStore {
       },
     });
     try {
-      await pipeline(source, check, createWriteStream(temp));
+      await pipeline(source, check, createWriteStream(temp, { mode: 0o600 }));
       if (size !== expected.size) throw new InvalidRequestError(`got ${size} bytes, ${expected.size} were announced`);
       const actual = hash.digest('hex');
       if (actual !== expected.sha256) throw new InvalidRequestError(`sha256 mismatch: the content hashes to ${actual}`);
       const blob = this.blobPath(actual);
-      mkdirSync(path.dirname(blob), { recursive: true });
+      mkdirSync(path.dirname(blob), { recursive: true, mode: 0o700 });
       // Touching an existing blob tells the sweeper it is in use again (it spares recent blobs).
       const now = new Date();
       const reused = await utimes(blob, now, now).then(() => true, () => false);

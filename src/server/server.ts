@@ -27,6 +27,7 @@ import { Templates } from './templates.js';
 import { ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
 import { forPublic, installAuth, type RouteEntry } from './api/auth.js';
+import { holdDataDir } from './data-dir.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -83,12 +84,17 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   const now = options.now ?? Date.now;
   // Checked before anything is created: a bad upload URL stops the server with nothing written.
   const target = options.upload ? await openUploadTarget(options.upload) : undefined;
-  const opened = await openStore(options.dataDir, options.store);
-  const store = options.wrapStore ? options.wrapStore(opened) : opened;
+  // Before the store opens: a second server on this data dir must not touch the first one's runs.
+  const hold = holdDataDir(options.dataDir, log);
+  let store: JobStore | undefined;
   try {
-    return await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target);
+    const opened = await openStore(options.dataDir, options.store);
+    store = options.wrapStore ? options.wrapStore(opened) : opened;
+    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target);
+    return { ...server, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
-    await store.close();
+    await store?.close();
+    hold.release();
     throw raw;
   }
 }
@@ -153,9 +159,30 @@ async function startOnStore(
 
   registerWorkerTokenRoutes(app, { store, now, disconnect: (identity, reason) => gateway.disconnect(identity, reason) });
 
+  const stopAll = async () => {
+    scheduler.stop();
+    service!.stop();
+    dispatcher.stop();
+    await outbox?.stop();
+    await sweeper.stop();
+    await pools?.stop();
+    await gateway.shutdown();
+    await app.close();
+    await dispatcher.settled();
+    await hub.close();
+    await store.close();
+  };
+
   // Instances an earlier life left are adopted before workers can come back to claim them.
   await pools?.recover();
-  await app.listen({ host: options.host, port: options.port });
+  try {
+    await app.listen({ host: options.host, port: options.port });
+  } catch (raw) {
+    // EADDRINUSE and the like: stop what is already going (re-attach timers, pools, the gateway's
+    // heartbeat), or they would keep the process alive after it has said it failed.
+    await stopAll().catch((err) => log.error({ err }, 'stopping after a failed listen'));
+    throw raw;
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
@@ -172,19 +199,7 @@ async function startOnStore(
     routes,
     uploadTarget: target?.description,
     wakeScheduler: () => scheduler.wake(),
-    async close() {
-      scheduler.stop();
-      service!.stop();
-      dispatcher.stop();
-      await outbox?.stop();
-      await sweeper.stop();
-      await pools?.stop();
-      await gateway.shutdown();
-      await app.close();
-      await dispatcher.settled();
-      await hub.close();
-      await store.close();
-    },
+    close: stopAll,
   };
 }
 

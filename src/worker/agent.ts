@@ -6,8 +6,6 @@
  * reports the results it kept.
  */
 import { rmdir } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
@@ -56,11 +54,6 @@ const OUTPUT_BATCH_LINES = 500;
 const DELIVERY_GRACE_MS = 60_000;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
-
-/** Default spool dir of a worker. */
-export function defaultSpoolDir(name: string): string {
-  return path.join(os.tmpdir(), `kiln-spool-${name}`);
-}
 
 /** Exit codes of `kiln worker`. */
 export const WorkerExit = { ok: 0, failed: 1, refused: 3 } as const;

@@ -3,11 +3,27 @@
  * worker that loses its server keeps its job running and later resends whatever the server did
  * not store. Memory stays bounded: lines go to the file as they come and are read back in pages.
  */
-import { createReadStream, createWriteStream, mkdirSync, rmSync, type WriteStream } from 'node:fs';
+import { constants, createReadStream, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, type WriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ConsoleLine } from '../protocol/index.js';
+
+/**
+ * Makes the worker's own spool dir, `TMPDIR/kiln-spool-NAME-XXXXXX`, mode 0700: a fresh
+ * unpredictable name that no other local user can have made first, or read. The caller removes
+ * it when the worker exits (the spool only matters while this process runs its jobs).
+ */
+export function makeSpoolDir(name: string): string {
+  return mkdtempSync(path.join(os.tmpdir(), `kiln-spool-${name.replace(/[^A-Za-z0-9._-]/g, '_')}-`));
+}
+
+/**
+ * How a spool file is opened: created 0600, and never through a symbolic link someone else put
+ * where the file goes (a `--spool-dir` may be a shared dir).
+ */
+const SPOOL_FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
 
 /** Lines of one run's attempt, appended to `<dir>/<key>.ndjson`. */
 export class OutputSpool {
@@ -34,8 +50,8 @@ export class OutputSpool {
     if (this.failure || this.removed) return;
     if (!this.stream) {
       try {
-        mkdirSync(path.dirname(this.file), { recursive: true });
-        this.stream = createWriteStream(this.file, { flags: 'a' });
+        mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+        this.stream = createWriteStream(this.file, { fd: openSync(this.file, SPOOL_FILE_FLAGS, 0o600) });
         this.stream.on('error', (err) => this.fail(err));
       } catch (raw) {
         this.fail(raw as Error);

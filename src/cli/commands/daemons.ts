@@ -1,6 +1,6 @@
 /** The long-running commands: server, worker, and up (a server plus one local worker). */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,11 +27,24 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: match[1] ?? match[2]!, port };
 }
 
-/** Resolves once SIGINT or SIGTERM arrives. */
+/**
+ * The signals that stop a daemon cleanly. SIGHUP is one of them (it is not a reload: Kiln reads
+ * its configuration only at start): a closed terminal or an `ssh` session that ends sends it, and
+ * Node's default for it is to die at once, without the shutdown that keeps runs and results.
+ */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/** Resolves once one of STOP_SIGNALS arrives. */
 function shutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    const handlers = STOP_SIGNALS.map((signal) => {
+      const handler = () => {
+        for (const [i, other] of STOP_SIGNALS.entries()) process.off(other, handlers[i]!);
+        resolve(signal);
+      };
+      process.on(signal, handler);
+      return handler;
+    });
   });
 }
 
@@ -113,14 +126,15 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   };
 }
 
-/** Resolves on the first SIGINT/SIGTERM; a second one ends the process at once. */
-async function firstSignalThenNow(log: Logger): Promise<void> {
-  await shutdownSignal();
-  const now = (signal: NodeJS.Signals) => {
-    log.warn({ signal }, 'second signal: exiting now');
+/** Resolves on the first stop signal (with it); a second one ends the process at once. */
+async function firstSignalThenNow(log: Logger): Promise<NodeJS.Signals> {
+  const signal = await shutdownSignal();
+  const now = (second: NodeJS.Signals) => {
+    log.warn({ signal: second }, 'second signal: exiting now');
     process.exit(130);
   };
-  process.once('SIGINT', now).once('SIGTERM', now);
+  for (const other of STOP_SIGNALS) process.once(other, now);
+  return signal;
 }
 
 interface WorkerFlags {
@@ -174,16 +188,17 @@ export function registerDaemonCommands(program: Command): void {
       const log = createLogger();
       const server = await runServer(log, flags);
       process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}\n`);
-      await firstSignalThenNow(log);
-      log.info('shutting down (a second signal exits at once)');
+      const signal = await firstSignalThenNow(log);
+      log.info({ signal }, 'shutting down (a second signal exits at once)');
       await server.close();
+      log.info({ signal }, 'kiln server stopped');
     });
 
   program
     .command('worker')
     .description(
       'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-        `default ${DEFAULT_SERVER}) with the worker token: --token, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token`,
+        `default ${DEFAULT_SERVER}) with the worker token: descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps)`,
     )
     .option('--name <name>', 'worker name (default: env KILN_WORKER_NAME, else HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
@@ -196,7 +211,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--ro-bind <src[:dest]>', 'with --sandbox bwrap: also mount this host path read-only over what is there (repeatable)', collect)
     .option('--hide <dir>', "with --sandbox bwrap: show jobs this host dir empty, e.g. other workers' state (repeatable)", collect)
     .option('--work-dir <dir>', 'where work dirs are made (default: the system temp dir)')
-    .option('--spool-dir <dir>', "where running jobs' output is kept until the server has it (default: TMPDIR/kiln-spool-NAME)")
+    .option('--spool-dir <dir>', "where running jobs' output is kept until the server has it (default: a private dir TMPDIR/kiln-spool-NAME-XXXXXX, removed at exit)")
     .option('--kill-grace <duration>', 'time between SIGTERM and SIGKILL when stopping a job', '10s')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running jobs may go on before they are cancelled', '5m')
     .action(async (flags: WorkerFlags, command: Command) => {
@@ -205,9 +220,9 @@ export function registerDaemonCommands(program: Command): void {
       const log = createLogger();
       if (token !== undefined) log.warn('--token puts the worker token on the command line, where any local user sees it (ps); use KILN_WORKER_TOKEN_FD, KILN_WORKER_TOKEN_FILE or KILN_WORKER_TOKEN');
       const agent = await createWorker(log, { ...flags, server, token });
-      // The first SIGTERM/SIGINT drains; a second one stops the running jobs now.
+      // The first stop signal drains; a second one stops the running jobs now.
       const onSignal = () => agent.stop();
-      process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+      for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
       // The lifeline: stdin is a pipe whose write end only the starter (a pool's server, `kiln up`)
       // holds, so it ends when the starter dies, however it dies. Then nothing drains: the jobs'
       // process trees are killed and the worker exits (a drain would wait on a dead server).
@@ -219,7 +234,7 @@ export function registerDaemonCommands(program: Command): void {
       process.exitCode = await agent.start();
       // The open pipe and the signal handlers would keep the process alive after the agent is done.
       if (watchParent) process.stdin.destroy();
-      process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
+      for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
     });
 
   program
@@ -248,9 +263,11 @@ export function registerDaemonCommands(program: Command): void {
           '',
         ].join('\n'),
       );
-      await firstSignalThenNow(log);
+      const signal = await firstSignalThenNow(log);
+      log.info({ signal }, 'shutting down');
       await worker.stop();
       await server.close();
+      log.info({ signal }, 'kiln up stopped');
     });
 }
 
@@ -297,9 +314,12 @@ function tokenFromHandedFile(): string | undefined {
 
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
-  const { BwrapSandboxLauncher, checkBwrap, defaultSpoolDir, detectLimits, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
+  const { BwrapSandboxLauncher, checkBwrap, detectLimits, makeSpoolDir, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
   const token = flags.token ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
-  if (!token) throw new UsageError('no worker token: pass --token or set KILN_WORKER_TOKEN');
+  if (!token) throw new UsageError('no worker token: set KILN_WORKER_TOKEN (or pass --token)');
+  if (flags.token !== undefined) {
+    log.warn("the worker token is on the command line (--token), where every local user can read it with ps: give it in KILN_WORKER_TOKEN, KILN_WORKER_TOKEN_FD or ./.kiln/worker.token instead");
+  }
   if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
   if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);
   if (flags.sandbox === 'none' && (flags.network !== 'host' || flags.bind || flags.roBind || flags.hide)) {
@@ -322,7 +342,9 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
   // A pool instance is told its name (and its own token) by the server that started it.
   const name = flags.name ?? process.env.KILN_WORKER_NAME ?? `${os.hostname()}-${process.pid}`;
   const workRoot = path.resolve(flags.workDir ?? os.tmpdir());
-  const spoolDir = path.resolve(flags.spoolDir ?? defaultSpoolDir(name));
+  const spoolDir = flags.spoolDir === undefined ? makeSpoolDir(name) : path.resolve(flags.spoolDir);
+  // Ours alone: what is left in it (results never delivered) means nothing to another process.
+  if (flags.spoolDir === undefined) process.once('exit', () => rmSync(spoolDir, { recursive: true, force: true }));
   const limits = detectLimits();
   let sandbox;
   if (flags.sandbox === 'bwrap') {
@@ -335,7 +357,8 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
   } else sandbox = new ProcessSandboxLauncher(limits);
   log.info({ sandbox: sandbox.describe() }, 'jobs run in this sandbox');
   try {
-    mkdirSync(workRoot, { recursive: true });
+    // Each run's work dir in it is made 0700 (mkdtemp); a root made here is private as well.
+    mkdirSync(workRoot, { recursive: true, mode: 0o700 });
   } catch (raw) {
     // Not fatal: each run then ends `aborted` with the reason, which is where users look.
     log.warn({ workRoot, err: coerceError(raw).message }, 'cannot create the work root');

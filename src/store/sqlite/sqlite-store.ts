@@ -3,7 +3,7 @@
  * each method runs one statement or one `BEGIN IMMEDIATE` transaction and resolves after commit,
  * which keeps the JobStore contract asynchronous for the PostgreSQL store.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
@@ -14,7 +14,7 @@ import type {
   Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
   ClaimingWorker, OutboxSummary, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord,
 } from '../job-store.js';
-import { migrate } from './migrate.js';
+import { checkDatabase, migrate } from './migrate.js';
 
 interface JobRow {
   name: string; platform: string | null; script: string | null; template: string | null; vars: string; env: string; labels: string;
@@ -83,10 +83,30 @@ function toWorker(row: WorkerRow): WorkerRecord {
   };
 }
 
-/** Opens (creating and migrating if needed) the SQLite store at `file`. */
+/**
+ * Opens (creating and migrating if needed) the SQLite store at `file`. A file that is not Kiln's,
+ * is from a newer Kiln or is damaged is refused before anything in it changes (see checkDatabase).
+ */
 export function openSqliteStore(file: string): JobStore {
-  mkdirSync(path.dirname(file), { recursive: true });
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  // Created 0600 before SQLite sees it: SQLite gives its -wal and -shm files the mode of the
+  // database file, so they are private from their first byte too.
+  closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));
   const db = new Database(file);
+  try {
+    checkDatabase(db, file);
+  } catch (raw) {
+    db.close();
+    throw raw;
+  }
+  // An older Kiln left these readable by every local user: scripts, env values and consoles.
+  for (const suffix of ['', '-wal', '-shm', '-journal']) {
+    try {
+      chmodSync(file + suffix, 0o600);
+    } catch (raw) {
+      if ((raw as NodeJS.ErrnoException).code !== 'ENOENT') throw raw;
+    }
+  }
   db.pragma('journal_mode = WAL');
   // NORMAL is durable across process crashes in WAL mode; FULL also survives power loss.
   db.pragma('synchronous = FULL');

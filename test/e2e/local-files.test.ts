@@ -1,0 +1,133 @@
+/**
+ * What the server and the worker leave on disk is theirs alone (issue 12, item 3): the data dir,
+ * the database with its WAL and SHM, artifacts, the worker's spool and work dirs. And no token is
+ * on a kiln process's command line in the documented ways of starting one.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { followRun, freePort, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+
+const never = ['--platform', 'testos', '--period', 'never'];
+/** Resolves once the run's console has its first line. */
+async function firstLine(server: { url: string; adminToken: string }, runId: string): Promise<void> {
+  const controller = new AbortController();
+  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.adminToken}` }, signal: controller.signal });
+  let text = '';
+  for await (const chunk of response.body!) {
+    text += Buffer.from(chunk).toString();
+    if (text.split('\n').some((line) => line.includes('"type":"line"'))) break;
+  }
+  controller.abort();
+}
+
+const modeOf = (file: string) => (statSync(file).mode & 0o777).toString(8);
+
+test('a server makes its data dir private (tightening an old 0755 one) and keeps its database, tokens and artifacts 0600', async (t) => {
+  const root = tempDir(t);
+  const dataDir = path.join(root, 'data');
+  mkdirSync(dataDir);
+  chmodSync(dataDir, 0o755); // as an earlier Kiln left it
+  const server = await startServer(t, { dataDir });
+  await server.waitFor(/made it private \(0700\)/);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  assert.equal((await kiln(server, ['schedule', 'keep', '--command', 'echo secret > out.txt', '--artifacts', 'out.txt', ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'keep'])).stdout.trim();
+  assert.equal((await followRun(server, runId)).run.status, 'succeeded');
+
+  assert.equal(modeOf(dataDir), '700');
+  const files = ['kiln.db', 'kiln.db-wal', 'kiln.db-shm', 'admin.token', 'worker.token', 'server.lock', 'server.owner'];
+  for (const file of files) assert.equal(modeOf(path.join(dataDir, file)), '600', file);
+  const artifacts = path.join(dataDir, 'artifacts');
+  assert.equal(modeOf(artifacts), '700');
+  const blobDirs = readdirSync(artifacts).filter((name) => name !== 'tmp');
+  assert.equal(blobDirs.length, 1, 'one blob kept');
+  assert.equal(modeOf(path.join(artifacts, blobDirs[0]!)), '700');
+  for (const blob of readdirSync(path.join(artifacts, blobDirs[0]!))) assert.equal(modeOf(path.join(artifacts, blobDirs[0]!, blob)), '600');
+  await worker.kill('SIGTERM');
+});
+
+test('an existing database readable by everyone (an older Kiln) is made 0600 with its WAL and SHM at start', async (t) => {
+  const server = await startServer(t);
+  await server.kill('SIGKILL'); // leaves kiln.db-wal and kiln.db-shm behind
+  for (const file of ['kiln.db', 'kiln.db-wal', 'kiln.db-shm']) chmodSync(path.join(server.dataDir, file), 0o644);
+  await startServer(t, { dataDir: server.dataDir });
+  for (const file of ['kiln.db', 'kiln.db-wal', 'kiln.db-shm']) assert.equal(modeOf(path.join(server.dataDir, file)), '600', file);
+});
+
+test('a worker spools into a private dir it makes itself (0700, files 0600, unpredictable name), runs jobs in 0700 work dirs, and removes the spool at exit', async (t) => {
+  const server = await startServer(t);
+  const tmp = tempDir(t); // the worker's TMPDIR, so its spool dir can be found
+  const gate = path.join(tempDir(t), 'go');
+  const worker = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', '--name', 'spooler'], { KILN_WORKER_TOKEN: server.workerToken, TMPDIR: tmp });
+  await worker.waitFor(/connected to the server/);
+  const script = `echo "workdir mode $(stat -c %a "$PWD")"; while [ ! -e ${gate} ]; do sleep 0.05; done; echo done`;
+  assert.equal((await kiln(server, ['schedule', 'spooled', '--command', script, ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'spooled'])).stdout.trim();
+  await firstLine(server, runId);
+
+  const spools = readdirSync(tmp).filter((name) => name.startsWith('kiln-spool-'));
+  assert.equal(spools.length, 1, `one spool dir in ${readdirSync(tmp).join(' ')}`);
+  assert.match(spools[0]!, /^kiln-spool-spooler-[A-Za-z0-9]{6}$/, 'not the predictable kiln-spool-NAME');
+  const spoolDir = path.join(tmp, spools[0]!);
+  const info = statSync(spoolDir);
+  assert.equal(modeOf(spoolDir), '700');
+  assert.equal(info.uid, process.getuid!(), 'owned by the worker\'s user');
+  // The worker spools each line before it sends it: the server has the first, so the file is there.
+  const spoolFiles = readdirSync(spoolDir);
+  assert.deepEqual(spoolFiles, [`${runId}.1.ndjson`]);
+  assert.equal(modeOf(path.join(spoolDir, spoolFiles[0]!)), '600');
+
+  writeFileSync(gate, '');
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'succeeded');
+  assert.ok(lines.includes('workdir mode 700'), lines.join('\n'));
+  worker.child.kill('SIGTERM');
+  assert.equal((await worker.exited).code, 0);
+  assert.equal(existsSync(spoolDir), false, 'the spool dir is removed at exit');
+});
+
+test('no kiln process has a token on its command line in the documented ways of starting one', async (t) => {
+  // `kiln up`: the server and its local worker.
+  const dataDir = tempDir(t);
+  const up = spawnKiln(t, ['up', '--data', dataDir, '--listen', `127.0.0.1:${await freePort()}`]);
+  await up.waitFor(/^Kiln is up at /);
+  // A worker as README, docs/deploy.md and the packaging start one: the token in its environment.
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  const tokens = [server.adminToken, server.workerToken, readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim(), readFileSync(path.join(dataDir, 'worker.token'), 'utf8').trim()];
+
+  const kilnPids = readdirSync('/proc').filter((name) => /^\d+$/.test(name)).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('kiln.mjs');
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+  const ours = [up.pid, server.pid, worker.pid].map(String);
+  for (const pid of ours) assert.ok(kilnPids.includes(pid), `pid ${pid} is seen`);
+  assert.ok(kilnPids.length >= 4, "kiln up's local worker is seen too");
+  for (const pid of kilnPids) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    for (const token of tokens) assert.ok(!argv.includes(token), `pid ${pid} shows a token: ${argv}`);
+  }
+  // --token still works, and says what it costs.
+  const exposed = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', '--token', server.workerToken]);
+  await exposed.waitFor(/the worker token is on the command line \(--token\), where every local user can read it/);
+});
+
+test('no example in README, docs or packaging puts a token on a worker\'s command line', () => {
+  const repo = path.resolve(import.meta.dirname, '../..');
+  const files = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory() ? files(path.join(dir, entry.name)) : [path.join(dir, entry.name)]);
+  const examples: [string, string][] = [];
+  for (const doc of [path.join(repo, 'README.md'), ...files(path.join(repo, 'docs'))].filter((f) => f.endsWith('.md'))) {
+    // What readers copy: the fenced code blocks.
+    const blocks = readFileSync(doc, 'utf8').split(/^```.*$/m).filter((_, i) => i % 2 === 1);
+    for (const line of blocks.join('\n').split('\n')) examples.push([doc, line]);
+  }
+  for (const file of files(path.join(repo, 'packaging'))) for (const line of readFileSync(file, 'utf8').split('\n')) examples.push([file, line]);
+  const offending = examples.filter(([, line]) => /\bworker\b/.test(line) && /--token\b/.test(line)).map(([file, line]) => `${path.relative(repo, file)}: ${line}`);
+  assert.deepEqual(offending, []);
+});
