@@ -166,3 +166,10 @@ export function coerceError(raw: unknown): KilnError {
   }
   return new InternalError(String(raw));
 }
+
+/** `kiln redeliver` on a run that has no failed delivery, or on a server without an upload target. */
+export class NotRedeliverableError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_NOT_REDELIVERABLE', 409, message);
+  }
+}
