@@ -173,3 +173,10 @@ export class NotRedeliverableError extends KilnError {
     super('KILN_ERR_NOT_REDELIVERABLE', 409, message);
   }
 }
+
+/** A request the HTTP parser cannot read: headers too large (431), too slow (408), not HTTP (400). */
+export class BadHttpRequestError extends KilnError {
+  constructor(status: 400 | 408 | 431, message: string) {
+    super('KILN_ERR_BAD_HTTP_REQUEST', status, message);
+  }
+}

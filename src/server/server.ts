@@ -2,11 +2,13 @@
  * The Kiln server: the HTTP API for clients, the WebSocket gateway for workers, the scheduler
  * and the dispatcher, all around one store.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import fastifyWebsocket from '@fastify/websocket';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, UnauthorizedError } from '../errors.js';
+import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, UnauthorizedError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
 import { openStore, type JobStore } from '../store/index.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
@@ -63,6 +65,8 @@ export interface KilnServer {
   tokens: Tokens;
   /** Where runs are uploaded, without secrets, if anywhere. */
   uploadTarget: string | undefined;
+  /** Every route the server answers, as registered (`url` with its `:params` and `*`). @internal For the fuzz suite. */
+  routes: readonly { method: string; url: string }[];
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
   wakeScheduler(): Promise<void>;
   /** Stops accepting, flushes consoles and closes the store. */
@@ -120,8 +124,13 @@ async function startOnStore(
   const waiting = await service.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
-  const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
+  const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true, frameworkErrors: answerFrameworkError, clientErrorHandler: answerClientError });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
+  // Recorded as registered, so that tests cover each route, including routes added later.
+  const routes: { method: string; url: string }[] = [];
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
+  });
   installErrorHandling(app);
   installAuth(app, tokens, (token) => pools?.nameForToken(token), (name) => pools?.isInstanceName(name) ?? false);
   app.get('/healthz', async () => ({ ok: true }));
@@ -161,6 +170,7 @@ async function startOnStore(
     url,
     tokens,
     uploadTarget: target?.description,
+    routes,
     wakeScheduler: () => scheduler.wake(),
     async close() {
       scheduler.stop();
@@ -201,6 +211,36 @@ function installAuth(app: FastifyInstance, tokens: Tokens, instanceName: (token:
       throw new UnauthorizedError(request.headers.authorization ? 'invalid token' : 'missing token: pass --token or set KILN_TOKEN');
     }
   });
+}
+
+/**
+ * Errors fastify meets before any route runs (a path that is not valid percent-encoding, `/api/runs/%`)
+ * skip the error handler: without this they answer fastify's own shape, not a catalogued error.
+ */
+function answerFrameworkError(raw: Error, request: FastifyRequest, reply: FastifyReply): void {
+  const err = new InvalidRequestError(raw.message);
+  request.log.info({ code: err.code, url: request.url }, err.message);
+  void reply.code(err.status).send({ error: { code: err.code, message: err.message } });
+}
+
+/**
+ * A request Node's HTTP parser cannot read (headers and path over 16 KiB, bytes that are not HTTP)
+ * never reaches fastify's routing: answered here in the catalogue's shape, then the connection closed.
+ */
+function answerClientError(this: FastifyInstance, raw: Error & { code?: string }, socket: Socket): void {
+  // A reset connection has no one to answer.
+  if (raw.code === 'ECONNRESET' || socket.destroyed) return;
+  const err = raw.code === 'HPE_HEADER_OVERFLOW'
+    ? new BadHttpRequestError(431, 'the request\'s headers (with its path) are larger than the server reads')
+    : raw.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new BadHttpRequestError(408, 'the request\'s headers did not arrive in time')
+      : new BadHttpRequestError(400, `the request is not valid HTTP (${raw.code ?? raw.message})`);
+  this.log.debug({ code: err.code, err: raw.message }, err.message);
+  const body = JSON.stringify({ error: { code: err.code, message: err.message } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 /** Errors answer `{error: {code, message}}` with the error's status. */

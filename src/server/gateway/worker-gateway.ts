@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { coerceError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import { coerceError, InvalidRequestError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerNameTakenError, type KilnError } from '../../errors.js';
 import { bearerToken } from '../tokens.js';
 import {
   CloseCode, describeIssues, helloMessage, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, versionProbe, workerMessage,
@@ -140,7 +140,11 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   /** Open connections, each with the promise of its last handled frame. */
   const connections = new Map<WebSocket, () => Promise<void>>();
 
-  app.get('/api/worker', { websocket: true }, (socket, request) => {
+  // A plain HTTP request (no upgrade) gets a catalogued error, not the plugin's empty 404.
+  const notAnUpgrade = async (): Promise<never> => {
+    throw new InvalidRequestError('/api/worker takes a WebSocket upgrade: it is where kiln worker connects');
+  };
+  app.route({ method: 'GET', url: '/api/worker', handler: notAnUpgrade, wsHandler: (socket, request) => {
     const token = bearerToken(request.headers.authorization);
     let session: Session | undefined;
     let alive = true;
@@ -234,7 +238,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         connections.delete(socket);
       });
     });
-  });
+  } });
 
   return {
     async shutdown() {
