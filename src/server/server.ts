@@ -237,8 +237,10 @@ function answerClientError(this: FastifyInstance, raw: Error & { code?: string }
       : new BadHttpRequestError(400, `the request is not valid HTTP (${raw.code ?? raw.message})`);
   this.log.debug({ code: err.code, err: raw.message }, err.message);
   const body = JSON.stringify({ error: { code: err.code, message: err.message } });
+  // An answer to HEAD has no body (a client would read one as the next response's bytes).
+  const head = (raw as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+    socket.write(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${head ? '' : body}`);
   }
   socket.destroy();
 }
