@@ -251,3 +251,17 @@ export class DataDirUnsafeError extends KilnError {
     super('KILN_ERR_DATA_DIR_UNSAFE', 400, `the data dir ${dir} ${why}: it holds the tokens and every job's script, so it must be private (chmod 700 it, or give --data another dir)`);
   }
 }
+
+/** `kiln redeliver` on a run that has no failed delivery, or on a server without an upload target. */
+export class NotRedeliverableError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_NOT_REDELIVERABLE', 409, message);
+  }
+}
+
+/** A request the HTTP parser cannot read: headers too large (431), too slow (408), not HTTP (400). */
+export class BadHttpRequestError extends KilnError {
+  constructor(status: 400 | 408 | 431, message: string) {
+    super('KILN_ERR_BAD_HTTP_REQUEST', status, message);
+  }
+}

@@ -42,6 +42,8 @@ const uploadSchema = z.strictObject({
   url: z.string().min(1),
   retry_min: timerDuration.optional(),
   retry_max: timerDuration.optional(),
+  /** Attempts after which a delivery that keeps failing is given up (`failed`; `kiln redeliver` sends it again). */
+  max_attempts: z.number().int().min(1).max(1_000_000).optional(),
   /** S3-compatible targets. */
   endpoint: z.string().optional(),
   region: z.string().optional(),
@@ -107,6 +109,7 @@ export interface ConfigFileSettings {
   upload?: string;
   uploadRetryMin?: string;
   uploadRetryMax?: string;
+  uploadMaxAttempts?: number;
   s3?: S3Settings;
   pools?: PoolSettings[];
 }
@@ -155,6 +158,7 @@ export function readConfigFile(file: string): ConfigFileSettings {
     upload: config.upload?.url,
     uploadRetryMin: config.upload?.retry_min,
     uploadRetryMax: config.upload?.retry_max,
+    uploadMaxAttempts: config.upload?.max_attempts,
     s3: config.upload && s3Settings(config.upload),
     pools: config.pools?.map((pool) => ({ ...pool, baseDir: path.dirname(path.resolve(file)) })),
   };

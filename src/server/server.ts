@@ -2,11 +2,13 @@
  * The Kiln server: the HTTP API for clients, the WebSocket gateway for workers, the scheduler
  * and the dispatcher, all around one store.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import fastifyWebsocket from '@fastify/websocket';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError } from '../errors.js';
+import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
 import { openStore, type JobStore } from '../store/index.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
@@ -133,7 +135,7 @@ async function startOnStore(
   const waiting = await service.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
-  const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true });
+  const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true, frameworkErrors: answerFrameworkError, clientErrorHandler: answerClientError });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
   const routes = installAuth(app, {
@@ -147,7 +149,12 @@ async function startOnStore(
     },
   });
   app.get('/healthz', forPublic, async () => ({ ok: true }));
-  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [] });
+  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver: async (runId) => {
+      const delivery = await store.requeueFailedDelivery(runId, now());
+      if (delivery) outbox?.wake();
+      return delivery;
+    },
+  });
   registerArtifactRoutes(app, store, blobs);
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
@@ -201,6 +208,38 @@ async function startOnStore(
     wakeScheduler: () => scheduler.wake(),
     close: stopAll,
   };
+}
+
+/**
+ * Errors fastify meets before any route runs (a path that is not valid percent-encoding, `/api/runs/%`)
+ * skip the error handler: without this they answer fastify's own shape, not a catalogued error.
+ */
+function answerFrameworkError(raw: Error, request: FastifyRequest, reply: FastifyReply): void {
+  const err = new InvalidRequestError(raw.message);
+  request.log.info({ code: err.code, url: request.url }, err.message);
+  void reply.code(err.status).send({ error: { code: err.code, message: err.message } });
+}
+
+/**
+ * A request Node's HTTP parser cannot read (headers and path over 16 KiB, bytes that are not HTTP)
+ * never reaches fastify's routing: answered here in the catalogue's shape, then the connection closed.
+ */
+function answerClientError(this: FastifyInstance, raw: Error & { code?: string }, socket: Socket): void {
+  // A reset connection has no one to answer.
+  if (raw.code === 'ECONNRESET' || socket.destroyed) return;
+  const err = raw.code === 'HPE_HEADER_OVERFLOW'
+    ? new BadHttpRequestError(431, 'the request\'s headers (with its path) are larger than the server reads')
+    : raw.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new BadHttpRequestError(408, 'the request\'s headers did not arrive in time')
+      : new BadHttpRequestError(400, `the request is not valid HTTP (${raw.code ?? raw.message})`);
+  this.log.debug({ code: err.code, err: raw.message }, err.message);
+  const body = JSON.stringify({ error: { code: err.code, message: err.message } });
+  // An answer to HEAD has no body (a client would read one as the next response's bytes).
+  const head = (raw as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${head ? '' : body}`);
+  }
+  socket.destroy();
 }
 
 /** Errors answer `{error: {code, message}}` with the error's status. */

@@ -380,6 +380,11 @@ export interface JobStore {
   recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void>;
   /** The deliveries of a run. */
   listDeliveries(runId: string): Promise<Delivery[]>;
+  /**
+   * Queues the run's latest `failed` delivery again, due at `at`, to the current target, with its
+   * attempts counted afresh (`kiln redeliver`). Returns it, or undefined when the run has none failed.
+   */
+  requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined>;
   /** Counts by state, and the latest troubles. */
   outboxSummary(): Promise<OutboxSummary>;
 

@@ -68,9 +68,9 @@ async function startTarget(t: TestContext, answer: (received: Omit<Received, 'st
   return { port: (server.address() as AddressInfo).port, received, accepted, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
-function uploadConfig(dataDir: string, url: string): string {
+function uploadConfig(dataDir: string, url: string, extra = ''): string {
   const file = path.join(dataDir, 'kiln.yaml');
-  writeFileSync(file, `upload:\n  url: ${url}\n  retry_min: 100ms\n  retry_max: 400ms\n`);
+  writeFileSync(file, `upload:\n  url: ${url}\n  retry_min: 100ms\n  retry_max: 400ms\n${extra}`);
   return file;
 }
 
@@ -146,6 +146,49 @@ test('nothing is lost while the target is down across a server restart; a 4xx is
   const info = await kiln(server, ['info']);
   assert.match(info.stdout, /0 pending, 1 delivered, 1 failed/);
   assert.match(info.stdout, new RegExp(`${refused} failed after 1 attempts: HTTP 400: unknown job refused`));
+});
+
+test('a target answering 500 forever (as builder-web does to this POST) is given up after max_attempts, a 400 at once; kiln redeliver sends them again', async (t) => {
+  let fixed = false;
+  const target = await startTarget(t, (posted) => {
+    if (fixed) return [200, 'ok'];
+    return posted.metadata.run.job === 'refused' ? [400, 'not a builder exec blob'] : [500, 'Internal Server Error'];
+  });
+  const dataDir = tempDir(t);
+  const server = await startServer(t, { dataDir, args: ['--config', uploadConfig(dataDir, `http://127.0.0.1:${target.port}/upload`, '  max_attempts: 3\n')] });
+  await startWorker(t, server, ['--platform', 'testos']);
+  assert.equal((await kiln(server, ['schedule', 'broken', '--command', 'echo broken', ...never])).code, 0);
+  assert.equal((await kiln(server, ['schedule', 'refused', '--command', 'echo refused', ...never])).code, 0);
+  const broken = (await kiln(server, ['execute', 'broken'])).stdout.trim();
+  await followRun(server, broken);
+  await server.waitFor(/delivery failed too many times/);
+  const refused = (await kiln(server, ['execute', 'refused'])).stdout.trim();
+  await followRun(server, refused);
+  await server.waitFor(/the upload target refused the run/);
+
+  const posts = (runId: string) => target.received.filter((r) => r.metadata.run.id === runId).map((r) => r.status);
+  assert.deepEqual(posts(broken), [500, 500, 500], 'a 500 is retried up to max_attempts, then no more');
+  assert.deepEqual(posts(refused), [400], 'a 400 is not retried');
+  assert.match((await kiln(server, ['show', broken])).stdout, /upload to .*: failed after 3 attempts .*; last error: gave up after 3 attempts: HTTP 500: Internal Server Error/);
+  assert.match((await kiln(server, ['show', refused])).stdout, /upload to .*: failed after 1 attempts .*; last error: HTTP 400: not a builder exec blob/);
+  assert.match((await kiln(server, ['info'])).stdout, /0 pending, 0 delivered, 2 failed/);
+
+  // The target is fixed: each run is sent again on demand, once, and only a failed delivery can be.
+  fixed = true;
+  const again = await kiln(server, ['redeliver', broken.slice(0, 8)]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, new RegExp(`queued ${broken} for delivery`));
+  assert.equal((await kiln(server, ['redeliver', refused])).code, 0);
+  await target.accepted(2);
+  await server.waitForCount(/run delivered/, 2);
+  assert.deepEqual(posts(broken), [500, 500, 500, 200]);
+  assert.deepEqual(posts(refused), [400, 200]);
+  assert.match((await kiln(server, ['show', broken])).stdout, /upload to .*: delivered after 1 attempts/);
+  assert.match((await kiln(server, ['info'])).stdout, /0 pending, 2 delivered, 0 failed/);
+  const twice = await kiln(server, ['redeliver', broken]);
+  assert.equal(twice.code, 1);
+  assert.match(twice.stderr, /has no failed delivery to send again \(delivered\)/);
+  assert.equal(target.received.length, 6, 'nothing more was sent');
 });
 
 test('--upload s3://bucket/prefix puts each run in a real S3-compatible server, run.json last', async (t) => {

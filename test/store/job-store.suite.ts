@@ -906,6 +906,23 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         });
       });
 
+      test('a failed delivery is queued again to the current target with its attempts counted afresh; others are not', async (t) => {
+        const store = await open(t);
+        store.setUploadTarget('old');
+        const refused = await finishedRun(store, 'a', T0 + 1, []);
+        const accepted = await finishedRun(store, 'b', T0 + 2, []);
+        const [d1] = await store.listDeliveries(refused);
+        const [d2] = await store.listDeliveries(accepted);
+        await store.recordDeliveryAttempt(d1!.id, { state: 'failed', nextAt: T0 + 10, error: 'HTTP 400: no', at: T0 + 10 });
+        await store.recordDeliveryAttempt(d2!.id, { state: 'delivered', nextAt: T0 + 10, error: null, at: T0 + 10 });
+        store.setUploadTarget('new');
+        assert.equal(await store.requeueFailedDelivery(accepted, T0 + 20), undefined, 'a delivered run is not sent again');
+        const again = await store.requeueFailedDelivery(refused, T0 + 20);
+        assert.deepEqual(again, { ...d1!, target: 'new', state: 'pending', attempts: 0, nextAt: T0 + 20, lastError: 'HTTP 400: no', endedAt: null });
+        assert.deepEqual((await store.dueDeliveries(T0 + 20, 10)).map((d) => d.id), [d1!.id]);
+        assert.equal(await store.requeueFailedDelivery(refused, T0 + 30), undefined, 'a pending delivery is not queued twice');
+      });
+
       test('only deliveries to the current target are due or keep artifacts; those to an earlier one wait until it is back', async (t) => {
         const store = await open(t);
         store.setUploadTarget('old');

@@ -86,6 +86,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
     s3: flags.s3,
     retryMinMs: optional('upload.retry_min', flags.uploadRetryMin),
     retryMaxMs: optional('upload.retry_max', flags.uploadRetryMax),
+    maxAttempts: flags.uploadMaxAttempts,
   };
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
@@ -122,7 +123,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
     sweepEvery: fromFile.sweepEvery,
     blobGrace: fromFile.blobGrace,
     pools: fromFile.pools,
-    ...(fileUpload ? { uploadRetryMin: fromFile.uploadRetryMin, uploadRetryMax: fromFile.uploadRetryMax, s3: fromFile.s3 } : {}),
+    ...(fileUpload ? { uploadRetryMin: fromFile.uploadRetryMin, uploadRetryMax: fromFile.uploadRetryMax, uploadMaxAttempts: fromFile.uploadMaxAttempts, s3: fromFile.s3 } : {}),
   };
 }
 

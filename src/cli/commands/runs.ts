@@ -128,6 +128,16 @@ export function registerRunCommands(program: Command): void {
     });
 
   program
+    .command('redeliver')
+    .description('send a run to the upload target again, after it refused it or failed too often')
+    .argument('<run>', 'run id or unique prefix')
+    .action(async (runId: string, _flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<{ delivery: PresentedDelivery }>('POST', `/api/runs/${encodeURIComponent(runId)}/redeliver`, {});
+      if (globals(command).json) return printJson(reply);
+      process.stdout.write(`queued ${reply.delivery.runId} for delivery to ${reply.delivery.target}\n`);
+    });
+
+  program
     .command('logs')
     .description('print the whole console of a run, without following')
     .argument('<run>', 'run id or unique prefix')

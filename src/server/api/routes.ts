@@ -1,6 +1,6 @@
 /** The client API: JSON over HTTP, every route for the admin (see auth.ts). */
 import type { FastifyInstance } from 'fastify';
-import type { JobStore } from '../../store/index.js';
+import type { Delivery, JobStore } from '../../store/index.js';
 import type { ConsoleHub } from '../console-hub.js';
 import type { Dispatcher } from '../dispatcher.js';
 import { KilnService } from '../kiln-service.js';
@@ -13,7 +13,7 @@ import type { PoolView } from '../latent/pool-manager.js';
 import {
   cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
-import { JobNotFoundError, RunNotFoundError } from '../../errors.js';
+import { JobNotFoundError, NotRedeliverableError, RunNotFoundError } from '../../errors.js';
 import { forAdmin } from './auth.js';
 
 /** What the routes need. */
@@ -28,13 +28,15 @@ export interface RouteParts {
   pools: () => PoolView[];
   /** Where runs are uploaded, without secrets. */
   uploadTarget: string | undefined;
+  /** Queues the run's failed delivery again and wakes the outbox (`kiln redeliver`); undefined: none failed. */
+  redeliver: (runId: string) => Promise<Delivery | undefined>;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget, pools }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget, pools, redeliver }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await service.schedule(body);
@@ -114,6 +116,18 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     const run = await store.findRun(idParam(request.params));
     const [events, deliveries] = await Promise.all([store.listEvents(run.id), store.listDeliveries(run.id)]);
     return { run: presentRun(run), events: events.map(presentEvent), deliveries: deliveries.map(presentDelivery) };
+  });
+
+  // `kiln redeliver`: a delivery the target refused, or failed too often, is queued again.
+  app.post('/api/runs/:id/redeliver', forAdmin, async (request) => {
+    const run = await store.findRun(idParam(request.params));
+    if (uploadTarget === undefined) throw new NotRedeliverableError('this server has no upload target (--upload): nothing to redeliver to');
+    const delivery = await redeliver(run.id);
+    if (!delivery) {
+      const states = (await store.listDeliveries(run.id)).map((d) => d.state);
+      throw new NotRedeliverableError(`run ${run.id} has no failed delivery to send again (${states.length ? states.join(', ') : 'it has no delivery'})`);
+    }
+    return { delivery: presentDelivery(delivery) };
   });
 
   app.get('/api/runs/:id/console', forAdmin, async (request, reply) => {

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { describeIdentity, identityKey, nameRefusal, type NameOwner, type WorkerIdentity } from '../../core/index.js';
-import { coerceError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerIdentityError, WorkerNameTakenError, type KilnError } from '../../errors.js';
+import { coerceError, InvalidRequestError, ProtocolError, ProtocolVersionError, UnauthorizedError, WorkerIdentityError, WorkerNameTakenError, type KilnError } from '../../errors.js';
 import { forWorker } from '../api/auth.js';
 import {
   CloseCode, describeIssues, helloMessage, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, versionProbe, workerMessage,
@@ -152,7 +152,11 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   /** The identity each open connection authenticated with. */
   const identities = new Map<WebSocket, string>();
 
-  app.get('/api/worker', { websocket: true, ...forWorker }, (socket, request) => {
+  // A plain HTTP request (no upgrade) gets a catalogued error, not the plugin's empty 404.
+  const notAnUpgrade = async (): Promise<never> => {
+    throw new InvalidRequestError('/api/worker takes a WebSocket upgrade: it is where kiln worker connects');
+  };
+  app.route({ method: 'GET', url: '/api/worker', ...forWorker, handler: notAnUpgrade, wsHandler: (socket, request) => {
     // The auth hook let only worker credentials through; what they say is who this worker is.
     const credential = request.credential;
     if (credential.kind !== 'worker') throw new UnauthorizedError('the worker socket needs a worker token');
@@ -254,7 +258,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         connections.delete(socket);
       });
     });
-  });
+  } });
 
   return {
     disconnect(identity, reason) {

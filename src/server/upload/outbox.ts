@@ -2,7 +2,11 @@
  * The outbox: sends each finished run to the upload target, oldest first, one at a time. The
  * deliveries live in the store (written with the run's end), so nothing is lost when the target is
  * down or the server restarts; failures are retried with exponential backoff until the target
- * accepts the run or refuses it for good. Woken by runs ending and by its own timer, never a poll.
+ * accepts the run, refuses it for good, or has failed it `maxAttempts` times (then the delivery is
+ * `failed` with its last error, and `kiln redeliver RUN` queues it again). The limit is there
+ * because some targets answer 500 to a payload they will never take (builder-web does, to Kiln's
+ * multipart POST): without it such a delivery would be retried forever. Woken by runs ending and by
+ * its own timer, never a poll.
  */
 import type { Logger } from 'pino';
 import { backoffMs } from '../../core/index.js';
@@ -11,15 +15,18 @@ import type { Delivery, JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
 import type { DeliveryOutcome, UploadTarget } from './target.js';
 
-/** Backoff bounds (ms). */
+/** Backoff bounds (ms) and the retry limit. */
 export interface OutboxTimings {
   /** Wait after the first failure; doubles with each further one. */
   retryMinMs: number;
   /** Longest wait between attempts. */
   retryMaxMs: number;
+  /** Attempts after which a delivery that keeps failing (5xx, no answer) is given up as `failed`. */
+  maxAttempts: number;
 }
 
-export const DEFAULT_OUTBOX_TIMINGS: OutboxTimings = { retryMinMs: 1000, retryMaxMs: 10 * 60_000 };
+/** 100 attempts with the default backoff: about 17 minutes of doubling, then 10 minutes apart, ~15 h in all. */
+export const DEFAULT_OUTBOX_TIMINGS: OutboxTimings = { retryMinMs: 1000, retryMaxMs: 10 * 60_000, maxAttempts: 100 };
 
 /** Lines read from the store at a time while a console is sent. */
 const CONSOLE_PAGE = 5000;
@@ -119,6 +126,10 @@ export class Outbox {
     } else if (outcome.kind === 'give-up') {
       await this.store.recordDeliveryAttempt(delivery.id, { state: 'failed', nextAt: at, error: outcome.reason, at });
       log.error({ target: this.target.description, reason: outcome.reason }, 'the upload target refused the run; not retrying');
+    } else if (attempts >= this.timings.maxAttempts) {
+      const reason = `gave up after ${attempts} attempts: ${outcome.reason}`;
+      await this.store.recordDeliveryAttempt(delivery.id, { state: 'failed', nextAt: at, error: reason, at });
+      log.error({ target: this.target.description, reason: outcome.reason }, 'delivery failed too many times; not retrying (kiln redeliver RUN sends it again)');
     } else {
       const wait = backoffMs(attempts, this.timings, outcome.retryAfterMs);
       await this.store.recordDeliveryAttempt(delivery.id, { state: 'pending', nextAt: at + wait, error: outcome.reason, at });

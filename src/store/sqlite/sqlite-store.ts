@@ -586,6 +586,14 @@ class SqliteStore implements JobStore {
       .run(outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at, id);
   }
 
+  async requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined> {
+    const row = this.db
+      .prepare(`UPDATE deliveries SET state = 'pending', attempts = 0, next_at = @at, ended_at = NULL, target = COALESCE(@target, target)
+                WHERE id = (SELECT MAX(id) FROM deliveries WHERE run_id = @runId AND state = 'failed') RETURNING *`)
+      .get({ runId, at, target: this.uploadTarget }) as DeliveryRow | undefined;
+    return row && toDelivery(row);
+  }
+
   async listDeliveries(runId: string): Promise<Delivery[]> {
     return (this.db.prepare('SELECT * FROM deliveries WHERE run_id = ? ORDER BY id').all(runId) as DeliveryRow[]).map(toDelivery);
   }
