@@ -242,13 +242,16 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       identities.delete(socket);
       clearTimeout(helloTimer);
       clearInterval(heartbeat);
-      if (!session) {
-        connections.delete(socket);
-        return;
-      }
-      const gone = session;
-      gone.open = false;
+      if (session) session.open = false;
+      // Queued behind the frame in hand: a hello still being handled (a token revoked meanwhile, a
+      // worker gone mid-hello) makes its session first, which is then let go here, not left behind.
       chain = chain.then(async () => {
+        if (!session) {
+          connections.delete(socket);
+          return;
+        }
+        const gone = session;
+        gone.open = false;
         log.info({ worker: gone.name, running: gone.running.size }, 'worker disconnected');
         await parts.service.workerGone(gone).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
         connections.delete(socket);
