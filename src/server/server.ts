@@ -148,7 +148,11 @@ async function startOnStore(
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
 
-  registerWorkerTokenRoutes(app, { store, now, disconnect: (identity, reason) => gateway.disconnect(identity, reason) });
+  registerWorkerTokenRoutes(app, {
+    store, now,
+    disconnect: (identity, reason) => gateway.disconnect(identity, reason),
+    disconnectOthers: (name, identity, reason) => gateway.disconnectOthers(name, identity, reason),
+  });
 
   // Instances an earlier life left are adopted before workers can come back to claim them.
   await pools?.recover();
