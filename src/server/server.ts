@@ -164,7 +164,11 @@ async function startOnStore(
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
 
-  registerWorkerTokenRoutes(app, { store, now, disconnect: (identity, reason) => gateway.disconnect(identity, reason) });
+  registerWorkerTokenRoutes(app, {
+    store, now,
+    disconnect: (identity, reason) => gateway.disconnect(identity, reason),
+    disconnectOthers: (name, identity, reason) => gateway.disconnectOthers(name, identity, reason),
+  });
 
   const stopAll = async () => {
     scheduler.stop();

@@ -112,12 +112,19 @@ test('every route refuses every spelling of its path without the right token', a
   assert.ok(routes.some((r) => r.method === 'HEAD' && r.url === '/api/jobs' && r.audience === 'admin'), 'automatic HEAD routes carry their audience');
   assert.ok(routes.some((r) => r.url === '/api/worker' && r.audience === 'worker'), 'the worker socket is in the table');
 
+  // A worker's own token (kiln worker-token create) is a worker's token too: no good on the admin's routes.
+  const created = await fetch(`${server.url}/api/worker-tokens`, {
+    method: 'POST', headers: { authorization: `Bearer ${server.tokens.admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'w1' }),
+  });
+  const perWorker = ((await created.json()) as { token: string }).token;
+
   let requests = 0;
   for (const route of routes.filter((r) => r.audience !== 'public')) {
     const path = concrete(route.url);
     // The other kind of token: a worker's on the admin's routes and the other way round.
-    const otherKind = route.audience === 'admin' ? server.tokens.worker : server.tokens.admin;
-    const tokens: [string, string | undefined][] = [['no token', undefined], ['a wrong token', 'wrong-token'], ['the other kind of token', otherKind]];
+    const tokens: [string, string | undefined][] = [['no token', undefined], ['a wrong token', 'wrong-token']];
+    if (route.audience === 'admin') tokens.push(['the shared worker token', server.tokens.worker], ['a per-worker token', perWorker]);
+    else tokens.push(['the admin token', server.tokens.admin]);
     // The route's own answer to the right token on the plain path is not a refusal: the paths here reach it.
     const right = route.audience === 'admin' ? server.tokens.admin : server.tokens.worker;
     const control = await rawRequest(port, requestBytes(route.method, path, right));

@@ -78,7 +78,15 @@ test('a per-worker token is good for its own name only, and a name with a token 
   assert.equal((await sharedAsA.worker.closed).code, CloseCode.identity);
 
   assert.equal((await helloAs(t, server, tokenA, 'worker-a')).answer.type, 'welcome');
-  assert.equal((await helloAs(t, server, server.tokens.worker, 'someone-else')).answer.type, 'welcome', 'the shared token still serves free names');
+  const sharedC = await helloAs(t, server, server.tokens.worker, 'worker-c');
+  assert.equal(sharedC.answer.type, 'welcome', 'the shared token still serves free names');
+
+  // Giving a name its own token takes it from a shared-token worker connected under it.
+  await createToken(server, 'worker-c');
+  const refusal = await sharedC.worker.next<{ type: string; code: string; message: string }>();
+  assert.equal(refusal.code, 'KILN_ERR_WORKER_IDENTITY');
+  assert.match(refusal.message, /worker 'worker-c' now has its own token/);
+  assert.equal((await sharedC.worker.closed).code, CloseCode.identity);
 });
 
 test('a revoked token is refused, and the worker connected with it is disconnected', async (t) => {

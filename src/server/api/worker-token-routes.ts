@@ -18,6 +18,8 @@ export interface WorkerTokenRouteParts {
   now: () => number;
   /** Closes the connections of a revoked identity; returns how many there were. */
   disconnect: (identity: WorkerIdentity, reason: string) => number;
+  /** Closes a connection under `name` with any other identity (the name now has its own token). */
+  disconnectOthers: (name: string, identity: WorkerIdentity, reason: string) => number;
 }
 
 // A token's name is the worker name it binds: the hello's own rule.
@@ -30,12 +32,14 @@ const present = (record: WorkerTokenRecord) => ({
 });
 
 /** Registers the worker-token routes. */
-export function registerWorkerTokenRoutes(app: FastifyInstance, { store, now, disconnect }: WorkerTokenRouteParts): void {
+export function registerWorkerTokenRoutes(app: FastifyInstance, { store, now, disconnect, disconnectOthers }: WorkerTokenRouteParts): void {
   app.post('/api/worker-tokens', forAdmin, async (request, reply) => {
     const { name } = parse(nameOnly, request.body, 'worker token request');
     const token = newToken();
     const record = await store.createWorkerToken(name, hashToken(token), now());
-    request.log.info({ worker: name }, 'worker token created');
+    // From now on the name is the token's: a worker connected under it with another credential goes.
+    const disconnected = disconnectOthers(name, { kind: 'token', name }, 'kiln worker-token create');
+    request.log.info({ worker: name, disconnected }, 'worker token created');
     return reply.code(201).send({ ...present(record), token });
   });
 

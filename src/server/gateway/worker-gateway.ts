@@ -142,6 +142,11 @@ export interface WorkerGateway {
   shutdown(): Promise<void>;
   /** Refuses and closes the connections of this identity (its token was revoked); returns how many. */
   disconnect(identity: WorkerIdentity, reason: string): number;
+  /**
+   * Closes the connection of a worker named `name` unless it has `identity` (a name just given its
+   * own token: a shared-token worker that held it must not keep it). Returns how many.
+   */
+  disconnectOthers(name: string, identity: WorkerIdentity, reason: string): number;
 }
 
 /** Registers the `/api/worker` WebSocket route. */
@@ -151,6 +156,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const connections = new Map<WebSocket, () => Promise<void>>();
   /** The identity each open connection authenticated with. */
   const identities = new Map<WebSocket, string>();
+  /** The worker name each welcomed connection has. */
+  const names = new Map<WebSocket, string>();
 
   // A plain HTTP request (no upgrade) gets a catalogued error, not the plugin's empty 404.
   const notAnUpgrade = async (): Promise<never> => {
@@ -203,6 +210,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         const fresh = new Session(socket, hello, options.artifactLimits, identity);
         const { resume, release } = await parts.service.workerAttached(fresh, runs);
         session = fresh;
+        names.set(socket, hello.name);
         session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
         log.info({ worker: hello.name, identity: fresh.identity, platform: hello.platform, capacity: hello.capacity, version: hello.version, resumed: resume.length }, 'worker connected');
         await parts.service.replayCancels(session, resume.map((r) => r.runId));
@@ -244,15 +252,19 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
 
     socket.on('close', () => {
       identities.delete(socket);
+      names.delete(socket);
       clearTimeout(helloTimer);
       clearInterval(heartbeat);
-      if (!session) {
-        connections.delete(socket);
-        return;
-      }
-      const gone = session;
-      gone.open = false;
+      if (session) session.open = false;
+      // Queued behind the frame in hand: a hello still being handled (a token revoked meanwhile, a
+      // worker gone mid-hello) makes its session first, which is then let go here, not left behind.
       chain = chain.then(async () => {
+        if (!session) {
+          connections.delete(socket);
+          return;
+        }
+        const gone = session;
+        gone.open = false;
         log.info({ worker: gone.name, running: gone.running.size }, 'worker disconnected');
         await parts.service.workerGone(gone).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
         connections.delete(socket);
@@ -269,6 +281,18 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         // Forgotten at once, so a hello still being checked on this socket is not welcomed.
         identities.delete(socket);
         refuse(socket, new UnauthorizedError(`${describeIdentity(identity)} was revoked: ${reason}`), CloseCode.revoked);
+        closed += 1;
+      }
+      return closed;
+    },
+    disconnectOthers(name, identity, reason) {
+      const key = identityKey(identity);
+      let closed = 0;
+      for (const [socket, held] of names) {
+        if (held !== name || identities.get(socket) === key) continue;
+        names.delete(socket);
+        identities.delete(socket);
+        refuse(socket, new WorkerIdentityError(`worker '${name}' now has its own token (${reason}): only that token may use the name`), CloseCode.identity);
         closed += 1;
       }
       return closed;
