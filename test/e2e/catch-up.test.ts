@@ -27,6 +27,7 @@ test('ten years of missed minutes: one pass, one run, the rest counted as skippe
   const missedAtMost = Math.floor((after - due) / MIN) + 1;
   assert.ok(job.skipped >= missedAtLeast && job.skipped <= missedAtMost, `${job.skipped} skipped, expected ${missedAtLeast}..${missedAtMost}`);
   assert.ok(Date.parse(job.nextAt) > before, `next ${job.nextAt} is after now`);
+  assert.match(job.lastSkip.reason, new RegExp(`^run \\S+ is still queued \\(catch-up: ${CATCH_UP_LIMIT} missed slots replayed at once .*, \\d{7} later missed slots not replayed \\(at most ${CATCH_UP_LIMIT} per pass\\)\\)$`));
   const catching = server.stderr.slice(since).filter((line) => line.includes('"msg":"schedule catching up"'));
   assert.equal(catching.length, 1, 'one pass caught up');
   assert.match(catching[0]!, new RegExp(`"replayed":${CATCH_UP_LIMIT},"skipped":\\d{7}`));

@@ -32,6 +32,11 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     ['pools:\n  - {name: d, provider: docker, platform: p, max: 1, options: {image: x, hostconfig: {cpus: two}}}\n', /^kiln: bad config file .*: pools\.0\.options\.hostconfig\.cpus: use a number of CPUs like 1\.5$/],
     ['pools:\n  - {name: a, provider: process, platform: p, max: 1}\n  - {name: a, provider: bwrap, platform: q, max: 1}\n', /^kiln: bad config file .*: pools\.1\.name: 'a' is used twice$/],
     ['pools:\n  - {name: a, provider: process, platform: p, max: 1, idle_timeout: soon}\n', /^kiln: bad config file .*: pools\.0\.idle_timeout: use a duration like 10m, 0 \(one run per instance\) or -1 \(never\)$/],
+    // Durations out of range: one line naming the field and the limit (timers at most 24d, others 3660d).
+    ['heartbeat: 30d\n', /^kiln: bad config file .*: heartbeat: at most 24d$/],
+    ['artifacts:\n  keep_for: 100000000d\n', /^kiln: bad config file .*: artifacts\.keep_for: at most 3660d$/],
+    ['pools:\n  - {name: a, provider: process, platform: p, max: 1, start_timeout: 30d}\n', /^kiln: bad config file .*: pools\.0\.start_timeout: at most 24d$/],
+    ['pools:\n  - {name: a, provider: process, platform: p, max: 1, idle_timeout: 25d}\n', /^kiln: bad config file .*: pools\.0\.idle_timeout: at most 24d$/],
     ['listen: [\n', /^kiln: cannot read config file .*: /],
     ['artifacts:\n  max_file: huge\n', /^kiln: bad config file .*: artifacts\.max_file: use a size like 512mb or 4gb$/],
     ['artifacts:\n  keep_runs: -1\n', /^kiln: bad config file .*: artifacts\.keep_runs: /],
@@ -50,6 +55,8 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     [['--max-artifact-file', 'huge'], /^kiln: bad --max-artifact-file 'huge': use a size like 512mb or 4gb$/],
     [['--keep-artifacts-runs', 'ten'], /^kiln: bad --keep-artifacts-runs 'ten': give a whole number/],
     [['--keep-artifacts-for', 'forever'], /^kiln: bad --keep-artifacts-for 'forever': use a duration/],
+    [['--keep-artifacts-for', '100000000d'], /^kiln: bad --keep-artifacts-for '100000000d': at most 3660d$/],
+    [['--reattach-grace', '30d'], /^kiln: bad --reattach-grace '30d': at most 24d \(longer timers fire at once\)$/],
     [['--upload', 'not a url'], /^kiln: bad --upload 'not a url': use http\(s\):\/\/\[user:password@\]host\/path or s3:\/\/bucket\/prefix$/],
   ];
   for (const [args, message] of flags) {

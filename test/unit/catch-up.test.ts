@@ -18,6 +18,7 @@ test('planFiring: with catch-up, a table of due/now cases gives bounded slots, e
   const cases: { name: string; schedule: Schedule; due: number; now: number; slots: number; skipped: number; next: number | undefined }[] = [
     { name: 'on time', schedule: every(HOUR), due: T, now: T, slots: 1, skipped: 0, next: T + HOUR },
     { name: 'woken early (not yet due)', schedule: every(HOUR), due: T, now: T - 1, slots: 1, skipped: 0, next: T + HOUR },
+    { name: 'three missed hours', schedule: every(HOUR), due: T, now: T + 2.5 * HOUR, slots: 3, skipped: 0, next: T + 3 * HOUR },
     { name: 'five missed hours', schedule: every(HOUR), due: T, now: T + 4.5 * HOUR, slots: 5, skipped: 0, next: T + 5 * HOUR },
     { name: 'exactly the limit', schedule: every(MIN), due: T, now: T + (CATCH_UP_LIMIT - 1) * MIN, slots: CATCH_UP_LIMIT, skipped: 0, next: T + CATCH_UP_LIMIT * MIN },
     { name: 'one past the limit', schedule: every(MIN), due: T, now: T + CATCH_UP_LIMIT * MIN, slots: CATCH_UP_LIMIT, skipped: 1, next: T + (CATCH_UP_LIMIT + 1) * MIN },
@@ -25,7 +26,7 @@ test('planFiring: with catch-up, a table of due/now cases gives bounded slots, e
       name: 'ten years of minutes', schedule: every(MIN), due: T - 3652 * DAY, now: T,
       slots: CATCH_UP_LIMIT, skipped: 3652 * 24 * 60 + 1 - CATCH_UP_LIMIT, next: T + MIN,
     },
-    { name: 'weekly period, a year late', schedule: { kind: 'period', period: 'weekly' }, due: T - 364 * DAY, now: T, slots: 53, skipped: 0, next: T + 7 * DAY },
+    { name: 'weekly period, a year late', schedule: { kind: 'period', period: 'weekly' }, due: T - 364 * DAY, now: T, slots: CATCH_UP_LIMIT, skipped: 53 - CATCH_UP_LIMIT, next: T + 7 * DAY },
     { name: 'never', schedule: { kind: 'period', period: 'never' }, due: T, now: T + DAY, slots: 1, skipped: 0, next: undefined },
     { name: 'a grid that leaves year 9999', schedule: every(3660 * DAY), due: MAX_TIME_MS - DAY, now: MAX_TIME_MS - DAY, slots: 1, skipped: 0, next: undefined },
   ];

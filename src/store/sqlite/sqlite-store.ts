@@ -459,13 +459,13 @@ class SqliteStore implements JobStore {
     return this.tx((): FireOutcome => {
       const changed = this.db.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
       if (changed !== 1) return { outcome: 'stale' };
-      // Recorded first: a skip of this firing (below) then shows as the latest reason, the count includes both.
+      // Recorded first; a skip of this firing (below) adds one and keeps the catch-up's reason in its own.
       if (missed && missed.count > 0) {
         this.db.prepare('UPDATE jobs SET skipped = skipped + ?, last_skip = ? WHERE name = ?').run(missed.count, JSON.stringify({ at: now, reason: missed.reason }), name);
       }
       const job = toJob(this.jobRow(name));
       const skip = (reason: string): { outcome: 'skipped'; reason: string } => {
-        this.skipInTx(name, now, reason);
+        this.skipInTx(name, now, missed && missed.count > 0 ? `${reason} (${missed.reason})` : reason);
         return { outcome: 'skipped', reason };
       };
       const open = this.db
