@@ -64,7 +64,7 @@ test('a run claimed but not sent because the store failed goes back to its queue
   const runId: string = (await call(server, 'POST', '/api/jobs/tj/execute', {})).body.run.id;
   // The template is expanded after the claim; saving it fails, so the claimed run is not sent.
   const assign = await worker.next<{ type: string; run: { id: string; attempt: number; script: string } }>();
-  assert.deepEqual([assign.type, assign.run.id, assign.run.attempt, assign.run.script], ['run.assign', runId, 2, 'echo tj\n']);
+  assert.deepEqual([assign.type, assign.run.id, assign.run.attempt, assign.run.script], ['run.assign', runId, 1, 'echo tj\n']);
   assert.equal(scripts.state.failed, 1);
   const { events } = (await call(server, 'GET', `/api/runs/${runId}/events`)).body;
   const requeued = events.find((e: { kind: string }) => e.kind === 'requeued');

@@ -817,14 +817,15 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.equal(run.id, queued!.id);
         const end = { status: 'cancelled' as const, result: { kind: 'aborted' as const, reason: 'never started: w1 reconnected without it' }, finishedAt: T0 + 1, retry: 'unstarted' as const };
         assert.equal((await store.endAttempt(run.id, end, { worker: 'w1', attempt: 2 })).outcome, 'stale', 'another attempt: nothing changes');
+        assert.equal((await store.endAttempt(run.id, end, { worker: 'w2', attempt: 1 })).outcome, 'stale', 'another worker: nothing changes');
         const back = await store.endAttempt(run.id, end, { worker: 'w1', attempt: 1 });
         assert.equal(back.outcome, 'retried');
-        assert.deepEqual([back.run.status, back.run.attempt, back.run.worker, back.run.lostRetriesLeft, back.run.failureRetriesLeft], ['queued', 2, null, run.lostRetriesLeft, run.failureRetriesLeft]);
+        assert.deepEqual([back.run.status, back.run.attempt, back.run.worker, back.run.lostRetriesLeft, back.run.failureRetriesLeft], ['queued', 1, null, run.lostRetriesLeft, run.failureRetriesLeft], 'the same attempt: it never ran');
         assert.equal(ids(await store.listQueued())[0], run.id, 'at the front');
         const events = await store.listEvents(run.id);
         assert.deepEqual(events.at(-1), { at: T0 + 1, attempt: 1, kind: 'requeued', detail: { why: 'never started: w1 reconnected without it', worker: 'w1' } });
         const lines = await store.readConsole(run.id);
-        assert.match(lines.at(-1)!.text, /^kiln: attempt 1 on w1 never started \(aborted: never started: w1 reconnected without it\); queued again as attempt 2, no retry used$/);
+        assert.match(lines.at(-1)!.text, /^kiln: attempt 1 on w1 never started \(aborted: never started: w1 reconnected without it\); queued again, no retry used$/);
       });
 
       test('a dropped platform cancels its queue, refuses new runs and is skipped by schedules', async (t) => {
