@@ -377,7 +377,7 @@ export class KilnService {
         this.log.info({ runId, worker: session.name, why }, 'released a run the worker still held');
       }
     }
-    await this.requeueUnheld(session, new Set(held.map((h) => h.runId)));
+    await this.requeueUnheld(session, new Set(held.map((h) => `${h.runId}#${h.attempt}`)));
     return { resume, release };
   }
 
@@ -390,7 +390,8 @@ export class KilnService {
    */
   private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
     for (const run of await this.store.listRunning()) {
-      if (run.worker !== session.name || held.has(run.id)) continue;
+      // By attempt: a worker still holding an older attempt (released above) does not hold this one.
+      if (run.worker !== session.name || held.has(`${run.id}#${run.attempt}`)) continue;
       await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
     }
   }
