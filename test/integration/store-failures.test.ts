@@ -138,7 +138,7 @@ test('on a really full disk the API answers 507 KILN_ERR_DISK_FULL, the CLI says
   assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'KILN_ERR_DISK_FULL');
   const cli = await kiln(server, ['schedule', 'other', '--command', 'true', '--period', 'never']);
   assert.equal(cli.code, 1);
-  assert.match(cli.stderr, /^kiln: the server's disk is full \(database or disk is full\): free some space and try again\n$/);
+  assert.match(cli.stderr, /^kiln: database or disk is full \(the disk is full: free some space, then try again\)\n$/);
 
   rmSync(filler);
   const again = await kiln(server, ['schedule', 'other', '--command', 'true', '--period', 'never']);
