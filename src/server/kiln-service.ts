@@ -397,18 +397,17 @@ export class KilnService {
   }
 
   /**
-   * Puts a run that never started back at the front of its queue as its next attempt, using no
+   * Puts a run that never started back at the front of its queue as the same attempt, using no
    * retry. Guarded on its worker and attempt: the run may have moved on meanwhile (then nothing
    * changes). When it cannot go back (its job is gone, or another run of the job is queued), it
    * ends `cancelled` with the reason.
    */
   private async requeueUnstarted(run: Run, reason: string): Promise<void> {
-    const outcome = await this.endAttempt(
+    await this.endAttempt(
       run.id,
       { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'unstarted' },
       run.worker ?? undefined, run.attempt,
     );
-    this.log.info({ runId: run.id, worker: run.worker, attempt: run.attempt, outcome, reason }, 'requeued a run that never started');
   }
 
   /** After re-attaching, tells the worker about cancels requested while it was away. */
@@ -497,7 +496,8 @@ export class KilnService {
     const { outcome, run } = await this.store.endAttempt(runId, end, { worker, attempt });
     this.attended(runId);
     if (outcome === 'stale') return outcome;
-    this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, outcome === 'retried' ? 'run retried' : 'run ended');
+    const said = outcome === 'ended' ? 'run ended' : end.retry === 'unstarted' ? 'run requeued' : 'run retried';
+    this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, said);
     if (outcome === 'retried') {
       this.parts.hub.append(runId, await this.store.readConsole(runId, run.firstSeq - 2, 1));
       this.parts.dispatcher.kick();
