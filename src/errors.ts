@@ -210,10 +210,13 @@ export class SweepBusyError extends KilnError {
 /** What SQLite (`SQLITE_FULL`) and the file system (`ENOSPC`, `EDQUOT`) say when there is no room left. */
 const DISK_FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
 
-/** The server's disk (store, artifacts) is full: the operator must free space; retrying later may succeed. */
+/**
+ * A disk is full (the server's store or artifacts, or a worker's work dir): someone must free space;
+ * retrying later may succeed. The cause's own words lead, since this is raised wherever it happens.
+ */
 export class DiskFullError extends KilnError {
   constructor(cause: string) {
-    super('KILN_ERR_DISK_FULL', 507, `the server's disk is full (${cause}): free some space and try again`);
+    super('KILN_ERR_DISK_FULL', 507, `${cause} (the disk is full: free some space, then try again)`);
   }
 }
 

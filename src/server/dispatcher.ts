@@ -64,6 +64,8 @@ export class Dispatcher {
   private idle: Promise<void> = Promise.resolve();
   /** Passes failed in a row, and the timer of the next try. */
   private failures = 0;
+  /** Runs claimed but neither sent nor handed back (the store failed): handed back first on the next pass. */
+  private readonly unsent = new Map<string, Run>();
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Told after each dispatch pass and when a worker comes or goes (the pools look then). */
@@ -79,8 +81,8 @@ export class Dispatcher {
     private readonly prepare: (run: Run) => Promise<Run | undefined>,
     /** Called with each run handed to a worker. */
     private readonly dispatched: (run: Run) => void,
-    /** Called with a run claimed for a worker that went away meanwhile. */
-    private readonly orphaned: (run: Run) => Promise<void>,
+    /** Called with a run claimed for a worker but not sent to it (the worker went away, or the pass failed), and why. */
+    private readonly orphaned: (run: Run, why: string) => Promise<void>,
   ) {}
 
   /** The connected session of that name, if any. */
@@ -177,6 +179,10 @@ export class Dispatcher {
 
   /** One pass over the workers; false when any of them could not be served (tried again later). */
   private async pass(): Promise<boolean> {
+    for (const run of this.unsent.values()) {
+      await this.orphaned(run, 'the server could not send it (the store failed)');
+      this.unsent.delete(run.id);
+    }
     let ok = true;
     // Least-loaded workers first, so runs spread across the farm.
     const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
@@ -199,10 +205,20 @@ export class Dispatcher {
       const onlyRun = this.reserved.get(session.name);
       const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun, identity: session.identity }, this.now(), this.backstopMs);
       if (!claimed) break;
-      const run = await this.prepare(claimed);
+      let run: Run | undefined;
+      try {
+        run = await this.prepare(claimed);
+      } catch (raw) {
+        // Claimed but not sent: left so, it would sit `running` on a worker that does not hold it.
+        this.unsent.set(claimed.id, claimed);
+        throw raw;
+      }
       if (!run) continue;
       if (!session.open) {
-        await this.orphaned(run);
+        await this.orphaned(run, `${session.name} went away before it was sent`).catch((raw) => {
+          this.unsent.set(run.id, run);
+          throw raw;
+        });
         break;
       }
       session.running.add(run.id);

@@ -273,17 +273,19 @@ export class KilnService {
   async prepare(run: Run): Promise<Run | undefined> {
     if (run.script !== null) return run;
     const job = await this.store.getJob(run.job);
+    let script: string;
     try {
       if (!job?.template) throw new TemplateNotFoundError(`job ${run.job} has neither a script nor a template`);
       const { text } = this.parts.templates.read(job.template, run.platform);
-      const script = expandTemplate(text, { ...job.vars, PLATFORM: run.platform, JOB: run.job, RUN: run.id });
-      await this.store.setRunScript(run.id, script);
-      return { ...run, script };
+      script = expandTemplate(text, { ...job.vars, PLATFORM: run.platform, JOB: run.job, RUN: run.id });
     } catch (raw) {
       const reason = (raw as Error).message;
       await this.endAttempt(run.id, { status: 'failed', result: { kind: 'aborted', reason }, finishedAt: this.parts.now() }, run.worker ?? undefined);
       return undefined;
     }
+    // Outside the catch: a store failure is the server's trouble, not the run's (the dispatcher hands it back).
+    await this.store.setRunScript(run.id, script);
+    return { ...run, script };
   }
 
   /** Retires a platform: its queue is emptied, its workers told; new runs for it are refused. */
@@ -394,7 +396,7 @@ export class KilnService {
         this.log.info({ runId, worker: session.name, why }, 'released a run the worker still held');
       }
     }
-    await this.requeueUnheld(session, new Set(held.map((h) => h.runId)));
+    await this.requeueUnheld(session, new Set(held.map((h) => `${h.runId}#${h.attempt}`)));
     return { resume, release };
   }
 
@@ -407,15 +409,24 @@ export class KilnService {
    */
   private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
     for (const run of await this.store.listRunning()) {
-      if (run.worker !== session.name || held.has(run.id)) continue;
-      const reason = `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`;
-      const outcome = await this.endAttempt(
-        run.id,
-        { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'unstarted' },
-        session.name, run.attempt,
-      );
-      this.log.info({ runId: run.id, worker: session.name, attempt: run.attempt, outcome }, 'requeued a run its worker never started');
+      // By attempt: a worker still holding an older attempt (released above) does not hold this one.
+      if (run.worker !== session.name || held.has(`${run.id}#${run.attempt}`)) continue;
+      await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
     }
+  }
+
+  /**
+   * Puts a run that never started back at the front of its queue as the same attempt, using no
+   * retry. Guarded on its worker and attempt: the run may have moved on meanwhile (then nothing
+   * changes). When it cannot go back (its job is gone, or another run of the job is queued), it
+   * ends `cancelled` with the reason.
+   */
+  private async requeueUnstarted(run: Run, reason: string): Promise<void> {
+    await this.endAttempt(
+      run.id,
+      { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'unstarted' },
+      run.worker ?? undefined, run.attempt,
+    );
   }
 
   /** After re-attaching, tells the worker about cancels requested while it was away. */
@@ -434,10 +445,12 @@ export class KilnService {
     await this.store.workerDisconnected(session.name, this.parts.now());
   }
 
-  /** A run claimed for a worker that went away before it was sent. */
-  async orphaned(run: Run): Promise<void> {
-    // Guarded on the attempt: the worker may already be back and the run requeued and sent again.
-    await this.lose(run.id, run.worker ?? undefined, 'worker lost before the run started', run.attempt);
+  /**
+   * A run claimed for a worker but never sent to it (the worker went away meanwhile, or the pass
+   * failed): nothing of it ran, so it goes back to its queue without using a retry.
+   */
+  async orphaned(run: Run, why: string): Promise<void> {
+    await this.requeueUnstarted(run, `never started: ${why}`);
   }
 
   /** Notes a dispatched run's deadline. */
@@ -484,10 +497,10 @@ export class KilnService {
     this.unattended.delete(runId);
   }
 
-  private async lose(runId: string, worker: string | undefined, reason: string, attempt?: number): Promise<void> {
+  private async lose(runId: string, worker: string | undefined, reason: string): Promise<void> {
     const result: RunResult = { kind: 'aborted', reason };
     try {
-      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.parts.now(), retry: 'lost' }, worker, attempt);
+      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.parts.now(), retry: 'lost' }, worker);
     } catch (raw) {
       this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run');
     }
@@ -502,7 +515,8 @@ export class KilnService {
     const { outcome, run } = await this.store.endAttempt(runId, end, { worker, attempt });
     this.attended(runId);
     if (outcome === 'stale') return outcome;
-    this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, outcome === 'retried' ? 'run retried' : 'run ended');
+    const said = outcome === 'ended' ? 'run ended' : end.retry === 'unstarted' ? 'run requeued' : 'run retried';
+    this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, said);
     if (outcome === 'retried') {
       this.parts.hub.append(runId, await this.store.readConsole(runId, run.firstSeq - 2, 1));
       this.parts.dispatcher.kick();

@@ -115,7 +115,7 @@ async function startOnStore(
   const backstopMs = options.backstopMs ?? 60_000;
   const dispatcher = new Dispatcher(
     store, log.child({ part: 'dispatcher' }), now, backstopMs,
-    (run) => service!.prepare(run), (run) => service!.dispatched(run), (run) => service!.orphaned(run),
+    (run) => service!.prepare(run), (run) => service!.dispatched(run), (run, why) => service!.orphaned(run, why),
   );
   const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, (at) => service!.fireDue(at));
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;

@@ -169,7 +169,7 @@ export interface RunEvent {
 export interface AttemptEnd extends RunEnd {
   /**
    * Which retry budget may give the run another attempt, if any. `unstarted`: the attempt never
-   * reached its worker, so the run goes back to the queue without using any budget.
+   * reached its worker, so the run goes back to the queue as the same attempt, using no budget.
    */
   retry?: 'lost' | 'failure' | 'unstarted';
 }

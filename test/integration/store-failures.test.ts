@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -52,6 +52,26 @@ test('a dispatch pass that fails (the store cannot claim) is tried again: the ru
   assert.equal(claims.state.failed, 2, 'both failures happened before the run went out');
 });
 
+test('a run claimed but not sent because the store failed goes back to its queue, unretried, and reaches the worker on the next pass', { timeout: 30_000 }, async (t) => {
+  const scripts = failing('setRunScript');
+  const server = await inProcessServer(t, { wrapStore: scripts.wrap });
+  mkdirSync(path.join(server.dataDir, 'templates'));
+  writeFileSync(path.join(server.dataDir, 'templates', 'tpl.testos'), 'echo %%JOB%%\n');
+  const worker = await FakeWorker.connect(t, server);
+  await worker.hello();
+  await call(server, 'POST', '/api/jobs', { name: 'tj', template: 'tpl', period: 'never', retries: 0 });
+  scripts.state.left = 1;
+  const runId: string = (await call(server, 'POST', '/api/jobs/tj/execute', {})).body.run.id;
+  // The template is expanded after the claim; saving it fails, so the claimed run is not sent.
+  const assign = await worker.next<{ type: string; run: { id: string; attempt: number; script: string } }>();
+  assert.deepEqual([assign.type, assign.run.id, assign.run.attempt, assign.run.script], ['run.assign', runId, 1, 'echo tj\n']);
+  assert.equal(scripts.state.failed, 1);
+  const { events } = (await call(server, 'GET', `/api/runs/${runId}/events`)).body;
+  const requeued = events.find((e: { kind: string }) => e.kind === 'requeued');
+  assert.match(requeued?.detail.why ?? '', /never started: the server could not send it \(the store failed\)/);
+  assert.ok(!events.some((e: { kind: string }) => e.kind === 'ended' || e.kind === 'retried'), JSON.stringify(events));
+});
+
 test('a write the full disk refuses answers 507 KILN_ERR_DISK_FULL, and the same write succeeds once there is room', { timeout: 30_000 }, async (t) => {
   const creates = failing('createJob');
   const server = await inProcessServer(t, { wrapStore: creates.wrap });
@@ -70,7 +90,7 @@ function smallDisk(t: TestContext, size: string): string | undefined {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir], { stdio: 'pipe' });
   } catch (raw) {
     const why = `cannot mount a tmpfs here (${String((raw as { stderr?: Buffer }).stderr ?? raw).trim() || 'not permitted'})`;
-    if (process.env.KILN_TEST_REQUIRE_ALL) throw new Error(`${why}; KILN_TEST_REQUIRE_ALL forbids skipping`);
+    if (process.env.KILN_TEST_REQUIRE_ALL === '1') throw new Error(`${why}; KILN_TEST_REQUIRE_ALL forbids skipping`);
     rmSync(dir, { recursive: true, force: true });
     t.skip(why);
     return undefined;
@@ -118,7 +138,7 @@ test('on a really full disk the API answers 507 KILN_ERR_DISK_FULL, the CLI says
   assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'KILN_ERR_DISK_FULL');
   const cli = await kiln(server, ['schedule', 'other', '--command', 'true', '--period', 'never']);
   assert.equal(cli.code, 1);
-  assert.match(cli.stderr, /^kiln: the server's disk is full \(database or disk is full\): free some space and try again\n$/);
+  assert.match(cli.stderr, /^kiln: database or disk is full \(the disk is full: free some space, then try again\)\n$/);
 
   rmSync(filler);
   const again = await kiln(server, ['schedule', 'other', '--command', 'true', '--period', 'never']);

@@ -809,6 +809,25 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(await store.listQueued(), [], 'nothing left in the queue to block it');
       });
 
+      test('an attempt that never started goes back to the front of its queue without using a retry; the attempt guard holds', async (t) => {
+        const store = await open(t);
+        const job = makeJob('unsent', { retries: 0 });
+        const [queued] = await store.createJob(job, [makeRun(job)]);
+        const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))!;
+        assert.equal(run.id, queued!.id);
+        const end = { status: 'cancelled' as const, result: { kind: 'aborted' as const, reason: 'never started: w1 reconnected without it' }, finishedAt: T0 + 1, retry: 'unstarted' as const };
+        assert.equal((await store.endAttempt(run.id, end, { worker: 'w1', attempt: 2 })).outcome, 'stale', 'another attempt: nothing changes');
+        assert.equal((await store.endAttempt(run.id, end, { worker: 'w2', attempt: 1 })).outcome, 'stale', 'another worker: nothing changes');
+        const back = await store.endAttempt(run.id, end, { worker: 'w1', attempt: 1 });
+        assert.equal(back.outcome, 'retried');
+        assert.deepEqual([back.run.status, back.run.attempt, back.run.worker, back.run.lostRetriesLeft, back.run.failureRetriesLeft], ['queued', 1, null, run.lostRetriesLeft, run.failureRetriesLeft], 'the same attempt: it never ran');
+        assert.equal(ids(await store.listQueued())[0], run.id, 'at the front');
+        const events = await store.listEvents(run.id);
+        assert.deepEqual(events.at(-1), { at: T0 + 1, attempt: 1, kind: 'requeued', detail: { why: 'never started: w1 reconnected without it', worker: 'w1' } });
+        const lines = await store.readConsole(run.id);
+        assert.match(lines.at(-1)!.text, /^kiln: attempt 1 on w1 never started \(aborted: never started: w1 reconnected without it\); queued again, no retry used$/);
+      });
+
       test('a dropped platform cancels its queue, refuses new runs and is skipped by schedules', async (t) => {
         const store = await open(t);
         const job = makeJob('nightly', { nextAt: T0 + HOUR });

@@ -354,15 +354,16 @@ class SqliteStore implements JobStore {
       if ((unstarted || (budget && run[budget] > 0)) && !blocked && jobExists) {
         const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
+        // An attempt that never started is not counted: the run goes back as the same attempt.
         const said = unstarted
-          ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again as attempt ${run.attempt + 1}, no retry used`
+          ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again, no retry used`
           : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
         this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
         const front = this.db.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
-        const spend = budget ? `${budget} = ${budget} - 1,` : '';
+        const next = unstarted ? 'attempt' : `attempt + 1, ${budget} = ${budget} - 1`;
         this.db
-          .prepare(`UPDATE runs SET status = 'queued', attempt = attempt + 1, worker = NULL, worker_identity = NULL, started_at = NULL, queue_pos = ?,
-                      ${spend} first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
+          .prepare(`UPDATE runs SET status = 'queued', attempt = ${next}, worker = NULL, worker_identity = NULL, started_at = NULL, queue_pos = ?,
+                      first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
           .run(front ?? 0, markerSeq + 1, id);
         if (unstarted) this.event(id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
