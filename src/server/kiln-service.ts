@@ -410,7 +410,8 @@ export class KilnService {
   private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
     for (const run of await this.store.listRunning()) {
       // By attempt: a worker still holding an older attempt (released above) does not hold this one.
-      if (run.worker !== session.name || held.has(`${run.id}#${run.attempt}`)) continue;
+      // Another credential under the same name speaks only for itself: it cannot give up a run it never held.
+      if (run.worker !== session.name || !holdsRun(run.workerIdentity, session.identity) || held.has(`${run.id}#${run.attempt}`)) continue;
       await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
     }
   }
