@@ -30,7 +30,8 @@ test('a server makes its data dir private (tightening an old 0755 one) and keeps
   mkdirSync(dataDir);
   chmodSync(dataDir, 0o755); // as an earlier Kiln left it
   const server = await startServer(t, { dataDir });
-  await server.waitFor(/made it private \(0700\)/);
+  // Said before it listens, so already printed.
+  assert.ok(server.stderr.some((line) => /"was":"0755".*made it private \(0700\)/.test(line)), server.stderr.join('\n'));
   const worker = await startWorker(t, server, ['--platform', 'testos']);
   assert.equal((await kiln(server, ['schedule', 'keep', '--command', 'echo secret > out.txt', '--artifacts', 'out.txt', ...never])).code, 0);
   const runId = (await kiln(server, ['execute', 'keep'])).stdout.trim();
@@ -114,7 +115,8 @@ test('no kiln process has a token on its command line in the documented ways of 
   }
   // --token still works, and says what it costs.
   const exposed = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', '--token', server.workerToken]);
-  await exposed.waitFor(/the worker token is on the command line \(--token\), where every local user can read it/);
+  await exposed.waitFor(/connected to the server/);
+  assert.ok(exposed.stderr.some((line) => /the worker token is on the command line \(--token\), where every local user can read it/.test(line)));
 });
 
 test('no example in README, docs or packaging puts a token on a worker\'s command line', () => {
