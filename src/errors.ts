@@ -201,3 +201,10 @@ export class DataDirUnsafeError extends KilnError {
     super('KILN_ERR_DATA_DIR_UNSAFE', 400, `the data dir ${dir} ${why}: it holds the tokens and every job's script, so it must be private (chmod 700 it, or give --data another dir)`);
   }
 }
+
+/** The server cannot listen on its address (the port is taken, the address is not this host's). */
+export class ListenError extends KilnError {
+  constructor(address: string, cause: string) {
+    super('KILN_ERR_LISTEN', 500, `cannot listen on ${address}: ${cause}`);
+  }
+}

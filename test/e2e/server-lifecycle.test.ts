@@ -126,7 +126,7 @@ test('a server whose port is taken exits non-zero at once, without ending the ru
   const blocked = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', first.dataDir, '--reattach-grace', '1s']);
   const { code } = await blocked.exited;
   assert.equal(code, 1);
-  assert.equal(blocked.stderr.at(-1), `kiln: listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
+  assert.equal(blocked.stderr.at(-1), `kiln: cannot listen on 127.0.0.1:${port}: the address is already in use (EADDRINUSE): stop what listens there or give --listen another port`);
 
   const next = await startServer(t, { dataDir: first.dataDir, args: ['--reattach-grace', '10m'] });
   assert.equal(JSON.parse((await kiln(next, ['show', runId, '--json'])).stdout).run.status, 'running', 'still waiting for its worker, not lost');
