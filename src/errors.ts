@@ -268,3 +268,10 @@ export class BadHttpRequestError extends KilnError {
     super('KILN_ERR_BAD_HTTP_REQUEST', status, message);
   }
 }
+
+/** The server cannot listen on its address (the port is taken, the address is not this host's). */
+export class ListenError extends KilnError {
+  constructor(address: string, cause: string) {
+    super('KILN_ERR_LISTEN', 500, `cannot listen on ${address}: ${cause}`);
+  }
+}

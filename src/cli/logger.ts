@@ -16,8 +16,10 @@ const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 export class SafeLogDestination implements DestinationStream {
   /** Lines lost since the last successful write. */
   private dropped = 0;
-  /** The error of the first lost line in the current run of failures. */
+  /** Why the first of them was lost (an errno code). */
   private firstError: string | undefined;
+  /** A line was cut short by a failure: the next write starts a new line. */
+  private partial = false;
   /** Lines lost in the life of the process. */
   droppedTotal = 0;
 
@@ -25,45 +27,42 @@ export class SafeLogDestination implements DestinationStream {
 
   write(line: string): void {
     if (this.dropped > 0) {
-      const note = JSON.stringify({ level: 40, time: Date.now(), pid: process.pid, dropped: this.dropped, error: this.firstError, msg: 'log lines were lost: the log could not be written' });
-      if (!this.put(note + '\n')) return this.lose(undefined);
+      const note = { level: 40, time: Date.now(), pid: process.pid, dropped: this.dropped, error: this.firstError, msg: 'log lines were lost: the log could not be written' };
+      if (!this.put(JSON.stringify(note) + '\n')) return;
       this.dropped = 0;
       this.firstError = undefined;
     }
-    if (!this.put(line)) this.lose(this.lastError);
+    this.put(line);
   }
 
-  private lastError: string | undefined;
-
   /**
-   * Writes all of `text`; false if the descriptor refused it. A full pipe (EAGAIN: Node makes
-   * stdio pipes non-blocking) is waited for up to EAGAIN_WAIT_MS, and not at all while lines are
-   * being lost: a reader that stopped reading must not stall the server on every line.
+   * Writes all of `text`, or counts it lost. A full pipe (EAGAIN: Node makes stdio pipes
+   * non-blocking) is waited for up to EAGAIN_WAIT_MS, and not at all while lines are being lost:
+   * a reader that stopped reading must not stall the server on every line.
    */
   private put(text: string): boolean {
-    let buffer = Buffer.from(text);
+    let buffer = Buffer.from(this.partial ? '\n' + text : text);
+    const length = buffer.length;
     let waited = 0;
     for (;;) {
       try {
         while (buffer.length > 0) buffer = buffer.subarray(writeSync(this.fd, buffer));
+        this.partial = false;
         return true;
       } catch (raw) {
-        const code = (raw as NodeJS.ErrnoException).code;
+        const code = (raw as NodeJS.ErrnoException).code ?? String(raw);
         if (code === 'EAGAIN' && this.dropped === 0 && waited < EAGAIN_WAIT_MS) {
           Atomics.wait(PAUSE, 0, 0, 5);
           waited += 5;
           continue;
         }
-        this.lastError = code ?? String(raw);
+        if (buffer.length < length) this.partial = true;
+        this.dropped += 1;
+        this.droppedTotal += 1;
+        this.firstError ??= code;
         return false;
       }
     }
-  }
-
-  private lose(error: string | undefined): void {
-    this.dropped += 1;
-    this.droppedTotal += 1;
-    this.firstError ??= error ?? this.lastError;
   }
 }
 

@@ -30,6 +30,7 @@ import { ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
 import { forPublic, installAuth, type RouteEntry } from './api/auth.js';
 import { holdDataDir } from './data-dir.js';
+import { ListenError } from '../errors.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -192,7 +193,7 @@ async function startOnStore(
     // EADDRINUSE and the like: stop what is already going (re-attach timers, pools, the gateway's
     // heartbeat), or they would keep the process alive after it has said it failed.
     await stopAll().catch((err) => log.error({ err }, 'stopping after a failed listen'));
-    throw raw;
+    throw new ListenError(options.host.includes(':') ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`, listenCause(raw));
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -212,6 +213,15 @@ async function startOnStore(
     wakeScheduler: () => scheduler.wake(),
     close: stopAll,
   };
+}
+
+/** Why listen failed, in words, for the one line the server exits with. */
+function listenCause(raw: unknown): string {
+  const code = (raw as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return 'the address is already in use (EADDRINUSE): stop what listens there or give --listen another port';
+  if (code === 'EADDRNOTAVAIL') return 'the address is not one of this host\'s (EADDRNOTAVAIL)';
+  if (code === 'EACCES') return 'permission denied (EACCES): ports below 1024 need privileges';
+  return coerceError(raw).message;
 }
 
 /**

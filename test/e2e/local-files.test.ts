@@ -4,7 +4,9 @@
  * on a kiln process's command line in the documented ways of starting one.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { followRun, freePort, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
@@ -30,7 +32,8 @@ test('a server makes its data dir private (tightening an old 0755 one) and keeps
   mkdirSync(dataDir);
   chmodSync(dataDir, 0o755); // as an earlier Kiln left it
   const server = await startServer(t, { dataDir });
-  await server.waitFor(/made it private \(0700\)/);
+  // Said before it listens, so already printed.
+  assert.ok(server.stderr.some((line) => /"was":"0755".*made it private \(0700\)/.test(line)), server.stderr.join('\n'));
   const worker = await startWorker(t, server, ['--platform', 'testos']);
   assert.equal((await kiln(server, ['schedule', 'keep', '--command', 'echo secret > out.txt', '--artifacts', 'out.txt', ...never])).code, 0);
   const runId = (await kiln(server, ['execute', 'keep'])).stdout.trim();
@@ -46,6 +49,25 @@ test('a server makes its data dir private (tightening an old 0755 one) and keeps
   assert.equal(modeOf(path.join(artifacts, blobDirs[0]!)), '700');
   for (const blob of readdirSync(path.join(artifacts, blobDirs[0]!))) assert.equal(modeOf(path.join(artifacts, blobDirs[0]!, blob)), '600');
   await worker.kill('SIGTERM');
+});
+
+test('a data dir open to others that cannot be made private stops the server with one line (exit 2)', async (t) => {
+  // A 0755 dir on a read-only tmpfs: chmod fails (EROFS), as it would on another user's dir.
+  const mountPoint = mkdtempSync(path.join(os.tmpdir(), 'kiln-mount-'));
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'tmpfs', mountPoint]).status === 0;
+  t.after(() => {
+    if (mounted) spawnSync('umount', ['--lazy', mountPoint]);
+    rmSync(mountPoint, { recursive: true, force: true });
+  });
+  if (!mounted) return t.skip('needs root to mount a tmpfs (CI runs as root)');
+  mkdirSync(path.join(mountPoint, 'data'), { mode: 0o755 });
+  chmodSync(path.join(mountPoint, 'data'), 0o755);
+  assert.equal(spawnSync('mount', ['-o', 'remount,ro', mountPoint]).status, 0);
+  const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${await freePort()}`, '--data', path.join(mountPoint, 'data')]);
+  assert.equal((await server.exited).code, 2);
+  assert.deepEqual(server.stderr, [
+    `kiln: the data dir ${path.join(mountPoint, 'data')} is mode 0755, owned by uid 0, and cannot be made private (EROFS): it holds the tokens and every job's script, so it must be private (chmod 700 it, or give --data another dir)`,
+  ]);
 });
 
 test('an existing database readable by everyone (an older Kiln) is made 0600 with its WAL and SHM at start', async (t) => {
@@ -114,7 +136,8 @@ test('no kiln process has a token on its command line in the documented ways of 
   }
   // --token still works, and says what it costs.
   const exposed = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', '--token', server.workerToken]);
-  await exposed.waitFor(/the worker token is on the command line \(--token\), where every local user can read it/);
+  await exposed.waitFor(/connected to the server/);
+  assert.ok(exposed.stderr.some((line) => /the worker token is on the command line \(--token\), where every local user can read it/.test(line)));
 });
 
 test('no example in README, docs or packaging puts a token on a worker\'s command line', () => {

@@ -14,11 +14,13 @@ import { freePort, spawnKiln, startServer, tempDir } from '../helpers/processes.
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
-/** Starts `kiln server` on `dataDir` and resolves with how it ended (it must end by itself). */
+/** Starts `kiln server` on `dataDir` and resolves with how it ended; fails if it starts serving instead. */
 async function refusedStart(t: TestContext, dataDir: string): Promise<{ code: number | null; lines: string[] }> {
   const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${await freePort()}`, '--data', dataDir]);
-  const { code } = await server.exited;
-  return { code, lines: server.stderr };
+  // Rejected when the server exits first, which is what should happen.
+  const listening = server.waitFor(/kiln server listening/).then(() => true, () => false);
+  if (await Promise.race([server.exited.then(() => false), listening])) assert.fail(`the server started on it:\n${server.stderr.join('\n')}`);
+  return { code: (await server.exited).code, lines: server.stderr };
 }
 
 test("another application's SQLite file is refused and left unchanged", async (t) => {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Job, JobStore } from '../../src/store/index.js';
-import { migrate } from '../../src/store/sqlite/migrate.js';
+import { KILN_APPLICATION_ID, migrate } from '../../src/store/sqlite/migrate.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { runJobStoreSuite } from './job-store.suite.js';
 
@@ -126,6 +126,40 @@ describe('SQLite store', () => {
     t.after(() => db.close());
     assert.deepEqual(migrate(db), shippedVersions());
     assert.deepEqual(migrate(db), []);
+  });
+
+  test("a new database carries Kiln's application_id; one from before the marker is adopted and marked, its data kept", async (t) => {
+    const dir = scratch(t);
+    const file = dir.file();
+    const first = dir.open(file);
+    await first.createJob(job);
+    await first.close();
+    const marked = new Database(file);
+    assert.equal(marked.pragma('application_id', { simple: true }), KILN_APPLICATION_ID);
+    marked.pragma('application_id = 0'); // as a Kiln from before the marker left it
+    marked.close();
+
+    const adopted = dir.open(file);
+    assert.deepEqual((await adopted.listJobs()).map((j) => j.name), ['build']);
+    await adopted.close();
+    assert.equal(dir.raw(file, { readonly: true }).pragma('application_id', { simple: true }), KILN_APPLICATION_ID);
+  });
+
+  test("a foreign, newer or damaged file is refused with the file's name and a catalogued code, before anything in it changes", async (t) => {
+    const dir = scratch(t);
+    const foreign = dir.file('foreign.db');
+    const other = new Database(foreign);
+    other.exec('CREATE TABLE notes (body TEXT)');
+    other.close();
+    assert.throws(() => openSqliteStore(foreign), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORE_FOREIGN' && err.message.startsWith(`${foreign} is not a Kiln database`));
+    assert.deepEqual(dir.raw(foreign, { readonly: true }).prepare("SELECT name FROM sqlite_master").pluck().all(), ['notes']);
+
+    const newer = dir.file('newer.db');
+    await openSqliteStore(newer).close();
+    const db = new Database(newer);
+    db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)').run(Math.max(...shippedVersions()) + 1);
+    db.close();
+    assert.throws(() => openSqliteStore(newer), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORE_TOO_NEW' && err.message.startsWith(`${newer} has schema version`));
   });
 
   test('the database is in WAL mode', async (t) => {

@@ -187,9 +187,12 @@ export function registerDaemonCommands(program: Command): void {
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
       const log = createLogger();
+      // Listened for before anything starts: a signal that comes while the server starts (or
+      // right after it says it listens) is a clean stop too, never the default sudden death.
+      const stopped = firstSignalThenNow(log);
       const server = await runServer(log, flags);
       process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}\n`);
-      const signal = await firstSignalThenNow(log);
+      const signal = await stopped;
       log.info({ signal }, 'shutting down (a second signal exits at once)');
       await server.close();
       log.info({ signal }, 'kiln server stopped');
@@ -247,6 +250,7 @@ export function registerDaemonCommands(program: Command): void {
       const log = createLogger(process.env.KILN_LOG_LEVEL ?? 'warn');
       // The local worker logs at the same level as `up` itself.
       process.env.KILN_LOG_LEVEL = log.level;
+      const stopped = firstSignalThenNow(log);
       const server = await runServer(log, flags);
       const workerName = `${os.hostname()}-local`;
       const worker = superviseWorker(log, server, workerName);
@@ -264,7 +268,7 @@ export function registerDaemonCommands(program: Command): void {
           '',
         ].join('\n'),
       );
-      const signal = await firstSignalThenNow(log);
+      const signal = await stopped;
       log.info({ signal }, 'shutting down');
       await worker.stop();
       await server.close();
