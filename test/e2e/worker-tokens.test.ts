@@ -56,5 +56,26 @@ test("a worker whose token is bound to another name is refused and exits; --toke
 
   const onArgv = spawnKiln(t, ['worker', '--server', server.url, '--name', 'builder-a', '--token', 'not-the-token']);
   assert.deepEqual(await onArgv.exited, { code: 3, signal: null });
-  await onArgv.waitFor(/--token puts the worker token on the command line/);
+  await onArgv.waitFor(/--token puts the worker token on the command line, where every local user can read it/);
+});
+
+test('--token-file reads the worker token from a file it leaves in place; a missing or empty one is a usage error', async (t) => {
+  const server = await startServer(t);
+  const token = (await kiln(server, ['worker-token', 'create', 'builder-f'])).stdout.trim();
+  const dir = tempDir(t);
+  const file = path.join(dir, 'builder-f.token');
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  const worker = spawnKiln(t, ['worker', '--server', server.url, '--name', 'builder-f', '--token-file', file]);
+  await worker.waitFor(/connected to the server/);
+  assert.equal(existsSync(file), true, 'a --token-file is the operator\'s: it stays');
+  assert.equal(worker.stderr.some((line) => line.includes(token)), false, 'the token is never logged');
+  await worker.kill('SIGTERM');
+
+  const missing = spawnKiln(t, ['worker', '--server', server.url, '--name', 'builder-f', '--token-file', path.join(dir, 'nope')]);
+  assert.deepEqual(await missing.exited, { code: 2, signal: null });
+  await missing.waitFor(/^kiln: cannot read the worker token from --token-file .*nope: /);
+  writeFileSync(path.join(dir, 'empty'), '\n');
+  const empty = spawnKiln(t, ['worker', '--server', server.url, '--name', 'builder-f', '--token-file', path.join(dir, 'empty')]);
+  assert.deepEqual(await empty.exited, { code: 2, signal: null });
+  await empty.waitFor(/--token-file .*empty is empty/);
 });

@@ -141,6 +141,7 @@ async function firstSignalThenNow(log: Logger): Promise<NodeJS.Signals> {
 interface WorkerFlags {
   server?: string;
   token?: string;
+  tokenFile?: string;
   name?: string;
   platform?: string;
   label?: string[];
@@ -202,8 +203,9 @@ export function registerDaemonCommands(program: Command): void {
     .command('worker')
     .description(
       'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-        `default ${DEFAULT_SERVER}) with the worker token: descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps)`,
+        `default ${DEFAULT_SERVER}) with the worker token: --token-file FILE, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps)`,
     )
+    .option('--token-file <file>', 'read the worker token (the shared one, or its own from kiln worker-token create) from this file; it is kept')
     .option('--name <name>', 'worker name (default: env KILN_WORKER_NAME, else HOSTNAME-PID)')
     .option('--platform <platform>', "platform it serves (default: this host's, e.g. debian-12)")
     .option('--label <K=V>', 'a label jobs can ask for (repeatable)', collect)
@@ -222,7 +224,6 @@ export function registerDaemonCommands(program: Command): void {
       // --server and --token are the global options; for a worker the token is the worker token.
       const { server, token } = command.optsWithGlobals<{ server?: string; token?: string }>();
       const log = createLogger();
-      if (token !== undefined) log.warn('--token puts the worker token on the command line, where any local user sees it (ps); use KILN_WORKER_TOKEN_FD, KILN_WORKER_TOKEN_FILE or KILN_WORKER_TOKEN');
       const agent = await createWorker(log, { ...flags, server, token });
       // The first stop signal drains; a second one stops the running jobs now.
       const onSignal = () => agent.stop();
@@ -295,6 +296,19 @@ function tokenFromFd(): string | undefined {
   return token || undefined;
 }
 
+/** The token in `--token-file FILE`, which stays where it is (unlike KILN_WORKER_TOKEN_FILE's). */
+function tokenFromGivenFile(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new UsageError(`cannot read the worker token from --token-file ${file}: ${coerceError(err).message}`);
+  }
+  if (!token) throw new UsageError(`--token-file ${file} is empty`);
+  return token;
+}
+
 /**
  * The token in a file handed to this worker alone (`KILN_WORKER_TOKEN_FILE`, as the docker pools
  * do), removed once read: jobs start later, so they find neither the file nor the token in the
@@ -320,10 +334,10 @@ function tokenFromHandedFile(): string | undefined {
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
   const { BwrapSandboxLauncher, checkBwrap, detectLimits, makeSpoolDir, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
-  const token = flags.token ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
-  if (!token) throw new UsageError('no worker token: set KILN_WORKER_TOKEN (or pass --token)');
+  const token = flags.token ?? tokenFromGivenFile(flags.tokenFile) ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
+  if (!token) throw new UsageError('no worker token: pass --token-file FILE or set KILN_WORKER_TOKEN');
   if (flags.token !== undefined) {
-    log.warn("the worker token is on the command line (--token), where every local user can read it with ps: give it in KILN_WORKER_TOKEN, KILN_WORKER_TOKEN_FD or ./.kiln/worker.token instead");
+    log.warn('--token puts the worker token on the command line, where every local user can read it with ps: give it with --token-file, KILN_WORKER_TOKEN_FD, KILN_WORKER_TOKEN_FILE or KILN_WORKER_TOKEN instead');
   }
   if (flags.sandbox !== 'none' && flags.sandbox !== 'bwrap') throw new UsageError(`bad --sandbox '${flags.sandbox}': use none or bwrap`);
   if (flags.network !== 'none' && flags.network !== 'host') throw new UsageError(`bad --network '${flags.network}': use host or none`);
