@@ -41,6 +41,9 @@ const ITEM_4_FIXED = false;
 // ---------------------------------------------------------------------------------------------
 // Generators
 
+/** Mostly the usual (so that later frames meet a session, and runs their worker), else the odd. */
+const often = <T, U>(usual: fc.Arbitrary<T>, odd: fc.Arbitrary<U>) => fc.oneof({ weight: 9, arbitrary: usual }, { weight: 1, arbitrary: odd });
+
 const weirdText = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 30 }),
   fc.string({ unit: 'binary', maxLength: 30 }),
@@ -88,22 +91,25 @@ type FramePlan =
   | { kind: 'text'; text: string }
   | { kind: 'message'; type: string; run: RunRef; fields: Record<string, unknown>; big: number; mutations: [string, unknown][]; drop: string[]; v: unknown };
 
-const typeArb = fc.constantFrom('hello', 'run.output', 'run.output', 'run.finished', 'run.finished', 'drain', 'welcome', 'run.assign', 'refused', 'error', 'run.done', 'nope', ...PROTOTYPE_NAMES);
+const typeArb = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom('run.output', 'run.finished', 'run.finished', 'drain') },
+  { weight: 1, arbitrary: fc.constantFrom('hello', 'welcome', 'run.assign', 'refused', 'error', 'run.done', 'nope', ...PROTOTYPE_NAMES) },
+);
 const messageArb: fc.Arbitrary<FramePlan> = fc.record({
   kind: fc.constant('message' as const),
   type: typeArb,
   run: runRef,
   fields: fc.record({
-    lines: fc.array(lineArb, { maxLength: 4 }),
-    result: resultArb,
-    stoppedBy: fc.option(fc.oneof(fc.constantFrom('timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'), weirdText), { nil: undefined }),
-    artifactsSkipped: fc.option(fc.array(fc.record({ path: weirdText, size: fc.oneof(fc.nat(), anyValue), reason: weirdText }), { maxLength: 3 }), { nil: undefined }),
+    lines: often(fc.array(fc.record({ seq: fc.nat(1000), ts: fc.nat(), text: fc.string({ maxLength: 40 }) }), { minLength: 1, maxLength: 4 }), fc.array(lineArb, { maxLength: 4 })),
+    result: often(fc.record({ kind: fc.constant('exited'), code: fc.integer({ min: 0, max: 255 }) }), resultArb),
+    stoppedBy: often(fc.constant(undefined), fc.oneof(fc.constantFrom('timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'), weirdText)),
+    artifactsSkipped: often(fc.constant(undefined), fc.array(fc.record({ path: weirdText, size: fc.oneof(fc.nat(), anyValue), reason: weirdText }), { maxLength: 3 })),
   }),
   // Huge arrays, still under the 8 MiB frame limit: 10,000 lines (the most a message may carry) or one more.
   big: fc.constantFrom(0, 0, 0, 0, 0, 0, 10_000, 10_001),
-  mutations: fc.array(fc.tuple(fc.oneof(fc.constantFrom('runId', 'lines', 'result', 'type', 'stoppedBy', 'artifactsSkipped', 'runs', 'name'), fc.constantFrom(...PROTOTYPE_NAMES)), anyValue), { maxLength: 2 }),
-  drop: fc.subarray(['runId', 'lines', 'result', 'v']),
-  v: fc.constantFrom(1, 1, 1, 1, 0, 2, '1', null, 1.5, -1),
+  mutations: often(fc.constant([] as [string, unknown][]), fc.array(fc.tuple(fc.oneof(fc.constantFrom('runId', 'lines', 'result', 'type', 'stoppedBy', 'artifactsSkipped', 'runs', 'name'), fc.constantFrom(...PROTOTYPE_NAMES)), anyValue), { minLength: 1, maxLength: 2 })),
+  drop: often(fc.constant([] as string[]), fc.subarray(['runId', 'lines', 'result', 'v'], { minLength: 1 })),
+  v: often(fc.constant(1), fc.constantFrom(0, 2, '1', null, 1.5, -1)),
 });
 const frameArb: fc.Arbitrary<FramePlan> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('bytes' as const), bytes: fc.uint8Array({ maxLength: 300 }), binary: fc.boolean() }) },
@@ -112,8 +118,6 @@ const frameArb: fc.Arbitrary<FramePlan> = fc.oneof(
 );
 
 /** A hello, valid or bent: odd names, platforms and labels, capacities out of range, runs it does not hold. */
-/** Mostly valid (so that the frames after it meet a session), else bent in one or two ways. */
-const often = <T, U>(usual: fc.Arbitrary<T>, odd: fc.Arbitrary<U>) => fc.oneof({ weight: 9, arbitrary: usual }, { weight: 1, arbitrary: odd });
 const helloArb = fc.record({
   name: often(fc.constant('fresh'), fc.oneof(fc.constantFrom('owner-1', 'constructor', '__proto__', 'toString', 'hasOwnProperty', ''), weirdText)),
   platform: often(fc.constant(PLATFORM), fc.oneof(fc.constantFrom('constructor', '__proto__', 'toString', 'valueOf', ''), weirdText)),
