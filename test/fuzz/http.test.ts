@@ -412,7 +412,7 @@ test('every HTTP route survives fuzzed paths, queries, bodies and tokens: no 5xx
     assert.equal(health.status, 200, `/healthz answered ${health.status}`);
   });
 
-  const settings = fuzzSettings(150);
+  const settings = fuzzSettings(400);
   await checkFuzz('http', property, settings, () => inputs);
   // After everything, the listings every user reads still answer.
   for (const path of ['/api/info', '/api/jobs', '/api/runs?limit=500', '/api/workers']) {

@@ -304,7 +304,7 @@ test('the worker socket survives fuzzed frames: valid answers, catalogued refusa
     }
   });
 
-  await checkFuzz('worker-protocol', property, fuzzSettings(120), () => inputs);
+  await checkFuzz('worker-protocol', property, fuzzSettings(160), () => inputs);
   process.stderr.write(`fuzz worker-protocol: answers ${JSON.stringify(Object.fromEntries([...stats].sort()))}\n`);
   assert.equal(owner.socket.readyState, WebSocket.OPEN, 'the owner stayed connected throughout');
 });
