@@ -190,6 +190,7 @@ async function converse(server: KilnServer, frames: { data: Buffer | string; bin
   const socket = new WebSocket(server.url.replace('http', 'ws') + '/api/worker', { headers: { authorization: `Bearer ${server.tokens.worker}` } });
   const seen: Seen = { frames: [], close: undefined };
   const sentinel = randomUUID();
+  let ended = false;
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
@@ -213,7 +214,9 @@ async function converse(server: KilnServer, frames: { data: Buffer | string; bin
         }
       });
       socket.on('close', (code, reason) => {
-        seen.close = { code, reason: reason.toString() };
+        // Only the server's close counts: ours (terminate, below) reads as 1006 and may be seen
+        // before the caller looks.
+        if (!ended) seen.close = { code, reason: reason.toString() };
         clearTimeout(timer);
         resolve();
       });
@@ -229,6 +232,7 @@ async function converse(server: KilnServer, frames: { data: Buffer | string; bin
     }
     await done;
   } finally {
+    ended = true;
     socket.terminate();
   }
   return seen;
