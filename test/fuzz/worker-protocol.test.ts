@@ -11,6 +11,7 @@
  * worker's run is left as it was; and afterwards /healthz and the API's listings still answer 2xx.
  */
 import assert from 'node:assert/strict';
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import fc from 'fast-check';
@@ -295,7 +296,12 @@ test('the worker socket survives fuzzed frames: valid answers, catalogued refusa
         assert.notEqual(parsed.data.code, 'KILN_ERR_INTERNAL', `the server failed on a frame: ${parsed.data.message}`);
       }
     }
-    if (seen.close) assert.ok(DOCUMENTED_CLOSE_CODES.has(seen.close.code), `closed with undocumented code ${seen.close.code} (${seen.close.reason})`);
+    if (seen.close) {
+      // The WebSocket layer drops a connection that sent text that is not UTF-8 (1007): frames
+      // still on their way then meet a reset, which the client sees as 1006 instead.
+      const dropped = frames.some((f) => !f.binary && typeof f.data !== 'string' && !isUtf8(f.data)) && seen.close.code === 1006;
+      assert.ok(DOCUMENTED_CLOSE_CODES.has(seen.close.code) || dropped, `closed with undocumented code ${seen.close.code} (${seen.close.reason})`);
+    }
 
     // Nothing another worker said moved the owner's run, and the API still answers.
     const run = await call(server, 'GET', `/api/runs/${held}`);
