@@ -150,12 +150,12 @@ async function startOnStore(
     },
   });
   app.get('/healthz', forPublic, async () => ({ ok: true }));
-  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver: async (runId) => {
-      const delivery = await store.requeueFailedDelivery(runId, now());
-      if (delivery) outbox?.wake();
-      return delivery;
-    },
-  });
+  const redeliver = async (runId: string) => {
+    const delivery = await store.requeueFailedDelivery(runId, now());
+    if (delivery) outbox?.wake();
+    return delivery;
+  };
+  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver });
   registerArtifactRoutes(app, store, blobs);
   const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,

@@ -11,6 +11,7 @@
  * worker's run is left as it was; and afterwards /healthz and the API's listings still answer 2xx.
  */
 import assert from 'node:assert/strict';
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import fc from 'fast-check';
@@ -36,10 +37,13 @@ const DOCUMENTED_CLOSE_CODES = new Set<number>([...Object.values(CloseCode), 100
  * such platforms anyway (they queue nothing); set this to true once item 4 is merged, so that the
  * jobs this suite queues use them too.
  */
-const ITEM_4_FIXED = false;
+const ITEM_4_FIXED = true;
 
 // ---------------------------------------------------------------------------------------------
 // Generators
+
+/** Mostly the usual (so that later frames meet a session, and runs their worker), else the odd. */
+const often = <T, U>(usual: fc.Arbitrary<T>, odd: fc.Arbitrary<U>) => fc.oneof({ weight: 9, arbitrary: usual }, { weight: 1, arbitrary: odd });
 
 const weirdText = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 30 }),
@@ -88,22 +92,25 @@ type FramePlan =
   | { kind: 'text'; text: string }
   | { kind: 'message'; type: string; run: RunRef; fields: Record<string, unknown>; big: number; mutations: [string, unknown][]; drop: string[]; v: unknown };
 
-const typeArb = fc.constantFrom('hello', 'run.output', 'run.output', 'run.finished', 'run.finished', 'drain', 'welcome', 'run.assign', 'refused', 'error', 'run.done', 'nope', ...PROTOTYPE_NAMES);
+const typeArb = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom('run.output', 'run.finished', 'run.finished', 'drain') },
+  { weight: 1, arbitrary: fc.constantFrom('hello', 'welcome', 'run.assign', 'refused', 'error', 'run.done', 'nope', ...PROTOTYPE_NAMES) },
+);
 const messageArb: fc.Arbitrary<FramePlan> = fc.record({
   kind: fc.constant('message' as const),
   type: typeArb,
   run: runRef,
   fields: fc.record({
-    lines: fc.array(lineArb, { maxLength: 4 }),
-    result: resultArb,
-    stoppedBy: fc.option(fc.oneof(fc.constantFrom('timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'), weirdText), { nil: undefined }),
-    artifactsSkipped: fc.option(fc.array(fc.record({ path: weirdText, size: fc.oneof(fc.nat(), anyValue), reason: weirdText }), { maxLength: 3 }), { nil: undefined }),
+    lines: often(fc.array(fc.record({ seq: fc.nat(1000), ts: fc.nat(), text: fc.string({ maxLength: 40 }) }), { minLength: 1, maxLength: 4 }), fc.array(lineArb, { maxLength: 4 })),
+    result: often(fc.record({ kind: fc.constant('exited'), code: fc.integer({ min: 0, max: 255 }) }), resultArb),
+    stoppedBy: often(fc.constant(undefined), fc.oneof(fc.constantFrom('timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'), weirdText)),
+    artifactsSkipped: often(fc.constant(undefined), fc.array(fc.record({ path: weirdText, size: fc.oneof(fc.nat(), anyValue), reason: weirdText }), { maxLength: 3 })),
   }),
   // Huge arrays, still under the 8 MiB frame limit: 10,000 lines (the most a message may carry) or one more.
   big: fc.constantFrom(0, 0, 0, 0, 0, 0, 10_000, 10_001),
-  mutations: fc.array(fc.tuple(fc.oneof(fc.constantFrom('runId', 'lines', 'result', 'type', 'stoppedBy', 'artifactsSkipped', 'runs', 'name'), fc.constantFrom(...PROTOTYPE_NAMES)), anyValue), { maxLength: 2 }),
-  drop: fc.subarray(['runId', 'lines', 'result', 'v']),
-  v: fc.constantFrom(1, 1, 1, 1, 0, 2, '1', null, 1.5, -1),
+  mutations: often(fc.constant([] as [string, unknown][]), fc.array(fc.tuple(fc.oneof(fc.constantFrom('runId', 'lines', 'result', 'type', 'stoppedBy', 'artifactsSkipped', 'runs', 'name'), fc.constantFrom(...PROTOTYPE_NAMES)), anyValue), { minLength: 1, maxLength: 2 })),
+  drop: often(fc.constant([] as string[]), fc.subarray(['runId', 'lines', 'result', 'v'], { minLength: 1 })),
+  v: often(fc.constant(1), fc.constantFrom(0, 2, '1', null, 1.5, -1)),
 });
 const frameArb: fc.Arbitrary<FramePlan> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('bytes' as const), bytes: fc.uint8Array({ maxLength: 300 }), binary: fc.boolean() }) },
@@ -112,8 +119,6 @@ const frameArb: fc.Arbitrary<FramePlan> = fc.oneof(
 );
 
 /** A hello, valid or bent: odd names, platforms and labels, capacities out of range, runs it does not hold. */
-/** Mostly valid (so that the frames after it meet a session), else bent in one or two ways. */
-const often = <T, U>(usual: fc.Arbitrary<T>, odd: fc.Arbitrary<U>) => fc.oneof({ weight: 9, arbitrary: usual }, { weight: 1, arbitrary: odd });
 const helloArb = fc.record({
   name: often(fc.constant('fresh'), fc.oneof(fc.constantFrom('owner-1', 'constructor', '__proto__', 'toString', 'hasOwnProperty', ''), weirdText)),
   platform: often(fc.constant(PLATFORM), fc.oneof(fc.constantFrom('constructor', '__proto__', 'toString', 'valueOf', ''), weirdText)),
@@ -186,6 +191,7 @@ async function converse(server: KilnServer, frames: { data: Buffer | string; bin
   const socket = new WebSocket(server.url.replace('http', 'ws') + '/api/worker', { headers: { authorization: `Bearer ${server.tokens.worker}` } });
   const seen: Seen = { frames: [], close: undefined };
   const sentinel = randomUUID();
+  let ended = false;
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
@@ -209,7 +215,9 @@ async function converse(server: KilnServer, frames: { data: Buffer | string; bin
         }
       });
       socket.on('close', (code, reason) => {
-        seen.close = { code, reason: reason.toString() };
+        // Only the server's close counts: ours (terminate, below) reads as 1006 and may be seen
+        // before the caller looks.
+        if (!ended) seen.close = { code, reason: reason.toString() };
         clearTimeout(timer);
         resolve();
       });
@@ -225,6 +233,7 @@ async function converse(server: KilnServer, frames: { data: Buffer | string; bin
     }
     await done;
   } finally {
+    ended = true;
     socket.terminate();
   }
   return seen;
@@ -287,7 +296,12 @@ test('the worker socket survives fuzzed frames: valid answers, catalogued refusa
         assert.notEqual(parsed.data.code, 'KILN_ERR_INTERNAL', `the server failed on a frame: ${parsed.data.message}`);
       }
     }
-    if (seen.close) assert.ok(DOCUMENTED_CLOSE_CODES.has(seen.close.code), `closed with undocumented code ${seen.close.code} (${seen.close.reason})`);
+    if (seen.close) {
+      // The WebSocket layer drops a connection that sent text that is not UTF-8 (1007): frames
+      // still on their way then meet a reset, which the client sees as 1006 instead.
+      const dropped = frames.some((f) => !f.binary && typeof f.data !== 'string' && !isUtf8(f.data)) && seen.close.code === 1006;
+      assert.ok(DOCUMENTED_CLOSE_CODES.has(seen.close.code) || dropped, `closed with undocumented code ${seen.close.code} (${seen.close.reason})`);
+    }
 
     // Nothing another worker said moved the owner's run, and the API still answers.
     const run = await call(server, 'GET', `/api/runs/${held}`);
@@ -300,7 +314,7 @@ test('the worker socket survives fuzzed frames: valid answers, catalogued refusa
     }
   });
 
-  await checkFuzz('worker-protocol', property, fuzzSettings(120), () => inputs);
+  await checkFuzz('worker-protocol', property, fuzzSettings(160), () => inputs);
   process.stderr.write(`fuzz worker-protocol: answers ${JSON.stringify(Object.fromEntries([...stats].sort()))}\n`);
   assert.equal(owner.socket.readyState, WebSocket.OPEN, 'the owner stayed connected throughout');
 });

@@ -22,8 +22,8 @@ export function describeUrl(url: URL): string {
   return shown.href;
 }
 
-/** The status's verdict, with the body's first words as the reason. */
-function judge(status: number, body: string, retryAfter: string | undefined): DeliveryOutcome {
+/** The status's verdict, with the body's first words as the reason. @internal Exported for its table test. */
+export function judge(status: number, body: string, retryAfter: string | undefined): DeliveryOutcome {
   if (status >= 200 && status < 300) return { kind: 'delivered' };
   const reason = `HTTP ${status}${body.trim() ? `: ${body.trim().replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
   if (status === 408 || status === 429 || status >= 500) {

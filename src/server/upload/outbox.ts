@@ -36,6 +36,24 @@ const MAX_SLEEP_MS = 60 * 60_000;
 // The policy lives in core, shared with the dispatcher's retries; re-exported for the outbox's callers.
 export { backoffMs };
 
+/** What an attempt leaves a delivery in: its state, when it is next due, and the error to record. */
+export interface AttemptRecord {
+  state: 'pending' | 'delivered' | 'failed';
+  nextAt: number;
+  error: string | null;
+}
+
+/**
+ * The policy after attempt number `attempts` ended with `outcome` at `at`: delivered; failed at once
+ * for a refusal; retried with backoff for a transient failure, until `maxAttempts`, then failed.
+ */
+export function afterAttempt(outcome: DeliveryOutcome, attempts: number, timings: OutboxTimings, at: number): AttemptRecord {
+  if (outcome.kind === 'delivered') return { state: 'delivered', nextAt: at, error: null };
+  if (outcome.kind === 'give-up') return { state: 'failed', nextAt: at, error: outcome.reason };
+  if (attempts >= timings.maxAttempts) return { state: 'failed', nextAt: at, error: `gave up after ${attempts} attempts: ${outcome.reason}` };
+  return { state: 'pending', nextAt: at + backoffMs(attempts, timings, outcome.retryAfterMs), error: outcome.reason };
+}
+
 export class Outbox {
   private timer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
@@ -120,20 +138,12 @@ export class Outbox {
     const at = this.now();
     const attempts = delivery.attempts + 1;
     const log = this.log.child({ runId: delivery.runId, delivery: delivery.id, attempts });
-    if (outcome.kind === 'delivered') {
-      await this.store.recordDeliveryAttempt(delivery.id, { state: 'delivered', nextAt: at, error: null, at });
-      log.info({ target: this.target.description }, 'run delivered');
-    } else if (outcome.kind === 'give-up') {
-      await this.store.recordDeliveryAttempt(delivery.id, { state: 'failed', nextAt: at, error: outcome.reason, at });
-      log.error({ target: this.target.description, reason: outcome.reason }, 'the upload target refused the run; not retrying');
-    } else if (attempts >= this.timings.maxAttempts) {
-      const reason = `gave up after ${attempts} attempts: ${outcome.reason}`;
-      await this.store.recordDeliveryAttempt(delivery.id, { state: 'failed', nextAt: at, error: reason, at });
-      log.error({ target: this.target.description, reason: outcome.reason }, 'delivery failed too many times; not retrying (kiln redeliver RUN sends it again)');
-    } else {
-      const wait = backoffMs(attempts, this.timings, outcome.retryAfterMs);
-      await this.store.recordDeliveryAttempt(delivery.id, { state: 'pending', nextAt: at + wait, error: outcome.reason, at });
-      log.warn({ target: this.target.description, reason: outcome.reason, retryInMs: wait }, 'delivery failed; will retry');
-    }
+    const record = afterAttempt(outcome, attempts, this.timings, at);
+    await this.store.recordDeliveryAttempt(delivery.id, { ...record, at });
+    const target = this.target.description;
+    if (outcome.kind === 'delivered') log.info({ target }, 'run delivered');
+    else if (outcome.kind === 'give-up') log.error({ target, reason: outcome.reason }, 'the upload target refused the run; not retrying');
+    else if (record.state === 'failed') log.error({ target, reason: outcome.reason }, 'delivery failed too many times; not retrying (kiln redeliver RUN sends it again)');
+    else log.warn({ target, reason: outcome.reason, retryInMs: record.nextAt - at }, 'delivery failed; will retry');
   }
 }

@@ -105,8 +105,9 @@ export function s3Target(url: URL, settings: S3Settings): UploadTarget {
 /**
  * What a failed attempt means. Service answers carry their HTTP status in `$metadata`; a failure
  * without one never got an answer (refused, reset, timed out, a local file error) and is retried.
+ * @internal Exported for its table test.
  */
-function outcomeOf(raw: unknown, where: string): DeliveryOutcome {
+export function outcomeOf(raw: unknown, where: string): DeliveryOutcome {
   const status = (raw as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
   const err = coerceError(raw);
   // Node's network errors carry their code in `code` (an AggregateError, every address refused,
