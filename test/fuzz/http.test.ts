@@ -172,36 +172,6 @@ const JOB_FIELDS = ['name', 'platform', 'script', 'template', 'vars', 'env', 'la
   'timeoutMs', 'idleTimeoutMs', 'retries', 'failureRetries', 'artifacts', 'artifactsOnFailure', 'sandbox', 'next', 'by', 'dryRun', 'keepRuns', 'keepForMs'];
 const fieldName = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...JOB_FIELDS) }, { weight: 2, arbitrary: fc.constantFrom(...PROTOTYPE_NAMES) }, { weight: 1, arbitrary: weirdText });
 
-/**
- * EXCLUSIONS for bugs that other branches fix (issue 12). Each flag turns its exclusion off: set it
- * to true once that fix is merged, so the fuzzer checks it too.
- *
- * Item 4: an interval past what a Date holds (`--every 100000000d`, everyMs 8.64e15) is stored and
- * then every listing answers 500; a run queued on a platform named like an Object.prototype property
- * (`constructor`, `toString`) makes `GET /api/info` answer 500.
- */
-const ITEM_4_FIXED = true;
-/**
- * Item 1: a path spelled differently (`/%61pi/jobs`, an absolute-form target, `/api/x/../jobs`) is
- * routed but skips the token check, so it is served without a token.
- */
-const ITEM_1_FIXED = true;
-
-/** An interval no Date can reach: issue 12 item 4. */
-function pastDateRange(v: unknown): boolean {
-  return typeof v === 'number' && (!Number.isFinite(v) || Math.abs(v) >= 1e15);
-}
-/** A name that is a property of every plain object: issue 12 item 4. */
-function prototypeName(v: unknown): boolean {
-  return typeof v === 'string' && v in Object.prototype;
-}
-/** Whether a body's fields meet issue 12 item 4 (excluded until it is merged). */
-function meetsItem4(entries: [string, unknown][]): boolean {
-  if (ITEM_4_FIXED) return false;
-  return entries.some(([key, v]) => (key === 'platform' && prototypeName(v))
-    || (key === 'schedule' && typeof v === 'object' && v !== null && pastDateRange((v as { everyMs?: unknown }).everyMs)));
-}
-
 /** A valid job body, with some fields replaced by fuzz. */
 const scheduleArb = fc.oneof(
   fc.record({ kind: fc.constant('every'), everyMs: fc.oneof(fc.integer({ min: -10, max: 10 ** 9 }), specialNumber) }),
@@ -230,8 +200,8 @@ type BodyGen =
   | { kind: 'oversized' };
 const bodyArb: fc.Arbitrary<BodyGen> = fc.oneof(
   { weight: 3, arbitrary: fc.constant({ kind: 'none' as const }) },
-  { weight: 5, arbitrary: mutatedJob.filter((entries) => !meetsItem4(entries)).map((entries) => ({ kind: 'entries' as const, entries })) },
-  { weight: 3, arbitrary: fc.array(fc.tuple(fieldName, value), { maxLength: 5 }).filter((entries) => !meetsItem4(entries)).map((entries) => ({ kind: 'entries' as const, entries })) },
+  { weight: 5, arbitrary: mutatedJob.map((entries) => ({ kind: 'entries' as const, entries })) },
+  { weight: 3, arbitrary: fc.array(fc.tuple(fieldName, value), { maxLength: 5 }).map((entries) => ({ kind: 'entries' as const, entries })) },
   { weight: 2, arbitrary: value.map((v) => ({ kind: 'json' as const, value: v })) },
   { weight: 2, arbitrary: fc.oneof(fc.constantFrom('{"a":', '[', '{', '}', 'nul', '{"name": "x",}', "{'name':'x'}", '\u0000', '\uFEFF{}', '1e999', '"\\ud800"'), weirdText).map((text) => ({ kind: 'text' as const, text })) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 2000 }).map((bytes) => ({ kind: 'bytes' as const, bytes })) },
@@ -284,7 +254,7 @@ const validOp = fc.oneof(
       fc.record({ kind: fc.constant('cron'), expr: fc.constantFrom('0 0 29 2 *', '* * * * *', '0 0 1 1 *'), tz: fc.constantFrom('UTC', 'Pacific/Kiritimati', 'America/St_Johns') }),
     ),
     labels: fc.dictionary(fc.constantFrom('arch', ...PROTOTYPE_NAMES), fc.constantFrom('x86_64', ...PROTOTYPE_NAMES), { maxKeys: 2 }),
-  }).filter((op) => !meetsItem4([['platform', op.platform], ['schedule', op.schedule]])),
+  }),
   fc.record({
     kind: fc.constant('reschedule' as const), name: fc.constantFrom(...JOB_NAMES),
     next: fc.constantFrom('2030-01-01T00:00:00Z', '9999-12-31T23:59:59.999Z', '+275760-09-13T00:00:00.000Z', '2026-02-30T00:00:00Z', '2031-06-01T12:00:00+14:00'),
@@ -297,13 +267,6 @@ const action = fc.oneof({ weight: 5, arbitrary: fuzzRequest }, { weight: 1, arbi
 type Action = typeof action extends fc.Arbitrary<infer A> ? A : never;
 
 // ---------------------------------------------------------------------------------------------
-
-/** Which token a route takes today: the worker's for the worker socket and artifact uploads. */
-function audience(method: string, url: string): 'public' | 'worker' | 'admin' {
-  if (!url.startsWith('/api/')) return 'public';
-  if (url === '/api/worker' || (method === 'PUT' && url.startsWith('/api/runs/:id/artifacts/'))) return 'worker';
-  return 'admin';
-}
 
 /** Checks one answer against the suite's promises. */
 function checkAnswer(what: string, method: string, answer: Answer): void {
@@ -402,10 +365,11 @@ test('every HTTP route survives fuzzed paths, queries, bodies and tokens: no 5xx
     const what = `${method} ${path.slice(0, 300)} (route ${route.method} ${route.url}, token ${a.token}, ${body?.length ?? 0} body bytes${a.contentType ? `, ${a.contentType}` : ''})`;
     const answer = await send(server, { method, path, headers, body });
     checkAnswer(what, method, answer);
-    // Nobody gets in without the right token (paths spelled differently: see ITEM_1_FIXED).
-    const needed = audience(method, route.url);
-    if (needed !== 'public' && (ITEM_1_FIXED || a.literal === 'none') && method === route.method) {
-      const holds = a.token === needed || (a.token === 'admin' && needed === 'worker');
+    // Nobody gets in without the right token, however the path is spelled: the audience is the
+    // one the route declared.
+    const needed = route.audience;
+    if (needed !== 'public' && method === route.method) {
+      const holds = a.token === needed;
       if (!holds) assert.ok(answer.status >= 300, `${what}: a request without the ${needed} token got ${answer.status}`);
     }
   };

@@ -31,13 +31,6 @@ const PLATFORM = 'fuzzos';
  */
 const DOCUMENTED_CLOSE_CODES = new Set<number>([...Object.values(CloseCode), 1007, 1009]);
 
-/**
- * EXCLUSION for a bug another branch fixes (issue 12 item 4): a platform named like an
- * Object.prototype property breaks listings while a run of it is queued. Workers are fuzzed with
- * such platforms anyway (they queue nothing); set this to true once item 4 is merged, so that the
- * jobs this suite queues use them too.
- */
-const ITEM_4_FIXED = true;
 
 // ---------------------------------------------------------------------------------------------
 // Generators
@@ -258,11 +251,10 @@ test('the worker socket survives fuzzed frames: valid answers, catalogued refusa
   helper.socket.close();
   await helper.closed;
   const runs: Runs = { held, ended };
-  if (ITEM_4_FIXED) {
-    for (const platform of ['constructor', 'toString']) {
-      assert.equal((await call(server, 'POST', '/api/jobs', { name: `on-${platform}`, platform, script: 'true', period: 'never' })).status, 201);
-      assert.equal((await call(server, 'POST', `/api/jobs/on-${platform}/execute`, {})).status, 201);
-    }
+  // Runs queued on platforms named like Object.prototype's properties: listings must survive them.
+  for (const platform of ['constructor', 'toString']) {
+    assert.equal((await call(server, 'POST', '/api/jobs', { name: `on-${platform}`, platform, script: 'true', period: 'never' })).status, 201);
+    assert.equal((await call(server, 'POST', `/api/jobs/on-${platform}/execute`, {})).status, 201);
   }
 
   // Runs for the fuzzed workers themselves: a hello on this platform may be given one, and frames
