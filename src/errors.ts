@@ -241,10 +241,11 @@ export class StoreDamagedError extends KilnError {
   }
 }
 
-/** Another server holds the data dir. */
+/** Another server holds the data dir, or the SQLite file given as its store. */
 export class DataDirInUseError extends KilnError {
-  constructor(dir: string, holder: string) {
-    super('KILN_ERR_DATA_DIR_IN_USE', 409, `the data dir ${dir} is in use by ${holder}; stop that server first or give --data another dir`);
+  /** `what`: "the data dir DIR" or "the store FILE". */
+  constructor(what: string, holder: string) {
+    super('KILN_ERR_DATA_DIR_IN_USE', 409, `${what} is in use by ${holder}; stop that server first or give it another --data (or --store)`);
   }
 }
 

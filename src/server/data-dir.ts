@@ -7,7 +7,7 @@
  * stale lock to clean up and no pid to trust after a reboot or a pid reuse. Who holds it is
  * written beside it in `server.owner`, only for the message a second server prints.
  */
-import { chmodSync, closeSync, constants, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -29,13 +29,34 @@ interface Owner {
 
 /**
  * Makes `dir` (created if missing) private and takes it for this server; throws
- * DataDirInUseError, naming the holder, when another live server has it.
+ * DataDirInUseError, naming the holder, when another live server has it. A store file outside the
+ * data dir (`--store sqlite:PATH`) is held too, beside it: two servers with their own data dirs
+ * must not share one database either.
  */
-export function holdDataDir(dir: string, log: Logger): DataDirHold {
+export function holdDataDir(dir: string, log: Logger, storeFile?: string): DataDirHold {
   makePrivate(dir, log);
-  const lockFile = path.join(dir, 'server.lock');
-  const ownerFile = path.join(dir, 'server.owner');
-  closeSync(openSync(lockFile, constants.O_RDWR | constants.O_CREAT, 0o600));
+  const holds = [holdLock(path.join(dir, 'server.lock'), path.join(dir, 'server.owner'), `the data dir ${dir}`)];
+  if (storeFile !== undefined) {
+    try {
+      mkdirSync(path.dirname(storeFile), { recursive: true, mode: 0o700 });
+      holds.push(holdLock(`${storeFile}.lock`, `${storeFile}.owner`, `the store ${storeFile}`));
+    } catch (raw) {
+      holds[0]!.release();
+      throw raw;
+    }
+  }
+  return { release: () => holds.forEach((hold) => hold.release()) };
+}
+
+/** Takes the exclusive lock on `lockFile` (recording the holder in `ownerFile`), or throws naming the holder of `what`. */
+function holdLock(lockFile: string, ownerFile: string, what: string): DataDirHold {
+  // Created private when missing. Never opened and closed otherwise: closing any descriptor of a
+  // file drops every POSIX lock this process holds on it.
+  try {
+    writeFileSync(lockFile, '', { flag: 'wx', mode: 0o600 });
+  } catch (raw) {
+    if ((raw as NodeJS.ErrnoException).code !== 'EEXIST') throw raw;
+  }
   // timeout 0: a held lock answers SQLITE_BUSY at once instead of after the default 5 s wait.
   const db = new Database(lockFile, { timeout: 0 });
   try {
@@ -50,7 +71,7 @@ export function holdDataDir(dir: string, log: Logger): DataDirHold {
     db.exec('COMMIT');
   } catch (raw) {
     db.close();
-    if ((raw as { code?: unknown }).code === 'SQLITE_BUSY') throw new DataDirInUseError(dir, describeHolder(ownerFile));
+    if ((raw as { code?: unknown }).code === 'SQLITE_BUSY') throw new DataDirInUseError(what, describeHolder(ownerFile));
     throw raw;
   }
   const owner: Owner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString() };

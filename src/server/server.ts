@@ -10,7 +10,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
-import { openStore, type JobStore } from '../store/index.js';
+import { openStore, sqliteStoreFile, type JobStore } from '../store/index.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
 import { ArtifactStore, DEFAULT_ARTIFACT_LIMITS, type ArtifactLimits } from './artifact-store.js';
@@ -88,7 +88,7 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   // Checked before anything is created: a bad upload URL stops the server with nothing written.
   const target = options.upload ? await openUploadTarget(options.upload) : undefined;
   // Before the store opens: a second server on this data dir must not touch the first one's runs.
-  const hold = holdDataDir(options.dataDir, log);
+  const hold = holdDataDir(options.dataDir, log, sqliteStoreFile(options.store));
   let store: JobStore | undefined;
   try {
     const opened = await openStore(options.dataDir, options.store);

@@ -91,7 +91,7 @@ test('a second server on the same data dir exits 2 naming the holder; the first 
   if (await Promise.race([second.exited.then(() => false), serving])) assert.fail('the second server started on the same data dir');
   assert.equal((await second.exited).code, 2);
   assert.equal(second.stderr.length, 1, second.stderr.join('\n'));
-  assert.match(second.stderr[0]!, new RegExp(`^kiln: the data dir ${first.dataDir} is in use by the server pid ${first.pid} on host \\S+ \\(since \\d{4}-\\d\\d-\\d\\dT[^)]+\\); stop that server first or give --data another dir$`));
+  assert.match(second.stderr[0]!, new RegExp(`^kiln: the data dir ${first.dataDir} is in use by the server pid ${first.pid} on host \\S+ \\(since \\d{4}-\\d\\d-\\d\\dT[^)]+\\); stop that server first or give it another --data \\(or --store\\)$`));
 
   // The first server goes on as if nothing happened.
   writeFileSync(gate, '');
@@ -103,6 +103,16 @@ test('a second server on the same data dir exits 2 naming the holder; the first 
   await first.kill('SIGKILL');
   const next = await startServer(t, { dataDir: first.dataDir });
   assert.equal(JSON.parse((await kiln(next, ['show', runId, '--json'])).stdout).run.status, 'succeeded');
+});
+
+test('two servers with their own data dirs cannot share one --store sqlite: file', async (t) => {
+  const store = path.join(tempDir(t), 'shared.db');
+  const first = await startServer(t, { args: ['--store', `sqlite:${store}`] });
+  const second = spawnKiln(t, ['server', '--listen', `127.0.0.1:${await freePort()}`, '--data', tempDir(t), '--store', `sqlite:${store}`]);
+  if (await Promise.race([second.exited.then(() => false), startsServing(second)])) assert.fail('the second server started on the same store');
+  assert.equal((await second.exited).code, 2);
+  assert.match(second.stderr.join('\n'), new RegExp(`^kiln: the store ${store} is in use by the server pid ${first.pid} on host \\S+`));
+  assert.equal((await kiln(first, ['jobs', '--json'])).code, 0, 'the first server goes on');
 });
 
 test('a server whose port is taken exits non-zero at once, without ending the runs it found running', async (t) => {
