@@ -127,6 +127,19 @@ test('attack: a job cannot read a token: not the server\'s data dir, not the wor
   assert.ok(former.includes(server.adminToken) && former.includes(server.workerToken), `the former layout exposed them: ${former}`);
 });
 
+test('attack: a job cannot read the worker\'s --token-file, even where jobs see the host (/opt)', { skip: bwrap }, async (t) => {
+  const server = await startServer(t);
+  // An operator's choice of place that the job root shows read-only.
+  const tokenFile = path.join(hostDir(t, '/opt'), 'worker.token');
+  writeFileSync(tokenFile, server.workerToken + '\n', { mode: 0o600 });
+  const worker = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', '--sandbox', 'bwrap', '--token-file', tokenFile]);
+  await worker.waitFor(/connected to the server/);
+  const { lines, run } = await runJob(server, 'file-thief', `cat ${tokenFile} && echo "read it" || echo "unreadable"; ls ${path.dirname(tokenFile)}`);
+  assert.equal(run.status, 'succeeded', lines.join('\n'));
+  assert.ok(!lines.join('\n').includes(server.workerToken), `the job read the token:\n${lines.join('\n')}`);
+  assert.equal(readFileSync(tokenFile, 'utf8').trim(), server.workerToken, 'the operator\'s file is left as it was');
+});
+
 test('attack: a job cannot read another run\'s files (two runs at once on a capacity-2 worker)', { skip: bwrap }, async (t) => {
   const server = await startServer(t);
   const shared = tempDir(t);
@@ -137,7 +150,10 @@ test('attack: a job cannot read another run\'s files (two runs at once on a capa
   assert.equal((await kiln(server, ['schedule', 'a', '--command', a, ...never])).code, 0);
   const runA = (await kiln(server, ['execute', 'a'])).stdout.trim();
   const finishedA = followRun(server, runA);
-  while (!existsSync(path.join(shared, 'a-dir'))) await new Promise((resolve) => setTimeout(resolve, 50));
+  // A's file appears while it runs; should A end first, its end is the answer instead of a hang.
+  const aEnded = finishedA.then(({ run }) => assert.fail(`run A ended (${run.status}) before writing where it runs`));
+  aEnded.catch(() => {});
+  while (!existsSync(path.join(shared, 'a-dir'))) await Promise.race([new Promise((resolve) => setTimeout(resolve, 50)), aEnded]);
   const dirA = readFileSync(path.join(shared, 'a-dir'), 'utf8').trim();
   const b = [
     `cat ${dirA}/secret.txt 2>/dev/null || echo "a's file: unreadable"`,
@@ -223,7 +239,9 @@ test('attack: exhausting memory under --memory is contained: the run ends "out o
 
 test('attack: a double-forked setsid nohup daemon does not outlive its run', { skip: bwrap }, async (t) => {
   const marker = String(randomInt(100_000, 999_999));
-  const daemon = `(setsid nohup sleep ${marker} >/dev/null 2>&1 &) ; echo forked`;
+  // The job ends only once the daemon has left its session (it wrote its pid after setsid): else
+  // the end of the job could take the daemon down before it escaped, and the control would race.
+  const daemon = `(setsid nohup sh -c 'echo $$ > daemon.pid; exec sleep ${marker}' >/dev/null 2>&1 &); while [ ! -s daemon.pid ]; do sleep 0.01; done; echo forked`;
   const server = await startServer(t);
   await startWorker(t, server, ['--platform', 'testos', '--sandbox', 'bwrap']);
   const { lines, run } = await runJob(server, 'daemon', daemon);

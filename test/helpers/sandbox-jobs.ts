@@ -32,9 +32,13 @@ export async function noneLeft(marker: string, withinMs = 10_000): Promise<void>
   }
 }
 
-/** Waits until some process has `marker` in its command line. */
-export async function someRunning(marker: string): Promise<void> {
-  while (processesWith(marker).length === 0) await delay(50);
+/** Waits until some process has `marker` in its command line; fails past `withinMs`. */
+export async function someRunning(marker: string, withinMs = 30_000): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  while (processesWith(marker).length === 0) {
+    if (Date.now() > deadline) assert.fail(`nothing with '${marker}' started within ${withinMs} ms`);
+    await delay(50);
+  }
 }
 
 /**

@@ -49,6 +49,11 @@ test('uploads are checked: path, hash, size, holder, token and limit; good ones 
   const stored = readdirSync(blobs).filter((d) => d !== 'tmp').flatMap((d) => readdirSync(path.join(blobs, d)));
   assert.deepEqual(stored, [sha('same')], 'the same content is stored once');
 
+  // A worker cannot hand a downloader a setuid, setgid or sticky file: permission bits only are kept.
+  assert.equal((await put('tool', 'tool', { 'x-kiln-mode': String(0o7755) })).status, 201);
+  const tool = (await call(server, 'GET', `/api/runs/${runId}/artifacts`)).body.artifacts.find((a: { path: string }) => a.path === 'tool');
+  assert.equal(tool.mode, 0o755);
+
   const file = await fetch(`${server.url}/api/runs/${runId}/artifacts/out/same.txt`, { headers: { authorization: `Bearer ${server.tokens.admin}` } });
   assert.equal(file.headers.get('etag'), `"${sha('same')}"`);
   assert.equal(file.headers.get('content-length'), '4');

@@ -147,7 +147,8 @@ async function download(client: ReturnType<typeof clientFor>, runId: string, art
     progress.finish();
     const actual = hash.digest('hex');
     if (actual !== artifact.sha256) throw new Error(`${artifact.path}: downloaded content hashes to ${actual}, not ${artifact.sha256}`);
-    chmodSync(temp, artifact.mode);
+    // Permission bits only, whatever the server says: never setuid, setgid or sticky.
+    chmodSync(temp, artifact.mode & 0o777);
     renameSync(temp, target);
   } catch (raw) {
     rmSync(temp, { force: true });

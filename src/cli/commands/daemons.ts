@@ -372,6 +372,8 @@ async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgen
     // Jobs see the host read-only, but not the worker's own files: other runs, the spool, the token.
     const hidden = [workRoot, spoolDir, path.resolve(LOCAL_DATA_DIR), ...(flags.hide ?? []).map((dir) => path.resolve(dir))];
     for (const dir of hidden.slice(3)) if (!existsSync(dir)) throw new UsageError(`bad --hide '${dir}': it does not exist`);
+    // A --token-file stays where the operator keeps it, which may be under a dir jobs see (/etc, /opt).
+    if (flags.tokenFile !== undefined) hidden.push(path.resolve(flags.tokenFile));
     sandbox = new BwrapSandboxLauncher({ network: flags.network as 'none' | 'host', binds, hidden }, limits);
   } else sandbox = new ProcessSandboxLauncher(limits);
   log.info({ sandbox: sandbox.describe() }, 'jobs run in this sandbox');

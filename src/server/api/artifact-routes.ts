@@ -48,6 +48,8 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     if (!isSha256(sha256)) throw new InvalidRequestError('x-kiln-sha256 must be the file\'s sha256 in hex');
     if (!Number.isSafeInteger(size) || size < 0) throw new InvalidRequestError('an artifact upload needs its size in x-kiln-size');
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidRequestError('x-kiln-mode must be a file mode');
+    // Kept as permission bits only: a worker must not make a downloader's file setuid, setgid or sticky.
+    const permissions = mode & 0o777;
     const run = await store.findRun(runId).catch(() => undefined);
     if (!run || run.id !== runId) throw new RunNotFoundError(runId);
     // The store says who holds the run: a worker briefly disconnected (re-attaching) still does.
@@ -63,7 +65,7 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
       throw new PayloadTooLargeError(blobs.limits.runBytes, `the file (${size} bytes) would take the run's artifacts to ${kept + size} bytes, over the per-run limit of ${blobs.limits.runBytes} bytes`);
     }
     await blobs.receive(request.body as Readable, { size, sha256 });
-    await store.addArtifact(runId, { path: relative, size, sha256, mode: mode & 0o7777 });
+    await store.addArtifact(runId, { path: relative, size, sha256, mode: permissions });
     return reply.code(201).send({ path: relative, size, sha256 });
   });
 
