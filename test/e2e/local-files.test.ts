@@ -9,21 +9,9 @@ import os from 'node:os';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
-import { followRun, freePort, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { firstLine, followRun, freePort, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
 
 const never = ['--platform', 'testos', '--period', 'never'];
-/** Resolves once the run's console has its first line. */
-async function firstLine(server: { url: string; adminToken: string }, runId: string): Promise<void> {
-  const controller = new AbortController();
-  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.adminToken}` }, signal: controller.signal });
-  let text = '';
-  for await (const chunk of response.body!) {
-    text += Buffer.from(chunk).toString();
-    if (text.split('\n').some((line) => line.includes('"type":"line"'))) break;
-  }
-  controller.abort();
-}
-
 const modeOf = (file: string) => (statSync(file).mode & 0o777).toString(8);
 
 test('a server makes its data dir private (tightening an old 0755 one) and keeps its database, tokens and artifacts 0600', async (t) => {

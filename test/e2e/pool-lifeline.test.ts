@@ -8,22 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isAlive, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { instanceProcesses, isAlive, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 
 /** Pids of processes started as instances of the pools of the server on `dataDir` (by its exact owner id). */
-function instanceProcesses(dataDir: string): number[] {
-  const owner = readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim();
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`KILN_POOL_INSTANCE=${owner}/`)) pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return pids;
-}
 
 /** Every process below `pid` (the job's shell, its children, a sandbox's processes), by parent links. */
 function descendants(pid: number): number[] {
@@ -92,7 +79,7 @@ async function busyInstanceDiesWithItsServer(t: TestContext, provider: 'process'
   assert.equal((await kiln(server, ['schedule', 'long', '--command', 'sleep 600 & echo "sleeping $!"; wait', '--platform', 'pooled', '--period', 'never'])).code, 0);
   const runId = (await kiln(server, ['execute', 'long'])).stdout.trim();
   await lineOf(server, runId, /^sleeping \d+$/);
-  const instances = instanceProcesses(dataDir);
+  const instances = instanceProcesses(readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim());
   assert.equal(instances.length, 1, 'one busy instance');
   tree = [instances[0]!, ...descendants(instances[0]!)];
   const sleepers = tree.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\x00600\x00');

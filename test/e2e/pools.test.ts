@@ -4,10 +4,10 @@
  * a SIGKILLed server's instances are removed by its next life.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { api, followRun, kiln, spawnKiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { api, followRun, instanceProcesses, kiln, spawnKiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
 
 interface PoolView {
@@ -225,16 +225,3 @@ function ownerOf(dataDir: string): string {
   return readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim();
 }
 
-/** Pids of processes started as instances of the pools of `owner` (by exact owner id). */
-function instanceProcesses(owner: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`KILN_POOL_INSTANCE=${owner}/`)) pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return pids;
-}

@@ -11,25 +11,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { test, type TestContext } from 'node:test';
-import { api, followRun, freePort, KILN_BIN, kiln, killGroup, spawnKiln, startServer, startWorker, tempDir, type Owned } from '../helpers/processes.js';
+import { api, firstLine, followRun, freePort, KILN_BIN, kiln, killGroup, spawnKiln, startServer, startWorker, tempDir, type Owned } from '../helpers/processes.js';
 
 const never = ['--platform', 'testos', '--period', 'never'];
 
 /** Resolves true once `owned` prints its listening line, false if it exits first. */
 function startsServing(owned: Owned): Promise<boolean> {
   return owned.waitFor(/kiln server listening/).then(() => true, () => false);
-}
-
-/** Resolves once the run's console has a line (the job is running). */
-async function firstLine(server: { url: string; adminToken: string }, runId: string): Promise<void> {
-  const controller = new AbortController();
-  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.adminToken}` }, signal: controller.signal });
-  let text = '';
-  for await (const chunk of response.body!) {
-    text += Buffer.from(chunk).toString();
-    if (text.includes('"type":"line"')) break;
-  }
-  controller.abort();
 }
 
 /** A job that runs until `gate` exists, and writes its shell's pid (its process group) to `pidFile`. */

@@ -4,7 +4,7 @@
  * (a log line, a process exit), never on sleeps.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -235,4 +235,30 @@ export function peakRss(pid: number): number {
   const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!match) throw new Error(`no VmHWM for pid ${pid}`);
   return Number(match[1]) * 1024;
+}
+
+/** Resolves once the run's console has a line (the job is running), followed live, not polled. */
+export async function firstLine(server: { url: string; adminToken: string }, runId: string): Promise<void> {
+  const controller = new AbortController();
+  const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=true`, { headers: { authorization: `Bearer ${server.adminToken}` }, signal: controller.signal });
+  let text = '';
+  for await (const chunk of response.body!) {
+    text += Buffer.from(chunk).toString();
+    if (text.includes('"type":"line"')) break;
+  }
+  controller.abort();
+}
+
+/** Pids of processes started as instances of the pools of `owner` (by exact owner id, from their environment). */
+export function instanceProcesses(owner: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`KILN_POOL_INSTANCE=${owner}/`)) pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
 }
