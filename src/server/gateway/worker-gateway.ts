@@ -95,6 +95,7 @@ class Session implements WorkerSession {
   get labels() { return this.hello.labels; }
   get capacity() { return this.hello.capacity; }
   get once() { return this.hello.once; }
+  get session() { return this.hello.session; }
 
   send(message: ServerMessage): void {
     if (this.open) this.socket.send(JSON.stringify(message));
