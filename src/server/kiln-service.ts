@@ -456,6 +456,9 @@ export class KilnService {
     this.parts.dispatcher.remove(session);
     for (const runId of session.running) this.unattend(runId, session.name);
     session.running.clear();
+    // A connection cut off (revoked) is out of the dispatcher before its close: a worker welcomed
+    // under the name meanwhile is the one connected now.
+    if (this.parts.dispatcher.session(session.name)) return;
     await this.store.workerDisconnected(session.name, this.parts.now());
   }
 
