@@ -171,6 +171,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const names = new Map<WebSocket, string>();
   /** The session of each welcomed connection. */
   const sessions = new Map<WebSocket, Session>();
+  /** Connections cut off: nothing they send counts any more (frames of a plain close still do). */
+  const cut = new WeakSet<WebSocket>();
 
   /**
    * Cuts a connection off at once, before its peer has answered the close: it is forgotten (so a
@@ -179,6 +181,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
    * let go by the close handler, as for any lost connection.
    */
   const cutOff = (socket: WebSocket, err: KilnError, closeCode: number): void => {
+    cut.add(socket);
     identities.delete(socket);
     names.delete(socket);
     const session = sessions.get(socket);
@@ -219,7 +222,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
 
     const handle = async (frame: unknown): Promise<void> => {
       // Cut off (its credential revoked, its name given to a token): nothing it sends counts any more.
-      if (!identities.has(socket)) return;
+      // Not so for a connection that merely closed: a result sent just before is still applied.
+      if (cut.has(socket)) return;
       alive = true;
       if (!session) {
         clearTimeout(helloTimer);
