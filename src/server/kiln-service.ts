@@ -417,13 +417,14 @@ export class KilnService {
       // Another credential under the same name speaks only for itself: it cannot give up a run it never held.
       if (run.worker !== session.name || !holdsRun(run.workerIdentity, session.identity) || held.has(`${run.id}#${run.attempt}`)) continue;
       if (run.workerSession === null) continue;
+      // A pass may be between claiming a run for the previous connection and finding it gone: that
+      // run never started, and the pass hands it back itself (ending or requeueing it here too could
+      // requeue it after it was sent again). The others wait the grace window this once.
+      if (this.parts.dispatcher.claimingFor(session.name, session)) continue;
       if (run.workerSession === session.session) {
         await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
         continue;
       }
-      // A pass may be between claiming a run for the previous session and finding it gone: that run
-      // never started, and the pass hands it back itself (or the grace window ends it).
-      if (this.parts.dispatcher.claimingFor(session.name, session)) continue;
       const reason = `worker lost (${session.name} came back as a new process without it: the one that ran it is gone)`;
       await this.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'lost' }, run.worker ?? undefined, run.attempt);
     }
