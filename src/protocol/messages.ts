@@ -53,6 +53,12 @@ export const helloMessage = z.object({
   os: z.string().max(256),
   arch: z.string().max(64),
   version: z.string().max(64),
+  /**
+   * A random id the worker process makes once at its start and sends on every (re)connect. A run
+   * this worker does not list was never received if the id is the one the run was sent to; under
+   * another id the process that held it is gone (the run is lost). Optional: older workers send none.
+   */
+  session: z.string().uuid().optional(),
   /** Runs this worker still holds (after a reconnect): the server re-attaches or releases each. */
   runs: z.array(z.object({ runId: z.string().uuid(), attempt: z.number().int().min(1) })).max(1024).default([]),
 });

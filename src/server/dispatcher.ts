@@ -13,6 +13,8 @@ export interface WorkerSession {
   readonly name: string;
   /** Its credential's identity (see core/worker-identity), recorded on each run it takes. */
   readonly identity: string;
+  /** Its process's id from the hello (see Run.workerSession); undefined for workers that send none. */
+  readonly session: string | undefined;
   readonly platform: string;
   readonly labels: Record<string, string>;
   readonly capacity: number;
@@ -67,6 +69,8 @@ export class Dispatcher {
   /** Runs claimed but neither sent nor handed back (the store failed): handed back first on the next pass. */
   private readonly unsent = new Map<string, Run>();
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Sessions a pass is handing runs to now: a run claimed for one may not have been sent yet. */
+  private readonly filling = new Set<WorkerSession>();
   private stopped = false;
   /** Told after each dispatch pass and when a worker comes or goes (the pools look then). */
   onChange: () => void = () => {};
@@ -88,6 +92,14 @@ export class Dispatcher {
   /** The connected session of that name, if any. */
   session(name: string): WorkerSession | undefined {
     return this.sessions.get(name);
+  }
+
+  /**
+   * True while a pass may hold a run claimed for a session of that name other than `except` and
+   * not yet sent (or handed back): such a run is not the other process's to give up or lose.
+   */
+  claimingFor(name: string, except: WorkerSession): boolean {
+    return [...this.filling].some((session) => session.name === name && session !== except) || [...this.unsent.values()].some((run) => run.worker === name);
   }
 
   /** Connected sessions. */
@@ -201,9 +213,18 @@ export class Dispatcher {
 
   /** Hands runs to one worker until it is full or nothing matches. */
   private async fill(session: WorkerSession): Promise<void> {
+    this.filling.add(session);
+    try {
+      await this.fillSlots(session);
+    } finally {
+      this.filling.delete(session);
+    }
+  }
+
+  private async fillSlots(session: WorkerSession): Promise<void> {
     while (freeSlots(session) > 0) {
       const onlyRun = this.reserved.get(session.name);
-      const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun, identity: session.identity }, this.now(), this.backstopMs);
+      const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun, identity: session.identity, session: session.session }, this.now(), this.backstopMs);
       if (!claimed) break;
       let run: Run | undefined;
       try {

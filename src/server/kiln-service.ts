@@ -401,18 +401,32 @@ export class KilnService {
   }
 
   /**
-   * Runs the store says are running on this worker that its hello does not list were never
-   * started: the dispatch was committed but the assignment never reached the worker (the server
-   * died in between, or the connection dropped with the frame). Waiting the re-attach grace for
-   * them is pointless (the worker is here and says it does not hold them), and ending them `lost`
-   * would spend a retry on a job that never ran: they go back to the front of their queue at once.
+   * Runs the store says are running on this worker (name and credential) that its hello does not
+   * list. The hello speaks for the worker PROCESS: when the run was sent to this same process (its
+   * hello's id is the one recorded on the run), the assignment never reached it (the server died
+   * between committing and sending, or the connection dropped with the frame): the run goes back
+   * to the front of its queue at once, no retry used. Under another process id the process that
+   * held the run is gone (killed and restarted under its --name, say): the attempt is lost now,
+   * with the job's retry budget, as any lost worker's run; waiting the re-attach grace is pointless.
+   * A run with no recorded id (dispatched before ids were kept, or to an older worker) or a hello
+   * without one cannot tell: such a run keeps the grace window and then ends lost.
    */
   private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
     for (const run of await this.store.listRunning()) {
       // By attempt: a worker still holding an older attempt (released above) does not hold this one.
       // Another credential under the same name speaks only for itself: it cannot give up a run it never held.
       if (run.worker !== session.name || !holdsRun(run.workerIdentity, session.identity) || held.has(`${run.id}#${run.attempt}`)) continue;
-      await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
+      if (run.workerSession === null) continue;
+      // A pass may be between claiming a run for the previous connection and finding it gone: that
+      // run never started, and the pass hands it back itself (ending or requeueing it here too could
+      // requeue it after it was sent again). The others wait the grace window this once.
+      if (this.parts.dispatcher.claimingFor(session.name, session)) continue;
+      if (run.workerSession === session.session) {
+        await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
+        continue;
+      }
+      const reason = `worker lost (${session.name} came back as a new process without it: the one that ran it is gone)`;
+      await this.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'lost' }, run.worker ?? undefined, run.attempt);
     }
   }
 
@@ -443,6 +457,9 @@ export class KilnService {
     this.parts.dispatcher.remove(session);
     for (const runId of session.running) this.unattend(runId, session.name);
     session.running.clear();
+    // A connection cut off (revoked) is out of the dispatcher before its close: a worker welcomed
+    // under the name meanwhile is the one connected now.
+    if (this.parts.dispatcher.session(session.name)) return;
     await this.store.workerDisconnected(session.name, this.parts.now());
   }
 

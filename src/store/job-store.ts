@@ -79,6 +79,12 @@ export interface Run {
    * Null for runs dispatched before identities were recorded.
    */
   workerIdentity: string | null;
+  /**
+   * The worker process that took this attempt (the random id of its hello, the same across its
+   * reconnects): a worker back under that name without the run is the same process only if its id
+   * matches. Null for runs dispatched before it was recorded, or to workers that send none.
+   */
+  workerSession: string | null;
   queuedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -228,6 +234,8 @@ export interface ClaimingWorker {
   onlyRun?: string;
   /** The identity of its credential, recorded on the run it takes (see Run.workerIdentity). */
   identity?: string;
+  /** The worker process's id from its hello, recorded on the run it takes (see Run.workerSession). */
+  session?: string;
 }
 
 /** A per-worker token as listed: never the token itself, which is stored only as its hash. */

@@ -5,6 +5,7 @@
  * the worker reconnects with backoff, re-attaches, resends what the server did not store, and
  * reports the results it kept.
  */
+import { randomUUID } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
@@ -82,6 +83,12 @@ export class WorkerAgent {
   /** True between the server's welcome and the connection's end. */
   private ready = false;
   private readonly held = new Map<string, Held>();
+  /**
+   * This process's id, sent in every hello: reconnects of this process keep it, a restart (even
+   * under the same --name) makes a new one, so the server knows whether a run this worker does not
+   * list was never received (same id) or held by a process that died (another id).
+   */
+  private readonly session = randomUUID();
   private attempts = 0;
   private stopping = false;
   private closing = false;
@@ -169,7 +176,7 @@ export class WorkerAgent {
     socket.on('open', () => {
       this.sendFrame({
         v: PROTOCOL_VERSION, type: 'hello', name: this.options.name, platform: this.options.platform, labels: this.options.labels,
-        capacity: this.options.capacity, once: this.options.once, version: KILN_VERSION, ...hostFacts(),
+        capacity: this.options.capacity, once: this.options.once, version: KILN_VERSION, ...hostFacts(), session: this.session,
         runs: [...this.held.values()].map((held) => ({ runId: held.run.id, attempt: held.run.attempt })),
       });
     });
@@ -210,7 +217,7 @@ export class WorkerAgent {
         this.ready = true;
         // Only a welcome resets the backoff: a server that refuses us at once must not be hammered.
         this.attempts = 0;
-        this.log.info({ server: this.options.server, name: message.name, platform: this.options.platform, resumed: message.resume.length }, 'connected to the server');
+        this.log.info({ server: this.options.server, name: message.name, platform: this.options.platform, session: this.session, resumed: message.resume.length }, 'connected to the server');
         for (const { runId, reason } of message.release) this.release(runId, reason);
         for (const { runId, afterSeq } of message.resume) void this.resume(runId, afterSeq);
         if (this.stopping) this.sendFrame({ v: 1, type: 'drain' });
@@ -428,7 +435,7 @@ export class WorkerAgent {
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
     this.attempts += 1;
     this.log.warn(
-      { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size },
+      { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
       'not connected to the server; retrying (running jobs go on)',
     );
     this.reconnectTimer = setTimeout(() => this.connect(), delay);

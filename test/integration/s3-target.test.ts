@@ -43,7 +43,7 @@ function finishedRun(job: string): Run {
     labels: { gpu: 'yes' },
     status: 'succeeded',
     attempt: 1,
-    workerIdentity: null,
+    workerIdentity: null, workerSession: null,
     worker: 'vm-local',
     queuedAt: 1_700_000_000_000,
     startedAt: 1_700_000_000_100,

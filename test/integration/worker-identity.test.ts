@@ -10,6 +10,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CloseCode } from '../../src/protocol/index.js';
 import type { KilnServer } from '../../src/server/index.js';
+import { openStore, type JobStore } from '../../src/store/index.js';
 import { call, FakeWorker, helloFrame, inProcessServer } from '../helpers/in-process.js';
 
 const job = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never', timeoutMs: 60_000 };
@@ -107,6 +108,79 @@ test('a revoked token is refused, and the worker connected with it is disconnect
   const upload = await fetch(`${server.url}/api/runs/00000000-0000-4000-8000-000000000000/artifacts/f`, { method: 'PUT', headers: { authorization: `Bearer ${token}` } });
   assert.equal(upload.status, 401, 'and so do uploads');
   assert.deepEqual((await call(server, 'GET', '/api/worker-tokens')).body.tokens, []);
+});
+
+test('a revoked worker is cut off at once: what it sends after the revoke is not applied, and runs queued after it are not given to it', async (t) => {
+  const server = await inProcessServer(t);
+  const token = await createToken(server, 'w1');
+  const { worker, answer } = await helloAs(t, server, token, 'w1');
+  assert.equal(answer.type, 'welcome');
+  await call(server, 'POST', '/api/jobs', job);
+  const held: string = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
+  assert.equal((await worker.next<{ run: { id: string } }>()).run.id, held);
+
+  // A peer that does not answer the close (it reads nothing more): left to the close handshake, its
+  // connection would stay open, in the dispatcher and listened to, for up to 30 s.
+  worker.socket.pause();
+  assert.equal((await call(server, 'DELETE', '/api/worker-tokens/w1')).body.disconnected, 1);
+  worker.send({ v: 1, type: 'run.output', runId: held, lines: [{ seq: 0, ts: Date.now(), text: 'sent after the revoke' }] });
+  worker.send({ v: 1, type: 'run.finished', runId: held, result: { kind: 'exited', code: 0 } });
+  await call(server, 'POST', '/api/jobs', { ...job, name: 'later' });
+  const later: string = (await call(server, 'POST', '/api/jobs/later/execute', {})).body.run.id;
+  worker.socket.resume();
+  assert.equal((await worker.closed).code, CloseCode.revoked);
+  // Closing the server waits for every frame of every connection to be handled: all of it has been.
+  await server.close();
+
+  const store = await openStore(server.dataDir);
+  t.after(() => store.close());
+  const run = await store.findRun(held);
+  assert.deepEqual([run.status, run.worker], ['running', 'w1'], 'the revoked worker\'s result is not applied');
+  assert.deepEqual((await store.readConsole(held, -1, 100)).map((line) => line.text), [], 'nor its output');
+  const queued = await store.findRun(later);
+  assert.equal(queued.status, 'queued', 'a run queued after the revoke is not given to the revoked connection');
+  assert.deepEqual((await store.listEvents(later)).map((e) => e.kind), ['queued']);
+});
+
+test('a worker revoked while its hello is handled is not welcomed and is given no run', async (t) => {
+  // The hello's last store read (the runs the server has on this worker) waits for the test, once armed.
+  const gate = { armed: false, entered: undefined as undefined | (() => void), release: Promise.resolve() };
+  const reached = new Promise<void>((resolve) => (gate.entered = resolve));
+  let open!: () => void;
+  gate.release = new Promise((resolve) => (open = resolve));
+  const wrap = (store: JobStore): JobStore => new Proxy(store, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== 'function') return value;
+      if (key !== 'listRunning') return value.bind(target);
+      return async () => {
+        if (gate.armed) {
+          gate.armed = false;
+          gate.entered?.();
+          await gate.release;
+        }
+        return value.apply(target, []);
+      };
+    },
+  });
+  const server = await inProcessServer(t, { wrapStore: wrap });
+  const token = await createToken(server, 'w1');
+  await call(server, 'POST', '/api/jobs', job);
+  const waiting: string = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
+  gate.armed = true;
+  const worker = await FakeWorker.connect(t, server, token);
+  worker.send(helloFrame({ name: 'w1' }));
+  await reached;
+  assert.equal((await call(server, 'DELETE', '/api/worker-tokens/w1')).body.disconnected, 1);
+  open();
+  assert.equal((await worker.next<{ type: string }>()).type, 'refused');
+  assert.equal((await worker.closed).code, CloseCode.revoked);
+  await server.close();
+
+  const store = await openStore(server.dataDir);
+  t.after(() => store.close());
+  assert.equal((await store.findRun(waiting)).status, 'queued');
+  assert.deepEqual((await store.listEvents(waiting)).map((e) => e.kind), ['queued'], 'never dispatched to the revoked worker');
 });
 
 test("worker X's credential cannot upload to worker Y's run, whatever it claims; Y's own can", async (t) => {

@@ -115,7 +115,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         const [run] = await store.createJob(job, [first]);
         assert.deepEqual(run, {
           id: first.id, job: 'build', platform: 'linux', labels: { arch: 'arm' }, status: 'queued', attempt: 1,
-          worker: null, workerIdentity: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
+          worker: null, workerIdentity: null, workerSession: null, queuedAt: T0 + 5, startedAt: null, finishedAt: null, result: null,
           script: null, env: {}, timeoutMs: null, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
           firstSeq: 0, cancelRequestedBy: null, deadlineAt: null, artifacts: [], artifactsOnFailure: false, sandbox: {},
         } satisfies Run);
@@ -344,7 +344,7 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         await store.createJob(job, [first]);
         const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'x86_64' }, identity: 'token:w1' }, T0 + 50, 1000);
         const expected: Run = {
-          id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1', workerIdentity: 'token:w1',
+          id: first.id, job: 'build', platform: 'linux', labels: {}, status: 'running', attempt: 1, worker: 'w1', workerIdentity: 'token:w1', workerSession: null,
           queuedAt: T0, startedAt: T0 + 50, finishedAt: null, result: null,
           script: 'make all', env: { CC: 'clang' }, timeoutMs: 90_000, idleTimeoutMs: null, lostRetriesLeft: 1, failureRetriesLeft: 0,
           firstSeq: 0, cancelRequestedBy: null, deadlineAt: T0 + 50 + 90_000 + 1000, artifacts: [], artifactsOnFailure: false, sandbox: { memoryBytes: 256 * 1024 ** 2, network: 'none' },
@@ -1060,6 +1060,21 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual([lost.run.worker, lost.run.workerIdentity], [null, null]);
         const again = await store.claimNext({ name: 'w2', platform: 'linux', labels: {} }, T0 + 3);
         assert.deepEqual([again?.worker, again?.workerIdentity], ['w2', null], 'no identity given: none recorded');
+      });
+
+      test('a claimed run records its worker process\'s session; a requeue or retry clears it', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { retries: 1 });
+        const first = makeRun(job);
+        await store.createJob(job, [first]);
+        const session = '5b0c8a52-7f3e-4d7a-9a43-0f7c3c1f2d11';
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: {}, identity: 'shared', session }, T0 + 1);
+        assert.equal(claimed?.workerSession, session);
+        assert.equal((await store.listRunning())[0]?.workerSession, session);
+        const requeued = await store.endAttempt(first.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'never started' }, finishedAt: T0 + 2, retry: 'unstarted' }, { worker: 'w1', attempt: 1 });
+        assert.deepEqual([requeued.outcome, requeued.run.attempt, requeued.run.workerSession], ['retried', 1, null]);
+        const again = await store.claimNext({ name: 'w1', platform: 'linux', labels: {}, identity: 'shared' }, T0 + 3);
+        assert.equal(again?.workerSession, null, 'no session given: none recorded');
       });
     });
   });

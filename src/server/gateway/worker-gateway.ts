@@ -95,6 +95,7 @@ class Session implements WorkerSession {
   get labels() { return this.hello.labels; }
   get capacity() { return this.hello.capacity; }
   get once() { return this.hello.once; }
+  get session() { return this.hello.session; }
 
   send(message: ServerMessage): void {
     if (this.open) this.socket.send(JSON.stringify(message));
@@ -130,10 +131,20 @@ class Session implements WorkerSession {
   }
 }
 
-/** Refuses a connection with a reason the worker prints, then closes it. */
+/**
+ * How long a refused peer has to answer the close before its connection is cut (ms). The close
+ * handshake is a courtesy: ws alone would wait 30 s, and a peer that never answers must not keep
+ * its socket (and what the server holds for it) that long.
+ */
+export const REFUSED_CLOSE_WAIT_MS = 1000;
+
+/** Refuses a connection with a reason the worker prints, then closes it (cut if the peer does not answer). */
 function refuse(socket: WebSocket, err: KilnError, closeCode: number): void {
+  if (socket.readyState !== socket.OPEN) return;
   socket.send(JSON.stringify({ v: PROTOCOL_VERSION, type: 'refused', code: err.code, message: err.message } satisfies ServerMessage));
   socket.close(closeCode, err.code);
+  const cut = setTimeout(() => socket.terminate(), REFUSED_CLOSE_WAIT_MS);
+  socket.once('close', () => clearTimeout(cut));
 }
 
 /** The gateway's handle for the server's shutdown. */
@@ -156,8 +167,30 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const connections = new Map<WebSocket, () => Promise<void>>();
   /** The identity each open connection authenticated with. */
   const identities = new Map<WebSocket, string>();
-  /** The worker name each welcomed connection has. */
+  /** The worker name each connection past its hello's checks has. */
   const names = new Map<WebSocket, string>();
+  /** The session of each welcomed connection. */
+  const sessions = new Map<WebSocket, Session>();
+  /** Connections cut off: nothing they send counts any more (frames of a plain close still do). */
+  const cut = new WeakSet<WebSocket>();
+
+  /**
+   * Cuts a connection off at once, before its peer has answered the close: it is forgotten (so a
+   * hello still being handled is not welcomed and no frame it sends from now on is applied), its
+   * session takes no more runs and leaves the dispatcher, and it is refused and closed. Its runs are
+   * let go by the close handler, as for any lost connection.
+   */
+  const cutOff = (socket: WebSocket, err: KilnError, closeCode: number): void => {
+    cut.add(socket);
+    identities.delete(socket);
+    names.delete(socket);
+    const session = sessions.get(socket);
+    if (session) {
+      session.open = false;
+      parts.dispatcher.remove(session);
+    }
+    refuse(socket, err, closeCode);
+  };
 
   // A plain HTTP request (no upgrade) gets a catalogued error, not the plugin's empty 404.
   const notAnUpgrade = async (): Promise<never> => {
@@ -188,6 +221,9 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     socket.on('pong', () => (alive = true));
 
     const handle = async (frame: unknown): Promise<void> => {
+      // Cut off (its credential revoked, its name given to a token): nothing it sends counts any more.
+      // Not so for a connection that merely closed: a result sent just before is still applied.
+      if (cut.has(socket)) return;
       alive = true;
       if (!session) {
         clearTimeout(helloTimer);
@@ -203,6 +239,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;
         }
+        // Named now, so a name given its own token while this hello is handled cuts it off too.
+        names.set(socket, hello.name);
         const now = parts.now();
         const { runs, ...facts } = hello;
         await parts.store.recordWorker({ ...facts, connected: true, connectedAt: now, lastSeen: now });
@@ -210,10 +248,20 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         const fresh = new Session(socket, hello, options.artifactLimits, identity);
         const { resume, release } = await parts.service.workerAttached(fresh, runs);
         session = fresh;
-        names.set(socket, hello.name);
+        sessions.set(socket, fresh);
+        // Cut off during the awaits above: not welcomed; the close handler lets go of what it re-attached.
+        if (!identities.has(socket)) {
+          fresh.open = false;
+          return;
+        }
         session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
         log.info({ worker: hello.name, identity: fresh.identity, platform: hello.platform, capacity: hello.capacity, version: hello.version, resumed: resume.length }, 'worker connected');
         await parts.service.replayCancels(session, resume.map((r) => r.runId));
+        // The last check before it can be given runs: a cut-off during the replay leaves it out.
+        if (!identities.has(socket)) {
+          fresh.open = false;
+          return;
+        }
         parts.dispatcher.add(session);
         return;
       }
@@ -253,6 +301,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     socket.on('close', () => {
       identities.delete(socket);
       names.delete(socket);
+      sessions.delete(socket);
       clearTimeout(helloTimer);
       clearInterval(heartbeat);
       if (session) session.open = false;
@@ -278,9 +327,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       let closed = 0;
       for (const [socket, held] of identities) {
         if (held !== key) continue;
-        // Forgotten at once, so a hello still being checked on this socket is not welcomed.
-        identities.delete(socket);
-        refuse(socket, new UnauthorizedError(`${describeIdentity(identity)} was revoked: ${reason}`), CloseCode.revoked);
+        cutOff(socket, new UnauthorizedError(`${describeIdentity(identity)} was revoked: ${reason}`), CloseCode.revoked);
         closed += 1;
       }
       return closed;
@@ -290,9 +337,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       let closed = 0;
       for (const [socket, held] of names) {
         if (held !== name || identities.get(socket) === key) continue;
-        names.delete(socket);
-        identities.delete(socket);
-        refuse(socket, new WorkerIdentityError(`worker '${name}' now has its own token (${reason}): only that token may use the name`), CloseCode.identity);
+        cutOff(socket, new WorkerIdentityError(`worker '${name}' now has its own token (${reason}): only that token may use the name`), CloseCode.identity);
         closed += 1;
       }
       return closed;

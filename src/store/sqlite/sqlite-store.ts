@@ -25,7 +25,7 @@ interface JobRow {
 }
 interface RunRow {
   id: string; job: string; platform: string; labels: string; status: string; attempt: number;
-  worker: string | null; worker_identity: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
+  worker: string | null; worker_identity: string | null; worker_session: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
   result: string | null; script: string | null; env: string; timeout_ms: number | null;
   idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
   cancel_requested_by: string | null; deadline_at: number | null; artifacts: string; artifacts_on_failure: number; sandbox: string;
@@ -35,7 +35,7 @@ interface WorkerRow {
   arch: string; version: string; connected: number; connected_at: number; last_seen: number;
 }
 
-const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, worker_identity, queued_at, started_at, finished_at, result, script, env,
+const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, worker_identity, worker_session, queued_at, started_at, finished_at, result, script, env,
   timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at,
   artifacts, artifacts_on_failure, sandbox`;
 
@@ -65,7 +65,7 @@ function jobParams(job: Job) {
 function toRun(row: RunRow): Run {
   return {
     id: row.id, job: row.job, platform: row.platform, labels: JSON.parse(row.labels),
-    status: row.status as RunStatus, attempt: row.attempt, worker: row.worker, workerIdentity: row.worker_identity,
+    status: row.status as RunStatus, attempt: row.attempt, worker: row.worker, workerIdentity: row.worker_identity, workerSession: row.worker_session,
     queuedAt: row.queued_at, startedAt: row.started_at, finishedAt: row.finished_at,
     result: row.result === null ? null : (JSON.parse(row.result) as RunResult),
     script: row.script, env: JSON.parse(row.env), timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms,
@@ -266,10 +266,10 @@ class SqliteStore implements JobStore {
       }
       const job = jobRow;
       this.db
-        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
+        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, worker_session = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
                     idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
                   WHERE id = ? AND status = 'queued'`)
-        .run(worker.name, worker.identity ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
+        .run(worker.name, worker.identity ?? null, worker.session ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
           job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
       const run = this.runRow(pick.id);
       this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
@@ -362,7 +362,7 @@ class SqliteStore implements JobStore {
         const front = this.db.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
         const next = unstarted ? 'attempt' : `attempt + 1, ${budget} = ${budget} - 1`;
         this.db
-          .prepare(`UPDATE runs SET status = 'queued', attempt = ${next}, worker = NULL, worker_identity = NULL, started_at = NULL, queue_pos = ?,
+          .prepare(`UPDATE runs SET status = 'queued', attempt = ${next}, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL, queue_pos = ?,
                       first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
           .run(front ?? 0, markerSeq + 1, id);
