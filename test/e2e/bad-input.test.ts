@@ -109,7 +109,11 @@ test('a job row whose stored times or interval are out of range still lists, and
   assert.match(info.stdout, /far-skip on testos, every 1h \(paused\), next \S+; skipped 1x, last -: x/);
   for (const name of ['far-next', 'far-skip', 'huge-step', 'bad-zone']) {
     assert.equal((await call(server, 'GET', `/api/jobs/${name}`)).status, 200, name);
+    // The preview of next times (kiln schedule --dry-run's twin) shows none rather than failing.
+    const next = await call(server, 'GET', `/api/jobs/${name}/next?count=3`);
+    assert.equal(next.status, 200, `${name}: ${JSON.stringify(next.body)}`);
   }
+  assert.deepEqual((await call(server, 'GET', '/api/jobs/bad-zone/next?count=3')).body.next, []);
   assert.match(server.stderr.join('\n'), /"job":"far-next","field":"nextAt","value":100000000000000000000.*"msg":"stored time cannot be shown; listed as none"/);
 });
 

@@ -6,7 +6,7 @@ import type { Dispatcher } from '../dispatcher.js';
 import { KilnService } from '../kiln-service.js';
 import { streamConsole } from './console-stream.js';
 import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } from './present.js';
-import { describeSchedule, isoInZone, scheduleZone, upcoming } from '../../core/index.js';
+import { isoInZone, scheduleZone, upcoming } from '../../core/index.js';
 import type { Templates } from '../templates.js';
 import type { ArtifactSweeper } from '../artifact-sweeper.js';
 import type { PoolView } from '../latent/pool-manager.js';
@@ -76,8 +76,15 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
     const { count } = parse(nextQuery, request.query, 'preview request');
     const job = await store.getJob(nameParam(request.params));
     if (!job) throw new JobNotFoundError(nameParam(request.params));
-    const zone = scheduleZone(job.schedule);
-    return { job: job.name, schedule: describeSchedule(job.schedule), next: upcoming(job.schedule, job.nextAt, count).map((at) => isoInZone(at, zone)) };
+    const shown = presentJob(job, request.log);
+    try {
+      const zone = scheduleZone(job.schedule);
+      return { job: job.name, schedule: shown.scheduleText, next: upcoming(job.schedule, job.nextAt, count).map((at) => isoInZone(at, zone)) };
+    } catch (raw) {
+      // A stored schedule this runtime cannot follow (a zone it lacks, say): none to show, not a 500.
+      request.log.warn({ job: job.name, schedule: job.schedule, err: (raw as Error).message }, 'stored schedule cannot be previewed; none shown');
+      return { job: job.name, schedule: shown.scheduleText, next: [] };
+    }
   });
 
   app.get('/api/templates', forAdmin, async () => ({ directory: templates.dir, templates: templates.list() }));
