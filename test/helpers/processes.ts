@@ -45,11 +45,12 @@ export interface Owned {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `kiln ARGS` in the background; it is killed when the test ends. */
-export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}, cwd?: string): Owned {
+/** Starts `kiln ARGS` in the background; it is killed when the test ends. `inherit` are descriptors it gets as 3, 4, ... */
+export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}, cwd?: string, inherit: number[] = []): Owned {
   const child = spawn(process.execPath, [KILN_BIN, ...args], {
     env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    // `inherit`: open descriptors the process gets as 3, 4, ... (not close-on-exec), as a shell's `3<file` would.
+    stdio: ['ignore', 'pipe', 'pipe', ...inherit],
     cwd,
   });
   const stderr: string[] = [];

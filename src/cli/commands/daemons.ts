@@ -333,9 +333,12 @@ function tokenFromHandedFile(): string | undefined {
 
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Logger, flags: WorkerFlags): Promise<WorkerAgent> {
-  const { BwrapSandboxLauncher, checkBwrap, detectLimits, makeSpoolDir, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
+  const { BwrapSandboxLauncher, checkBwrap, closeInheritedDescriptors, detectLimits, makeSpoolDir, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
   const token = flags.token ?? tokenFromGivenFile(flags.tokenFile) ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
   if (!token) throw new UsageError('no worker token: pass --token-file FILE or set KILN_WORKER_TOKEN');
+  // The token is read: from here on nothing inherited is needed, and jobs must not inherit it.
+  const closed = closeInheritedDescriptors();
+  if (closed.length > 0) log.info({ descriptors: closed }, 'closed descriptors inherited from the parent, which jobs would inherit too');
   if (flags.token !== undefined) {
     log.warn('--token puts the worker token on the command line, where every local user can read it with ps: give it with --token-file, KILN_WORKER_TOKEN_FD, KILN_WORKER_TOKEN_FILE or KILN_WORKER_TOKEN instead');
   }

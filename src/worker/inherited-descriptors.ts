@@ -1,0 +1,51 @@
+/**
+ * Descriptors a worker inherited from whoever started it (a shell's `7<file`, a harness's pipe, a
+ * token pipe it did not read) stay open across exec, so every job would inherit them too and could
+ * read what they hold. Node opens its own descriptors close-on-exec, so at start every descriptor
+ * above stdio without that flag is an inherited one: the worker closes them before any job starts.
+ */
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
+
+/** O_CLOEXEC as /proc/PID/fdinfo's octal `flags` line shows it on Linux. */
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * Closes every inherited descriptor above stdio, except `keep` (Node's own IPC channel, if any);
+ * returns the numbers closed. Where /proc is not there to say which they are, closes nothing.
+ */
+export function closeInheritedDescriptors(keep: ReadonlySet<number> = ipcChannel()): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc/self/fd');
+  } catch {
+    return []; // No /proc (not Linux): nothing can tell an inherited descriptor from Node's.
+  }
+  const closed: number[] = [];
+  for (const entry of entries) {
+    const fd = Number(entry);
+    if (!Number.isInteger(fd) || fd <= 2 || keep.has(fd) || closeOnExec(fd)) continue;
+    try {
+      closeSync(fd);
+      closed.push(fd);
+    } catch {
+      // Gone meanwhile (the listing's own descriptor, say): nothing left to close.
+    }
+  }
+  return closed;
+}
+
+/** Whether `fd` is close-on-exec; a descriptor that is gone counts as such (there is nothing to close). */
+function closeOnExec(fd: number): boolean {
+  try {
+    const flags = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    return flags !== null && (parseInt(flags[1]!, 8) & O_CLOEXEC) !== 0;
+  } catch {
+    return true;
+  }
+}
+
+/** The descriptor of Node's IPC channel with its parent, when it was started with one. */
+function ipcChannel(): Set<number> {
+  const fd = Number(process.env.NODE_CHANNEL_FD);
+  return new Set(Number.isInteger(fd) ? [fd] : []);
+}
