@@ -412,7 +412,7 @@ export class KilnService {
    * without one cannot tell: such a run keeps the grace window and then ends lost.
    */
   private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
-    for (const run of await this.store.listRunning()) {
+    for (const run of await this.store.listRunning(session.name)) {
       // By attempt: a worker still holding an older attempt (released above) does not hold this one.
       // Another credential under the same name speaks only for itself: it cannot give up a run it never held.
       if (run.worker !== session.name || !holdsRun(run.workerIdentity, session.identity) || held.has(`${run.id}#${run.attempt}`)) continue;

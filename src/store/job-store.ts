@@ -286,8 +286,8 @@ export interface JobStore {
   listQueued(): Promise<Run[]>;
   /** The same runs, with only what matching them to workers needs (read often: much lighter). */
   listWaiting(): Promise<WaitingRun[]>;
-  /** Runs that are running now. */
-  listRunning(): Promise<Run[]>;
+  /** Runs that are running now (on `worker` only, when given: a hello looks at its own, not the farm's). */
+  listRunning(worker?: string): Promise<Run[]>;
   /** A run by id or unique id prefix. Throws RunNotFoundError or RunAmbiguousError. */
   findRun(idOrPrefix: string): Promise<Run>;
   /** Runs, newest first. */

@@ -153,13 +153,13 @@ test('a worker revoked while its hello is handled is not welcomed and is given n
       const value = Reflect.get(target, key, receiver);
       if (typeof value !== 'function') return value;
       if (key !== 'listRunning') return value.bind(target);
-      return async () => {
+      return async (...args: unknown[]) => {
         if (gate.armed) {
           gate.armed = false;
           gate.entered?.();
           await gate.release;
         }
-        return value.apply(target, []);
+        return value.apply(target, args);
       };
     },
   });

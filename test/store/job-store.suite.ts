@@ -353,6 +353,8 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(await store.findRun(first.id), expected);
         assert.deepEqual(await store.listQueued(), []);
         assert.deepEqual(await store.listRunning(), [expected]);
+        assert.deepEqual(await store.listRunning('w1'), [expected]);
+        assert.deepEqual(await store.listRunning('w2'), [], 'only the runs of the worker named');
       });
 
       test('a worker made for one run claims that run only', async (t) => {

@@ -286,8 +286,11 @@ class SqliteStore implements JobStore {
     return rows.map((row) => ({ ...row, labels: JSON.parse(row.labels) as Record<string, string> }));
   }
 
-  async listRunning(): Promise<Run[]> {
-    return (this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started_at`).all() as RunRow[]).map(toRun);
+  async listRunning(worker?: string): Promise<Run[]> {
+    const rows = worker === undefined
+      ? this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started_at`).all()
+      : this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND worker = ? ORDER BY started_at`).all(worker);
+    return (rows as RunRow[]).map(toRun);
   }
 
   async findRun(idOrPrefix: string): Promise<Run> {
