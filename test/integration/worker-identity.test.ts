@@ -24,6 +24,21 @@ async function createToken(server: KilnServer, name: string): Promise<string> {
 }
 
 /** Connects with `token`, says hello as `name`, and returns the worker with the server's first answer. */
+/**
+ * A server whose run was taken by worker w1 (with its own token, or the shared one) and which then
+ * closed, leaving the run running for w1 to re-attach.
+ */
+async function runLeftOnW1(t: TestContext, grace: { reattachGraceMs: number }, credential: 'token' | 'shared') {
+  const first = await inProcessServer(t, grace);
+  const holder = await FakeWorker.connect(t, first, credential === 'token' ? await createToken(first, 'w1') : undefined);
+  await holder.hello({ name: 'w1' });
+  await call(first, 'POST', '/api/jobs', job);
+  const runId: string = (await call(first, 'POST', '/api/jobs/build/execute', {})).body.run.id;
+  await holder.next();
+  await first.close();
+  return { first, runId };
+}
+
 async function helloAs(t: TestContext, server: KilnServer, token: string, name: string, runs: unknown[] = []) {
   const worker = await FakeWorker.connect(t, server, token);
   worker.send(helloFrame({ name, runs }));
@@ -221,15 +236,8 @@ test("worker X's credential cannot upload to worker Y's run, whatever it claims;
 
 test("a disconnected worker's runs are taken back by the same identity only, not by another with the same name", async (t) => {
   const grace = { reattachGraceMs: 60_000 };
-  const first = await inProcessServer(t, grace);
-  const original = await createToken(first, 'w1');
-  const holder = await FakeWorker.connect(t, first, original);
-  await holder.hello({ name: 'w1' });
-  await call(first, 'POST', '/api/jobs', job);
-  const runId: string = (await call(first, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  await holder.next();
   // The server goes away with the run running on w1; its worker is disconnected.
-  await first.close();
+  const { first, runId } = await runLeftOnW1(t, grace, 'token');
 
   // The name is free of its token now: the shared token may use it, but not take w1's run.
   const second = await inProcessServer(t, { ...grace, dataDir: first.dataDir });
@@ -260,13 +268,7 @@ test("a disconnected worker's runs are taken back by the same identity only, not
 
 test("the shared token's runs go back to the shared token, not to a per-worker token given the name since", async (t) => {
   const grace = { reattachGraceMs: 60_000 };
-  const first = await inProcessServer(t, grace);
-  const holder = await FakeWorker.connect(t, first);
-  await holder.hello({ name: 'w1' });
-  await call(first, 'POST', '/api/jobs', job);
-  const runId: string = (await call(first, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  await holder.next();
-  await first.close();
+  const { first, runId } = await runLeftOnW1(t, grace, 'shared');
 
   const second = await inProcessServer(t, { ...grace, dataDir: first.dataDir });
   const token = await createToken(second, 'w1');
