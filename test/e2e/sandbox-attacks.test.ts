@@ -4,7 +4,7 @@
  * loopback or a host socket under --network none, fork-bomb under --pids, exhaust memory under
  * --memory, leave a process behind. Each asserts the attempt fails; where the attempt got through
  * the sandbox as it was (the host's whole root, read-only), a control runs the same probe under
- * that former layout (bwrap --ro-bind / /) to show the probe would have worked.
+ * the former layout's view of those host paths to show the probe would have worked.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
@@ -16,6 +16,7 @@ import { promisify } from 'node:util';
 import { test, type TestContext } from 'node:test';
 import { followRun, kiln, spawnKiln, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
+import { systemRoot } from '../../src/worker/sandbox/bwrap-sandbox.js';
 import { nodeBinds, nodeCommand, noneLeft, processesWith, someRunning } from '../helpers/sandbox-jobs.js';
 
 const bwrap = needs('bwrap');
@@ -31,16 +32,25 @@ function hostDir(t: TestContext, parent = '/var/tmp'): string {
   return dir;
 }
 
-/** Runs `argv` under the sandbox's former layout: the host's whole root read-only, no network. */
-async function underFormerLayout(argv: string[]): Promise<string> {
-  const args = ['--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--unshare-user', '--unshare-pid', '--unshare-net', '--die-with-parent', '--'];
-  const { stdout } = await promisify(execFile)('bwrap', [...args, ...argv], { encoding: 'utf8' }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
+/**
+ * The control: runs `argv` in a sandbox of the system dirs plus `hostPaths` (read-only), as the
+ * former layout (`--ro-bind / /`) showed them among the rest of the host, to show the probe would
+ * have worked there. Only these paths, not the whole root: a whole-root bind walks every mount of
+ * the host (docker's, a CI runner's), and a CI run hung in this file once that control was in it.
+ */
+async function withHostPaths(hostPaths: string[], argv: string[]): Promise<string> {
+  const binds = [...hostPaths, path.dirname(path.dirname(process.execPath))].flatMap((p) => ['--ro-bind', p, p]);
+  const args = [...systemRoot(), ...binds, '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--unshare-user', '--unshare-pid', '--unshare-net', '--die-with-parent', '--'];
+  const { stdout } = await promisify(execFile)('bwrap', [...args, ...argv], { encoding: 'utf8', timeout: 30_000 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
   return stdout;
 }
 
-/** Schedules `script` as job `name` (with extra flags), runs it once, and follows it to its end. */
+/**
+ * Schedules `script` as job `name` (with extra flags), runs it once, and follows it to its end; a
+ * probe that hangs ends timed-out (its console then says how far it got) unless flags say otherwise.
+ */
 async function runJob(server: ServerProcess, name: string, script: string, flags: string[] = []) {
-  assert.equal((await kiln(server, ['schedule', name, '--command', script, ...flags, ...never])).code, 0);
+  assert.equal((await kiln(server, ['schedule', name, '--command', script, '--timeout', '90s', ...flags, ...never])).code, 0);
   return followRun(server, (await kiln(server, ['execute', name])).stdout.trim());
 }
 
@@ -109,8 +119,8 @@ test('attack: a job cannot read a token: not the server\'s data dir, not the wor
   const inherited = lines.filter((l) => /^fd \d+: /.test(l));
   assert.deepEqual(inherited, [], `the job inherited descriptors:\n${said}`);
   await worker.waitFor(/closed descriptors inherited from the parent/);
-  // Control: under the former layout the same user's job read the data dir, tokens and all.
-  const former = await underFormerLayout(['cat', path.join(server.dataDir, 'admin.token'), tokenFile]);
+  // Control: where it saw the host (the former layout) the same user's job read the data dir, tokens and all.
+  const former = await withHostPaths([server.dataDir, path.dirname(tokenFile)], ['cat', path.join(server.dataDir, 'admin.token'), tokenFile]);
   assert.ok(former.includes(server.adminToken) && former.includes(server.workerToken), `the former layout exposed them: ${former}`);
 });
 
@@ -197,8 +207,8 @@ test('attack: under --network none a job reaches neither loopback nor a host UNI
   for (const [i] of sockets.entries()) assert.equal(results.get(i + 1), 'ENOENT', `${sockets[i]} is not in the sandbox`);
   assert.equal(results.get(targets.length - 1), 'ECONNREFUSED', 'abstract sockets belong to the network namespace');
   assert.equal(results.size, targets.length, lines.join('\n'));
-  // Control: under the former layout a socket outside /tmp answered (a docker.sock would be root).
-  const former = await underFormerLayout([process.execPath, '-e', `require('net').connect(${JSON.stringify(sockets[1])}).on('data', (d) => { process.stdout.write(d); process.exit(0); }).on('error', (e) => console.log(e.code))`]);
+  // Control: where it saw the host (the former layout) a socket outside /tmp answered (a docker.sock would be root).
+  const former = await withHostPaths([path.dirname(sockets[1]!)], [process.execPath, '-e', `require('net').connect(${JSON.stringify(sockets[1])}).on('data', (d) => { process.stdout.write(d); process.exit(0); }).on('error', (e) => console.log(e.code))`]);
   assert.equal(former.trim(), 'answered', 'the former layout let the job reach the host socket');
 });
 

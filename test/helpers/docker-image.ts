@@ -1,7 +1,7 @@
 /**
  * A Docker image holding node and this Kiln checkout, made without a registry: a root filesystem
- * of the host's node, a shell and a few tools (with the libraries they load) plus Kiln's sources
- * and node_modules, brought in with `docker import`. Tagged by a hash of what went in, so a test
+ * of the host's node, a shell and a few tools (with the libraries they load) plus Kiln's compiled
+ * dist/ and node_modules, brought in with `docker import`. Tagged by a hash of what went in, so a test
  * run builds it once.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -13,8 +13,8 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TOOLS = ['sh', 'env', 'cat', 'echo', 'sleep', 'ls', 'mkdir', 'rm', 'true', 'false', 'head', 'tail', 'id', 'uname', 'sha256sum', 'hostname', 'grep', 'tr', 'wc'];
-/** Not needed at run time: types and the type checker. */
-const SKIPPED_MODULES = ['typescript', '@types'];
+/** Not needed at run time: types, the type checker and the TypeScript loader. */
+const SKIPPED_MODULES = ['typescript', '@types', 'tsx', 'esbuild', '@esbuild'];
 
 /** True when a Docker engine answers here (`docker version` reaches the server). */
 export function dockerAvailable(): string | undefined {
@@ -54,7 +54,7 @@ function withLibraries(programs: string[]): string[] {
 /** The image's tag, made (imported) if this checkout's image is not there yet. */
 export async function kilnWorkerImage(): Promise<string> {
   const hash = createHash('sha256');
-  for (const file of [path.join(ROOT, 'package-lock.json'), ...filesUnder(path.join(ROOT, 'src')), path.join(ROOT, 'bin/kiln.mjs'), fileURLToPath(import.meta.url)]) {
+  for (const file of [path.join(ROOT, 'package-lock.json'), ...filesUnder(path.join(ROOT, 'dist')), path.join(ROOT, 'bin/kiln.mjs'), fileURLToPath(import.meta.url)]) {
     hash.update(file).update(readFileSync(file));
   }
   const tag = `kiln-test-worker:${hash.digest('hex').slice(0, 16)}`;
@@ -97,7 +97,7 @@ export async function kilnWorkerImage(): Promise<string> {
     const excludes = SKIPPED_MODULES.flatMap((name) => ['--exclude', `node_modules/${name}`]);
     // One tar of the rootfs and the checkout (under /opt/kiln), straight into `docker import`.
     await new Promise<void>((resolve, reject) => {
-      const tar = spawn('tar', ['-c', '-f', '-', '-C', rootfs, '.', ...excludes, '-C', ROOT, '--transform', 's,^\\(bin\\|src\\|node_modules\\|package.json\\),opt/kiln/\\1,', 'bin', 'src', 'node_modules', 'package.json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const tar = spawn('tar', ['-c', '-f', '-', '-C', rootfs, '.', ...excludes, '-C', ROOT, '--transform', 's,^\\(bin\\|dist\\|node_modules\\|package.json\\),opt/kiln/\\1,', 'bin', 'dist', 'node_modules', 'package.json'], { stdio: ['ignore', 'pipe', 'inherit'] });
       const load = spawn('docker', ['import', '--change', 'WORKDIR /root', '--change', 'ENV PATH=/usr/local/bin:/usr/bin:/bin', '-', tag], { stdio: ['pipe', 'ignore', 'pipe'] });
       let error = '';
       load.stderr!.on('data', (chunk: Buffer) => (error += chunk.toString()));

@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 
 export const KILN_BIN = fileURLToPath(new URL('../../bin/kiln.mjs', import.meta.url));
+/** The longest a test waits for a process's line before failing with what it printed. */
+const WAIT_FOR_MS = 90_000;
 
 /** A port nobody listens on right now. */
 export async function freePort(): Promise<number> {
@@ -77,10 +79,17 @@ export function spawnKiln(t: TestContext, args: string[], env: Record<string, st
       const seen = stderr.slice(since).find((line) => pattern.test(line));
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
-        watchers.push({ pattern, resolve });
-        void exited.then(({ code, signal }) =>
-          reject(new Error(`kiln ${args[0]} exited (${code ?? signal}) before printing ${pattern}:\n${stderr.join('\n')}`)),
-        );
+        // Bounded, so a line that never comes fails the test saying which, not the file's deadline.
+        const timer = setTimeout(() => {
+          watchers.splice(watchers.indexOf(watcher), 1);
+          reject(new Error(`kiln ${args[0]} did not print ${pattern} within ${WAIT_FOR_MS / 1000} s:\n${stderr.join('\n')}`));
+        }, WAIT_FOR_MS);
+        const watcher = { pattern, resolve: (line: string) => (clearTimeout(timer), resolve(line)) };
+        watchers.push(watcher);
+        void exited.then(({ code, signal }) => {
+          clearTimeout(timer);
+          reject(new Error(`kiln ${args[0]} exited (${code ?? signal}) before printing ${pattern}:\n${stderr.join('\n')}`));
+        });
       });
     },
     async waitForCount(pattern, count, since = 0) {
