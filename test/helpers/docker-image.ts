@@ -54,7 +54,7 @@ function withLibraries(programs: string[]): string[] {
 /** The image's tag, made (imported) if this checkout's image is not there yet. */
 export async function kilnWorkerImage(): Promise<string> {
   const hash = createHash('sha256');
-  for (const file of [path.join(ROOT, 'package-lock.json'), ...filesUnder(path.join(ROOT, 'dist')), path.join(ROOT, 'bin/kiln.mjs'), fileURLToPath(import.meta.url)]) {
+  for (const file of [path.join(ROOT, 'npm-shrinkwrap.json'), ...filesUnder(path.join(ROOT, 'dist')), path.join(ROOT, 'bin/kiln.mjs'), fileURLToPath(import.meta.url)]) {
     hash.update(file).update(readFileSync(file));
   }
   const tag = `kiln-test-worker:${hash.digest('hex').slice(0, 16)}`;

@@ -49,7 +49,17 @@ export interface Owned {
 
 /** Starts `kiln ARGS` in the background; it is killed when the test ends. `inherit` are descriptors it gets as 3, 4, ... */
 export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}, cwd?: string, inherit: number[] = []): Owned {
-  const child = spawn(process.execPath, [KILN_BIN, ...args], {
+  return spawnCommand(t, process.execPath, [KILN_BIN, ...args], { name: `kiln ${args[0]}`, env, cwd, inherit });
+}
+
+/** Starts `command ARGS` (an installed `kiln`, say) in the background, as spawnKiln does; it is killed when the test ends. */
+export function spawnCommand(
+  t: TestContext,
+  command: string,
+  args: string[],
+  { name = command, env = {}, cwd, inherit = [] }: { name?: string; env?: Record<string, string>; cwd?: string; inherit?: number[] } = {},
+): Owned {
+  const child = spawn(command, args, {
     env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env },
     // `inherit`: open descriptors the process gets as 3, 4, ... (not close-on-exec), as a shell's `3<file` would.
     stdio: ['ignore', 'pipe', 'pipe', ...inherit],
@@ -82,13 +92,13 @@ export function spawnKiln(t: TestContext, args: string[], env: Record<string, st
         // Bounded, so a line that never comes fails the test saying which, not the file's deadline.
         const timer = setTimeout(() => {
           watchers.splice(watchers.indexOf(watcher), 1);
-          reject(new Error(`kiln ${args[0]} did not print ${pattern} within ${WAIT_FOR_MS / 1000} s:\n${stderr.join('\n')}`));
+          reject(new Error(`${name} did not print ${pattern} within ${WAIT_FOR_MS / 1000} s:\n${stderr.join('\n')}`));
         }, WAIT_FOR_MS);
         const watcher = { pattern, resolve: (line: string) => (clearTimeout(timer), resolve(line)) };
         watchers.push(watcher);
         void exited.then(({ code, signal }) => {
           clearTimeout(timer);
-          reject(new Error(`kiln ${args[0]} exited (${code ?? signal}) before printing ${pattern}:\n${stderr.join('\n')}`));
+          reject(new Error(`${name} exited (${code ?? signal}) before printing ${pattern}:\n${stderr.join('\n')}`));
         });
       });
     },
@@ -143,14 +153,15 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `kiln ARGS` against a server and resolves when it exits. */
-export function kiln(server: Pick<ServerProcess, 'url' | 'adminToken'> | undefined, args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
+/** Runs `kiln ARGS` against a server and resolves when it exits; `bin`: an installed kiln to run instead of the checkout's. */
+export function kiln(server: Pick<ServerProcess, 'url' | 'adminToken'> | undefined, args: string[], options: { env?: Record<string, string>; cwd?: string; bin?: string } = {}): Promise<CliResult> {
   const env: Record<string, string> = { ...(process.env as Record<string, string>), ...options.env };
   delete env.KILN_SERVER;
   delete env.KILN_TOKEN;
   if (server) Object.assign(env, { KILN_SERVER: server.url, KILN_TOKEN: server.adminToken }, options.env);
   return new Promise((resolve) => {
-    execFile(process.execPath, [KILN_BIN, ...args], { env, cwd: options.cwd, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+    const [file, argv]: [string, string[]] = options.bin ? [options.bin, args] : [process.execPath, [KILN_BIN, ...args]];
+    execFile(file, argv, { env, cwd: options.cwd, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
