@@ -53,7 +53,8 @@ function withLibraries(programs: string[]): string[] {
 
 /** The image's tag, made (imported) if this checkout's image is not there yet. */
 export async function kilnWorkerImage(): Promise<string> {
-  const hash = createHash('sha256');
+  // The Node version too: node_modules holds a native addon built for it (a CI run tests two).
+  const hash = createHash('sha256').update(process.version);
   for (const file of [path.join(ROOT, 'package-lock.json'), ...filesUnder(path.join(ROOT, 'dist')), path.join(ROOT, 'bin/kiln.mjs'), fileURLToPath(import.meta.url)]) {
     hash.update(file).update(readFileSync(file));
   }
@@ -88,12 +89,13 @@ export async function kilnWorkerImage(): Promise<string> {
     mkdirSync(path.join(rootfs, 'usr/local/bin'), { recursive: true });
     if (!process.execPath.startsWith('/usr/bin/')) symlinkSync(process.execPath, path.join(rootfs, 'usr/bin/node'));
     symlinkSync('/opt/kiln/bin/kiln.mjs', path.join(rootfs, 'usr/local/bin/kiln'));
-    mkdirSync(path.join(rootfs, 'tmp'));
+    // recursive: node itself may live under /tmp or /root (a Node fetched by .ci/with-node, nvm's).
+    mkdirSync(path.join(rootfs, 'tmp'), { recursive: true });
     chmodSync(path.join(rootfs, 'tmp'), 0o1777);
     mkdirSync(path.join(rootfs, 'etc'));
     writeFileSync(path.join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     writeFileSync(path.join(rootfs, 'etc/group'), 'root:x:0:\n');
-    mkdirSync(path.join(rootfs, 'root'));
+    mkdirSync(path.join(rootfs, 'root'), { recursive: true });
     const excludes = SKIPPED_MODULES.flatMap((name) => ['--exclude', `node_modules/${name}`]);
     // One tar of the rootfs and the checkout (under /opt/kiln), straight into `docker import`.
     await new Promise<void>((resolve, reject) => {
