@@ -14,8 +14,8 @@ import { followRun, kiln, peakRss, startServer, startWorker, tempDir } from '../
 
 const GIB = 1024 ** 3;
 const SIZE = 2 * GIB;
-// Node 20 peaks 25 to 35 MiB above idle here, Node 24 60 to 80 MiB (same code; its V8 seems to free the transfer's
-// dead buffers later); either is far from holding the file.
+// Node 20 peaks 25 to 35 MiB above idle here, Node 24 60 to 80 MiB (same code; its V8 seems to
+// free the transfer's dead buffers later); either is far from holding the file.
 const BOUND = 128 * 1024 ** 2;
 const mib = (bytes: number) => (bytes / 1024 ** 2).toFixed(1);
 
