@@ -1,6 +1,6 @@
 /**
  * A 2 GiB artifact passes from the job to the server's store, and on to an upload target, with
- * bounded memory: the peak RSS of the server and of the worker grows by less than 64 MiB
+ * bounded memory: the peak RSS of the server and of the worker grows by less than 128 MiB
  * (everything is streamed). Memory is the assertion here, not time.
  */
 import assert from 'node:assert/strict';
@@ -14,7 +14,9 @@ import { followRun, kiln, peakRss, startServer, startWorker, tempDir } from '../
 
 const GIB = 1024 ** 3;
 const SIZE = 2 * GIB;
-const BOUND = 64 * 1024 ** 2;
+// Node 20 peaks 25 to 35 MiB above idle here, Node 24 60 to 80 MiB (same code; its V8 seems to
+// free the transfer's dead buffers later); either is far from holding the file.
+const BOUND = 128 * 1024 ** 2;
 const mib = (bytes: number) => (bytes / 1024 ** 2).toFixed(1);
 
 test('a 2 GiB artifact is streamed end to end, and to the upload target, with bounded memory', async (t) => {

@@ -34,6 +34,15 @@ function descendants(pid: number): number[] {
   return found;
 }
 
+/** The NUL-separated command line of `pid`, or '' once it is gone. */
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 /** Waits until none of `pids` runs, up to a deadline (another process's end gives no event to await). */
 async function allGone(pids: number[], withinMs: number): Promise<void> {
   const deadline = Date.now() + withinMs;
@@ -81,8 +90,13 @@ async function busyInstanceDiesWithItsServer(t: TestContext, provider: 'process'
   await lineOf(server, runId, /^sleeping \d+$/);
   const instances = instanceProcesses(readFileSync(path.join(dataDir, 'pool-owner.id'), 'utf8').trim());
   assert.equal(instances.length, 1, 'one busy instance');
-  tree = [instances[0]!, ...descendants(instances[0]!)];
-  const sleepers = tree.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\x00600\x00');
+  // The line can come before the job's fork has exec'd sleep (no event for that): look again until it has.
+  let sleepers: number[] = [];
+  for (const deadline = Date.now() + 5000; ; await new Promise((resolve) => setTimeout(resolve, 50))) {
+    tree = [instances[0]!, ...descendants(instances[0]!)];
+    sleepers = tree.filter((pid) => commandLine(pid) === 'sleep\x00600\x00');
+    if (sleepers.length > 0 || Date.now() > deadline) break;
+  }
   assert.equal(sleepers.length, 1, `the job's sleep is among the instance's processes: ${tree.join(', ')}`);
 
   const killedAt = Date.now();

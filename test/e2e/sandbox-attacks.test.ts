@@ -40,7 +40,8 @@ function hostDir(t: TestContext, parent = '/var/tmp'): string {
  */
 async function withHostPaths(hostPaths: string[], argv: string[]): Promise<string> {
   const binds = [...hostPaths, path.dirname(path.dirname(process.execPath))].flatMap((p) => ['--ro-bind', p, p]);
-  const args = [...systemRoot(), ...binds, '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', '--unshare-user', '--unshare-pid', '--unshare-net', '--die-with-parent', '--'];
+  // The binds after the tmpfs on /tmp, which would hide a node that lives under /tmp.
+  const args = [...systemRoot(), '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', ...binds, '--unshare-user', '--unshare-pid', '--unshare-net', '--die-with-parent', '--'];
   const { stdout } = await promisify(execFile)('bwrap', [...args, ...argv], { encoding: 'utf8', timeout: 30_000 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
   return stdout;
 }

@@ -78,12 +78,13 @@ function writeRootfs(rootfs: string, programs: string[]): void {
   }
   // /usr/bin/env node finds node.
   if (!process.execPath.startsWith('/usr/bin/')) symlinkSync(process.execPath, path.join(rootfs, 'usr/bin/node'));
-  mkdirSync(path.join(rootfs, 'tmp'));
+  // recursive: node itself may live under /tmp or /root (a Node fetched by .ci/with-node, nvm's).
+  mkdirSync(path.join(rootfs, 'tmp'), { recursive: true });
   chmodSync(path.join(rootfs, 'tmp'), 0o1777);
-  mkdirSync(path.join(rootfs, 'etc'));
+  mkdirSync(path.join(rootfs, 'etc'), { recursive: true });
   writeFileSync(path.join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   writeFileSync(path.join(rootfs, 'etc/group'), 'root:x:0:\n');
-  mkdirSync(path.join(rootfs, 'root'));
+  mkdirSync(path.join(rootfs, 'root'), { recursive: true });
 }
 
 /** Pipes `tar -c TAR_ARGS` into `docker import` as `tag`, with a shell-friendly PATH and any extra Dockerfile `changes`. */
@@ -119,7 +120,8 @@ export async function nodeBaseImage(tag: string, label: string): Promise<void> {
 
 /** The image's tag, made (imported) if this checkout's image is not there yet. */
 export async function kilnWorkerImage(): Promise<string> {
-  const hash = createHash('sha256');
+  // The Node version too: node_modules holds a native addon built for it (a CI run tests two).
+  const hash = createHash('sha256').update(process.version);
   for (const file of [path.join(ROOT, 'npm-shrinkwrap.json'), ...filesUnder(path.join(ROOT, 'dist')), path.join(ROOT, 'bin/kiln.mjs'), fileURLToPath(import.meta.url)]) {
     hash.update(file).update(readFileSync(file));
   }
