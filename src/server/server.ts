@@ -129,7 +129,7 @@ async function startOnStore(
 
   let url = '';
   const pools = options.pools?.length
-    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text), reattachGraceMs })
+    ? await openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text), reattachGraceMs })
     : undefined;
   if (pools) dispatcher.onChange = () => pools.evaluate();
 
