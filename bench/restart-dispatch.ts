@@ -10,7 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -41,7 +41,8 @@ async function filled(count: number): Promise<string> {
     );
   }
   await store.close();
-  console.log(`filled ${count} queued runs in ${((Date.now() - fillStart) / 1000).toFixed(1)} s`);
+  const mb = statSync(path.join(dataDir, 'kiln.db')).size / 1048576;
+  console.log(`filled ${count} queued runs in ${((Date.now() - fillStart) / 1000).toFixed(1)} s (database ${mb.toFixed(1)} MB)`);
   return dataDir;
 }
 
@@ -58,7 +59,8 @@ async function restart(dataDir: string, round: number): Promise<{ listening: num
   const dispatched = await new Promise<number>((resolve, reject) => {
     server.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
     createInterface({ input: server.stderr! }).on('line', (line) => {
-      if (/kiln server listening/.test(line)) {
+      // Once: the server says it listens twice (the log line and the line for people).
+      if (/kiln server listening/.test(line) && worker === undefined) {
         listening = performance.now() - t0;
         const token = readFileSync(path.join(dataDir, 'worker.token'), 'utf8').trim();
         worker = spawn(process.execPath, [KILN, 'worker', '--server', url, '--platform', 'bench', '--name', `bench-${round}`], {
