@@ -70,6 +70,7 @@ try {
       await promisify(execFile)('docker', ['run', '--rm', '--network', 'host', image, 'echo', 'first line']);
       results.set('docker-run', [...(results.get('docker-run') ?? []), Date.now() - t0]);
     }
+    console.log(`round ${i + 1}: ${[...results].map(([job, values]) => `${job} ${values.at(-1)!.toFixed(0)} ms`).join(', ')}`);
     // Let the --once instances exit and be stopped before the next cold start.
     await new Promise((resolve) => setTimeout(resolve, 1500));
   }
