@@ -2,10 +2,11 @@
  * Cold start of latent workers: time from `execute` to the job's first own console line when no
  * worker is running and the server must start one (`idle_timeout: 0`, so every run is cold), for a
  * `process`, a `bwrap` and (when a Docker engine answers) a `docker` pool. Peers in the same
- * command: the same job on an already connected worker, and a bare `docker run` of the same image.
+ * command: the same job on an already connected worker, a bare `node` process spawned to print a
+ * line (the floor under any worker written in Node), and a bare `docker run` of the same image.
  * Usage: npm run bench:pools [-- --runs 10]
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { dockerAvailable, kilnWorkerImage } from '../test/helpers/docker-image.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,24 +51,37 @@ try {
     if (!line) throw new Error(`${job}: no line: ${JSON.stringify(events.at(-1))}`);
     return line.ts - t0;
   };
+  /** Peer: spawn of a bare node that prints a line -> that line read. */
+  const bareNode = async () => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, ['-e', "console.log('first line')"], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise((resolve) => child.stdout!.once('data', resolve));
+    const ms = performance.now() - t0;
+    await new Promise((resolve) => child.once('exit', resolve));
+    return ms;
+  };
   const results = new Map<string, number[]>();
   for (let i = 0; i < RUNS; i += 1) {
     for (const [job] of kinds) results.set(job, [...(results.get(job) ?? []), await firstLine(job)]);
+    results.set('bare-node', [...(results.get('bare-node') ?? []), await bareNode()]);
     if (!noDocker) {
       // Peer: the engine alone starting a container of the same image that prints a line.
       const t0 = Date.now();
       await promisify(execFile)('docker', ['run', '--rm', '--network', 'host', image, 'echo', 'first line']);
       results.set('docker-run', [...(results.get('docker-run') ?? []), Date.now() - t0]);
     }
+    console.log(`round ${i + 1}: ${[...results].map(([job, values]) => `${job} ${values.at(-1)!.toFixed(0)} ms`).join(', ')}`);
     // Let the --once instances exit and be stopped before the next cold start.
     await new Promise((resolve) => setTimeout(resolve, 1500));
   }
   console.log(`execute -> job's first line, ${RUNS} runs each (${os.cpus().length} cores)`);
+  kinds.push(['bare-node', 'bare node spawn -> line (peer)']);
   if (!noDocker) kinds.push(['docker-run', 'bare docker run (peer)']);
   else console.log(`docker pool not measured: ${noDocker}`);
+  const floor = median(results.get('bare-node')!);
   for (const [job, label] of kinds) {
     const values = results.get(job)!;
-    console.log(`${label.padEnd(26)} median ${median(values).toFixed(0).padStart(5)} ms   min ${Math.min(...values)}   max ${Math.max(...values)}`);
+    console.log(`${label.padEnd(31)} median ${median(values).toFixed(0).padStart(5)} ms   min ${Math.min(...values).toFixed(0)}   max ${Math.max(...values).toFixed(0)}   / bare node ${(median(values) / floor).toFixed(1)}`);
   }
 } finally {
   for (const child of children) child.kill('SIGTERM');

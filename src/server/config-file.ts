@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { durationRangeProblem, formatDuration, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
-import { PROVIDER_KINDS } from './latent/providers.js';
+import { PROVIDER_NAMES, providerKind } from './latent/providers.js';
 import type { S3Settings } from './upload/s3-target.js';
 
 /** A duration, at most `max` (the message names the limit; the issue's path names the field). */
@@ -60,7 +60,7 @@ const signedDuration = z.union([z.number().int(), z.string()]).transform((v) => 
 
 const poolSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'pool names use letters, digits, - and _'),
-  provider: z.string().refine((kind) => Object.hasOwn(PROVIDER_KINDS, kind), { message: `use one of ${Object.keys(PROVIDER_KINDS).join(', ')}` }),
+  provider: z.string().refine((kind) => PROVIDER_NAMES.includes(kind), { message: `use one of ${PROVIDER_NAMES.join(', ')}` }),
   platform: z.string().min(1),
   labels: z.record(z.string(), z.string()).default({}),
   max: z.number().int().min(1).max(1000),
@@ -115,7 +115,7 @@ export interface ConfigFileSettings {
 }
 
 /** Reads and checks a config file; throws ConfigError naming the problem. */
-export function readConfigFile(file: string): ConfigFileSettings {
+export async function readConfigFile(file: string): Promise<ConfigFileSettings> {
   let raw: unknown;
   try {
     raw = parseYaml(readFileSync(file, 'utf8')) ?? {};
@@ -130,7 +130,7 @@ export function readConfigFile(file: string): ConfigFileSettings {
   const config = parsed.data;
   const names = new Set<string>();
   for (const [i, pool] of (config.pools ?? []).entries()) {
-    const options = PROVIDER_KINDS[pool.provider]!.options.safeParse(pool.options);
+    const options = (await providerKind(pool.provider)).options.safeParse(pool.options);
     if (!options.success) {
       const issue = options.error.issues[0]!;
       throw new ConfigError(`bad config file ${file}: ${['pools', i, 'options', ...issue.path].join('.')}: ${issue.message}`);

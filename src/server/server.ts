@@ -82,6 +82,22 @@ export interface KilnServer {
 /** Largest JSON body the API accepts. */
 const BODY_LIMIT = 1024 * 1024;
 
+/**
+ * Routes validate with zod (api/schemas.ts) and declare no fastify schemas. Given compilers of its
+ * own, fastify does not load ajv and fast-json-stringify at start (~0.2 s, BENCHMARKS.md); a route
+ * that declared a schema would fail at start, loudly.
+ */
+const NO_ROUTE_SCHEMAS = {
+  compilersFactory: {
+    buildValidator: () => () => {
+      throw new Error('Kiln routes validate with zod (api/schemas.ts), not fastify schemas');
+    },
+    buildSerializer: () => () => {
+      throw new Error('Kiln routes serialize with JSON.stringify, not fastify response schemas');
+    },
+  },
+};
+
 /** Starts a server and resolves once it listens. */
 export async function startServer(log: Logger, options: ServerOptions): Promise<KilnServer> {
   const now = options.now ?? Date.now;
@@ -129,14 +145,17 @@ async function startOnStore(
 
   let url = '';
   const pools = options.pools?.length
-    ? openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text), reattachGraceMs })
+    ? await openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text), reattachGraceMs })
     : undefined;
   if (pools) dispatcher.onChange = () => pools.evaluate();
 
   const waiting = await service.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
-  const app = Fastify({ loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT, forceCloseConnections: true, frameworkErrors: answerFrameworkError, clientErrorHandler: answerClientError });
+  const app = Fastify({
+    loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT,
+    forceCloseConnections: true, frameworkErrors: answerFrameworkError, clientErrorHandler: answerClientError, schemaController: NO_ROUTE_SCHEMAS,
+  });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
   const routes = installAuth(app, {

@@ -10,7 +10,6 @@ import http from 'node:http';
 import https from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
-import picomatch from 'picomatch';
 import type { Logger } from 'pino';
 import { coerceError } from '../errors.js';
 
@@ -25,7 +24,8 @@ export interface CollectedFile {
 
 /** Files of `workDir` to keep: regular, not under a dot name, not in `skip`, matching `globs` when given. */
 export async function collectArtifacts(workDir: string, globs: string[], skip: Set<string>): Promise<CollectedFile[]> {
-  const matches = globs.length > 0 ? picomatch(globs, { dot: false }) : () => true;
+  // Loaded by the jobs that name globs only: not on every worker's start.
+  const matches = globs.length > 0 ? (await import('picomatch')).default(globs, { dot: false }) : () => true;
   const found: CollectedFile[] = [];
   const walk = async (dir: string, prefix: string): Promise<void> => {
     const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));

@@ -14,7 +14,6 @@ import type { KilnServer } from '../../server/index.js';
 import type { ConfigFileSettings } from '../../server/config-file.js';
 import type { WorkerAgent } from '../../worker/index.js';
 import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from '../context.js';
-import { createLogger } from '../logger.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
@@ -50,6 +49,12 @@ function shutdownSignal(): Promise<NodeJS.Signals> {
 
 /** The server's settings: the config file's, with listen and data always given (flags or defaults). */
 type ServerFlags = Omit<ConfigFileSettings, 'listen' | 'data'> & { listen: string; data: string };
+
+/** The daemons' logger. Pino is loaded only here: client commands and --version start without it. */
+async function createLogger(level?: string): Promise<Logger> {
+  const { createLogger: create } = await import('../logger.js');
+  return create(level);
+}
 
 /** Parses a size flag or throws a usage error naming it. */
 function sizeFlag(flag: string, text: string): number {
@@ -106,7 +111,7 @@ function withoutUndefined<T extends object>(value: T): Partial<T> {
 async function withConfigFile(flags: ServerFlags & { config?: string }, command: Command): Promise<ServerFlags> {
   if (!flags.config) return flags;
   const { readConfigFile } = await import('../../server/config-file.js');
-  const fromFile = readConfigFile(path.resolve(flags.config));
+  const fromFile = await readConfigFile(path.resolve(flags.config));
   const merged: ServerFlags = { ...flags };
   const keys = [
     'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop',
@@ -187,7 +192,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--upload <url>', 'forward each finished run: http(s)://[user:password@]host/path (multipart POST) or s3://bucket/prefix')
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
-      const log = createLogger();
+      const log = await createLogger();
       // Listened for before anything starts: a signal that comes while the server starts (or
       // right after it says it listens) is a clean stop too, never the default sudden death.
       const stopped = firstSignalThenNow(log);
@@ -223,7 +228,7 @@ export function registerDaemonCommands(program: Command): void {
     .action(async (flags: WorkerFlags, command: Command) => {
       // --server and --token are the global options; for a worker the token is the worker token.
       const { server, token } = command.optsWithGlobals<{ server?: string; token?: string }>();
-      const log = createLogger();
+      const log = await createLogger();
       const agent = await createWorker(log, { ...flags, server, token });
       // The first stop signal drains; a second one stops the running jobs now.
       const onSignal = () => agent.stop();
@@ -248,7 +253,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--data <dir>', 'data dir', LOCAL_DATA_DIR)
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .action(async (flags: { data: string; listen: string }) => {
-      const log = createLogger(process.env.KILN_LOG_LEVEL ?? 'warn');
+      const log = await createLogger(process.env.KILN_LOG_LEVEL ?? 'warn');
       // The local worker logs at the same level as `up` itself.
       process.env.KILN_LOG_LEVEL = log.level;
       const stopped = firstSignalThenNow(log);

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { parseDuration, templateNames } from '../../core/index.js';
 import type { PoolSettings } from '../config-file.js';
 import { PoolManager, type PoolConfig, type PoolManagerParts } from './pool-manager.js';
-import { ONE_RUN_BY_DEFAULT, PROVIDER_KINDS } from './providers.js';
+import { ONE_RUN_BY_DEFAULT, providerKind } from './providers.js';
 
 /** Buildbot's defaults: containers serve one run each, other instances wait 10 minutes for more. */
 function idleTimeoutMs(pool: PoolSettings): number {
@@ -34,20 +34,20 @@ function namesTheRun(options: unknown): boolean {
   return templateNames(JSON.stringify(options)).some((name) => !POOL_PLACEHOLDERS.has(name));
 }
 
-export function openPools(
+export async function openPools(
   pools: PoolSettings[],
   parts: Omit<PoolManagerParts, 'owner' | 'secret' | 'log'> & { log: Logger; dataDir: string },
-): PoolManager {
+): Promise<PoolManager> {
   const log = parts.log.child({ part: 'pools' });
-  const configs = pools.map((pool) => {
+  const configs = await Promise.all(pools.map(async (pool) => {
     const config: PoolConfig = {
       name: pool.name, provider: pool.provider, platform: pool.platform, labels: pool.labels, max: pool.max, minIdle: pool.min_idle,
       idleTimeoutMs: idleTimeoutMs(pool), startTimeoutMs: parseDuration(pool.start_timeout)!, checkIntervalMs: parseDuration(pool.check_interval)!,
       perRun: namesTheRun(pool.options),
     };
-    const provider = PROVIDER_KINDS[pool.provider]!.create(pool.options, { pool: pool.name, baseDir: pool.baseDir, log: log.child({ pool: pool.name }) });
+    const provider = (await providerKind(pool.provider)).create(pool.options, { pool: pool.name, baseDir: pool.baseDir, log: log.child({ pool: pool.name }) });
     return { config, provider };
-  });
+  }));
   // The owner id marks every instance, so a later life finds them; the secret derives their tokens.
   const owner = kept(parts.dataDir, 'pool-owner.id', 8);
   const secret = Buffer.from(kept(parts.dataDir, 'pool-token.key', 32), 'hex');

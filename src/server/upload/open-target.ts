@@ -1,6 +1,5 @@
 /** Picks the upload target for `--upload URL`: http(s):// posts each run, s3:// puts it in a bucket. */
 import { ConfigError } from '../../errors.js';
-import { httpTarget } from './http-target.js';
 import type { S3Settings } from './s3-target.js';
 import type { UploadTarget } from './target.js';
 
@@ -19,7 +18,11 @@ export async function openUploadTarget(settings: UploadSettings): Promise<Upload
   } catch {
     throw new ConfigError(`bad --upload '${settings.url}': use http(s)://[user:password@]host/path or s3://bucket/prefix`);
   }
-  if (url.protocol === 'http:' || url.protocol === 'https:') return httpTarget(url);
+  if (url.protocol === 'http:' || url.protocol === 'https:') {
+    // form-data (with mime-db) is loaded only by servers that upload.
+    const { httpTarget } = await import('./http-target.js');
+    return httpTarget(url);
+  }
   if (url.protocol === 's3:') {
     if (!url.hostname) throw new ConfigError(`bad --upload '${settings.url}': an s3:// URL names a bucket, e.g. s3://builds/kiln`);
     // The AWS SDK is large: loaded only by servers that upload to S3. Its notice that future
