@@ -27,7 +27,8 @@ function listener() {
     const path = `\0kiln-output-${process.pid}-${randomBytes(8).toString('hex')}`;
     const server = net.createServer((socket) => {
       const drop = () => socket.destroy();
-      const timer = setTimeout(drop, 5000);
+      // A connection that never says its token is dropped; it does not keep the worker alive meanwhile.
+      const timer = setTimeout(drop, 5000).unref();
       socket.once('error', drop);
       socket.once('readable', function pair() {
         const token = socket.read(TOKEN_BYTES) as Buffer | null;
