@@ -1,21 +1,39 @@
 /**
  * Latency from `execute` to the job's first console line, with an idle worker already connected.
- * Starts a real server and a real worker (separate processes, temp data dir, free port), then
- * measures N runs of a job whose first command prints a line:
+ * Starts a real server and a real worker from the compiled package (separate processes, temp data
+ * dir, free port), then measures N runs of a job whose first command prints a line:
  *   - api: POST /api/jobs/:name/execute, then follow the console stream until the first line;
  *   - cli: spawn `kiln execute`, then follow the console until the first line (adds the CLI's
  *     own start-up, which is what a user typing the command sees).
- * Usage: npm run bench [-- --runs 20]
+ * Peer, in the same command: this process spawning `sh -c 'echo first line'` in a fresh mkdtemp
+ * directory and reading the line, N times.
+ * Usage: npm run bench [-- --runs 200 --cli-runs 20]
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { freePort, KILN, median, numberArg } from './support.js';
+import { freePort, KILN, numberArg, percentile } from './support.js';
 
-const RUNS = numberArg('--runs', 20);
+const RUNS = numberArg('--runs', 200);
+const CLI_RUNS = numberArg('--cli-runs', 20);
+
+/** The peer: ms from spawning `sh -c 'echo first line'` in a fresh directory to its line. */
+async function bareFirstLine(): Promise<number> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-peer-'));
+  const t0 = performance.now();
+  const ms = await new Promise<number>((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', 'echo first line'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.once('error', reject);
+    child.stdout.once('data', () => resolve(performance.now() - t0));
+    child.stdout.resume();
+  });
+  await rm(dir, { recursive: true, force: true });
+  return ms;
+}
 
 
 function startKiln(args: string[], env: Record<string, string>, ready: RegExp) {
@@ -72,20 +90,24 @@ try {
     api.push(at - t0);
     stamped.push(ts - t0);
   }
+  const peer: number[] = [];
+  for (let i = 0; i < RUNS; i += 1) peer.push(await bareFirstLine());
   const cli: number[] = [];
   const run = promisify(execFile);
-  for (let i = 0; i < RUNS; i += 1) {
+  for (let i = 0; i < CLI_RUNS; i += 1) {
     const t0 = Date.now();
     const { stdout } = await run(process.execPath, [KILN, 'execute', 'hello'], { env: { ...process.env, KILN_SERVER: url, KILN_TOKEN: admin } });
     const { at } = await firstLine(stdout.trim());
     cli.push(at - t0);
   }
   const show = (name: string, values: number[]) =>
-    console.log(`${name.padEnd(44)} median ${median(values).toFixed(0).padStart(4)} ms   min ${Math.min(...values)}   max ${Math.max(...values)}`);
-  console.log(`execute -> first console line, ${RUNS} runs each, idle worker connected (${os.cpus().length} cores)`);
+    console.log(`${name.padEnd(48)} ${String(values.length).padStart(4)} runs   p50 ${percentile(values, 50).toFixed(1).padStart(6)} ms   p99 ${percentile(values, 99).toFixed(1).padStart(6)} ms   min ${Math.min(...values).toFixed(1)}   max ${Math.max(...values).toFixed(1)}`);
+  console.log(`execute -> first console line, idle worker connected (${os.cpus().length} cores)`);
   show('API execute -> line printed by the job', stamped);
   show('API execute -> line received by an observer', api);
+  show('peer: spawn sh -c \'echo first line\' -> line', peer);
   show('`kiln execute` process -> line at observer', cli);
+  console.log(`ratio of p50s (job's line / peer): ${(percentile(stamped, 50) / percentile(peer, 50)).toFixed(1)}`);
 } finally {
   for (const child of children) child.kill('SIGKILL');
   rmSync(dataDir, { recursive: true, force: true });

@@ -83,6 +83,8 @@ export class WorkerAgent {
   /** True between the server's welcome and the connection's end. */
   private ready = false;
   private readonly held = new Map<string, Held>();
+  /** Work dirs still being removed (after their runs' reports): the worker exits once they are gone. */
+  private readonly cleanups = new Set<Promise<void>>();
   /**
    * This process's id, sent in every hello: reconnects of this process keep it, a restart (even
    * under the same --name) makes a new one, so the server knows whether a run this worker does not
@@ -286,6 +288,8 @@ export class WorkerAgent {
       }),
     };
     this.held.set(run.id, held);
+    const cleaned = held.execution.cleaned.finally(() => this.cleanups.delete(cleaned));
+    this.cleanups.add(cleaned);
     void held.execution.done.then((report) => {
       held.report = report;
       if (held.released) return held.spool.remove();
@@ -452,12 +456,13 @@ export class WorkerAgent {
     // The spool dir is per worker; leave nothing behind when it is empty.
     rmdir(this.options.spoolDir).catch(() => undefined);
     const socket = this.socket;
+    const finish = () => void Promise.allSettled(this.cleanups).then(() => this.finished(code));
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       socket?.terminate();
-      this.finished(code);
+      finish();
       return;
     }
-    socket.once('close', () => this.finished(code));
+    socket.once('close', finish);
     socket.close(1000, 'worker stopping');
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Runs one assigned run: a fresh work dir, the script written into it, the script run with
  * `/bin/sh -e` in the sandbox, each output line timestamped and numbered, the timeout enforced
- * on the whole process tree, then the work dir removed.
+ * on the whole process tree, the artifacts kept; then the report, and only after it the work dir
+ * removed (off the run's critical path: the next run need not wait for it).
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -47,8 +48,10 @@ export interface Execution {
   stop(reason: string, cause: StopCause): void;
   /** Kills the job's process tree now, with no grace (its worker is going away at once). */
   kill(reason: string): void;
-  /** Resolves with the report once the job has ended and its work dir is gone. */
+  /** Resolves with the report once the job has ended and its artifacts are kept. */
   done: Promise<RunReport>;
+  /** Resolves once the work dir is gone too (after `done`); never rejects. */
+  cleaned: Promise<void>;
 }
 
 /** The job's script in its work dir (never an artifact). */
@@ -88,36 +91,39 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
   };
   const aborted = (reason: string, stoppedBy?: StopCause): RunReport => ({ result: { kind: 'aborted', reason }, ...(stoppedBy ? { stoppedBy } : {}) });
 
+  /** Set once the work dir exists: the caller removes it after the report. */
+  let workDir: string | undefined;
   const execute = async (): Promise<RunReport> => {
-    let workDir: string;
     try {
       workDir = await mkdtemp(path.join(options.workRoot, `kiln-${run.job}-`));
     } catch (raw) {
       return aborted(`cannot create the work dir: ${coerceError(raw).message}`);
     }
-    try {
-      const report = await runIn(workDir);
-      // A job that ran and was stopped (signal, timeout, cancel) keeps its files only when asked.
-      const stoppedJob = report.result.kind === 'signalled' || report.stoppedBy !== undefined;
-      const keep = report.result.kind === 'exited' || (run.artifactsOnFailure && stoppedJob);
-      // Robur's rule (SPEC): output that could not be read is said in the console and the run ends
-      // without artifacts, with the job's own result: what was lost may be what the files depend on.
-      if (options.keepArtifacts && keep && unreadable !== undefined) {
-        say(`kiln: no artifacts kept: the job's output could not be read (${unreadable})`);
-      } else if (options.keepArtifacts && keep) {
-        try {
-          const skipped = await options.keepArtifacts(workDir, say);
-          if (skipped.length > 0) report.artifactsSkipped = skipped;
-        } catch (raw) {
-          say(`kiln: the run's files could not be read; no artifacts kept: ${coerceError(raw).message}`);
-        }
+    const report = await runIn(workDir);
+    // A job that ran and was stopped (signal, timeout, cancel) keeps its files only when asked.
+    const stoppedJob = report.result.kind === 'signalled' || report.stoppedBy !== undefined;
+    const keep = report.result.kind === 'exited' || (run.artifactsOnFailure && stoppedJob);
+    // Robur's rule (SPEC): output that could not be read is said in the console and the run ends
+    // without artifacts, with the job's own result: what was lost may be what the files depend on.
+    if (options.keepArtifacts && keep && unreadable !== undefined) {
+      say(`kiln: no artifacts kept: the job's output could not be read (${unreadable})`);
+    } else if (options.keepArtifacts && keep) {
+      try {
+        const skipped = await options.keepArtifacts(workDir, say);
+        if (skipped.length > 0) report.artifactsSkipped = skipped;
+      } catch (raw) {
+        say(`kiln: the run's files could not be read; no artifacts kept: ${coerceError(raw).message}`);
       }
-      return report;
-    } finally {
-      await rm(workDir, { recursive: true, force: true }).catch((raw) =>
-        options.log.warn({ err: coerceError(raw), workDir }, 'could not remove a work dir'),
-      );
     }
+    return report;
+  };
+
+  /** Removes the work dir once the run is over (the job's processes are gone by then). */
+  const removeWorkDir = async (): Promise<void> => {
+    if (workDir === undefined) return;
+    await rm(workDir, { recursive: true, force: true }).catch((raw) =>
+      options.log.warn({ err: coerceError(raw), workDir }, 'could not remove a work dir'),
+    );
   };
 
   /** Runs the job in its work dir; every failure becomes the report. */
@@ -215,5 +221,8 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
     killNow = true;
     stop(reason, 'shutdown');
   };
-  return { stop, kill, done: execute() };
+  const done = execute();
+  // runIn turns every failure into the report, so `done` resolves; removal waits for it either way.
+  const cleaned = done.then(removeWorkDir, removeWorkDir);
+  return { stop, kill, done, cleaned };
 }

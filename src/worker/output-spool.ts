@@ -96,10 +96,11 @@ export class OutputSpool {
     if (page.length > 0) yield page;
   }
 
-  /** Closes and deletes the file. */
+  /** Closes and deletes the file (a run that printed nothing never made one). */
   remove(): void {
     this.removed = true;
-    this.stream?.destroy();
+    if (!this.stream) return;
+    this.stream.destroy();
     rmSync(this.file, { force: true });
   }
 }

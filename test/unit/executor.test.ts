@@ -51,10 +51,12 @@ test('output that cannot be read is reported in the console, and the run still e
     exit({ exitCode: 0, signal: null });
   });
   const root = workRoot(t);
-  const report = await startExecution(run, options(root, sandbox, lines)).done;
+  const execution = startExecution(run, options(root, sandbox, lines));
+  const report = await execution.done;
   assert.deepEqual(lines.map((l) => l.text), ['first', "kiln: cannot read the job's output: EIO: i/o error, read"]);
   assert.deepEqual(report, { result: { kind: 'exited', code: 0 } });
-  assert.deepEqual(readdirSync(root), [], 'the work dir is removed');
+  await execution.cleaned;
+  assert.deepEqual(readdirSync(root), [], 'the work dir is removed after the report');
 });
 
 test('output that cannot be read leaves the run without artifacts (robur\'s rule): they are not even looked at', async (t) => {

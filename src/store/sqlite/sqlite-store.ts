@@ -135,10 +135,28 @@ function toDelivery(row: DeliveryRow): Delivery {
   };
 }
 
+/** Most statements kept compiled at once. */
+const MAX_STATEMENTS = 256;
+
 class SqliteStore implements JobStore {
   private uploadTarget: string | null = null;
 
+  /** Statements compiled once, by SQL text: compiling costs more than running most of them. */
+  private readonly statements = new Map<string, Database.Statement>();
+
   constructor(private readonly db: Database.Database) {}
+
+  /** The compiled statement for `sql`, returning whole rows (a caller may turn on pluck for its call). */
+  private prepare(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      // Bounded: only a few statements embed values in their text (an attempt number, a filter's shape).
+      if (this.statements.size >= MAX_STATEMENTS) this.statements.clear();
+      this.statements.set(sql, statement);
+    }
+    return statement.reader ? statement.pluck(false) : statement;
+  }
 
   /** Runs `fn` in a BEGIN IMMEDIATE transaction; resolves after COMMIT, rejects (never throws) on error. */
   private async tx<T>(fn: () => T): Promise<T> {
@@ -151,12 +169,11 @@ class SqliteStore implements JobStore {
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
     return this.tx(() => {
-      const exists = this.db.prepare('SELECT 1 FROM jobs WHERE name = ?').get(job.name);
+      const exists = this.prepare('SELECT 1 FROM jobs WHERE name = ?').get(job.name);
       if (exists) throw new JobExistsError(job.name);
       for (const run of firstRuns) this.refuseDropped(run.platform);
       if (job.platform !== null) this.refuseDropped(job.platform);
-      this.db
-        .prepare(`INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
+      this.prepare(`INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
                     timeout_ms, idle_timeout_ms, retries, failure_retries, artifacts, artifacts_on_failure, sandbox, next_at, created_at, updated_at)
                   VALUES (@name, @platform, @script, @template, @vars, @env, @labels, @schedule, @paused, @overlap, @catchUp, @skipped, @lastSkip,
                     @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @artifacts, @artifactsOnFailure, @sandbox, @nextAt, @createdAt, @updatedAt)`)
@@ -172,8 +189,7 @@ class SqliteStore implements JobStore {
       const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
       const next: Job = { ...toJob(current), ...given, updatedAt: now };
       if (patch.platform) this.refuseDropped(patch.platform);
-      this.db
-        .prepare(`UPDATE jobs SET platform = @platform, script = @script, template = @template, vars = @vars, env = @env, labels = @labels,
+      this.prepare(`UPDATE jobs SET platform = @platform, script = @script, template = @template, vars = @vars, env = @env, labels = @labels,
                   schedule = @schedule, paused = @paused, overlap = @overlap, catch_up = @catchUp,
                   timeout_ms = @timeoutMs, idle_timeout_ms = @idleTimeoutMs, retries = @retries, failure_retries = @failureRetries,
                   artifacts = @artifacts, artifacts_on_failure = @artifactsOnFailure, sandbox = @sandbox,
@@ -186,24 +202,23 @@ class SqliteStore implements JobStore {
   deleteJob(name: string, now: number): Promise<string[]> {
     return this.tx(() => {
       this.jobRow(name);
-      const queued = this.db.prepare("SELECT id FROM runs WHERE job = ? AND status = 'queued'").pluck().all(name) as string[];
+      const queued = this.prepare("SELECT id FROM runs WHERE job = ? AND status = 'queued'").pluck().all(name) as string[];
       const result: RunResult = { kind: 'aborted', reason: 'job unscheduled' };
-      this.db
-        .prepare("UPDATE runs SET status = 'cancelled', queue_pos = NULL, finished_at = ?, result = ? WHERE job = ? AND status = 'queued'")
+      this.prepare("UPDATE runs SET status = 'cancelled', queue_pos = NULL, finished_at = ?, result = ? WHERE job = ? AND status = 'queued'")
         .run(now, JSON.stringify(result), name);
       for (const id of queued) this.event(id, now, this.runRow(id).attempt, 'ended', { status: 'cancelled', result });
-      this.db.prepare('DELETE FROM jobs WHERE name = ?').run(name);
+      this.prepare('DELETE FROM jobs WHERE name = ?').run(name);
       return queued;
     });
   }
 
   async getJob(name: string): Promise<Job | undefined> {
-    const row = this.db.prepare('SELECT * FROM jobs WHERE name = ?').get(name) as JobRow | undefined;
+    const row = this.prepare('SELECT * FROM jobs WHERE name = ?').get(name) as JobRow | undefined;
     return row && toJob(row);
   }
 
   async listJobs(): Promise<Job[]> {
-    return (this.db.prepare('SELECT * FROM jobs ORDER BY name').all() as JobRow[]).map(toJob);
+    return (this.prepare('SELECT * FROM jobs ORDER BY name').all() as JobRow[]).map(toJob);
   }
 
   enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
@@ -215,7 +230,7 @@ class SqliteStore implements JobStore {
   }
 
   private isDropped(platform: string): boolean {
-    return this.db.prepare('SELECT 1 FROM dropped_platforms WHERE platform = ?').get(platform) !== undefined;
+    return this.prepare('SELECT 1 FROM dropped_platforms WHERE platform = ?').get(platform) !== undefined;
   }
 
   private refuseDropped(platform: string): void {
@@ -223,21 +238,18 @@ class SqliteStore implements JobStore {
   }
 
   private enqueueInTx(run: NewRun, position: 'back' | 'front'): { run: Run; created: boolean } {
-    const bound = this.db
-      .prepare(`SELECT ${position === 'front' ? 'MIN(queue_pos) - 1' : 'MAX(queue_pos) + 1'} FROM runs WHERE status = 'queued' AND platform = ?`)
+    const bound = this.prepare(`SELECT ${position === 'front' ? 'MIN(queue_pos) - 1' : 'MAX(queue_pos) + 1'} FROM runs WHERE status = 'queued' AND platform = ?`)
       .pluck()
       .get(run.platform) as number | null;
     const pos = bound ?? 0;
-    const existing = this.db
-      .prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND platform = ? AND status = 'queued'`)
+    const existing = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND platform = ? AND status = 'queued'`)
       .get(run.job, run.platform) as RunRow | undefined;
     if (existing) {
-      if (position === 'front') this.db.prepare('UPDATE runs SET queue_pos = ? WHERE id = ?').run(pos, existing.id);
+      if (position === 'front') this.prepare('UPDATE runs SET queue_pos = ? WHERE id = ?').run(pos, existing.id);
       return { run: toRun(existing), created: false };
     }
     const job = this.jobRow(run.job);
-    this.db
-      .prepare(`INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
+    this.prepare(`INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
                 VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)`)
       .run(run.id, run.job, run.platform, JSON.stringify(run.labels), pos, run.queuedAt, job.retries, job.failure_retries);
     this.event(run.id, run.queuedAt, 1, 'queued', { platform: run.platform, position });
@@ -247,7 +259,7 @@ class SqliteStore implements JobStore {
   claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
     return this.tx(() => {
       // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
-      const page = this.db.prepare(
+      const page = this.prepare(
         "SELECT id, job, labels, queue_pos FROM runs WHERE status = 'queued' AND platform = ? AND queue_pos > ? ORDER BY queue_pos LIMIT 64",
       );
       let pick: { id: string; job: string } | undefined;
@@ -258,15 +270,14 @@ class SqliteStore implements JobStore {
         pick = candidates.find((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(JSON.parse(c.labels), worker.labels));
         after = candidates.at(-1)!.queue_pos;
       }
-      const jobRow = this.db.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
+      const jobRow = this.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
       if (!jobRow) {
         // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
         this.finishInTx(pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
         return undefined;
       }
       const job = jobRow;
-      this.db
-        .prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, worker_session = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
+      this.prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, worker_session = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
                     idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
                   WHERE id = ? AND status = 'queued'`)
         .run(worker.name, worker.identity ?? null, worker.session ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
@@ -278,18 +289,18 @@ class SqliteStore implements JobStore {
   }
 
   async listQueued(): Promise<Run[]> {
-    return (this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos`).all() as RunRow[]).map(toRun);
+    return (this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos`).all() as RunRow[]).map(toRun);
   }
 
   async listWaiting(): Promise<WaitingRun[]> {
-    const rows = this.db.prepare("SELECT id, job, platform, labels FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos").all() as { id: string; job: string; platform: string; labels: string }[];
+    const rows = this.prepare("SELECT id, job, platform, labels FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos").all() as { id: string; job: string; platform: string; labels: string }[];
     return rows.map((row) => ({ ...row, labels: JSON.parse(row.labels) as Record<string, string> }));
   }
 
   async listRunning(worker?: string): Promise<Run[]> {
     const rows = worker === undefined
-      ? this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started_at`).all()
-      : this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND worker = ? ORDER BY started_at`).all(worker);
+      ? this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started_at`).all()
+      : this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND worker = ? ORDER BY started_at`).all(worker);
     return (rows as RunRow[]).map(toRun);
   }
 
@@ -299,8 +310,7 @@ class SqliteStore implements JobStore {
 
   private findRunRow(idOrPrefix: string): RunRow {
     // Prefix match by range, so the index is used and LIKE wildcards in the input mean nothing.
-    const rows = this.db
-      .prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`)
+    const rows = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`)
       .all(idOrPrefix, idOrPrefix + '\u{10FFFF}') as RunRow[];
     const exact = rows.find((r) => r.id === idOrPrefix);
     if (exact) return exact;
@@ -317,12 +327,12 @@ class SqliteStore implements JobStore {
     if (filter.platform !== undefined) { where.push('platform = ?'); params.push(filter.platform); }
     const sql = `SELECT ${RUN_COLUMNS} FROM runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
                  ORDER BY queued_at DESC, id DESC LIMIT ?`;
-    return (this.db.prepare(sql).all(...params, filter.limit) as RunRow[]).map(toRun);
+    return (this.prepare(sql).all(...params, filter.limit) as RunRow[]).map(toRun);
   }
 
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {
     return this.tx(() => {
-      const row = this.db.prepare('SELECT status, worker FROM runs WHERE id = ?').get(id) as { status: string; worker: string | null } | undefined;
+      const row = this.prepare('SELECT status, worker FROM runs WHERE id = ?').get(id) as { status: string; worker: string | null } | undefined;
       if (!row || !guard.from.includes(row.status as RunStatus)) return false;
       if (guard.worker !== undefined && row.worker !== guard.worker) return false;
       return this.finishInTx(id, row.status, end);
@@ -330,14 +340,13 @@ class SqliteStore implements JobStore {
   }
 
   private finishInTx(id: string, from: string, end: RunEnd): boolean {
-    const changed = this.db
-      .prepare('UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL, deadline_at = NULL WHERE id = ? AND status = ?')
+    const changed = this.prepare('UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL, deadline_at = NULL WHERE id = ? AND status = ?')
       .run(end.status, JSON.stringify(end.result), end.finishedAt, id, from).changes;
     if (changed !== 1) return false;
     this.event(id, end.finishedAt, this.runRow(id).attempt, 'ended', { status: end.status, result: end.result });
     // Only runs that ran are forwarded: a run cancelled in the queue has nothing to send.
     if (this.uploadTarget !== null && from === 'running') {
-      this.db.prepare('INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES (?, ?, ?, ?)').run(id, this.uploadTarget, end.finishedAt, end.finishedAt);
+      this.prepare('INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES (?, ?, ?, ?)').run(id, this.uploadTarget, end.finishedAt, end.finishedAt);
     }
     return true;
   }
@@ -350,22 +359,20 @@ class SqliteStore implements JobStore {
       const budget = end.retry === 'lost' ? 'lost_retries_left' : end.retry === 'failure' ? 'failure_retries_left' : undefined;
       // An attempt that never started goes back without using a retry: nothing of the job ran.
       const unstarted = end.retry === 'unstarted';
-      const blocked = this.db
-        .prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'")
+      const blocked = this.prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'")
         .get(run.job, run.platform);
-      const jobExists = this.db.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
+      const jobExists = this.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
       if ((unstarted || (budget && run[budget] > 0)) && !blocked && jobExists) {
-        const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
+        const last = this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
         // An attempt that never started is not counted: the run goes back as the same attempt.
         const said = unstarted
           ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again, no retry used`
           : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
-        this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
-        const front = this.db.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
+        this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
+        const front = this.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
         const next = unstarted ? 'attempt' : `attempt + 1, ${budget} = ${budget} - 1`;
-        this.db
-          .prepare(`UPDATE runs SET status = 'queued', attempt = ${next}, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL, queue_pos = ?,
+        this.prepare(`UPDATE runs SET status = 'queued', attempt = ${next}, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL, queue_pos = ?,
                       first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
           .run(front ?? 0, markerSeq + 1, id);
@@ -386,8 +393,7 @@ class SqliteStore implements JobStore {
         return { run: this.runRow(run.id), state: 'cancelled' as const };
       }
       if (run.status !== 'running') throw new RunFinishedError(run.id, run.status);
-      this.db
-        .prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
+      this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
         .run(by, deadlineAt, deadlineAt, run.id);
       this.event(run.id, now, run.attempt, 'cancel-requested', { by });
       return { run: this.runRow(run.id), state: 'requested' as const };
@@ -395,11 +401,11 @@ class SqliteStore implements JobStore {
   }
 
   async overdueRuns(now: number): Promise<Run[]> {
-    return (this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY deadline_at`).all(now) as RunRow[]).map(toRun);
+    return (this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY deadline_at`).all(now) as RunRow[]).map(toRun);
   }
 
   async earliestDeadline(): Promise<number | undefined> {
-    const value = this.db.prepare("SELECT MIN(deadline_at) FROM runs WHERE status = 'running'").pluck().get() as number | null;
+    const value = this.prepare("SELECT MIN(deadline_at) FROM runs WHERE status = 'running'").pluck().get() as number | null;
     return value ?? undefined;
   }
 
@@ -408,18 +414,18 @@ class SqliteStore implements JobStore {
   }
 
   async listEvents(runId: string): Promise<RunEvent[]> {
-    const rows = this.db.prepare('SELECT at, attempt, kind, detail FROM run_events WHERE run_id = ? ORDER BY id').all(runId) as {
+    const rows = this.prepare('SELECT at, attempt, kind, detail FROM run_events WHERE run_id = ? ORDER BY id').all(runId) as {
       at: number; attempt: number; kind: string; detail: string;
     }[];
     return rows.map((row) => ({ ...row, detail: JSON.parse(row.detail) }));
   }
 
   private event(runId: string, at: number, attempt: number, kind: string, detail: Record<string, unknown>): void {
-    this.db.prepare('INSERT INTO run_events (run_id, at, attempt, kind, detail) VALUES (?, ?, ?, ?, ?)').run(runId, at, attempt, kind, JSON.stringify(detail));
+    this.prepare('INSERT INTO run_events (run_id, at, attempt, kind, detail) VALUES (?, ?, ?, ?, ?)').run(runId, at, attempt, kind, JSON.stringify(detail));
   }
 
   appendConsole(batches: ConsoleBatch[]): Promise<void> {
-    const insert = this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
+    const insert = this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
     return this.tx(() => {
       for (const batch of batches) for (const line of batch.lines) insert.run(batch.runId, line.seq, line.ts, line.text);
     });
@@ -427,32 +433,31 @@ class SqliteStore implements JobStore {
 
   noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
     return this.tx(() => {
-      const run = this.db.prepare("SELECT first_seq FROM runs WHERE id = ? AND status = 'queued'").get(runId) as { first_seq: number } | undefined;
+      const run = this.prepare("SELECT first_seq FROM runs WHERE id = ? AND status = 'queued'").get(runId) as { first_seq: number } | undefined;
       if (!run) return undefined;
-      const last = this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null;
+      const last = this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null;
       const seq = Math.max(last ?? -1, run.first_seq - 1) + 1;
-      this.db.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?)').run(runId, seq, at, text);
-      this.db.prepare('UPDATE runs SET first_seq = ? WHERE id = ?').run(seq + 1, runId);
+      this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?)').run(runId, seq, at, text);
+      this.prepare('UPDATE runs SET first_seq = ? WHERE id = ?').run(seq + 1, runId);
       return { seq, ts: at, text };
     });
   }
 
   async lastConsoleSeq(runId: string): Promise<number> {
-    return (this.db.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null) ?? -1;
+    return (this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null) ?? -1;
   }
 
   async readConsole(runId: string, afterSeq = -1, limit = 1_000_000): Promise<StoredLine[]> {
-    return this.db
-      .prepare('SELECT seq, ts, text FROM console_lines WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?')
+    return this.prepare('SELECT seq, ts, text FROM console_lines WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?')
       .all(runId, afterSeq, limit) as StoredLine[];
   }
 
   async dueJobs(now: number): Promise<Job[]> {
-    return (this.db.prepare('SELECT * FROM jobs WHERE next_at IS NOT NULL AND next_at <= ? AND paused = 0 ORDER BY next_at').all(now) as JobRow[]).map(toJob);
+    return (this.prepare('SELECT * FROM jobs WHERE next_at IS NOT NULL AND next_at <= ? AND paused = 0 ORDER BY next_at').all(now) as JobRow[]).map(toJob);
   }
 
   async earliestNextAt(): Promise<number | undefined> {
-    const value = this.db.prepare('SELECT MIN(next_at) FROM jobs WHERE next_at IS NOT NULL AND paused = 0').pluck().get() as number | null;
+    const value = this.prepare('SELECT MIN(next_at) FROM jobs WHERE next_at IS NOT NULL AND paused = 0').pluck().get() as number | null;
     return value ?? undefined;
   }
 
@@ -461,19 +466,18 @@ class SqliteStore implements JobStore {
     missed?: { count: number; reason: string },
   ): Promise<FireOutcome> {
     return this.tx((): FireOutcome => {
-      const changed = this.db.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
+      const changed = this.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
       if (changed !== 1) return { outcome: 'stale' };
       // Recorded first; a skip of this firing (below) adds one and keeps the catch-up's reason in its own.
       if (missed && missed.count > 0) {
-        this.db.prepare('UPDATE jobs SET skipped = skipped + ?, last_skip = ? WHERE name = ?').run(missed.count, JSON.stringify({ at: now, reason: missed.reason }), name);
+        this.prepare('UPDATE jobs SET skipped = skipped + ?, last_skip = ? WHERE name = ?').run(missed.count, JSON.stringify({ at: now, reason: missed.reason }), name);
       }
       const job = toJob(this.jobRow(name));
       const skip = (reason: string): { outcome: 'skipped'; reason: string } => {
         this.skipInTx(name, now, missed && missed.count > 0 ? `${reason} (${missed.reason})` : reason);
         return { outcome: 'skipped', reason };
       };
-      const open = this.db
-        .prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND status IN ('queued', 'running') ORDER BY queued_at`)
+      const open = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND status IN ('queued', 'running') ORDER BY queued_at`)
         .all(name) as RunRow[];
       if (open.length > 0 && job.overlap === 'skip') return skip(`run ${open[0]!.id} is still ${open[0]!.status}`);
       const cancelRequested: Run[] = [];
@@ -485,7 +489,7 @@ class SqliteStore implements JobStore {
             this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
             cancelled.push(run.id);
           } else {
-            this.db.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
+            this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
               .run('the schedule', now + cancelBackstopMs, now + cancelBackstopMs, run.id);
             this.event(run.id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason });
             cancelRequested.push(this.runRow(run.id));
@@ -505,42 +509,40 @@ class SqliteStore implements JobStore {
   }
 
   private skipInTx(name: string, at: number, reason: string): void {
-    this.db.prepare('UPDATE jobs SET skipped = skipped + 1, last_skip = ? WHERE name = ?').run(JSON.stringify({ at, reason }), name);
+    this.prepare('UPDATE jobs SET skipped = skipped + 1, last_skip = ? WHERE name = ?').run(JSON.stringify({ at, reason }), name);
   }
 
   dropPlatform(platform: string, now: number): Promise<string[]> {
     return this.tx(() => {
-      this.db.prepare('INSERT INTO dropped_platforms (platform, dropped_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(platform, now);
-      const queued = this.db.prepare("SELECT id FROM runs WHERE platform = ? AND status = 'queued'").pluck().all(platform) as string[];
+      this.prepare('INSERT INTO dropped_platforms (platform, dropped_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(platform, now);
+      const queued = this.prepare("SELECT id FROM runs WHERE platform = ? AND status = 'queued'").pluck().all(platform) as string[];
       for (const id of queued) this.finishInTx(id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
       return queued;
     });
   }
 
   async undropPlatform(platform: string): Promise<boolean> {
-    return this.db.prepare('DELETE FROM dropped_platforms WHERE platform = ?').run(platform).changes === 1;
+    return this.prepare('DELETE FROM dropped_platforms WHERE platform = ?').run(platform).changes === 1;
   }
 
   async listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]> {
-    return (this.db.prepare('SELECT platform, dropped_at FROM dropped_platforms ORDER BY platform').all() as { platform: string; dropped_at: number }[])
+    return (this.prepare('SELECT platform, dropped_at FROM dropped_platforms ORDER BY platform').all() as { platform: string; dropped_at: number }[])
       .map((row) => ({ platform: row.platform, droppedAt: row.dropped_at }));
   }
 
   async addArtifact(runId: string, artifact: Artifact): Promise<void> {
-    this.db
-      .prepare(`INSERT INTO artifacts (run_id, path, size, sha256, mode) VALUES (?, ?, ?, ?, ?)
+    this.prepare(`INSERT INTO artifacts (run_id, path, size, sha256, mode) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, mode = excluded.mode`)
       .run(runId, artifact.path, artifact.size, artifact.sha256, artifact.mode);
   }
 
   async listArtifacts(runId: string): Promise<Artifact[]> {
-    return this.db.prepare('SELECT path, size, sha256, mode FROM artifacts WHERE run_id = ? ORDER BY path').all(runId) as Artifact[];
+    return this.prepare('SELECT path, size, sha256, mode FROM artifacts WHERE run_id = ? ORDER BY path').all(runId) as Artifact[];
   }
 
   async expiredArtifacts(policy: RetentionPolicy): Promise<ExpiredArtifacts[]> {
     if (policy.keepRuns === undefined && policy.keptSince === undefined) return [];
-    const rows = this.db
-      .prepare(`WITH per_run AS (
+    const rows = this.prepare(`WITH per_run AS (
                   SELECT a.run_id, r.job, r.finished_at, COUNT(*) AS files, SUM(a.size) AS bytes
                   FROM artifacts a JOIN runs r ON r.id = a.run_id
                   WHERE r.status NOT IN ('queued', 'running')
@@ -559,13 +561,13 @@ class SqliteStore implements JobStore {
 
   deleteArtifacts(runIds: string[]): Promise<number> {
     return this.tx(() => {
-      const remove = this.db.prepare('DELETE FROM artifacts WHERE run_id = ?');
+      const remove = this.prepare('DELETE FROM artifacts WHERE run_id = ?');
       return runIds.reduce((count, id) => count + remove.run(id).changes, 0);
     });
   }
 
   async unreferencedBlobs(sha256s: string[], ignoringRuns: string[] = []): Promise<string[]> {
-    const referenced = this.db.prepare('SELECT 1 FROM artifacts WHERE sha256 = ? AND run_id NOT IN (SELECT value FROM json_each(?)) LIMIT 1').pluck();
+    const referenced = this.prepare('SELECT 1 FROM artifacts WHERE sha256 = ? AND run_id NOT IN (SELECT value FROM json_each(?)) LIMIT 1').pluck();
     const ignored = JSON.stringify(ignoringRuns);
     return sha256s.filter((sha) => referenced.get(sha, ignored) === undefined);
   }
@@ -575,51 +577,47 @@ class SqliteStore implements JobStore {
   }
 
   async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
-    return (this.db.prepare("SELECT * FROM deliveries WHERE state = 'pending' AND target = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?")
+    return (this.prepare("SELECT * FROM deliveries WHERE state = 'pending' AND target = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?")
       .all(this.uploadTarget, now, limit) as DeliveryRow[]).map(toDelivery);
   }
 
   async nextDeliveryAt(): Promise<number | undefined> {
-    return (this.db.prepare("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND target = ?").pluck().get(this.uploadTarget) as number | null) ?? undefined;
+    return (this.prepare("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND target = ?").pluck().get(this.uploadTarget) as number | null) ?? undefined;
   }
 
   async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {
-    this.db
-      .prepare(`UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ?, ended_at = ?
+    this.prepare(`UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ?, ended_at = ?
                 WHERE id = ? AND state = 'pending'`)
       .run(outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at, id);
   }
 
   async requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined> {
-    const row = this.db
-      .prepare(`UPDATE deliveries SET state = 'pending', attempts = 0, next_at = @at, ended_at = NULL, target = COALESCE(@target, target)
+    const row = this.prepare(`UPDATE deliveries SET state = 'pending', attempts = 0, next_at = @at, ended_at = NULL, target = COALESCE(@target, target)
                 WHERE id = (SELECT MAX(id) FROM deliveries WHERE run_id = @runId AND state = 'failed') RETURNING *`)
       .get({ runId, at, target: this.uploadTarget }) as DeliveryRow | undefined;
     return row && toDelivery(row);
   }
 
   async listDeliveries(runId: string): Promise<Delivery[]> {
-    return (this.db.prepare('SELECT * FROM deliveries WHERE run_id = ? ORDER BY id').all(runId) as DeliveryRow[]).map(toDelivery);
+    return (this.prepare('SELECT * FROM deliveries WHERE run_id = ? ORDER BY id').all(runId) as DeliveryRow[]).map(toDelivery);
   }
 
   async outboxSummary(): Promise<OutboxSummary> {
     const counts = Object.fromEntries(
-      (this.db.prepare('SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state').all() as { state: string; n: number }[]).map((row) => [row.state, row.n]),
+      (this.prepare('SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state').all() as { state: string; n: number }[]).map((row) => [row.state, row.n]),
     );
-    const oldest = this.db.prepare("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'").pluck().get() as number | null;
-    const troubled = this.db
-      .prepare("SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5")
+    const oldest = this.prepare("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'").pluck().get() as number | null;
+    const troubled = this.prepare("SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5")
       .all() as DeliveryRow[];
     return { pending: counts.pending ?? 0, delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled: troubled.map(toDelivery) };
   }
 
   async setRunScript(id: string, script: string): Promise<void> {
-    this.db.prepare('UPDATE runs SET script = ? WHERE id = ?').run(script, id);
+    this.prepare('UPDATE runs SET script = ? WHERE id = ?').run(script, id);
   }
 
   async recordWorker(worker: WorkerRecord): Promise<void> {
-    this.db
-      .prepare(`INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen)
+    this.prepare(`INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen)
                 VALUES (@name, @platform, @labels, @capacity, @hostname, @os, @arch, @version, @connected, @connectedAt, @lastSeen)
                 ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, labels = excluded.labels, capacity = excluded.capacity,
                   hostname = excluded.hostname, os = excluded.os, arch = excluded.arch, version = excluded.version,
@@ -628,49 +626,49 @@ class SqliteStore implements JobStore {
   }
 
   async workerDisconnected(name: string, now: number): Promise<void> {
-    this.db.prepare('UPDATE workers SET connected = 0, last_seen = ? WHERE name = ?').run(now, name);
+    this.prepare('UPDATE workers SET connected = 0, last_seen = ? WHERE name = ?').run(now, name);
   }
 
   async listWorkers(): Promise<WorkerRecord[]> {
-    return (this.db.prepare('SELECT * FROM workers ORDER BY connected DESC, name').all() as WorkerRow[]).map(toWorker);
+    return (this.prepare('SELECT * FROM workers ORDER BY connected DESC, name').all() as WorkerRow[]).map(toWorker);
   }
 
   async createWorkerToken(name: string, sha256: string, now: number): Promise<WorkerTokenRecord> {
     return this.tx(() => {
-      if (this.db.prepare('SELECT 1 FROM worker_tokens WHERE name = ?').get(name)) throw new WorkerTokenExistsError(name);
-      this.db.prepare('INSERT INTO worker_tokens (name, token_sha256, created_at) VALUES (?, ?, ?)').run(name, sha256, now);
+      if (this.prepare('SELECT 1 FROM worker_tokens WHERE name = ?').get(name)) throw new WorkerTokenExistsError(name);
+      this.prepare('INSERT INTO worker_tokens (name, token_sha256, created_at) VALUES (?, ?, ?)').run(name, sha256, now);
       return { name, createdAt: now, lastUsedAt: null };
     });
   }
 
   async listWorkerTokens(): Promise<WorkerTokenRecord[]> {
-    return (this.db.prepare('SELECT name, created_at, last_used_at FROM worker_tokens ORDER BY name').all() as WorkerTokenRow[]).map(toWorkerToken);
+    return (this.prepare('SELECT name, created_at, last_used_at FROM worker_tokens ORDER BY name').all() as WorkerTokenRow[]).map(toWorkerToken);
   }
 
   async getWorkerToken(name: string): Promise<WorkerTokenRecord | undefined> {
-    const row = this.db.prepare('SELECT name, created_at, last_used_at FROM worker_tokens WHERE name = ?').get(name) as WorkerTokenRow | undefined;
+    const row = this.prepare('SELECT name, created_at, last_used_at FROM worker_tokens WHERE name = ?').get(name) as WorkerTokenRow | undefined;
     return row && toWorkerToken(row);
   }
 
   async findWorkerToken(sha256: string): Promise<string | undefined> {
-    return this.db.prepare('SELECT name FROM worker_tokens WHERE token_sha256 = ?').pluck().get(sha256) as string | undefined;
+    return this.prepare('SELECT name FROM worker_tokens WHERE token_sha256 = ?').pluck().get(sha256) as string | undefined;
   }
 
   async touchWorkerToken(name: string, now: number): Promise<void> {
-    this.db.prepare('UPDATE worker_tokens SET last_used_at = ? WHERE name = ?').run(now, name);
+    this.prepare('UPDATE worker_tokens SET last_used_at = ? WHERE name = ?').run(now, name);
   }
 
   async revokeWorkerToken(name: string): Promise<boolean> {
-    return this.db.prepare('DELETE FROM worker_tokens WHERE name = ?').run(name).changes > 0;
+    return this.prepare('DELETE FROM worker_tokens WHERE name = ?').run(name).changes > 0;
   }
 
   private jobRow(name: string): JobRow {
-    const row = this.db.prepare('SELECT * FROM jobs WHERE name = ?').get(name) as JobRow | undefined;
+    const row = this.prepare('SELECT * FROM jobs WHERE name = ?').get(name) as JobRow | undefined;
     if (!row) throw new JobNotFoundError(name);
     return row;
   }
 
   private runRow(id: string): Run {
-    return toRun(this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = ?`).get(id) as RunRow);
+    return toRun(this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = ?`).get(id) as RunRow);
   }
 }

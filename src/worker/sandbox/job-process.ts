@@ -1,10 +1,14 @@
 /**
- * Starts a job's command in its own process group, inside its resource limits. A small wrapper
- * shell waits on its stdin until the worker has moved it into the run's cgroups, applies the
- * rlimits, merges stderr into stdout and execs the command (the sandbox, or the job itself), so
- * every process the job starts is limited, signalled and killed with it.
+ * Starts a job's command in its own process group, inside its resource limits. With limits to
+ * apply, a small wrapper shell waits on its stdin until the worker has moved it into the run's
+ * cgroups, applies the rlimits, merges stderr into stdout and execs the command (the sandbox, or
+ * the job itself), so every process the job starts is limited, signalled and killed with it.
+ * Without any, the command is spawned itself (no shell to start first), with stdin /dev/null and
+ * stdout and stderr one channel (merged-output.ts): what the command sees is the same.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { openMergedOutput } from './merged-output.js';
 import type { LimitSupport } from './resource-limits.js';
 import type { Sandbox, SandboxExit, SandboxSpec } from './sandbox.js';
 
@@ -36,19 +40,33 @@ const SIGNALS: Record<number, NodeJS.Signals> = {
 export async function startJobProcess(command: string[], spec: SandboxSpec, limits: LimitSupport, reading: ExitReading): Promise<Sandbox> {
   const { memoryBytes, pids, cpuSeconds } = spec.settings;
   const runLimits = await limits.forRun(spec.runId, { memoryBytes, pids, cpuSeconds });
-  // stderr joins stdout first, so even a limit the prelude cannot set is said in the console.
-  const wrapper = ['read _ || exit 125', 'exec </dev/null', 'exec 2>&1', ...runLimits.shellPrelude, 'exec "$@"'].join('\n');
-  let child: ChildProcessWithoutNullStreams;
+  const plain = !runLimits.grouped && runLimits.shellPrelude.length === 0;
+  // Where abstract unix sockets do not exist, the wrapper shell merges the output instead.
+  const merged = plain ? await openMergedOutput().catch(() => undefined) : undefined;
+  let child: ChildProcess;
+  let output: Readable;
   try {
-    child = spawn('/bin/sh', ['-c', wrapper, 'kiln-job', ...command], { cwd: spec.workDir, env: spec.env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    if (merged) {
+      child = spawn(command[0]!, command.slice(1), { cwd: spec.workDir, env: spec.env, detached: true, stdio: ['ignore', merged.writer, merged.writer] });
+      output = merged.reader;
+    } else {
+      // stderr joins stdout first, so even a limit the prelude cannot set is said in the console.
+      const wrapper = ['read _ || exit 125', 'exec </dev/null', 'exec 2>&1', ...runLimits.shellPrelude, 'exec "$@"'].join('\n');
+      child = spawn('/bin/sh', ['-c', wrapper, 'kiln-job', ...command], { cwd: spec.workDir, env: spec.env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+      output = child.stdout!;
+      // The wrapper's stderr is merged into stdout; this pipe only sees the shell's own complaints.
+      child.stderr!.resume();
+      // A job that has already gone when the gate opens must not take the worker down with EPIPE.
+      child.stdin!.on('error', () => {});
+    }
   } catch (raw) {
+    merged?.reader.destroy();
     await runLimits.release().catch(() => []);
     throw raw;
+  } finally {
+    // The child holds its own copies of the channel's writing end; the worker's would keep it open.
+    merged?.writer.destroy();
   }
-  // The wrapper's stderr is merged into stdout; this pipe only sees the shell's own complaints.
-  child.stderr.resume();
-  // A job that has already gone when the gate opens must not take the worker down with EPIPE.
-  child.stdin.on('error', () => {});
   const spawned = new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
     child.once('error', reject);
@@ -79,12 +97,14 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
     await runLimits.enter(child.pid!);
   } catch (raw) {
     signalGroup(child.pid, 'SIGKILL');
+    merged?.reader.destroy();
     await runLimits.release().catch(() => []);
     throw raw;
   }
-  child.stdin.end('\n');
+  // Opens the wrapper's gate (a plain command runs already).
+  child.stdin?.end('\n');
   return {
-    output: child.stdout,
+    output,
     interrupt: () => signalGroup(child.pid, 'SIGTERM'),
     terminate: () => signalGroup(child.pid, 'SIGKILL'),
     wait: () => exited,

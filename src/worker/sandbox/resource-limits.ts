@@ -55,6 +55,8 @@ export interface RunLimits {
    * never runs without a limit it asked for.
    */
   shellPrelude: string[];
+  /** True when the run has groups: its process must be moved into them (`enter`) before the command runs. */
+  grouped: boolean;
   /** Moves a process (the wrapper shell, before it execs the sandbox) into the run's groups; no-op without groups. */
   enter(pid: number): Promise<void>;
   /**
@@ -145,6 +147,7 @@ function cgroupSupport(layout: CgroupLayout): LimitSupport {
       }
       return {
         shellPrelude,
+        grouped: true,
         async enter(pid) {
           for (const dir of dirs) {
             await writeControl(dir, 'cgroup.procs', String(pid), `move process ${pid} into the run's group`);
@@ -181,6 +184,7 @@ function rlimitSupport(reason: string): LimitSupport {
 function noGroups(shellPrelude: string[]): RunLimits {
   return {
     shellPrelude,
+    grouped: false,
     enter: async () => {},
     oomKilled: async () => false,
     release: async () => [],
