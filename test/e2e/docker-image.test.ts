@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -33,20 +33,27 @@ async function packInto(dir: string): Promise<string> {
 }
 
 /**
- * Installs the tarball globally into `prefix`, as a user would. Install scripts are skipped: the
- * one that matters, better-sqlite3's, would compile its addon (minutes here; no prebuilt download),
- * so the checkout's build of the same version is copied in, and compiled only if the versions differ.
+ * Installs the tarball into `prefix` in npm's global layout the way the README says, so the
+ * shrinkwrap's versions are kept: unpacked into lib/node_modules/kiln, `npm ci --omit=dev` there,
+ * bin/kiln linked. Install scripts are skipped: the one that matters, better-sqlite3's, would
+ * compile its addon (minutes here; no prebuilt download), so the checkout's build of the same
+ * version is copied in, and compiled only if the versions differ.
  */
 async function installInto(prefix: string, tarball: string): Promise<void> {
-  await run('npm', ['install', '--global', '--prefix', prefix, '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', tarball], { timeout: STEP_MS });
-  const installed = path.join(prefix, 'lib/node_modules/kiln/node_modules/better-sqlite3');
+  const app = path.join(prefix, 'lib/node_modules/kiln');
+  mkdirSync(app, { recursive: true });
+  mkdirSync(path.join(prefix, 'bin'), { recursive: true });
+  await run('tar', ['-xzf', tarball, '-C', app, '--strip-components=1'], { timeout: STEP_MS });
+  await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, timeout: STEP_MS });
+  symlinkSync('../lib/node_modules/kiln/bin/kiln.mjs', path.join(prefix, 'bin/kiln'));
+  const installed = path.join(app, 'node_modules/better-sqlite3');
   const ours = path.join(ROOT, 'node_modules/better-sqlite3');
   const version = (dir: string) => (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version: string }).version;
   if (version(installed) === version(ours)) {
     mkdirSync(path.join(installed, 'build/Release'), { recursive: true });
     copyFileSync(path.join(ours, 'build/Release/better_sqlite3.node'), path.join(installed, 'build/Release/better_sqlite3.node'));
   } else {
-    await run('npm', ['rebuild', 'better-sqlite3'], { cwd: path.join(prefix, 'lib/node_modules/kiln'), timeout: STEP_MS });
+    await run('npm', ['rebuild', 'better-sqlite3'], { cwd: app, timeout: STEP_MS });
   }
 }
 
