@@ -12,9 +12,13 @@ import { KILN_BIN, kiln } from '../helpers/processes.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-/** A server that answers every request 200 with a body that is not JSON: the client fails inside its own code. */
+/**
+ * A server that answers every request 200 with JSON of the wrong shape (`{}`): the client fails
+ * inside its own code, in a frame every Node version keeps (a body that is not JSON at all fails
+ * inside fetch, whose stack on Node 24 holds no frame of Kiln's).
+ */
 async function garbageServer(t: { after: (fn: () => void) => void }): Promise<string> {
-  const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('this is not json'));
+  const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => server.close());
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
