@@ -1,8 +1,10 @@
 /**
- * Descriptors a worker inherited from whoever started it (a shell's `7<file`, a harness's pipe, a
- * token pipe it did not read) stay open across exec, so every job would inherit them too and could
- * read what they hold. Node opens its own descriptors close-on-exec, so at start every descriptor
- * above stdio without that flag is an inherited one: the worker closes them before any job starts.
+ * Descriptors a worker inherited from whoever started it (a supervisor's leaked pipe, a shell's
+ * `200<file`, a token pipe it did not read) stay open across exec, so every job would inherit them
+ * too and could read what they hold. Node itself marks only the unbroken run of descriptors from 0
+ * close-on-exec at start (one past a gap stays inheritable), and opens its own close-on-exec, so
+ * every descriptor above stdio still without that flag is an inherited one: the worker closes them
+ * before any job starts.
  */
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 

@@ -8,13 +8,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import { promisify } from 'node:util';
 import { test, type TestContext } from 'node:test';
-import { followRun, kiln, spawnKiln, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { followRun, kiln, KILN_BIN, spawnCommand, spawnKiln, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
 import { systemRoot } from '../../src/worker/sandbox/bwrap-sandbox.js';
 import { nodeBinds, nodeCommand, noneLeft, processesWith, someRunning } from '../helpers/sandbox-jobs.js';
@@ -44,6 +44,31 @@ async function withHostPaths(hostPaths: string[], argv: string[]): Promise<strin
   const args = [...systemRoot(), '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp', ...binds, '--unshare-user', '--unshare-pid', '--unshare-net', '--die-with-parent', '--'];
   const { stdout } = await promisify(execFile)('bwrap', [...args, ...argv], { encoding: 'utf8', timeout: 30_000 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
   return stdout;
+}
+
+/** A node script printing each descriptor above stdio with its fdinfo flags (octal). */
+const DESCRIBE_DESCRIPTORS = `
+  const fs = require('fs');
+  const out = [];
+  for (const fd of fs.readdirSync('/proc/self/fd').filter((fd) => Number(fd) > 2)) {
+    try { out.push(fd + ' -> ' + fs.readlinkSync('/proc/self/fd/' + fd) + ' ' + /^flags:.*$/m.exec(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))); } catch (e) { out.push(fd + ': ' + e.code); }
+  }
+  console.log(out.join('; ') || 'nothing above stdio');
+`;
+
+/** What process `pid` holds above stdio, with each descriptor's flags, for a failure's message. */
+function describeDescriptors(pid: number): string {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => Number(fd) > 2).map((fd) => {
+      try {
+        return `${fd} -> ${readlinkSync(`/proc/${pid}/fd/${fd}`)} ${/^flags:.*$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[0]}`;
+      } catch (err) {
+        return `${fd}: ${(err as NodeJS.ErrnoException).code}`;
+      }
+    }).join('; ');
+  } catch (err) {
+    return `unreadable (${(err as NodeJS.ErrnoException).code})`;
+  }
 }
 
 /**
@@ -80,12 +105,22 @@ test('attack: a job cannot read a token: not the server\'s data dir, not the wor
   const server = await startServer(t, { dataDir: hostDir(t) });
   const tokenFile = path.join(hostDir(t), 'worker.token');
   writeFileSync(tokenFile, server.workerToken, { mode: 0o600 });
-  // The worker inherits an open descriptor of the token file from its parent (as `3<file` would give
-  // it): jobs must not inherit it in turn.
-  const handed = openSync(tokenFile, 'r');
-  t.after(() => closeSync(handed));
-  const worker = spawnKiln(t, ['worker', '--server', server.url, '--platform', 'testos', '--sandbox', 'bwrap', '--network', 'none', ...nodeBinds()], { KILN_WORKER_TOKEN: server.workerToken }, undefined, [handed]);
+  // The worker inherits an open descriptor of the token file from the shell that starts it, as a
+  // supervisor's leaked descriptor would be: jobs must not inherit it in turn. A high number: Node
+  // itself marks the unbroken run of low descriptors from 0 close-on-exec at start (strace shows
+  // F_SETFD on 0..N up to the first gap), so `3<file` is safe already and would prove nothing.
+  const workerArgs = [process.execPath, KILN_BIN, 'worker', '--server', server.url, '--platform', 'testos', '--sandbox', 'bwrap', '--network', 'none', ...nodeBinds()];
+  const handing = (argv: string[]) => ['-c', 'exec "$@" 200<"$KILN_TEST_HANDED"', 'bash', ...argv];
+  const env = { KILN_WORKER_TOKEN: server.workerToken, KILN_TEST_HANDED: tokenFile };
+  const worker = spawnCommand(t, 'bash', handing(workerArgs), { name: 'kiln worker', env });
   await worker.waitFor(/connected to the server/);
+  // The worker closes what it inherited before it connects: the line is there by now. Were it not,
+  // say what a process started the same way holds, so a failure shows whether the premise held.
+  const closedLine = worker.stderr.find((line) => /closed descriptors inherited from the parent/.test(line));
+  if (closedLine === undefined || !/"descriptors":\[[^\]]*\b200\b/.test(closedLine)) {
+    const control = spawnSync('bash', handing([process.execPath, '-e', DESCRIBE_DESCRIPTORS]), { encoding: 'utf8', env: { ...process.env, ...env } });
+    assert.fail(`the worker did not say it closed descriptor 200 (${closedLine ?? 'no line'}).\nA process started the same way holds: ${control.stdout}${control.stderr}\nThe worker now holds: ${describeDescriptors(worker.pid)}\nIt printed:\n${worker.stderr.join('\n')}`);
+  }
   // The probe reads everything a token could be in and prints it all, for the test to search.
   const probe = `
     const fs = require('fs');
@@ -119,7 +154,6 @@ test('attack: a job cannot read a token: not the server\'s data dir, not the wor
   // worker itself inherited (the token file above, a harness's pipe): the worker closed those.
   const inherited = lines.filter((l) => /^fd \d+: /.test(l));
   assert.deepEqual(inherited, [], `the job inherited descriptors:\n${said}`);
-  await worker.waitFor(/closed descriptors inherited from the parent/);
   // Control: where it saw the host (the former layout) the same user's job read the data dir, tokens and all.
   const former = await withHostPaths([server.dataDir, path.dirname(tokenFile)], ['cat', path.join(server.dataDir, 'admin.token'), tokenFile]);
   assert.ok(former.includes(server.adminToken) && former.includes(server.workerToken), `the former layout exposed them: ${former}`);

@@ -47,9 +47,9 @@ export interface Owned {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `kiln ARGS` in the background; it is killed when the test ends. `inherit` are descriptors it gets as 3, 4, ... */
-export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}, cwd?: string, inherit: number[] = []): Owned {
-  return spawnCommand(t, process.execPath, [KILN_BIN, ...args], { name: `kiln ${args[0]}`, env, cwd, inherit });
+/** Starts `kiln ARGS` in the background; it is killed when the test ends. */
+export function spawnKiln(t: TestContext, args: string[], env: Record<string, string> = {}, cwd?: string): Owned {
+  return spawnCommand(t, process.execPath, [KILN_BIN, ...args], { name: `kiln ${args[0]}`, env, cwd });
 }
 
 /** Starts `command ARGS` (an installed `kiln`, say) in the background, as spawnKiln does; it is killed when the test ends. */
@@ -57,12 +57,11 @@ export function spawnCommand(
   t: TestContext,
   command: string,
   args: string[],
-  { name = command, env = {}, cwd, inherit = [] }: { name?: string; env?: Record<string, string>; cwd?: string; inherit?: number[] } = {},
+  { name = command, env = {}, cwd }: { name?: string; env?: Record<string, string>; cwd?: string } = {},
 ): Owned {
   const child = spawn(command, args, {
     env: { ...process.env, KILN_LOG_LEVEL: 'info', ...env },
-    // `inherit`: open descriptors the process gets as 3, 4, ... (not close-on-exec), as a shell's `3<file` would.
-    stdio: ['ignore', 'pipe', 'pipe', ...inherit],
+    stdio: ['ignore', 'pipe', 'pipe'],
     cwd,
   });
   const stderr: string[] = [];
