@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
+import { traceNow, traceStage } from '../latency-trace.js';
 import { hostFacts } from '../host-info.js';
 import {
   CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
@@ -199,6 +200,7 @@ export class WorkerAgent {
   }
 
   private onMessage(data: Buffer): void {
+    const receivedAt = traceNow();
     let parsed;
     try {
       parsed = serverMessage.safeParse(JSON.parse(data.toString('utf8')));
@@ -210,6 +212,7 @@ export class WorkerAgent {
       this.log.warn({ issues: describeIssues(parsed.error) }, 'the server sent a frame this worker does not understand; ignored');
       return;
     }
+    if (parsed.data.type === 'run.assign') traceStage(parsed.data.run.id, 'worker-received', receivedAt);
     this.handle(parsed.data);
   }
 
@@ -255,8 +258,10 @@ export class WorkerAgent {
       this.sendFrame({ v: 1, type: 'run.finished', runId: run.id, result: { kind: 'aborted', reason: 'worker shutting down before the run started' }, stoppedBy: 'shutdown' });
       return;
     }
+    traceStage(run.id, 'x-parsed');
     const log = this.log.child({ runId: run.id, job: run.job, attempt: run.attempt });
     log.info('run started');
+    traceStage(run.id, 'x-wlogged');
     const held: Held = {
       run,
       pending: [],

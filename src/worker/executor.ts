@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { describeJobSandbox, formatDuration, type RunResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
+import { traceStage } from '../latency-trace.js';
 import type { ConsoleLine, RunAssignment, SkippedArtifact, StopCause } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
 import type { Sandbox, SandboxLauncher } from './sandbox/sandbox.js';
@@ -95,7 +96,9 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
   let workDir: string | undefined;
   const execute = async (): Promise<RunReport> => {
     try {
+      traceStage(run.id, 'x-exec-start');
       workDir = await mkdtemp(path.join(options.workRoot, `kiln-${run.job}-`));
+      traceStage(run.id, 'x-mkdtemp');
     } catch (raw) {
       return aborted(`cannot create the work dir: ${coerceError(raw).message}`);
     }
@@ -135,6 +138,7 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       } catch (raw) {
         return aborted(`cannot write the job script: ${coerceError(raw).message}`);
       }
+      traceStage(run.id, 'workdir-ready');
       const early = stopRequest();
       if (early) return aborted(early.reason, early.cause);
       const env = {
@@ -176,6 +180,7 @@ export function startExecution(run: RunAssignment, options: ExecutorOptions): Ex
       }
       const splitter = new LineSplitter(say);
       const outputDone = new Promise<void>((resolve) => {
+        sandbox!.output.once('data', () => traceStage(run.id, 'first-output'));
         sandbox!.output.on('data', (chunk: Buffer) => splitter.push(chunk));
         sandbox!.output.on('end', () => {
           splitter.end();
