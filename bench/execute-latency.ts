@@ -29,7 +29,7 @@ const CLI_RUNS = numberArg('--cli-runs', 20);
 const TRACE = process.argv.includes('--trace');
 
 /** Stages of src/latency-trace.ts, in the order a run passes them. */
-const STAGES = ['http-received', 'enqueue-committed', 'dispatch-woken', 'claim-committed', 'ws-sent', 'worker-received', 'x-parsed', 'x-wlogged', 'x-exec-start', 'x-mkdtemp', 'workdir-ready', 'spawn-called', 'spawn-returned', 'first-output'];
+const STAGES = ['http-received', 'enqueue-committed', 'dispatch-woken', 'claim-committed', 'ws-sent', 'worker-received', 'worker-parsed', 'workdir-made', 'workdir-ready', 'spawn-called', 'spawn-returned', 'first-output'];
 
 /** A peer: ms from a fresh directory to the line of `sh -c 'echo first line'` spawned in it by this process, and ms inside spawn(). */
 async function bareFirstLine(): Promise<[number, number]> {

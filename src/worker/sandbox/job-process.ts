@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { traceStage } from '../../latency-trace.js';
-import { openMergedOutput } from './merged-output.js';
+import { takeMergedOutput } from './merged-output.js';
 import type { LimitSupport } from './resource-limits.js';
 import type { Sandbox, SandboxExit, SandboxSpec } from './sandbox.js';
 
@@ -43,7 +43,7 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
   const runLimits = await limits.forRun(spec.runId, { memoryBytes, pids, cpuSeconds });
   const plain = !runLimits.grouped && runLimits.shellPrelude.length === 0;
   // Where abstract unix sockets do not exist, the wrapper shell merges the output instead.
-  const merged = plain ? await openMergedOutput().catch(() => undefined) : undefined;
+  const merged = plain ? await takeMergedOutput().catch(() => undefined) : undefined;
   let child: ChildProcess;
   let output: Readable;
   try {
