@@ -15,6 +15,8 @@ export const SPARE_MAX_AGE_MS = 10 * 60_000;
 export class SpareWorkDirs {
   private spare: { dir: Promise<string>; madeAt: number } | undefined;
   private disposed = false;
+  /** Removal of a spare too old to trust, running in the background. */
+  private removing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly root: string,
@@ -27,16 +29,17 @@ export class SpareWorkDirs {
     this.spare = undefined;
     let dir: string | undefined;
     if (spare && this.now() - spare.madeAt <= SPARE_MAX_AGE_MS) dir = await spare.dir.catch(() => undefined);
-    else if (spare) void spare.dir.then((old) => rm(old, { recursive: true, force: true }), () => {}).catch(() => {});
+    else if (spare) this.removing = spare.dir.then((old) => rm(old, { recursive: true, force: true })).catch(() => {});
     // No spare (the first run, or making it failed): made now, and a failure is this run's.
     dir ??= await this.make();
     this.makeSpare();
     return dir;
   }
 
-  /** Resolves once the spare is made (or failed); for tests and shutdown. */
+  /** Resolves once the spare is made (or failed) and an old one removed; for tests and shutdown. */
   async settled(): Promise<void> {
     await this.spare?.dir.catch(() => undefined);
+    await this.removing;
   }
 
   /** Removes the spare; no more are made. */
@@ -46,6 +49,7 @@ export class SpareWorkDirs {
     this.spare = undefined;
     const dir = await spare?.dir.catch(() => undefined);
     if (dir) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    await this.removing;
   }
 
   private makeSpare(): void {

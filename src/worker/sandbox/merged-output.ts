@@ -82,6 +82,11 @@ export async function takeMergedOutput(): Promise<MergedOutput> {
   return channel;
 }
 
+/** The channel opened ahead, if any. @internal for tests */
+export function spareMergedOutput(): Promise<MergedOutput> | undefined {
+  return spare;
+}
+
 /** Opens a channel; rejects where abstract sockets do not exist (the caller then merges with a shell). */
 export async function openMergedOutput(): Promise<MergedOutput> {
   const { path, waiting } = await listener();
