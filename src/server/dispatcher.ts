@@ -153,6 +153,14 @@ export class Dispatcher {
     }
     // Held like a pass: no pass may claim for this session between the commit and the send.
     this.busy = true;
+    const direct = this.enqueueFor(session, run, position);
+    // Shutdown waits for it as for a pass (the store must stay open until the run is sent).
+    this.idle = direct.then(() => undefined, () => undefined);
+    return direct;
+  }
+
+  /** The direct way of `enqueue`: queued and claimed for `session` in one commit, then sent. */
+  private async enqueueFor(session: WorkerSession, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
     this.filling.add(session);
     let retry = false;
     try {

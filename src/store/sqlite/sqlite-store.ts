@@ -108,7 +108,10 @@ export function openSqliteStore(file: string): JobStore {
     }
   }
   db.pragma('journal_mode = WAL');
-  // NORMAL is durable across process crashes in WAL mode; FULL also survives power loss.
+  // NORMAL is durable across process crashes in WAL mode; FULL also survives power loss, which
+  // Kiln promises: a run answered 2xx, a claim a worker may already be acting on, a schedule's
+  // moved next time must not roll back when the host loses power (a lost or twice-run build).
+  // It costs one fdatasync per commit; execute next to an idle worker needs one commit, not two.
   db.pragma('synchronous = FULL');
   db.pragma('busy_timeout = 5000');
   migrate(db);
