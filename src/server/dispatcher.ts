@@ -162,15 +162,17 @@ export class Dispatcher {
   /** The direct way of `enqueue`: queued and claimed for `session` in one commit, then sent. */
   private async enqueueFor(session: WorkerSession, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
     this.filling.add(session);
-    let retry = false;
+    let passNeeded = false;
     try {
       const queued = await this.store.enqueueAndClaim(run, position, this.claimant(session), this.now(), this.backstopMs);
       traceStage(run.id, 'enqueue-committed');
       traceStage(run.id, 'dispatch-woken');
+      // The worker took another run (one already queued in front): this one waits for a pass.
+      if (queued.claimed?.id !== queued.run.id) passNeeded = true;
       if (queued.claimed) {
         // Committed: the caller's answer no longer depends on the send (a failed one is retried by a pass).
         await this.handOver(session, queued.claimed).catch((raw) => {
-          retry = true;
+          passNeeded = true;
           this.log.error({ err: coerceError(raw), worker: session.name }, 'dispatch to a worker failed');
         });
       }
@@ -178,8 +180,8 @@ export class Dispatcher {
     } finally {
       this.filling.delete(session);
       this.busy = false;
-      // What was asked for meanwhile (or a send to retry) gets a pass now.
-      if (this.again || retry) this.kick();
+      // What was asked for meanwhile (or a run left queued, or a send to retry) gets a pass now.
+      if (this.again || passNeeded) this.kick();
       else this.onChange();
     }
   }

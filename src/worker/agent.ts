@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
-import { traceNow, traceStage } from '../latency-trace.js';
+import { traceNow, traceStage, tracing } from '../latency-trace.js';
 import { hostFacts } from '../host-info.js';
 import {
   CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
@@ -205,7 +205,7 @@ export class WorkerAgent {
   }
 
   private onMessage(data: Buffer): void {
-    const receivedAt = traceNow();
+    const receivedAt = tracing ? traceNow() : 0;
     let parsed;
     try {
       parsed = serverMessage.safeParse(JSON.parse(data.toString('utf8')));
@@ -217,7 +217,7 @@ export class WorkerAgent {
       this.log.warn({ issues: describeIssues(parsed.error) }, 'the server sent a frame this worker does not understand; ignored');
       return;
     }
-    if (parsed.data.type === 'run.assign') traceStage(parsed.data.run.id, 'worker-received', receivedAt);
+    if (tracing && parsed.data.type === 'run.assign') traceStage(parsed.data.run.id, 'worker-received', receivedAt);
     this.handle(parsed.data);
   }
 
