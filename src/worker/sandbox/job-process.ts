@@ -10,7 +10,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { traceStage } from '../../latency-trace.js';
 import { takeMergedOutput } from './merged-output.js';
-import { jobProgram, prepareSpareShell, takeSpareShell } from './spare-shell.js';
 import type { LimitSupport } from './resource-limits.js';
 import type { Sandbox, SandboxExit, SandboxSpec } from './sandbox.js';
 
@@ -30,8 +29,6 @@ export function signalGroup(pid: number | undefined, signal: NodeJS.Signals): vo
 export interface ExitReading {
   /** bwrap reports a signal death of the job as exit 128+N: read it back as signal N. */
   signalFromStatus: boolean;
-  /** A plain job may become a shell started ahead (spare-shell.ts) instead of being forked now. */
-  spareShell?: boolean;
 }
 
 /** Signal names by number (Linux), for exits reported as 128+N. */
@@ -45,18 +42,13 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
   const { memoryBytes, pids, cpuSeconds } = spec.settings;
   const runLimits = await limits.forRun(spec.runId, { memoryBytes, pids, cpuSeconds });
   const plain = !runLimits.grouped && runLimits.shellPrelude.length === 0;
-  const program = plain && reading.spareShell ? jobProgram(command, spec.workDir, spec.env) : undefined;
-  traceStage(spec.runId, 'spawn-called');
-  const shell = program === undefined ? undefined : await takeSpareShell(program);
   // Where abstract unix sockets do not exist, the wrapper shell merges the output instead.
-  const merged = plain && !shell ? await takeMergedOutput().catch(() => undefined) : undefined;
+  const merged = plain ? await takeMergedOutput().catch(() => undefined) : undefined;
   let child: ChildProcess;
   let output: Readable;
   try {
-    if (shell) {
-      child = shell.child;
-      output = shell.output;
-    } else if (merged) {
+    traceStage(spec.runId, 'spawn-called');
+    if (merged) {
       child = spawn(command[0]!, command.slice(1), { cwd: spec.workDir, env: spec.env, detached: true, stdio: ['ignore', merged.writer, merged.writer] });
       output = merged.reader;
     } else {
@@ -78,8 +70,7 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
     // The child holds its own copies of the channel's writing end; the worker's would keep it open.
     merged?.writer.destroy();
   }
-  // A spare shell has long been spawned (and its 'spawn' event gone).
-  const spawned = shell ? Promise.resolve() : new Promise<void>((resolve, reject) => {
+  const spawned = new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
     child.once('error', reject);
   });
@@ -88,8 +79,6 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
     child.once('exit', (exitCode, signal) => {
       // Whatever the job left running goes with it: no process outlives its run.
       signalGroup(child.pid, 'SIGKILL');
-      // The worker is between jobs now: the next plain job's process is forked here, off its way.
-      if (reading.spareShell && plain) prepareSpareShell();
       void (async () => {
         const oom = await runLimits.oomKilled().catch(() => false);
         await runLimits.release().catch(() => []);
@@ -112,12 +101,11 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
   } catch (raw) {
     signalGroup(child.pid, 'SIGKILL');
     merged?.reader.destroy();
-    shell?.output.destroy();
     await runLimits.release().catch(() => []);
     throw raw;
   }
-  // Opens the wrapper's gate (a plain command runs already, a spare shell has its program).
-  if (!shell) child.stdin?.end('\n');
+  // Opens the wrapper's gate (a plain command runs already).
+  child.stdin?.end('\n');
   return {
     output,
     interrupt: () => signalGroup(child.pid, 'SIGTERM'),

@@ -21,6 +21,6 @@ export class ProcessSandboxLauncher implements SandboxLauncher {
     if (spec.settings.network === 'none') {
       throw new Error('the job asks for --network none, but this worker runs jobs without a sandbox (--sandbox none); run it on a worker with --sandbox bwrap');
     }
-    return startJobProcess(spec.argv, spec, this.limits, { signalFromStatus: false, spareShell: true });
+    return startJobProcess(spec.argv, spec, this.limits, { signalFromStatus: false });
   }
 }
