@@ -5,7 +5,7 @@
  *   - api: POST /api/jobs/:name/execute, then follow the console stream until the first line;
  *   - cli: spawn `kiln execute`, then follow the console until the first line (adds the CLI's
  *     own start-up, which is what a user typing the command sees).
- * Peers, in the same command, each making a fresh mkdtemp directory, spawning `sh -c 'echo first
+ * Peers, in the same command and in turn with Kiln's runs (one of each per round), each making a fresh mkdtemp directory, spawning `sh -c 'echo first
  * line'` in it and reading the line, N times: from a bare Node process (bench/small-spawner.mjs:
  * the machine's own limit) and from this bench's own large tsx-loaded process (a fork costs more
  * the bigger the parent).
@@ -120,6 +120,13 @@ try {
   const stamped: number[] = [];
   /** When the bench sent each run's execute (trace clock), by run id. */
   const sentAt = new Map<string, number>();
+  const small = smallSpawner();
+  children.push(small.child);
+  const peer: number[] = [];
+  const peerSpawn: number[] = [];
+  const smallPeer: number[] = [];
+  const smallSpawn: number[] = [];
+  // Kiln and the peers take turns, run by run, so all three see the same load.
   for (let i = 0; i < RUNS; i += 1) {
     const t0 = Date.now();
     const sent = Number(process.hrtime.bigint()) / 1e6; // the trace's clock (src/latency-trace.ts)
@@ -128,16 +135,6 @@ try {
     const { at, stamped: ts } = await firstLine(reply.run.id);
     api.push(at - t0);
     stamped.push(ts - t0);
-  }
-  const workerRssMb = rssKb(worker.child.pid!) / 1024;
-  // Peers interleaved, so both see the same load.
-  const small = smallSpawner();
-  children.push(small.child);
-  const peer: number[] = [];
-  const peerSpawn: number[] = [];
-  const smallPeer: number[] = [];
-  const smallSpawn: number[] = [];
-  for (let i = 0; i < RUNS; i += 1) {
     const [ms, inSpawn] = await bareFirstLine();
     peer.push(ms);
     peerSpawn.push(inSpawn);
@@ -145,6 +142,7 @@ try {
     smallPeer.push(smallMs);
     smallSpawn.push(smallInSpawn);
   }
+  const workerRssMb = rssKb(worker.child.pid!) / 1024;
   const smallRssMb = rssKb(small.child.pid!) / 1024;
   const benchRssMb = rssKb(process.pid) / 1024;
   const cli: number[] = [];
