@@ -4,9 +4,10 @@
  * servers sharing one database can dispatch at once.
  */
 import type { Logger } from 'pino';
-import { backoffMs, type BackoffTimings } from '../core/index.js';
+import { backoffMs, labelsMatch, type BackoffTimings } from '../core/index.js';
 import { coerceError } from '../errors.js';
-import type { JobStore, Run } from '../store/index.js';
+import { traceNow, traceStage } from '../latency-trace.js';
+import type { ClaimingWorker, JobStore, NewRun, Run } from '../store/index.js';
 
 /** A connected worker, as the dispatcher sees it. */
 export interface WorkerSession {
@@ -72,6 +73,8 @@ export class Dispatcher {
   /** Sessions a pass is handing runs to now: a run claimed for one may not have been sent yet. */
   private readonly filling = new Set<WorkerSession>();
   private stopped = false;
+  /** When the current pass began (for the latency trace). */
+  private passStartedAt = 0;
   /** Told after each dispatch pass and when a worker comes or goes (the pools look then). */
   onChange: () => void = () => {};
 
@@ -134,6 +137,68 @@ export class Dispatcher {
     else this.dropped.delete(platform);
   }
 
+  /**
+   * Queues a run and dispatches it. With an idle worker that takes it (and no pass running), the
+   * run is queued and claimed for that worker in one commit and sent at once, before this
+   * resolves; otherwise it is queued and a pass is asked for. Either way the run is committed
+   * (queued, or running on the worker) when this resolves. Throws what the store's enqueue throws.
+   */
+  async enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
+    const session = this.busy || this.stopped ? undefined : this.idleSession(run);
+    if (!session) {
+      const queued = await this.store.enqueue(run, position);
+      traceStage(run.id, 'enqueue-committed');
+      this.kick();
+      return queued;
+    }
+    // Held like a pass: no pass may claim for this session between the commit and the send.
+    this.busy = true;
+    const direct = this.enqueueFor(session, run, position);
+    // Shutdown waits for it as for a pass (the store must stay open until the run is sent).
+    this.idle = direct.then(() => undefined, () => undefined);
+    return direct;
+  }
+
+  /** The direct way of `enqueue`: queued and claimed for `session` in one commit, then sent. */
+  private async enqueueFor(session: WorkerSession, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
+    this.filling.add(session);
+    let passNeeded = false;
+    try {
+      const queued = await this.store.enqueueAndClaim(run, position, this.claimant(session), this.now(), this.backstopMs);
+      traceStage(run.id, 'enqueue-committed');
+      traceStage(run.id, 'dispatch-woken');
+      // The worker took another run (one already queued in front): this one waits for a pass.
+      if (queued.claimed?.id !== queued.run.id) passNeeded = true;
+      if (queued.claimed) {
+        // Committed: the caller's answer no longer depends on the send (a failed one is retried by a pass).
+        await this.handOver(session, queued.claimed).catch((raw) => {
+          passNeeded = true;
+          this.log.error({ err: coerceError(raw), worker: session.name }, 'dispatch to a worker failed');
+        });
+      }
+      return { run: queued.claimed?.id === queued.run.id ? queued.claimed : queued.run, created: queued.created };
+    } finally {
+      this.filling.delete(session);
+      this.busy = false;
+      // What was asked for meanwhile (or a run left queued, or a send to retry) gets a pass now.
+      if (this.again || passNeeded) this.kick();
+      else this.onChange();
+    }
+  }
+
+  /** The least-loaded connected worker that would take `run` now, if any. */
+  private idleSession(run: NewRun): WorkerSession | undefined {
+    if (this.dropped.has(run.platform)) return undefined;
+    const idle = [...this.sessions.values()].filter((session) =>
+      session.platform === run.platform && !this.reserved.has(session.name) && freeSlots(session) > 0 && labelsMatch(run.labels, session.labels));
+    return idle.sort((a, b) => a.running.size - b.running.size)[0];
+  }
+
+  /** A session as the store's claim sees it. */
+  private claimant(session: WorkerSession): ClaimingWorker {
+    return { name: session.name, platform: session.platform, labels: session.labels, onlyRun: this.reserved.get(session.name), identity: session.identity, session: session.session };
+  }
+
   /** Asks for a dispatch pass; passes requested while one runs are merged into one more. */
   kick(): void {
     if (this.stopped) return;
@@ -165,6 +230,7 @@ export class Dispatcher {
     let failed = false;
     do {
       this.again = false;
+      this.passStartedAt = traceNow();
       try {
         failed = !(await this.pass());
       } catch (raw) {
@@ -223,30 +289,39 @@ export class Dispatcher {
 
   private async fillSlots(session: WorkerSession): Promise<void> {
     while (freeSlots(session) > 0) {
-      const onlyRun = this.reserved.get(session.name);
-      const claimed = await this.store.claimNext({ name: session.name, platform: session.platform, labels: session.labels, onlyRun, identity: session.identity, session: session.session }, this.now(), this.backstopMs);
+      const claimed = await this.store.claimNext(this.claimant(session), this.now(), this.backstopMs);
       if (!claimed) break;
-      let run: Run | undefined;
-      try {
-        run = await this.prepare(claimed);
-      } catch (raw) {
-        // Claimed but not sent: left so, it would sit `running` on a worker that does not hold it.
-        this.unsent.set(claimed.id, claimed);
-        throw raw;
-      }
-      if (!run) continue;
-      if (!session.open) {
-        await this.orphaned(run, `${session.name} went away before it was sent`).catch((raw) => {
-          this.unsent.set(run.id, run);
-          throw raw;
-        });
-        break;
-      }
-      session.running.add(run.id);
-      session.assigned += 1;
-      this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
-      session.assign(run);
-      this.dispatched(run);
+      traceStage(claimed.id, 'dispatch-woken', this.passStartedAt);
+      if (!(await this.handOver(session, claimed))) break;
     }
+  }
+
+  /** Readies a run claimed for `session` and sends it; false when the session went away meanwhile. */
+  private async handOver(session: WorkerSession, claimed: Run): Promise<boolean> {
+    traceStage(claimed.id, 'claim-committed');
+    let run: Run | undefined;
+    try {
+      run = await this.prepare(claimed);
+    } catch (raw) {
+      // Claimed but not sent: left so, it would sit `running` on a worker that does not hold it.
+      this.unsent.set(claimed.id, claimed);
+      throw raw;
+    }
+    if (!run) return true;
+    if (!session.open) {
+      await this.orphaned(run, `${session.name} went away before it was sent`).catch((raw) => {
+        this.unsent.set(run.id, run);
+        throw raw;
+      });
+      return false;
+    }
+    session.running.add(run.id);
+    session.assigned += 1;
+    session.assign(run);
+    traceStage(run.id, 'ws-sent');
+    // Logged after the send: the line is not on the run's way to its worker.
+    this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
+    this.dispatched(run);
+    return true;
   }
 }

@@ -214,8 +214,8 @@ export class KilnService {
     const platforms = platform ? [platform] : this.platformsFor(job);
     if (platforms.length === 0) throw new TemplateNotFoundError(`template '${job.template}' has no platform variants; give --platform`);
     const queued = [];
-    for (const p of platforms) queued.push(await this.store.enqueue(this.newRun(job, p), 'front'));
-    this.parts.dispatcher.kick();
+    // Straight to an idle worker when there is one: queued and claimed in one commit, sent at once.
+    for (const p of platforms) queued.push(await this.parts.dispatcher.enqueue(this.newRun(job, p), 'front'));
     return { runs: queued.map((q) => q.run), created: queued.some((q) => q.created) };
   }
 

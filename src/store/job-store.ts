@@ -282,6 +282,12 @@ export interface JobStore {
    * backstop deadline to `now + timeout + backstopMs`.
    */
   claimNext(worker: ClaimingWorker, now: number, backstopMs?: number): Promise<Run | undefined>;
+  /**
+   * `enqueue`, then `claimNext` for `worker`, in one transaction: a run queued next to an idle
+   * worker costs one commit (one fsync) instead of two. `claimed` is what claimNext would have
+   * returned (usually the run just queued; undefined when nothing matches the worker).
+   */
+  enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs?: number): Promise<{ run: Run; created: boolean; claimed: Run | undefined }>;
   /** Queued runs, per platform in queue order. */
   listQueued(): Promise<Run[]>;
   /** The same runs, with only what matching them to workers needs (read often: much lighter). */

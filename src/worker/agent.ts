@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
+import { traceNow, traceStage, tracing } from '../latency-trace.js';
 import { hostFacts } from '../host-info.js';
 import {
   CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
@@ -21,6 +22,7 @@ import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from '
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
+import { SpareWorkDirs } from './spare-work-dirs.js';
 
 /** Options of a worker. */
 export interface WorkerOptions {
@@ -85,6 +87,8 @@ export class WorkerAgent {
   private readonly held = new Map<string, Held>();
   /** Work dirs still being removed (after their runs' reports): the worker exits once they are gone. */
   private readonly cleanups = new Set<Promise<void>>();
+  /** Work dirs made ahead of the runs (off their way to the first command). */
+  private readonly workDirs: SpareWorkDirs;
   /**
    * This process's id, sent in every hello: reconnects of this process keep it, a restart (even
    * under the same --name) makes a new one, so the server knows whether a run this worker does not
@@ -105,7 +109,9 @@ export class WorkerAgent {
   /** Resolves with the process exit code when the worker stops. */
   readonly exited = new Promise<number>((resolve) => (this.finished = resolve));
 
-  constructor(private readonly options: WorkerOptions) {}
+  constructor(private readonly options: WorkerOptions) {
+    this.workDirs = new SpareWorkDirs(options.workRoot);
+  }
 
   start(): Promise<number> {
     this.connect();
@@ -199,6 +205,7 @@ export class WorkerAgent {
   }
 
   private onMessage(data: Buffer): void {
+    const receivedAt = tracing ? traceNow() : 0;
     let parsed;
     try {
       parsed = serverMessage.safeParse(JSON.parse(data.toString('utf8')));
@@ -210,6 +217,7 @@ export class WorkerAgent {
       this.log.warn({ issues: describeIssues(parsed.error) }, 'the server sent a frame this worker does not understand; ignored');
       return;
     }
+    if (tracing && parsed.data.type === 'run.assign') traceStage(parsed.data.run.id, 'worker-received', receivedAt);
     this.handle(parsed.data);
   }
 
@@ -255,6 +263,7 @@ export class WorkerAgent {
       this.sendFrame({ v: 1, type: 'run.finished', runId: run.id, result: { kind: 'aborted', reason: 'worker shutting down before the run started' }, stoppedBy: 'shutdown' });
       return;
     }
+    traceStage(run.id, 'worker-parsed');
     const log = this.log.child({ runId: run.id, job: run.job, attempt: run.attempt });
     log.info('run started');
     const held: Held = {
@@ -273,6 +282,7 @@ export class WorkerAgent {
       }),
       execution: startExecution(run, {
         workRoot: this.options.workRoot,
+        workDirs: this.workDirs,
         sandbox: this.options.sandbox,
         killGraceMs: this.options.killGraceMs,
         jobPath: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
@@ -455,6 +465,7 @@ export class WorkerAgent {
     clearTimeout(this.giveUpTimer);
     // The spool dir is per worker; leave nothing behind when it is empty.
     rmdir(this.options.spoolDir).catch(() => undefined);
+    this.cleanups.add(this.workDirs.dispose());
     const socket = this.socket;
     const finish = () => void Promise.allSettled(this.cleanups).then(() => this.finished(code));
     if (!socket || socket.readyState !== WebSocket.OPEN) {

@@ -40,11 +40,12 @@ function failing(method: keyof JobStore) {
 test('a dispatch pass that fails (the store cannot claim) is tried again: the run reaches the idle worker with nothing else happening', { timeout: 30_000 }, async (t) => {
   const claims = failing('claimNext');
   const server = await inProcessServer(t, { wrapStore: claims.wrap });
-  const worker = await FakeWorker.connect(t, server);
-  await worker.hello();
   await call(server, 'POST', '/api/jobs', testJob);
-  claims.state.left = 2;
+  // Queued with no worker there (next to an idle one, execute would claim it itself).
   const runId: string = (await call(server, 'POST', `/api/jobs/${testJob.name}/execute`, {})).body.run.id;
+  const worker = await FakeWorker.connect(t, server);
+  claims.state.left = 2;
+  await worker.hello();
   // No kick follows the failures: only the dispatcher's own retry can hand the run over.
   const assign = await worker.next<{ type: string; run: { id: string } }>();
   assert.equal(assign.type, 'run.assign');

@@ -303,6 +303,60 @@ export function runJobStoreSuite(label: string, open: OpenStore): void {
         assert.deepEqual(order, [runB.id, runC.id, runA.id]);
       });
 
+      test('enqueueAndClaim queues the run and claims it for the worker in one go, as enqueue then claimNext would', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { labels: { arch: 'arm64' } });
+        await store.createJob(job);
+        const run = makeRun(job);
+        const worker = { name: 'w1', platform: 'linux', labels: { arch: 'arm64' }, identity: 'shared', session: 's1' };
+        const done = await store.enqueueAndClaim(run, 'front', worker, T0 + 5, 1000);
+        assert.equal(done.created, true);
+        assert.equal(done.run.id, run.id);
+        assert.equal(done.claimed?.id, run.id);
+        assert.equal(done.claimed?.status, 'running');
+        assert.equal(done.claimed?.worker, 'w1');
+        assert.equal(done.claimed?.workerSession, 's1');
+        assert.equal(done.claimed?.script, job.script);
+        assert.equal(done.claimed?.deadlineAt, T0 + 5 + job.timeoutMs + 1000);
+        assert.deepEqual(await store.listQueued(), []);
+        assert.deepEqual((await store.listEvents(run.id)).map((e) => e.kind), ['queued', 'dispatched']);
+      });
+
+      test('enqueueAndClaim claims what claimNext would: the queue\'s front for the worker, or nothing when its labels do not match', async (t) => {
+        const store = await open(t);
+        const [a, b] = ['a', 'b'].map((name) => makeJob(name, { nextAt: null, schedule: { kind: 'period', period: 'never' } })) as [Job, Job];
+        await store.createJob(a);
+        await store.createJob(b);
+        const runA = (await store.enqueue(makeRun(a), 'front')).run;
+        // Queued at the back: the worker gets the run in front of it.
+        const queuedB = makeRun(b);
+        const done = await store.enqueueAndClaim(queuedB, 'back', { name: 'w', platform: 'linux', labels: {} }, T0);
+        assert.equal(done.claimed?.id, runA.id);
+        assert.equal(done.run.status, 'queued');
+        assert.deepEqual(ids(await store.listQueued()), [queuedB.id]);
+
+        const c = makeJob('c', { labels: { gpu: 'yes' } });
+        await store.createJob(c);
+        const runC = makeRun(c);
+        const unmatched = await store.enqueueAndClaim(runC, 'front', { name: 'w', platform: 'linux', labels: {} }, T0);
+        // The worker lacks the label: b's run, behind c's, is what it takes.
+        assert.equal(unmatched.claimed?.id, queuedB.id);
+        assert.deepEqual(ids(await store.listQueued()), [runC.id]);
+        const none = await store.enqueueAndClaim(makeRun(c), 'front', { name: 'w', platform: 'linux', labels: {} }, T0);
+        assert.equal(none.created, false, 'deduped as enqueue does');
+        assert.equal(none.claimed, undefined);
+      });
+
+      test('enqueueAndClaim refuses what enqueue refuses, and commits nothing then', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build');
+        await store.createJob(job);
+        await rejectsWithCode(() => store.enqueueAndClaim(makeRun(makeJob('ghost')), 'front', { name: 'w', platform: 'linux', labels: {} }, T0), 'KILN_ERR_JOB_NOT_FOUND');
+        await store.dropPlatform('linux', T0);
+        await rejectsWithCode(() => store.enqueueAndClaim(makeRun(job), 'front', { name: 'w', platform: 'linux', labels: {} }, T0), 'KILN_ERR_PLATFORM_DROPPED');
+        assert.deepEqual(await store.listRuns({ limit: 10 }), []);
+      });
+
       test('the queues of two platforms are independent', async (t) => {
         const store = await open(t);
         const a = makeJob('a');

@@ -1,9 +1,10 @@
 /** The job output channel without a wrapper shell: stdout and stderr as one ordered, blocking socket, one per job. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { openMergedOutput } from '../../src/worker/sandbox/merged-output.js';
+import { openMergedOutput, spareMergedOutput, takeMergedOutput } from '../../src/worker/sandbox/merged-output.js';
 
 async function readAll(stream: Readable): Promise<string> {
   let text = '';
@@ -12,8 +13,8 @@ async function readAll(stream: Readable): Promise<string> {
 }
 
 /** Runs `script` with the channel as its stdout and stderr; resolves with what the worker read. */
-async function runOnChannel(script: string): Promise<string> {
-  const { writer, reader } = await openMergedOutput();
+async function runOnChannel(script: string, open = openMergedOutput): Promise<string> {
+  const { writer, reader } = await open();
   const child = spawn('/bin/sh', ['-c', script], { stdio: ['ignore', writer, writer] });
   writer.destroy();
   const [text] = await Promise.all([readAll(reader), new Promise((resolve) => child.once('exit', resolve))]);
@@ -39,4 +40,30 @@ test('the job sees sockets in blocking mode on fd 1 and 2 (as with a pipe) and /
 test('the channel ends when the last holder closes it, not when the job\'s main process exits', async () => {
   const text = await runOnChannel('(sleep 0.3; echo late) & echo early');
   assert.equal(text, 'early\nlate\n');
+});
+
+test('the next channel is opened ahead: the job after this one takes it ready-made, and it carries that job\'s output', async () => {
+  const first = await takeMergedOutput();
+  const ahead = spareMergedOutput();
+  assert.ok(ahead, 'a spare is being opened once one is taken');
+  const ready = await ahead;
+  first.writer.destroy();
+  first.reader.destroy();
+  const next = await takeMergedOutput();
+  assert.equal(next.writer, ready.writer);
+  assert.equal(next.reader, ready.reader);
+  next.writer.destroy();
+  next.reader.destroy();
+  assert.equal(await runOnChannel('echo taken; echo ahead >&2', takeMergedOutput), 'taken\nahead\n');
+});
+
+test('a channel opened ahead does not keep the worker process alive', { timeout: 60_000 }, async () => {
+  const script = `import { takeMergedOutput } from ${JSON.stringify(new URL('../../src/worker/sandbox/merged-output.ts', import.meta.url).href)};
+const channel = await takeMergedOutput();
+channel.writer.destroy();
+channel.reader.destroy();
+console.log('taken');`;
+  // Exits by itself once its work is done, with the spare still open (the test times out if not).
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script]);
+  assert.equal(stdout, 'taken\n');
 });

@@ -14,6 +14,7 @@ import {
   cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
 import { JobNotFoundError, NotRedeliverableError, RunNotFoundError } from '../../errors.js';
+import { traceNow, traceStage, tracing } from '../../latency-trace.js';
 import { forAdmin } from './auth.js';
 
 /** What the routes need. */
@@ -59,8 +60,10 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
   app.delete('/api/jobs/:name', forAdmin, async (request) => ({ cancelled: await service.unschedule(nameParam(request.params)) }));
 
   app.post('/api/jobs/:name/execute', forAdmin, async (request, reply) => {
+    const receivedAt = tracing ? traceNow() : 0;
     const body = parse(executeBody, request.body, 'execute request');
     const { runs, created } = await service.execute(nameParam(request.params), body.platform);
+    if (tracing) for (const run of runs) traceStage(run.id, 'http-received', receivedAt);
     return reply.code(created ? 201 : 200).send({ run: presentRun(runs[0]!), runs: runs.map(presentRun), created });
   });
 

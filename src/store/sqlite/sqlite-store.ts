@@ -108,7 +108,10 @@ export function openSqliteStore(file: string): JobStore {
     }
   }
   db.pragma('journal_mode = WAL');
-  // NORMAL is durable across process crashes in WAL mode; FULL also survives power loss.
+  // NORMAL is durable across process crashes in WAL mode; FULL also survives power loss, which
+  // Kiln promises: a run answered 2xx, a claim a worker may already be acting on, a schedule's
+  // moved next time must not roll back when the host loses power (a lost or twice-run build).
+  // It costs one fdatasync per commit; execute next to an idle worker needs one commit, not two.
   db.pragma('synchronous = FULL');
   db.pragma('busy_timeout = 5000');
   migrate(db);
@@ -256,36 +259,47 @@ class SqliteStore implements JobStore {
     return { run: this.runRow(run.id), created: true };
   }
 
-  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
+  enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
     return this.tx(() => {
-      // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
-      const page = this.prepare(
-        "SELECT id, job, labels, queue_pos FROM runs WHERE status = 'queued' AND platform = ? AND queue_pos > ? ORDER BY queue_pos LIMIT 64",
-      );
-      let pick: { id: string; job: string } | undefined;
-      let after = -Infinity;
-      while (!pick) {
-        const candidates = page.all(worker.platform, after) as { id: string; job: string; labels: string; queue_pos: number }[];
-        if (candidates.length === 0) return undefined;
-        pick = candidates.find((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(JSON.parse(c.labels), worker.labels));
-        after = candidates.at(-1)!.queue_pos;
-      }
-      const jobRow = this.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
-      if (!jobRow) {
-        // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
-        this.finishInTx(pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
-        return undefined;
-      }
-      const job = jobRow;
-      this.prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, worker_session = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
-                    idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
-                  WHERE id = ? AND status = 'queued'`)
-        .run(worker.name, worker.identity ?? null, worker.session ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
-          job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
-      const run = this.runRow(pick.id);
-      this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
-      return run;
+      this.jobRow(run.job);
+      this.refuseDropped(run.platform);
+      const queued = this.enqueueInTx(run, position);
+      return { ...queued, claimed: this.claimInTx(worker, now, backstopMs) };
     });
+  }
+
+  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
+    return this.tx(() => this.claimInTx(worker, now, backstopMs));
+  }
+
+  private claimInTx(worker: ClaimingWorker, now: number, backstopMs: number): Run | undefined {
+    // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
+    const page = this.prepare(
+      "SELECT id, job, labels, queue_pos FROM runs WHERE status = 'queued' AND platform = ? AND queue_pos > ? ORDER BY queue_pos LIMIT 64",
+    );
+    let pick: { id: string; job: string } | undefined;
+    let after = -Infinity;
+    while (!pick) {
+      const candidates = page.all(worker.platform, after) as { id: string; job: string; labels: string; queue_pos: number }[];
+      if (candidates.length === 0) return undefined;
+      pick = candidates.find((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(JSON.parse(c.labels), worker.labels));
+      after = candidates.at(-1)!.queue_pos;
+    }
+    const jobRow = this.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
+    if (!jobRow) {
+      // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
+      this.finishInTx(pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
+      return undefined;
+    }
+    const job = jobRow;
+    this.prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, worker_session = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
+                  idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
+                WHERE id = ? AND status = 'queued'`)
+      .run(worker.name, worker.identity ?? null, worker.session ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
+        job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
+    const run = this.runRow(pick.id);
+    this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
+    return run;
   }
 
   async listQueued(): Promise<Run[]> {

@@ -8,7 +8,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { openMergedOutput } from './merged-output.js';
+import { traceStage } from '../../latency-trace.js';
+import { takeMergedOutput } from './merged-output.js';
 import type { LimitSupport } from './resource-limits.js';
 import type { Sandbox, SandboxExit, SandboxSpec } from './sandbox.js';
 
@@ -42,10 +43,11 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
   const runLimits = await limits.forRun(spec.runId, { memoryBytes, pids, cpuSeconds });
   const plain = !runLimits.grouped && runLimits.shellPrelude.length === 0;
   // Where abstract unix sockets do not exist, the wrapper shell merges the output instead.
-  const merged = plain ? await openMergedOutput().catch(() => undefined) : undefined;
+  const merged = plain ? await takeMergedOutput().catch(() => undefined) : undefined;
   let child: ChildProcess;
   let output: Readable;
   try {
+    traceStage(spec.runId, 'spawn-called');
     if (merged) {
       child = spawn(command[0]!, command.slice(1), { cwd: spec.workDir, env: spec.env, detached: true, stdio: ['ignore', merged.writer, merged.writer] });
       output = merged.reader;
@@ -59,6 +61,7 @@ export async function startJobProcess(command: string[], spec: SandboxSpec, limi
       // A job that has already gone when the gate opens must not take the worker down with EPIPE.
       child.stdin!.on('error', () => {});
     }
+    traceStage(spec.runId, 'spawn-returned');
   } catch (raw) {
     merged?.reader.destroy();
     await runLimits.release().catch(() => []);

@@ -53,6 +53,40 @@ function listener() {
   return listening;
 }
 
+/** A channel opened ahead of the run that takes it; its sockets do not keep the worker alive meanwhile. */
+let spare: Promise<MergedOutput> | undefined;
+
+/**
+ * A channel for the next job: the one opened ahead if there is one, and the next one is opened
+ * now, off the run's way (a connect and an accept with its token take a few loop turns). Rejects
+ * as openMergedOutput does.
+ */
+export async function takeMergedOutput(): Promise<MergedOutput> {
+  const ready = spare;
+  spare = undefined;
+  const channel = (await ready?.catch(() => undefined)) ?? (await openMergedOutput());
+  channel.writer.ref();
+  channel.reader.ref();
+  if (!spare) {
+    const next = openMergedOutput().then((opened) => {
+      opened.writer.unref();
+      opened.reader.unref();
+      return opened;
+    });
+    spare = next;
+    // A spare that cannot be opened is opened again by the run that takes it, which hears why.
+    next.catch(() => {
+      if (spare === next) spare = undefined;
+    });
+  }
+  return channel;
+}
+
+/** The channel opened ahead, if any. @internal for tests */
+export function spareMergedOutput(): Promise<MergedOutput> | undefined {
+  return spare;
+}
+
 /** Opens a channel; rejects where abstract sockets do not exist (the caller then merges with a shell). */
 export async function openMergedOutput(): Promise<MergedOutput> {
   const { path, waiting } = await listener();
