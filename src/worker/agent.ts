@@ -12,10 +12,9 @@ import WebSocket from 'ws';
 import { formatResult } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import { hostFacts } from '../host-info.js';
-import {
-  CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
-  type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type SkippedArtifact, type WorkerMessage,
-} from '../protocol/index.js';
+import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
+import type { ConsoleLine, Hello, RunAssignment, ServerMessage, SkippedArtifact, WorkerMessage } from '../protocol/messages.js';
+import { decodeServerMessage } from '../protocol/server-message-decoder.js';
 import { KILN_VERSION } from '../version.js';
 import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
@@ -201,16 +200,16 @@ export class WorkerAgent {
   private onMessage(data: Buffer): void {
     let parsed;
     try {
-      parsed = serverMessage.safeParse(JSON.parse(data.toString('utf8')));
+      parsed = decodeServerMessage(JSON.parse(data.toString('utf8')));
     } catch {
       this.log.warn('the server sent a frame that is not JSON; ignored');
       return;
     }
-    if (!parsed.success) {
-      this.log.warn({ issues: describeIssues(parsed.error) }, 'the server sent a frame this worker does not understand; ignored');
+    if (!parsed.ok) {
+      this.log.warn({ issues: parsed.issue }, 'the server sent a frame this worker does not understand; ignored');
       return;
     }
-    this.handle(parsed.data);
+    this.handle(parsed.message);
   }
 
   private handle(message: ServerMessage): void {
