@@ -7,9 +7,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
-import type { Logger } from 'pino';
-import WebSocket from 'ws';
-import { formatResult } from '../core/index.js';
+import type { Log as Logger } from '../log.js';
+import { createRequire } from 'node:module';
+import type WebSocketClass from 'ws';
+import { formatResult } from '../core/run.js';
 import { coerceError } from '../errors.js';
 import { hostFacts } from '../host-info.js';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
@@ -20,6 +21,11 @@ import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from '
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
+
+// ws is CommonJS: required rather than imported, because Node's ESM loader wraps each of its files
+// as a module of its own (a lexer pass and a facade each), ~5 MB of an idle worker's memory.
+const WebSocket = createRequire(import.meta.url)('ws') as typeof WebSocketClass;
+type WebSocket = WebSocketClass;
 
 /** Options of a worker. */
 export interface WorkerOptions {

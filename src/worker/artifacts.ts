@@ -10,7 +10,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
-import type { Logger } from 'pino';
+import type { Log as Logger } from '../log.js';
 import { coerceError } from '../errors.js';
 
 /** A file to keep. */

@@ -6,8 +6,10 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from 'pino';
-import { describeJobSandbox, formatDuration, type RunResult } from '../core/index.js';
+import type { Log as Logger } from '../log.js';
+import { formatDuration } from '../core/duration.js';
+import type { RunResult } from '../core/run.js';
+import { describeJobSandbox } from '../core/sandbox.js';
 import { coerceError } from '../errors.js';
 import type { ConsoleLine, RunAssignment, SkippedArtifact, StopCause } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
