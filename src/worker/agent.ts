@@ -8,8 +8,6 @@
 import { randomUUID } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
 import type { Log as Logger } from '../log.js';
-import { createRequire } from 'node:module';
-import type WebSocketClass from 'ws';
 import { formatResult } from '../core/run.js';
 import { coerceError } from '../errors.js';
 import { hostFacts } from '../host-info.js';
@@ -20,12 +18,8 @@ import { KILN_VERSION } from '../version.js';
 import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
+import { WsClient as WebSocket } from './ws-client.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
-
-// ws is CommonJS: required rather than imported, because Node's ESM loader wraps each of its files
-// as a module of its own (a lexer pass and a facade each), ~5 MB of an idle worker's memory.
-const WebSocket = createRequire(import.meta.url)('ws') as typeof WebSocketClass;
-type WebSocket = WebSocketClass;
 
 /** Options of a worker. */
 export interface WorkerOptions {
@@ -187,7 +181,7 @@ export class WorkerAgent {
         runs: [...this.held.values()].map((held) => ({ runId: held.run.id, attempt: held.run.attempt })),
       });
     });
-    socket.on('unexpected-response', (_request, response) => {
+    socket.on('unexpected-response', (_request: unknown, response: { statusCode?: number }) => {
       if (response.statusCode === 401) {
         this.log.error(`the server at ${this.options.server} rejected the worker token (401); pass --token or set KILN_WORKER_TOKEN`);
         this.exitCode = WorkerExit.refused;
@@ -199,8 +193,8 @@ export class WorkerAgent {
       socket.terminate();
     });
     socket.on('message', (data: Buffer) => this.onMessage(data));
-    socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
-    socket.on('close', (code, reason) => this.onClose(socket, code, reason.toString()));
+    socket.on('error', (err: Error) => this.log.debug({ err: err.message }, 'connection error'));
+    socket.on('close', (code: number, reason: Buffer) => this.onClose(socket, code, reason.toString()));
   }
 
   private onMessage(data: Buffer): void {

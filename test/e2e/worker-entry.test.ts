@@ -1,6 +1,6 @@
 /**
  * `kiln worker` (the compiled package) starts on its own entry: it loads none of commander, zod,
- * pino, the client commands or the server, yet runs jobs and logs as before; a command line its
+ * pino, ws, the client commands or the server, yet runs jobs and logs as before; a command line its
  * entry does not read (--help, a bad option) still gets the full CLI's answer.
  */
 import assert from 'node:assert/strict';
@@ -9,9 +9,16 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { api, followRun, kiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
 
-/** A module hook that appends every URL the ESM loader resolves to $KILN_TEST_MODULE_LOG. */
+/** Module hooks that append every URL the ESM loader resolves, and every CommonJS require, to $KILN_TEST_MODULE_LOG. */
 const HOOK = `
-import { register } from 'node:module';
+import { appendFileSync } from 'node:fs';
+import { createRequire, register } from 'node:module';
+const Module = createRequire(import.meta.url)('node:module');
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  appendFileSync(process.env.KILN_TEST_MODULE_LOG, 'require:' + request + '\\n');
+  return load.call(this, request, ...rest);
+};
 register('data:text/javascript,' + encodeURIComponent(\`
 import { appendFileSync } from 'node:fs';
 export async function resolve(specifier, context, next) {
@@ -22,9 +29,9 @@ export async function resolve(specifier, context, next) {
 `;
 
 /** What a process may not load to count as the worker's own entry (node_modules packages, Kiln's modules). */
-const NOT_IN_A_WORKER = [/\/node_modules\/(zod|commander|pino|croner|fastify|better-sqlite3|yaml)\//, /\/dist\/server\//, /\/dist\/cli\/(program|context|api-client)\.js$/, /\/dist\/cli\/commands\/(jobs|runs|info|artifacts|daemons|worker-tokens)\.js$/];
+const NOT_IN_A_WORKER = [/\/node_modules\/(zod|commander|pino|croner|fastify|better-sqlite3|yaml|ws)\//, /^require:(ws|pino|commander|zod)$/, /\/dist\/server\//, /\/dist\/cli\/(program|context|api-client)\.js$/, /\/dist\/cli\/commands\/(jobs|runs|info|artifacts|daemons|worker-tokens)\.js$/];
 
-test('a worker loads no commander, zod, pino, client command or server module, and runs a job', async (t) => {
+test('a worker loads no commander, zod, pino, ws, client command or server module, and runs a job', async (t) => {
   const dir = tempDir(t);
   const hook = path.join(dir, 'hook.mjs');
   const log = path.join(dir, 'modules.log');
