@@ -80,6 +80,8 @@ export class WsClient extends EventEmitter {
   private closeCode = 1006;
   private closeReason = Buffer.alloc(0);
   private closeTimer: NodeJS.Timeout | undefined;
+  /** The handshake failed or was given up: 'error' and 'close' are said (once). */
+  private aborted = false;
 
   constructor(address: string | URL, options: WsClientOptions = {}) {
     super();
@@ -119,7 +121,7 @@ export class WsClient extends EventEmitter {
   /** Starts the closing handshake (or gives up connecting). */
   close(code?: number, reason = ''): void {
     if (this.readyState === WsClient.CLOSED) return;
-    if (this.readyState === WsClient.CONNECTING) return this.abort(new Error('WebSocket was closed before the connection was established'));
+    if (!this.socket || this.aborted) return this.abort(new Error('WebSocket was closed before the connection was established'));
     this.readyState = WsClient.CLOSING;
     this.sendClose(code, reason);
     if (this.closeReceived) this.socket!.end();
@@ -129,14 +131,16 @@ export class WsClient extends EventEmitter {
   /** Cuts the connection at once. */
   terminate(): void {
     if (this.readyState === WsClient.CLOSED) return;
-    if (this.readyState === WsClient.CONNECTING) return this.abort(new Error('WebSocket was closed before the connection was established'));
+    if (!this.socket || this.aborted) return this.abort(new Error('WebSocket was closed before the connection was established'));
     this.readyState = WsClient.CLOSING;
     this.socket!.destroy();
   }
 
   /** The handshake failed: 'error', then 'close' with 1006. */
   private abort(err: Error): void {
-    if (this.readyState === WsClient.CLOSED) return;
+    // Once: the agent may close() and terminate() the same failed connection.
+    if (this.aborted || this.readyState === WsClient.CLOSED) return;
+    this.aborted = true;
     this.readyState = WsClient.CLOSING;
     this.request.destroy();
     this.socket?.destroy();
