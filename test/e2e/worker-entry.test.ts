@@ -29,9 +29,11 @@ export async function resolve(specifier, context, next) {
 `;
 
 /** What a process may not load to count as the worker's own entry (node_modules packages, Kiln's modules). */
-const NOT_IN_A_WORKER = [/\/node_modules\/(zod|commander|pino|croner|fastify|better-sqlite3|yaml|ws)\//, /^require:(ws|pino|commander|zod)$/, /\/dist\/server\//, /\/dist\/cli\/(program|context|api-client)\.js$/, /\/dist\/cli\/commands\/(jobs|runs|info|artifacts|daemons|worker-tokens)\.js$/];
+const NOT_IN_A_WORKER = [/\/node_modules\/(zod|commander|pino|croner|fastify|better-sqlite3|yaml|ws)\//, /^require:(ws|pino|commander|zod)$/,
+  // TLS for an https:// server only, readline for reading a spool back after a reconnect only.
+  /^(require:)?(node:)?(https|tls|readline)$/, /\/dist\/server\//, /\/dist\/cli\/(program|context|api-client)\.js$/, /\/dist\/cli\/commands\/(jobs|runs|info|artifacts|daemons|worker-tokens)\.js$/];
 
-test('a worker loads no commander, zod, pino, ws, client command or server module, and runs a job', async (t) => {
+test('a worker of an http:// server loads no commander, zod, pino, ws, TLS, readline, client command or server module, and runs a job', async (t) => {
   const dir = tempDir(t);
   const hook = path.join(dir, 'hook.mjs');
   const log = path.join(dir, 'modules.log');

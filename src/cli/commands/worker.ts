@@ -173,7 +173,11 @@ function tokenFromHandedFile(): string | undefined {
 
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Log, flags: WorkerFlags): Promise<WorkerAgent> {
-  const { BwrapSandboxLauncher, checkBwrap, closeInheritedDescriptors, detectLimits, makeSpoolDir, parseBind, ProcessSandboxLauncher, WorkerAgent } = await import('../../worker/index.js');
+  // The worker's modules one by one (not its index): bwrap's launcher only for --sandbox bwrap.
+  const [{ WorkerAgent }, { closeInheritedDescriptors }, { makeSpoolDir }, { detectLimits }, { ProcessSandboxLauncher }] = await Promise.all([
+    import('../../worker/agent.js'), import('../../worker/inherited-descriptors.js'), import('../../worker/output-spool.js'),
+    import('../../worker/sandbox/resource-limits.js'), import('../../worker/sandbox/process-sandbox.js'),
+  ]);
   const token = flags.token ?? tokenFromGivenFile(flags.tokenFile) ?? tokenFromFd() ?? tokenFromHandedFile() ?? process.env.KILN_WORKER_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/worker.token`);
   if (!token) throw new UsageError('no worker token: pass --token-file FILE or set KILN_WORKER_TOKEN');
   // The token is read: from here on nothing inherited is needed, and jobs must not inherit it.
@@ -210,6 +214,7 @@ async function createWorker(log: Log, flags: WorkerFlags): Promise<WorkerAgent> 
   const limits = detectLimits();
   let sandbox;
   if (flags.sandbox === 'bwrap') {
+    const { BwrapSandboxLauncher, checkBwrap, parseBind } = await import('../../worker/sandbox/bwrap-sandbox.js');
     checkBwrap();
     const binds = [...(flags.bind ?? []).map((b) => parseBind(b, true)), ...(flags.roBind ?? []).map((b) => parseBind(b, false))];
     // Jobs see the host read-only, but not the worker's own files: other runs, the spool, the token.
