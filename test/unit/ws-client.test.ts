@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
+import fc from 'fast-check';
 import { WebSocketServer, type WebSocket as ServerSocket } from 'ws';
 import { WsClient } from '../../src/worker/ws-client.js';
 
@@ -135,17 +136,20 @@ test("a refused upgrade is an 'unexpected-response' with the status; a dead port
   assert.match(String(dead.errors[0]?.message), /ECONNREFUSED/);
 });
 
-/** A TCP server that completes the handshake (with `accept` overridden, if given), then writes `bytes`. */
-async function rawServer(t: TestContext, bytes: Buffer, accept?: string): Promise<string> {
+/** A TCP server that completes the handshake (with `accept` overridden, if given), then writes `bytes` (or lets `write` write). */
+async function rawServer(t: TestContext, bytes: Buffer, accept?: string, write?: (socket: net.Socket) => void): Promise<string> {
   const server = net.createServer((socket) => {
     let head = '';
     socket.on('data', (chunk) => {
+      // The handshake is answered once; what the client sends after it (a pong, a close) is dropped.
+      if (head.includes('\r\n\r\n')) return;
       head += chunk.toString('latin1');
       if (!head.includes('\r\n\r\n')) return;
       const key = /sec-websocket-key: (.*)\r\n/i.exec(head)![1]!;
       const computed = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept ?? computed}\r\n\r\n`);
-      socket.write(bytes);
+      if (write) write(socket);
+      else socket.write(bytes);
     });
     socket.on('error', () => {});
   });
@@ -182,4 +186,53 @@ test("a wrong Sec-WebSocket-Accept fails the handshake: an 'error', then 1006", 
   const c = client(await rawServer(t, Buffer.alloc(0), 'bm90IHRoZSByaWdodCBvbmU='));
   assert.equal((await c.closed).code, 1006);
   assert.match(String(c.errors[0]?.message), /Sec-WebSocket-Accept/);
+});
+
+/** An unmasked server frame. */
+function serverFrame(opcode: number, payload: Buffer, fin = true): Buffer {
+  const length = payload.length;
+  const header = length < 126 ? Buffer.from([0, length]) : length < 65_536 ? Buffer.from([0, 126, length >> 8, length & 255]) : Buffer.alloc(10);
+  if (length >= 65_536) {
+    header[1] = 127;
+    header.writeBigUInt64BE(BigInt(length), 2);
+  }
+  header[0] = (fin ? 0x80 : 0) | opcode;
+  return Buffer.concat([header, payload]);
+}
+
+test('messages arrive whole however TCP cuts the frames (fast-check)', async (t) => {
+  // Messages of each length encoding, multi-byte UTF-8, some in fragments with pings between them.
+  const message = fc.record({
+    text: fc.oneof(fc.string({ maxLength: 20 }), fc.constantFrom('é'.repeat(100), 'x'.repeat(126), 'y'.repeat(70_000), '')),
+    fragments: fc.integer({ min: 1, max: 3 }),
+  });
+  await fc.assert(fc.asyncProperty(fc.array(message, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 8 }), async (messages, cuts) => {
+    const frames: Buffer[] = [];
+    for (const { text, fragments } of messages) {
+      const bytes = Buffer.from(text);
+      const size = Math.ceil(bytes.length / fragments) || 1;
+      const parts = fragments === 1 || bytes.length === 0 ? [bytes] : Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size));
+      parts.forEach((part, i) => {
+        frames.push(serverFrame(i === 0 ? 0x1 : 0x0, part, i === parts.length - 1));
+        if (i < parts.length - 1) frames.push(serverFrame(0x9, Buffer.from('ping')));
+      });
+    }
+    frames.push(serverFrame(0x8, Buffer.from([0x03, 0xe8])));
+    const stream = Buffer.concat(frames);
+    const at = [...new Set(cuts.map((cut) => cut % stream.length))].sort((a, b) => a - b);
+    const pieces = [0, ...at].map((from, i) => stream.subarray(from, [...at, stream.length][i]));
+    const url = await rawServer(t, Buffer.alloc(0), undefined, (socket) => {
+      void (async () => {
+        // One write per piece, each on a later turn, so the client reads them apart.
+        for (const piece of pieces) {
+          if (piece.length > 0) socket.write(piece);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+      })();
+    });
+    const c = client(url);
+    assert.equal((await c.closed).code, 1000);
+    assert.deepEqual(c.errors, []);
+    assert.deepEqual(c.messages, messages.map((m) => m.text));
+  }), { numRuns: 40 });
 });
