@@ -38,8 +38,6 @@ export interface WorkerFlags {
   drainTimeout: string;
 }
 
-
-
 /** One option of `kiln worker`: `--flag <value>` (a string) or `--flag` (a boolean). */
 export interface WorkerOption {
   flag: string;
@@ -98,23 +96,23 @@ export function registerWorkerCommand(program: Command, run: (flags: WorkerFlags
 
 /** Runs a worker until it stops; sets the process's exit code. */
 export async function runWorker(flags: WorkerFlags): Promise<void> {
-    const log = createJsonLogger();
-    const agent = await createWorker(log, flags);
-    // The first stop signal drains; a second one stops the running jobs now.
-    const onSignal = () => agent.stop();
-    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
-    // The lifeline: stdin is a pipe whose write end only the starter (a pool's server, `kiln up`)
-    // holds, so it ends when the starter dies, however it dies. Then nothing drains: the jobs'
-    // process trees are killed and the worker exits (a drain would wait on a dead server).
-    const watchParent = process.env.KILN_EXIT_WITH_STDIN === '1';
-    if (watchParent) {
-      const lost = () => agent.abandon('the server that started this worker is gone');
-      process.stdin.on('end', lost).on('error', lost).resume();
-    }
-    process.exitCode = await agent.start();
-    // The open pipe and the signal handlers would keep the process alive after the agent is done.
-    if (watchParent) process.stdin.destroy();
-    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
+  const log = createJsonLogger();
+  const agent = await createWorker(log, flags);
+  // The first stop signal drains; a second one stops the running jobs now.
+  const onSignal = () => agent.stop();
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+  // The lifeline: stdin is a pipe whose write end only the starter (a pool's server, `kiln up`)
+  // holds, so it ends when the starter dies, however it dies. Then nothing drains: the jobs'
+  // process trees are killed and the worker exits (a drain would wait on a dead server).
+  const watchParent = process.env.KILN_EXIT_WITH_STDIN === '1';
+  if (watchParent) {
+    const lost = () => agent.abandon('the server that started this worker is gone');
+    process.stdin.on('end', lost).on('error', lost).resume();
+  }
+  process.exitCode = await agent.start();
+  // The open pipe and the signal handlers would keep the process alive after the agent is done.
+  if (watchParent) process.stdin.destroy();
+  for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
 }
 
 /**
