@@ -1,8 +1,8 @@
 /**
  * The worker's WebSocket client (RFC 6455, client side, no extensions or subprotocols): what the
  * worker asks of `ws`, in one module over node:http. `ws` loads its server, its stream adapter and
- * permessage-deflate (zlib) for any use, ~6 MB of an idle worker's 52 MB; the worker needs none of
- * them. Behaves as `ws`'s client does for what the worker uses: the same events ('open',
+ * permessage-deflate (zlib) for any use: ~4 MB of an idle worker (52.4 against 48.1 MB, bundled
+ * build, BENCHMARKS.md); the worker needs none of them. Behaves as `ws`'s client does for what the worker uses: the same events ('open',
  * 'message' with a Buffer, 'unexpected-response', 'error', 'close' with the code and a reason
  * Buffer), the same close codes for a broken frame (1002), bad UTF-8 (1007) or an oversized
  * message (1009), pings answered. test/unit/ws-client.test.ts runs it against a `ws` server.

@@ -48,7 +48,7 @@ export interface WorkerOption {
   repeatable?: boolean;
 }
 
-export const WORKER_DESCRIPTION =
+const WORKER_DESCRIPTION =
   'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
   `default ${DEFAULT_SERVER}) with the worker token: --token-file FILE, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps)`;
 
