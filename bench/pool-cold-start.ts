@@ -83,6 +83,8 @@ try {
     const values = results.get(job)!;
     console.log(`${label.padEnd(31)} median ${median(values).toFixed(0).padStart(5)} ms   min ${Math.min(...values).toFixed(0)}   max ${Math.max(...values).toFixed(0)}   / bare node ${(median(values) / floor).toFixed(1)}`);
   }
+  const cold = median(results.get('cold-process')!);
+  console.log(`target: cold process pool, execute -> first line <= 300 ms: ${cold.toFixed(0)} ms (bare node spawn -> line ${floor.toFixed(0)} ms, ${(cold / floor).toFixed(1)}x): ${cold <= 300 ? 'met' : 'not met'}`);
 } finally {
   for (const child of children) child.kill('SIGTERM');
   await new Promise((resolve) => setTimeout(resolve, 1000));

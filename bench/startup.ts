@@ -134,6 +134,10 @@ try {
         `${peerLabel.padEnd(34)} ${fmt(median(peer)).padStart(9)}  ${(median(ours) / median(peer)).toFixed(2)}`,
     );
   }
+  // The worker's target beside its peer (issue 13 item 4).
+  const worker = median(figures.get('rss-worker')!);
+  const bare = median(figures.get('rss-node')!);
+  console.log(`target: idle RSS of a connected worker <= 50 MB: ${worker.toFixed(1)} MB (bare idle node ${bare.toFixed(1)} MB, +${(worker - bare).toFixed(1)} MB): ${worker <= 50 ? 'met' : 'not met'}`);
 } finally {
   await Promise.all(started.map(stop));
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });

@@ -1,29 +1,11 @@
 /**
  * The worker <-> server protocol: JSON text frames over one WebSocket, each a versioned member of
- * a discriminated union, validated on arrival by both sides.
+ * a discriminated union, validated on arrival by both sides. The worker reads server frames with
+ * the zod-free decoder of server-message-decoder.ts, which a unit test holds to these schemas.
  */
 import { z } from 'zod';
 
-/** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 1;
-/** Versions a server of this build accepts from workers. */
-export const SUPPORTED_PROTOCOLS: readonly number[] = [1];
-
-/** WebSocket close codes with a meaning of our own (4000-4999 is the application range). */
-export const CloseCode = {
-  /** The peer's protocol version is not supported: do not reconnect. */
-  protocolVersion: 4001,
-  /** Another worker holds the name: do not reconnect with it. */
-  nameTaken: 4002,
-  /** A message broke the protocol. */
-  protocolError: 4003,
-  /** The server is shutting down: reconnect later. */
-  shutdown: 4004,
-  /** The worker's credential does not allow the name it gave: do not reconnect with it. */
-  identity: 4005,
-  /** The worker's token was revoked: do not reconnect. */
-  revoked: 4006,
-} as const;
+export { CloseCode, PROTOCOL_VERSION, STOP_CAUSES, SUPPORTED_PROTOCOLS, type StopCause } from './constants.js';
 
 const labels = z.record(z.string().min(1).max(64), z.string().max(256));
 
@@ -62,10 +44,6 @@ export const helloMessage = z.object({
   /** Runs this worker still holds (after a reconnect): the server re-attaches or releases each. */
   runs: z.array(z.object({ runId: z.string().uuid(), attempt: z.number().int().min(1) })).max(1024).default([]),
 });
-
-/** Why a worker stopped a job before it ended on its own. */
-export const STOP_CAUSES = ['timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'] as const;
-export type StopCause = (typeof STOP_CAUSES)[number];
 
 /** A file not kept as an artifact. */
 export const skippedArtifact = z.object({ path: z.string().max(4096), size: z.number().int().min(0), reason: z.string().max(1000) });

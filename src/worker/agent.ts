@@ -7,20 +7,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
-import type { Logger } from 'pino';
-import WebSocket from 'ws';
-import { formatResult } from '../core/index.js';
+import type { Log as Logger } from '../log.js';
+import { formatResult } from '../core/run.js';
 import { coerceError } from '../errors.js';
 import { traceNow, traceStage, tracing } from '../latency-trace.js';
 import { hostFacts } from '../host-info.js';
-import {
-  CloseCode, describeIssues, PROTOCOL_VERSION, serverMessage,
-  type ConsoleLine, type Hello, type RunAssignment, type ServerMessage, type SkippedArtifact, type WorkerMessage,
-} from '../protocol/index.js';
+import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
+import type { ConsoleLine, Hello, RunAssignment, ServerMessage, SkippedArtifact, WorkerMessage } from '../protocol/messages.js';
+import { decodeServerMessage } from '../protocol/server-message-decoder.js';
 import { KILN_VERSION } from '../version.js';
 import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
+import { WsClient as WebSocket } from './ws-client.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
 import { SpareWorkDirs } from './spare-work-dirs.js';
 
@@ -188,7 +187,7 @@ export class WorkerAgent {
         runs: [...this.held.values()].map((held) => ({ runId: held.run.id, attempt: held.run.attempt })),
       });
     });
-    socket.on('unexpected-response', (_request, response) => {
+    socket.on('unexpected-response', (_request: unknown, response: { statusCode?: number }) => {
       if (response.statusCode === 401) {
         this.log.error(`the server at ${this.options.server} rejected the worker token (401); pass --token or set KILN_WORKER_TOKEN`);
         this.exitCode = WorkerExit.refused;
@@ -200,25 +199,25 @@ export class WorkerAgent {
       socket.terminate();
     });
     socket.on('message', (data: Buffer) => this.onMessage(data));
-    socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
-    socket.on('close', (code, reason) => this.onClose(socket, code, reason.toString()));
+    socket.on('error', (err: Error) => this.log.debug({ err: err.message }, 'connection error'));
+    socket.on('close', (code: number, reason: Buffer) => this.onClose(socket, code, reason.toString()));
   }
 
   private onMessage(data: Buffer): void {
     const receivedAt = tracing ? traceNow() : 0;
     let parsed;
     try {
-      parsed = serverMessage.safeParse(JSON.parse(data.toString('utf8')));
+      parsed = decodeServerMessage(JSON.parse(data.toString('utf8')));
     } catch {
       this.log.warn('the server sent a frame that is not JSON; ignored');
       return;
     }
-    if (!parsed.success) {
-      this.log.warn({ issues: describeIssues(parsed.error) }, 'the server sent a frame this worker does not understand; ignored');
+    if (!parsed.ok) {
+      this.log.warn({ issues: parsed.issue }, 'the server sent a frame this worker does not understand; ignored');
       return;
     }
-    if (tracing && parsed.data.type === 'run.assign') traceStage(parsed.data.run.id, 'worker-received', receivedAt);
-    this.handle(parsed.data);
+    if (tracing && parsed.message.type === 'run.assign') traceStage(parsed.message.run.id, 'worker-received', receivedAt);
+    this.handle(parsed.message);
   }
 
   private handle(message: ServerMessage): void {

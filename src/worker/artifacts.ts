@@ -7,10 +7,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import http from 'node:http';
-import https from 'node:https';
+import { createRequire } from 'node:module';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
-import type { Logger } from 'pino';
+import type { Log as Logger } from '../log.js';
 import { coerceError } from '../errors.js';
 
 /** A file to keep. */
@@ -54,7 +54,9 @@ export async function hashFile(file: string): Promise<string> {
 /** PUTs a file with node's HTTP client: read only as fast as the socket takes it. */
 function putFile(url: URL, file: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const request = (url.protocol === 'https:' ? https : http).request(url, { method: 'PUT', headers }, (response) => {
+    // TLS is loaded for an https:// server only: an idle worker of an http one never holds it.
+    const client: typeof http = url.protocol === 'https:' ? createRequire(import.meta.url)('node:https') : http;
+    const request = client.request(url, { method: 'PUT', headers }, (response) => {
       let body = '';
       response.setEncoding('utf8');
       response.on('data', (chunk: string) => (body += chunk.length < 65_536 ? chunk : ''));

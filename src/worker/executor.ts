@@ -7,8 +7,10 @@
 import { writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from 'pino';
-import { describeJobSandbox, formatDuration, type RunResult } from '../core/index.js';
+import type { Log as Logger } from '../log.js';
+import { formatDuration } from '../core/duration.js';
+import type { RunResult } from '../core/run.js';
+import { describeJobSandbox } from '../core/sandbox.js';
 import { coerceError } from '../errors.js';
 import { traceStage } from '../latency-trace.js';
 import type { ConsoleLine, RunAssignment, SkippedArtifact, StopCause } from '../protocol/index.js';

@@ -7,7 +7,6 @@ import { constants, createReadStream, createWriteStream, mkdirSync, mkdtempSync,
 import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { ConsoleLine } from '../protocol/index.js';
 
 /**
@@ -83,6 +82,8 @@ export class OutputSpool {
     const { size } = await stat(this.file);
     if (size === 0) return;
     let page: ConsoleLine[] = [];
+    // Read back only after a reconnect: readline is not loaded by a worker that never needs it.
+    const { createInterface } = await import('node:readline');
     for await (const text of createInterface({ input: createReadStream(this.file, { end: size - 1 }) })) {
       if (text === '') continue;
       const line = JSON.parse(text) as ConsoleLine;
