@@ -3,9 +3,9 @@
 // KILN_DEBUG=1 turns on source maps, so stack traces point at the .ts lines.
 if (process.env.KILN_DEBUG) process.setSourceMapsEnabled(true);
 try {
-  await import('../dist/cli/main.js');
+  await import('../dist/kiln.js');
 } catch (err) {
-  if (err?.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('/dist/cli/main.js')) {
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('/dist/kiln.js')) {
     process.stderr.write('kiln: not built: run `npm run build` (or `npm ci`) in the checkout first\n');
     process.exit(2);
   }

@@ -2,7 +2,7 @@
  * The worker <-> server protocol: JSON text frames over one WebSocket, each a versioned member of
  * a discriminated union, validated on arrival by both sides.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** The protocol version this build speaks. */
 export const PROTOCOL_VERSION = 1;

@@ -3,12 +3,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { durationRangeProblem, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration, parsePairs, parseSize } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
+import { KILN_BIN } from '../../package-paths.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
 import type { KilnServer } from '../../server/index.js';
 import type { ConfigFileSettings } from '../../server/config-file.js';
@@ -16,7 +16,6 @@ import type { WorkerAgent } from '../../worker/index.js';
 import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from '../context.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
-const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
 
 /** Splits `HOST:PORT` (IPv6 as `[::1]:7420`). */
 export function parseListen(text: string): { host: string; port: number } {
