@@ -20,6 +20,7 @@ import { KILN_VERSION } from '../version.js';
 import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
+import { reconnectDelayMs } from './reconnect.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
 
 /** Options of a worker. */
@@ -53,8 +54,6 @@ const OUTPUT_FLUSH_MS = 10;
 const OUTPUT_BATCH_LINES = 500;
 /** How long a stopping worker keeps trying to deliver results after its drain time. */
 const DELIVERY_GRACE_MS = 60_000;
-const BACKOFF_MIN_MS = 250;
-const BACKOFF_MAX_MS = 10_000;
 
 /** Exit codes of `kiln worker`. */
 export const WorkerExit = { ok: 0, failed: 1, refused: 3 } as const;
@@ -194,8 +193,13 @@ export class WorkerAgent {
       socket.terminate();
     });
     socket.on('message', (data: Buffer) => this.onMessage(data));
-    socket.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
-    socket.on('close', (code, reason) => this.onClose(socket, code, reason.toString()));
+    // Nobody listening at the address: the server is down or restarting (a shorter backoff).
+    let refused = false;
+    socket.on('error', (err) => {
+      refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+      this.log.debug({ err: err.message }, 'connection error');
+    });
+    socket.on('close', (code, reason) => this.onClose(socket, code, reason.toString(), refused));
   }
 
   private onMessage(data: Buffer): void {
@@ -420,7 +424,7 @@ export class WorkerAgent {
     return true;
   }
 
-  private onClose(socket: WebSocket, code: number, reason: string): void {
+  private onClose(socket: WebSocket, code: number, reason: string, refused: boolean): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
     this.ready = false;
@@ -436,8 +440,8 @@ export class WorkerAgent {
     }
     if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);
     if (this.stopping && this.held.size === 0) return this.close(this.exitCode);
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
     this.attempts += 1;
+    const delay = reconnectDelayMs(this.attempts, refused);
     this.log.warn(
       { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
       'not connected to the server; retrying (running jobs go on)',
