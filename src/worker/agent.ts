@@ -193,7 +193,7 @@ export class WorkerAgent {
       socket.terminate();
     });
     socket.on('message', (data: Buffer) => this.onMessage(data));
-    // Nobody listening at the address: the server is down or restarting (a shorter backoff).
+    // Nobody listening at the address (ECONNREFUSED): a shorter backoff.
     let refused = false;
     socket.on('error', (err) => {
       refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
@@ -441,7 +441,8 @@ export class WorkerAgent {
     if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);
     if (this.stopping && this.held.size === 0) return this.close(this.exitCode);
     this.attempts += 1;
-    const delay = reconnectDelayMs(this.attempts, refused);
+    // Nobody listening, or the server said it is shutting down: it is down or restarting.
+    const delay = reconnectDelayMs(this.attempts, refused || code === CloseCode.shutdown);
     this.log.warn(
       { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
       'not connected to the server; retrying (running jobs go on)',
