@@ -81,3 +81,20 @@ test('the bundle holds zod\'s English messages only, not its other locales', () 
   // A message of zod's German locale (zod/v4/locales/de.js): zod 4's `z` namespace re-exports every locale.
   assert.doesNotMatch(bundle, /Ungültige Eingabe/);
 });
+
+test('a server keeps V8\'s young generation at its first 2 MiB (its start would grow it to 8 MiB on Node 20)', async (t) => {
+  const dir = tempDir(t);
+  const report = path.join(dir, 'young.txt');
+  const probe = path.join(dir, 'probe.mjs');
+  // Read at exit, after the start and a request: the size the young generation grew to, if it did.
+  writeFileSync(probe, `import { writeFileSync } from 'node:fs';
+import v8 from 'node:v8';
+process.on('exit', () => writeFileSync(${JSON.stringify(report)}, String(v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size)));\n`);
+  const port = await freePort();
+  const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { NODE_OPTIONS: `--import=${probe}` });
+  await server.waitFor(/kiln server listening/);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  await server.kill('SIGTERM');
+  const young = Number(readFileSync(report, 'utf8'));
+  assert.ok(young > 0 && young <= 2 * 1024 * 1024, `the server's young generation: ${young} bytes`);
+});
