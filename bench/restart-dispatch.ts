@@ -11,7 +11,8 @@
  *   does not empty the peer's queue; it is let go (SIGCONT) as its server is stopped, so it sees the
  *   connection close and retries as it would. The run it held ends while it is away and its result
  *   is delivered on the reconnect, before the next dispatch, as in production.
- * Each case has its own copy of the two data dirs, so each starts with the queue it names.
+ * Each fresh-worker round, and each case of reconnecting rounds, starts on its own copy of the
+ * filled data dirs, so each starts with the queue it names.
  * Usage: npm run bench:restart [-- --queued 100000 --rounds 5]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -136,17 +137,16 @@ const smallDir = await filled(PEER_QUEUED);
 dirs.push(bigDir, smallDir);
 const running: ChildProcess[] = [];
 try {
-  let big: Site = { dataDir: copied(bigDir), port: await freePort() };
-  let small: Site = { dataDir: copied(smallDir), port: await freePort() };
+  // The fresh-worker case starts each round on a new copy: each round sees the queue it names.
   const fresh = { big: [] as Times[], small: [] as Times[] };
   const reconnect = { big: [] as Times[], small: [] as Times[] };
   for (let round = 0; round < ROUNDS; round += 1) {
-    fresh.big.push(await freshWorker(big, round));
-    fresh.small.push(await freshWorker(small, round));
+    fresh.big.push(await freshWorker({ dataDir: copied(bigDir), port: await freePort() }, round));
+    fresh.small.push(await freshWorker({ dataDir: copied(smallDir), port: await freePort() }, round));
   }
   // The reconnecting case: one worker per site for all its rounds, started against a first server.
-  big = { dataDir: copied(bigDir), port: await freePort() };
-  small = { dataDir: copied(smallDir), port: await freePort() };
+  const big: Site = { dataDir: copied(bigDir), port: await freePort() };
+  const small: Site = { dataDir: copied(smallDir), port: await freePort() };
   const servers = new Map<Site, ChildProcess>();
   for (const site of [big, small]) {
     const { server } = await startUntilDispatch(site, () => (site.worker = spawnWorker(site, 'steady')), () => site.worker!.kill('SIGSTOP'));
@@ -177,7 +177,7 @@ try {
   row('reconnecting worker: spawn -> first run dispatched', reconnect, (t) => t.dispatched);
   row('reconnecting worker: listening -> first dispatch', reconnect, (t) => t.dispatched - t.listening);
 } finally {
-  for (const child of running) child.kill('SIGCONT');
-  await Promise.all(running.map(stop));
+  // The workers may hold a run and have no server to deliver it to: they would wait for one.
+  for (const child of running) child.kill('SIGKILL');
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }
