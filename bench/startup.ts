@@ -122,7 +122,7 @@ try {
     ['idle RSS, server', 'rss-server', 'idle RSS, bare `node`', 'rss-node', 1],
     ['idle RSS, worker', 'rss-worker', 'idle RSS, bare `node`', 'rss-node', 1],
   ];
-  console.log(`start-up and idle memory, compiled package, ${ROUNDS} rounds, settle ${SETTLE_MS} ms, ${os.cpus().length} cores, Node ${process.versions.node}`);
+  console.log(`start-up and idle memory, compiled package, ${ROUNDS} rounds, settle ${SETTLE_MS} ms, ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}, Node ${process.versions.node}`);
   console.log(`${'kiln'.padEnd(40)} ${'median'.padStart(9)} ${'(min - max)'.padEnd(17)} ${'peer'.padEnd(34)} ${'median'.padStart(9)}  ratio`);
   for (const [label, key, peerLabel, peerKey, isMb] of rows) {
     const unit = isMb ? 'MB' : 'ms';

@@ -3,7 +3,7 @@
  * a discriminated union, validated on arrival by both sides. The worker reads server frames with
  * the zod-free decoder of server-message-decoder.ts, which a unit test holds to these schemas.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 export { CloseCode, PROTOCOL_VERSION, STOP_CAUSES, SUPPORTED_PROTOCOLS, type StopCause } from './constants.js';
 

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod';
 import { durationRangeProblem, formatDuration, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
 import { PROVIDER_NAMES, providerKind } from './latent/providers.js';

@@ -19,6 +19,7 @@ import { KILN_VERSION } from '../version.js';
 import { collectArtifacts, hashFile, uploadArtifact, type CollectedFile } from './artifacts.js';
 import { SCRIPT_NAME, startExecution, type Execution, type RunReport } from './executor.js';
 import { OutputSpool } from './output-spool.js';
+import { reconnectDelayMs } from './reconnect.js';
 import { WsClient as WebSocket } from './ws-client.js';
 import type { SandboxLauncher } from './sandbox/sandbox.js';
 import { SpareWorkDirs } from './spare-work-dirs.js';
@@ -54,8 +55,6 @@ const OUTPUT_FLUSH_MS = 10;
 const OUTPUT_BATCH_LINES = 500;
 /** How long a stopping worker keeps trying to deliver results after its drain time. */
 const DELIVERY_GRACE_MS = 60_000;
-const BACKOFF_MIN_MS = 250;
-const BACKOFF_MAX_MS = 10_000;
 
 /** Exit codes of `kiln worker`. */
 export const WorkerExit = { ok: 0, failed: 1, refused: 3 } as const;
@@ -199,8 +198,13 @@ export class WorkerAgent {
       socket.terminate();
     });
     socket.on('message', (data: Buffer) => this.onMessage(data));
-    socket.on('error', (err: Error) => this.log.debug({ err: err.message }, 'connection error'));
-    socket.on('close', (code: number, reason: Buffer) => this.onClose(socket, code, reason.toString()));
+    // Nobody listening at the address (ECONNREFUSED): a shorter backoff.
+    let refused = false;
+    socket.on('error', (err: Error) => {
+      refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+      this.log.debug({ err: err.message }, 'connection error');
+    });
+    socket.on('close', (code: number, reason: Buffer) => this.onClose(socket, code, reason.toString(), refused));
   }
 
   private onMessage(data: Buffer): void {
@@ -429,7 +433,7 @@ export class WorkerAgent {
     return true;
   }
 
-  private onClose(socket: WebSocket, code: number, reason: string): void {
+  private onClose(socket: WebSocket, code: number, reason: string, refused: boolean): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
     this.ready = false;
@@ -445,8 +449,9 @@ export class WorkerAgent {
     }
     if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);
     if (this.stopping && this.held.size === 0) return this.close(this.exitCode);
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
     this.attempts += 1;
+    // Nobody listening, or the server said it is shutting down: it is down or restarting.
+    const delay = reconnectDelayMs(this.attempts, refused || code === CloseCode.shutdown);
     this.log.warn(
       { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
       'not connected to the server; retrying (running jobs go on)',

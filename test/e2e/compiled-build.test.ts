@@ -4,11 +4,11 @@
  * the .ts lines through the source maps the build writes.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { test } from 'node:test';
-import { kiln } from '../helpers/processes.js';
+import { freePort, kiln, spawnKiln, tempDir } from '../helpers/processes.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -25,8 +25,8 @@ async function garbageServer(t: { after: (fn: () => void) => void }): Promise<st
 }
 
 test('bin/kiln.mjs runs the compiled dist/, with its source maps beside it', async () => {
-  assert.ok(existsSync(path.join(ROOT, 'dist/cli/main.js')), 'npm run build wrote dist/cli/main.js');
-  assert.ok(existsSync(path.join(ROOT, 'dist/cli/main.js.map')), 'and its source map');
+  assert.ok(existsSync(path.join(ROOT, 'dist/kiln.js')), 'npm run build wrote dist/kiln.js');
+  assert.ok(existsSync(path.join(ROOT, 'dist/kiln.js.map')), 'and its source map');
   assert.ok(existsSync(path.join(ROOT, 'dist/store/sqlite/migrations/0001_init.sql')), 'and the migrations');
   const { code, stdout } = await kiln(undefined, ['--version']);
   assert.equal(code, 0);
@@ -42,5 +42,65 @@ test('KILN_DEBUG=1 prints an internal error\'s stack with .ts file names and lin
   const debug = await kiln(server, ['jobs'], { env: { KILN_DEBUG: '1' } });
   assert.notEqual(debug.code, 0);
   assert.match(debug.stderr, /src\/cli\/[\w-]+\.ts:\d+:\d+/, `a frame in Kiln's own .ts source:\n${debug.stderr}`);
-  assert.doesNotMatch(debug.stderr, /dist\/cli\/[\w-]+\.js:\d+/, `no frame left in compiled .js:\n${debug.stderr}`);
+  assert.doesNotMatch(debug.stderr, /dist\/[\w-]+\.js:\d+/, `no frame left in compiled .js:\n${debug.stderr}`);
+});
+
+/** A resolve hook (registered through NODE_OPTIONS) that appends every file URL the process imports, or requires, to `log`. */
+function importRecorder(dir: string, log: string): string {
+  const hooks = path.join(dir, 'hooks.mjs');
+  writeFileSync(hooks, `import { appendFileSync } from 'node:fs';
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context);
+  if (resolved.url.startsWith('file:')) appendFileSync(${JSON.stringify(log)}, resolved.url + '\\n');
+  return resolved;
+}\n`);
+  const register = path.join(dir, 'register.mjs');
+  // What require() loaded (the bundle's CommonJS parts call it for what is left outside) is in its cache at exit.
+  writeFileSync(register, `import { appendFileSync } from 'node:fs';
+import { createRequire, register } from 'node:module';
+register(${JSON.stringify(`file://${hooks}`)});
+const required = createRequire(import.meta.url).cache;
+process.on('exit', () => appendFileSync(${JSON.stringify(log)}, Object.keys(required).map((file) => 'file://' + file + '\\n').join('')));\n`);
+  return register;
+}
+
+test('kiln server runs from the bundle: a few files in dist/, and from node_modules only the native SQLite binding', async (t) => {
+  const dir = tempDir(t);
+  const log = path.join(dir, 'imports.log');
+  const port = await freePort();
+  const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { NODE_OPTIONS: `--import=${importRecorder(dir, log)}` });
+  await server.waitFor(/kiln server listening/);
+  await server.kill('SIGTERM');
+  const imported = [...new Set(readFileSync(log, 'utf8').split('\n').filter(Boolean))].map((url) => new URL(url).pathname).filter((file) => !file.startsWith(dir));
+  const ours = imported.map((file) => (file.includes('/node_modules/') ? file.slice(file.lastIndexOf('/node_modules/') + 1) : path.relative(ROOT, file)));
+  assert.ok(ours.includes('bin/kiln.mjs') && ours.includes('dist/kiln.js'), ours.join('\n'));
+  // fastify, zod, pino, ws and commander are in the bundle; better-sqlite3 finds its .node file with `bindings`.
+  const outside = ours.filter((file) => file !== 'bin/kiln.mjs' && !/^dist\/[\w-]+\.js$/.test(file) && !/^node_modules\/(better-sqlite3|bindings|file-uri-to-path)\//.test(file));
+  assert.deepEqual(outside, [], `imported outside the bundle:\n${outside.join('\n')}`);
+  const kilnFiles = ours.filter((file) => !file.startsWith('node_modules/'));
+  assert.ok(kilnFiles.length < 20, `${kilnFiles.length} of Kiln's files loaded:\n${kilnFiles.join('\n')}`);
+});
+
+test('the bundle holds zod\'s English messages only, not its other locales', () => {
+  const bundle = readdirSync(path.join(ROOT, 'dist')).filter((file) => file.endsWith('.js')).map((file) => readFileSync(path.join(ROOT, 'dist', file), 'utf8')).join('\n');
+  assert.match(bundle, /Invalid input/);
+  // A message of zod's German locale (zod/v4/locales/de.js): zod 4's `z` namespace re-exports every locale.
+  assert.doesNotMatch(bundle, /Ungültige Eingabe/);
+});
+
+test('a server keeps V8\'s young generation at its first 2 MiB (its start would grow it to 8 MiB on Node 20)', async (t) => {
+  const dir = tempDir(t);
+  const report = path.join(dir, 'young.txt');
+  const probe = path.join(dir, 'probe.mjs');
+  // Read at exit, after the start and a request: the size the young generation grew to, if it did.
+  writeFileSync(probe, `import { writeFileSync } from 'node:fs';
+import v8 from 'node:v8';
+process.on('exit', () => writeFileSync(${JSON.stringify(report)}, String(v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size)));\n`);
+  const port = await freePort();
+  const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { NODE_OPTIONS: `--import=${probe}` });
+  await server.waitFor(/kiln server listening/);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  await server.kill('SIGTERM');
+  const young = Number(readFileSync(report, 'utf8'));
+  assert.ok(young > 0 && young <= 2 * 1024 * 1024, `the server's young generation: ${young} bytes`);
 });

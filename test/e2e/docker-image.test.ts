@@ -27,7 +27,7 @@ const CONTAINER_MS = 120_000;
 
 /** `npm pack` of this checkout (built already: `npm test` builds first) into `dir`; the tarball's path. */
 async function packInto(dir: string): Promise<string> {
-  assert.ok(existsSync(path.join(ROOT, 'dist/cli/main.js')), 'dist/ is missing: run `npm run build` first');
+  assert.ok(existsSync(path.join(ROOT, 'dist/kiln.js')), 'dist/ is missing: run `npm run build` first');
   const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: ROOT, timeout: STEP_MS });
   return path.join(dir, (JSON.parse(stdout) as { filename: string }[])[0]!.filename);
 }

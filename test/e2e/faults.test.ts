@@ -98,6 +98,20 @@ test("a worker whose connection is cut for a while re-attaches and nothing is lo
   assert.deepEqual(lines, ['before', ...Array.from({ length: 20 }, (_, i) => `line ${i + 1}`)]);
 });
 
+test('a worker whose server is down retries at most every half second, and is back once a server listens there again', async (t) => {
+  const server = await startServer(t);
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  const mark = worker.stderr.length;
+  await server.kill('SIGTERM');
+  await worker.waitForCount(/not connected to the server/, 6, mark);
+  const waits = worker.stderr.slice(mark).filter((line) => /not connected to the server/.test(line)).map((line) => (JSON.parse(line) as { retryInMs: number }).retryInMs);
+  // The first follows the server's close saying it shuts down; the rest met nobody listening.
+  assert.ok(waits.every((wait) => wait <= 600), `waits: ${waits.join(' ')}`);
+  const back = worker.stderr.length;
+  await startServer(t, { dataDir: server.dataDir, port: Number(new URL(server.url).port) });
+  await worker.waitFor(/"msg":"connected to the server"/, back);
+});
+
 test('SIGTERM to a worker lets its running job finish, then it exits 0; past the drain time the job is cancelled', async (t) => {
   const server = await startServer(t);
   const dir = tempDir(t);

@@ -2,12 +2,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { MAX_DURATION_MS, MAX_TIMER_MS, parseSize } from '../../core/index.js';
 import { UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
+import { KILN_BIN } from '../../package-paths.js';
 // The server and worker are loaded only by the commands that run them, to keep client commands fast.
 import type { KilnServer } from '../../server/index.js';
 import type { ConfigFileSettings } from '../../server/config-file.js';
@@ -15,7 +15,6 @@ import { LOCAL_DATA_DIR } from '../defaults.js';
 import { durationFlag, STOP_SIGNALS } from '../flags.js';
 import { registerWorkerCommand } from './worker.js';
 
-const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
 
 /** Splits `HOST:PORT` (IPv6 as `[::1]:7420`). */
 export function parseListen(text: string): { host: string; port: number } {

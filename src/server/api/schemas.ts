@@ -1,5 +1,5 @@
 /** Shapes of API requests, validated where they enter. */
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
   type Schedule,

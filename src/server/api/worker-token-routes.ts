@@ -3,7 +3,7 @@
  * hash), list them (never the token), revoke one (its connected worker is disconnected).
  */
 import type { FastifyInstance } from 'fastify';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { WorkerIdentity } from '../../core/index.js';
 import { WorkerTokenNotFoundError } from '../../errors.js';
 import { helloMessage } from '../../protocol/index.js';

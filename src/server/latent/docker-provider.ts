@@ -9,7 +9,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { pack } from 'tar-stream';
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseSize } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { ProviderContext } from './providers.js';

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { formatDuration, MAX_TIMER_MS, parseDuration } from '../../core/index.js';
 import type { ProviderContext } from './providers.js';
 import { instanceEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';

@@ -12,7 +12,7 @@ import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as k8s from '@kubernetes/client-node';
-import { z } from 'zod';
+import * as z from 'zod';
 import { expandTemplate, formatDuration, templateNames } from '../../core/index.js';
 import { instanceEnvironment, isPlainObject, mapStrings, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 

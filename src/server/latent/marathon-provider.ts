@@ -5,7 +5,7 @@
  * server life finds its own apps by it, never by name. Tested only against an HTTP fake written
  * from Marathon's API docs (test/helpers/fake-marathon.ts), not against a real Marathon.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { expandTemplate } from '../../core/index.js';
 import { coerceError, ConfigError } from '../../errors.js';
 import { instanceEnvironment, isPlainObject, mapStrings, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';

@@ -6,13 +6,12 @@
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { z } from 'zod';
+import * as z from 'zod';
 import { expandTemplate } from '../../core/index.js';
+import { KILN_BIN } from '../../package-paths.js';
 import { instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
-const KILN_BIN = fileURLToPath(new URL('../../../bin/kiln.mjs', import.meta.url));
 /** How long a stopped instance may drain (10 s) and stop its jobs (3 s grace) before it is killed. */
 const STOP_GRACE_MS = 20_000;
 

@@ -3,7 +3,7 @@
  * config is read, so a typo fails at start with its path) and how to make the provider.
  */
 import type { Logger } from 'pino';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import type { Provider } from './provider.js';
 
 /** What a provider is made with besides its options. */

@@ -1,10 +1,8 @@
 /** Applies the numbered SQL files in ./migrations, each once and in its own transaction. */
 import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type Database from 'better-sqlite3';
 import { StoreDamagedError, StoreForeignError, StoreTooNewError } from '../../errors.js';
-
-const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
+import { MIGRATIONS_DIR } from '../../package-paths.js';
 
 /**
  * SQLite's `application_id` header field for Kiln's databases: ASCII 'KILN'. It tells `file(1)`,

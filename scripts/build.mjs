@@ -1,0 +1,50 @@
+/**
+ * `npm run build`: bundles src/cli/main.ts and what it imports into dist/ with esbuild, so a start
+ * reads a few files instead of ~200 modules (BENCHMARKS.md, "Start-up and idle memory"). What only
+ * some commands need stays behind a dynamic import, in a chunk of its own. Every output file sits
+ * directly in dist/ (src/package-paths.ts relies on it). Source maps point at the .ts lines.
+ */
+import { cpSync, rmSync } from 'node:fs';
+import { build } from 'esbuild';
+
+const ROOT = new URL('../', import.meta.url);
+const DIST = new URL('dist/', ROOT);
+
+/**
+ * Left in node_modules, loaded from there if ever: the native SQLite binding, optional native
+ * add-ons some packages try to require, the large clients only some servers load (pools, uploads)
+ * whose own lazy loading a bundle would undo, and what fastify requires only when it is not given
+ * compilers (ajv, fast-json-stringify: Kiln gives its own, src/server/server.ts) or for inject()
+ * (light-my-request, tests only): ~450 KB of source every server start would otherwise read and
+ * keep (1.6 MB of RSS).
+ */
+const EXTERNAL = [
+  'better-sqlite3', 'bufferutil', 'utf-8-validate',
+  '@aws-sdk/*', '@kubernetes/client-node', 'dockerode', 'tar-stream', 'form-data', 'yaml',
+  '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request',
+];
+
+rmSync(DIST, { recursive: true, force: true });
+await build({
+  absWorkingDir: new URL('.', ROOT).pathname,
+  entryPoints: { kiln: 'src/cli/main.ts' },
+  outdir: 'dist',
+  chunkNames: 'chunk-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external: EXTERNAL,
+  // Less source text to read, parse and keep in memory; names kept, so stacks and errors read the same.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  keepNames: true,
+  sourcemap: true,
+  sourcesContent: false,
+  legalComments: 'none',
+  // The bundled CommonJS packages call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __kilnCreateRequire } from 'node:module'; const require = __kilnCreateRequire(import.meta.url);" },
+  logLevel: 'warning',
+});
+cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });
