@@ -1,5 +1,5 @@
 /** How long a worker waits before connecting to its server again. */
-import { backoffMs, type BackoffTimings } from '../core/index.js';
+import { backoffMs, type BackoffTimings } from '../core/backoff.js';
 
 /**
  * After the server answered and closed or refused the connection: it is up, and a worker that comes

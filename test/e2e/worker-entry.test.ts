@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { api, followRun, kiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
 
@@ -28,10 +29,26 @@ export async function resolve(specifier, context, next) {
 }\`));
 `;
 
-/** What a process may not load to count as the worker's own entry (node_modules packages, Kiln's modules). */
+/**
+ * What a process may not load to count as the worker's own entry: node_modules packages, Kiln's
+ * modules (as the bundle's source maps name them), and built-ins only some workers need.
+ */
 const NOT_IN_A_WORKER = [/\/node_modules\/(zod|commander|pino|croner|fastify|better-sqlite3|yaml|ws)\//, /^require:(ws|pino|commander|zod)$/,
   // TLS for an https:// server only, readline for reading a spool back after a reconnect only.
-  /^(require:)?(node:)?(https|tls|readline)$/, /\/dist\/server\//, /\/dist\/cli\/(program|context|api-client)\.js$/, /\/dist\/cli\/commands\/(jobs|runs|info|artifacts|daemons|worker-tokens)\.js$/];
+  /^(require:)?(node:)?(https|tls|readline)$/, /\/src\/server\//, /\/src\/cli\/(program|context|api-client)\.ts$/, /\/src\/cli\/commands\/(jobs|runs|info|artifacts|daemons|worker-tokens)\.ts$/];
+
+/**
+ * What the hook saw, with each file of the bundle (dist/*.js) replaced by the sources it was built
+ * from (its source map's `sources`, as absolute paths): what a process loaded, module by module.
+ */
+function loadedModules(seen: string[]): string[] {
+  return seen.flatMap((entry) => {
+    if (!entry.startsWith('file:') || !/\/dist\/[^/]+\.js$/.test(entry)) return [entry];
+    const file = fileURLToPath(entry);
+    const map = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[] };
+    return map.sources.map((source) => path.resolve(path.dirname(file), source));
+  });
+}
 
 test('a worker of an http:// server loads no commander, zod, pino, ws, TLS, readline, client command or server module, and runs a job', async (t) => {
   const dir = tempDir(t);
@@ -56,8 +73,8 @@ test('a worker of an http:// server loads no commander, zod, pino, ws, TLS, read
   assert.equal(followed.run.status, 'succeeded', followed.run.resultText ?? '');
   assert.ok(followed.lines.includes('hello from a lean worker'), followed.lines.join('\n'));
 
-  const loaded = readFileSync(log, 'utf8').split('\n').filter(Boolean);
-  assert.ok(loaded.some((url) => url.endsWith('/dist/worker/agent.js')), `the hook saw the worker's modules:\n${loaded.join('\n')}`);
+  const loaded = loadedModules(readFileSync(log, 'utf8').split('\n').filter(Boolean));
+  assert.ok(loaded.some((module) => module.endsWith('/src/worker/agent.ts')), `the hook saw the worker's modules:\n${loaded.join('\n')}`);
   const unwanted = loaded.filter((url) => NOT_IN_A_WORKER.some((pattern) => pattern.test(url)));
   assert.deepEqual(unwanted, [], 'modules a worker should not load');
   // Its log lines are still pino's shape: level, time, pid, the worker's name, msg.
