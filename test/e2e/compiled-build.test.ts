@@ -78,7 +78,9 @@ test('kiln server runs from the bundle: a few files in dist/, and from node_modu
   const outside = ours.filter((file) => file !== 'bin/kiln.mjs' && !/^dist\/[\w-]+\.js$/.test(file) && !/^node_modules\/(better-sqlite3|bindings|file-uri-to-path)\//.test(file));
   assert.deepEqual(outside, [], `imported outside the bundle:\n${outside.join('\n')}`);
   const kilnFiles = ours.filter((file) => !file.startsWith('node_modules/'));
-  assert.ok(kilnFiles.length < 20, `${kilnFiles.length} of Kiln's files loaded:\n${kilnFiles.join('\n')}`);
+  // The tsc build loaded ~200 of Kiln's modules; the bundle's files are its entry and the chunks that
+  // esbuild splits at each lazy import (one per set of importers), ~25 today.
+  assert.ok(kilnFiles.length < 40, `${kilnFiles.length} of Kiln's files loaded:\n${kilnFiles.join('\n')}`);
 });
 
 test('the bundle holds zod\'s English messages only, not its other locales', () => {
