@@ -11,10 +11,12 @@ if (process.argv[2] === 'server' || process.argv[2] === 'up') {
   const { setFlagsFromString } = await import('node:v8');
   setFlagsFromString('--semi-space-growth-factor=1');
 }
+// A worker runs its own bundle (src/cli/worker-entry.ts); everything else the CLI's.
+const entry = process.argv[2] === 'worker' ? '../dist/worker.js' : '../dist/kiln.js';
 try {
-  await import('../dist/kiln.js');
+  await import(entry);
 } catch (err) {
-  if (err?.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('/dist/kiln.js')) {
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes(entry.slice(2))) {
     process.stderr.write('kiln: not built: run `npm run build` (or `npm ci`) in the checkout first\n');
     process.exit(2);
   }

@@ -1,8 +1,10 @@
 /**
- * `npm run build`: bundles src/cli/main.ts and what it imports into dist/ with esbuild, so a start
- * reads a few files instead of ~200 modules (BENCHMARKS.md, "Start-up and idle memory"). What only
- * some commands need stays behind a dynamic import, in a chunk of its own. Every output file sits
- * directly in dist/ (src/package-paths.ts relies on it). Source maps point at the .ts lines.
+ * `npm run build`: bundles Kiln into dist/ with esbuild, so a start reads a few files instead of ~200
+ * modules (BENCHMARKS.md, "Start-up and idle memory"). Two bundles: dist/kiln.js (src/cli/main.ts:
+ * the CLI, the server, `kiln up`), where what only some commands need stays behind a dynamic import
+ * in a chunk of its own, and dist/worker.js (src/cli/worker-entry.ts: `kiln worker`), one file.
+ * Every output file sits directly in dist/ (src/package-paths.ts relies on it). Source maps point at
+ * the .ts lines.
  */
 import { cpSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
@@ -24,14 +26,11 @@ const EXTERNAL = [
   '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request',
 ];
 
-rmSync(DIST, { recursive: true, force: true });
-await build({
+/** What both bundles are built with. */
+const COMMON = {
   absWorkingDir: new URL('.', ROOT).pathname,
-  entryPoints: { kiln: 'src/cli/main.ts' },
   outdir: 'dist',
-  chunkNames: 'chunk-[hash]',
   bundle: true,
-  splitting: true,
   format: 'esm',
   platform: 'node',
   target: 'node20',
@@ -46,5 +45,12 @@ await build({
   // The bundled CommonJS packages call require() for Node's built-ins.
   banner: { js: "import { createRequire as __kilnCreateRequire } from 'node:module'; const require = __kilnCreateRequire(import.meta.url);" },
   logLevel: 'warning',
-});
+};
+
+rmSync(DIST, { recursive: true, force: true });
+// The CLI, the server and `kiln up`: split at each lazy import.
+await build({ ...COMMON, entryPoints: { kiln: 'src/cli/main.ts' }, chunkNames: 'chunk-[hash]', splitting: true });
+// `kiln worker`: one file, no chunks (src/cli/worker-entry.ts says why); picomatch, for jobs that
+// name artifact globs, stays where a worker loads it only then.
+await build({ ...COMMON, entryPoints: { worker: 'src/cli/worker-entry.ts' }, splitting: false, external: [...EXTERNAL, 'picomatch'] });
 cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });
