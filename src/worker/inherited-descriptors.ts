@@ -6,7 +6,7 @@
  * every descriptor above stdio still without that flag is an inherited one: the worker closes them
  * before any job starts.
  */
-import { closeSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 
 /** O_CLOEXEC as /proc/PID/fdinfo's octal `flags` line shows it on Linux. */
 const O_CLOEXEC = 0o2000000;
@@ -25,7 +25,7 @@ export function closeInheritedDescriptors(keep: ReadonlySet<number> = ipcChannel
   const closed: number[] = [];
   for (const entry of entries) {
     const fd = Number(entry);
-    if (!Number.isInteger(fd) || fd <= 2 || keep.has(fd) || closeOnExec(fd)) continue;
+    if (!Number.isInteger(fd) || fd <= 2 || keep.has(fd) || closeOnExec(fd) || readByOpenssl(fd)) continue;
     try {
       closeSync(fd);
       closed.push(fd);
@@ -44,6 +44,39 @@ function closeOnExec(fd: number): boolean {
   } catch {
     return true;
   }
+}
+
+/**
+ * Directories of OpenSSL's own files on Debian and in OpenSSL's default build (its config and CA
+ * certificates), and the files the environment points it at.
+ */
+const OPENSSL_DIRS = ['/etc/ssl/', '/usr/lib/ssl/', '/usr/local/ssl/'];
+const OPENSSL_ENV = ['NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'OPENSSL_CONF'];
+
+/**
+ * Whether `fd` is a file OpenSSL is reading on one of Node's own threads. It opens them with fopen,
+ * so without close-on-exec, and Node 24 reads NODE_EXTRA_CA_CERTS off the main thread while the
+ * worker starts: closing that descriptor under it failed the read and aborted the worker (SIGABRT,
+ * about 1 start in 15). They are public certificates and configuration, so a job that inherited one
+ * would learn nothing: left alone.
+ */
+function readByOpenssl(fd: number): boolean {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return false;
+  }
+  if (OPENSSL_DIRS.some((dir) => target.startsWith(dir))) return true;
+  return OPENSSL_ENV.some((name) => {
+    const file = process.env[name];
+    if (!file) return false;
+    try {
+      return realpathSync(file) === target;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** The descriptor of Node's IPC channel with its parent, when it was started with one. */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { api, followRun, killGroup, kiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { api, firstLine, followRun, killGroup, kiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
 
 test('a job that prints and exits 3 is observed line by line and reported as exited 3', async (t) => {
   const server = await startServer(t);
@@ -143,7 +143,8 @@ test('a run whose worker dies and whose job allows no retry ends lost, and its o
   assert.equal((await kiln(server, ['schedule', 'hang', '--command', script, '--platform', 'testos', '--period', 'never', '--retries', '0'])).code, 0);
   const runId = (await kiln(server, ['execute', 'hang'])).stdout.trim();
   const observing = kiln(server, ['observe', runId]);
-  await worker.waitFor(/run started/);
+  // The job's line has reached the server (the worker sends output in batches after it starts the job).
+  await firstLine(server, runId);
   await worker.kill('SIGKILL');
   const observed = await observing;
   assert.equal(observed.code, 1);
@@ -165,7 +166,7 @@ test('a run whose worker is SIGKILLed mid-job is retried on another worker, and 
   assert.equal((await kiln(server, ['schedule', 'flaky-host', '--command', script, '--platform', 'testos', '--period', 'never'])).code, 0);
   const runId = (await kiln(server, ['execute', 'flaky-host'])).stdout.trim();
   const observing = kiln(server, ['observe', runId]);
-  await first.waitFor(/run started/);
+  await firstLine(server, runId);
   await startWorker(t, server, ['--platform', 'testos', '--name', 'second']);
   await first.kill('SIGKILL');
 
