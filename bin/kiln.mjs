@@ -11,8 +11,10 @@ if (process.argv[2] === 'server' || process.argv[2] === 'up') {
   const { setFlagsFromString } = await import('node:v8');
   setFlagsFromString('--semi-space-growth-factor=1');
 }
-// A worker runs its own bundle (src/cli/worker-entry.ts); everything else the CLI's.
-const entry = process.argv[2] === 'worker' ? '../dist/worker.js' : '../dist/kiln.js';
+// A worker runs its own bundle (src/cli/worker-entry.ts), a server its own (src/cli/server-entry.ts);
+// everything else the CLI's.
+const BUNDLES = { worker: '../dist/worker.js', server: '../dist/server.js', up: '../dist/server.js' };
+const entry = Object.hasOwn(BUNDLES, process.argv[2] ?? '') ? BUNDLES[process.argv[2]] : '../dist/kiln.js';
 try {
   await import(entry);
 } catch (err) {

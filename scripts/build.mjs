@@ -1,8 +1,9 @@
 /**
  * `npm run build`: bundles Kiln into dist/ with esbuild, so a start reads a few files instead of ~200
- * modules (BENCHMARKS.md, "Start-up and idle memory"). Two bundles: dist/kiln.js (src/cli/main.ts:
+ * modules (BENCHMARKS.md, "Start-up and idle memory"). Three bundles: dist/kiln.js (src/cli/main.ts:
  * the CLI, the server, `kiln up`), where what only some commands need stays behind a dynamic import
- * in a chunk of its own, and dist/worker.js (src/cli/worker-entry.ts: `kiln worker`), one file.
+ * in a chunk of its own, dist/worker.js (src/cli/worker-entry.ts: `kiln worker`), one file, and
+ * dist/server.js (src/cli/server-entry.ts: `kiln server`, `kiln up`), one file.
  * Every output file sits directly in dist/ (src/package-paths.ts relies on it). Source maps point at
  * the .ts lines.
  */
@@ -26,7 +27,27 @@ const EXTERNAL = [
   '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request',
 ];
 
-/** What both bundles are built with. */
+/**
+ * Left outside, and loaded only where used: in a bundle without chunks, esbuild hoists a lazily
+ * imported module's `import` of an external package to the top of the file, so every start would load
+ * them (a single bundle measured 85 MB). Each is reached through a one-line CommonJS module that
+ * require()s it, which esbuild runs only when the importing module is first initialised.
+ */
+const LAZY = ['dockerode', 'tar-stream', 'form-data', '@aws-sdk/client-s3', 'yaml'];
+
+/** The esbuild plugin for LAZY. */
+function lazyRequires(names) {
+  const filter = new RegExp(`^(${names.map((name) => name.replace(/[/.-]/g, (c) => `\\${c}`)).join('|')})$`);
+  return {
+    name: 'lazy-requires',
+    setup(b) {
+      b.onResolve({ filter }, (args) => (args.kind === 'require-call' ? { path: args.path, external: true } : { path: args.path, namespace: 'lazy-require' }));
+      b.onLoad({ filter: /.*/, namespace: 'lazy-require' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js', resolveDir: new URL('.', ROOT).pathname }));
+    },
+  };
+}
+
+/** What every bundle is built with. */
 const COMMON = {
   absWorkingDir: new URL('.', ROOT).pathname,
   outdir: 'dist',
@@ -53,4 +74,14 @@ await build({ ...COMMON, entryPoints: { kiln: 'src/cli/main.ts' }, chunkNames: '
 // `kiln worker`: one file, no chunks (src/cli/worker-entry.ts says why); picomatch, for jobs that
 // name artifact globs, stays where a worker loads it only then.
 await build({ ...COMMON, entryPoints: { worker: 'src/cli/worker-entry.ts' }, splitting: false, external: [...EXTERNAL, 'picomatch'] });
+// `kiln server` and `kiln up`: one file (src/cli/server-entry.ts says why), with better-sqlite3's
+// JavaScript inside (its add-on is named by path: src/store/sqlite/open-database.ts). Without
+// keepNames: its __name() ran for every function and class at load, hot enough to wake V8's
+// optimizing compiler (~5 MB of an idle server); names are still the source's, as nothing is
+// minified, but for the rare one esbuild renames on a clash. The packages only some servers load
+// are required where they are used, not imported at the top of the file (lazyRequires).
+await build({
+  ...COMMON, entryPoints: { server: 'src/cli/server-entry.ts' }, splitting: false, keepNames: false,
+  external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [lazyRequires(LAZY)],
+});
 cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });

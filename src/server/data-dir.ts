@@ -10,9 +10,9 @@
 import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { DataDirInUseError, DataDirUnsafeError } from '../errors.js';
+import { openDatabase } from '../store/sqlite/open-database.js';
 
 /** The data dir, held until release(). */
 export interface DataDirHold {
@@ -58,7 +58,7 @@ function holdLock(lockFile: string, ownerFile: string, what: string): DataDirHol
     if ((raw as NodeJS.ErrnoException).code !== 'EEXIST') throw raw;
   }
   // timeout 0: a held lock answers SQLITE_BUSY at once instead of after the default 5 s wait.
-  const db = new Database(lockFile, { timeout: 0 });
+  const db = openDatabase(lockFile, { timeout: 0 });
   try {
     // In exclusive locking mode SQLite keeps the lock a write took until the connection closes.
     db.pragma('locking_mode = EXCLUSIVE');

@@ -5,7 +5,7 @@
  */
 import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
@@ -15,6 +15,7 @@ import type {
   ClaimingWorker, OutboxSummary, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
+import { openDatabase } from './open-database.js';
 
 interface JobRow {
   name: string; platform: string | null; script: string | null; template: string | null; vars: string; env: string; labels: string;
@@ -92,7 +93,7 @@ export function openSqliteStore(file: string): JobStore {
   // Created 0600 before SQLite sees it: SQLite gives its -wal and -shm files the mode of the
   // database file, so they are private from their first byte too.
   closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));
-  const db = new Database(file);
+  const db = openDatabase(file);
   try {
     checkDatabase(db, file);
   } catch (raw) {
