@@ -80,6 +80,15 @@ test('kiln server runs from its own bundle, one file, and from node_modules load
   assert.deepEqual(ours.filter((file) => !file.startsWith('node_modules/')).sort(), ['bin/kiln.mjs', 'dist/server.js'], ours.join('\n'));
 });
 
+test('the server\'s bundle, built without keepNames, keeps the name of each of Kiln\'s error classes (errors.ts sets name from the class)', () => {
+  const names = [...readFileSync(path.join(ROOT, 'src/errors.ts'), 'utf8').matchAll(/export class (\w+)/g)].map((match) => match[1]!);
+  assert.ok(names.length > 5, names.join(' '));
+  const bundle = readFileSync(path.join(ROOT, 'dist/server.js'), 'utf8');
+  // esbuild renames a top-level name only on a clash, to NAME2, NAME3...: each of Kiln's keeps its own.
+  const renamed = names.filter((name) => !new RegExp(`(\\b${name}=class|class ${name}) extends`).test(bundle));
+  assert.deepEqual(renamed, []);
+});
+
 test('the bundle holds zod\'s English messages only, not its other locales', () => {
   const bundle = readdirSync(path.join(ROOT, 'dist')).filter((file) => file.endsWith('.js')).map((file) => readFileSync(path.join(ROOT, 'dist', file), 'utf8')).join('\n');
   assert.match(bundle, /Invalid input/);
