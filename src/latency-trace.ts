@@ -30,5 +30,6 @@ export const tracing = file !== undefined;
 function flush(): void {
   const text = pending.join('');
   pending = [];
-  appendFile(file!, text, () => {});
+  // Private, as every file of run data is (0600 when it is made).
+  appendFile(file!, text, { mode: 0o600 }, () => {});
 }
