@@ -23,7 +23,7 @@ const DIST = new URL('dist/', ROOT);
  */
 const EXTERNAL = [
   'better-sqlite3', 'bufferutil', 'utf-8-validate',
-  '@aws-sdk/*', '@kubernetes/client-node', 'dockerode', 'tar-stream', 'form-data', 'yaml',
+  '@aws-sdk/*', '@kubernetes/client-node', 'dockerode', 'tar-stream', 'form-data', 'yaml', 'pg',
   '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request',
 ];
 
@@ -33,7 +33,7 @@ const EXTERNAL = [
  * them (a single bundle measured 85 MB). Each is reached through a one-line CommonJS module that
  * require()s it, which esbuild runs only when the importing module is first initialised.
  */
-const LAZY = ['dockerode', 'tar-stream', 'form-data', '@aws-sdk/client-s3', 'yaml'];
+const LAZY = ['dockerode', 'tar-stream', 'form-data', '@aws-sdk/client-s3', 'yaml', 'pg'];
 
 /** The esbuild plugin for LAZY. */
 function lazyRequires(names) {
