@@ -9,6 +9,7 @@
  */
 import { cpSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
+import { lazyBuiltins, lazyRequires } from './esbuild-plugins.mjs';
 
 const ROOT = new URL('../', import.meta.url);
 const DIST = new URL('dist/', ROOT);
@@ -35,17 +36,16 @@ const EXTERNAL = [
  */
 const LAZY = ['dockerode', 'tar-stream', 'form-data', '@aws-sdk/client-s3', 'yaml', 'pg'];
 
-/** The esbuild plugin for LAZY. */
-function lazyRequires(names) {
-  const filter = new RegExp(`^(${names.map((name) => name.replace(/[/.-]/g, (c) => `\\${c}`)).join('|')})$`);
-  return {
-    name: 'lazy-requires',
-    setup(b) {
-      b.onResolve({ filter }, (args) => (args.kind === 'require-call' ? { path: args.path, external: true } : { path: args.path, namespace: 'lazy-require' }));
-      b.onLoad({ filter: /.*/, namespace: 'lazy-require' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js', resolveDir: new URL('.', ROOT).pathname }));
-    },
-  };
-}
+/**
+ * Node's own modules a server loads only for features it may never use: fastify requires http2 and
+ * https at load (for `http2: true` and TLS options Kiln does not pass), ws requires https, tls and
+ * zlib (client connections, permessage-deflate). Each costs its source, compiled code and objects:
+ * ~1 MB of an idle server's RSS for these, http2 most (BENCHMARKS.md). A
+ * CommonJS require() of one of them gets a stand-in that requires the real module at the first
+ * property read, so a server that never uses it never loads it. Kiln's own code requires these where
+ * it uses them (createRequire at the call), never at the top of a module.
+ */
+const LAZY_BUILTINS = ['http2', 'https', 'tls', 'zlib'];
 
 /** What every bundle is built with. */
 const COMMON = {
@@ -82,6 +82,6 @@ await build({ ...COMMON, entryPoints: { worker: 'src/cli/worker-entry.ts' }, spl
 // are required where they are used, not imported at the top of the file (lazyRequires).
 await build({
   ...COMMON, entryPoints: { server: 'src/cli/server-entry.ts' }, splitting: false, keepNames: false,
-  external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [lazyRequires(LAZY)],
+  external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [lazyRequires(LAZY, new URL('.', ROOT).pathname), lazyBuiltins(LAZY_BUILTINS)],
 });
 cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });

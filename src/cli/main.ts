@@ -6,4 +6,7 @@
  */
 const worker = process.argv[2] === 'worker' ? (await import('./worker-args.js')).readWorkerArgs(process.argv.slice(3)) : undefined;
 if (worker) await (await import('./worker-main.js')).workerMain(worker);
-else await (await import('./program.js')).runCli(process.argv);
+else {
+  const [{ runCli }, { ALL_COMMANDS }] = await Promise.all([import('./program.js'), import('./all-commands.js')]);
+  await runCli(process.argv, ALL_COMMANDS);
+}

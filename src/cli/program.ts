@@ -1,19 +1,19 @@
-/** The full command line: every command, parsed by commander. */
+/**
+ * The command line, parsed by commander: the global options and the commands it is given (every
+ * command for `kiln`, only the daemons' for the server's own bundle: src/cli/server-entry.ts).
+ */
 import { Command, CommanderError } from 'commander';
 import { KILN_VERSION } from '../version.js';
-import { registerArtifactCommands } from './commands/artifacts.js';
-import { registerDaemonCommands } from './commands/daemons.js';
-import { registerInfoCommands } from './commands/info.js';
-import { registerJobCommands } from './commands/jobs.js';
-import { registerRunCommands } from './commands/runs.js';
-import { registerWorkerTokenCommands } from './commands/worker-tokens.js';
 import { Exit, reportFailure } from './exit-codes.js';
 import { endQuietlyWhenStdoutCloses, survivePrintErrors } from './output.js';
 
 /** The commands that run until stopped. */
 const LONG_RUNNING = new Set(['server', 'worker', 'up']);
 
-function buildProgram(): Command {
+/** Adds a group of commands (src/cli/commands/*.ts) to the program. */
+export type RegisterCommands = (program: Command) => void;
+
+function buildProgram(commands: readonly RegisterCommands[]): Command {
   const program = new Command('kiln')
     .description('Kiln: a build farm and job server')
     .version(KILN_VERSION)
@@ -21,12 +21,7 @@ function buildProgram(): Command {
     .option('--token <token>', 'admin token (env KILN_TOKEN, else ./.kiln/admin.token)')
     .option('--json', 'machine-readable output on stdout')
     .exitOverride();
-  registerJobCommands(program);
-  registerRunCommands(program);
-  registerInfoCommands(program);
-  registerArtifactCommands(program);
-  registerDaemonCommands(program);
-  registerWorkerTokenCommands(program);
+  for (const register of commands) register(program);
   // What a closed or full stdout means depends on the command: a client (or --help) has nothing
   // left to do, a server or worker goes on serving.
   const undo = endQuietlyWhenStdoutCloses();
@@ -42,10 +37,10 @@ function buildProgram(): Command {
   return program;
 }
 
-/** Parses `argv` and runs the command it names. */
-export async function runCli(argv: string[]): Promise<void> {
+/** Parses `argv` and runs the command it names, one of `commands`. */
+export async function runCli(argv: string[], commands: readonly RegisterCommands[]): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(commands).parseAsync(argv);
   } catch (raw) {
     if (raw instanceof CommanderError) process.exitCode = raw.exitCode === 0 ? Exit.ok : Exit.usage;
     else reportFailure(raw);

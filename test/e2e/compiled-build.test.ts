@@ -84,8 +84,11 @@ test('the server\'s bundle, built without keepNames, keeps the name of each of K
   const names = [...readFileSync(path.join(ROOT, 'src/errors.ts'), 'utf8').matchAll(/export class (\w+)/g)].map((match) => match[1]!);
   assert.ok(names.length > 5, names.join(' '));
   const bundle = readFileSync(path.join(ROOT, 'dist/server.js'), 'utf8');
-  // esbuild renames a top-level name only on a clash, to NAME2, NAME3...: each of Kiln's keeps its own.
-  const renamed = names.filter((name) => !new RegExp(`(\\b${name}=class|class ${name}) extends`).test(bundle));
+  // esbuild renames a top-level name only on a clash, to NAME2, NAME3...: each of Kiln's keeps its own
+  // (the client's errors are not in the server's bundle at all).
+  const kept = names.filter((name) => new RegExp(`(\\b${name}=class|class ${name}) extends`).test(bundle));
+  const renamed = names.filter((name) => new RegExp(`(\\b${name}\\d+=class|class ${name}\\d+) extends`).test(bundle));
+  assert.ok(kept.length > 5, kept.join(' '));
   assert.deepEqual(renamed, []);
 });
 
@@ -111,4 +114,22 @@ process.on('exit', () => writeFileSync(${JSON.stringify(report)}, String(v8.getH
   await server.kill('SIGTERM');
   const young = Number(readFileSync(report, 'utf8'));
   assert.ok(young > 0 && young <= 2 * 1024 * 1024, `the server's young generation: ${young} bytes`);
+});
+
+test('a server without TLS, pools or uploads never loads Node\'s http2, https, tls, zlib or readline (each costs idle memory)', async (t) => {
+  const dir = tempDir(t);
+  const report = path.join(dir, 'builtins.txt');
+  const probe = path.join(dir, 'probe.mjs');
+  // Node's own modules, as loaded by the end of the server's life (after a request).
+  writeFileSync(probe, `import { writeFileSync } from 'node:fs';
+process.on('exit', () => writeFileSync(${JSON.stringify(report)}, process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join('\\n')));\n`);
+  const port = await freePort();
+  const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', path.join(dir, 'data')], { NODE_OPTIONS: `--import=${probe}` });
+  await server.waitFor(/kiln server listening/);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  await server.kill('SIGTERM');
+  const loaded = readFileSync(report, 'utf8').split('\n');
+  assert.ok(loaded.includes('http') && loaded.includes('crypto'), loaded.join(' '));
+  // fastify requires http2 and https at load, ws https, tls and zlib: scripts/build.mjs gives them stand-ins.
+  assert.deepEqual(loaded.filter((name) => ['http2', 'https', 'tls', 'zlib', 'readline'].includes(name)), []);
 });

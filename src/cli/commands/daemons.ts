@@ -1,4 +1,4 @@
-/** The long-running commands: server, worker, and up (a server plus one local worker). */
+/** The server's long-running commands: server, and up (a server plus one local worker). */
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +13,6 @@ import type { KilnServer } from '../../server/index.js';
 import type { ConfigFileSettings } from '../../server/config-file.js';
 import { LOCAL_DATA_DIR } from '../defaults.js';
 import { durationFlag, STOP_SIGNALS } from '../flags.js';
-import { registerWorkerCommand } from './worker.js';
 
 
 /** Splits `HOST:PORT` (IPv6 as `[::1]:7420`). */
@@ -134,7 +133,7 @@ async function firstSignalThenNow(log: Logger): Promise<NodeJS.Signals> {
   return signal;
 }
 
-/** Registers server, worker and up. */
+/** Registers server and up (`kiln worker` is registered by commands/worker.ts). */
 export function registerDaemonCommands(program: Command): void {
   program
     .command('server')
@@ -165,8 +164,6 @@ export function registerDaemonCommands(program: Command): void {
       await server.close();
       log.info({ signal }, 'kiln server stopped');
     });
-
-  registerWorkerCommand(program);
 
   program
     .command('up')

@@ -1,5 +1,6 @@
-/** Shapes of API requests, validated where they enter. */
-import * as z from 'zod';
+/** Shapes of API requests, validated where they enter (zod/mini: messages.ts says why). */
+import * as z from 'zod/mini';
+import '../../protocol/zod-locale.js';
 import {
   formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
   type Schedule,
@@ -9,67 +10,71 @@ import { InvalidRequestError } from '../../errors.js';
 /** Largest script a job may carry. */
 export const MAX_SCRIPT_BYTES = 256 * 1024;
 
-const jobName = z.string().refine(isValidJobName, { message: `job names use ${JOB_NAME_RULE} characters` });
-const platform = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'platform names use letters, digits, dot, dash and underscore');
-const stringMap = z.record(z.string().min(1).max(256), z.string().max(65_536));
-const envMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names use letters, digits and _'), z.string().max(65_536));
-const script = z.string().min(1, 'the script is empty').refine((s) => Buffer.byteLength(s) <= MAX_SCRIPT_BYTES, {
-  message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes`,
-});
-const timeoutMs = z.number().int().min(1000, 'the timeout must be at least 1s').max(MAX_JOB_TIMEOUT_MS, 'the timeout must be at most 7 days');
-const retries = z.number().int().min(0).max(100);
-const templateName = z.string().refine(isValidTemplateName, { message: 'template names use letters, digits, - and _ (no /, no dots)' });
-const varMap = z.record(z.string().regex(/^[A-Za-z0-9_]+$/, 'variable names use letters, digits and _'), z.string().max(65_536));
+const jobName = z.string().check(z.refine(isValidJobName, { message: `job names use ${JOB_NAME_RULE} characters` }));
+const platform = z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'platform names use letters, digits, dot, dash and underscore'));
+const stringMap = z.record(z.string().check(z.minLength(1), z.maxLength(256)), z.string().check(z.maxLength(65_536)));
+const envMap = z.record(z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names use letters, digits and _')), z.string().check(z.maxLength(65_536)));
+const script = z.string().check(
+  z.minLength(1, 'the script is empty'),
+  z.refine((s) => Buffer.byteLength(s) <= MAX_SCRIPT_BYTES, { message: `the script is larger than ${MAX_SCRIPT_BYTES} bytes` }),
+);
+const timeoutMs = z.int().check(z.gte(1000, 'the timeout must be at least 1s'), z.lte(MAX_JOB_TIMEOUT_MS, 'the timeout must be at most 7 days'));
+const retries = z.int().check(z.gte(0), z.lte(100));
+const templateName = z.string().check(z.refine(isValidTemplateName, { message: 'template names use letters, digits, - and _ (no /, no dots)' }));
+const varMap = z.record(z.string().check(z.regex(/^[A-Za-z0-9_]+$/, 'variable names use letters, digits and _')), z.string().check(z.maxLength(65_536)));
 /** A schedule: a period, an interval, or a cron expression in a zone (checked further by validateSchedule). */
-const schedule: z.ZodType<Schedule> = z.discriminatedUnion('kind', [
+const schedule: z.ZodMiniType<Schedule> = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('period'), period: z.enum(PERIODS) }),
   z.strictObject({
     kind: z.literal('every'),
-    everyMs: z.number().int()
-      .min(MIN_EVERY_MS, `the interval must be at least ${formatDuration(MIN_EVERY_MS)}`)
-      .max(MAX_EVERY_MS, `the interval must be at most ${formatDuration(MAX_EVERY_MS)} (about 10 years)`),
+    everyMs: z.int().check(
+      z.gte(MIN_EVERY_MS, `the interval must be at least ${formatDuration(MIN_EVERY_MS)}`),
+      z.lte(MAX_EVERY_MS, `the interval must be at most ${formatDuration(MAX_EVERY_MS)} (about 10 years)`),
+    ),
   }),
-  z.strictObject({ kind: z.literal('cron'), expr: z.string().min(1).max(256), tz: z.string().min(1).max(64).default('UTC') }),
-]) as z.ZodType<Schedule>;
+  z.strictObject({ kind: z.literal('cron'), expr: z.string().check(z.minLength(1), z.maxLength(256)), tz: z._default(z.string().check(z.minLength(1), z.maxLength(64)), 'UTC') }),
+]) as z.ZodMiniType<Schedule>;
 /** What a job asks of its sandbox (`sandbox` in job bodies). */
 const sandboxLimits = {
-  memoryBytes: z.number().int().min(1024 * 1024, 'the memory limit must be at least 1mb').max(2 ** 50),
-  pids: z.number().int().min(1).max(1_000_000),
-  cpuSeconds: z.number().int().min(1).max(7 * 86_400),
+  memoryBytes: z.int().check(z.gte(1024 * 1024, 'the memory limit must be at least 1mb'), z.lte(2 ** 50)),
+  pids: z.int().check(z.gte(1), z.lte(1_000_000)),
+  cpuSeconds: z.int().check(z.gte(1), z.lte(7 * 86_400)),
   network: z.enum(NETWORKS),
 };
 const jobSandbox = z.strictObject({
-  memoryBytes: sandboxLimits.memoryBytes.optional(), pids: sandboxLimits.pids.optional(),
-  cpuSeconds: sandboxLimits.cpuSeconds.optional(), network: sandboxLimits.network.optional(),
+  memoryBytes: z.optional(sandboxLimits.memoryBytes), pids: z.optional(sandboxLimits.pids),
+  cpuSeconds: z.optional(sandboxLimits.cpuSeconds), network: z.optional(sandboxLimits.network),
 });
 /** A change to a job's sandbox: given keys are set, null ones removed. */
 const sandboxChange = z.strictObject({
-  memoryBytes: sandboxLimits.memoryBytes.nullable().optional(), pids: sandboxLimits.pids.nullable().optional(),
-  cpuSeconds: sandboxLimits.cpuSeconds.nullable().optional(), network: sandboxLimits.network.nullable().optional(),
+  memoryBytes: z.optional(z.nullable(sandboxLimits.memoryBytes)), pids: z.optional(z.nullable(sandboxLimits.pids)),
+  cpuSeconds: z.optional(z.nullable(sandboxLimits.cpuSeconds)), network: z.optional(z.nullable(sandboxLimits.network)),
 });
 export type SandboxChange = z.infer<typeof sandboxChange>;
 
 const jobFields = {
-  platform: platform.optional(),
-  script: script.optional(),
-  template: templateName.optional(),
-  vars: varMap.optional(),
-  env: envMap.optional(),
-  labels: stringMap.optional(),
-  schedule: schedule.optional(),
+  platform: z.optional(platform),
+  script: z.optional(script),
+  template: z.optional(templateName),
+  vars: z.optional(varMap),
+  env: z.optional(envMap),
+  labels: z.optional(stringMap),
+  schedule: z.optional(schedule),
   /** Shorthand for `schedule: {kind: 'period', period}`. */
-  period: z.enum(PERIODS).optional(),
-  paused: z.boolean().optional(),
-  overlap: z.enum(OVERLAPS).optional(),
-  catchUp: z.boolean().optional(),
-  timeoutMs: timeoutMs.optional(),
-  idleTimeoutMs: z.number().int().min(1000, 'the idle timeout must be at least 1s').max(MAX_JOB_TIMEOUT_MS, 'the idle timeout must be at most 7 days').nullable().optional(),
-  retries: retries.optional(),
-  failureRetries: retries.optional(),
+  period: z.optional(z.enum(PERIODS)),
+  paused: z.optional(z.boolean()),
+  overlap: z.optional(z.enum(OVERLAPS)),
+  catchUp: z.optional(z.boolean()),
+  timeoutMs: z.optional(timeoutMs),
+  idleTimeoutMs: z.optional(z.nullable(
+    z.int().check(z.gte(1000, 'the idle timeout must be at least 1s'), z.lte(MAX_JOB_TIMEOUT_MS, 'the idle timeout must be at most 7 days')),
+  )),
+  retries: z.optional(retries),
+  failureRetries: z.optional(retries),
   /** Globs of the files to keep as artifacts. */
-  artifacts: z.array(z.string().min(1).max(512)).max(64).optional(),
-  artifactsOnFailure: z.boolean().optional(),
-  sandbox: jobSandbox.optional(),
+  artifacts: z.optional(z.array(z.string().check(z.minLength(1), z.maxLength(512))).check(z.maxLength(64))),
+  artifactsOnFailure: z.optional(z.boolean()),
+  sandbox: z.optional(jobSandbox),
 };
 
 /** Folds the `period` shorthand into `schedule`. */
@@ -79,59 +84,61 @@ function withSchedule<T extends { period?: (typeof PERIODS)[number]; schedule?: 
 }
 
 /** Body of `POST /api/jobs`. */
-export const createJobBody = z
-  .strictObject({ name: jobName, ...jobFields })
-  .refine((job) => (job.script === undefined) !== (job.template === undefined), { message: 'give a script or a template (one of them)' })
-  .transform(withSchedule);
+export const createJobBody = z.pipe(
+  z.strictObject({ name: jobName, ...jobFields })
+    .check(z.refine((job) => (job.script === undefined) !== (job.template === undefined), { message: 'give a script or a template (one of them)' })),
+  z.transform(withSchedule),
+);
 
 /** Body of `PATCH /api/jobs/:name`. */
-export const modifyJobBody = z
-  .strictObject({ ...jobFields, sandbox: sandboxChange.optional() })
-  .refine((job) => job.script === undefined || job.template === undefined, { message: 'give a script or a template, not both' })
-  .transform(withSchedule);
+export const modifyJobBody = z.pipe(
+  z.strictObject({ ...jobFields, sandbox: z.optional(sandboxChange) })
+    .check(z.refine((job) => job.script === undefined || job.template === undefined, { message: 'give a script or a template, not both' })),
+  z.transform(withSchedule),
+);
 
 /** Body of `POST /api/runs/:id/cancel`. */
-export const cancelBody = z.strictObject({ by: z.string().min(1).max(128).optional() });
+export const cancelBody = z.strictObject({ by: z.optional(z.string().check(z.minLength(1), z.maxLength(128))) });
 
 /** Body of `POST /api/jobs/:name/execute`. */
-export const executeBody = z.strictObject({ platform: platform.optional() });
+export const executeBody = z.strictObject({ platform: z.optional(platform) });
 
 /** Body of `POST /api/jobs/:name/reschedule`. */
-export const rescheduleBody = z.strictObject({ next: z.string().min(1).max(64) });
+export const rescheduleBody = z.strictObject({ next: z.string().check(z.minLength(1), z.maxLength(64)) });
 
 /** Query of `GET /api/runs`. */
 export const listRunsQuery = z.strictObject({
-  job: z.string().optional(),
-  status: z.enum(RUN_STATUSES).optional(),
-  platform: z.string().optional(),
-  limit: z.coerce.number().int().min(1).max(10_000).default(50),
+  job: z.optional(z.string()),
+  status: z.optional(z.enum(RUN_STATUSES)),
+  platform: z.optional(z.string()),
+  limit: z._default(z.coerce.number().check(z.int(), z.gte(1), z.lte(10_000)), 50),
 });
 
 /** Query of `GET /api/jobs/:name/next`. */
-export const nextQuery = z.strictObject({ count: z.coerce.number().int().min(1).max(1000).default(5) });
+export const nextQuery = z.strictObject({ count: z._default(z.coerce.number().check(z.int(), z.gte(1), z.lte(1000)), 5) });
 
 /** A platform in a route. */
 export const platformParam = z.strictObject({ platform });
 
 /** Query of `GET /api/runs/latest`. */
-export const latestRunQuery = z.strictObject({ job: z.string().optional(), platform: z.string().optional() });
+export const latestRunQuery = z.strictObject({ job: z.optional(z.string()), platform: z.optional(z.string()) });
 
 /** Query of `GET /api/runs/:id/console`. */
 export const consoleQuery = z.strictObject({
-  follow: z.enum(['true', 'false', '1', '0']).optional().transform((v) => v === 'true' || v === '1'),
+  follow: z.pipe(z.optional(z.enum(['true', 'false', '1', '0'])), z.transform((v) => v === 'true' || v === '1')),
   /** Start after this seq (an observer resuming after a broken stream). */
-  after: z.coerce.number().int().min(-1).default(-1),
+  after: z._default(z.coerce.number().check(z.int(), z.gte(-1)), -1),
+});
+
+/** `POST /api/artifacts/gc`: sweep now (or say what would go), with the server's policy or these. */
+export const gcBody = z.strictObject({
+  dryRun: z._default(z.boolean(), false),
+  keepRuns: z.optional(z.int().check(z.gte(0), z.lte(1_000_000_000))),
+  keepForMs: z.optional(z.int().check(z.gte(0), z.lte(MAX_DURATION_MS, `at most ${formatDuration(MAX_DURATION_MS)} (about 10 years)`))),
 });
 
 /** Parses `value` with `schema` or throws a one-line InvalidRequestError. */
-/** `POST /api/artifacts/gc`: sweep now (or say what would go), with the server's policy or these. */
-export const gcBody = z.strictObject({
-  dryRun: z.boolean().default(false),
-  keepRuns: z.number().int().min(0).max(1_000_000_000).optional(),
-  keepForMs: z.number().int().min(0).max(MAX_DURATION_MS, `at most ${formatDuration(MAX_DURATION_MS)} (about 10 years)`).optional(),
-});
-
-export function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
+export function parse<T extends z.ZodMiniType>(schema: T, value: unknown, what: string): z.infer<T> {
   const result = schema.safeParse(value ?? {});
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;

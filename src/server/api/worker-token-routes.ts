@@ -3,10 +3,10 @@
  * hash), list them (never the token), revoke one (its connected worker is disconnected).
  */
 import type { FastifyInstance } from 'fastify';
-import * as z from 'zod';
+import * as z from 'zod/mini';
 import type { WorkerIdentity } from '../../core/index.js';
 import { WorkerTokenNotFoundError } from '../../errors.js';
-import { helloMessage } from '../../protocol/index.js';
+import { workerName } from '../../protocol/index.js';
 import type { JobStore, WorkerTokenRecord } from '../../store/index.js';
 import { hashToken, newToken } from '../tokens.js';
 import { forAdmin } from './auth.js';
@@ -23,7 +23,7 @@ export interface WorkerTokenRouteParts {
 }
 
 // A token's name is the worker name it binds: the hello's own rule.
-const nameOnly = z.object({ name: helloMessage.shape.name }).strict();
+const nameOnly = z.strictObject({ name: workerName });
 
 const present = (record: WorkerTokenRecord) => ({
   name: record.name,

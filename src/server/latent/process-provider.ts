@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { createRequire } from 'node:module';
 import * as z from 'zod';
 import { expandTemplate } from '../../core/index.js';
 import { KILN_BIN } from '../../package-paths.js';
@@ -65,6 +65,8 @@ export class ProcessProvider implements Provider {
     tokenPipe.end(spec.token);
     child.stdin!.on('error', () => {});
     const words: string[] = [];
+    // node:readline is required here, at the first instance: a server without a process pool never loads it.
+    const { createInterface } = createRequire(import.meta.url)('node:readline') as typeof import('node:readline');
     createInterface({ input: child.stderr! }).on('line', (line) => {
       words.push(line);
       if (words.length > 5) words.shift();

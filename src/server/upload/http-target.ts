@@ -6,11 +6,16 @@
  */
 import { createReadStream, type ReadStream } from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
+import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import FormData from 'form-data';
 import { coerceError } from '../../errors.js';
 import { deliveryMetadata, type DeliveryOutcome, type RunDelivery, type UploadTarget } from './target.js';
+
+/** node:https, required at the first https delivery: a server that never makes one never loads TLS. */
+function httpsModule(): typeof import('node:https') {
+  return createRequire(import.meta.url)('node:https') as typeof import('node:https');
+}
 
 /** A connection silent this long is given up (and the delivery retried). */
 const IDLE_TIMEOUT_MS = 60_000;
@@ -76,7 +81,7 @@ export function httpTarget(url: URL): UploadTarget {
         for (const file of files) file.destroy();
         settle(outcome);
       };
-      const request = (endpoint.protocol === 'https:' ? https : http).request(endpoint, {
+      const request = (endpoint.protocol === 'https:' ? httpsModule() : http).request(endpoint, {
         method: 'POST',
         headers: {
           ...form.getHeaders(),

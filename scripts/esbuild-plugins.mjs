@@ -1,0 +1,46 @@
+/** esbuild plugins of scripts/build.mjs that keep what a start does not need out of it. */
+
+/**
+ * Packages (`names`) imported by a module are require()d when that module is first initialised, through
+ * a one-line CommonJS module, rather than imported at the top of a bundle without chunks (build.mjs, LAZY).
+ */
+export function lazyRequires(names, root) {
+  const filter = new RegExp(`^(${names.map((name) => name.replace(/[/.-]/g, (c) => `\\${c}`)).join('|')})$`);
+  return {
+    name: 'lazy-requires',
+    setup(b) {
+      b.onResolve({ filter }, (args) => (args.kind === 'require-call' ? { path: args.path, external: true } : { path: args.path, namespace: 'lazy-require' }));
+      b.onLoad({ filter: /.*/, namespace: 'lazy-require' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js', resolveDir: root }));
+    },
+  };
+}
+
+/**
+ * A CommonJS require() of one of Node's modules `names` gets a stand-in that requires the real module
+ * at the first property read (build.mjs, LAZY_BUILTINS). ESM imports are left as they are.
+ */
+export function lazyBuiltins(names) {
+  const filter = new RegExp(`^(node:)?(${names.join('|')})$`);
+  return {
+    name: 'lazy-builtins',
+    setup(b) {
+      b.onResolve({ filter }, (args) => (args.kind === 'require-call' && args.namespace === 'file'
+        ? { path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' }
+        : { path: args.path, external: true }));
+      b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+        contents: `let real;
+const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));
+module.exports = new Proxy({}, {
+  get: (_, key) => load()[key],
+  has: (_, key) => key in load(),
+  ownKeys: () => Reflect.ownKeys(load()),
+  getOwnPropertyDescriptor: (_, key) => {
+    const descriptor = Reflect.getOwnPropertyDescriptor(load(), key);
+    return descriptor && { ...descriptor, configurable: true };
+  },
+});`,
+        loader: 'js',
+      }));
+    },
+  };
+}
