@@ -9,3 +9,7 @@ export * from './size.js';
 export * from './sandbox.js';
 export * from './worker-identity.js';
 export * from './backoff.js';
+export * from './overlap.js';
+export * from './retry.js';
+export * from './claim.js';
+export * from './pool-plan.js';

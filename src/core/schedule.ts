@@ -200,6 +200,20 @@ export function planFiring(schedule: Schedule, due: number, now: number, catchUp
   return { slots, skipped: 1, skippedExact: false, next: inRange(cronAfter(schedule, now)) };
 }
 
+/**
+ * What a catch-up's firing records as missed: the replayed slots after the first (a job waits in a
+ * queue at most once, so they find it queued) and the slots not replayed; undefined when none.
+ */
+export function missedSlots(plan: FiringPlan, limit = CATCH_UP_LIMIT): { count: number; reason: string } | undefined {
+  const count = plan.slots.length - 1 + plan.skipped;
+  if (count === 0) return undefined;
+  return {
+    count,
+    reason: `catch-up: ${plan.slots.length} missed slots replayed at once (a job is queued at most once)`
+      + (plan.skipped > 0 ? `, ${plan.skippedExact ? '' : 'more than '}${plan.skipped} later missed slots not replayed (at most ${limit} per pass)` : ''),
+  };
+}
+
 /** The next `count` times of a schedule starting with `first` (a preview for people). */
 export function upcoming(schedule: Schedule, first: number | null, count: number): number[] {
   const times: number[] = [];

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  describeSchedule, expandTemplate, firstAfter, formatDuration, formatResult, holdsRun, isTimeInRange, nextDue, planFiring, CATCH_UP_LIMIT, statusFor, validateSchedule,
+  describeSchedule, endOfOverdue, endOfReport, expandTemplate, firstAfter, formatDuration, formatResult, holdsRun, isTimeInRange, missedSlots, nextDue, planFiring, validateSchedule,
   type JobSandbox, type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
 import type { SandboxChange } from './api/schemas.js';
@@ -240,12 +240,7 @@ export class KilnService {
       const next = plan.next ?? null;
       const runs = this.platformsFor(job).map((platform) => this.newRun(job, platform));
       // A job waits in a queue at most once: the replayed slots after the first find it queued.
-      const missedCount = plan.slots.length - 1 + plan.skipped;
-      const missed = missedCount === 0 ? undefined : {
-        count: missedCount,
-        reason: `catch-up: ${plan.slots.length} missed slots replayed at once (a job is queued at most once)`
-          + (plan.skipped > 0 ? `, ${plan.skippedExact ? '' : 'more than '}${plan.skipped} later missed slots not replayed (at most ${CATCH_UP_LIMIT} per pass)` : ''),
-      };
+      const missed = missedSlots(plan);
       if (missed) this.log.info({ job: job.name, from: isoOrValue(job.nextAt), replayed: plan.slots.length, skipped: plan.skipped, skippedExact: plan.skippedExact }, 'schedule catching up');
       const fired = await this.store.fireSchedule(job.name, job.nextAt, next, runs, now, this.parts.backstopMs, missed);
       if (fired.outcome !== 'stale') for (const runId of fired.cancelled ?? []) this.parts.hub.ended(runId);
@@ -346,15 +341,7 @@ export class KilnService {
     if (artifactsSkipped.length > 0) {
       await this.store.recordEvent(runId, { at: now, attempt: run.attempt, kind: 'artifacts-skipped', detail: { files: artifactsSkipped } });
     }
-    let end: AttemptEnd;
-    if (stoppedBy === 'cancel' || (run.cancelRequestedBy && result.kind === 'aborted')) {
-      end = { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${run.cancelRequestedBy ?? 'the worker'}` }, finishedAt: now };
-    } else if (stoppedBy === 'shutdown') {
-      end = { status: 'cancelled', result, finishedAt: now };
-    } else {
-      const status = statusFor(result, stoppedBy === 'timeout' || stoppedBy === 'idle-timeout' ? 'timeout' : undefined);
-      end = { status, result, finishedAt: now, retry: status === 'succeeded' ? undefined : 'failure' };
-    }
+    const end: AttemptEnd = { ...endOfReport(result, stoppedBy, run.cancelRequestedBy), finishedAt: now };
     const outcome = await this.endAttempt(runId, end, session.name);
     if (outcome === 'stale') await this.ignored(runId, now, session.name, 'a result for a run that had already ended', result);
     session.running.delete(runId);
@@ -565,9 +552,7 @@ export class KilnService {
     try {
       const now = this.parts.now();
       for (const run of await this.store.overdueRuns(now)) {
-        const end: AttemptEnd = run.cancelRequestedBy
-          ? { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${run.cancelRequestedBy} (the worker did not confirm)` }, finishedAt: now }
-          : { status: 'timed-out', result: { kind: 'aborted', reason: `timed out after ${formatDuration(run.timeoutMs ?? 0)} (the worker did not report)` }, finishedAt: now, retry: 'failure' };
+        const end: AttemptEnd = { ...endOfOverdue(run), finishedAt: now };
         const holder = this.holder(run);
         if ((await this.endAttempt(run.id, end, run.worker ?? undefined)) !== 'stale' && holder) {
           holder.running.delete(run.id);

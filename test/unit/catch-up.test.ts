@@ -1,7 +1,7 @@
 /** The firing decision (planFiring): a catch-up replays a bounded number of missed slots, never all of them. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CATCH_UP_LIMIT, MAX_TIME_MS, planFiring, type Schedule } from '../../src/core/index.js';
+import { CATCH_UP_LIMIT, MAX_TIME_MS, missedSlots, planFiring, type Schedule } from '../../src/core/index.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -52,4 +52,21 @@ test('planFiring: a cron catch-up replays at most the limit and jumps past now; 
   const near = planFiring({ kind: 'cron', expr: '0 * * * *', tz: 'UTC' }, T, T + 2.5 * HOUR, true);
   assert.deepEqual(near, { slots: [T, T + HOUR, T + 2 * HOUR], skipped: 0, skippedExact: true, next: T + 3 * HOUR });
   assert.equal(planFiring(cron, T, T, true, 1).slots.length, 1, 'a limit of one');
+});
+
+test('missedSlots: what a catch-up records as missed, as a table', () => {
+  const cases: [string, { slots: number[]; skipped: number; skippedExact: boolean }, { count: number; reason: string } | undefined][] = [
+    ['on time', { slots: [T], skipped: 0, skippedExact: true }, undefined],
+    ['three replayed', { slots: [T, T + HOUR, T + 2 * HOUR], skipped: 0, skippedExact: true }, {
+      count: 2, reason: 'catch-up: 3 missed slots replayed at once (a job is queued at most once)',
+    }],
+    ['limit reached, exact', { slots: Array.from({ length: CATCH_UP_LIMIT }, (_, i) => T + i * MIN), skipped: 5, skippedExact: true }, {
+      count: CATCH_UP_LIMIT - 1 + 5,
+      reason: `catch-up: ${CATCH_UP_LIMIT} missed slots replayed at once (a job is queued at most once), 5 later missed slots not replayed (at most ${CATCH_UP_LIMIT} per pass)`,
+    }],
+    ['cron past the limit: a lower bound', { slots: [T], skipped: 7, skippedExact: false }, {
+      count: 7, reason: `catch-up: 1 missed slots replayed at once (a job is queued at most once), more than 7 later missed slots not replayed (at most ${CATCH_UP_LIMIT} per pass)`,
+    }],
+  ];
+  for (const [name, plan, want] of cases) assert.deepEqual(missedSlots({ ...plan, next: undefined }), want, name);
 });

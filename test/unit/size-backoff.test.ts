@@ -1,8 +1,7 @@
 /** Sizes as typed in flags and config files, and the outbox's backoff. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatSize, parseSize } from '../../src/core/index.js';
-import { backoffMs } from '../../src/server/upload/outbox.js';
+import { backoffMs, formatSize, parseSize } from '../../src/core/index.js';
 
 test('parseSize reads bytes and 1024-based units', () => {
   const cases: [string, number][] = [
@@ -25,7 +24,7 @@ test('formatSize is short and readable', () => {
 test('the outbox backs off exponentially up to its bound, and honours a longer Retry-After within it', () => {
   const timings = { retryMinMs: 1000, retryMaxMs: 600_000 };
   assert.deepEqual([1, 2, 3, 4, 10, 11, 50].map((n) => backoffMs(n, timings)), [1000, 2000, 4000, 8000, 512_000, 600_000, 600_000]);
-  assert.equal(backoffMs(1, timings, 30_000), 30_000, 'Retry-After longer than the backoff wins');
-  assert.equal(backoffMs(5, timings, 1000), 16_000, 'a shorter Retry-After does not hurry the backoff');
-  assert.equal(backoffMs(1, timings, 86_400_000), 600_000, 'Retry-After is capped by the bound');
+  assert.equal(backoffMs(1, timings, { retryAfterMs: 30_000 }), 30_000, 'Retry-After longer than the backoff wins');
+  assert.equal(backoffMs(5, timings, { retryAfterMs: 1000 }), 16_000, 'a shorter Retry-After does not hurry the backoff');
+  assert.equal(backoffMs(1, timings, { retryAfterMs: 86_400_000 }), 600_000, 'Retry-After is capped by the bound');
 });

@@ -8,7 +8,9 @@
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { formatDuration, labelsMatch } from '../../core/index.js';
+import {
+  backoffMs, formatDuration, idleStops, labelsMatch, perRunPoolStarts, quarantineAfter, sharedPoolStarts, type BackoffTimings,
+} from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { JobStore, WaitingRun } from '../../store/index.js';
 import { freeSlots, type Dispatcher } from '../dispatcher.js';
@@ -85,11 +87,8 @@ export interface PoolView {
   lastError: string | null;
 }
 
-const QUARANTINE_FIRST_MS = 10_000;
-const QUARANTINE_MAX_MS = 3_600_000;
 /** A failed stop is tried again after 1 s, doubling up to a minute. */
-const STOP_RETRY_FIRST_MS = 1000;
-const STOP_RETRY_MAX_MS = 60_000;
+const STOP_RETRY: BackoffTimings = { retryMinMs: 1000, retryMaxMs: 60_000 };
 /** At server shutdown, instances get this long to stop; what is left is found by the next life. */
 const SHUTDOWN_WAIT_MS = 30_000;
 
@@ -260,7 +259,7 @@ export class PoolManager {
         const provided = new Set(instances.filter((i) => i.state !== 'stopping').map((i) => i.forRun));
         for (const run of waiting) if (provided.has(run.id)) covered.add(run.id);
         const unprovided = waiting.filter((run) => !provided.has(run.id));
-        const count = Math.max(0, Math.min(unprovided.length - free, config.max - live));
+        const count = perRunPoolStarts({ unprovided: unprovided.length, free, live, max: config.max });
         startFor = unprovided.slice(free, free + count).map((run) => run.id);
         for (const run of unprovided.slice(0, free + count)) covered.add(run.id);
         for (const instance of instances) {
@@ -271,18 +270,13 @@ export class PoolManager {
           }
         }
       } else {
-        const count = Math.max(0, Math.min(Math.max(waiting.length - free - starting, config.minIdle - idle - starting), config.max - live));
+        const count = sharedPoolStarts({ waiting: waiting.length, free, starting, idle, live, max: config.max, minIdle: config.minIdle });
         startFor = new Array<undefined>(count).fill(undefined);
         for (const run of waiting.slice(0, free + starting + count)) covered.add(run.id);
         // Idle instances with nothing to do go after their idle timeout (0: at once), min_idle kept.
-        if (waiting.length === 0) {
-          let surplus = idle - config.minIdle;
-          for (const instance of instances) {
-            if (surplus > 0 && instance.state === 'idle' && config.idleTimeoutMs >= 0 && now - instance.idleSince >= config.idleTimeoutMs) {
-              surplus -= 1;
-              void this.stopInstance(instance, `idle for ${formatDuration(now - instance.idleSince)}`);
-            }
-          }
+        for (const index of idleStops(instances, { waiting: waiting.length, minIdle: config.minIdle, idleTimeoutMs: config.idleTimeoutMs, now })) {
+          const instance = instances[index]!;
+          void this.stopInstance(instance, `idle for ${formatDuration(now - instance.idleSince)}`);
         }
       }
       for (const instance of instances) this.healthCheck(instance, now);
@@ -422,9 +416,9 @@ export class PoolManager {
     const now = this.parts.now();
     let said = `kiln: pool ${pool.config.name} could not start a worker: ${error}`;
     // A batch of starts failing together rests the pool once, not once per instance.
-    if (pool.failures >= 2 && now >= pool.quarantinedUntil) {
+    const rest = quarantineAfter(pool.failures, pool.quarantines, now, pool.quarantinedUntil);
+    if (rest !== undefined) {
       pool.quarantines += 1;
-      const rest = Math.min(QUARANTINE_FIRST_MS * 2 ** (pool.quarantines - 1), QUARANTINE_MAX_MS);
       pool.quarantinedUntil = now + rest;
       said += `; the pool rests for ${formatDuration(rest)} after ${pool.failures} failures in a row, and this run stays queued`;
       this.parts.log.error({ pool: pool.config.name, failures: pool.failures, quarantineMs: rest, error }, 'pool quarantined after repeated start failures');
@@ -451,7 +445,8 @@ export class PoolManager {
       this.parts.log.info({ pool: pool.config.name, instance: instance.name, why }, 'stopping a worker instance');
       // A start still in flight is waited for, so what it started is stopped too.
       const handle = instance.handle ?? (await instance.starting);
-      for (let wait = STOP_RETRY_FIRST_MS; handle; wait = Math.min(wait * 2, STOP_RETRY_MAX_MS)) {
+      for (let failures = 1; handle; failures += 1) {
+        const wait = backoffMs(failures, STOP_RETRY);
         try {
           await pool.provider.stop(handle);
           break;

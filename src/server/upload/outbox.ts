@@ -33,9 +33,6 @@ const CONSOLE_PAGE = 5000;
 /** Longest single sleep (the store is read again after it). */
 const MAX_SLEEP_MS = 60 * 60_000;
 
-// The policy lives in core, shared with the dispatcher's retries; re-exported for the outbox's callers.
-export { backoffMs };
-
 /** What an attempt leaves a delivery in: its state, when it is next due, and the error to record. */
 export interface AttemptRecord {
   state: 'pending' | 'delivered' | 'failed';
@@ -51,7 +48,7 @@ export function afterAttempt(outcome: DeliveryOutcome, attempts: number, timings
   if (outcome.kind === 'delivered') return { state: 'delivered', nextAt: at, error: null };
   if (outcome.kind === 'give-up') return { state: 'failed', nextAt: at, error: outcome.reason };
   if (attempts >= timings.maxAttempts) return { state: 'failed', nextAt: at, error: `gave up after ${attempts} attempts: ${outcome.reason}` };
-  return { state: 'pending', nextAt: at + backoffMs(attempts, timings, outcome.retryAfterMs), error: outcome.reason };
+  return { state: 'pending', nextAt: at + backoffMs(attempts, timings, { retryAfterMs: outcome.retryAfterMs }), error: outcome.reason };
 }
 
 export class Outbox {

@@ -6,7 +6,9 @@
 import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
+import {
+  decideOverlap, decideRetry, firstClaimable, formatResult, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
+} from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
 } from '../../errors.js';
@@ -283,7 +285,7 @@ class SqliteStore implements JobStore {
     while (!pick) {
       const candidates = page.all(worker.platform, after) as { id: string; job: string; labels: string; queue_pos: number }[];
       if (candidates.length === 0) return undefined;
-      pick = candidates.find((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(JSON.parse(c.labels), worker.labels));
+      pick = firstClaimable(worker, candidates.map((c) => ({ id: c.id, job: c.job, labels: JSON.parse(c.labels) as Record<string, string> })));
       after = candidates.at(-1)!.queue_pos;
     }
     const jobRow = this.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
@@ -371,27 +373,23 @@ class SqliteStore implements JobStore {
       const run = this.findRunRow(id);
       if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale', run: toRun(run) };
       if (guard.attempt !== undefined && run.attempt !== guard.attempt) return { outcome: 'stale', run: toRun(run) };
-      const budget = end.retry === 'lost' ? 'lost_retries_left' : end.retry === 'failure' ? 'failure_retries_left' : undefined;
-      // An attempt that never started goes back without using a retry: nothing of the job ran.
-      const unstarted = end.retry === 'unstarted';
-      const blocked = this.prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'")
-        .get(run.job, run.platform);
+      const otherQueued = this.prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'").get(run.job, run.platform) !== undefined;
       const jobExists = this.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
-      if ((unstarted || (budget && run[budget] > 0)) && !blocked && jobExists) {
+      const decision = decideRetry({
+        attempt: run.attempt, worker: run.worker, lostRetriesLeft: run.lost_retries_left, failureRetriesLeft: run.failure_retries_left, otherQueued, jobExists,
+      }, end);
+      if (decision.kind === 'requeue') {
         const last = this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
-        // An attempt that never started is not counted: the run goes back as the same attempt.
-        const said = unstarted
-          ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again, no retry used`
-          : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
-        this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, said);
+        this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, decision.note);
         const front = this.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
-        const next = unstarted ? 'attempt' : `attempt + 1, ${budget} = ${budget} - 1`;
-        this.prepare(`UPDATE runs SET status = 'queued', attempt = ${next}, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL, queue_pos = ?,
+        // The budget spent is one of two fixed columns, chosen by the decision (no value goes into the text).
+        const spend = decision.spend === 'lost' ? ', lost_retries_left = lost_retries_left - 1' : decision.spend === 'failure' ? ', failure_retries_left = failure_retries_left - 1' : '';
+        this.prepare(`UPDATE runs SET status = 'queued', attempt = ?${spend}, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL, queue_pos = ?,
                       first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
-          .run(front ?? 0, markerSeq + 1, id);
-        if (unstarted) this.event(id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
+          .run(decision.attempt, front ?? 0, markerSeq + 1, id);
+        if (decision.event === 'requeued') this.event(id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
         else this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
         return { outcome: 'retried', run: this.runRow(id) };
       }
@@ -489,32 +487,31 @@ class SqliteStore implements JobStore {
       }
       const job = toJob(this.jobRow(name));
       const skip = (reason: string): { outcome: 'skipped'; reason: string } => {
-        this.skipInTx(name, now, missed && missed.count > 0 ? `${reason} (${missed.reason})` : reason);
+        this.skipInTx(name, now, skipReason(reason, missed));
         return { outcome: 'skipped', reason };
       };
       const open = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND status IN ('queued', 'running') ORDER BY queued_at`)
         .all(name) as RunRow[];
-      if (open.length > 0 && job.overlap === 'skip') return skip(`run ${open[0]!.id} is still ${open[0]!.status}`);
-      const cancelRequested: Run[] = [];
+      const overlap = decideOverlap(job.overlap, open.map((run) => ({ id: run.id, status: run.status as RunStatus })));
+      if (overlap.kind === 'skip') return skip(overlap.reason);
       const cancelled: string[] = [];
-      if (job.overlap === 'cancel-previous') {
-        const reason = 'superseded by the next scheduled run';
-        for (const run of open) {
-          if (run.status === 'queued') {
-            this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
-            cancelled.push(run.id);
-          } else {
-            this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
-              .run('the schedule', now + cancelBackstopMs, now + cancelBackstopMs, run.id);
-            this.event(run.id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason });
-            cancelRequested.push(this.runRow(run.id));
-          }
-        }
+      for (const id of overlap.cancelQueued) {
+        this.finishInTx(id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: SUPERSEDED_REASON }, finishedAt: now });
+        cancelled.push(id);
       }
-      const live = runs.filter((run) => !this.isDropped(run.platform));
-      if (live.length === 0) return { ...skip(runs.length === 0 ? 'no platform to run on' : `platform ${runs.map((r) => r.platform).join(', ')} dropped`), cancelled };
-      const queued = live.map((run) => this.enqueueInTx(run, 'back')).filter((q) => q.created).map((q) => q.run);
-      if (queued.length === 0) return { ...skip('already queued'), cancelled };
+      const cancelRequested: Run[] = [];
+      for (const id of overlap.requestCancel) {
+        this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
+          .run('the schedule', now + cancelBackstopMs, now + cancelBackstopMs, id);
+        const run = this.runRow(id);
+        this.event(id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason: SUPERSEDED_REASON });
+        cancelRequested.push(run);
+      }
+      const dropped = new Set(runs.map((run) => run.platform).filter((platform) => this.isDropped(platform)));
+      const platforms = platformsToQueue(runs.map((run) => run.platform), dropped);
+      if ('skip' in platforms) return { ...skip(platforms.skip), cancelled };
+      const queued = runs.filter((run) => !dropped.has(run.platform)).map((run) => this.enqueueInTx(run, 'back')).filter((q) => q.created).map((q) => q.run);
+      if (queued.length === 0) return { ...skip(ALREADY_QUEUED), cancelled };
       return { outcome: 'queued', runs: queued, cancelRequested, cancelled };
     });
   }
