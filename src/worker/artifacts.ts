@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import type { Log as Logger } from '../log.js';
+import { backoffMs } from '../core/backoff.js';
 import { coerceError } from '../errors.js';
 
 /** A file to keep. */
@@ -79,6 +80,8 @@ export interface UploadTarget {
 }
 
 const ATTEMPTS = 4;
+/** Waits between them: 1 s, 2 s, 4 s. */
+const UPLOAD_RETRY = { retryMinMs: 1000, retryMaxMs: 8000 };
 
 /** The server refused the file for good (too large, bad path, run not held). */
 class RefusedUpload extends Error {}
@@ -116,7 +119,7 @@ export async function uploadArtifact(file: CollectedFile, target: UploadTarget, 
       lastError = coerceError(raw).message;
     }
     target.log.warn({ path: file.path, attempt, err: lastError }, 'artifact upload failed; retrying');
-    if (attempt < ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    if (attempt < ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt, UPLOAD_RETRY)));
   }
   throw new Error(`gave up after ${ATTEMPTS} attempts: ${lastError}`);
 }

@@ -13,7 +13,7 @@ test('while nothing listens (a server restarting), the wait doubles from 100 ms 
 
 test('after the server answered and closed or refused, the wait is the long backoff (up to 10 s)', () => {
   assert.deepEqual([1, 2, 3, 6, 20].map((n) => Math.round(reconnectDelayMs(n, false, middle))), [250, 500, 1000, 8000, 10_000]);
-  assert.equal(Math.round(reconnectDelayMs(20, false, middle)), backoffMs(20, RECONNECT_AFTER_ANSWER));
+  assert.equal(Math.round(reconnectDelayMs(20, false, middle)), backoffMs(20, RECONNECT_AFTER_ANSWER, { random: middle }));
 });
 
 test('the jitter spreads a fleet by 20 % either way', () => {

@@ -1,6 +1,6 @@
 /** Commands about runs: runs, observe, logs. */
 import { Command, Option } from 'commander';
-import { RUN_STATUSES } from '../../core/index.js';
+import { backoffMs, RUN_STATUSES } from '../../core/index.js';
 import { coerceError, ServerUnreachableError, UsageError } from '../../errors.js';
 import os from 'node:os';
 import type { ApiClient, PresentedDelivery, PresentedEvent, PresentedRun } from '../api-client.js';
@@ -40,7 +40,7 @@ async function printConsole(client: ApiClient, runId: string, follow: boolean, j
       // Only a stream that worked and then broke is retried: a server never reached is an error now.
       if (!follow || !streamed || err.code !== 'KILN_ERR_SERVER_UNREACHABLE' || Date.now() - brokenSince > RECONNECT_FOR_MS) throw err;
       process.stderr.write(`kiln: ${err.message}; reconnecting\n`);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 250 * 2 ** Math.min(attempt, 5))));
+      await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt + 1, { retryMinMs: 250, retryMaxMs: 5000 })));
     }
   }
   if (!json && follow) process.stdout.write(`kiln: run ${end.id} ${end.status}${end.resultText ? `: ${end.resultText}` : ''}\n`);

@@ -10,10 +10,13 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { pack } from 'tar-stream';
 import * as z from 'zod';
-import { parseSize } from '../../core/index.js';
+import { backoffMs, parseSize } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { ProviderContext } from './providers.js';
 import { expandDeep, instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
+
+/** Following a container's end again after the engine cut the wait: 1 s, doubling to 30 s. */
+const FOLLOW_RETRY = { retryMinMs: 1000, retryMaxMs: 30_000 };
 
 /** Docker's own stop grace before SIGKILL: the worker drains 10 s and gives its jobs 3 s. */
 const STOP_GRACE_S = 20;
@@ -190,7 +193,7 @@ export class DockerProvider implements Provider {
     const follow = async (): Promise<string> => {
       const container = this.docker.getContainer(ref);
       const asked = () => this.check({ id, ref, lastWords: () => '' }).catch(() => null);
-      for (let retry = 1000; ; retry = Math.min(retry * 2, 30_000)) {
+      for (let failures = 1; ; failures += 1) {
         try {
           await container.wait();
           await this.keepLastWords(container);
@@ -200,7 +203,7 @@ export class DockerProvider implements Provider {
           // The engine restarted, or a proxy cut the long request: ask again rather than take it for dead.
           const why = await asked();
           if (why) return why;
-          await new Promise((resolve) => setTimeout(resolve, retry));
+          await new Promise((resolve) => setTimeout(resolve, backoffMs(failures, FOLLOW_RETRY)));
         }
       }
     };

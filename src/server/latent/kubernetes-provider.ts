@@ -13,7 +13,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as k8s from '@kubernetes/client-node';
 import * as z from 'zod';
-import { expandTemplate, formatDuration, templateNames } from '../../core/index.js';
+import { backoffMs, expandTemplate, formatDuration, templateNames } from '../../core/index.js';
 import { instanceEnvironment, isPlainObject, mapStrings, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** Label (selectable) and annotations (exact, may hold '/') set on every pod. */
@@ -240,8 +240,10 @@ export class KubernetesProvider implements Provider {
   /** Reads a deleted pod until it is gone (Kubernetes gives no cheap event for it), at most `withinMs`. */
   private async waitGone(name: string, withinMs: number): Promise<void> {
     const deadline = Date.now() + withinMs;
-    for (let pause = 100; ; pause = Math.min(pause * 2, this.timing.pollMaxMs)) {
+    for (let reads = 1; ; reads += 1) {
       if (!(await this.readPod(name))) return;
+      // Read often at first (a pod usually goes within a second), then every pollMaxMs.
+      const pause = backoffMs(reads, { retryMinMs: 100, retryMaxMs: this.timing.pollMaxMs });
       if (Date.now() >= deadline) throw new PodStillThereError(`pod ${name} was still there ${formatDuration(withinMs)} after it was deleted`);
       await sleep(Math.min(pause, Math.max(deadline - Date.now(), 0)));
     }

@@ -6,7 +6,7 @@
  * from Marathon's API docs (test/helpers/fake-marathon.ts), not against a real Marathon.
  */
 import * as z from 'zod';
-import { expandTemplate } from '../../core/index.js';
+import { backoffMs, expandTemplate } from '../../core/index.js';
 import { coerceError, ConfigError } from '../../errors.js';
 import { instanceEnvironment, isPlainObject, mapStrings, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
@@ -226,10 +226,10 @@ export class MarathonProvider implements Provider {
       // Destroying is a deployment (kill the task: SIGTERM, SIGKILL after the grace; then remove the
       // app) and Marathon gives no cheap event for its end, so the app is looked for until it is gone.
       const deadline = Date.now() + STOP_WAIT_MS;
-      for (let pause = 100; ; pause = Math.min(pause * 2, 1000)) {
+      for (let reads = 1; ; reads += 1) {
         if ((await this.call('GET', path, undefined, [200, 404])).status === 404) break;
         if (Date.now() > deadline) throw new MarathonRequestError(`Marathon app ${handle.ref} still exists ${STOP_WAIT_MS / 1000}s after it was destroyed`, 0);
-        await new Promise((resolve) => setTimeout(resolve, pause));
+        await new Promise((resolve) => setTimeout(resolve, backoffMs(reads, { retryMinMs: 100, retryMaxMs: 1000 })));
       }
     }
     this.firstTask.delete(handle.id);

@@ -12,6 +12,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { backoffMs, type BackoffTimings } from '../../core/backoff.js';
+
+/** Between rounds of killing a group's members or removing its dirs: 5 ms, doubling to 100 ms. */
+const KILL_POLL: BackoffTimings = { retryMinMs: 5, retryMaxMs: 100 };
 
 /** The limits a job asks for; each is optional and absent means unlimited. */
 export interface JobLimits {
@@ -427,15 +431,10 @@ async function releaseGroups(dirs: string[]): Promise<string[]> {
       }
     }
   }
-  let pause = 5;
-  while ((await killMembers(dirs)) > 0 && Date.now() < deadline) {
-    await delay(pause);
-    pause = Math.min(pause * 2, 100);
-  }
+  for (let rounds = 1; (await killMembers(dirs)) > 0 && Date.now() < deadline; rounds += 1) await delay(backoffMs(rounds, KILL_POLL));
   const left: string[] = [];
   for (const dir of dirs) {
-    pause = 5;
-    for (;;) {
+    for (let tries = 1; ; tries += 1) {
       try {
         await rmdir(dir);
         break;
@@ -447,8 +446,7 @@ async function releaseGroups(dirs: string[]): Promise<string[]> {
           left.push(dir);
           break;
         }
-        await delay(pause);
-        pause = Math.min(pause * 2, 100);
+        await delay(backoffMs(tries, KILL_POLL));
       }
     }
   }
