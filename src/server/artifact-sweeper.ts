@@ -11,6 +11,7 @@ import { isSha256 } from '../core/index.js';
 import { coerceError, ShuttingDownError, SweepBusyError } from '../errors.js';
 import type { ExpiredArtifacts, JobStore, RetentionPolicy } from '../store/index.js';
 import type { ArtifactStore } from './artifact-store.js';
+import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** How long artifacts are kept, and how often the sweep runs. */
 export interface RetentionSettings {
@@ -39,7 +40,7 @@ export interface SweepReport {
 const BLOB_BATCH = 500;
 
 export class ArtifactSweeper {
-  private timer: NodeJS.Timeout | undefined;
+  private readonly loop: WakeLoop;
   /** The sweep in flight, if any, with the policy it applies (requests asking the same share it). */
   private current: { key: string; done: Promise<SweepReport> } | undefined;
   /** Aborted by stop(): an in-flight sweep ends at its next step instead of holding the shutdown. */
@@ -54,35 +55,43 @@ export class ArtifactSweeper {
     private readonly log: Logger,
     private readonly now: () => number,
     readonly settings: RetentionSettings,
-  ) {}
+  ) {
+    // A sweep longer apart than a timer can wait (~24.8 days) runs at that bound: sweeping more often than asked is harmless.
+    this.loop = createWakeLoop(log, {
+      body: () => this.periodicSweep(),
+      now,
+      retry: { retryMinMs: settings.sweepEveryMs, retryMaxMs: settings.sweepEveryMs },
+      failureMessage: 'artifact sweep failed; trying again at the next one',
+    });
+  }
 
   /** Sweeps now, then every `sweepEveryMs`. */
   start(): void {
-    const tick = async () => {
-      try {
-        const report = await this.sweep(false);
-        if (report.runs.length || report.blobs.length || report.tempFiles) {
-          this.log.info({ runs: report.runs.length, blobs: report.blobs.length, bytes: report.blobs.reduce((n, b) => n + b.bytes, 0), tempFiles: report.tempFiles }, 'artifacts swept');
-        }
-      } catch (raw) {
-        const err = coerceError(raw);
-        // Another sweep running (a user's gc with its own policy) or a shutdown is no failure.
-        if (err.code === 'KILN_ERR_SWEEP_BUSY' || err.code === 'KILN_ERR_SHUTTING_DOWN') this.log.debug({ err }, 'periodic artifact sweep skipped');
-        else this.log.error({ err }, 'artifact sweep failed; trying again at the next one');
-      }
-      // setTimeout takes at most ~24.8 days; sweeping more often than asked is harmless.
-      if (!this.stopped) this.timer = setTimeout(() => void tick(), Math.min(this.settings.sweepEveryMs, 2 ** 31 - 1));
-    };
-    void tick();
+    void this.loop.kick();
   }
 
   /** Stops the timer and aborts a sweep in flight; its waiting callers get ShuttingDownError. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
     this.abort.abort();
+    await this.loop.stop();
     await this.current?.done.catch(() => undefined);
+  }
+
+  /** The periodic sweep; its failure waits for the next one (a failed sweep is not hurried). */
+  private async periodicSweep(): Promise<number> {
+    try {
+      const report = await this.sweep(false);
+      if (report.runs.length || report.blobs.length || report.tempFiles) {
+        this.log.info({ runs: report.runs.length, blobs: report.blobs.length, bytes: report.blobs.reduce((n, b) => n + b.bytes, 0), tempFiles: report.tempFiles }, 'artifacts swept');
+      }
+    } catch (raw) {
+      const err = coerceError(raw);
+      // Another sweep running (a user's gc with its own policy) or a shutdown is no failure.
+      if (err.code === 'KILN_ERR_SWEEP_BUSY' || err.code === 'KILN_ERR_SHUTTING_DOWN') this.log.debug({ err }, 'periodic artifact sweep skipped');
+      else this.log.error({ err }, 'artifact sweep failed; trying again at the next one');
+    }
+    return this.now() + this.settings.sweepEveryMs;
   }
 
   /**

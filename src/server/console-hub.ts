@@ -4,8 +4,12 @@
  * never one transaction per line.
  */
 import type { Logger } from 'pino';
-import { coerceError } from '../errors.js';
+import type { BackoffTimings } from '../core/index.js';
 import type { JobStore, StoredLine } from '../store/index.js';
+import { createWakeLoop, type WakeLoop } from './wake-loop.js';
+
+/** A store that refused lines is tried again after 1 s, then less often while it lasts. */
+const WRITE_RETRY: BackoffTimings = { retryMinMs: 1000, retryMaxMs: 10_000 };
 
 /** What an observer of a live run is told. */
 export interface ConsoleObserver {
@@ -27,14 +31,20 @@ export class ConsoleHub {
   private pendingCount = 0;
   private lastSeq = new Map<string, number>();
   private observers = new Map<string, Set<ConsoleObserver>>();
-  private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> = Promise.resolve();
+  /** Writes what waits: kicked by flush(), woken `flushMs` after the first unwritten line. */
+  private readonly writer: WakeLoop;
 
   constructor(
     private readonly store: JobStore,
-    private readonly log: Logger,
+    log: Logger,
     private readonly options: ConsoleHubOptions = { flushMs: 50, maxPending: 2000 },
-  ) {}
+  ) {
+    this.writer = createWakeLoop(log, {
+      body: () => this.writePending(),
+      retry: WRITE_RETRY,
+      failureMessage: 'could not write console lines; will retry',
+    });
+  }
 
   /** Takes lines a worker sent for a run; a line already seen (same seq) is ignored. */
   append(runId: string, lines: StoredLine[]): void {
@@ -48,18 +58,15 @@ export class ConsoleHub {
     this.pendingCount += fresh.length;
     for (const observer of this.observers.get(runId) ?? []) for (const line of fresh) observer.line(line);
     if (this.pendingCount >= this.options.maxPending) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), this.options.flushMs);
+    else this.writer.wakeAt(Date.now() + this.options.flushMs);
   }
 
-  /** Writes every waiting line; resolves once they are committed. */
+  /** Writes every waiting line; resolves once they are committed (or, when the store failed, kept for the retry). */
   flush(): Promise<void> {
-    this.flushing = this.flushing.then(() => this.writePending());
-    return this.flushing;
+    return this.writer.kick();
   }
 
   private async writePending(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
     if (this.pendingCount === 0) return;
     const batches = [...this.pending].map(([runId, lines]) => ({ runId, lines }));
     this.pending = new Map();
@@ -67,13 +74,12 @@ export class ConsoleHub {
     try {
       await this.store.appendConsole(batches);
     } catch (raw) {
-      const err = coerceError(raw);
-      this.log.error({ err }, 'could not write console lines; will retry');
+      // Put back in front of what came meanwhile; the loop logs and retries.
       for (const { runId, lines } of batches) {
         this.pending.set(runId, [...lines, ...(this.pending.get(runId) ?? [])]);
         this.pendingCount += lines.length;
       }
-      this.timer ??= setTimeout(() => void this.flush(), 1000);
+      throw raw;
     }
   }
 
@@ -105,6 +111,6 @@ export class ConsoleHub {
   /** Flushes and stops the timer. */
   async close(): Promise<void> {
     await this.flush();
-    clearTimeout(this.timer);
+    await this.writer.stop();
   }
 }

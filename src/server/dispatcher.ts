@@ -4,10 +4,11 @@
  * servers sharing one database can dispatch at once.
  */
 import type { Logger } from 'pino';
-import { backoffMs, labelsMatch, type BackoffTimings } from '../core/index.js';
+import { labelsMatch, type BackoffTimings } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import { traceNow, traceStage } from '../latency-trace.js';
 import type { ClaimingWorker, JobStore, NewRun, Run } from '../store/index.js';
+import { createWakeLoop, RETRY_PASS, type WakeLoop } from './wake-loop.js';
 
 /** A connected worker, as the dispatcher sees it. */
 export interface WorkerSession {
@@ -62,14 +63,15 @@ export class Dispatcher {
   private readonly dropped = new Set<string>();
   /** Workers (pool instances) made for one run: they are given that run only. */
   private readonly reserved = new Map<string, string>();
-  private busy = false;
+  /** The dispatch passes: kicked when runs or workers change, retried with DISPATCH_RETRY when one fails. */
+  private readonly loop: WakeLoop;
+  /** A direct enqueue (queued and claimed for one worker in one commit) holds the dispatcher: passes wait. */
+  private directBusy = false;
+  private directDone: Promise<void> = Promise.resolve();
+  /** A pass was asked for while a direct enqueue held the dispatcher: it kicks one when it ends. */
   private again = false;
-  private idle: Promise<void> = Promise.resolve();
-  /** Passes failed in a row, and the timer of the next try. */
-  private failures = 0;
   /** Runs claimed but neither sent nor handed back (the store failed): handed back first on the next pass. */
   private readonly unsent = new Map<string, Run>();
-  private retryTimer: NodeJS.Timeout | undefined;
   /** Sessions a pass is handing runs to now: a run claimed for one may not have been sent yet. */
   private readonly filling = new Set<WorkerSession>();
   private stopped = false;
@@ -90,7 +92,15 @@ export class Dispatcher {
     private readonly dispatched: (run: Run) => void,
     /** Called with a run claimed for a worker but not sent to it (the worker went away, or the pass failed), and why. */
     private readonly orphaned: (run: Run, why: string) => Promise<void>,
-  ) {}
+  ) {
+    this.loop = createWakeLoop(log, {
+      body: () => this.runPass(),
+      now,
+      retry: DISPATCH_RETRY,
+      failureMessage: 'dispatch pass failed; trying again',
+      onIdle: () => this.onChange(),
+    });
+  }
 
   /** The connected session of that name, if any. */
   session(name: string): WorkerSession | undefined {
@@ -144,7 +154,7 @@ export class Dispatcher {
    * (queued, or running on the worker) when this resolves. Throws what the store's enqueue throws.
    */
   async enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
-    const session = this.busy || this.stopped ? undefined : this.idleSession(run);
+    const session = this.busyNow() || this.stopped ? undefined : this.idleSession(run);
     if (!session) {
       const queued = await this.store.enqueue(run, position);
       traceStage(run.id, 'enqueue-committed');
@@ -152,10 +162,10 @@ export class Dispatcher {
       return queued;
     }
     // Held like a pass: no pass may claim for this session between the commit and the send.
-    this.busy = true;
+    this.directBusy = true;
     const direct = this.enqueueFor(session, run, position);
     // Shutdown waits for it as for a pass (the store must stay open until the run is sent).
-    this.idle = direct.then(() => undefined, () => undefined);
+    this.directDone = direct.then(() => undefined, () => undefined);
     return direct;
   }
 
@@ -179,10 +189,11 @@ export class Dispatcher {
       return { run: queued.claimed?.id === queued.run.id ? queued.claimed : queued.run, created: queued.created };
     } finally {
       this.filling.delete(session);
-      this.busy = false;
+      this.directBusy = false;
       // What was asked for meanwhile (or a run left queued, or a send to retry) gets a pass now.
       if (this.again || passNeeded) this.kick();
       else this.onChange();
+      this.again = false;
     }
   }
 
@@ -202,57 +213,40 @@ export class Dispatcher {
   /** Asks for a dispatch pass; passes requested while one runs are merged into one more. */
   kick(): void {
     if (this.stopped) return;
-    if (this.busy) {
+    if (this.directBusy) {
       this.again = true;
       return;
     }
-    this.busy = true;
-    this.idle = this.loop();
+    void this.loop.kick();
   }
 
   /** True while a dispatch pass runs (runs may be claimed but not yet handed out). */
   busyNow(): boolean {
-    return this.busy;
+    return this.directBusy || this.loop.busy;
   }
 
   /** Stops retrying failed passes and takes no more kicks (at shutdown, before the store closes). */
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.retryTimer);
+    void this.loop.stop();
   }
 
   /** Resolves when no pass is running (for shutdown and tests). */
-  settled(): Promise<void> {
-    return this.idle;
+  async settled(): Promise<void> {
+    while (this.busyNow()) {
+      await this.directDone;
+      await this.loop.settled();
+    }
   }
 
-  private async loop(): Promise<void> {
-    let failed = false;
-    do {
-      this.again = false;
-      this.passStartedAt = traceNow();
-      try {
-        failed = !(await this.pass());
-      } catch (raw) {
-        failed = true;
-        this.log.error({ err: coerceError(raw) }, 'dispatch pass failed');
-      }
-    } while (this.again);
-    if (failed) this.retryLater();
-    else this.failures = 0;
-    // Cleared in the same tick as the last check of `again`: a kick can never fall in between.
-    this.busy = false;
-    this.onChange();
-  }
-
-  /** Schedules the next pass after a failed one (one timer at most; a kick meanwhile runs sooner). */
-  private retryLater(): void {
-    if (this.stopped) return;
-    this.failures += 1;
-    const wait = backoffMs(this.failures, DISPATCH_RETRY);
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.kick(), wait);
-    this.log.warn({ failures: this.failures, retryInMs: wait }, 'dispatch pass failed; trying again');
+  /** The loop's body: one pass, unless a direct enqueue holds the workers (it asks for the pass when it ends). */
+  private async runPass(): Promise<typeof RETRY_PASS | undefined> {
+    if (this.directBusy) {
+      this.again = true;
+      return undefined;
+    }
+    this.passStartedAt = traceNow();
+    return (await this.pass()) ? undefined : RETRY_PASS;
   }
 
   /** One pass over the workers; false when any of them could not be served (tried again later). */

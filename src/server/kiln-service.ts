@@ -20,6 +20,7 @@ import type { ConsoleHub } from './console-hub.js';
 import type { Dispatcher, WorkerSession } from './dispatcher.js';
 import type { Scheduler } from './scheduler.js';
 import type { Templates } from './templates.js';
+import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** Default job timeout: one hour, as robur's. */
 export const DEFAULT_TIMEOUT_MS = 3_600_000;
@@ -65,7 +66,7 @@ export interface KilnServiceParts {
   onRunEnded?: (run: Run) => void;
 }
 
-/** Longest single sleep of the deadline timer (re-read from the store after it). */
+/** Longest single sleep of the deadline check (re-read from the store after it). */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
 
 /** A time for a log line; a stored value out of Date's range is logged as the number. */
@@ -84,11 +85,19 @@ function checkSchedule(schedule: Schedule): void {
 export class KilnService {
   /** Runs whose worker is away, with the timer that declares them lost. */
   private readonly unattended = new Map<string, NodeJS.Timeout>();
-  private deadlineTimer: NodeJS.Timeout | undefined;
-  private deadlineAt = Infinity;
+  /** Ends runs whose worker never reported by their deadline; sleeps until the earliest one. */
+  private readonly deadlines: WakeLoop;
   private stopped = false;
 
-  constructor(private readonly parts: KilnServiceParts) {}
+  constructor(private readonly parts: KilnServiceParts) {
+    this.deadlines = createWakeLoop(parts.log, {
+      body: () => this.reapOverdue(),
+      now: parts.now,
+      maxSleepMs: MAX_SLEEP_MS,
+      retry: { retryMinMs: 5000, retryMaxMs: 60_000 },
+      failureMessage: 'deadline check failed; retrying',
+    });
+  }
 
   private get store() {
     return this.parts.store;
@@ -476,14 +485,14 @@ export class KilnService {
   async recover(): Promise<number> {
     const running = await this.store.listRunning();
     for (const run of running) this.unattend(run.id, run.worker ?? undefined);
-    await this.reapOverdue();
+    await this.deadlines.kick();
     return running.length;
   }
 
   /** Stops the timers (the runs they watch stay in the store for the next start). */
-  stop(): void {
+  async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.deadlineTimer);
+    await this.deadlines.stop();
     for (const timer of this.unattended.values()) clearTimeout(timer);
     this.unattended.clear();
   }
@@ -538,33 +547,23 @@ export class KilnService {
     if (run) await this.store.recordEvent(run.id, { at, attempt: run.attempt, kind: 'ignored', detail: { worker, why, result } });
   }
 
-  /** Makes the deadline timer fire no later than `at`. */
+  /** Makes the deadline check run no later than `at`. */
   private noteDeadline(at: number | null): void {
-    if (at === null || this.stopped || at >= this.deadlineAt) return;
-    clearTimeout(this.deadlineTimer);
-    this.deadlineAt = at;
-    this.deadlineTimer = setTimeout(() => void this.reapOverdue(), Math.min(Math.max(at - this.parts.now(), 0), MAX_SLEEP_MS));
+    if (at !== null) this.deadlines.wakeAt(at);
   }
 
-  /** Ends the runs whose worker never reported by their deadline, then sleeps until the next one. */
-  private async reapOverdue(): Promise<void> {
-    this.deadlineAt = Infinity;
-    try {
-      const now = this.parts.now();
-      for (const run of await this.store.overdueRuns(now)) {
-        const end: AttemptEnd = { ...endOfOverdue(run), finishedAt: now };
-        const holder = this.holder(run);
-        if ((await this.endAttempt(run.id, end, run.worker ?? undefined)) !== 'stale' && holder) {
-          holder.running.delete(run.id);
-          holder.release(run.id, formatResult(end.result));
-        }
+  /** Ends the runs whose worker never reported by their deadline; resolves with the next deadline. */
+  private async reapOverdue(): Promise<number | undefined> {
+    const now = this.parts.now();
+    for (const run of await this.store.overdueRuns(now)) {
+      const end: AttemptEnd = { ...endOfOverdue(run), finishedAt: now };
+      const holder = this.holder(run);
+      if ((await this.endAttempt(run.id, end, run.worker ?? undefined)) !== 'stale' && holder) {
+        holder.running.delete(run.id);
+        holder.release(run.id, formatResult(end.result));
       }
-      const next = await this.store.earliestDeadline();
-      if (next !== undefined) this.noteDeadline(next);
-    } catch (raw) {
-      this.log.error({ err: coerceError(raw) }, 'deadline check failed; retrying in 5s');
-      this.noteDeadline(this.parts.now() + 5000);
     }
+    return this.store.earliestDeadline();
   }
 
   /** Parses an RFC 3339 time with any offset. */

@@ -4,50 +4,43 @@
  * service's `fire`.
  */
 import type { Logger } from 'pino';
-import { coerceError } from '../errors.js';
 import type { JobStore } from '../store/index.js';
+import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** Longest single sleep: re-reading the store this often also corrects for clock jumps. */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
 
 /** Sleeps until the next due time, then fires. */
 export class Scheduler {
-  private timer: NodeJS.Timeout | undefined;
-  private chain: Promise<void> = Promise.resolve();
-  private stopped = false;
+  private readonly loop: WakeLoop;
 
   constructor(
-    private readonly store: JobStore,
-    private readonly log: Logger,
-    private readonly now: () => number,
+    store: JobStore,
+    log: Logger,
+    now: () => number,
     /** Fires every job due at `now`. */
-    private readonly fire: (now: number) => Promise<void>,
-  ) {}
+    fire: (now: number) => Promise<void>,
+  ) {
+    this.loop = createWakeLoop(log, {
+      body: async () => {
+        await fire(now());
+        return store.earliestNextAt();
+      },
+      now,
+      maxSleepMs: MAX_SLEEP_MS,
+      // A failing store is tried again 5 s later at first, then less often while it lasts.
+      retry: { retryMinMs: 5000, retryMaxMs: 60_000 },
+      failureMessage: 'scheduler pass failed; retrying',
+    });
+  }
 
-  /** Fires what is due now and sleeps until the next due time. */
+  /** Fires what is due now and sleeps until the next due time; resolves once that pass has ended. */
   wake(): Promise<void> {
-    this.chain = this.chain.then(() => this.tick());
-    return this.chain;
+    return this.loop.kick();
   }
 
-  stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
-  }
-
-  private async tick(): Promise<void> {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    try {
-      await this.fire(this.now());
-      const earliest = await this.store.earliestNextAt();
-      if (earliest !== undefined && !this.stopped) {
-        const delay = Math.min(Math.max(earliest - this.now(), 0), MAX_SLEEP_MS);
-        this.timer = setTimeout(() => void this.wake(), delay);
-      }
-    } catch (raw) {
-      this.log.error({ err: coerceError(raw) }, 'scheduler pass failed; retrying in 5s');
-      if (!this.stopped) this.timer = setTimeout(() => void this.wake(), 5000);
-    }
+  /** Stops; resolves once a pass in flight has ended. */
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

@@ -191,8 +191,8 @@ async function startOnStore(
   });
 
   const stopAll = async () => {
-    scheduler.stop();
-    service!.stop();
+    await scheduler.stop();
+    await service!.stop();
     dispatcher.stop();
     await outbox?.stop();
     await sweeper.stop();

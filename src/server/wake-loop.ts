@@ -11,13 +11,20 @@ import { coerceError } from '../errors.js';
 /** setTimeout fires at once for a delay past ~24.8 days: longer sleeps are cut to this and the body runs early. */
 const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * What a body returns when its pass did not do all it should without throwing (it logged the
+ * parts that failed itself): the loop tries again with the backoff, as after a throw.
+ */
+export const RETRY_PASS = Symbol('retry the pass');
+
 /** What a loop runs and how it sleeps. */
 export interface WakeLoopOptions {
   /**
    * One pass. Resolves with the time (as `now` gives it) the next pass is due, or undefined: only
-   * a kick or a wakeAt brings the next one. A throw is logged and the pass retried with `retry`.
+   * a kick or a wakeAt brings the next one. A throw is logged and the pass retried with `retry`
+   * (as is RETRY_PASS, without the error).
    */
-  body: () => Promise<number | undefined | void>;
+  body: () => Promise<number | undefined | void | typeof RETRY_PASS>;
   /** Waits after passes that failed in a row (a kick meanwhile runs sooner). */
   retry: BackoffTimings;
   /** Logged (at error) when a pass fails, with the error and the wait. */
@@ -134,14 +141,21 @@ class Loop implements WakeLoop {
 
   private async pass(waiters: (() => void)[]): Promise<void> {
     let next: number | undefined;
+    let failure: { err?: Error } | undefined;
     try {
-      next = (await this.options.body()) ?? undefined;
-      this.failures = 0;
+      const got = await this.options.body();
+      if (got === RETRY_PASS) failure = {};
+      else next = got ?? undefined;
     } catch (raw) {
+      failure = { err: coerceError(raw) };
+    }
+    if (failure) {
       this.failures += 1;
       const wait = backoffMs(this.failures, this.options.retry);
-      this.log.error({ err: coerceError(raw), failures: this.failures, retryInMs: wait }, this.options.failureMessage);
+      this.log.error({ ...failure, failures: this.failures, retryInMs: wait }, this.options.failureMessage);
       next = this.now() + wait;
+    } else {
+      this.failures = 0;
     }
     this.running = undefined;
     for (const resolve of waiters) resolve();

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import type { Logger } from 'pino';
-import { createWakeLoop, type WakeLoopOptions } from '../../src/server/wake-loop.js';
+import { createWakeLoop, RETRY_PASS, type WakeLoopOptions } from '../../src/server/wake-loop.js';
 
 /** A logger that keeps what was logged at error. */
 function recordingLog(): { log: Logger; errors: { fields: Record<string, unknown>; msg: string }[] } {
@@ -173,6 +173,24 @@ test('a failing pass is logged and retried with the backoff, doubling to its bou
   t.mock.timers.tick(3_600_000);
   await settle();
   assert.equal(passes, after, 'no retry after a pass that worked');
+  await loop.stop();
+});
+
+test('a pass that says RETRY_PASS is retried with the backoff, as a throw is', async (t) => {
+  fakeTime(t);
+  let passes = 0;
+  const { loop, errors } = loopWith(async () => {
+    passes += 1;
+    return passes < 3 ? RETRY_PASS : undefined;
+  });
+  await loop.kick();
+  assert.deepEqual(errors.map((e) => [e.fields.failures, e.fields.retryInMs, e.fields.err]), [[1, 100, undefined]]);
+  t.mock.timers.tick(100);
+  await settle();
+  t.mock.timers.tick(200);
+  await settle();
+  assert.equal(passes, 3);
+  assert.equal(loop.failures, 0);
   await loop.stop();
 });
 

@@ -14,6 +14,7 @@ import {
 import { coerceError } from '../../errors.js';
 import type { JobStore, WaitingRun } from '../../store/index.js';
 import { freeSlots, type Dispatcher } from '../dispatcher.js';
+import { createWakeLoop, type WakeLoop } from '../wake-loop.js';
 import type { InstanceHandle, OwnInstance, Provider } from './provider.js';
 
 /** A pool as configured. */
@@ -114,15 +115,25 @@ export class PoolManager {
   private readonly tokens = new Map<string, string>();
   /** Instance ids already adopted or removed by recover(). */
   private readonly recovered = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
-  private evaluation: Promise<void> | undefined;
-  private again = false;
+  /** Looks at the farm when something changes, and every check interval (instances' health, start timeouts). */
+  private readonly loop: WakeLoop;
   private started = false;
   private stopped = false;
 
   constructor(configs: { config: PoolConfig; provider: Provider }[], private readonly parts: PoolManagerParts) {
     // Pools look at the farm only once start() has adopted or removed what an earlier life left.
     this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null, listed: false }));
+    const interval = Math.min(...this.pools.map((p) => p.config.checkIntervalMs));
+    this.loop = createWakeLoop(parts.log, {
+      body: async () => {
+        await this.pass();
+        return this.parts.now() + interval;
+      },
+      now: parts.now,
+      // A failed look is tried again at the next interval, as any look.
+      retry: { retryMinMs: interval, retryMaxMs: interval },
+      failureMessage: 'pool check failed',
+    });
   }
 
   /** The instance name a single-use token belongs to, if it is live. */
@@ -177,8 +188,6 @@ export class PoolManager {
 
   /** Starts watching (after recover(), once the server listens). */
   start(): void {
-    const interval = Math.min(...this.pools.map((p) => p.config.checkIntervalMs));
-    this.timer = setInterval(() => this.evaluate(), interval);
     this.started = true;
     this.evaluate();
   }
@@ -186,8 +195,7 @@ export class PoolManager {
   /** Stops every instance (each exactly once) and the timer. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.timer);
-    await this.evaluation;
+    await this.loop.stop();
     const stops = Promise.all(this.pools.flatMap((pool) => [...pool.instances.values()].map((instance) => this.stopInstance(instance, 'server shutting down'))));
     let timer: NodeJS.Timeout | undefined;
     const waited = await Promise.race([stops.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_WAIT_MS)))]);
@@ -201,21 +209,7 @@ export class PoolManager {
   /** Something changed (a run queued or ended, a worker came or went): look again. */
   evaluate(): void {
     if (this.stopped || !this.started) return;
-    if (this.evaluation) {
-      this.again = true;
-      return;
-    }
-    this.evaluation = (async () => {
-      do {
-        this.again = false;
-        try {
-          await this.pass();
-        } catch (raw) {
-          this.parts.log.error({ err: coerceError(raw) }, 'pool check failed');
-        }
-      } while (this.again && !this.stopped);
-      this.evaluation = undefined;
-    })();
+    void this.loop.kick();
   }
 
   view(): PoolView[] {

@@ -9,10 +9,11 @@
  * its own timer, never a poll.
  */
 import type { Logger } from 'pino';
-import { backoffMs } from '../../core/index.js';
+import { backoffMs, type BackoffTimings } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { Delivery, JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
+import { createWakeLoop, type WakeLoop } from '../wake-loop.js';
 import type { DeliveryOutcome, UploadTarget } from './target.js';
 
 /** Backoff bounds (ms) and the retry limit. */
@@ -32,6 +33,8 @@ export const DEFAULT_OUTBOX_TIMINGS: OutboxTimings = { retryMinMs: 1000, retryMa
 const CONSOLE_PAGE = 5000;
 /** Longest single sleep (the store is read again after it). */
 const MAX_SLEEP_MS = 60 * 60_000;
+/** A store that cannot be read is tried again after 5 s, then less often while it lasts. */
+const STORE_RETRY: BackoffTimings = { retryMinMs: 5000, retryMaxMs: 60_000 };
 
 /** What an attempt leaves a delivery in: its state, when it is next due, and the error to record. */
 export interface AttemptRecord {
@@ -52,9 +55,7 @@ export function afterAttempt(outcome: DeliveryOutcome, attempts: number, timings
 }
 
 export class Outbox {
-  private timer: NodeJS.Timeout | undefined;
-  private draining: Promise<void> | undefined;
-  private again = false;
+  private readonly loop: WakeLoop;
   private stopped = false;
   private readonly abort = new AbortController();
 
@@ -65,50 +66,37 @@ export class Outbox {
     private readonly log: Logger,
     private readonly now: () => number,
     private readonly timings: OutboxTimings,
-  ) {}
+  ) {
+    this.loop = createWakeLoop(log, {
+      body: () => this.drain(),
+      now,
+      maxSleepMs: MAX_SLEEP_MS,
+      retry: STORE_RETRY,
+      failureMessage: 'the outbox could not read the store; trying again',
+    });
+  }
 
-  /** Sends whatever is due; called when a run ends and by the timer. */
+  /** Sends whatever is due; called when a run ends, and by itself when the next delivery is due. */
   wake(): void {
-    if (this.stopped) return;
-    if (this.draining) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.draining = this.drain().finally(() => (this.draining = undefined));
+    void this.loop.kick();
   }
 
   /** Stops sending; an attempt in progress is aborted and retried after the next start. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
     this.abort.abort();
-    await this.draining;
+    await this.loop.stop();
   }
 
-  private async drain(): Promise<void> {
-    try {
-      do {
-        this.again = false;
-        for (let due = await this.store.dueDeliveries(this.now(), 16); due.length > 0 && !this.stopped; due = await this.store.dueDeliveries(this.now(), 16)) {
-          for (const delivery of due) {
-            if (this.stopped) return;
-            await this.attempt(delivery);
-          }
-        }
-      } while (this.again && !this.stopped);
-      const next = await this.store.nextDeliveryAt();
-      if (next !== undefined) this.sleepUntil(next);
-    } catch (raw) {
-      this.log.error({ err: coerceError(raw) }, 'the outbox could not read the store; trying again in 5s');
-      this.sleepUntil(this.now() + 5000);
+  /** Sends every due delivery; resolves with when the next one is due. */
+  private async drain(): Promise<number | undefined> {
+    for (let due = await this.store.dueDeliveries(this.now(), 16); due.length > 0 && !this.stopped; due = await this.store.dueDeliveries(this.now(), 16)) {
+      for (const delivery of due) {
+        if (this.stopped) return undefined;
+        await this.attempt(delivery);
+      }
     }
-  }
-
-  private sleepUntil(at: number): void {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.wake(), Math.min(Math.max(at - this.now(), 0), MAX_SLEEP_MS));
+    return this.store.nextDeliveryAt();
   }
 
   /** One attempt at one delivery, recorded whatever happens. */
