@@ -49,10 +49,14 @@ export interface RetryState {
   jobExists: boolean;
 }
 
-/** The retry decision: end the run, or queue it again (spending `spend`, as attempt `attempt`), saying `note` on its console. */
+/**
+ * The retry decision: end the run, or queue it again as attempt `attempt` saying `note` on its
+ * console: `retried` spends a budget; `requeued` (it never started) spends none, and says `why`.
+ */
 export type RetryDecision =
   | { kind: 'end' }
-  | { kind: 'requeue'; spend: 'lost' | 'failure' | undefined; attempt: number; note: string; event: 'requeued' | 'retried' };
+  | { kind: 'requeue'; event: 'retried'; spend: 'lost' | 'failure'; attempt: number; note: string }
+  | { kind: 'requeue'; event: 'requeued'; spend: undefined; attempt: number; note: string; why: string };
 
 /** Whether an attempt ending with `end` goes back to the queue, and the console line that says so. */
 export function decideRetry(state: RetryState, end: { result: RunResult; retry?: RetryBudget }): RetryDecision {
@@ -62,6 +66,7 @@ export function decideRetry(state: RetryState, end: { result: RunResult; retry?:
   if (end.retry === 'unstarted') {
     return {
       kind: 'requeue', spend: undefined, attempt: state.attempt, event: 'requeued',
+      why: end.result.kind === 'aborted' ? end.result.reason : said,
       note: `kiln: attempt ${state.attempt} on ${state.worker} never started (${said}); queued again, no retry used`,
     };
   }

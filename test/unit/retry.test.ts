@@ -42,7 +42,10 @@ test('decideRetry: budgets, a queued sibling and a deleted job decide; the note 
       kind: 'requeue', spend: 'failure', attempt: 3, event: 'retried', note: 'kiln: attempt 2 on w1 ended (exited 1); retrying as attempt 3',
     }],
     ['unstarted needs no budget', { lostRetriesLeft: 0 }, { result: aborted('never started: gone'), retry: 'unstarted' }, {
-      kind: 'requeue', spend: undefined, attempt: 2, event: 'requeued', note: 'kiln: attempt 2 on w1 never started (aborted: never started: gone); queued again, no retry used',
+      kind: 'requeue', spend: undefined, attempt: 2, event: 'requeued', why: 'never started: gone', note: 'kiln: attempt 2 on w1 never started (aborted: never started: gone); queued again, no retry used',
+    }],
+    ['unstarted with an exit', {}, { result: exited(1), retry: 'unstarted' }, {
+      kind: 'requeue', spend: undefined, attempt: 2, event: 'requeued', why: 'exited 1', note: 'kiln: attempt 2 on w1 never started (exited 1); queued again, no retry used',
     }],
     ['another run of the job is queued', { otherQueued: true }, lost, { kind: 'end' }],
     ['unstarted, but another is queued', { otherQueued: true }, { result: aborted('x'), retry: 'unstarted' }, { kind: 'end' }],

@@ -7,7 +7,7 @@ import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import {
-  decideOverlap, decideRetry, firstClaimable, formatResult, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
+  decideOverlap, decideRetry, firstClaimable, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
@@ -389,7 +389,7 @@ class SqliteStore implements JobStore {
                       first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
                     WHERE id = ? AND status = 'running'`)
           .run(decision.attempt, front ?? 0, markerSeq + 1, id);
-        if (decision.event === 'requeued') this.event(id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
+        if (decision.event === 'requeued') this.event(id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
         else this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
         return { outcome: 'retried', run: this.runRow(id) };
       }
