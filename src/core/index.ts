@@ -13,3 +13,4 @@ export * from './overlap.js';
 export * from './retry.js';
 export * from './claim.js';
 export * from './pool-plan.js';
+export * from './reattach.js';

@@ -38,3 +38,12 @@ export function formatResult(result: RunResult): string {
       return `aborted: ${result.reason}`;
   }
 }
+
+/** A cancel asked of a run: a queued one ends now with `result`; a running one is asked to stop; an ended one cannot be. */
+export type CancelDecision = { kind: 'end'; result: RunResult } | { kind: 'request' } | { kind: 'finished' };
+
+/** What cancelling a run in `status`, asked by `by`, does. */
+export function decideCancel(status: RunStatus, by: string): CancelDecision {
+  if (status === 'queued') return { kind: 'end', result: { kind: 'aborted', reason: `cancelled by ${by}` } };
+  return status === 'running' ? { kind: 'request' } : { kind: 'finished' };
+}

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  describeSchedule, endOfOverdue, endOfReport, expandTemplate, firstAfter, formatDuration, formatResult, holdsRun, isTimeInRange, missedSlots, nextDue, planFiring, validateSchedule,
+  decideReattach, decideUnheld, describeSchedule, endOfOverdue, endOfReport, expandTemplate, firstAfter, formatDuration, formatResult, isTimeInRange, missedSlots, nextDue, planFiring, validateSchedule,
   type JobSandbox, type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
 import type { SandboxChange } from './api/schemas.js';
@@ -371,25 +371,16 @@ export class KilnService {
     if (held.length > 0) await this.parts.hub.flush();
     for (const { runId, attempt } of held) {
       const run = await this.store.findRun(runId).catch(() => undefined);
-      // Only the identity that took the run may take it back: the same name is not enough.
-      if (run?.status === 'running' && run.worker === session.name && run.attempt === attempt && holdsRun(run.workerIdentity, session.identity)) {
+      const decision = decideReattach(run, session, attempt);
+      if (decision.kind === 'resume') {
         this.attended(runId);
         session.running.add(runId);
         session.assigned += 1;
         resume.push({ runId, afterSeq: await this.store.lastConsoleSeq(runId) });
         this.log.info({ runId, worker: session.name }, 'run re-attached');
       } else {
-        const why = !run
-          ? 'unknown run'
-          : run.status === 'running' && run.worker === session.name && run.attempt === attempt
-            ? 'it is held by another credential than this worker\'s'
-            : run.status === 'running'
-            ? `now attempt ${run.attempt} on ${run.worker}`
-            : run.status === 'queued'
-              ? `queued again as attempt ${run.attempt}`
-              : `the run has ended (${run.status})`;
-        release.push({ runId, reason: why });
-        this.log.info({ runId, worker: session.name, why }, 'released a run the worker still held');
+        release.push({ runId, reason: decision.why });
+        this.log.info({ runId, worker: session.name, why: decision.why }, 'released a run the worker still held');
       }
     }
     await this.requeueUnheld(session, new Set(held.map((h) => `${h.runId}#${h.attempt}`)));
@@ -409,20 +400,16 @@ export class KilnService {
    */
   private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
     for (const run of await this.store.listRunning(session.name)) {
-      // By attempt: a worker still holding an older attempt (released above) does not hold this one.
-      // Another credential under the same name speaks only for itself: it cannot give up a run it never held.
-      if (run.worker !== session.name || !holdsRun(run.workerIdentity, session.identity) || held.has(`${run.id}#${run.attempt}`)) continue;
-      if (run.workerSession === null) continue;
       // A pass may be between claiming a run for the previous connection and finding it gone: that
       // run never started, and the pass hands it back itself (ending or requeueing it here too could
-      // requeue it after it was sent again). The others wait the grace window this once.
-      if (this.parts.dispatcher.claimingFor(session.name, session)) continue;
-      if (run.workerSession === session.session) {
+      // requeue it after it was sent again). Such runs wait the grace window this once.
+      const decision = decideUnheld(run, session, held, this.parts.dispatcher.claimingFor(session.name, session));
+      if (decision === 'requeue') {
         await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
-        continue;
+      } else if (decision === 'lose') {
+        const reason = `worker lost (${session.name} came back as a new process without it: the one that ran it is gone)`;
+        await this.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'lost' }, run.worker ?? undefined, run.attempt);
       }
-      const reason = `worker lost (${session.name} came back as a new process without it: the one that ran it is gone)`;
-      await this.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.parts.now(), retry: 'lost' }, run.worker ?? undefined, run.attempt);
     }
   }
 

@@ -7,7 +7,7 @@ import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import {
-  decideOverlap, decideRetry, firstClaimable, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
+  decideCancel, decideOverlap, decideRetry, firstClaimable, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
@@ -401,11 +401,12 @@ class SqliteStore implements JobStore {
   requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {
     return this.tx(() => {
       const run = this.findRunRow(id);
-      if (run.status === 'queued') {
-        this.finishInTx(run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${by}` }, finishedAt: now });
+      const decision = decideCancel(run.status as RunStatus, by);
+      if (decision.kind === 'end') {
+        this.finishInTx(run.id, 'queued', { status: 'cancelled', result: decision.result, finishedAt: now });
         return { run: this.runRow(run.id), state: 'cancelled' as const };
       }
-      if (run.status !== 'running') throw new RunFinishedError(run.id, run.status);
+      if (decision.kind === 'finished') throw new RunFinishedError(run.id, run.status);
       this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
         .run(by, deadlineAt, deadlineAt, run.id);
       this.event(run.id, now, run.attempt, 'cancel-requested', { by });
