@@ -142,6 +142,11 @@ export function nextDue(schedule: Schedule, due: number, now: number, catchUp = 
   return inRange(due + (missed + 1) * step);
 }
 
+/** A resumed job's next time: a time missed while it was paused does not run; its grid continues after `now`. */
+export function resumedNextAt(schedule: Schedule, nextAt: number | null, now: number): number | null {
+  return nextAt !== null && nextAt <= now ? nextDue(schedule, nextAt, now) ?? null : nextAt;
+}
+
 /** The interval of a period or `every` schedule (undefined for never, cron, or a bad stored value). */
 function stepOf(schedule: Schedule): number | undefined {
   const step = schedule.kind === 'every' ? schedule.everyMs : schedule.kind === 'period' ? periodMs(schedule.period) : undefined;

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  decideReattach, decideUnheld, describeSchedule, endOfOverdue, endOfReport, expandTemplate, firstAfter, formatDuration, formatResult, isTimeInRange, missedSlots, nextDue, planFiring, validateSchedule,
+  decideReattach, decideUnheld, describeSchedule, endOfOverdue, endOfReport, expandTemplate, firstAfter, formatDuration, formatResult, isTimeInRange, missedSlots, planFiring, resumedNextAt, validateSchedule,
   type JobSandbox, type Overlap, type RunResult, type Schedule,
 } from '../core/index.js';
 import type { SandboxChange } from './api/schemas.js';
@@ -202,7 +202,7 @@ export class KilnService {
     const current = await this.store.getJob(name);
     if (!current) throw new JobNotFoundError(name);
     const now = this.parts.now();
-    const nextAt = current.nextAt !== null && current.nextAt <= now ? nextDue(current.schedule, current.nextAt, now) ?? null : current.nextAt;
+    const nextAt = resumedNextAt(current.schedule, current.nextAt, now);
     const job = await this.store.updateJob(name, { paused: false, nextAt }, now);
     void this.parts.scheduler.wake();
     return job;

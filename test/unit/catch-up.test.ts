@@ -1,7 +1,7 @@
 /** The firing decision (planFiring): a catch-up replays a bounded number of missed slots, never all of them. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CATCH_UP_LIMIT, MAX_TIME_MS, missedSlots, planFiring, type Schedule } from '../../src/core/index.js';
+import { CATCH_UP_LIMIT, MAX_TIME_MS, missedSlots, planFiring, resumedNextAt, type Schedule } from '../../src/core/index.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -69,4 +69,14 @@ test('missedSlots: what a catch-up records as missed, as a table', () => {
     }],
   ];
   for (const [name, plan, want] of cases) assert.deepEqual(missedSlots({ ...plan, next: undefined }), want, name);
+});
+
+test('resumedNextAt: times missed while paused do not run; a future or absent time stays', () => {
+  const cases: [string, number | null, number, number | null][] = [
+    ['missed while paused: the next slot after now', T, T + 2.5 * HOUR, T + 3 * HOUR],
+    ['due exactly now: the next slot', T, T, T + HOUR],
+    ['still ahead: unchanged', T + HOUR, T, T + HOUR],
+    ['no next time', null, T, null],
+  ];
+  for (const [name, nextAt, now, want] of cases) assert.equal(resumedNextAt(every(HOUR), nextAt, now), want, name);
 });
