@@ -47,3 +47,8 @@ export function decideCancel(status: RunStatus, by: string): CancelDecision {
   if (status === 'queued') return { kind: 'end', result: { kind: 'aborted', reason: `cancelled by ${by}` } };
   return status === 'running' ? { kind: 'request' } : { kind: 'finished' };
 }
+
+/** Whether a run that ends leaving `from` is sent to the upload target: only runs that ran; one cancelled in the queue has nothing to send. */
+export function forwardsOnEnd(from: RunStatus): boolean {
+  return from === 'running';
+}

@@ -1,7 +1,7 @@
 /** A reconnecting worker's runs: which it resumes, which are released (and why), which go back or are lost. Tables. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decideCancel, decideReattach, decideUnheld, type CancelDecision, type HeldRun, type ReattachDecision, type Reconnecting, type RunStatus } from '../../src/core/index.js';
+import { decideReattach, decideUnheld, type HeldRun, type ReattachDecision, type Reconnecting } from '../../src/core/index.js';
 
 const worker: Reconnecting = { name: 'w1', identity: 'token:w1', session: 'p2' };
 const running: HeldRun = { status: 'running', worker: 'w1', attempt: 1, workerIdentity: 'token:w1', workerSession: 'p2' };
@@ -34,15 +34,4 @@ test('decideUnheld: sent to this very process â†’ requeued; to an earlier one â†
   ];
   for (const [name, r, listed, claiming, want] of cases) assert.equal(decideUnheld(r, worker, new Set(listed), claiming), want, name);
   assert.equal(decideUnheld(run, { ...worker, session: undefined }, new Set(), false), 'lose', 'a hello without an id is taken as another process (as before this move)');
-});
-
-test('decideCancel: a queued run ends now, a running one is asked, an ended one cannot be', () => {
-  const cases: [RunStatus, CancelDecision][] = [
-    ['queued', { kind: 'end', result: { kind: 'aborted', reason: 'cancelled by alice' } }],
-    ['running', { kind: 'request' }],
-    ['succeeded', { kind: 'finished' }],
-    ['cancelled', { kind: 'finished' }],
-    ['lost', { kind: 'finished' }],
-  ];
-  for (const [status, want] of cases) assert.deepEqual(decideCancel(status, 'alice'), want, status);
 });

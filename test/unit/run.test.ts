@@ -1,7 +1,7 @@
-/** Runs: statusFor, formatResult and isFinal. */
+/** Runs: statusFor, formatResult, isFinal, the cancel decision and what is forwarded. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatResult, isFinal, RUN_STATUSES, statusFor, type EndCause, type RunResult, type RunStatus } from '../../src/core/index.js';
+import { decideCancel, formatResult, forwardsOnEnd, isFinal, RUN_STATUSES, statusFor, type CancelDecision, type EndCause, type RunResult, type RunStatus } from '../../src/core/index.js';
 
 test('statusFor maps a result and what stopped it to a final status', () => {
   const cases: { result: RunResult; cause?: EndCause; want: RunStatus }[] = [
@@ -48,4 +48,20 @@ test('isFinal is false only for queued and running', () => {
   ];
   for (const [status, want] of cases) assert.equal(isFinal(status), want, status);
   assert.deepEqual(cases.map(([s]) => s).sort(), [...RUN_STATUSES].sort(), 'every status is covered');
+});
+
+test('decideCancel: a queued run ends now, a running one is asked, an ended one cannot be', () => {
+  const cases: [RunStatus, CancelDecision][] = [
+    ['queued', { kind: 'end', result: { kind: 'aborted', reason: 'cancelled by alice' } }],
+    ['running', { kind: 'request' }],
+    ['succeeded', { kind: 'finished' }],
+    ['cancelled', { kind: 'finished' }],
+    ['lost', { kind: 'finished' }],
+  ];
+  for (const [status, want] of cases) assert.deepEqual(decideCancel(status, 'alice'), want, status);
+});
+
+test('forwardsOnEnd: only a run that ran is sent to the upload target', () => {
+  const cases: [RunStatus, boolean][] = [['running', true], ['queued', false]];
+  for (const [from, want] of cases) assert.equal(forwardsOnEnd(from), want, from);
 });

@@ -7,7 +7,7 @@ import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import {
-  decideCancel, decideOverlap, decideRetry, firstClaimable, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
+  decideCancel, decideOverlap, decideRetry, firstClaimable, forwardsOnEnd, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
@@ -361,8 +361,7 @@ class SqliteStore implements JobStore {
       .run(end.status, JSON.stringify(end.result), end.finishedAt, id, from).changes;
     if (changed !== 1) return false;
     this.event(id, end.finishedAt, this.runRow(id).attempt, 'ended', { status: end.status, result: end.result });
-    // Only runs that ran are forwarded: a run cancelled in the queue has nothing to send.
-    if (this.uploadTarget !== null && from === 'running') {
+    if (this.uploadTarget !== null && forwardsOnEnd(from as RunStatus)) {
       this.prepare('INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES (?, ?, ?, ?)').run(id, this.uploadTarget, end.finishedAt, end.finishedAt);
     }
     return true;
