@@ -222,8 +222,20 @@ export class DiskFullError extends KilnError {
 
 /** The database file belongs to another application, or is not an SQLite database at all. */
 export class StoreForeignError extends KilnError {
-  constructor(file: string, why: string) {
-    super('KILN_ERR_STORE_FOREIGN', 500, `${file} is not a Kiln database (${why}); Kiln leaves it unchanged: give --data a new dir or --store sqlite:ANOTHER.db`);
+  /** `remedy`: what to give instead (the default is for an SQLite file). */
+  constructor(file: string, why: string, remedy = 'give --data a new dir or --store sqlite:ANOTHER.db') {
+    super('KILN_ERR_STORE_FOREIGN', 500, `${file} is not a Kiln database (${why}); Kiln leaves it unchanged: ${remedy}`);
+  }
+}
+
+/**
+ * The PostgreSQL store cannot be reached: the connection was refused or lost, the database does not
+ * exist, or the server refused the login. At start the server does not start; later, the request
+ * fails (503) and the server's own loops try again. `where` is the URL without its password.
+ */
+export class StoreUnavailableError extends KilnError {
+  constructor(where: string, cause: string) {
+    super('KILN_ERR_STORE_UNAVAILABLE', 503, `the store ${where} cannot be used: ${cause}`);
   }
 }
 

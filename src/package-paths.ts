@@ -13,3 +13,6 @@ export const KILN_BIN = fileURLToPath(new URL('../bin/kiln.mjs', CODE_DIR));
 
 /** The store's numbered SQL migrations (copied beside the bundle by the build). */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('./store/sqlite/migrations/', CODE_DIR));
+
+/** The PostgreSQL store's numbered SQL migrations (copied beside the bundle by the build). */
+export const PG_MIGRATIONS_DIR = fileURLToPath(new URL('./store/postgres/migrations/', CODE_DIR));

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { checkBwrap } from '../../src/worker/sandbox/bwrap-sandbox.js';
 import { dockerAvailable } from './docker-image.js';
+import { postgresReason } from './postgres.js';
 
 /** The variable that turns missing requirements into failures (.ci/run exports it). */
 export const REQUIRE_ALL_ENV = 'KILN_TEST_REQUIRE_ALL';
@@ -21,9 +22,10 @@ export const REQUIRE_ALL_ENV = 'KILN_TEST_REQUIRE_ALL';
 /**
  * `bwrap`: bubblewrap on PATH that can make the job namespaces (the worker's own check);
  * `docker`: an engine that answers; `cgroup`: memory and pids groups the worker can create;
- * `root`: uid 0 (mount, say); any other word: a program of that name on PATH.
+ * `root`: uid 0 (mount, say); `postgres`: a PostgreSQL server that answers at KILN_TEST_POSTGRES_URL
+ * (test/helpers/postgres.ts); any other word: a program of that name on PATH.
  */
-export type Requirement = 'bwrap' | 'docker' | 'cgroup' | 'root' | (string & {});
+export type Requirement = 'bwrap' | 'docker' | 'cgroup' | 'root' | 'postgres' | (string & {});
 
 /** Debian packages of programs tests use, for the hint in a skip reason. */
 const PACKAGES: Record<string, string> = {
@@ -75,6 +77,8 @@ function check(requirement: Requirement): string | undefined {
       return cgroupReason();
     case 'root':
       return process.getuid?.() === 0 ? undefined : 'needs root (CI runs as root)';
+    case 'postgres':
+      return postgresReason();
     default:
       return onPath(requirement)
         ? undefined

@@ -1,5 +1,5 @@
 /**
- * The JobStore contract, as one suite every store runs (SQLite now, PostgreSQL later). It is
+ * The JobStore contract, as one suite every store runs (SQLite and PostgreSQL). It is
  * dialect-neutral: it talks only to the JobStore interface, uses UUID run ids, and asserts on
  * `err.code`, never on message text. Each test opens its own store through `open`, which also
  * owns closing it and removing whatever it created.
@@ -78,9 +78,9 @@ async function rejectsWithCode(call: () => Promise<unknown>, code: string): Prom
 
 const ids = (runs: readonly Run[]) => runs.map((r) => r.id);
 
-/** Registers the JobStore contract tests under `label`. */
-export function runJobStoreSuite(label: string, open: OpenStore): void {
-  describe(`JobStore contract: ${label}`, () => {
+/** Registers the JobStore contract tests under `label`; `skip` (a reason) skips them all (a store this machine lacks). */
+export function runJobStoreSuite(label: string, open: OpenStore, options: { skip?: string | false } = {}): void {
+  describe(`JobStore contract: ${label}`, { skip: options.skip }, () => {
     test('failures arrive as rejected promises, never as synchronous throws', async (t) => {
       const store = await open(t);
       await store.createJob(makeJob('build'));

@@ -1,0 +1,178 @@
+/**
+ * The connection pool of the PostgreSQL store: the URL checked where it enters, BIGINT read as a
+ * number (times in ms fit in 2^53), driver failures that mean "PostgreSQL cannot be reached" turned
+ * into StoreUnavailableError, and no driver event left to crash the process.
+ */
+import pg from 'pg';
+import { ConfigError, KilnError, StoreUnavailableError } from '../../errors.js';
+import type { Statement } from './statements.js';
+
+/** What the store logs about its connections. */
+export interface StoreLog {
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+/** SQLSTATE classes that say the database cannot be used now: connection (08), login (28), no such database (3D), shutting down (57P0x). */
+const UNAVAILABLE_SQLSTATE = /^(08|28|3D|57P0[1-3])/;
+
+/** Conflicts between concurrent transactions (serialization failure, deadlock): the transaction is run again. */
+export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
+
+/** `url` without its password and query, for messages and logs. */
+export function describeUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.password = '';
+    parsed.search = '';
+    return parsed.toString();
+  } catch {
+    return 'postgres://(unreadable URL)';
+  }
+}
+
+/** Checks a `postgres://USER@HOST:PORT/DB` URL; throws ConfigError naming what is wrong (the password never shown). */
+export function checkUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`bad store URL ${describeUrl(url)}: not a URL; use postgres://USER@HOST:PORT/DATABASE`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') throw new ConfigError(`bad store URL ${describeUrl(url)}: use postgres://USER@HOST:PORT/DATABASE`);
+  if (parsed.hostname === '') throw new ConfigError(`bad store URL ${describeUrl(url)}: it names no host; use postgres://USER@HOST:PORT/DATABASE`);
+  if (parsed.pathname.length <= 1) throw new ConfigError(`bad store URL ${describeUrl(url)}: it names no database; use postgres://USER@HOST:PORT/DATABASE`);
+  if (parsed.port !== '' && !/^\d+$/.test(parsed.port)) throw new ConfigError(`bad store URL ${describeUrl(url)}: bad port`);
+}
+
+const INT8_OID = 20;
+/** BIGINT columns as numbers (the driver's default is a string). */
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? (text: string) => Number(text) : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * The error to raise for a failed driver call: StoreUnavailableError when PostgreSQL cannot be
+ * reached or used (system errors such as ECONNREFUSED, the driver's own plain errors for a dropped
+ * or timed-out connection, and the SQLSTATEs above); anything else as it came.
+ */
+export function storeError(raw: unknown, where: string): unknown {
+  if (raw instanceof KilnError) return raw;
+  if (raw instanceof pg.DatabaseError) {
+    if (!UNAVAILABLE_SQLSTATE.test(raw.code ?? '')) return raw;
+    const hint = raw.code === '3D000' ? ' (create it, e.g. createdb -O USER DATABASE)' : '';
+    return new StoreUnavailableError(where, `${raw.message}${hint}`);
+  }
+  const code = (raw as { code?: unknown }).code;
+  const systemError = typeof code === 'string' && /^E[A-Z]+$/.test(code);
+  // pg's errors for a connection that ended or timed out are plain Errors; its own misuse errors
+  // are TypeErrors and RangeErrors, which stay what they are.
+  if (raw instanceof Error && (systemError || raw.constructor === Error)) {
+    return new StoreUnavailableError(where, raw.message.split('\n')[0] ?? raw.message);
+  }
+  return raw;
+}
+
+/** A place statements run: the pool (each statement its own transaction) or one transaction's client. */
+export interface Session {
+  run<R = Record<string, unknown>>(statement: Statement, values?: unknown[]): Promise<pg.QueryResult<R & pg.QueryResultRow>>;
+}
+
+/** The store's pool of connections. */
+export class Connections implements Session {
+  readonly where: string;
+  private readonly pool: pg.Pool;
+  private ended = false;
+
+  constructor(url: string, log?: StoreLog) {
+    checkUrl(url);
+    this.where = describeUrl(url);
+    this.pool = new pg.Pool({ connectionString: url, types, max: 10, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+    // An idle connection that PostgreSQL (or the network) drops emits 'error' on the pool; unheard,
+    // it would end the process. The pool discards that connection and the next query opens another.
+    this.pool.on('error', (err) => log?.warn({ store: this.where, err: err.message }, 'a PostgreSQL connection was lost; the pool opens another at the next query'));
+  }
+
+  async run<R>(statement: Statement, values: unknown[] = []): Promise<pg.QueryResult<R & pg.QueryResultRow>> {
+    this.refuseEnded();
+    try {
+      return await this.pool.query<R & pg.QueryResultRow>({ name: statement.name, text: statement.text, values });
+    } catch (raw) {
+      throw storeError(raw, this.where);
+    }
+  }
+
+  /**
+   * Runs `fn` in one transaction on one connection and commits; rolls back if it throws. A
+   * conflict with a concurrent transaction (deadlock, serialization) runs it again, a few times.
+   */
+  async transaction<T>(fn: (session: Session) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.once(fn);
+      } catch (raw) {
+        const code = (raw as { code?: unknown }).code;
+        if (attempt >= 5 || typeof code !== 'string' || !RETRYABLE_SQLSTATES.has(code)) throw raw;
+      }
+    }
+  }
+
+  private once<T>(fn: (session: Session) => Promise<T>): Promise<T> {
+    return this.withClient(async (query) => {
+      const session: Session = { run: (statement, values = []) => query({ name: statement.name, text: statement.text, values }) };
+      await query({ text: 'BEGIN' });
+      try {
+        const result = await fn(session);
+        await query({ text: 'COMMIT' });
+        return result;
+      } catch (raw) {
+        // On a lost connection this fails too; withClient then discards the connection.
+        await query({ text: 'ROLLBACK' }).catch(() => undefined);
+        throw raw;
+      }
+    });
+  }
+
+  /** Runs plain SQL text (several statements allowed) on one connection: migrations, checks. */
+  script<T>(fn: (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>) => Promise<T>): Promise<T> {
+    return this.withClient((query) => fn((text, values) => query({ text, values })));
+  }
+
+  /** Runs `fn` with one connection of the pool; driver failures come out as storeError says. */
+  private async withClient<T>(fn: (query: <R extends pg.QueryResultRow>(config: pg.QueryConfig) => Promise<pg.QueryResult<R>>) => Promise<T>): Promise<T> {
+    this.refuseEnded();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (raw) {
+      throw storeError(raw, this.where);
+    }
+    // A checked-out connection has no pool listener: one lost while in use must not end the process
+    // either. Its query fails, and release(err) discards the connection instead of reusing it.
+    let lost: Error | undefined;
+    const onError = (err: Error) => { lost = err; };
+    client.on('error', onError);
+    try {
+      return await fn(async (config) => {
+        try {
+          return await client.query(config);
+        } catch (raw) {
+          if (storeError(raw, this.where) instanceof StoreUnavailableError) lost ??= raw as Error;
+          throw storeError(raw, this.where);
+        }
+      });
+    } finally {
+      client.removeListener('error', onError);
+      client.release(lost);
+    }
+  }
+
+  async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.pool.end();
+  }
+
+  private refuseEnded(): void {
+    if (this.ended) throw new StoreUnavailableError(this.where, 'the store is closed');
+  }
+}

@@ -1,0 +1,575 @@
+/**
+ * The PostgreSQL store: the JobStore contract on a pool of connections (`pg`), for farms that
+ * outgrow one SQLite file. Every statement is a named constant of ./statements.ts; each method that
+ * changes more than one row is one transaction, and a run's row is locked (`FOR UPDATE`) before a
+ * transition reads it, so concurrent servers and requests move it once. Claims take the first
+ * matching queued run that no other claim holds (`FOR UPDATE SKIP LOCKED`): claimers never wait on
+ * each other.
+ *
+ * Policy this store applies as the SQLite store does (to move to src/core with it): the overlap
+ * rules of fireSchedule, the retry decision of endAttempt and its console line, and which runs a
+ * cancelled job or dropped platform takes with it. Label matching is core's labelsMatch.
+ */
+import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
+import {
+  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
+} from '../../errors.js';
+import type {
+  Artifact, AttemptEnd, AttemptOutcome, ClaimingWorker, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
+  NewRun, OutboxSummary, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord,
+} from '../job-store.js';
+import { Connections, type Session, type StoreLog } from './connection.js';
+import { migrate } from './migrate.js';
+import * as S from './statements.js';
+
+type Json = Record<string, string>;
+
+interface JobRow {
+  name: string; platform: string | null; script: string | null; template: string | null; vars: Json; env: Json; labels: Json;
+  schedule: Job['schedule']; paused: boolean; overlap: string; catch_up: boolean; skipped: number; last_skip: Job['lastSkip'];
+  artifacts: string[]; artifacts_on_failure: boolean; sandbox: Job['sandbox'];
+  timeout_ms: number; idle_timeout_ms: number | null; retries: number; failure_retries: number;
+  next_at: number | null; created_at: number; updated_at: number;
+}
+interface RunRow {
+  id: string; job: string; platform: string; labels: Json; status: string; attempt: number;
+  worker: string | null; worker_identity: string | null; worker_session: string | null; queued_at: number; started_at: number | null; finished_at: number | null;
+  result: RunResult | null; script: string | null; env: Json; timeout_ms: number | null;
+  idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
+  cancel_requested_by: string | null; deadline_at: number | null; artifacts: string[]; artifacts_on_failure: boolean; sandbox: Run['sandbox'];
+}
+interface WorkerRow {
+  name: string; platform: string; labels: Json; capacity: number; hostname: string; os: string;
+  arch: string; version: string; connected: boolean; connected_at: number; last_seen: number;
+}
+interface DeliveryRow {
+  id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
+  last_error: string | null; created_at: number; ended_at: number | null;
+}
+interface WorkerTokenRow { name: string; created_at: number; last_used_at: number | null }
+
+function toJob(row: JobRow): Job {
+  return {
+    name: row.name, platform: row.platform, script: row.script, template: row.template, vars: row.vars, env: row.env, labels: row.labels,
+    schedule: row.schedule, paused: row.paused, overlap: row.overlap as Job['overlap'], catchUp: row.catch_up, skipped: row.skipped,
+    lastSkip: row.last_skip, artifacts: row.artifacts, artifactsOnFailure: row.artifacts_on_failure, sandbox: row.sandbox,
+    timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms, retries: row.retries, failureRetries: row.failure_retries,
+    nextAt: row.next_at, createdAt: row.created_at, updatedAt: row.updated_at,
+  };
+}
+
+function toRun(row: RunRow): Run {
+  return {
+    id: row.id, job: row.job, platform: row.platform, labels: row.labels, status: row.status as RunStatus, attempt: row.attempt,
+    worker: row.worker, workerIdentity: row.worker_identity, workerSession: row.worker_session,
+    queuedAt: row.queued_at, startedAt: row.started_at, finishedAt: row.finished_at, result: row.result,
+    script: row.script, env: row.env, timeoutMs: row.timeout_ms, idleTimeoutMs: row.idle_timeout_ms,
+    lostRetriesLeft: row.lost_retries_left, failureRetriesLeft: row.failure_retries_left, firstSeq: row.first_seq,
+    cancelRequestedBy: row.cancel_requested_by, deadlineAt: row.deadline_at,
+    artifacts: row.artifacts, artifactsOnFailure: row.artifacts_on_failure, sandbox: row.sandbox,
+  };
+}
+
+function toWorker(row: WorkerRow): WorkerRecord {
+  return {
+    name: row.name, platform: row.platform, labels: row.labels, capacity: row.capacity, hostname: row.hostname, os: row.os, arch: row.arch,
+    version: row.version, connected: row.connected, connectedAt: row.connected_at, lastSeen: row.last_seen,
+  };
+}
+
+function toDelivery(row: DeliveryRow): Delivery {
+  return {
+    id: row.id, runId: row.run_id, target: row.target, state: row.state as Delivery['state'], attempts: row.attempts,
+    nextAt: row.next_at, lastError: row.last_error, createdAt: row.created_at, endedAt: row.ended_at,
+  };
+}
+
+const toWorkerToken = (row: WorkerTokenRow): WorkerTokenRecord => ({ name: row.name, createdAt: row.created_at, lastUsedAt: row.last_used_at });
+
+const json = (value: unknown): string | null => (value === null ? null : JSON.stringify(value));
+
+/** Options of openPostgresStore. */
+export interface PostgresStoreOptions {
+  /** Where lost connections are reported (they are retried, not fatal). */
+  log?: StoreLog;
+}
+
+/**
+ * Opens the store at a `postgres://USER@HOST:PORT/DB` URL: connects, refuses a schema that is not
+ * Kiln's or is newer than this build, and migrates. Throws ConfigError for a bad URL and
+ * StoreUnavailableError when PostgreSQL cannot be reached or the database does not exist.
+ */
+export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<JobStore> {
+  const connections = new Connections(url, options.log);
+  try {
+    await migrate(connections);
+  } catch (raw) {
+    await connections.end();
+    throw raw;
+  }
+  return new PostgresStore(connections);
+}
+
+class PostgresStore implements JobStore {
+  private uploadTarget: string | null = null;
+
+  constructor(private readonly db: Connections) {}
+
+  async close(): Promise<void> {
+    await this.db.end();
+  }
+
+  createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
+    return this.db.transaction(async (tx) => {
+      for (const run of firstRuns) await this.refuseDropped(tx, run.platform);
+      if (job.platform !== null) await this.refuseDropped(tx, job.platform);
+      const added = await tx.run(S.JOB_INSERT, [
+        job.name, job.platform, job.script, job.template, json(job.vars), json(job.env), json(job.labels), json(job.schedule), job.paused,
+        job.overlap, job.catchUp, job.skipped, json(job.lastSkip), job.timeoutMs, job.idleTimeoutMs, job.retries, job.failureRetries,
+        json(job.artifacts), job.artifactsOnFailure, json(job.sandbox), job.nextAt, job.createdAt, job.updatedAt,
+      ]);
+      if (added.rowCount !== 1) throw new JobExistsError(job.name);
+      const runs: Run[] = [];
+      for (const run of firstRuns) runs.push((await this.enqueueInTx(tx, run, 'back')).run);
+      return runs;
+    });
+  }
+
+  updateJob(name: string, patch: JobPatch, now: number): Promise<Job> {
+    return this.db.transaction(async (tx) => {
+      const current = await this.jobRow(tx, name, S.JOB_GET_FOR_UPDATE);
+      // A key present with the value undefined means "unchanged", as an absent key does.
+      const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+      const next: Job = { ...toJob(current), ...given, updatedAt: now };
+      if (patch.platform) await this.refuseDropped(tx, patch.platform);
+      await tx.run(S.JOB_UPDATE, [
+        name, next.platform, next.script, next.template, json(next.vars), json(next.env), json(next.labels), json(next.schedule), next.paused,
+        next.overlap, next.catchUp, next.timeoutMs, next.idleTimeoutMs, next.retries, next.failureRetries, json(next.artifacts),
+        next.artifactsOnFailure, json(next.sandbox), next.nextAt, next.updatedAt,
+      ]);
+      return next;
+    });
+  }
+
+  deleteJob(name: string, now: number): Promise<string[]> {
+    return this.db.transaction(async (tx) => {
+      await this.jobRow(tx, name, S.JOB_GET_FOR_UPDATE);
+      const queued = (await tx.run<{ id: string }>(S.RUNS_QUEUED_OF_JOB_LOCKED, [name])).rows.map((row) => row.id);
+      for (const id of queued) await this.finishInTx(tx, id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
+      await tx.run(S.JOB_DELETE, [name]);
+      return queued;
+    });
+  }
+
+  async getJob(name: string): Promise<Job | undefined> {
+    const [row] = (await this.db.run<JobRow>(S.JOB_GET, [name])).rows;
+    return row && toJob(row);
+  }
+
+  async listJobs(): Promise<Job[]> {
+    return (await this.db.run<JobRow>(S.JOB_LIST)).rows.map(toJob);
+  }
+
+  enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
+    return this.db.transaction(async (tx) => {
+      await this.holdJob(tx, run.job);
+      await this.refuseDropped(tx, run.platform);
+      return this.enqueueInTx(tx, run, position);
+    });
+  }
+
+  enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
+    return this.db.transaction(async (tx) => {
+      await this.holdJob(tx, run.job);
+      await this.refuseDropped(tx, run.platform);
+      const queued = await this.enqueueInTx(tx, run, position);
+      return { ...queued, claimed: await this.claimInTx(tx, worker, now, backstopMs) };
+    });
+  }
+
+  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
+    return this.db.transaction((tx) => this.claimInTx(tx, worker, now, backstopMs));
+  }
+
+  private async isDropped(tx: Session, platform: string): Promise<boolean> {
+    return (await tx.run(S.DROPPED_GET, [platform])).rowCount === 1;
+  }
+
+  private async refuseDropped(tx: Session, platform: string): Promise<void> {
+    if (await this.isDropped(tx, platform)) throw new PlatformDroppedError(platform);
+  }
+
+  /** Throws JobNotFoundError unless the job exists; it then cannot be deleted until the transaction ends. */
+  private async holdJob(tx: Session, name: string): Promise<void> {
+    if ((await tx.run(S.JOB_HOLD, [name])).rowCount !== 1) throw new JobNotFoundError(name);
+  }
+
+  private async enqueueInTx(tx: Session, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
+    // Insert, or find the run already queued; a concurrent claim may take that one between the two
+    // statements, hence the second round.
+    for (let round = 0; round < 2; round++) {
+      const [added] = (await tx.run<RunRow>(S.RUN_INSERT_QUEUED, [run.id, run.job, run.platform, json(run.labels), position, run.queuedAt])).rows;
+      if (added) {
+        await this.event(tx, run.id, run.queuedAt, 1, 'queued', { platform: run.platform, position });
+        return { run: toRun(added), created: true };
+      }
+      const [existing] = (await tx.run<RunRow>(S.RUN_QUEUED_OF_JOB, [run.job, run.platform])).rows;
+      if (existing) {
+        if (position === 'front') await tx.run(S.RUN_MOVE_FRONT, [existing.id]);
+        return { run: toRun(existing), created: false };
+      }
+    }
+    throw new JobNotFoundError(run.job);
+  }
+
+  private async claimInTx(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined> {
+    // Read the queue a page at a time (the first run usually matches), then lock the first matching
+    // run no other claim holds. Matching is core's; only the lock is SQL's.
+    let after: number | null = null;
+    for (;;) {
+      const page: { id: string; labels: Json; queue_pos: number }[] = (await tx.run<{ id: string; labels: Json; queue_pos: number }>(S.CLAIM_CANDIDATES, [worker.platform, after])).rows;
+      if (page.length === 0) return undefined;
+      after = page.at(-1)!.queue_pos;
+      const matching = page.filter((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(c.labels, worker.labels)).map((c) => c.id);
+      if (matching.length === 0) continue;
+      const [pick] = (await tx.run<{ id: string; job: string }>(S.CLAIM_LOCK, [matching])).rows;
+      if (!pick) continue;
+      const [started] = (await tx.run<RunRow>(S.CLAIM_START, [pick.id, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs])).rows;
+      if (!started) {
+        // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
+        await this.finishInTx(tx, pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
+        return undefined;
+      }
+      await this.event(tx, started.id, now, started.attempt, 'dispatched', { worker: worker.name });
+      return toRun(started);
+    }
+  }
+
+  async listQueued(): Promise<Run[]> {
+    return (await this.db.run<RunRow>(S.RUNS_QUEUED)).rows.map(toRun);
+  }
+
+  async listWaiting(): Promise<WaitingRun[]> {
+    return (await this.db.run<WaitingRun>(S.RUNS_WAITING)).rows.map(({ id, job, platform, labels }) => ({ id, job, platform, labels }));
+  }
+
+  async listRunning(worker?: string): Promise<Run[]> {
+    return (await this.db.run<RunRow>(S.RUNS_RUNNING, [worker ?? null])).rows.map(toRun);
+  }
+
+  async findRun(idOrPrefix: string): Promise<Run> {
+    return toRun(await this.findRunRow(this.db, idOrPrefix));
+  }
+
+  /** A run by id or unique prefix; in a transaction, locked. */
+  private async findRunRow(session: Session, idOrPrefix: string, lock = false): Promise<RunRow> {
+    // Prefix match by range (ids compare by bytes), so the index is used and LIKE wildcards in the input mean nothing.
+    const rows = (await session.run<RunRow>(S.RUNS_BY_PREFIX, [idOrPrefix, idOrPrefix + '\u{10FFFF}'])).rows;
+    let found = rows.find((r) => r.id === idOrPrefix);
+    if (!found) {
+      if (rows.length === 0 || idOrPrefix === '') throw new RunNotFoundError(idOrPrefix);
+      if (rows.length > 1) throw new RunAmbiguousError(idOrPrefix);
+      found = rows[0]!;
+    }
+    if (!lock) return found;
+    const [locked] = (await session.run<RunRow>(S.RUN_GET_LOCKED, [found.id])).rows;
+    return locked!;
+  }
+
+  async listRuns(filter: RunFilter): Promise<Run[]> {
+    return (await this.db.run<RunRow>(S.RUNS_LIST, [filter.job ?? null, filter.status ?? null, filter.platform ?? null, filter.limit])).rows.map(toRun);
+  }
+
+  finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const [row] = (await tx.run<RunRow>(S.RUN_GET_LOCKED, [id])).rows;
+      if (!row || !guard.from.includes(row.status as RunStatus)) return false;
+      if (guard.worker !== undefined && row.worker !== guard.worker) return false;
+      return this.finishInTx(tx, id, row.status, end);
+    });
+  }
+
+  private async finishInTx(tx: Session, id: string, from: string, end: RunEnd): Promise<boolean> {
+    const [ended] = (await tx.run<{ attempt: number }>(S.RUN_FINISH, [id, end.status, json(end.result), end.finishedAt, from])).rows;
+    if (!ended) return false;
+    await this.event(tx, id, end.finishedAt, ended.attempt, 'ended', { status: end.status, result: end.result });
+    // Only runs that ran are forwarded: a run cancelled in the queue has nothing to send.
+    if (this.uploadTarget !== null && from === 'running') await tx.run(S.DELIVERY_INSERT, [id, this.uploadTarget, end.finishedAt]);
+    return true;
+  }
+
+  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }): Promise<{ outcome: AttemptOutcome; run: Run }> {
+    return this.db.transaction(async (tx) => {
+      const run = await this.findRunRow(tx, id, true);
+      if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale' as const, run: toRun(run) };
+      if (guard.attempt !== undefined && run.attempt !== guard.attempt) return { outcome: 'stale' as const, run: toRun(run) };
+      // The retry decision, as the SQLite store makes it: a budget with retries left, or an attempt
+      // that never started (it goes back without using one: nothing of the job ran), and only while
+      // no other run of the job is queued there and the job still exists.
+      const budget = end.retry === 'lost' ? 'lost_retries_left' : end.retry === 'failure' ? 'failure_retries_left' : undefined;
+      const unstarted = end.retry === 'unstarted';
+      const blocked = (await tx.run(S.RUN_QUEUED_EXISTS, [run.job, run.platform])).rowCount! > 0;
+      const jobExists = (await tx.run(S.JOB_HOLD, [run.job])).rowCount === 1;
+      if ((unstarted || (budget && run[budget] > 0)) && !blocked && jobExists) {
+        const [last] = (await tx.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [run.id])).rows;
+        const markerSeq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
+        const said = unstarted
+          ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again, no retry used`
+          : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
+        await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, said]);
+        const spent = (which: typeof budget) => (!unstarted && budget === which ? 1 : 0);
+        const [requeued] = (await tx.run<RunRow>(S.RUN_REQUEUE, [
+          run.id, unstarted ? 0 : 1, spent('lost_retries_left'), spent('failure_retries_left'), markerSeq + 1,
+        ])).rows;
+        if (unstarted) await this.event(tx, run.id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
+        else await this.event(tx, run.id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
+        return { outcome: 'retried' as const, run: toRun(requeued!) };
+      }
+      await this.finishInTx(tx, run.id, 'running', end);
+      return { outcome: 'ended' as const, run: toRun((await tx.run<RunRow>(S.RUN_GET, [run.id])).rows[0]!) };
+    });
+  }
+
+  requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {
+    return this.db.transaction(async (tx) => {
+      const run = await this.findRunRow(tx, id, true);
+      if (run.status === 'queued') {
+        await this.finishInTx(tx, run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${by}` }, finishedAt: now });
+        return { run: toRun((await tx.run<RunRow>(S.RUN_GET, [run.id])).rows[0]!), state: 'cancelled' as const };
+      }
+      if (run.status !== 'running') throw new RunFinishedError(run.id, run.status);
+      const [marked] = (await tx.run<RunRow>(S.RUN_REQUEST_CANCEL, [run.id, by, deadlineAt])).rows;
+      await this.event(tx, run.id, now, run.attempt, 'cancel-requested', { by });
+      return { run: toRun(marked!), state: 'requested' as const };
+    });
+  }
+
+  async overdueRuns(now: number): Promise<Run[]> {
+    return (await this.db.run<RunRow>(S.RUNS_OVERDUE, [now])).rows.map(toRun);
+  }
+
+  async earliestDeadline(): Promise<number | undefined> {
+    return (await this.db.run<{ at: number | null }>(S.RUNS_EARLIEST_DEADLINE)).rows[0]?.at ?? undefined;
+  }
+
+  async recordEvent(runId: string, event: RunEvent): Promise<void> {
+    await this.event(this.db, runId, event.at, event.attempt, event.kind, event.detail);
+  }
+
+  async listEvents(runId: string): Promise<RunEvent[]> {
+    return (await this.db.run<RunEvent>(S.EVENTS_LIST, [runId])).rows.map(({ at, attempt, kind, detail }) => ({ at, attempt, kind, detail }));
+  }
+
+  private async event(session: Session, runId: string, at: number, attempt: number, kind: string, detail: Record<string, unknown>): Promise<void> {
+    await session.run(S.EVENT_INSERT, [runId, at, attempt, kind, json(detail)]);
+  }
+
+  async appendConsole(batches: ConsoleBatch[]): Promise<void> {
+    const lines = batches.flatMap((batch) => batch.lines.map((line) => ({ runId: batch.runId, ...line })));
+    if (lines.length === 0) return;
+    // One statement, so one transaction, however many runs and lines.
+    await this.db.run(S.CONSOLE_APPEND, [lines.map((l) => l.runId), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => l.text)]);
+  }
+
+  noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
+    return this.db.transaction(async (tx) => {
+      const [run] = (await tx.run<RunRow>(S.RUN_GET_LOCKED, [runId])).rows;
+      if (!run || run.status !== 'queued') return undefined;
+      const [last] = (await tx.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [runId])).rows;
+      const seq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
+      await tx.run(S.CONSOLE_INSERT, [runId, seq, at, text]);
+      await tx.run(S.RUN_SET_FIRST_SEQ, [runId, seq + 1]);
+      return { seq, ts: at, text };
+    });
+  }
+
+  async lastConsoleSeq(runId: string): Promise<number> {
+    return (await this.db.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [runId])).rows[0]?.seq ?? -1;
+  }
+
+  async readConsole(runId: string, afterSeq = -1, limit = 1_000_000): Promise<StoredLine[]> {
+    return (await this.db.run<StoredLine>(S.CONSOLE_READ, [runId, afterSeq, limit])).rows.map(({ seq, ts, text }) => ({ seq, ts, text }));
+  }
+
+  async dueJobs(now: number): Promise<Job[]> {
+    return (await this.db.run<JobRow>(S.JOBS_DUE, [now])).rows.map(toJob);
+  }
+
+  async earliestNextAt(): Promise<number | undefined> {
+    return (await this.db.run<{ at: number | null }>(S.JOBS_EARLIEST_NEXT)).rows[0]?.at ?? undefined;
+  }
+
+  fireSchedule(
+    name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, cancelBackstopMs = 0,
+    missed?: { count: number; reason: string },
+  ): Promise<FireOutcome> {
+    return this.db.transaction(async (tx): Promise<FireOutcome> => {
+      // Guarded on the time expected: of concurrent fires of one slot (several servers), one moves it.
+      if ((await tx.run(S.JOB_MOVE_NEXT, [name, expectedNextAt, nextAt])).rowCount !== 1) return { outcome: 'stale' };
+      // Recorded first; a skip of this firing (below) adds one and keeps the catch-up's reason in its own.
+      if (missed && missed.count > 0) await tx.run(S.JOB_ADD_SKIPS, [name, missed.count, json({ at: now, reason: missed.reason })]);
+      const job = toJob(await this.jobRow(tx, name, S.JOB_GET));
+      const skip = async (reason: string): Promise<{ outcome: 'skipped'; reason: string }> => {
+        await tx.run(S.JOB_ADD_SKIPS, [name, 1, json({ at: now, reason: missed && missed.count > 0 ? `${reason} (${missed.reason})` : reason })]);
+        return { outcome: 'skipped', reason };
+      };
+      // The overlap rules, as the SQLite store applies them.
+      const open = (await tx.run<RunRow>(S.RUNS_OPEN_OF_JOB_LOCKED, [name])).rows;
+      if (open.length > 0 && job.overlap === 'skip') return skip(`run ${open[0]!.id} is still ${open[0]!.status}`);
+      const cancelRequested: Run[] = [];
+      const cancelled: string[] = [];
+      if (job.overlap === 'cancel-previous') {
+        const reason = 'superseded by the next scheduled run';
+        for (const run of open) {
+          if (run.status === 'queued') {
+            await this.finishInTx(tx, run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
+            cancelled.push(run.id);
+          } else {
+            const [marked] = (await tx.run<RunRow>(S.RUN_REQUEST_CANCEL, [run.id, 'the schedule', now + cancelBackstopMs])).rows;
+            await this.event(tx, run.id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason });
+            cancelRequested.push(toRun(marked!));
+          }
+        }
+      }
+      const live: NewRun[] = [];
+      for (const run of runs) if (!(await this.isDropped(tx, run.platform))) live.push(run);
+      if (live.length === 0) return { ...(await skip(runs.length === 0 ? 'no platform to run on' : `platform ${runs.map((r) => r.platform).join(', ')} dropped`)), cancelled };
+      const queued: Run[] = [];
+      for (const run of live) {
+        const done = await this.enqueueInTx(tx, run, 'back');
+        if (done.created) queued.push(done.run);
+      }
+      if (queued.length === 0) return { ...(await skip('already queued')), cancelled };
+      return { outcome: 'queued', runs: queued, cancelRequested, cancelled };
+    });
+  }
+
+  async recordSkip(name: string, at: number, reason: string): Promise<void> {
+    await this.db.run(S.JOB_ADD_SKIPS, [name, 1, json({ at, reason })]);
+  }
+
+  dropPlatform(platform: string, now: number): Promise<string[]> {
+    return this.db.transaction(async (tx) => {
+      await tx.run(S.DROPPED_INSERT, [platform, now]);
+      const queued = (await tx.run<{ id: string }>(S.RUNS_QUEUED_ON_PLATFORM_LOCKED, [platform])).rows.map((row) => row.id);
+      for (const id of queued) await this.finishInTx(tx, id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
+      return queued;
+    });
+  }
+
+  async undropPlatform(platform: string): Promise<boolean> {
+    return (await this.db.run(S.DROPPED_DELETE, [platform])).rowCount === 1;
+  }
+
+  async listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]> {
+    return (await this.db.run<{ platform: string; dropped_at: number }>(S.DROPPED_LIST)).rows.map((row) => ({ platform: row.platform, droppedAt: row.dropped_at }));
+  }
+
+  async addArtifact(runId: string, artifact: Artifact): Promise<void> {
+    await this.db.run(S.ARTIFACT_UPSERT, [runId, artifact.path, artifact.size, artifact.sha256, artifact.mode]);
+  }
+
+  async listArtifacts(runId: string): Promise<Artifact[]> {
+    return (await this.db.run<Artifact>(S.ARTIFACTS_LIST, [runId])).rows.map(({ path, size, sha256, mode }) => ({ path, size, sha256, mode }));
+  }
+
+  async expiredArtifacts(policy: RetentionPolicy): Promise<ExpiredArtifacts[]> {
+    if (policy.keepRuns === undefined && policy.keptSince === undefined) return [];
+    const rows = (await this.db.run<{ run_id: string; job: string; finished_at: number; files: number; bytes: number }>(
+      S.ARTIFACTS_EXPIRED, [policy.keepRuns ?? null, policy.keptSince ?? null, this.uploadTarget],
+    )).rows;
+    return rows.map((row) => ({ runId: row.run_id, job: row.job, finishedAt: row.finished_at, files: row.files, bytes: row.bytes }));
+  }
+
+  async deleteArtifacts(runIds: string[]): Promise<number> {
+    return (await this.db.run(S.ARTIFACTS_DELETE, [runIds])).rowCount ?? 0;
+  }
+
+  async unreferencedBlobs(sha256s: string[], ignoringRuns: string[] = []): Promise<string[]> {
+    const referenced = new Set((await this.db.run<{ sha256: string }>(S.BLOBS_REFERENCED, [sha256s, ignoringRuns])).rows.map((row) => row.sha256));
+    return sha256s.filter((sha) => !referenced.has(sha));
+  }
+
+  setUploadTarget(target: string | null): void {
+    this.uploadTarget = target;
+  }
+
+  async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
+    return (await this.db.run<DeliveryRow>(S.DELIVERIES_DUE, [this.uploadTarget, now, limit])).rows.map(toDelivery);
+  }
+
+  async nextDeliveryAt(): Promise<number | undefined> {
+    return (await this.db.run<{ at: number | null }>(S.DELIVERIES_NEXT_AT, [this.uploadTarget])).rows[0]?.at ?? undefined;
+  }
+
+  async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {
+    await this.db.run(S.DELIVERY_RECORD_ATTEMPT, [id, outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at]);
+  }
+
+  async requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined> {
+    const [row] = (await this.db.run<DeliveryRow>(S.DELIVERY_REQUEUE_FAILED, [runId, at, this.uploadTarget])).rows;
+    return row && toDelivery(row);
+  }
+
+  async listDeliveries(runId: string): Promise<Delivery[]> {
+    return (await this.db.run<DeliveryRow>(S.DELIVERIES_OF_RUN, [runId])).rows.map(toDelivery);
+  }
+
+  async outboxSummary(): Promise<OutboxSummary> {
+    const counts = Object.fromEntries((await this.db.run<{ state: string; n: number }>(S.DELIVERIES_COUNT)).rows.map((row) => [row.state, row.n]));
+    const oldest = (await this.db.run<{ at: number | null }>(S.DELIVERIES_OLDEST_PENDING)).rows[0]?.at ?? null;
+    const troubled = (await this.db.run<DeliveryRow>(S.DELIVERIES_TROUBLED)).rows.map(toDelivery);
+    return { pending: counts.pending ?? 0, delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled };
+  }
+
+  async setRunScript(id: string, script: string): Promise<void> {
+    await this.db.run(S.RUN_SET_SCRIPT, [id, script]);
+  }
+
+  async recordWorker(worker: WorkerRecord): Promise<void> {
+    await this.db.run(S.WORKER_UPSERT, [
+      worker.name, worker.platform, json(worker.labels), worker.capacity, worker.hostname, worker.os, worker.arch, worker.version,
+      worker.connected, worker.connectedAt, worker.lastSeen,
+    ]);
+  }
+
+  async workerDisconnected(name: string, now: number): Promise<void> {
+    await this.db.run(S.WORKER_DISCONNECTED, [name, now]);
+  }
+
+  async listWorkers(): Promise<WorkerRecord[]> {
+    return (await this.db.run<WorkerRow>(S.WORKERS_LIST)).rows.map(toWorker);
+  }
+
+  async createWorkerToken(name: string, sha256: string, now: number): Promise<WorkerTokenRecord> {
+    if ((await this.db.run(S.WORKER_TOKEN_INSERT, [name, sha256, now])).rowCount !== 1) throw new WorkerTokenExistsError(name);
+    return { name, createdAt: now, lastUsedAt: null };
+  }
+
+  async listWorkerTokens(): Promise<WorkerTokenRecord[]> {
+    return (await this.db.run<WorkerTokenRow>(S.WORKER_TOKENS_LIST)).rows.map(toWorkerToken);
+  }
+
+  async getWorkerToken(name: string): Promise<WorkerTokenRecord | undefined> {
+    const [row] = (await this.db.run<WorkerTokenRow>(S.WORKER_TOKEN_GET, [name])).rows;
+    return row && toWorkerToken(row);
+  }
+
+  async findWorkerToken(sha256: string): Promise<string | undefined> {
+    return (await this.db.run<{ name: string }>(S.WORKER_TOKEN_FIND, [sha256])).rows[0]?.name;
+  }
+
+  async touchWorkerToken(name: string, now: number): Promise<void> {
+    await this.db.run(S.WORKER_TOKEN_TOUCH, [name, now]);
+  }
+
+  async revokeWorkerToken(name: string): Promise<boolean> {
+    return ((await this.db.run(S.WORKER_TOKEN_DELETE, [name])).rowCount ?? 0) > 0;
+  }
+
+  private async jobRow(session: Session, name: string, statement: S.Statement): Promise<JobRow> {
+    const [row] = (await session.run<JobRow>(statement, [name])).rows;
+    if (!row) throw new JobNotFoundError(name);
+    return row;
+  }
+}

@@ -1,0 +1,325 @@
+/**
+ * Every SQL statement of the PostgreSQL store, one per operation, each with its parameters in its
+ * header. Each is sent as a named query (`{ name, text, values }`), so a connection parses and plans
+ * it once and then only binds values. Only column lists are built into the text, never values.
+ */
+
+/** A named, parameterised statement. */
+export interface Statement {
+  /** The name a connection keeps it prepared under (unique within this file). */
+  readonly name: string;
+  readonly text: string;
+}
+
+function sql(name: string, text: string): Statement {
+  return { name: `kiln_${name}`, text: text.replace(/\s+/g, ' ').trim() };
+}
+
+const RUN_FIELDS = [
+  'id', 'job', 'platform', 'labels', 'status', 'attempt', 'worker', 'worker_identity', 'worker_session', 'queued_at', 'started_at', 'finished_at',
+  'result', 'script', 'env', 'timeout_ms', 'idle_timeout_ms', 'lost_retries_left', 'failure_retries_left', 'first_seq', 'cancel_requested_by',
+  'deadline_at', 'artifacts', 'artifacts_on_failure', 'sandbox',
+];
+/** The columns a Run is read from. */
+const RUN_COLUMNS = RUN_FIELDS.join(', ');
+/** The same, of the runs table as `r`. */
+const R_RUN_COLUMNS = RUN_FIELDS.map((field) => `r.${field}`).join(', ');
+
+// ---- jobs
+
+/** Adds a job unless its name is taken; returns its name when added. $1 name, $2 platform, $3 script, $4 template, $5 vars, $6 env,
+ * $7 labels, $8 schedule, $9 paused, $10 overlap, $11 catch_up, $12 skipped, $13 last_skip, $14 timeout_ms, $15 idle_timeout_ms,
+ * $16 retries, $17 failure_retries, $18 artifacts, $19 artifacts_on_failure, $20 sandbox, $21 next_at, $22 created_at, $23 updated_at */
+export const JOB_INSERT = sql('job_insert', `
+  INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
+    timeout_ms, idle_timeout_ms, retries, failure_retries, artifacts, artifacts_on_failure, sandbox, next_at, created_at, updated_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+  ON CONFLICT (name) DO NOTHING RETURNING name`);
+
+/** Rewrites a job's changeable fields. $1 name, then as JOB_INSERT minus skipped, last_skip, created_at: $2 platform, $3 script,
+ * $4 template, $5 vars, $6 env, $7 labels, $8 schedule, $9 paused, $10 overlap, $11 catch_up, $12 timeout_ms, $13 idle_timeout_ms,
+ * $14 retries, $15 failure_retries, $16 artifacts, $17 artifacts_on_failure, $18 sandbox, $19 next_at, $20 updated_at */
+export const JOB_UPDATE = sql('job_update', `
+  UPDATE jobs SET platform = $2, script = $3, template = $4, vars = $5, env = $6, labels = $7, schedule = $8, paused = $9, overlap = $10,
+    catch_up = $11, timeout_ms = $12, idle_timeout_ms = $13, retries = $14, failure_retries = $15, artifacts = $16,
+    artifacts_on_failure = $17, sandbox = $18, next_at = $19, updated_at = $20
+  WHERE name = $1`);
+
+/** A job. $1 name */
+export const JOB_GET = sql('job_get', 'SELECT * FROM jobs WHERE name = $1');
+
+/** A job, locked against change until the transaction ends. $1 name */
+export const JOB_GET_FOR_UPDATE = sql('job_get_for_update', 'SELECT * FROM jobs WHERE name = $1 FOR UPDATE');
+
+/** Whether a job exists, held so it cannot be deleted before the transaction ends. $1 name */
+export const JOB_HOLD = sql('job_hold', 'SELECT 1 FROM jobs WHERE name = $1 FOR SHARE');
+
+/** Every job, by name. (no parameters) */
+export const JOB_LIST = sql('job_list', 'SELECT * FROM jobs ORDER BY name');
+
+/** Removes a job. $1 name */
+export const JOB_DELETE = sql('job_delete', 'DELETE FROM jobs WHERE name = $1');
+
+/** Unpaused jobs due at or before a time. $1 now */
+export const JOBS_DUE = sql('jobs_due', 'SELECT * FROM jobs WHERE next_at IS NOT NULL AND next_at <= $1 AND NOT paused ORDER BY next_at');
+
+/** The earliest next time of an unpaused job (null: none). (no parameters) */
+export const JOBS_EARLIEST_NEXT = sql('jobs_earliest_next', 'SELECT MIN(next_at) AS at FROM jobs WHERE next_at IS NOT NULL AND NOT paused');
+
+/** Moves a job's next time if it still is the one expected (guarded). $1 name, $2 expected next_at, $3 new next_at (or null) */
+export const JOB_MOVE_NEXT = sql('job_move_next', 'UPDATE jobs SET next_at = $3 WHERE name = $1 AND next_at = $2');
+
+/** Records due times that queued nothing. $1 name, $2 how many, $3 last_skip ({at, reason}) */
+export const JOB_ADD_SKIPS = sql('job_add_skips', 'UPDATE jobs SET skipped = skipped + $2, last_skip = $3 WHERE name = $1');
+
+// ---- runs: queue
+
+/** Queues a run of an existing job unless that job is already queued on the platform; its retry budgets come from the job.
+ * Returns the run when added. $1 id, $2 job, $3 platform, $4 labels, $5 'front' or 'back', $6 queued_at */
+export const RUN_INSERT_QUEUED = sql('run_insert_queued', `
+  INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
+  SELECT $1, name, $3, $4, 'queued', CASE WHEN $5::text = 'front' THEN -nextval('queue_front') ELSE nextval('queue_back') END, $6,
+    retries, failure_retries
+  FROM jobs WHERE name = $2
+  ON CONFLICT (job, platform) WHERE status = 'queued' DO NOTHING
+  RETURNING ${RUN_COLUMNS}`);
+
+/** The queued run of a job on a platform, if any. $1 job, $2 platform */
+export const RUN_QUEUED_OF_JOB = sql('run_queued_of_job', `SELECT ${RUN_COLUMNS} FROM runs WHERE job = $1 AND platform = $2 AND status = 'queued'`);
+
+/** Moves a queued run to the front of its queue. $1 id */
+export const RUN_MOVE_FRONT = sql('run_move_front', "UPDATE runs SET queue_pos = -nextval('queue_front') WHERE id = $1 AND status = 'queued'");
+
+/** A page of a platform's queue, in order, after a position (null: from the start). $1 platform, $2 after queue_pos */
+export const CLAIM_CANDIDATES = sql('claim_candidates', `
+  SELECT id, labels, queue_pos FROM runs WHERE status = 'queued' AND platform = $1 AND ($2::bigint IS NULL OR queue_pos > $2)
+  ORDER BY queue_pos LIMIT 64`);
+
+/** Locks the first of these runs that is still queued and that no other claim holds. $1 ids (text[]) */
+export const CLAIM_LOCK = sql('claim_lock', `
+  SELECT id, job FROM runs WHERE id = ANY($1::text[]) AND status = 'queued' ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED`);
+
+/** Marks a locked queued run running on a worker, copying what it executes from its job; nothing when the job is gone.
+ * $1 id, $2 worker, $3 worker_identity, $4 worker_session, $5 now, $6 backstop ms */
+export const CLAIM_START = sql('claim_start', `
+  UPDATE runs r SET status = 'running', queue_pos = NULL, worker = $2, worker_identity = $3, worker_session = $4, started_at = $5,
+    script = j.script, env = j.env, timeout_ms = j.timeout_ms, idle_timeout_ms = j.idle_timeout_ms, deadline_at = $5 + j.timeout_ms + $6,
+    artifacts = j.artifacts, artifacts_on_failure = j.artifacts_on_failure, sandbox = j.sandbox
+  FROM jobs j WHERE r.id = $1 AND r.status = 'queued' AND j.name = r.job
+  RETURNING ${R_RUN_COLUMNS}`);
+
+/** Queued runs, per platform in queue order. (no parameters) */
+export const RUNS_QUEUED = sql('runs_queued', `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos`);
+
+/** The same, light. (no parameters) */
+export const RUNS_WAITING = sql('runs_waiting', "SELECT id, job, platform, labels FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos");
+
+/** Running runs, oldest first, of one worker or all. $1 worker (null: all) */
+export const RUNS_RUNNING = sql('runs_running', `
+  SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND ($1::text IS NULL OR worker = $1) ORDER BY started_at, id`);
+
+/** Queued runs of a job, locked. $1 job */
+export const RUNS_QUEUED_OF_JOB_LOCKED = sql('runs_queued_of_job_locked', `
+  SELECT id, attempt FROM runs WHERE job = $1 AND status = 'queued' ORDER BY queue_pos FOR UPDATE`);
+
+/** Queued runs of a platform, locked. $1 platform */
+export const RUNS_QUEUED_ON_PLATFORM_LOCKED = sql('runs_queued_on_platform_locked', `
+  SELECT id FROM runs WHERE platform = $1 AND status = 'queued' ORDER BY queue_pos FOR UPDATE`);
+
+/** Whether a job has a queued run on a platform. $1 job, $2 platform */
+export const RUN_QUEUED_EXISTS = sql('run_queued_exists', "SELECT 1 FROM runs WHERE job = $1 AND platform = $2 AND status = 'queued'");
+
+/** A job's queued and running runs, oldest first, locked. $1 job */
+export const RUNS_OPEN_OF_JOB_LOCKED = sql('runs_open_of_job_locked', `
+  SELECT ${RUN_COLUMNS} FROM runs WHERE job = $1 AND status IN ('queued', 'running') ORDER BY queued_at, id FOR UPDATE`);
+
+// ---- runs: reading
+
+/** A run by id. $1 id */
+export const RUN_GET = sql('run_get', `SELECT ${RUN_COLUMNS} FROM runs WHERE id = $1`);
+
+/** A run by id, locked until the transaction ends. $1 id */
+export const RUN_GET_LOCKED = sql('run_get_locked', `SELECT ${RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE`);
+
+/** Up to two runs whose ids fall in a range (a prefix and the prefix followed by U+10FFFF), by id. $1 from, $2 below */
+export const RUNS_BY_PREFIX = sql('runs_by_prefix', `SELECT ${RUN_COLUMNS} FROM runs WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2`);
+
+/** Runs, newest first, filtered by what is given. $1 job, $2 status, $3 platform (each null: any), $4 limit */
+export const RUNS_LIST = sql('runs_list', `
+  SELECT ${RUN_COLUMNS} FROM runs
+  WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR platform = $3)
+  ORDER BY queued_at DESC, id DESC LIMIT $4`);
+
+/** Running runs whose deadline has passed. $1 now */
+export const RUNS_OVERDUE = sql('runs_overdue', `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= $1 ORDER BY deadline_at`);
+
+/** The earliest deadline of a running run (null: none). (no parameters) */
+export const RUNS_EARLIEST_DEADLINE = sql('runs_earliest_deadline', "SELECT MIN(deadline_at) AS at FROM runs WHERE status = 'running'");
+
+// ---- runs: transitions
+
+/** Ends a run still in the status expected; returns its attempt when it applied. $1 id, $2 status, $3 result, $4 finished_at, $5 expected status */
+export const RUN_FINISH = sql('run_finish', `
+  UPDATE runs SET status = $2, result = $3, finished_at = $4, queue_pos = NULL, deadline_at = NULL WHERE id = $1 AND status = $5
+  RETURNING attempt`);
+
+/** Puts a running run back at the front of its queue as its next attempt (or the same one), spending a retry budget.
+ * $1 id, $2 attempts added (0 or 1), $3 lost retries spent, $4 failure retries spent, $5 first_seq */
+export const RUN_REQUEUE = sql('run_requeue', `
+  UPDATE runs SET status = 'queued', attempt = attempt + $2, lost_retries_left = lost_retries_left - $3,
+    failure_retries_left = failure_retries_left - $4, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL,
+    queue_pos = -nextval('queue_front'), first_seq = $5, cancel_requested_by = NULL, deadline_at = NULL
+  WHERE id = $1 AND status = 'running'
+  RETURNING ${RUN_COLUMNS}`);
+
+/** Marks a running run for cancelling (the first asker is kept) and brings its deadline no later than given. $1 id, $2 by, $3 deadline */
+export const RUN_REQUEST_CANCEL = sql('run_request_cancel', `
+  UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, $2), deadline_at = LEAST(COALESCE(deadline_at, $3), $3) WHERE id = $1
+  RETURNING ${RUN_COLUMNS}`);
+
+/** Saves the script a run executes. $1 id, $2 script */
+export const RUN_SET_SCRIPT = sql('run_set_script', 'UPDATE runs SET script = $2 WHERE id = $1');
+
+/** Moves the seq a queued run's attempt starts at. $1 id, $2 first_seq */
+export const RUN_SET_FIRST_SEQ = sql('run_set_first_seq', 'UPDATE runs SET first_seq = $2 WHERE id = $1');
+
+// ---- run events
+
+/** Adds to a run's history. $1 run_id, $2 at, $3 attempt, $4 kind, $5 detail */
+export const EVENT_INSERT = sql('event_insert', 'INSERT INTO run_events (run_id, at, attempt, kind, detail) VALUES ($1, $2, $3, $4, $5)');
+
+/** A run's history, oldest first. $1 run_id */
+export const EVENTS_LIST = sql('events_list', 'SELECT at, attempt, kind, detail FROM run_events WHERE run_id = $1 ORDER BY id');
+
+// ---- console
+
+/** Appends console lines, ignoring those already stored. $1 run ids, $2 seqs, $3 timestamps, $4 texts (parallel arrays) */
+export const CONSOLE_APPEND = sql('console_append', `
+  INSERT INTO console_lines (run_id, seq, ts, text) SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])
+  ON CONFLICT DO NOTHING`);
+
+/** The seq of a run's last line (null: none). $1 run_id */
+export const CONSOLE_LAST_SEQ = sql('console_last_seq', 'SELECT MAX(seq) AS seq FROM console_lines WHERE run_id = $1');
+
+/** Adds one line unless its seq is taken. $1 run_id, $2 seq, $3 ts, $4 text */
+export const CONSOLE_INSERT = sql('console_insert', 'INSERT INTO console_lines (run_id, seq, ts, text) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING');
+
+/** A run's lines after a seq, in order. $1 run_id, $2 after seq, $3 limit */
+export const CONSOLE_READ = sql('console_read', 'SELECT seq, ts, text FROM console_lines WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3');
+
+// ---- platforms
+
+/** Whether a platform is dropped. $1 platform */
+export const DROPPED_GET = sql('dropped_get', 'SELECT 1 FROM dropped_platforms WHERE platform = $1');
+
+/** Drops a platform (again: no change). $1 platform, $2 dropped_at */
+export const DROPPED_INSERT = sql('dropped_insert', 'INSERT INTO dropped_platforms (platform, dropped_at) VALUES ($1, $2) ON CONFLICT DO NOTHING');
+
+/** Lifts a drop. $1 platform */
+export const DROPPED_DELETE = sql('dropped_delete', 'DELETE FROM dropped_platforms WHERE platform = $1');
+
+/** Dropped platforms, by name. (no parameters) */
+export const DROPPED_LIST = sql('dropped_list', 'SELECT platform, dropped_at FROM dropped_platforms ORDER BY platform');
+
+// ---- artifacts
+
+/** Records (or replaces) an artifact. $1 run_id, $2 path, $3 size, $4 sha256, $5 mode */
+export const ARTIFACT_UPSERT = sql('artifact_upsert', `
+  INSERT INTO artifacts (run_id, path, size, sha256, mode) VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, mode = excluded.mode`);
+
+/** A run's artifacts, by path. $1 run_id */
+export const ARTIFACTS_LIST = sql('artifacts_list', 'SELECT path, size, sha256, mode FROM artifacts WHERE run_id = $1 ORDER BY path');
+
+/** Ended runs whose artifacts retention lets go, oldest first. $1 keep runs (null: any number), $2 kept since (null: any age),
+ * $3 the current upload target (its pending deliveries pin their runs) */
+export const ARTIFACTS_EXPIRED = sql('artifacts_expired', `
+  WITH per_run AS (
+    SELECT a.run_id, r.job, r.finished_at, COUNT(*)::int AS files, SUM(a.size)::bigint AS bytes
+    FROM artifacts a JOIN runs r ON r.id = a.run_id
+    WHERE r.status NOT IN ('queued', 'running')
+    GROUP BY a.run_id, r.job, r.finished_at
+  ), ranked AS (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_at DESC, run_id DESC) AS newest FROM per_run
+  )
+  SELECT run_id, job, finished_at, files, bytes FROM ranked
+  WHERE (($1::int IS NOT NULL AND newest > $1) OR ($2::bigint IS NOT NULL AND finished_at < $2))
+    AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending' AND target = $3)
+  ORDER BY finished_at, run_id`);
+
+/** Forgets the artifacts of runs. $1 run ids (text[]) */
+export const ARTIFACTS_DELETE = sql('artifacts_delete', 'DELETE FROM artifacts WHERE run_id = ANY($1::text[])');
+
+/** Which of these blobs an artifact references, not counting some runs'. $1 sha256s (text[]), $2 ignored run ids (text[]) */
+export const BLOBS_REFERENCED = sql('blobs_referenced', `
+  SELECT DISTINCT sha256 FROM artifacts WHERE sha256 = ANY($1::text[]) AND NOT (run_id = ANY($2::text[]))`);
+
+// ---- deliveries (the outbox)
+
+/** A pending delivery of a run that ended. $1 run_id, $2 target, $3 at (due and created) */
+export const DELIVERY_INSERT = sql('delivery_insert', 'INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES ($1, $2, $3, $3)');
+
+/** Pending deliveries to a target due at a time, oldest first. $1 target, $2 now, $3 limit */
+export const DELIVERIES_DUE = sql('deliveries_due', `
+  SELECT * FROM deliveries WHERE state = 'pending' AND target = $1 AND next_at <= $2 ORDER BY next_at, id LIMIT $3`);
+
+/** When the next pending delivery to a target is due (null: none). $1 target */
+export const DELIVERIES_NEXT_AT = sql('deliveries_next_at', "SELECT MIN(next_at) AS at FROM deliveries WHERE state = 'pending' AND target = $1");
+
+/** Records an attempt of a pending delivery. $1 id, $2 state, $3 next_at, $4 last_error, $5 ended_at (null while pending) */
+export const DELIVERY_RECORD_ATTEMPT = sql('delivery_record_attempt', `
+  UPDATE deliveries SET state = $2, attempts = attempts + 1, next_at = $3, last_error = $4, ended_at = $5 WHERE id = $1 AND state = 'pending'`);
+
+/** Queues a run's latest failed delivery again, to a target (null: its own). $1 run_id, $2 at, $3 target */
+export const DELIVERY_REQUEUE_FAILED = sql('delivery_requeue_failed', `
+  UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $2, ended_at = NULL, target = COALESCE($3, target)
+  WHERE id = (SELECT MAX(id) FROM deliveries WHERE run_id = $1 AND state = 'failed') RETURNING *`);
+
+/** A run's deliveries. $1 run_id */
+export const DELIVERIES_OF_RUN = sql('deliveries_of_run', 'SELECT * FROM deliveries WHERE run_id = $1 ORDER BY id');
+
+/** Deliveries counted by state. (no parameters) */
+export const DELIVERIES_COUNT = sql('deliveries_count', 'SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state');
+
+/** When the oldest pending delivery was created (null: none). (no parameters) */
+export const DELIVERIES_OLDEST_PENDING = sql('deliveries_oldest_pending', "SELECT MIN(created_at) AS at FROM deliveries WHERE state = 'pending'");
+
+/** The latest deliveries given up or still failing. (no parameters) */
+export const DELIVERIES_TROUBLED = sql('deliveries_troubled', `
+  SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5`);
+
+// ---- workers and their tokens
+
+/** Records a worker as it connects. $1 name, $2 platform, $3 labels, $4 capacity, $5 hostname, $6 os, $7 arch, $8 version,
+ * $9 connected, $10 connected_at, $11 last_seen */
+export const WORKER_UPSERT = sql('worker_upsert', `
+  INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+  ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, labels = excluded.labels, capacity = excluded.capacity,
+    hostname = excluded.hostname, os = excluded.os, arch = excluded.arch, version = excluded.version,
+    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen`);
+
+/** Marks a worker gone. $1 name, $2 now */
+export const WORKER_DISCONNECTED = sql('worker_disconnected', 'UPDATE workers SET connected = FALSE, last_seen = $2 WHERE name = $1');
+
+/** Every worker, connected first. (no parameters) */
+export const WORKERS_LIST = sql('workers_list', 'SELECT * FROM workers ORDER BY connected DESC, name');
+
+/** Adds a worker token unless the name has one; returns the name when added. $1 name, $2 token sha256, $3 created_at */
+export const WORKER_TOKEN_INSERT = sql('worker_token_insert', `
+  INSERT INTO worker_tokens (name, token_sha256, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING name`);
+
+/** Worker tokens, by name. (no parameters) */
+export const WORKER_TOKENS_LIST = sql('worker_tokens_list', 'SELECT name, created_at, last_used_at FROM worker_tokens ORDER BY name');
+
+/** A worker token by name. $1 name */
+export const WORKER_TOKEN_GET = sql('worker_token_get', 'SELECT name, created_at, last_used_at FROM worker_tokens WHERE name = $1');
+
+/** The name a token hash is bound to. $1 token sha256 */
+export const WORKER_TOKEN_FIND = sql('worker_token_find', 'SELECT name FROM worker_tokens WHERE token_sha256 = $1');
+
+/** Notes a token's use. $1 name, $2 now */
+export const WORKER_TOKEN_TOUCH = sql('worker_token_touch', 'UPDATE worker_tokens SET last_used_at = $2 WHERE name = $1');
+
+/** Removes a worker token. $1 name */
+export const WORKER_TOKEN_DELETE = sql('worker_token_delete', 'DELETE FROM worker_tokens WHERE name = $1');

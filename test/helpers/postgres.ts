@@ -1,0 +1,50 @@
+/**
+ * The PostgreSQL a test runs against (KILN_TEST_POSTGRES_URL, default: the project machine's
+ * server, trust auth, database `test`), and a fresh schema of it per test, dropped when the test ends.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type { TestContext } from 'node:test';
+import pg from 'pg';
+
+/** The database tests use. */
+export const POSTGRES_URL = process.env.KILN_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/**
+ * Why PostgreSQL cannot be used here, or undefined when a connection to POSTGRES_URL works. Checked
+ * in a child process, so the requirement check stays synchronous (requirements.ts).
+ */
+export function postgresReason(): string | undefined {
+  const probe = `const pg = require('pg'); const c = new pg.Client({ connectionString: process.argv[1], connectionTimeoutMillis: 5000 });
+    c.connect().then(() => c.query('SELECT 1')).then(() => c.end(), (e) => { process.stderr.write(e.message); process.exit(1); });`;
+  const done = spawnSync(process.execPath, ['-e', probe, POSTGRES_URL], { encoding: 'utf8', timeout: 15_000, cwd: new URL('../../', import.meta.url).pathname });
+  if (done.status === 0) return undefined;
+  const why = (done.stderr || done.error?.message || `exit ${done.status}`).trim().split('\n')[0];
+  return `needs PostgreSQL at ${POSTGRES_URL} (KILN_TEST_POSTGRES_URL): ${why} (Debian: apt-get install postgresql; .ci/run starts it)`;
+}
+
+/** `url` whose connections use `schema` (created and dropped by the caller). */
+export function urlWithSchema(url: string, schema: string): string {
+  const parsed = new URL(url);
+  parsed.searchParams.set('options', `-c search_path=${schema}`);
+  return parsed.toString();
+}
+
+/** Runs `sql` on POSTGRES_URL with a connection of its own. */
+export async function adminQuery(sql: string): Promise<pg.QueryResult> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    return await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Creates an empty schema for this test, dropped (with everything in it) when the test ends; returns its name and a URL that uses it. */
+export async function freshSchema(t: Pick<TestContext, 'after'>): Promise<{ schema: string; url: string }> {
+  const schema = `kiln_test_${randomBytes(6).toString('hex')}`;
+  await adminQuery(`CREATE SCHEMA ${schema}`);
+  t.after(() => adminQuery(`DROP SCHEMA ${schema} CASCADE`));
+  return { schema, url: urlWithSchema(POSTGRES_URL, schema) };
+}

@@ -1,0 +1,142 @@
+/** The PostgreSQL store: the JobStore contract on a fresh schema per test, plus what only PostgreSQL has. */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, test, type TestContext } from 'node:test';
+import type { Job, JobStore } from '../../src/store/index.js';
+import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
+import { adminQuery, freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
+import { needs } from '../helpers/requirements.js';
+import { runJobStoreSuite } from './job-store.suite.js';
+
+const MIGRATIONS_DIR = fileURLToPath(new URL('../../src/store/postgres/migrations/', import.meta.url));
+const skip = needs('postgres');
+
+/** Opens the store at `url`, closed when the test ends. */
+async function open(t: TestContext, url: string): Promise<JobStore> {
+  const store = await openPostgresStore(url);
+  t.after(() => store.close());
+  return store;
+}
+
+/** The migration versions shipped in src/store/postgres/migrations. */
+function shippedVersions(): number[] {
+  return readdirSync(MIGRATIONS_DIR).filter((f) => /^\d{4}_.*\.sql$/.test(f)).map((f) => Number(f.slice(0, 4))).sort((a, b) => a - b);
+}
+
+runJobStoreSuite('postgres', async (t) => open(t, (await freshSchema(t)).url), { skip });
+
+describe('PostgreSQL store', { skip }, () => {
+  const T0 = 1_700_000_000_000;
+  const job: Job = {
+    name: 'build', platform: 'linux', script: 'make', env: { CC: 'gcc' }, labels: { arch: 'arm' }, template: null, vars: {},
+    schedule: { kind: 'period', period: 'daily' }, paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null,
+    timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, artifacts: [], artifactsOnFailure: false, sandbox: {}, nextAt: T0 + 1000, createdAt: T0, updatedAt: T0,
+  };
+
+  test('jobs, queued runs and console lines survive closing and reopening the store', async (t) => {
+    const { url } = await freshSchema(t);
+    const runId = randomUUID();
+    const lines = [{ seq: 0, ts: T0, text: 'first' }, { seq: 1, ts: T0 + 1, text: 'ünïcode ✓' }];
+    const before = await openPostgresStore(url);
+    const [run] = await before.createJob(job, [{ id: runId, job: 'build', platform: 'linux', labels: job.labels, queuedAt: T0 }]);
+    await before.appendConsole([{ runId, lines }]);
+    await before.close();
+
+    const after = await open(t, url);
+    assert.deepEqual(await after.getJob('build'), job);
+    assert.deepEqual(await after.listQueued(), [run]);
+    assert.deepEqual(await after.readConsole(runId), lines);
+    assert.equal((await after.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'arm' } }, T0 + 5))?.id, runId);
+  });
+
+  test('every shipped migration is recorded once; reopening applies none again', async (t) => {
+    const { schema, url } = await freshSchema(t);
+    const recorded = async () => (await adminQuery(`SELECT version, applied_at FROM ${schema}.kiln_schema_migrations ORDER BY version`)).rows;
+    await (await openPostgresStore(url)).close();
+    const first = await recorded();
+    assert.ok(shippedVersions().length > 0);
+    assert.deepEqual(first.map((row) => row.version), shippedVersions());
+    const again = await open(t, url);
+    assert.deepEqual(await again.listJobs(), []);
+    assert.deepEqual(await recorded(), first);
+  });
+
+  test('two servers opening one new schema at once migrate it once', async (t) => {
+    const { url } = await freshSchema(t);
+    const stores = await Promise.all([openPostgresStore(url), openPostgresStore(url), openPostgresStore(url)]);
+    t.after(() => Promise.all(stores.map((s) => s.close())));
+    await stores[0]!.createJob(job);
+    assert.deepEqual((await stores[2]!.listJobs()).map((j) => j.name), ['build']);
+  });
+
+  test("a schema that is another application's, or newer than this Kiln, is refused with a catalogued code, before anything in it changes", async (t) => {
+    const foreign = await freshSchema(t);
+    await adminQuery(`CREATE TABLE ${foreign.schema}.notes (body TEXT)`);
+    await assert.rejects(openPostgresStore(foreign.url), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORE_FOREIGN' && !err.message.includes('\n'));
+    assert.deepEqual((await adminQuery(`SELECT tablename FROM pg_tables WHERE schemaname = '${foreign.schema}'`)).rows.map((r) => r.tablename), ['notes']);
+
+    const newer = await freshSchema(t);
+    await (await openPostgresStore(newer.url)).close();
+    await adminQuery(`INSERT INTO ${newer.schema}.kiln_schema_migrations (version, applied_at) VALUES (${Math.max(...shippedVersions()) + 1}, 0)`);
+    await assert.rejects(openPostgresStore(newer.url), { code: 'KILN_ERR_STORE_TOO_NEW' });
+  });
+
+  test('a bad URL, a refused connection and a missing database are one-line errors with catalogued codes', async () => {
+    const cases: [string, string][] = [
+      ['postgres://', 'KILN_ERR_CONFIG'],
+      ['postgres://postgres@127.0.0.1:5432/', 'KILN_ERR_CONFIG'],
+      ['postgres://postgres:secret@127.0.0.1:1/test', 'KILN_ERR_STORE_UNAVAILABLE'],
+      [POSTGRES_URL.replace(/\/[^/?]+(\?|$)/, `/kiln_missing_${process.pid}$1`), 'KILN_ERR_STORE_UNAVAILABLE'],
+    ];
+    for (const [url, code] of cases) {
+      await assert.rejects(openPostgresStore(url), (err: { code?: string; message: string }) => {
+        assert.equal(err.code, code, url);
+        assert.doesNotMatch(err.message, /\n|secret/, 'one line, without the password');
+        return true;
+      });
+    }
+  });
+
+  test('connections PostgreSQL drops (idle or in use) fail the call with KILN_ERR_STORE_UNAVAILABLE at most, never the process; the next call reconnects', async (t) => {
+    const { schema, url } = await freshSchema(t);
+    const named = new URL(url);
+    named.searchParams.set('application_name', schema);
+    const store = await open(t, named.toString());
+    await store.createJob(job);
+    const kill = () => adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '${schema}'`);
+    await kill();
+    // The idle connections' 'error' events come in now; unheard, they would end this process.
+    const failures: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      try {
+        assert.deepEqual((await store.listJobs()).map((j) => j.name), ['build']);
+        break;
+      } catch (raw) {
+        failures.push((raw as { code?: string }).code ?? String(raw));
+      }
+    }
+    assert.ok(failures.every((code) => code === 'KILN_ERR_STORE_UNAVAILABLE'), failures.join(', '));
+    assert.ok(failures.length < 3, 'a call after the drop succeeds');
+    // In a transaction: killed between its statements, the transaction fails whole or not at all.
+    const run = { id: randomUUID(), job: 'build', platform: 'linux', labels: job.labels, queuedAt: T0 };
+    const racing = store.enqueue(run, 'back').then(() => 'queued', (raw: { code?: string }) => raw.code);
+    await kill();
+    const outcome = await racing;
+    assert.ok(outcome === 'queued' || outcome === 'KILN_ERR_STORE_UNAVAILABLE', outcome);
+    const queued = await store.listQueued().catch(() => store.listQueued());
+    // Acknowledged means stored. (A failure may still have committed: the connection can drop after COMMIT, before its answer.)
+    if (outcome === 'queued') assert.deepEqual(queued.map((r) => r.id), [run.id]);
+    else assert.ok(queued.length <= 1);
+  });
+
+  test('calls after close reject, and closing twice is harmless', async (t) => {
+    const { url } = await freshSchema(t);
+    const store = await openPostgresStore(url);
+    await store.close();
+    await assert.rejects(async () => store.getJob('build'));
+    await assert.rejects(async () => store.createJob(job));
+    await store.close();
+  });
+});
