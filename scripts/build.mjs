@@ -85,3 +85,4 @@ await build({
   external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [lazyRequires(LAZY, new URL('.', ROOT).pathname), lazyBuiltins(LAZY_BUILTINS)],
 });
 cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });
+cpSync(new URL('src/store/postgres/migrations/', ROOT), new URL('store/postgres/migrations/', DIST), { recursive: true });

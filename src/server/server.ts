@@ -107,7 +107,7 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   const hold = holdDataDir(options.dataDir, log, sqliteStoreFile(options.store));
   let store: JobStore | undefined;
   try {
-    const opened = await openStore(options.dataDir, options.store);
+    const opened = await openStore(options.dataDir, options.store, log.child({ part: 'store' }));
     store = options.wrapStore ? options.wrapStore(opened) : opened;
     const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target);
     return { ...server, close: () => server.close().finally(() => hold.release()) };

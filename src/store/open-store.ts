@@ -2,20 +2,26 @@
 import path from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { JobStore } from './job-store.js';
+import type { StoreLog } from './postgres/connection.js';
 import { openSqliteStore } from './sqlite/sqlite-store.js';
 
-/**
- * `store` is undefined (SQLite in the data dir), a `sqlite:` path, or a `postgres://` URL (not
- * yet supported: it is refused with a clear error rather than silently using SQLite).
- */
 /** The SQLite file a `--store sqlite:PATH` names (absolute), if it names one. */
 export function sqliteStoreFile(store: string | undefined): string | undefined {
   return store?.startsWith('sqlite:') ? path.resolve(store.slice('sqlite:'.length)) : undefined;
 }
 
-export async function openStore(dataDir: string, store?: string): Promise<JobStore> {
+/** Whether `store` names a PostgreSQL database. */
+export function isPostgresUrl(store: string | undefined): boolean {
+  return store !== undefined && /^postgres(ql)?:\/\//.test(store);
+}
+
+/**
+ * `store` is undefined (SQLite in the data dir), a `sqlite:` path, or a `postgres://` URL. The
+ * PostgreSQL store (and its driver) is loaded only for such a URL: a server on SQLite never loads it.
+ */
+export async function openStore(dataDir: string, store?: string, log?: StoreLog): Promise<JobStore> {
   if (store === undefined || store === '') return openSqliteStore(path.join(dataDir, 'kiln.db'));
   if (store.startsWith('sqlite:')) return openSqliteStore(store.slice('sqlite:'.length));
-  if (/^postgres(ql)?:\/\//.test(store)) throw new ConfigError('the PostgreSQL store is not available yet in this version; omit --store to use SQLite');
-  throw new ConfigError(`unknown store '${store}': use sqlite:PATH or postgres://...`);
+  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log });
+  throw new ConfigError(`unknown store '${store}': use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`);
 }

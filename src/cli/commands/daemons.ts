@@ -140,7 +140,7 @@ export function registerDaemonCommands(program: Command): void {
     .description('run the Kiln server')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
     .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
-    .option('--store <url>', 'store: sqlite:PATH (default: SQLite in the data dir)')
+    .option('--store <url>', 'store: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE (default: SQLite in the data dir)')
     .option('--config <file>', 'YAML settings (listen, data, config_dir, store, timings, artifacts, upload: see README); options given here win')
     .option('--config-dir <dir>', 'where templates/ is (default: the data dir)')
     .option('--heartbeat <duration>', 'ping workers this often; one silent for two pings is disconnected (default 10s)')

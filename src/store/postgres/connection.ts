@@ -26,7 +26,8 @@ export function describeUrl(url: string): string {
     parsed.search = '';
     return parsed.toString();
   } catch {
-    return 'postgres://(unreadable URL)';
+    // Not a URL: shown as given, less what looks like a password.
+    return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/i, '$1@').split('?')[0]!;
   }
 }
 

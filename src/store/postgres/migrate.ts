@@ -5,7 +5,7 @@
  * newer than this build is refused, with one line, before anything in it changes.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { StoreForeignError, StoreTooNewError } from '../../errors.js';
+import { ConfigError, StoreForeignError, StoreTooNewError } from '../../errors.js';
 import { PG_MIGRATIONS_DIR } from '../../package-paths.js';
 import type { Connections } from './connection.js';
 
@@ -29,6 +29,8 @@ export function migrate(connections: Connections): Promise<number[]> {
     try {
       // Two servers opening one new database at once: the second waits, then finds it done.
       await query("SELECT pg_advisory_xact_lock(x'4b494c4e'::int, hashtext(current_schema()))");
+      const [{ schema }] = (await query('SELECT current_schema() AS schema')).rows as [{ schema: string | null }];
+      if (schema === null) throw new ConfigError(`the store ${connections.where} has no schema to use: its search_path names none that exists (CREATE SCHEMA it first)`);
       const tables = (await query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")).rows.map((row) => row.tablename as string);
       if (tables.length > 0 && !tables.includes(VERSION_TABLE)) {
         throw new StoreForeignError(connections.where, `its schema has tables ${tables.slice(0, 5).join(', ')}${tables.length > 5 ? ', ...' : ''} and no ${VERSION_TABLE}`,

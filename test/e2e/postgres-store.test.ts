@@ -1,0 +1,96 @@
+/**
+ * `kiln server --store postgres://...` with real processes: a server on its own fresh schema, a
+ * worker and the CLI; the server SIGKILLed mid-run and restarted (from `store:` in a config file)
+ * loses nothing it acknowledged; a bad URL, a refused connection and a missing database stop it
+ * with one line.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { adminQuery, freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
+import { followRun, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { needs } from '../helpers/requirements.js';
+
+const skip = needs('postgres');
+const never = ['--platform', 'testos', '--period', 'never'];
+
+test('a server on PostgreSQL schedules, runs and keeps consoles; SIGKILLed mid-run and restarted, it has lost nothing it acknowledged', { skip }, async (t) => {
+  const { schema, url } = await freshSchema(t);
+  const server = await startServer(t, { args: ['--store', url] });
+  const worker = await startWorker(t, server, ['--platform', 'testos']);
+  const dir = tempDir(t);
+
+  // A run through: schedule, execute, console, result.
+  assert.equal((await kiln(server, ['schedule', 'build', '--command', 'echo first; echo second >&2; exit 3', ...never])).code, 0);
+  const built = (await kiln(server, ['execute', 'build'])).stdout.trim();
+  const observed = await kiln(server, ['observe', built]);
+  assert.equal(observed.code, 1, observed.stderr);
+  assert.match(observed.stdout, /^first\nsecond\nkiln: run .* failed: exited 3\n$/);
+
+  // Acknowledged before the kill: a running run (it waits for the test), a queued one (no worker for its platform), a scheduled job.
+  const script = `echo before; while [ ! -e ${dir}/go ]; do sleep 0.05; done; echo after`;
+  assert.equal((await kiln(server, ['schedule', 'steady', '--command', script, ...never])).code, 0);
+  const steady = (await kiln(server, ['execute', 'steady'])).stdout.trim();
+  await worker.waitFor(/run started/);
+  assert.equal((await kiln(server, ['schedule', 'elsewhere', '--command', 'true', '--platform', 'otheros', '--period', 'daily'])).code, 0);
+  const queued = JSON.parse((await kiln(server, ['runs', '--job', 'elsewhere', '--json'])).stdout).runs;
+  assert.deepEqual(queued.map((r: { status: string }) => r.status), ['queued']);
+
+  await server.kill('SIGKILL');
+  const mark = worker.stderr.length;
+  await worker.waitFor(/not connected to the server/, mark);
+  writeFileSync(`${dir}/go`, '');
+  // Restarted from a config file's `store:`, on the same data dir and port.
+  const config = path.join(dir, 'kiln.yaml');
+  writeFileSync(config, `store: "${url}"\n`);
+  const restarted = await startServer(t, { dataDir: server.dataDir, port: Number(new URL(server.url).port), args: ['--config', config] });
+  await worker.waitFor(/"resumed":1.*connected to the server/, mark);
+
+  const { lines, run } = await followRun(restarted, steady);
+  assert.equal(run.status, 'succeeded');
+  assert.deepEqual(lines, ['before', 'after'], 'the run carried on across the crash, no line lost or doubled');
+  const logs = await kiln(restarted, ['logs', built]);
+  assert.equal(logs.stdout, 'first\nsecond\n');
+  const jobs = JSON.parse((await kiln(restarted, ['jobs', '--json'])).stdout).jobs.map((j: { name: string }) => j.name).sort();
+  assert.deepEqual(jobs, ['build', 'elsewhere', 'steady']);
+  assert.deepEqual(JSON.parse((await kiln(restarted, ['runs', '--job', 'elsewhere', '--json'])).stdout).runs.map((r: { id: string }) => r.id), queued.map((r: { id: string }) => r.id));
+
+  // It was PostgreSQL that kept it all: the runs are in the schema, and no SQLite file was made.
+  assert.equal(Number((await adminQuery(`SELECT COUNT(*) AS n FROM ${schema}.runs`)).rows[0].n), 3);
+  assert.equal(existsSync(path.join(server.dataDir, 'kiln.db')), false);
+});
+
+test('a bad store URL, a refused connection and a missing database stop the server with one line and an exit code', { skip }, async (t) => {
+  const dir = tempDir(t);
+  const missing = new URL(POSTGRES_URL);
+  missing.pathname = `/kiln_missing_${process.pid}`;
+  const cases: [string, number, RegExp][] = [
+    ['postgres://kiln:secret@/kiln', 2, /^kiln: bad store URL postgres:\/\/kiln@\/kiln: not a URL/],
+    ['postgres:///kiln', 2, /^kiln: bad store URL postgres:\/\/\/kiln: it names no host/],
+    [`${POSTGRES_URL}?options=-c%20search_path%3Dkiln_no_such_schema`, 2, /has no schema to use/],
+    ['postgres://kiln:secret@127.0.0.1:1/kiln', 1, /^kiln: the store postgres:\/\/kiln@127\.0\.0\.1:1\/kiln cannot be used: connect ECONNREFUSED/],
+    [missing.toString(), 1, /cannot be used: database "kiln_missing_\d+" does not exist/],
+    ['mysql://kiln@127.0.0.1/kiln', 2, /^kiln: unknown store/],
+  ];
+  for (const [url, code, message] of cases) {
+    const started = await kiln(undefined, ['server', '--data', dir, '--listen', '127.0.0.1:0', '--store', url]);
+    assert.equal(started.code, code, `${url}: ${started.stderr}`);
+    assert.match(started.stderr, message);
+    assert.equal(started.stderr.trimEnd().split('\n').length, 1, `one line, no stack: ${started.stderr}`);
+    assert.doesNotMatch(started.stderr, /secret/);
+  }
+  // The same from the config file's `store:`.
+  const config = path.join(dir, 'kiln.yaml');
+  writeFileSync(config, 'store: "postgres://kiln@127.0.0.1:1/kiln"\n');
+  const fromFile = await kiln(undefined, ['server', '--data', dir, '--listen', '127.0.0.1:0', '--config', config]);
+  assert.equal(fromFile.code, 1);
+  assert.match(fromFile.stderr, /^kiln: the store postgres:\/\/kiln@127\.0\.0\.1:1\/kiln cannot be used/);
+});
+
+test('a server on SQLite never loads the PostgreSQL driver', async (t) => {
+  const server = spawnKiln(t, ['server', '--listen', '127.0.0.1:0', '--data', tempDir(t)], { NODE_DEBUG: 'module' });
+  await server.waitFor(/kiln server listening/);
+  assert.ok(server.stderr.some((line) => /Module\._load REQUEST .*better_sqlite3\.node/.test(line)), 'NODE_DEBUG=module names what is loaded');
+  assert.deepEqual(server.stderr.filter((line) => /Module\._load REQUEST pg |node_modules\/pg\//.test(line)), [], 'no module of pg was loaded');
+});
