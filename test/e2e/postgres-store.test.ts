@@ -9,7 +9,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { adminQuery, freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
-import { followRun, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { firstLine, followRun, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
 
 const skip = needs('postgres');
@@ -59,6 +59,30 @@ test('a server on PostgreSQL schedules, runs and keeps consoles; SIGKILLed mid-r
   // It was PostgreSQL that kept it all: the runs are in the schema, and no SQLite file was made.
   assert.equal(Number((await adminQuery(`SELECT COUNT(*) AS n FROM ${schema}.runs`)).rows[0].n), 3);
   assert.equal(existsSync(path.join(server.dataDir, 'kiln.db')), false);
+});
+
+test("PostgreSQL dropping the server's connections mid-run ends neither the server nor the run", { skip }, async (t) => {
+  const { schema, url } = await freshSchema(t);
+  const named = new URL(url);
+  named.searchParams.set('application_name', schema);
+  const server = await startServer(t, { args: ['--store', named.toString()] });
+  await startWorker(t, server, ['--platform', 'testos']);
+  const dir = tempDir(t);
+  const script = `echo before; while [ ! -e ${dir}/go ]; do sleep 0.05; done; echo after`;
+  assert.equal((await kiln(server, ['schedule', 'steady', '--command', script, ...never])).code, 0);
+  const runId = (await kiln(server, ['execute', 'steady'])).stdout.trim();
+  await firstLine(server, runId);
+
+  const mark = server.stderr.length;
+  const dropped = await adminQuery(`SELECT pg_terminate_backend(pid, 10000) AS gone FROM pg_stat_activity WHERE application_name = '${schema}'`);
+  assert.ok(dropped.rows.length > 0 && dropped.rows.every((row) => row.gone === true), 'the server had connections, and each was ended');
+  await server.waitFor(/a PostgreSQL connection was lost/, mark);
+  writeFileSync(`${dir}/go`, '');
+
+  const { lines, run } = await followRun(server, runId);
+  assert.equal(run.status, 'succeeded');
+  assert.deepEqual(lines, ['before', 'after']);
+  assert.equal(server.child.exitCode, null, 'the server is still running');
 });
 
 test('a bad store URL, a refused connection and a missing database stop the server with one line and an exit code', { skip }, async (t) => {

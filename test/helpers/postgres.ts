@@ -11,13 +11,21 @@ import pg from 'pg';
 export const POSTGRES_URL = process.env.KILN_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /**
+ * Runs `sql` on `url` in a child process and returns its exit status and stderr, blocking this
+ * process meanwhile: nothing of this process (a pool's connections, say) sees the effects until it returns.
+ */
+export function querySync(url: string, sql: string): { status: number | null; stderr: string; error?: Error } {
+  const probe = `const pg = require('pg'); const c = new pg.Client({ connectionString: process.argv[1], connectionTimeoutMillis: 5000 });
+    c.connect().then(() => c.query(process.argv[2])).then(() => c.end(), (e) => { process.stderr.write(e.message); process.exit(1); });`;
+  return spawnSync(process.execPath, ['-e', probe, url, sql], { encoding: 'utf8', timeout: 15_000, cwd: new URL('../../', import.meta.url).pathname });
+}
+
+/**
  * Why PostgreSQL cannot be used here, or undefined when a connection to POSTGRES_URL works. Checked
  * in a child process, so the requirement check stays synchronous (requirements.ts).
  */
 export function postgresReason(): string | undefined {
-  const probe = `const pg = require('pg'); const c = new pg.Client({ connectionString: process.argv[1], connectionTimeoutMillis: 5000 });
-    c.connect().then(() => c.query('SELECT 1')).then(() => c.end(), (e) => { process.stderr.write(e.message); process.exit(1); });`;
-  const done = spawnSync(process.execPath, ['-e', probe, POSTGRES_URL], { encoding: 'utf8', timeout: 15_000, cwd: new URL('../../', import.meta.url).pathname });
+  const done = querySync(POSTGRES_URL, 'SELECT 1');
   if (done.status === 0) return undefined;
   const why = (done.stderr || done.error?.message || `exit ${done.status}`).trim().split('\n')[0];
   return `needs PostgreSQL at ${POSTGRES_URL} (KILN_TEST_POSTGRES_URL): ${why} (Debian: apt-get install postgresql; .ci/run starts it)`;

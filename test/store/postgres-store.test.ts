@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
-import { adminQuery, freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
+import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
 import { runJobStoreSuite } from './job-store.suite.js';
 
@@ -99,19 +99,27 @@ describe('PostgreSQL store', { skip }, () => {
     }
   });
 
-  test('connections PostgreSQL drops (idle or in use) fail the call with KILN_ERR_STORE_UNAVAILABLE at most, never the process; the next call reconnects', async (t) => {
+  test('connections PostgreSQL drops never end the process: a transaction takes another connection, a single statement fails with KILN_ERR_STORE_UNAVAILABLE at most, and the next call reconnects', async (t) => {
     const { schema, url } = await freshSchema(t);
     const named = new URL(url);
     named.searchParams.set('application_name', schema);
     const store = await open(t, named.toString());
     await store.createJob(job);
-    const kill = () => adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '${schema}'`);
+    // Waits (up to 10 s) until each backend has ended, so its connection is surely dead.
+    const kill = () => adminQuery(`SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = '${schema}'`);
+    // Idle connections dropped while this process is blocked: the transaction right after finds
+    // them in the pool, as if alive. Each fails at BEGIN, before anything was done, and the
+    // transaction takes another.
+    await Promise.all([store.listJobs(), store.listJobs(), store.listJobs()]);
+    const dropped = querySync(POSTGRES_URL, `SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = '${schema}'`);
+    assert.equal(dropped.status, 0, dropped.stderr);
+    await store.createJob({ ...job, name: 'after-drop' });
     await kill();
     // The idle connections' 'error' events come in now; unheard, they would end this process.
     const failures: string[] = [];
     for (let i = 0; i < 3; i++) {
       try {
-        assert.deepEqual((await store.listJobs()).map((j) => j.name), ['build']);
+        assert.deepEqual((await store.listJobs()).map((j) => j.name), ['after-drop', 'build']);
         break;
       } catch (raw) {
         failures.push((raw as { code?: string }).code ?? String(raw));

@@ -73,6 +73,16 @@ export function storeError(raw: unknown, where: string): unknown {
   return raw;
 }
 
+/** Most connections the store's pool opens. */
+const POOL_SIZE = 10;
+
+/** BEGIN failed on a connection that was lost while idle: nothing was done, the transaction may take another. */
+class StaleConnectionError extends Error {
+  constructor(override readonly cause: StoreUnavailableError) {
+    super(cause.message);
+  }
+}
+
 /** A place statements run: the pool (each statement its own transaction) or one transaction's client. */
 export interface Session {
   run<R = Record<string, unknown>>(statement: Statement, values?: unknown[]): Promise<pg.QueryResult<R & pg.QueryResultRow>>;
@@ -87,7 +97,7 @@ export class Connections implements Session {
   constructor(url: string, log?: StoreLog) {
     checkUrl(url);
     this.where = describeUrl(url);
-    this.pool = new pg.Pool({ connectionString: url, types, max: 10, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+    this.pool = new pg.Pool({ connectionString: url, types, max: POOL_SIZE, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
     // An idle connection that PostgreSQL (or the network) drops emits 'error' on the pool; unheard,
     // it would end the process. The pool discards that connection and the next query opens another.
     this.pool.on('error', (err) => log?.warn({ store: this.where, err: err.message }, 'a PostgreSQL connection was lost; the pool opens another at the next query'));
@@ -107,10 +117,17 @@ export class Connections implements Session {
    * conflict with a concurrent transaction (deadlock, serialization) runs it again, a few times.
    */
   async transaction<T>(fn: (session: Session) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = 1, stale = 0; ; attempt++) {
       try {
         return await this.once(fn);
       } catch (raw) {
+        // A connection PostgreSQL dropped while idle fails at BEGIN, before anything was sent that
+        // could have changed a row: the pool discards it and the transaction takes another, until
+        // every idle connection of the pool (all of them, after a PostgreSQL restart) has been tried.
+        if (raw instanceof StaleConnectionError) {
+          if (++stale > POOL_SIZE) throw raw.cause;
+          continue;
+        }
         const code = (raw as { code?: unknown }).code;
         if (attempt >= 5 || typeof code !== 'string' || !RETRYABLE_SQLSTATES.has(code)) throw raw;
       }
@@ -120,7 +137,11 @@ export class Connections implements Session {
   private once<T>(fn: (session: Session) => Promise<T>): Promise<T> {
     return this.withClient(async (query) => {
       const session: Session = { run: (statement, values = []) => query({ name: statement.name, text: statement.text, values }) };
-      await query({ text: 'BEGIN' });
+      try {
+        await query({ text: 'BEGIN' });
+      } catch (raw) {
+        throw raw instanceof StoreUnavailableError ? new StaleConnectionError(raw) : raw;
+      }
       try {
         const result = await fn(session);
         await query({ text: 'COMMIT' });
