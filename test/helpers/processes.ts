@@ -123,11 +123,30 @@ export interface ServerProcess extends Owned {
   workerToken: string;
 }
 
+/** The PostgreSQL schema URL each data dir's servers use under KILN_TEST_STORE=postgres (a restart finds its own). */
+const postgresStores = new Map<string, string>();
+
+/**
+ * `--store` for a server on `dataDir`: none (SQLite in the data dir) unless KILN_TEST_STORE=postgres,
+ * which puts each data dir's store in a fresh PostgreSQL schema, dropped when the test ends.
+ */
+async function storeArgs(t: TestContext, dataDir: string, args: string[]): Promise<string[]> {
+  if (process.env.KILN_TEST_STORE !== 'postgres' || args.includes('--store') || args.includes('--config')) return [];
+  let url = postgresStores.get(dataDir);
+  if (url === undefined) {
+    const { freshSchema } = await import('./postgres.js');
+    url = (await freshSchema(t)).url;
+    postgresStores.set(dataDir, url);
+  }
+  return ['--store', url];
+}
+
 /** Starts `kiln server` on a free port and waits until it listens. */
 export async function startServer(t: TestContext, options: { dataDir?: string; port?: number; args?: string[] } = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? tempDir(t);
   const port = options.port ?? (await freePort());
-  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...(options.args ?? [])]);
+  const args = options.args ?? [];
+  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...args, ...(await storeArgs(t, dataDir, args))]);
   await owned.waitFor(/kiln server listening/);
   return {
     ...owned,
