@@ -379,6 +379,24 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.deepEqual(await store.listRuns({ limit: 10 }), []);
       });
 
+      test('a run put back for a retry while its job is queued anew: one of them takes the queue slot, neither fails', async (t) => {
+        const store = await open(t);
+        const job = makeJob('build', { retries: 1000 });
+        await store.createJob(job);
+        const lost = { status: 'lost' as const, result: { kind: 'aborted' as const, reason: 'worker lost' }, finishedAt: T0 + 2, retry: 'lost' as const };
+        for (let i = 0; i < 20; i++) {
+          const { run } = await store.enqueue(makeRun(job), 'back');
+          await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
+          const [ended, queued] = await Promise.all([store.endAttempt(run.id, lost, { worker: 'w1' }), store.enqueue(makeRun(job), 'back')]);
+          // Whichever came first holds the slot: the retried run (the enqueue returns it), or the new run (the attempt ends).
+          if (ended.outcome === 'retried') assert.deepEqual([queued.created, queued.run.id], [false, run.id]);
+          else assert.deepEqual([ended.outcome, ended.run.status, queued.created], ['ended', 'lost', true]);
+          const waiting = await store.listQueued();
+          assert.equal(waiting.length, 1);
+          await store.finishRun(waiting[0]!.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'next round' }, finishedAt: T0 + 3 }, { from: ['queued'] });
+        }
+      });
+
       test('concurrent enqueues of one job create one run', async (t) => {
         const store = await open(t);
         const job = makeJob('build');
@@ -657,7 +675,7 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
       test('console text is stored verbatim', async (t) => {
         const store = await open(t);
         const runId = randomUUID();
-        const texts = ['', '  indented\ttab', 'ünïcödé ✓ 🚀', "quotes ' \" and \\ backslash", '%_ not wildcards', 'x'.repeat(65_536)];
+        const texts = ['', '  indented\ttab', 'ünïcödé ✓ 🚀', "quotes ' \" and \\ backslash", '%_ not wildcards', 'a NUL \u0000 and \u0001\u001b[31m controls', 'x'.repeat(65_536)];
         await store.appendConsole([{ runId, lines: texts.map((text, seq) => line(seq, text)) }]);
         assert.deepEqual((await store.readConsole(runId)).map((l) => l.text), texts);
       });

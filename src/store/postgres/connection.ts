@@ -15,8 +15,13 @@ export interface StoreLog {
 /** SQLSTATE classes that say the database cannot be used now: connection (08), login (28), no such database (3D), shutting down (57P0x). */
 const UNAVAILABLE_SQLSTATE = /^(08|28|3D|57P0[1-3])/;
 
-/** Conflicts between concurrent transactions (serialization failure, deadlock): the transaction is run again. */
-export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
+/**
+ * Conflicts between concurrent transactions: serialization failure, deadlock, and a unique
+ * violation (two transactions that each found a job's queue slot free, say: a retry putting its run
+ * back and an enqueue). The transaction is run again, from its first read, and then sees the other's
+ * work, as it would have had they run one after the other.
+ */
+export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '23505']);
 
 /** `url` without its password and query, for messages and logs. */
 export function describeUrl(url: string): string {

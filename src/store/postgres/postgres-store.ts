@@ -88,6 +88,9 @@ const toWorkerToken = (row: WorkerTokenRow): WorkerTokenRecord => ({ name: row.n
 
 const json = (value: unknown): string | null => (value === null ? null : JSON.stringify(value));
 
+/** A console line's text as stored (BYTEA: a job may print NUL, which TEXT cannot hold). */
+const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8');
+
 /** Options of openPostgresStore. */
 export interface PostgresStoreOptions {
   /** Where lost connections are reported (they are retried, not fatal). */
@@ -316,7 +319,7 @@ class PostgresStore implements JobStore {
         const said = unstarted
           ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again, no retry used`
           : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
-        await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, said]);
+        await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, utf8(said)]);
         const spent = (which: typeof budget) => (!unstarted && budget === which ? 1 : 0);
         const [requeued] = (await tx.run<RunRow>(S.RUN_REQUEUE, [
           run.id, unstarted ? 0 : 1, spent('lost_retries_left'), spent('failure_retries_left'), markerSeq + 1,
@@ -368,7 +371,7 @@ class PostgresStore implements JobStore {
     const lines = batches.flatMap((batch) => batch.lines.map((line) => ({ runId: batch.runId, ...line })));
     if (lines.length === 0) return;
     // One statement, so one transaction, however many runs and lines.
-    await this.db.run(S.CONSOLE_APPEND, [lines.map((l) => l.runId), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => l.text)]);
+    await this.db.run(S.CONSOLE_APPEND, [lines.map((l) => l.runId), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text))]);
   }
 
   noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
@@ -377,7 +380,7 @@ class PostgresStore implements JobStore {
       if (!run || run.status !== 'queued') return undefined;
       const [last] = (await tx.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [runId])).rows;
       const seq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
-      await tx.run(S.CONSOLE_INSERT, [runId, seq, at, text]);
+      await tx.run(S.CONSOLE_INSERT, [runId, seq, at, utf8(text)]);
       await tx.run(S.RUN_SET_FIRST_SEQ, [runId, seq + 1]);
       return { seq, ts: at, text };
     });
@@ -388,7 +391,7 @@ class PostgresStore implements JobStore {
   }
 
   async readConsole(runId: string, afterSeq = -1, limit = 1_000_000): Promise<StoredLine[]> {
-    return (await this.db.run<StoredLine>(S.CONSOLE_READ, [runId, afterSeq, limit])).rows.map(({ seq, ts, text }) => ({ seq, ts, text }));
+    return (await this.db.run<{ seq: number; ts: number; text: Buffer }>(S.CONSOLE_READ, [runId, afterSeq, limit])).rows.map(({ seq, ts, text }) => ({ seq, ts, text: text.toString('utf8') }));
   }
 
   async dueJobs(now: number): Promise<Job[]> {

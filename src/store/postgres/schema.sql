@@ -15,7 +15,7 @@ CREATE TABLE console_lines (
   run_id text COLLATE "C" NOT NULL,
   seq integer NOT NULL,
   ts bigint NOT NULL,
-  text text NOT NULL,
+  text bytea NOT NULL,
   CONSTRAINT console_lines_pkey PRIMARY KEY (run_id, seq)
 );
 

@@ -193,18 +193,18 @@ export const EVENTS_LIST = sql('events_list', 'SELECT at, attempt, kind, detail 
 
 // ---- console
 
-/** Appends console lines, ignoring those already stored. $1 run ids, $2 seqs, $3 timestamps, $4 texts (parallel arrays) */
+/** Appends console lines, ignoring those already stored. $1 run ids, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays) */
 export const CONSOLE_APPEND = sql('console_append', `
-  INSERT INTO console_lines (run_id, seq, ts, text) SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])
+  INSERT INTO console_lines (run_id, seq, ts, text) SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[])
   ON CONFLICT DO NOTHING`);
 
 /** The seq of a run's last line (null: none). $1 run_id */
 export const CONSOLE_LAST_SEQ = sql('console_last_seq', 'SELECT MAX(seq) AS seq FROM console_lines WHERE run_id = $1');
 
-/** Adds one line unless its seq is taken. $1 run_id, $2 seq, $3 ts, $4 text */
+/** Adds one line unless its seq is taken. $1 run_id, $2 seq, $3 ts, $4 text as UTF-8 */
 export const CONSOLE_INSERT = sql('console_insert', 'INSERT INTO console_lines (run_id, seq, ts, text) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING');
 
-/** A run's lines after a seq, in order. $1 run_id, $2 after seq, $3 limit */
+/** A run's lines (text as UTF-8) after a seq, in order. $1 run_id, $2 after seq, $3 limit */
 export const CONSOLE_READ = sql('console_read', 'SELECT seq, ts, text FROM console_lines WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3');
 
 // ---- platforms

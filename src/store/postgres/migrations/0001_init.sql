@@ -93,11 +93,12 @@ CREATE TABLE run_events (
 );
 CREATE INDEX run_events_by_run ON run_events (run_id, id);
 
+-- A line's text as UTF-8 bytes: a job may print NUL, which PostgreSQL's TEXT cannot hold.
 CREATE TABLE console_lines (
   run_id  TEXT COLLATE "C" NOT NULL,
   seq     INTEGER NOT NULL,
   ts      BIGINT NOT NULL,
-  text    TEXT NOT NULL,
+  text    BYTEA NOT NULL,
   PRIMARY KEY (run_id, seq)
 );
 
