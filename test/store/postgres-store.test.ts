@@ -139,6 +139,14 @@ describe('PostgreSQL store', { skip }, () => {
     else assert.ok(queued.length <= 1);
   });
 
+  test('a NUL in a text PostgreSQL keeps as TEXT is refused as an invalid request and stores nothing; in console lines it is kept', async (t) => {
+    const store = await open(t, (await freshSchema(t)).url);
+    await assert.rejects(store.createJob({ ...job, script: 'echo a\u0000b' }), { code: 'KILN_ERR_INVALID_REQUEST' });
+    assert.deepEqual(await store.listJobs(), []);
+    await store.appendConsole([{ runId: 'r', lines: [{ seq: 0, ts: T0, text: 'a\u0000b' }] }]);
+    assert.deepEqual(await store.readConsole('r'), [{ seq: 0, ts: T0, text: 'a\u0000b' }]);
+  });
+
   test('calls after close reject, and closing twice is harmless', async (t) => {
     const { url } = await freshSchema(t);
     const store = await openPostgresStore(url);

@@ -4,7 +4,7 @@
  * into StoreUnavailableError, and no driver event left to crash the process.
  */
 import pg from 'pg';
-import { ConfigError, KilnError, StoreUnavailableError } from '../../errors.js';
+import { ConfigError, InvalidRequestError, KilnError, StoreUnavailableError } from '../../errors.js';
 import type { Statement } from './statements.js';
 
 /** What the store logs about its connections. */
@@ -64,6 +64,8 @@ const types = {
 export function storeError(raw: unknown, where: string): unknown {
   if (raw instanceof KilnError) return raw;
   if (raw instanceof pg.DatabaseError) {
+    // TEXT cannot hold NUL (SQLite's can): a request that carries one is refused, not a 500.
+    if (raw.code === '22021') return new InvalidRequestError('a value contains the NUL character, which the PostgreSQL store cannot keep');
     if (!UNAVAILABLE_SQLSTATE.test(raw.code ?? '')) return raw;
     const hint = raw.code === '3D000' ? ' (create it, e.g. createdb -O USER DATABASE)' : '';
     return new StoreUnavailableError(where, `${raw.message}${hint}`);
