@@ -18,10 +18,11 @@ export function isPostgresUrl(store: string | undefined): boolean {
 /**
  * `store` is undefined (SQLite in the data dir), a `sqlite:` path, or a `postgres://` URL. The
  * PostgreSQL store (and its driver) is loaded only for such a URL: a server on SQLite never loads it.
+ * The server holds its PostgreSQL schema alone, as it holds its data dir (server-lock.ts).
  */
 export async function openStore(dataDir: string, store?: string, log?: StoreLog): Promise<JobStore> {
   if (store === undefined || store === '') return openSqliteStore(path.join(dataDir, 'kiln.db'));
   if (store.startsWith('sqlite:')) return openSqliteStore(store.slice('sqlite:'.length));
-  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log });
+  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log, exclusive: true });
   throw new ConfigError(`unknown store '${store}': use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`);
 }

@@ -85,6 +85,15 @@ test("PostgreSQL dropping the server's connections mid-run ends neither the serv
   assert.equal(server.child.exitCode, null, 'the server is still running');
 });
 
+test('a second server on the same PostgreSQL schema is refused, naming the first', { skip }, async (t) => {
+  const { url } = await freshSchema(t);
+  const first = await startServer(t, { args: ['--store', url] });
+  const second = await kiln(undefined, ['server', '--data', tempDir(t), '--listen', '127.0.0.1:0', '--store', url]);
+  assert.equal(second.code, 2, second.stderr);
+  assert.match(second.stderr, new RegExp(`^kiln: the store \\S+ is in use by kiln pid ${first.pid} on \\S+ \\(since [^)]+\\); stop that server first`));
+  assert.equal(second.stderr.trimEnd().split('\n').length, 1);
+});
+
 test('a bad store URL, a refused connection and a missing database stop the server with one line and an exit code', { skip }, async (t) => {
   const dir = tempDir(t);
   const missing = new URL(POSTGRES_URL);

@@ -147,6 +147,20 @@ describe('PostgreSQL store', { skip }, () => {
     assert.deepEqual(await store.readConsole('r'), [{ seq: 0, ts: T0, text: 'a\u0000b' }]);
   });
 
+  test("an exclusive open (a server's) holds the schema alone: a second is refused naming the first, until it closes", async (t) => {
+    const { url } = await freshSchema(t);
+    const first = await openPostgresStore(url, { exclusive: true });
+    await assert.rejects(openPostgresStore(url, { exclusive: true }), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, 'KILN_ERR_DATA_DIR_IN_USE');
+      assert.match(err.message, new RegExp(`^the store \\S+ is in use by kiln pid ${process.pid} on \\S+ \\(since \\d{4}-`));
+      return true;
+    });
+    const shared = await open(t, url);
+    assert.deepEqual(await shared.listJobs(), [], 'a plain open (a tool, a test) is not refused');
+    await first.close();
+    await (await openPostgresStore(url, { exclusive: true })).close();
+  });
+
   test('calls after close reject, and closing twice is harmless', async (t) => {
     const { url } = await freshSchema(t);
     const store = await openPostgresStore(url);

@@ -3,6 +3,7 @@
  * number (times in ms fit in 2^53), driver failures that mean "PostgreSQL cannot be reached" turned
  * into StoreUnavailableError, and no driver event left to crash the process.
  */
+import os from 'node:os';
 import pg from 'pg';
 import { ConfigError, InvalidRequestError, KilnError, StoreUnavailableError } from '../../errors.js';
 import type { Statement } from './statements.js';
@@ -80,6 +81,9 @@ export function storeError(raw: unknown, where: string): unknown {
   return raw;
 }
 
+/** What Kiln's connections call themselves in pg_stat_activity (where the URL names no application_name). */
+export const APPLICATION_NAME = `kiln pid ${process.pid} on ${os.hostname()}`;
+
 /** Most connections the store's pool opens. */
 const POOL_SIZE = 10;
 
@@ -104,7 +108,7 @@ export class Connections implements Session {
   constructor(url: string, log?: StoreLog) {
     checkUrl(url);
     this.where = describeUrl(url);
-    this.pool = new pg.Pool({ connectionString: url, types, max: POOL_SIZE, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+    this.pool = new pg.Pool({ connectionString: url, application_name: APPLICATION_NAME, types, max: POOL_SIZE, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
     // An idle connection that PostgreSQL (or the network) drops emits 'error' on the pool; unheard,
     // it would end the process. The pool discards that connection and the next query opens another.
     this.pool.on('error', (err) => log?.warn({ store: this.where, err: err.message }, 'a PostgreSQL connection was lost; the pool opens another at the next query'));

@@ -20,6 +20,7 @@ import type {
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
+import { holdServerLock, type ServerLock } from './server-lock.js';
 import * as S from './statements.js';
 
 type Json = Record<string, string>;
@@ -95,31 +96,38 @@ const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8');
 export interface PostgresStoreOptions {
   /** Where lost connections are reported (they are retried, not fatal). */
   log?: StoreLog;
+  /** Hold the schema's server lock while open (a server does; see server-lock.ts). */
+  exclusive?: boolean;
 }
 
 /**
  * Opens the store at a `postgres://USER@HOST:PORT/DB` URL: connects, refuses a schema that is not
- * Kiln's or is newer than this build, and migrates. Throws ConfigError for a bad URL and
- * StoreUnavailableError when PostgreSQL cannot be reached or the database does not exist.
+ * Kiln's or is newer than this build, and migrates. Throws ConfigError for a bad URL,
+ * StoreUnavailableError when PostgreSQL cannot be reached or the database does not exist, and
+ * (exclusive) DataDirInUseError when another server has the schema.
  */
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<JobStore> {
   const connections = new Connections(url, options.log);
+  let lock: ServerLock | undefined;
   try {
+    if (options.exclusive) lock = await holdServerLock(url, connections.where, options.log);
     await migrate(connections);
   } catch (raw) {
+    await lock?.release();
     await connections.end();
     throw raw;
   }
-  return new PostgresStore(connections);
+  return new PostgresStore(connections, lock);
 }
 
 class PostgresStore implements JobStore {
   private uploadTarget: string | null = null;
 
-  constructor(private readonly db: Connections) {}
+  constructor(private readonly db: Connections, private readonly lock?: ServerLock) {}
 
   async close(): Promise<void> {
     await this.db.end();
+    await this.lock?.release();
   }
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
