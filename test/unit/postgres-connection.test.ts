@@ -1,0 +1,55 @@
+/** The PostgreSQL store's edge, as tables: which URLs it takes, how it shows them, and what driver failures become. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import pg from 'pg';
+import { JobNotFoundError } from '../../src/errors.js';
+import { checkUrl, describeUrl, storeError } from '../../src/store/postgres/connection.js';
+
+test('store URLs: postgres:// with a host and a database; anything else is a KILN_ERR_CONFIG naming the URL without its password', () => {
+  const good = ['postgres://kiln@db1:5432/kiln', 'postgresql://kiln:pw@db1/kiln', 'postgres://db1/kiln?sslmode=require', 'postgres://[::1]:5433/kiln'];
+  for (const url of good) assert.doesNotThrow(() => checkUrl(url), url);
+  const bad: [string, RegExp][] = [
+    ['postgres://', /names no host/],
+    ['postgres:///kiln', /names no host/],
+    ['postgres://kiln:secret@db1', /names no database/],
+    ['postgres://kiln:secret@db1/', /names no database/],
+    ['postgres://kiln:secret@/kiln', /not a URL/],
+    ['mysql://kiln:secret@db1/kiln', /use postgres:\/\/USER@HOST:PORT\/DATABASE/],
+  ];
+  for (const [url, why] of bad) {
+    assert.throws(() => checkUrl(url), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, 'KILN_ERR_CONFIG', url);
+      assert.match(err.message, why, url);
+      assert.doesNotMatch(err.message, /secret/, url);
+      return true;
+    });
+  }
+});
+
+test('a URL is shown without its password or query', () => {
+  const cases: [string, string][] = [
+    ['postgres://kiln:secret@db1:5432/kiln?sslmode=require', 'postgres://kiln@db1:5432/kiln'],
+    ['postgres://db1/kiln', 'postgres://db1/kiln'],
+    ['postgres://kiln:secret@/kiln?x=1', 'postgres://kiln@/kiln'],
+  ];
+  for (const [url, shown] of cases) assert.equal(describeUrl(url), shown, url);
+});
+
+test('driver failures: what means "PostgreSQL cannot be used" becomes KILN_ERR_STORE_UNAVAILABLE; a NUL an invalid request; the rest stays as it came', () => {
+  const database = (code: string, message = `sqlstate ${code}`) => Object.assign(new pg.DatabaseError(message, 0, 'error'), { code });
+  const system = (code: string) => Object.assign(new Error(`connect ${code} 127.0.0.1:5432`), { code });
+  const unavailable = [
+    database('08006'), database('57P01', 'terminating connection due to administrator command'), database('57P03'), database('28P01'),
+    database('3D000', 'database "kiln" does not exist'), system('ECONNREFUSED'), system('ENOTFOUND'), system('ECONNRESET'),
+    new Error('Connection terminated unexpectedly'),
+  ];
+  for (const raw of unavailable) {
+    const err = storeError(raw, 'postgres://db1/kiln') as { code?: string; message: string };
+    assert.equal(err.code, 'KILN_ERR_STORE_UNAVAILABLE', raw.message);
+    assert.ok(err.message.startsWith('the store postgres://db1/kiln cannot be used: '), err.message);
+  }
+  assert.match((storeError(database('3D000', 'database "kiln" does not exist'), 'x') as Error).message, /createdb/);
+  assert.equal((storeError(database('22021'), 'x') as { code?: string }).code, 'KILN_ERR_INVALID_REQUEST');
+  const unchanged = [database('23505'), database('40P01'), database('42P01'), new TypeError('bad value'), new JobNotFoundError('x')];
+  for (const raw of unchanged) assert.equal(storeError(raw, 'x'), raw, raw.message);
+});
