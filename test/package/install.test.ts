@@ -57,7 +57,7 @@ test(
     const [packed] = JSON.parse(await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env, timeout: PACK_MS })) as Packed[];
     t.diagnostic(`npm pack: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const files = packed!.files.map((f) => f.path);
-    for (const kept of ['bin/kiln.mjs', 'dist/kiln.js', 'dist/kiln.js.map', 'dist/worker.js', 'dist/worker.js.map', 'dist/store/sqlite/migrations/0001_init.sql', 'npm-shrinkwrap.json', 'README.md', 'docs/errors.md']) {
+    for (const kept of ['bin/kiln.mjs', 'dist/kiln.js', 'dist/kiln.js.map', 'dist/worker.js', 'dist/worker.js.map', 'dist/store/sqlite/migrations/0001_init.sql', 'dist/store/postgres/migrations/0001_init.sql', 'npm-shrinkwrap.json', 'README.md', 'docs/errors.md']) {
       assert.ok(files.includes(kept), `the tarball lacks ${kept}`);
     }
     const unwanted = files.filter((f) => /^(test|bench|\.ci|src|node_modules)\/|^dist\/\.tsbuildinfo$|^tsconfig/.test(f));
