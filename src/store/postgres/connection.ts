@@ -87,7 +87,7 @@ export const APPLICATION_NAME = `kiln pid ${process.pid} on ${os.hostname()}`;
 /** Most connections the store's pool opens. */
 const POOL_SIZE = 10;
 
-/** BEGIN failed on a connection that was lost while idle: nothing was done, the transaction may take another. */
+/** A first statement (BEGIN, or an idempotent one) failed on a connection lost while idle: nothing changed, it may take another. */
 class StaleConnectionError extends Error {
   constructor(override readonly cause: StoreUnavailableError) {
     super(cause.message);
@@ -114,33 +114,44 @@ export class Connections implements Session {
     this.pool.on('error', (err) => log?.warn({ store: this.where, err: err.message }, 'a PostgreSQL connection was lost; the pool opens another at the next query'));
   }
 
-  async run<R>(statement: Statement, values: unknown[] = []): Promise<pg.QueryResult<R & pg.QueryResultRow>> {
-    this.refuseEnded();
-    try {
-      return await this.pool.query<R & pg.QueryResultRow>({ name: statement.name, text: statement.text, values });
-    } catch (raw) {
-      throw storeError(raw, this.where);
-    }
+  /**
+   * Runs one statement (its own transaction). An idempotent one that finds its connection dead (see
+   * `transaction`) is sent again on another; any other fails with StoreUnavailableError, as it may
+   * have been applied before its connection went.
+   */
+  run<R>(statement: Statement, values: unknown[] = []): Promise<pg.QueryResult<R & pg.QueryResultRow>> {
+    return this.onLiveConnection(() => this.withClient((query) => query<R & pg.QueryResultRow>({ name: statement.name, text: statement.text, values }), statement.idempotent));
   }
 
   /**
    * Runs `fn` in one transaction on one connection and commits; rolls back if it throws. A
-   * conflict with a concurrent transaction (deadlock, serialization) runs it again, a few times.
+   * conflict with a concurrent transaction (deadlock, serialization, a unique key both took) runs it
+   * again, a few times.
    */
   async transaction<T>(fn: (session: Session) => Promise<T>): Promise<T> {
-    for (let attempt = 1, stale = 0; ; attempt++) {
+    for (let attempt = 1; ; attempt++) {
       try {
-        return await this.once(fn);
+        return await this.onLiveConnection(() => this.once(fn));
       } catch (raw) {
-        // A connection PostgreSQL dropped while idle fails at BEGIN, before anything was sent that
-        // could have changed a row: the pool discards it and the transaction takes another, until
-        // every idle connection of the pool (all of them, after a PostgreSQL restart) has been tried.
-        if (raw instanceof StaleConnectionError) {
-          if (++stale > POOL_SIZE) throw raw.cause;
-          continue;
-        }
         const code = (raw as { code?: unknown }).code;
         if (attempt >= 5 || typeof code !== 'string' || !RETRYABLE_SQLSTATES.has(code)) throw raw;
+      }
+    }
+  }
+
+  /**
+   * Runs `attempt` again while it fails with StaleConnectionError: a connection PostgreSQL dropped
+   * while it sat idle in the pool fails its first statement, and when that statement was BEGIN or
+   * idempotent nothing has changed. The pool discards the connection; the next try takes another,
+   * until each the pool may hold (all of them, after a PostgreSQL restart) has been tried.
+   */
+  private async onLiveConnection<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let stale = 0; ; stale++) {
+      try {
+        return await attempt();
+      } catch (raw) {
+        if (!(raw instanceof StaleConnectionError)) throw raw;
+        if (stale >= POOL_SIZE) throw raw.cause;
       }
     }
   }
@@ -148,11 +159,7 @@ export class Connections implements Session {
   private once<T>(fn: (session: Session) => Promise<T>): Promise<T> {
     return this.withClient(async (query) => {
       const session: Session = { run: (statement, values = []) => query({ name: statement.name, text: statement.text, values }) };
-      try {
-        await query({ text: 'BEGIN' });
-      } catch (raw) {
-        throw raw instanceof StoreUnavailableError ? new StaleConnectionError(raw) : raw;
-      }
+      await query({ text: 'BEGIN' });
       try {
         const result = await fn(session);
         await query({ text: 'COMMIT' });
@@ -162,16 +169,22 @@ export class Connections implements Session {
         await query({ text: 'ROLLBACK' }).catch(() => undefined);
         throw raw;
       }
-    });
+    }, true);
   }
 
   /** Runs plain SQL text (several statements allowed) on one connection: migrations, checks. */
   script<T>(fn: (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>) => Promise<T>): Promise<T> {
-    return this.withClient((query) => fn((text, values) => query({ text, values })));
+    return this.withClient((query) => fn((text, values) => query({ text, values })), false);
   }
 
-  /** Runs `fn` with one connection of the pool; driver failures come out as storeError says. */
-  private async withClient<T>(fn: (query: <R extends pg.QueryResultRow>(config: pg.QueryConfig) => Promise<pg.QueryResult<R>>) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` with one connection of the pool; driver failures come out as storeError says. When
+   * `firstIsSafe` (`fn`'s first statement changes nothing if it fails), that statement failing on a
+   * dead connection is a StaleConnectionError.
+   */
+  private async withClient<T>(
+    fn: (query: <R extends pg.QueryResultRow>(config: pg.QueryConfig) => Promise<pg.QueryResult<R>>) => Promise<T>, firstIsSafe: boolean,
+  ): Promise<T> {
     this.refuseEnded();
     let client: pg.PoolClient;
     try {
@@ -184,13 +197,18 @@ export class Connections implements Session {
     let lost: Error | undefined;
     const onError = (err: Error) => { lost = err; };
     client.on('error', onError);
+    let first = true;
     try {
       return await fn(async (config) => {
+        const safe = first && firstIsSafe;
+        first = false;
         try {
           return await client.query(config);
         } catch (raw) {
-          if (storeError(raw, this.where) instanceof StoreUnavailableError) lost ??= raw as Error;
-          throw storeError(raw, this.where);
+          const err = storeError(raw, this.where);
+          if (!(err instanceof StoreUnavailableError)) throw err;
+          lost ??= raw as Error;
+          throw safe ? new StaleConnectionError(err) : err;
         }
       });
     } finally {

@@ -9,10 +9,17 @@ export interface Statement {
   /** The name a connection keeps it prepared under (unique within this file). */
   readonly name: string;
   readonly text: string;
+  /**
+   * Running it twice does what running it once does, with the same answer (a read, or a write of
+   * absolute values): when its connection turns out dead, it may simply be sent again.
+   */
+  readonly idempotent: boolean;
 }
 
-function sql(name: string, text: string): Statement {
-  return { name: `kiln_${name}`, text: text.replace(/\s+/g, ' ').trim() };
+/** A statement; a read (SELECT) is idempotent, a write only when `idempotent` says so. */
+function sql(name: string, text: string, idempotent = false): Statement {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return { name: `kiln_${name}`, text: flat, idempotent: idempotent || /^(SELECT|WITH)\b/.test(flat) && !/FOR (UPDATE|SHARE)/.test(flat) };
 }
 
 const RUN_FIELDS = [
@@ -178,7 +185,7 @@ export const RUN_REQUEST_CANCEL = sql('run_request_cancel', `
   RETURNING ${RUN_COLUMNS}`);
 
 /** Saves the script a run executes. $1 id, $2 script */
-export const RUN_SET_SCRIPT = sql('run_set_script', 'UPDATE runs SET script = $2 WHERE id = $1');
+export const RUN_SET_SCRIPT = sql('run_set_script', 'UPDATE runs SET script = $2 WHERE id = $1', true);
 
 /** Moves the seq a queued run's attempt starts at. $1 id, $2 first_seq */
 export const RUN_SET_FIRST_SEQ = sql('run_set_first_seq', 'UPDATE runs SET first_seq = $2 WHERE id = $1');
@@ -196,7 +203,7 @@ export const EVENTS_LIST = sql('events_list', 'SELECT at, attempt, kind, detail 
 /** Appends console lines, ignoring those already stored. $1 run ids, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays) */
 export const CONSOLE_APPEND = sql('console_append', `
   INSERT INTO console_lines (run_id, seq, ts, text) SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[])
-  ON CONFLICT DO NOTHING`);
+  ON CONFLICT DO NOTHING`, true);
 
 /** The seq of a run's last line (null: none). $1 run_id */
 export const CONSOLE_LAST_SEQ = sql('console_last_seq', 'SELECT MAX(seq) AS seq FROM console_lines WHERE run_id = $1');
@@ -226,7 +233,7 @@ export const DROPPED_LIST = sql('dropped_list', 'SELECT platform, dropped_at FRO
 /** Records (or replaces) an artifact. $1 run_id, $2 path, $3 size, $4 sha256, $5 mode */
 export const ARTIFACT_UPSERT = sql('artifact_upsert', `
   INSERT INTO artifacts (run_id, path, size, sha256, mode) VALUES ($1, $2, $3, $4, $5)
-  ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, mode = excluded.mode`);
+  ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, mode = excluded.mode`, true);
 
 /** A run's artifacts, by path. $1 run_id */
 export const ARTIFACTS_LIST = sql('artifacts_list', 'SELECT path, size, sha256, mode FROM artifacts WHERE run_id = $1 ORDER BY path');
@@ -297,10 +304,10 @@ export const WORKER_UPSERT = sql('worker_upsert', `
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
   ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, labels = excluded.labels, capacity = excluded.capacity,
     hostname = excluded.hostname, os = excluded.os, arch = excluded.arch, version = excluded.version,
-    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen`);
+    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen`, true);
 
 /** Marks a worker gone. $1 name, $2 now */
-export const WORKER_DISCONNECTED = sql('worker_disconnected', 'UPDATE workers SET connected = FALSE, last_seen = $2 WHERE name = $1');
+export const WORKER_DISCONNECTED = sql('worker_disconnected', 'UPDATE workers SET connected = FALSE, last_seen = $2 WHERE name = $1', true);
 
 /** Every worker, connected first. (no parameters) */
 export const WORKERS_LIST = sql('workers_list', 'SELECT * FROM workers ORDER BY connected DESC, name');
@@ -319,7 +326,7 @@ export const WORKER_TOKEN_GET = sql('worker_token_get', 'SELECT name, created_at
 export const WORKER_TOKEN_FIND = sql('worker_token_find', 'SELECT name FROM worker_tokens WHERE token_sha256 = $1');
 
 /** Notes a token's use. $1 name, $2 now */
-export const WORKER_TOKEN_TOUCH = sql('worker_token_touch', 'UPDATE worker_tokens SET last_used_at = $2 WHERE name = $1');
+export const WORKER_TOKEN_TOUCH = sql('worker_token_touch', 'UPDATE worker_tokens SET last_used_at = $2 WHERE name = $1', true);
 
 /** Removes a worker token. $1 name */
 export const WORKER_TOKEN_DELETE = sql('worker_token_delete', 'DELETE FROM worker_tokens WHERE name = $1');
