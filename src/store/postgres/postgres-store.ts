@@ -4,13 +4,14 @@
  * changes more than one row is one transaction, and a run's row is locked (`FOR UPDATE`) before a
  * transition reads it, so concurrent servers and requests move it once. Claims take the first
  * matching queued run that no other claim holds (`FOR UPDATE SKIP LOCKED`): claimers never wait on
- * each other.
- *
- * Policy this store applies as the SQLite store does (to move to src/core with it): the overlap
- * rules of fireSchedule, the retry decision of endAttempt and its console line, and which runs a
- * cancelled job or dropped platform takes with it. Label matching is core's labelsMatch.
+ * each other. What a transition decides (which run a worker may take, the overlap rule, the retry
+ * decision and its console line, a cancel, whether an ended run is forwarded) is core's, as for the
+ * SQLite store; this store only reads what core needs and writes what core decided.
  */
-import { formatResult, labelsMatch, type RunResult, type RunStatus } from '../../core/index.js';
+import {
+  ALREADY_QUEUED, canClaim, decideCancel, decideOverlap, decideRetry, forwardsOnEnd, platformsToQueue, skipReason, SUPERSEDED_REASON,
+  type RunResult, type RunStatus,
+} from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
 } from '../../errors.js';
@@ -234,14 +235,14 @@ class PostgresStore implements JobStore {
   }
 
   private async claimInTx(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined> {
-    // Read the queue a page at a time (the first run usually matches), then lock the first matching
-    // run no other claim holds. Matching is core's; only the lock is SQL's.
+    // Read the queue a page at a time (the first run usually matches), then lock the first run of it
+    // the worker may take (core's canClaim) that no other claim holds.
     let after: number | null = null;
     for (;;) {
       const page: { id: string; labels: Json; queue_pos: number }[] = (await tx.run<{ id: string; labels: Json; queue_pos: number }>(S.CLAIM_CANDIDATES, [worker.platform, after])).rows;
       if (page.length === 0) return undefined;
       after = page.at(-1)!.queue_pos;
-      const matching = page.filter((c) => (worker.onlyRun === undefined || c.id === worker.onlyRun) && labelsMatch(c.labels, worker.labels)).map((c) => c.id);
+      const matching = page.filter((c) => canClaim(worker, c)).map((c) => c.id);
       if (matching.length === 0) continue;
       const [pick] = (await tx.run<{ id: string; job: string }>(S.CLAIM_LOCK, [matching])).rows;
       if (!pick) continue;
@@ -304,8 +305,7 @@ class PostgresStore implements JobStore {
     const [ended] = (await tx.run<{ attempt: number }>(S.RUN_FINISH, [id, end.status, json(end.result), end.finishedAt, from])).rows;
     if (!ended) return false;
     await this.event(tx, id, end.finishedAt, ended.attempt, 'ended', { status: end.status, result: end.result });
-    // Only runs that ran are forwarded: a run cancelled in the queue has nothing to send.
-    if (this.uploadTarget !== null && from === 'running') await tx.run(S.DELIVERY_INSERT, [id, this.uploadTarget, end.finishedAt]);
+    if (this.uploadTarget !== null && forwardsOnEnd(from as RunStatus)) await tx.run(S.DELIVERY_INSERT, [id, this.uploadTarget, end.finishedAt]);
     return true;
   }
 
@@ -314,25 +314,19 @@ class PostgresStore implements JobStore {
       const run = await this.findRunRow(tx, id, true);
       if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale' as const, run: toRun(run) };
       if (guard.attempt !== undefined && run.attempt !== guard.attempt) return { outcome: 'stale' as const, run: toRun(run) };
-      // The retry decision, as the SQLite store makes it: a budget with retries left, or an attempt
-      // that never started (it goes back without using one: nothing of the job ran), and only while
-      // no other run of the job is queued there and the job still exists.
-      const budget = end.retry === 'lost' ? 'lost_retries_left' : end.retry === 'failure' ? 'failure_retries_left' : undefined;
-      const unstarted = end.retry === 'unstarted';
-      const blocked = (await tx.run(S.RUN_QUEUED_EXISTS, [run.job, run.platform])).rowCount! > 0;
+      const otherQueued = (await tx.run(S.RUN_QUEUED_EXISTS, [run.job, run.platform])).rowCount! > 0;
       const jobExists = (await tx.run(S.JOB_HOLD, [run.job])).rowCount === 1;
-      if ((unstarted || (budget && run[budget] > 0)) && !blocked && jobExists) {
+      const decision = decideRetry({
+        attempt: run.attempt, worker: run.worker, lostRetriesLeft: run.lost_retries_left, failureRetriesLeft: run.failure_retries_left, otherQueued, jobExists,
+      }, end);
+      if (decision.kind === 'requeue') {
         const [last] = (await tx.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [run.id])).rows;
         const markerSeq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
-        const said = unstarted
-          ? `kiln: attempt ${run.attempt} on ${run.worker} never started (${formatResult(end.result)}); queued again, no retry used`
-          : `kiln: attempt ${run.attempt} on ${run.worker} ended (${formatResult(end.result)}); retrying as attempt ${run.attempt + 1}`;
-        await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, utf8(said)]);
-        const spent = (which: typeof budget) => (!unstarted && budget === which ? 1 : 0);
+        await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, utf8(decision.note)]);
         const [requeued] = (await tx.run<RunRow>(S.RUN_REQUEUE, [
-          run.id, unstarted ? 0 : 1, spent('lost_retries_left'), spent('failure_retries_left'), markerSeq + 1,
+          run.id, decision.attempt, decision.spend === 'lost' ? 1 : 0, decision.spend === 'failure' ? 1 : 0, markerSeq + 1,
         ])).rows;
-        if (unstarted) await this.event(tx, run.id, end.finishedAt, run.attempt, 'requeued', { why: end.result.kind === 'aborted' ? end.result.reason : formatResult(end.result), worker: run.worker });
+        if (decision.event === 'requeued') await this.event(tx, run.id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
         else await this.event(tx, run.id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
         return { outcome: 'retried' as const, run: toRun(requeued!) };
       }
@@ -344,11 +338,12 @@ class PostgresStore implements JobStore {
   requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {
     return this.db.transaction(async (tx) => {
       const run = await this.findRunRow(tx, id, true);
-      if (run.status === 'queued') {
-        await this.finishInTx(tx, run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: `cancelled by ${by}` }, finishedAt: now });
+      const decision = decideCancel(run.status as RunStatus, by);
+      if (decision.kind === 'end') {
+        await this.finishInTx(tx, run.id, 'queued', { status: 'cancelled', result: decision.result, finishedAt: now });
         return { run: toRun((await tx.run<RunRow>(S.RUN_GET, [run.id])).rows[0]!), state: 'cancelled' as const };
       }
-      if (run.status !== 'running') throw new RunFinishedError(run.id, run.status);
+      if (decision.kind === 'finished') throw new RunFinishedError(run.id, run.status);
       const [marked] = (await tx.run<RunRow>(S.RUN_REQUEST_CANCEL, [run.id, by, deadlineAt])).rows;
       await this.event(tx, run.id, now, run.attempt, 'cancel-requested', { by });
       return { run: toRun(marked!), state: 'requested' as const };
@@ -421,36 +416,33 @@ class PostgresStore implements JobStore {
       if (missed && missed.count > 0) await tx.run(S.JOB_ADD_SKIPS, [name, missed.count, json({ at: now, reason: missed.reason })]);
       const job = toJob(await this.jobRow(tx, name, S.JOB_GET));
       const skip = async (reason: string): Promise<{ outcome: 'skipped'; reason: string }> => {
-        await tx.run(S.JOB_ADD_SKIPS, [name, 1, json({ at: now, reason: missed && missed.count > 0 ? `${reason} (${missed.reason})` : reason })]);
+        await tx.run(S.JOB_ADD_SKIPS, [name, 1, json({ at: now, reason: skipReason(reason, missed) })]);
         return { outcome: 'skipped', reason };
       };
-      // The overlap rules, as the SQLite store applies them.
       const open = (await tx.run<RunRow>(S.RUNS_OPEN_OF_JOB_LOCKED, [name])).rows;
-      if (open.length > 0 && job.overlap === 'skip') return skip(`run ${open[0]!.id} is still ${open[0]!.status}`);
-      const cancelRequested: Run[] = [];
+      const overlap = decideOverlap(job.overlap, open.map((run) => ({ id: run.id, status: run.status as RunStatus })));
+      if (overlap.kind === 'skip') return skip(overlap.reason);
       const cancelled: string[] = [];
-      if (job.overlap === 'cancel-previous') {
-        const reason = 'superseded by the next scheduled run';
-        for (const run of open) {
-          if (run.status === 'queued') {
-            await this.finishInTx(tx, run.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: now });
-            cancelled.push(run.id);
-          } else {
-            const [marked] = (await tx.run<RunRow>(S.RUN_REQUEST_CANCEL, [run.id, 'the schedule', now + cancelBackstopMs])).rows;
-            await this.event(tx, run.id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason });
-            cancelRequested.push(toRun(marked!));
-          }
-        }
+      for (const id of overlap.cancelQueued) {
+        await this.finishInTx(tx, id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: SUPERSEDED_REASON }, finishedAt: now });
+        cancelled.push(id);
       }
-      const live: NewRun[] = [];
-      for (const run of runs) if (!(await this.isDropped(tx, run.platform))) live.push(run);
-      if (live.length === 0) return { ...(await skip(runs.length === 0 ? 'no platform to run on' : `platform ${runs.map((r) => r.platform).join(', ')} dropped`)), cancelled };
+      const cancelRequested: Run[] = [];
+      for (const id of overlap.requestCancel) {
+        const [marked] = (await tx.run<RunRow>(S.RUN_REQUEST_CANCEL, [id, 'the schedule', now + cancelBackstopMs])).rows;
+        await this.event(tx, id, now, marked!.attempt, 'cancel-requested', { by: 'the schedule', reason: SUPERSEDED_REASON });
+        cancelRequested.push(toRun(marked!));
+      }
+      const dropped = new Set<string>();
+      for (const run of runs) if (await this.isDropped(tx, run.platform)) dropped.add(run.platform);
+      const platforms = platformsToQueue(runs.map((run) => run.platform), dropped);
+      if ('skip' in platforms) return { ...(await skip(platforms.skip)), cancelled };
       const queued: Run[] = [];
-      for (const run of live) {
+      for (const run of runs.filter((r) => !dropped.has(r.platform))) {
         const done = await this.enqueueInTx(tx, run, 'back');
         if (done.created) queued.push(done.run);
       }
-      if (queued.length === 0) return { ...(await skip('already queued')), cancelled };
+      if (queued.length === 0) return { ...(await skip(ALREADY_QUEUED)), cancelled };
       return { outcome: 'queued', runs: queued, cancelRequested, cancelled };
     });
   }

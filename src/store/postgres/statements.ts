@@ -171,9 +171,9 @@ export const RUN_FINISH = sql('run_finish', `
   RETURNING attempt`);
 
 /** Puts a running run back at the front of its queue as its next attempt (or the same one), spending a retry budget.
- * $1 id, $2 attempts added (0 or 1), $3 lost retries spent, $4 failure retries spent, $5 first_seq */
+ * $1 id, $2 the attempt it goes back as, $3 lost retries spent, $4 failure retries spent (each 0 or 1), $5 first_seq */
 export const RUN_REQUEUE = sql('run_requeue', `
-  UPDATE runs SET status = 'queued', attempt = attempt + $2, lost_retries_left = lost_retries_left - $3,
+  UPDATE runs SET status = 'queued', attempt = $2, lost_retries_left = lost_retries_left - $3,
     failure_retries_left = failure_retries_left - $4, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL,
     queue_pos = -nextval('queue_front'), first_seq = $5, cancel_requested_by = NULL, deadline_at = NULL
   WHERE id = $1 AND status = 'running'
