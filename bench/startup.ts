@@ -53,7 +53,7 @@ async function timeToAnswer(args: string[], url: string): Promise<[ChildProcess,
   return [child, performance.now() - t0];
 }
 
-/** Resident memory of a process, in MB (VmRSS). */
+/** Resident memory of a process, in MiB (VmRSS kB / 1024; the "MB" of issue 13's targets and of BENCHMARKS.md). */
 function rssMb(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
   return Number(line.split(/\s+/)[1]) / 1024;
@@ -125,7 +125,7 @@ try {
   console.log(`start-up and idle memory, compiled package, ${ROUNDS} rounds, settle ${SETTLE_MS} ms, ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}, Node ${process.versions.node}`);
   console.log(`${'kiln'.padEnd(40)} ${'median'.padStart(9)} ${'(min - max)'.padEnd(17)} ${'peer'.padEnd(34)} ${'median'.padStart(9)}  ratio`);
   for (const [label, key, peerLabel, peerKey, isMb] of rows) {
-    const unit = isMb ? 'MB' : 'ms';
+    const unit = isMb ? 'MiB' : 'ms';
     const ours = figures.get(key)!;
     const peer = figures.get(peerKey)!;
     const fmt = (v: number) => `${v.toFixed(isMb ? 1 : 0)} ${unit}`;
@@ -138,7 +138,7 @@ try {
   const bare = median(figures.get('rss-node')!);
   for (const [what, key, limit] of [['a server with one worker connected', 'rss-server', 60], ['a connected worker', 'rss-worker', 50]] as const) {
     const ours = median(figures.get(key)!);
-    console.log(`target: idle RSS of ${what} <= ${limit} MB: ${ours.toFixed(1)} MB (bare idle node ${bare.toFixed(1)} MB, +${(ours - bare).toFixed(1)} MB): ${ours <= limit ? 'met' : 'not met'}`);
+    console.log(`target: idle RSS of ${what} <= ${limit} MiB: ${ours.toFixed(1)} MiB = ${(ours * 1.048576).toFixed(1)} MB (bare idle node ${bare.toFixed(1)} MiB, +${(ours - bare).toFixed(1)} MiB): ${ours <= limit ? 'met' : 'not met'}`);
   }
 } finally {
   await Promise.all(started.map(stop));
