@@ -9,7 +9,7 @@
  */
 import { cpSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
-import { lazyBuiltins, lazyRequires } from './esbuild-plugins.mjs';
+import { builtinsRequired, lazyBuiltins, lazyRequires } from './esbuild-plugins.mjs';
 
 const ROOT = new URL('../', import.meta.url);
 const DIST = new URL('dist/', ROOT);
@@ -49,6 +49,8 @@ const LAZY_BUILTINS = ['http2', 'https', 'tls', 'zlib'];
 
 /** What every bundle is built with. */
 const COMMON = {
+  // node:http is required, not imported: on Node 24 its ESM import loads undici (builtinsRequired).
+  plugins: [builtinsRequired(['http'])],
   absWorkingDir: new URL('.', ROOT).pathname,
   outdir: 'dist',
   bundle: true,
@@ -82,7 +84,7 @@ await build({ ...COMMON, entryPoints: { worker: 'src/cli/worker-entry.ts' }, spl
 // are required where they are used, not imported at the top of the file (lazyRequires).
 await build({
   ...COMMON, entryPoints: { server: 'src/cli/server-entry.ts' }, splitting: false, keepNames: false,
-  external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [lazyRequires(LAZY, new URL('.', ROOT).pathname), lazyBuiltins(LAZY_BUILTINS)],
+  external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [...COMMON.plugins, lazyRequires(LAZY, new URL('.', ROOT).pathname), lazyBuiltins(LAZY_BUILTINS)],
 });
 cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });
 cpSync(new URL('src/store/postgres/migrations/', ROOT), new URL('store/postgres/migrations/', DIST), { recursive: true });

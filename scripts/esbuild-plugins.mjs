@@ -44,3 +44,25 @@ module.exports = new Proxy({}, {
     },
   };
 }
+
+/**
+ * Node's modules `names`, imported by ESM code, are require()d instead. On Node 24 an ESM import of
+ * node:http builds the module's ESM facade by reading every export, and http.WebSocket, CloseEvent and
+ * MessageEvent are getters that load undici (fetch) and with it tls, http2 and zlib; a require() reads
+ * only the exports the code uses.
+ */
+export function builtinsRequired(names) {
+  const filter = new RegExp(`^(node:)?(${names.join('|')})$`);
+  return {
+    name: 'builtins-required',
+    setup(b) {
+      b.onResolve({ filter }, (args) => (args.kind === 'import-statement' && args.namespace === 'file'
+        ? { path: args.path.replace(/^node:/, ''), namespace: 'builtin-required' }
+        : undefined));
+      b.onLoad({ filter: /.*/, namespace: 'builtin-required' }, (args) => ({
+        contents: `module.exports = require(${JSON.stringify(`node:${args.path}`)});`,
+        loader: 'js',
+      }));
+    },
+  };
+}

@@ -1,7 +1,7 @@
 /** The esbuild plugins of scripts/build.mjs: what they defer is loaded only when used, and then works. */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -29,4 +29,21 @@ console.log(JSON.stringify({ before, after: loaded(), text, hasConstant: roundTr
   });
   const result = JSON.parse(execFileSync(process.execPath, [path.join(dir, 'out.mjs')], { encoding: 'utf8' }));
   assert.deepEqual(result, { before: false, after: true, text: 'hello', hasConstant: true });
+});
+
+test('builtinsRequired: an ESM import of node:http becomes a require() (its ESM facade loads undici on Node 24), and works as the import did', async (t) => {
+  const { builtinsRequired } = await import(pathToFileURL(path.join(ROOT, 'scripts/esbuild-plugins.mjs')).href);
+  const dir = tempDir(t);
+  writeFileSync(path.join(dir, 'entry.ts'), `import http, { STATUS_CODES } from 'node:http';
+import * as namespace from 'http';
+console.log(JSON.stringify({ server: typeof http.createServer, status: STATUS_CODES[404], agent: typeof namespace.Agent }));\n`);
+  await build({
+    entryPoints: [path.join(dir, 'entry.ts')], outfile: path.join(dir, 'out.mjs'), bundle: true, format: 'esm', platform: 'node',
+    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+    plugins: [builtinsRequired(['http'])], logLevel: 'silent',
+  });
+  const bundle = readFileSync(path.join(dir, 'out.mjs'), 'utf8');
+  assert.doesNotMatch(bundle, /from\s*["'](node:)?http["']/);
+  const result = JSON.parse(execFileSync(process.execPath, [path.join(dir, 'out.mjs')], { encoding: 'utf8' }));
+  assert.deepEqual(result, { server: 'function', status: 'Not Found', agent: 'function' });
 });
