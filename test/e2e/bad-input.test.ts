@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { followRun, kiln, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { followRun, kiln, onPostgres, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
 
 /** An API call's status and body, whatever the status. */
 async function call(server: ServerProcess, method: string, route: string, body?: unknown): Promise<{ status: number; body: any }> {
@@ -74,7 +74,11 @@ test('durations and times out of range are refused by the CLI and the API with a
   assert.equal((await call(server, 'GET', '/api/jobs/ok/next?count=3')).status, 200);
 });
 
-test('a job row whose stored times or interval are out of range still lists, and is logged', { timeout: 120_000 }, async (t) => {
+// The rows are written straight into kiln.db, with a next time (1e20 ms) that SQLite keeps (as a
+// REAL) and PostgreSQL's BIGINT refuses: there is no such row to read on PostgreSQL.
+const sqliteFileOnly = onPostgres && 'SQLite only: writes out-of-range rows straight into kiln.db (PostgreSQL\'s BIGINT cannot hold them)';
+
+test('a job row whose stored times or interval are out of range still lists, and is logged', { timeout: 120_000, skip: sqliteFileOnly }, async (t) => {
   const dataDir = tempDir(t);
   let server = await startServer(t, { dataDir });
   for (const name of ['far-next', 'far-skip', 'huge-step', 'bad-zone', 'fine']) {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { openStore } from '../../src/store/index.js';
-import { api, followRun, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { api, followRun, kiln, spawnKiln, startServer, startWorker, storeOf, tempDir } from '../helpers/processes.js';
 
 test('a run committed to a worker that never got it runs on that worker at once after a restart, even with --retries 0', { timeout: 120_000 }, async (t) => {
   const dataDir = tempDir(t);
@@ -25,7 +25,7 @@ test('a run committed to a worker that never got it runs on that worker at once 
   assert.match(session, /^[0-9a-f-]{36}$/);
 
   // What the dispatcher commits before it sends the run: the claim. The server "dies" before sending.
-  const store = await openStore(dataDir);
+  const store = await openStore(dataDir, storeOf(dataDir));
   const claimed = await store.claimNext({ name: 'w1', platform: 'unstarted-os', labels: {}, identity: 'shared', session }, Date.now(), 60_000);
   await store.close();
   assert.equal(claimed?.id, runId);

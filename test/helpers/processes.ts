@@ -126,12 +126,23 @@ export interface ServerProcess extends Owned {
 /** The PostgreSQL schema URL each data dir's servers use under KILN_TEST_STORE=postgres (a restart finds its own). */
 const postgresStores = new Map<string, string>();
 
+/** Whether e2e servers run on PostgreSQL in this run (KILN_TEST_STORE=postgres; `npm run test:e2e:postgres`). */
+export const onPostgres = process.env.KILN_TEST_STORE === 'postgres';
+
+/**
+ * The `--store` the servers started on `dataDir` by startServer use (undefined: SQLite in the data
+ * dir), for a test that opens the store itself while no server runs (openStore(dataDir, storeOf(dataDir))).
+ */
+export function storeOf(dataDir: string): string | undefined {
+  return postgresStores.get(dataDir);
+}
+
 /**
  * `--store` for a server on `dataDir`: none (SQLite in the data dir) unless KILN_TEST_STORE=postgres,
  * which puts each data dir's store in a fresh PostgreSQL schema, dropped when the test ends.
  */
 async function storeArgs(t: TestContext, dataDir: string, args: string[]): Promise<string[]> {
-  if (process.env.KILN_TEST_STORE !== 'postgres' || args.includes('--store') || args.includes('--config')) return [];
+  if (!onPostgres || args.includes('--store') || args.includes('--config')) return [];
   let url = postgresStores.get(dataDir);
   if (url === undefined) {
     const { freshSchema } = await import('./postgres.js');
