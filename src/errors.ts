@@ -253,6 +253,13 @@ export class StoreDamagedError extends KilnError {
   }
 }
 
+/** `kiln migrate-store` was given a target store that already holds a farm's data. */
+export class StoreNotEmptyError extends KilnError {
+  constructor(where: string, table: string) {
+    super('KILN_ERR_STORE_NOT_EMPTY', 409, `the store ${where} already holds data (its table ${table} has rows): kiln migrate-store copies into an empty store only; give it a new database or schema`);
+  }
+}
+
 /** Another server holds the data dir, or the SQLite file given as its store. */
 export class DataDirInUseError extends KilnError {
   /** `what`: "the data dir DIR" or "the store FILE". */

@@ -3,11 +3,12 @@ import { registerArtifactCommands } from './commands/artifacts.js';
 import { registerDaemonCommands } from './commands/daemons.js';
 import { registerInfoCommands } from './commands/info.js';
 import { registerJobCommands } from './commands/jobs.js';
+import { registerMigrateStoreCommand } from './commands/migrate-store.js';
 import { registerRunCommands } from './commands/runs.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { registerWorkerTokenCommands } from './commands/worker-tokens.js';
 import type { RegisterCommands } from './program.js';
 
 export const ALL_COMMANDS: readonly RegisterCommands[] = [
-  registerJobCommands, registerRunCommands, registerInfoCommands, registerArtifactCommands, registerDaemonCommands, registerWorkerCommand, registerWorkerTokenCommands,
+  registerJobCommands, registerRunCommands, registerInfoCommands, registerArtifactCommands, registerDaemonCommands, registerWorkerCommand, registerWorkerTokenCommands, registerMigrateStoreCommand,
 ];

@@ -48,6 +48,27 @@ export function holdDataDir(dir: string, log: Logger, storeFile?: string): DataD
   return { release: () => holds.forEach((hold) => hold.release()) };
 }
 
+/**
+ * Holds an SQLite store file as the servers that may use it do, for a command that must run while
+ * none does (`kiln migrate-store`): `FILE.lock` (a server given `--store sqlite:FILE`) and, for a
+ * data dir's own `kiln.db`, the data dir (a server given `--data DIR`). Throws DataDirInUseError
+ * naming the server that holds either.
+ */
+export function holdSqliteStore(file: string): DataDirHold {
+  const holds: DataDirHold[] = [];
+  try {
+    if (path.basename(file) === 'kiln.db') {
+      const dir = path.dirname(file);
+      holds.push(holdLock(path.join(dir, 'server.lock'), path.join(dir, 'server.owner'), `the data dir ${dir}`));
+    }
+    holds.push(holdLock(`${file}.lock`, `${file}.owner`, `the store ${file}`));
+  } catch (raw) {
+    holds.forEach((hold) => hold.release());
+    throw raw;
+  }
+  return { release: () => holds.forEach((hold) => hold.release()) };
+}
+
 /** Takes the exclusive lock on `lockFile` (recording the holder in `ownerFile`), or throws naming the holder of `what`. */
 function holdLock(lockFile: string, ownerFile: string, what: string): DataDirHold {
   // Created private when missing. Never opened and closed otherwise: closing any descriptor of a
