@@ -22,7 +22,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { freePort, KILN, numberArg, percentile } from './support.js';
+import { followFirstLine, freePort, KILN, numberArg, percentile, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 200);
 const CLI_RUNS = numberArg('--cli-runs', 20);
@@ -69,16 +69,6 @@ function rssKb(pid: number): number {
 }
 
 
-function startKiln(args: string[], env: Record<string, string>, ready: RegExp) {
-  const child = spawn(process.execPath, [KILN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-  const started = new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => ready.test(line) && resolve());
-    child.once('exit', (code) => reject(new Error(`kiln ${args[0]} exited with ${code}`)));
-  });
-  return { child, started };
-}
-
-
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-'));
 const port = await freePort();
 const url = `http://127.0.0.1:${port}`;
@@ -96,25 +86,7 @@ try {
   const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
   await fetch(`${url}/api/jobs`, { method: 'POST', headers, body: JSON.stringify({ name: 'hello', platform: 'bench', script: 'echo first line\n', period: 'never' }) });
 
-  /** Follows a run until its first line; resolves with the time it arrived and the worker's stamp. */
-  const firstLine = async (runId: string) => {
-    const response = await fetch(`${url}/api/runs/${runId}/console?follow=true`, { headers });
-    const reader = response.body!.getReader();
-    const decoder = new TextDecoder();
-    let text = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`run ${runId} ended without a line`);
-      text += decoder.decode(value, { stream: true });
-      const event = text.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.type === 'line');
-      if (event) {
-        const at = Date.now();
-        // Read to the end so the worker is idle again before the next run.
-        while (!(await reader.read()).done);
-        return { at, stamped: event.ts as number };
-      }
-    }
-  };
+  const firstLine = (runId: string) => followFirstLine(url, headers, runId);
 
   const api: number[] = [];
   const stamped: number[] = [];

@@ -1,5 +1,6 @@
 /** Small helpers shared by the benchmarks. */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -39,4 +40,45 @@ export function startKiln(args: string[], env: Record<string, string>, ready: Re
     child.once('exit', (code) => reject(new Error(`kiln ${args[0]} exited with ${code}`)));
   });
   return { child, started };
+}
+
+/**
+ * Follows a run's console until its first line: resolves with when it arrived (Date.now()) and the
+ * worker's stamp on it, after reading the stream to its end (the worker is idle again then).
+ */
+export async function followFirstLine(url: string, headers: Record<string, string>, runId: string): Promise<{ at: number; stamped: number }> {
+  const response = await fetch(`${url}/api/runs/${runId}/console?follow=true`, { headers });
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`run ${runId} ended without a line`);
+    text += decoder.decode(value, { stream: true });
+    const event = text.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.type === 'line');
+    if (event) {
+      const at = Date.now();
+      while (!(await reader.read()).done);
+      return { at, stamped: event.ts as number };
+    }
+  }
+}
+
+/** CPU time (ms) a process has used, with that of its children it has waited for (jobs, shells). */
+export function cpuMs(pid: number): number {
+  // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are 12 to 15.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) * (1000 / CLOCK_TICKS);
+}
+const CLOCK_TICKS = 100;
+
+/** Runs `task` `count` times with at most `inFlight` at once; resolves with runs per second. */
+export async function rate(count: number, inFlight: number, task: (i: number) => Promise<void>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  const lane = async () => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  return count / ((performance.now() - started) / 1000);
 }

@@ -15,29 +15,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { freePort, median, numberArg, startKiln } from './support.js';
+import { cpuMs, freePort, median, numberArg, rate, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 200);
 const ROUNDS = numberArg('--rounds', 3);
-
-/** CPU time (ms) a process has used, with that of its children it has waited for (jobs, shells). */
-function cpuMs(pid: number): number {
-  // Fields after the command's closing parenthesis: utime, stime, cutime, cstime are 12 to 15.
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) * (1000 / CLOCK_TICKS);
-}
-const CLOCK_TICKS = 100;
-
-/** Runs `task` `count` times with at most `inFlight` at once; resolves with runs per second. */
-async function rate(count: number, inFlight: number, task: (i: number) => Promise<void>): Promise<number> {
-  let next = 0;
-  const started = performance.now();
-  const lane = async () => {
-    while (next < count) await task(next++);
-  };
-  await Promise.all(Array.from({ length: inFlight }, lane));
-  return count / ((performance.now() - started) / 1000);
-}
 
 /** The peer: one `sh -c true` in a fresh directory, as a worker would run it, without Kiln. */
 async function bareJob(): Promise<void> {
