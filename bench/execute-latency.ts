@@ -15,21 +15,18 @@
  */
 import { execFile, spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { followFirstLine, freePort, KILN, numberArg, percentile, startKiln } from './support.js';
+import { followFirstLine, freePort, KILN, numberArg, percentile, readTrace, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 200);
 const CLI_RUNS = numberArg('--cli-runs', 20);
 const TRACE = process.argv.includes('--trace');
-
-/** Stages of src/latency-trace.ts, in the order a run passes them. */
-const STAGES = ['http-received', 'enqueue-committed', 'dispatch-woken', 'claim-committed', 'ws-sent', 'worker-received', 'worker-parsed', 'workdir-made', 'workdir-ready', 'spawn-called', 'spawn-returned', 'first-output'];
 
 /** A peer: ms from a fresh directory to the line of `sh -c 'echo first line'` spawned in it by this process, and ms inside spawn(). */
 async function bareFirstLine(): Promise<[number, number]> {
@@ -148,31 +145,11 @@ try {
 
 /** Prints, per stage, how long runs took to reach it from the one before and from the bench's request. */
 async function showTrace(file: string, sentAt: Map<string, number>, show: (name: string, values: number[]) => void): Promise<void> {
-  // The processes append their stages 100 ms after noting them.
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  if (!existsSync(file)) return void console.log('no trace written (was src/latency-trace.ts built?)');
-  const runs = new Map<string, Map<string, number>>();
-  for (const line of readFileSync(file, 'utf8').split('\n').filter(Boolean)) {
-    const [runId, stage, at] = line.split(' ');
-    if (!runs.has(runId!)) runs.set(runId!, new Map());
-    runs.get(runId!)!.set(stage!, Number(at));
-  }
-  console.log(`\nwhere the time goes (${runs.size} runs traced; ms from the stage before / from the bench's request)`);
-  let previous = 'bench-sent';
-  for (const stage of STAGES) {
-    const step: number[] = [];
-    const total: number[] = [];
-    for (const [runId, stages] of runs) {
-      const start = sentAt.get(runId);
-      const before = previous === 'bench-sent' ? start : stages.get(previous);
-      const at = stages.get(stage);
-      if (start === undefined || before === undefined || at === undefined) continue;
-      step.push(at - before);
-      total.push(at - start);
-    }
-    if (step.length === 0) continue;
-    show(`  ${previous} -> ${stage}`, step);
-    if (previous !== 'bench-sent') show(`  bench-sent -> ${stage}`, total);
-    previous = stage;
+  const trace = await readTrace(file, sentAt);
+  if (!trace) return void console.log('no trace written (was src/latency-trace.ts built?)');
+  console.log(`\nwhere the time goes (${trace.runs} runs traced; ms from the stage before / from the bench's request)`);
+  for (const { from, stage, step, total } of trace.stages) {
+    show(`  ${from} -> ${stage}`, step);
+    if (from !== 'bench-sent') show(`  bench-sent -> ${stage}`, total);
   }
 }

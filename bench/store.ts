@@ -11,9 +11,11 @@
  *      a one-row INSERT committed in its own transaction (PostgreSQL's commit rate here, the limit
  *      of anything that commits once per operation), and `SELECT 1` (one round trip).
  * Goals: PostgreSQL's execute -> start p50 within 2 ms of SQLite's, its throughput >= 80 % of SQLite's.
+ * With --trace, the latency runs' servers and workers note each stage (src/latency-trace.ts) and the
+ * bench prints where the time goes on each store, stage by stage, side by side.
  * PostgreSQL at KILN_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test), a fresh
  * schema per use, dropped at the end.
- * Usage: npm run bench:store [-- --runs 200 --jobs 200 --rounds 3 --claims 2000]
+ * Usage: npm run bench:store [-- --runs 200 --jobs 200 --rounds 3 --claims 2000 --trace]
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -26,12 +28,13 @@ import type { Job, JobStore } from '../src/store/job-store.js';
 import { openPostgresStore } from '../src/store/postgres/postgres-store.js';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { adminQuery, POSTGRES_URL, postgresReason, urlWithSchema } from '../test/helpers/postgres.js';
-import { followFirstLine, freePort, median, numberArg, percentile, rate, startKiln } from './support.js';
+import { followFirstLine, freePort, median, numberArg, percentile, rate, readTrace, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 200);
 const JOBS = numberArg('--jobs', 200);
 const ROUNDS = numberArg('--rounds', 3);
 const CLAIMS = numberArg('--claims', 2000);
+const TRACE = process.argv.includes('--trace');
 
 const why = postgresReason();
 if (why) {
@@ -59,6 +62,9 @@ interface Farm {
   onEnded: () => void;
   /** Stops its latency worker and its server. */
   close: () => Promise<void>;
+  /** The latency trace its server and latency worker write (with --trace), and when the bench sent each run's execute, on its clock. */
+  traceFile: string;
+  sentAt: Map<string, number>;
 }
 
 async function startFarm(store: Farm['store']): Promise<Farm> {
@@ -67,18 +73,19 @@ async function startFarm(store: Farm['store']): Promise<Farm> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const storeArgs = store === 'postgres' ? ['--store', await freshSchema()] : [];
-  const server = startKiln(['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...storeArgs], {}, /listening/);
+  const traceFile = path.join(dataDir, 'latency.trace');
+  const server = startKiln(['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...storeArgs], traceEnv(traceFile), /listening/);
   cleanups.push(() => stop(server.child));
   await server.started;
   const farm: Farm = {
-    store, url, onEnded: () => {}, close: async () => {},
+    store, url, onEnded: () => {}, close: async () => {}, traceFile, sentAt: new Map(),
     headers: { authorization: `Bearer ${readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim()}`, 'content-type': 'application/json' },
     workerToken: readFileSync(path.join(dataDir, 'worker.token'), 'utf8').trim(),
   };
   createInterface({ input: server.child.stderr! }).on('line', (line) => line.includes('"run ended"') && farm.onEnded());
   await post(farm, '/api/jobs', { name: 'hello', platform: 'latency', script: 'echo first line\n', period: 'never' });
   for (let i = 0; i < JOBS; i += 1) await post(farm, '/api/jobs', { name: `t${i}`, platform: 'bench', script: 'true\n', period: 'never' });
-  const latency = await startWorker(farm, 'latency', 1);
+  const latency = await startWorker(farm, 'latency', 1, traceEnv(traceFile));
   farm.close = async () => {
     await stop(latency.child);
     await stop(server.child);
@@ -92,9 +99,11 @@ async function post(farm: Farm, route: string, body: unknown): Promise<{ run: { 
   return (await response.json()) as { run: { id: string } };
 }
 
-async function startWorker(farm: Farm, platform: string, capacity: number) {
+const traceEnv = (file: string): Record<string, string> => (TRACE ? { KILN_LATENCY_TRACE: file } : {});
+
+async function startWorker(farm: Farm, platform: string, capacity: number, env: Record<string, string> = {}) {
   const worker = startKiln(['worker', '--server', farm.url, '--platform', platform, '--capacity', String(capacity), '--name', `${platform}-${capacity}`],
-    { KILN_WORKER_TOKEN: farm.workerToken }, /connected to the server/);
+    { KILN_WORKER_TOKEN: farm.workerToken, ...env }, /connected to the server/);
   cleanups.push(() => stop(worker.child));
   await worker.started;
   return worker;
@@ -113,7 +122,9 @@ function stop(child: ChildProcess): Promise<void> {
 /** One latency run: ms from the execute request to the job's line (worker's stamp) and to its receipt here. */
 async function latencyRun(farm: Farm): Promise<[number, number]> {
   const t0 = Date.now();
+  const sent = Number(process.hrtime.bigint()) / 1e6; // the trace's clock (src/latency-trace.ts)
   const { run } = await post(farm, '/api/jobs/hello/execute', {});
+  farm.sentAt.set(run.id, sent);
   const { at, stamped } = await followFirstLine(farm.url, farm.headers, run.id);
   return [stamped - t0, at - t0];
 }
@@ -167,6 +178,20 @@ async function postgresPeers(url: string): Promise<{ commits: number; roundTrips
   }
 }
 
+/** Where the latency runs' time goes, stage by stage: p50 ms from the stage before, on each store. */
+async function showTraces(farms: readonly Farm[]): Promise<void> {
+  const traces = await Promise.all(farms.map((farm) => readTrace(farm.traceFile, farm.sentAt)));
+  if (traces.some((trace) => trace === undefined)) return void console.log('no trace written (was src/latency-trace.ts built?)');
+  console.log(`\nwhere the time goes: p50 (mean) ms from the stage before, ${farms.map((farm) => farm.store).join(' | ')}`);
+  for (const [i, { from, stage }] of traces[0]!.stages.entries()) {
+    const cells = traces.map((trace) => {
+      const step = trace!.stages[i]?.step ?? [];
+      return `${percentile(step, 50).toFixed(2).padStart(6)} (${(step.reduce((a, b) => a + b, 0) / step.length).toFixed(2).padStart(6)})`;
+    });
+    console.log(`  ${`${from} -> ${stage}`.padEnd(40)} ${cells.join('   ')}`);
+  }
+}
+
 const line = (name: string, values: number[]) =>
   `${name.padEnd(44)} p50 ${percentile(values, 50).toFixed(1).padStart(6)} ms   p99 ${percentile(values, 99).toFixed(1).padStart(6)} ms   mean ${(values.reduce((a, b) => a + b, 0) / values.length).toFixed(2).padStart(6)}`;
 const rates = (values: number[]) => `${median(values).toFixed(0).padStart(5)} /s (${values.map((v) => v.toFixed(0)).join(', ')})`;
@@ -192,6 +217,7 @@ try {
   }
   const gap = percentile(started.postgres, 50) - percentile(started.sqlite, 50);
   console.log(`goal PostgreSQL p50 within 2 ms of SQLite's: ${gap <= 2 ? 'met' : 'NOT met'} (PostgreSQL ${gap >= 0 ? '+' : ''}${gap.toFixed(1)} ms)`);
+  if (TRACE) await showTraces(farms);
 
   // 2. Throughput: the stores take turns, round by round.
   const runsPerS = { sqlite1: [] as number[], postgres1: [] as number[], sqlite4: [] as number[], postgres4: [] as number[] };

@@ -1,6 +1,6 @@
 /** Small helpers shared by the benchmarks. */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -81,4 +81,50 @@ export async function rate(count: number, inFlight: number, task: (i: number) =>
   };
   await Promise.all(Array.from({ length: inFlight }, lane));
   return count / ((performance.now() - started) / 1000);
+}
+
+/** Stages of src/latency-trace.ts, in the order a run passes them. */
+const STAGES = ['http-received', 'enqueue-committed', 'dispatch-woken', 'claim-committed', 'ws-sent', 'worker-received', 'worker-parsed', 'workdir-made', 'workdir-ready', 'spawn-called', 'spawn-returned', 'first-output'];
+
+/** One stage of a latency trace: ms from the stage before (`step`) and from the bench's request (`total`), per run. */
+export interface TraceStage {
+  from: string;
+  stage: string;
+  step: number[];
+  total: number[];
+}
+
+/**
+ * Reads the KILN_LATENCY_TRACE file a server and worker wrote (src/latency-trace.ts), for the runs
+ * whose request the bench sent at `sentAt` (by run id, on the trace's clock: hrtime in ms); undefined
+ * when none was written.
+ */
+export async function readTrace(file: string, sentAt: Map<string, number>): Promise<{ runs: number; stages: TraceStage[] } | undefined> {
+  // The processes append their stages 100 ms after noting them.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  if (!existsSync(file)) return undefined;
+  const runs = new Map<string, Map<string, number>>();
+  for (const line of readFileSync(file, 'utf8').split('\n').filter(Boolean)) {
+    const [runId, stage, at] = line.split(' ');
+    if (!runs.has(runId!)) runs.set(runId!, new Map());
+    runs.get(runId!)!.set(stage!, Number(at));
+  }
+  const stages: TraceStage[] = [];
+  let previous = 'bench-sent';
+  for (const stage of STAGES) {
+    const step: number[] = [];
+    const total: number[] = [];
+    for (const [runId, stamps] of runs) {
+      const start = sentAt.get(runId);
+      const before = previous === 'bench-sent' ? start : stamps.get(previous);
+      const at = stamps.get(stage);
+      if (start === undefined || before === undefined || at === undefined) continue;
+      step.push(at - before);
+      total.push(at - start);
+    }
+    if (step.length === 0) continue;
+    stages.push({ from: previous, stage, step, total });
+    previous = stage;
+  }
+  return { runs: runs.size, stages };
 }
