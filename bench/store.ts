@@ -44,12 +44,12 @@ if (why) {
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 
-/** A fresh schema of the bench's PostgreSQL, dropped at the end; its URL. */
-async function freshSchema(): Promise<string> {
+/** A fresh schema of the bench's PostgreSQL, dropped at the end; its name and URL. */
+async function freshSchema(): Promise<{ schema: string; url: string }> {
   const schema = `kiln_bench_${randomUUID().slice(0, 8)}`;
   await adminQuery(`CREATE SCHEMA ${schema}`);
   cleanups.push(() => adminQuery(`DROP SCHEMA ${schema} CASCADE`));
-  return urlWithSchema(POSTGRES_URL, schema);
+  return { schema, url: urlWithSchema(POSTGRES_URL, schema) };
 }
 
 /** A server (and its data dir) on one store, with an idle worker for latency runs. */
@@ -72,7 +72,7 @@ async function startFarm(store: Farm['store']): Promise<Farm> {
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const storeArgs = store === 'postgres' ? ['--store', await freshSchema()] : [];
+  const storeArgs = store === 'postgres' ? ['--store', (await freshSchema()).url] : [];
   const traceFile = path.join(dataDir, 'latency.trace');
   const server = startKiln(['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...storeArgs], traceEnv(traceFile), /listening/);
   cleanups.push(() => stop(server.child));
@@ -143,19 +143,23 @@ async function throughput(farm: Farm, capacity: number): Promise<number> {
   return result;
 }
 
-function aJob(name: string): Job {
+function aJob(name: string, platform: string): Job {
   const now = Date.now();
   return {
-    name, platform: 'claim', script: 'true', env: {}, labels: {}, template: null, vars: {}, schedule: { kind: 'period', period: 'never' },
+    name, platform, script: 'true', env: {}, labels: {}, template: null, vars: {}, schedule: { kind: 'period', period: 'never' },
     paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null, timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0,
     artifacts: [], artifactsOnFailure: false, sandbox: {}, nextAt: null, createdAt: now, updatedAt: now,
   };
 }
 
-/** Queues CLAIMS runs (a job each, created with its run), then claims them one by one: [enqueues/s, claims/s]. */
-async function claimRates(store: JobStore): Promise<[number, number]> {
-  const enqueued = await rate(CLAIMS, 1, async (i) => void (await store.createJob(aJob(`c${i}`), [{ id: randomUUID(), job: `c${i}`, platform: 'claim', labels: {}, queuedAt: Date.now() }])));
-  const worker = { name: 'claimer', platform: 'claim', labels: {} };
+/**
+ * Queues CLAIMS runs (a job each, created with its run), then claims them one by one: [enqueues/s,
+ * claims/s]. `beforeClaims`: run between the two (PostgreSQL's ANALYZE, say).
+ */
+async function claimRates(store: JobStore, prefix: string, beforeClaims?: () => Promise<unknown>): Promise<[number, number]> {
+  const enqueued = await rate(CLAIMS, 1, async (i) => void (await store.createJob(aJob(`${prefix}${i}`, prefix), [{ id: randomUUID(), job: `${prefix}${i}`, platform: prefix, labels: {}, queuedAt: Date.now() }])));
+  await beforeClaims?.();
+  const worker = { name: 'claimer', platform: prefix, labels: {} };
   const claimed = await rate(CLAIMS, 1, async () => {
     if (!(await store.claimNext(worker, Date.now(), 60_000))) throw new Error('claimNext found nothing queued');
   });
@@ -237,18 +241,22 @@ try {
   const sqliteDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-'));
   cleanups.push(() => rmSync(sqliteDir, { recursive: true, force: true }));
   const sqlite = openSqliteStore(path.join(sqliteDir, 'kiln.db'));
-  const [sqliteEnqueue, sqliteClaim] = await claimRates(sqlite);
+  const [sqliteEnqueue, sqliteClaim] = await claimRates(sqlite, 'claim');
   await sqlite.close();
-  const postgres = await openPostgresStore(await freshSchema());
-  const [postgresEnqueue, postgresClaim] = await claimRates(postgres);
+  const fresh = await freshSchema();
+  const postgres = await openPostgresStore(fresh.url);
+  // First as a new schema is (no planner statistics yet), then as autovacuum's ANALYZE leaves it.
+  const [postgresEnqueue, postgresClaim] = await claimRates(postgres, 'claim');
+  const [, analyzedClaim] = await claimRates(postgres, 'analyzed', () => adminQuery(`ANALYZE ${fresh.schema}.runs, ${fresh.schema}.jobs`));
   await postgres.close();
-  const peers = await postgresPeers(await freshSchema());
+  const peers = await postgresPeers((await freshSchema()).url);
+  const each = (perS: number) => `${perS.toFixed(0).padStart(6)} /s (${(1000 / perS).toFixed(3)} ms each)`;
   console.log(`\nthe store API in-process, ${CLAIMS} runs, one at a time (${peers.settings})`);
-  console.log(`sqlite:   enqueue (a job with its run) ${sqliteEnqueue.toFixed(0).padStart(6)} /s   claimNext ${sqliteClaim.toFixed(0).padStart(6)} /s (${(1000 / sqliteClaim).toFixed(3)} ms each)`);
-  console.log(`postgres: enqueue (a job with its run) ${postgresEnqueue.toFixed(0).padStart(6)} /s   claimNext ${postgresClaim.toFixed(0).padStart(6)} /s (${(1000 / postgresClaim).toFixed(3)} ms each)`);
-  console.log(`peer, same PostgreSQL and driver: one-row INSERT committed alone ${peers.commits.toFixed(0).padStart(6)} /s (${(1000 / peers.commits).toFixed(3)} ms); SELECT 1 ${peers.roundTrips.toFixed(0).padStart(6)} /s (${(1000 / peers.roundTrips).toFixed(3)} ms a round trip)`);
-  console.log(`claimNext on PostgreSQL: ${(100 * postgresClaim / peers.commits).toFixed(0)} % of the commit rate; a claim is 6 statements (BEGIN, candidates, lock SKIP LOCKED, start, event, COMMIT): ` +
-    `1 commit + 5 round trips would be ${(1000 / peers.commits + 5 * 1000 / peers.roundTrips).toFixed(3)} ms`);
+  console.log(`sqlite:   enqueue (a job with its run) ${each(sqliteEnqueue)}   claimNext ${each(sqliteClaim)}`);
+  console.log(`postgres: enqueue (a job with its run) ${each(postgresEnqueue)}   claimNext ${each(postgresClaim)}; after ANALYZE ${each(analyzedClaim)}`);
+  console.log(`peer, same PostgreSQL and driver: one-row INSERT committed alone ${each(peers.commits)}; SELECT 1 ${each(peers.roundTrips)}`);
+  console.log(`claimNext on PostgreSQL: ${(100 * postgresClaim / peers.commits).toFixed(0)} % of the commit rate (${(100 * analyzedClaim / peers.commits).toFixed(0)} % after ANALYZE); ` +
+    `a claim is 6 statements (BEGIN, candidates, lock SKIP LOCKED, start, event, COMMIT): 1 commit + 5 round trips would be ${(1000 / peers.commits + 5 * 1000 / peers.roundTrips).toFixed(3)} ms`);
   console.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 } finally {
   for (const cleanup of cleanups.reverse()) await cleanup();
