@@ -19,7 +19,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,7 +28,7 @@ import type { Job, JobStore } from '../src/store/job-store.js';
 import { openPostgresStore } from '../src/store/postgres/postgres-store.js';
 import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { adminQuery, POSTGRES_URL, postgresReason, urlWithSchema } from '../test/helpers/postgres.js';
-import { followFirstLine, freePort, median, numberArg, percentile, rate, readTrace, startKiln } from './support.js';
+import { cpuMs, followFirstLine, freePort, median, numberArg, percentile, rate, readTrace, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 200);
 const JOBS = numberArg('--jobs', 200);
@@ -60,6 +60,7 @@ interface Farm {
   workerToken: string;
   /** Called for each `run ended` line of the server. */
   onEnded: () => void;
+  serverPid: number;
   /** Stops its latency worker and its server. */
   close: () => Promise<void>;
   /** The latency trace its server and latency worker write (with --trace), and when the bench sent each run's execute, on its clock. */
@@ -78,7 +79,7 @@ async function startFarm(store: Farm['store']): Promise<Farm> {
   cleanups.push(() => stop(server.child));
   await server.started;
   const farm: Farm = {
-    store, url, onEnded: () => {}, close: async () => {}, traceFile, sentAt: new Map(),
+    store, url, onEnded: () => {}, close: async () => {}, traceFile, sentAt: new Map(), serverPid: server.child.pid!,
     headers: { authorization: `Bearer ${readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim()}`, 'content-type': 'application/json' },
     workerToken: readFileSync(path.join(dataDir, 'worker.token'), 'utf8').trim(),
   };
@@ -129,16 +130,38 @@ async function latencyRun(farm: Farm): Promise<[number, number]> {
   return [stamped - t0, at - t0];
 }
 
+/** CPU ms used so far by every PostgreSQL server process of this machine (its backends, WAL writer, checkpointer...). */
+function postgresCpuMs(): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres') total += cpuMs(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return total;
+}
+
+/** CPU ms per run of the throughput rounds, by store: the server's, the worker's with its jobs', PostgreSQL's. */
+const cpuPerRun = { sqlite: { server: [] as number[], worker: [] as number[], postgres: [] as number[] }, postgres: { server: [] as number[], worker: [] as number[], postgres: [] as number[] } };
+
 /** Executes every `t` job once with a worker of `capacity`; runs per second, first request to the last `run ended`. */
 async function throughput(farm: Farm, capacity: number): Promise<number> {
   const worker = await startWorker(farm, 'bench', capacity);
   let ended = 0;
   const allEnded = new Promise<void>((resolve) => (farm.onEnded = () => ++ended === JOBS && resolve()));
+  const before = { server: cpuMs(farm.serverPid), worker: cpuMs(worker.child.pid!), postgres: postgresCpuMs() };
   const started = performance.now();
   // A few requests in flight: the client is not what is measured.
   await rate(JOBS, 4, async (i) => void (await post(farm, `/api/jobs/t${i}/execute`, {})));
   await allEnded;
   const result = JOBS / ((performance.now() - started) / 1000);
+  const used = cpuPerRun[farm.store];
+  used.server.push((cpuMs(farm.serverPid) - before.server) / JOBS);
+  used.worker.push((cpuMs(worker.child.pid!) - before.worker) / JOBS);
+  used.postgres.push((postgresCpuMs() - before.postgres) / JOBS);
   await stop(worker.child);
   return result;
 }
@@ -233,6 +256,10 @@ try {
     const [s, p] = [median(runsPerS[`sqlite${capacity}`]), median(runsPerS[`postgres${capacity}`])];
     console.log(`capacity ${capacity}: sqlite ${rates(runsPerS[`sqlite${capacity}`])}   postgres ${rates(runsPerS[`postgres${capacity}`])}   ` +
       `PostgreSQL/SQLite ${(100 * p / s).toFixed(0)} %: goal >= 80 % ${p >= 0.8 * s ? 'met' : 'NOT met'}`);
+  }
+  for (const store of ['sqlite', 'postgres'] as const) {
+    const used = cpuPerRun[store];
+    console.log(`CPU per run on ${store} (median of the rounds): server ${median(used.server).toFixed(2)} ms, worker with its job ${median(used.worker).toFixed(2)} ms, PostgreSQL's processes ${median(used.postgres).toFixed(2)} ms`);
   }
   // Quiet for the in-process part.
   for (const farm of farms) await farm.close();
