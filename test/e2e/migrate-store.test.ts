@@ -2,8 +2,8 @@
  * `kiln migrate-store` with real processes: a farm on SQLite (jobs, runs with consoles, an artifact,
  * a worker token, a pending upload delivery, a dropped platform) is stopped, copied into a fresh
  * PostgreSQL schema, and a server on that schema and the same data dir carries on with all of it;
- * copied back into a new SQLite file it is whole again. Refused: a store a server holds, a target
- * that holds data, a store that is neither SQLite nor PostgreSQL.
+ * copied back into a new SQLite file it is whole again. Refused: a store a server holds (SQLite and
+ * PostgreSQL), a target that holds data, a store that is neither, the same store twice, a missing file.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -89,8 +89,19 @@ test('an SQLite farm copied into PostgreSQL carries on there: jobs, runs, consol
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^kiln: bad --from 'mysql:\/\/db\/kiln': use sqlite:PATH .*\n$/);
 
+  const same = await kiln(undefined, ['migrate-store', '--from', url, '--to', url]);
+  assert.equal(same.code, 2);
+  assert.match(same.stderr, /^kiln: --from and --to name the same store: give --to a new, empty one\n$/);
+  const missing = await kiln(undefined, ['migrate-store', '--from', `sqlite:${path.join(dataDir, 'nothing.db')}`, '--to', url]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^kiln: no SQLite store at .*nothing\.db .*\n$/);
+
   // The same data dir (tokens, artifact blobs) on PostgreSQL.
   const second = await startServer(t, { dataDir, args: ['--store', url, ...upload] });
+  // Its schema is held while it runs: copying out of it is refused, naming the server.
+  const held = await kiln(undefined, ['migrate-store', '--from', url, '--to', `sqlite:${path.join(tempDir(t), 'kiln.db')}`]);
+  assert.equal(held.code, 2, held.stderr);
+  assert.match(held.stderr, /^kiln: the store postgres:\S+ is in use by kiln pid \d+ .*\n$/);
   assert.deepEqual(await farm(second, [built]), before);
   assert.equal(before.logs[0], LOG);
   const info = (await kiln(second, ['info'])).stdout;
