@@ -106,8 +106,8 @@ async function copy(source: Side, target: Side): Promise<Record<string, number>>
     for (const [name, table] of from) {
       if (table.key.length === 0) throw new ConfigError(`${source.where}: table ${name} has no primary key to read it by`);
       rows[name] = 0;
-      for (let after: Value[] | undefined; ;) {
-        const page = await source.page(table, table.columns, after, PAGE_ROWS);
+      for (let lastKey: Value[] | undefined; ;) {
+        const page = await source.page(table, table.columns, lastKey, PAGE_ROWS);
         if (page.length === 0) break;
         try {
           await target.insert(to.get(name)!, table.columns, page);
@@ -116,7 +116,7 @@ async function copy(source: Side, target: Side): Promise<Record<string, number>>
         }
         rows[name] += page.length;
         const last = page.at(-1)!;
-        after = table.key.map((column) => last[table.columns.indexOf(column)]!);
+        lastKey = table.key.map((column) => last[table.columns.indexOf(column)]!);
       }
     }
     await target.finish();
@@ -140,8 +140,8 @@ function checkSameTables(from: Map<string, Table>, to: Map<string, Table>, fromW
 }
 
 const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
-/** `(a, b) > (?, ?)`-style keyset condition, with `param(i)` naming the i-th placeholder. */
-const after = (key: string[], param: (i: number) => string) => `(${key.map(quote).join(', ')}) > (${key.map((_, i) => param(i)).join(', ')})`;
+/** `(a, b) > (?, ?)`: the rows after a key, with `param(i)` naming the i-th placeholder. */
+const afterKey = (key: string[], param: (i: number) => string) => `(${key.map(quote).join(', ')}) > (${key.map((_, i) => param(i)).join(', ')})`;
 
 // ---- SQLite ----
 
@@ -173,7 +173,7 @@ async function openSqliteSide(file: string, role: 'source' | 'target'): Promise<
       }));
     },
     async page(table, columns, from, limit) {
-      const where = from === undefined ? '' : `WHERE ${after(table.key, () => '?')}`;
+      const where = from === undefined ? '' : `WHERE ${afterKey(table.key, () => '?')}`;
       const sql = `SELECT ${columns.map(quote).join(', ')} FROM ${quote(table.name)} ${where} ORDER BY ${table.key.map(quote).join(', ')} LIMIT ?`;
       return handle.prepare(sql).raw(true).all(...(from ?? []), limit) as Value[][];
     },
@@ -280,7 +280,7 @@ async function openPostgresSide(url: string, role: 'source' | 'target'): Promise
       const { kinds } = (await tables()).get(table.name)!;
       const list = columns.map((c) => (kinds.get(c) === 'json' ? `${quote(c)}::text AS ${quote(c)}` : quote(c))).join(', ');
       const values = [...(from ?? []), limit];
-      const condition = from === undefined ? '' : `WHERE ${after(table.key, (i) => `$${i + 1}`)}`;
+      const condition = from === undefined ? '' : `WHERE ${afterKey(table.key, (i) => `$${i + 1}`)}`;
       const { rows } = await query(`SELECT ${list} FROM ${quote(table.name)} ${condition} ORDER BY ${table.key.map(quote).join(', ')} LIMIT $${values.length}`, values);
       return rows.map((row: Record<string, unknown>) => columns.map((c) => fromPostgres(kinds.get(c)!, row[c])));
     },
