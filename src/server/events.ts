@@ -1,0 +1,114 @@
+/**
+ * The server's event bus: what happened to runs, workers, platforms, jobs and pools, published
+ * after the store has committed it. The run lifecycle, the job use cases, the worker registry, the
+ * dispatcher and the pools publish; the console hub, the dispatcher, the outbox, the pools, the
+ * scheduler (and later metrics and the dashboard) subscribe. Nobody is told by hand.
+ *
+ * Delivery is synchronous, in subscription order, before `publish` returns: a subscriber sees the
+ * world as the publisher left it (a dispatcher kicked on `run.ended` sees the worker's slot free).
+ * A subscriber that throws is logged and skipped; the publisher and the other subscribers go on.
+ * Subscribers that need I/O start it and return (they must not hold the publisher).
+ */
+import type { Logger } from 'pino';
+import type { RunStatus } from '../core/index.js';
+import { coerceError } from '../errors.js';
+import type { Run, StoredLine } from '../store/index.js';
+import type { WorkerSession } from './worker-registry.js';
+
+/** The events, by name, with their payloads. */
+export interface KilnEvents {
+  /**
+   * Runs joined their platform's queue and wait there: first runs of a new job, an execute, a
+   * schedule firing, or a run put back unstarted. Not published for a run queued and claimed in
+   * the same commit (that one is `run.dispatched` at once). Subscribers: dispatcher (kicks), pools.
+   */
+  'run.queued': { runs: Pick<Run, 'id' | 'job' | 'platform'>[] };
+  /** A run was sent to a worker (it is `running` on it). Subscribers: none yet (metrics). */
+  'run.dispatched': { run: Run; worker: string };
+  /** A worker that came back still holds this run: it goes on there. */
+  'run.attached': { runId: string; worker: string };
+  /**
+   * Console lines of a run, in seq order (a worker's batch, or a server line: a retry's note, why
+   * a run waits). Subscriber: the console hub (observers at once, the store in batches).
+   */
+  'run.line': { runId: string; lines: StoredLine[] };
+  /**
+   * A run reached a final state. `from` is the state it left: a run cancelled in the queue never
+   * ran. `run` is the run as recorded after the end, when it ended through an attempt's end (from
+   * `running`). Subscribers: console hub (observers end), dispatcher (kicks), outbox (wakes for
+   * what core's forwardsOnEnd sends), pools.
+   */
+  'run.ended': { runId: string; from: RunStatus; run?: Run };
+  /**
+   * A running run went back to the front of its queue as its next attempt (a retry), or as the
+   * same attempt when it never started (`unstarted`). Subscribers: dispatcher (kicks), pools.
+   */
+  'run.retried': { run: Run; unstarted: boolean };
+  /**
+   * A run's worker was declared gone for it (the re-attach grace ran out, or the worker came back
+   * as another process), and the store recorded it: `run.ended` or `run.retried` follows at once.
+   */
+  'run.lost': { runId: string; worker: string | undefined; reason: string };
+  /** A cancel of a running run was recorded: its worker is asked to stop it. Subscriber: the worker registry. */
+  'run.cancel-requested': { run: Run; reason: string };
+  /** A worker connected and may be given runs. Subscriber: dispatcher (kicks). */
+  'worker.joined': { session: WorkerSession };
+  /** A worker's slot came free with no run ending (a result for a run that had already ended, or one it did not hold). Subscriber: dispatcher (kicks). */
+  'worker.freed': { session: WorkerSession };
+  /** A worker's connection is gone (or cut off). Subscribers: pools. */
+  'worker.left': { session: WorkerSession };
+  /** A platform was retired; its queued runs were cancelled. Subscriber: the worker registry. */
+  'platform.dropped': { platform: string; cancelled: string[] };
+  /** A drop was lifted. Subscribers: the worker registry, dispatcher (kicks). */
+  'platform.undropped': { platform: string };
+  /** A job was added, changed or removed: its next time may have moved. Subscriber: scheduler (wakes). */
+  'job.changed': { name: string };
+  /** A dispatch pass (or a direct enqueue) ended and none waits: runs and workers are matched as far as they go. Subscriber: pools. */
+  'dispatch.idle': Record<string, never>;
+  /** A pool started an instance (its worker has yet to connect). */
+  'pool.instance.starting': { pool: string; instance: string; runId?: string };
+  /** A pool instance failed to start or to connect in time. */
+  'pool.instance.failed': { pool: string; instance: string; error: string };
+  /** A pool instance was stopped for good (its token revoked). */
+  'pool.instance.stopped': { pool: string; instance: string; why: string };
+}
+
+/** An event's name. */
+export type KilnEventName = keyof KilnEvents;
+
+/** A subscriber of one event. */
+export type Listener<K extends KilnEventName> = (payload: KilnEvents[K]) => void;
+
+/** The bus the server's parts share. */
+export interface EventBus {
+  /** Delivers `payload` to every subscriber of `name`, synchronously; a subscriber's throw is logged. */
+  publish<K extends KilnEventName>(name: K, payload: KilnEvents[K]): void;
+  /** Subscribes; returns how to unsubscribe. */
+  on<K extends KilnEventName>(name: K, listener: Listener<K>): () => void;
+}
+
+/** Creates a bus; `log` gets the throws of subscribers. */
+export function createEventBus(log: Logger): EventBus {
+  const listeners = new Map<KilnEventName, Set<(payload: unknown) => void>>();
+  return {
+    publish(name, payload) {
+      // A copy: a subscriber that unsubscribes (or subscribes) meanwhile does not change this delivery.
+      for (const listener of [...(listeners.get(name) ?? [])]) {
+        try {
+          listener(payload);
+        } catch (raw) {
+          log.error({ err: coerceError(raw), event: name }, 'an event subscriber failed');
+        }
+      }
+    },
+    on(name, listener) {
+      let set = listeners.get(name);
+      if (!set) listeners.set(name, (set = new Set()));
+      const entry = listener as (payload: unknown) => void;
+      set.add(entry);
+      return () => {
+        set.delete(entry);
+      };
+    },
+  };
+}
