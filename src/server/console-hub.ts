@@ -1,11 +1,13 @@
 /**
  * Console lines on their way from workers to the store and to observers. Lines are fanned out
  * to observers at once and written to the store in batches (one transaction per flush interval),
- * never one transaction per line.
+ * never one transaction per line. Fed by events: `run.line` brings lines, `run.ended` ends the
+ * run's observers.
  */
 import type { Logger } from 'pino';
 import type { BackoffTimings } from '../core/index.js';
 import type { JobStore, StoredLine } from '../store/index.js';
+import type { EventBus } from './events.js';
 import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** A store that refused lines is tried again after 1 s, then less often while it lasts. */
@@ -37,6 +39,7 @@ export class ConsoleHub {
   constructor(
     private readonly store: JobStore,
     log: Logger,
+    events: EventBus,
     private readonly options: ConsoleHubOptions = { flushMs: 50, maxPending: 2000 },
   ) {
     this.writer = createWakeLoop(log, {
@@ -44,10 +47,12 @@ export class ConsoleHub {
       retry: WRITE_RETRY,
       failureMessage: 'could not write console lines; will retry',
     });
+    events.on('run.line', ({ runId, lines }) => this.append(runId, lines));
+    events.on('run.ended', ({ runId }) => this.ended(runId));
   }
 
-  /** Takes lines a worker sent for a run; a line already seen (same seq) is ignored. */
-  append(runId: string, lines: StoredLine[]): void {
+  /** Takes lines of a run; a line already seen (same seq) is ignored. */
+  private append(runId: string, lines: StoredLine[]): void {
     let last = this.lastSeq.get(runId) ?? -1;
     const fresh = lines.filter((line) => (line.seq > last ? ((last = line.seq), true) : false));
     if (fresh.length === 0) return;
@@ -101,7 +106,7 @@ export class ConsoleHub {
   }
 
   /** The run has ended and its lines are written: tell its observers and forget it. */
-  ended(runId: string): void {
+  private ended(runId: string): void {
     this.lastSeq.delete(runId);
     const set = this.observers.get(runId);
     this.observers.delete(runId);

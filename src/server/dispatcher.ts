@@ -1,52 +1,29 @@
 /**
- * Matches queued runs to connected workers. Woken by events (a run queued, a worker connected or
- * freed), never by polling. The store decides who gets which run (an atomic claim), so several
- * servers sharing one database can dispatch at once.
+ * Matches queued runs to connected workers. Woken by events (a run queued, ended or retried, a
+ * worker joined or freed, a platform undropped), never by polling. The store decides who gets which
+ * run (an atomic claim, through the run lifecycle), so several servers sharing one database can
+ * dispatch at once. Workers are the registry's; the dispatcher asks it and never writes a session.
  */
 import type { Logger } from 'pino';
 import { labelsMatch, type BackoffTimings } from '../core/index.js';
 import { coerceError } from '../errors.js';
 import { traceNow, traceStage } from '../latency-trace.js';
-import type { ClaimingWorker, JobStore, NewRun, Run } from '../store/index.js';
+import type { ClaimingWorker, NewRun, Run } from '../store/index.js';
+import type { EventBus } from './events.js';
+import type { RunLifecycle } from './run-lifecycle.js';
 import { createWakeLoop, RETRY_PASS, type WakeLoop } from './wake-loop.js';
+import { freeSlots, type WorkerRegistry, type WorkerSession } from './worker-registry.js';
 
-/** A connected worker, as the dispatcher sees it. */
-export interface WorkerSession {
-  readonly name: string;
-  /** Its credential's identity (see core/worker-identity), recorded on each run it takes. */
-  readonly identity: string;
-  /** Its process's id from the hello (see Run.workerSession); undefined for workers that send none. */
-  readonly session: string | undefined;
-  readonly platform: string;
-  readonly labels: Record<string, string>;
-  readonly capacity: number;
-  /** A `--once` worker takes a single run in its life. */
-  readonly once: boolean;
-  /** Runs it holds now. */
-  readonly running: Set<string>;
-  /** Runs it has been given in its life. */
-  assigned: number;
-  /** False once the connection is gone. */
-  readonly open: boolean;
-  /** True once the worker said it is shutting down: it takes no more runs. */
-  readonly draining: boolean;
-  /** Sends the run to the worker. */
-  assign(run: Run): void;
-  /** Asks the worker to stop a run and report it. */
-  cancel(runId: string, reason: string): void;
-  /** Tells the worker the server ended a run itself: stop it, drop its output. */
-  release(runId: string, reason: string): void;
-  /** Acknowledges a run's result. */
-  done(runId: string, applied: boolean): void;
-  /** Tells the worker something it should log (e.g. its platform was dropped). */
-  notice(message: string): void;
-}
-
-/** Free slots of a session. */
-export function freeSlots(session: WorkerSession): number {
-  if (!session.open || session.draining) return 0;
-  if (session.once) return session.assigned === 0 ? 1 : 0;
-  return session.capacity - session.running.size;
+/** What a dispatcher works with. */
+export interface DispatcherOptions {
+  /** Claims, readies and hands back runs (every state change of a run is its). */
+  lifecycle: RunLifecycle;
+  /** The connected workers. */
+  workers: WorkerRegistry;
+  /** Kicks come from here; `dispatch.idle` goes out. */
+  events: EventBus;
+  /** The clock failed passes are retried on. */
+  now: () => number;
 }
 
 /**
@@ -58,9 +35,6 @@ export const DISPATCH_RETRY: BackoffTimings = { retryMinMs: 250, retryMaxMs: 30_
 
 /** Hands queued runs to workers with free slots. */
 export class Dispatcher {
-  private readonly sessions = new Map<string, WorkerSession>();
-  /** Platforms whose workers get no runs. */
-  private readonly dropped = new Set<string>();
   /** Workers (pool instances) made for one run: they are given that run only. */
   private readonly reserved = new Map<string, string>();
   /** The dispatch passes: kicked when runs or workers change, retried with DISPATCH_RETRY when one fails. */
@@ -70,64 +44,29 @@ export class Dispatcher {
   private directDone: Promise<void> = Promise.resolve();
   /** A pass was asked for while a direct enqueue held the dispatcher: it kicks one when it ends. */
   private again = false;
-  /** Runs claimed but neither sent nor handed back (the store failed): handed back first on the next pass. */
-  private readonly unsent = new Map<string, Run>();
-  /** Sessions a pass is handing runs to now: a run claimed for one may not have been sent yet. */
-  private readonly filling = new Set<WorkerSession>();
   private stopped = false;
   /** When the current pass began (for the latency trace). */
   private passStartedAt = 0;
-  /** Told after each dispatch pass and when a worker comes or goes (the pools look then). */
-  onChange: () => void = () => {};
+  private readonly lifecycle: RunLifecycle;
+  private readonly workers: WorkerRegistry;
+  private readonly events: EventBus;
 
-  constructor(
-    private readonly store: JobStore,
-    private readonly log: Logger,
-    private readonly now: () => number,
-    /** How long past a run's timeout the server waits for its result (ms). */
-    private readonly backstopMs: number,
-    /** Readies a claimed run (expands its template); undefined when the run ended instead. */
-    private readonly prepare: (run: Run) => Promise<Run | undefined>,
-    /** Called with each run handed to a worker. */
-    private readonly dispatched: (run: Run) => void,
-    /** Called with a run claimed for a worker but not sent to it (the worker went away, or the pass failed), and why. */
-    private readonly orphaned: (run: Run, why: string) => Promise<void>,
-  ) {
+  constructor(private readonly log: Logger, options: DispatcherOptions) {
+    ({ lifecycle: this.lifecycle, workers: this.workers, events: this.events } = options);
     this.loop = createWakeLoop(log, {
       body: () => this.runPass(),
-      now,
+      now: options.now,
       retry: DISPATCH_RETRY,
       failureMessage: 'dispatch pass failed; trying again',
-      onIdle: () => this.onChange(),
+      onIdle: () => this.idle(),
     });
+    const kick = () => this.kick();
+    for (const name of ['run.queued', 'run.ended', 'run.retried', 'worker.joined', 'worker.freed', 'platform.undropped'] as const) this.events.on(name, kick);
   }
 
-  /** The connected session of that name, if any. */
-  session(name: string): WorkerSession | undefined {
-    return this.sessions.get(name);
-  }
-
-  /**
-   * True while a pass may hold a run claimed for a session of that name other than `except` and
-   * not yet sent (or handed back): such a run is not the other process's to give up or lose.
-   */
-  claimingFor(name: string, except: WorkerSession): boolean {
-    return [...this.filling].some((session) => session.name === name && session !== except) || [...this.unsent.values()].some((run) => run.worker === name);
-  }
-
-  /** Connected sessions. */
-  list(): WorkerSession[] {
-    return [...this.sessions.values()];
-  }
-
-  add(session: WorkerSession): void {
-    this.sessions.set(session.name, session);
-    this.kick();
-  }
-
-  remove(session: WorkerSession): void {
-    if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
-    this.onChange();
+  /** Matched as far as runs and workers go: the pools look then. */
+  private idle(): void {
+    this.events.publish('dispatch.idle', {});
   }
 
   /** Gives the worker of that name only `runId` (undefined: lifts it). */
@@ -141,12 +80,6 @@ export class Dispatcher {
     return this.reserved.get(name);
   }
 
-  /** Marks a platform dropped (its workers get no runs) or lifts that. */
-  setDropped(platform: string, dropped: boolean): void {
-    if (dropped) this.dropped.add(platform);
-    else this.dropped.delete(platform);
-  }
-
   /**
    * Queues a run and dispatches it. With an idle worker that takes it (and no pass running), the
    * run is queued and claimed for that worker in one commit and sent at once, before this
@@ -156,9 +89,8 @@ export class Dispatcher {
   async enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
     const session = this.busyNow() || this.stopped ? undefined : this.idleSession(run);
     if (!session) {
-      const queued = await this.store.enqueue(run, position);
+      const queued = await this.lifecycle.enqueue(run, position);
       traceStage(run.id, 'enqueue-committed');
-      this.kick();
       return queued;
     }
     // Held like a pass: no pass may claim for this session between the commit and the send.
@@ -171,10 +103,10 @@ export class Dispatcher {
 
   /** The direct way of `enqueue`: queued and claimed for `session` in one commit, then sent. */
   private async enqueueFor(session: WorkerSession, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
-    this.filling.add(session);
+    this.workers.filling(session, true);
     let passNeeded = false;
     try {
-      const queued = await this.store.enqueueAndClaim(run, position, this.claimant(session), this.now(), this.backstopMs);
+      const queued = await this.lifecycle.enqueueAndClaim(run, position, this.claimant(session));
       traceStage(run.id, 'enqueue-committed');
       traceStage(run.id, 'dispatch-woken');
       // The worker took another run (one already queued in front): this one waits for a pass.
@@ -188,19 +120,19 @@ export class Dispatcher {
       }
       return { run: queued.claimed?.id === queued.run.id ? queued.claimed : queued.run, created: queued.created };
     } finally {
-      this.filling.delete(session);
+      this.workers.filling(session, false);
       this.directBusy = false;
       // What was asked for meanwhile (or a run left queued, or a send to retry) gets a pass now.
       if (this.again || passNeeded) this.kick();
-      else this.onChange();
+      else this.idle();
       this.again = false;
     }
   }
 
   /** The least-loaded connected worker that would take `run` now, if any. */
   private idleSession(run: NewRun): WorkerSession | undefined {
-    if (this.dropped.has(run.platform)) return undefined;
-    const idle = [...this.sessions.values()].filter((session) =>
+    if (this.workers.isDropped(run.platform)) return undefined;
+    const idle = this.workers.list().filter((session) =>
       session.platform === run.platform && !this.reserved.has(session.name) && freeSlots(session) > 0 && labelsMatch(run.labels, session.labels));
     return idle.sort((a, b) => a.running.size - b.running.size)[0];
   }
@@ -251,15 +183,15 @@ export class Dispatcher {
 
   /** One pass over the workers; false when any of them could not be served (tried again later). */
   private async pass(): Promise<boolean> {
-    for (const run of this.unsent.values()) {
-      await this.orphaned(run, 'the server could not send it (the store failed)');
-      this.unsent.delete(run.id);
+    for (const run of this.workers.unsent()) {
+      await this.lifecycle.orphaned(run, 'the server could not send it (the store failed)');
+      this.workers.handedBack(run.id);
     }
     let ok = true;
     // Least-loaded workers first, so runs spread across the farm.
-    const candidates = [...this.sessions.values()].sort((a, b) => a.running.size - b.running.size);
+    const candidates = this.workers.list().sort((a, b) => a.running.size - b.running.size);
     for (const session of candidates) {
-      if (this.dropped.has(session.platform)) continue;
+      if (this.workers.isDropped(session.platform)) continue;
       try {
         await this.fill(session);
       } catch (raw) {
@@ -273,17 +205,17 @@ export class Dispatcher {
 
   /** Hands runs to one worker until it is full or nothing matches. */
   private async fill(session: WorkerSession): Promise<void> {
-    this.filling.add(session);
+    this.workers.filling(session, true);
     try {
       await this.fillSlots(session);
     } finally {
-      this.filling.delete(session);
+      this.workers.filling(session, false);
     }
   }
 
   private async fillSlots(session: WorkerSession): Promise<void> {
     while (freeSlots(session) > 0) {
-      const claimed = await this.store.claimNext(this.claimant(session), this.now(), this.backstopMs);
+      const claimed = await this.lifecycle.claimNext(this.claimant(session));
       if (!claimed) break;
       traceStage(claimed.id, 'dispatch-woken', this.passStartedAt);
       if (!(await this.handOver(session, claimed))) break;
@@ -295,27 +227,24 @@ export class Dispatcher {
     traceStage(claimed.id, 'claim-committed');
     let run: Run | undefined;
     try {
-      run = await this.prepare(claimed);
+      run = await this.lifecycle.prepare(claimed);
     } catch (raw) {
       // Claimed but not sent: left so, it would sit `running` on a worker that does not hold it.
-      this.unsent.set(claimed.id, claimed);
+      this.workers.keepUnsent(claimed);
       throw raw;
     }
     if (!run) return true;
     if (!session.open) {
-      await this.orphaned(run, `${session.name} went away before it was sent`).catch((raw) => {
-        this.unsent.set(run.id, run);
+      await this.lifecycle.orphaned(run, `${session.name} went away before it was sent`).catch((raw) => {
+        this.workers.keepUnsent(run);
         throw raw;
       });
       return false;
     }
-    session.running.add(run.id);
-    session.assigned += 1;
-    session.assign(run);
+    this.lifecycle.dispatched(run, session);
     traceStage(run.id, 'ws-sent');
     // Logged after the send: the line is not on the run's way to its worker.
     this.log.info({ runId: run.id, job: run.job, worker: session.name }, 'run dispatched');
-    this.dispatched(run);
     return true;
   }
 }

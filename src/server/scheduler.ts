@@ -1,10 +1,11 @@
 /**
  * Wakes the server when jobs are due. It sleeps until the earliest next time (a timer, not a
- * periodic tick) and is woken early whenever a job changes; what to do with due jobs is the
- * service's `fire`.
+ * periodic tick) and is woken early whenever a job changes (`job.changed`); what to do with due
+ * jobs is the job service's `fireDue`.
  */
 import type { Logger } from 'pino';
 import type { JobStore } from '../store/index.js';
+import type { EventBus } from './events.js';
 import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** Longest single sleep: re-reading the store this often also corrects for clock jumps. */
@@ -20,6 +21,7 @@ export class Scheduler {
     now: () => number,
     /** Fires every job due at `now`. */
     fire: (now: number) => Promise<void>,
+    events: EventBus,
   ) {
     this.loop = createWakeLoop(log, {
       body: async () => {
@@ -32,6 +34,7 @@ export class Scheduler {
       retry: { retryMinMs: 5000, retryMaxMs: 60_000 },
       failureMessage: 'scheduler pass failed; retrying',
     });
+    events.on('job.changed', () => void this.wake());
   }
 
   /** Fires what is due now and sleeps until the next due time; resolves once that pass has ended. */

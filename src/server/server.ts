@@ -1,6 +1,7 @@
 /**
  * The Kiln server: the HTTP API for clients, the WebSocket gateway for workers, the scheduler
- * and the dispatcher, all around one store.
+ * and the dispatcher, all around one store. Parts are built in dependency order and talk through
+ * the event bus (events.ts): nothing is told by hand, and nothing closes over a part not built yet.
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
@@ -22,9 +23,12 @@ import type { PoolSettings } from './config-file.js';
 import { openPools } from './latent/open-pools.js';
 import { ConsoleHub } from './console-hub.js';
 import { Dispatcher } from './dispatcher.js';
+import { createEventBus } from './events.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
-import { KilnService } from './kiln-service.js';
+import { JobService } from './job-service.js';
+import { RunLifecycle } from './run-lifecycle.js';
 import { Scheduler } from './scheduler.js';
+import { WorkerRegistry } from './worker-registry.js';
 import { Templates } from './templates.js';
 import { ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
@@ -121,35 +125,33 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
 async function startOnStore(
   log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined,
 ): Promise<KilnServer> {
-  const hub = new ConsoleHub(store, log.child({ part: 'console' }));
+  const events = createEventBus(log.child({ part: 'events' }));
+  const registry = new WorkerRegistry(events);
+  const hub = new ConsoleHub(store, log.child({ part: 'console' }), events);
   const blobs = new ArtifactStore(path.join(options.dataDir, 'artifacts'), { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits });
   const sweeper = new ArtifactSweeper(store, blobs, log.child({ part: 'retention' }), now, {
     sweepEveryMs: DEFAULT_SWEEP_EVERY_MS, graceMs: DEFAULT_BLOB_GRACE_MS, ...options.retention,
   });
   store.setUploadTarget(target?.description ?? null);
-  const outbox = target && new Outbox(store, target, blobs, log.child({ part: 'outbox' }), now, { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload });
-  let service: KilnService | undefined;
+  const outbox = target && new Outbox(store, target, blobs, log.child({ part: 'outbox' }), now, { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload }, events);
   const backstopMs = options.backstopMs ?? 60_000;
-  const dispatcher = new Dispatcher(
-    store, log.child({ part: 'dispatcher' }), now, backstopMs,
-    (run) => service!.prepare(run), (run) => service!.dispatched(run), (run, why) => service!.orphaned(run, why),
-  );
-  const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, (at) => service!.fireDue(at));
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
   const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
-  service = new KilnService({
-    store, hub, dispatcher, scheduler, templates, log, now, defaultPlatform: hostPlatform(), reattachGraceMs, backstopMs,
-    onRunEnded: () => outbox?.wake(),
-  });
-  for (const { platform } of await store.listDroppedPlatforms()) dispatcher.setDropped(platform, true);
+  const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, reattachGraceMs, backstopMs });
+  const dispatcher = new Dispatcher(log.child({ part: 'dispatcher' }), { lifecycle, workers: registry, events, now });
+  const jobService = new JobService(log, { store, events, lifecycle, dispatcher, templates, now, defaultPlatform: hostPlatform() });
+  const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, (at) => jobService.fireDue(at), events);
+  registry.restoreDropped((await store.listDroppedPlatforms()).map((d) => d.platform));
 
   let url = '';
   const pools = options.pools?.length
-    ? await openPools(options.pools, { store, dispatcher, log, now, server: () => url, dataDir: options.dataDir, note: (runId, text) => service!.noteWaiting(runId, text), reattachGraceMs })
+    ? await openPools(options.pools, {
+      store, dispatcher, workers: registry, events, log, now, server: () => url, dataDir: options.dataDir,
+      note: (runId, text) => lifecycle.noteWaiting(runId, text), reattachGraceMs,
+    })
     : undefined;
-  if (pools) dispatcher.onChange = () => pools.evaluate();
 
-  const waiting = await service.recover();
+  const waiting = await lifecycle.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
   const app = Fastify({
@@ -174,9 +176,9 @@ async function startOnStore(
     if (delivery) outbox?.wake();
     return delivery;
   };
-  registerRoutes(app, { store, hub, dispatcher, service, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver });
+  registerRoutes(app, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver });
   registerArtifactRoutes(app, store, blobs);
-  const gateway = registerWorkerGateway(app, { store, hub, dispatcher, service, log: log.child({ part: 'gateway' }), now }, {
+  const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
     artifactLimits: blobs.limits,
@@ -192,7 +194,7 @@ async function startOnStore(
 
   const stopAll = async () => {
     await scheduler.stop();
-    await service!.stop();
+    await lifecycle.stop();
     dispatcher.stop();
     await outbox?.stop();
     await sweeper.stop();

@@ -2,8 +2,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { Delivery, JobStore } from '../../store/index.js';
 import type { ConsoleHub } from '../console-hub.js';
-import type { Dispatcher } from '../dispatcher.js';
-import { KilnService } from '../kiln-service.js';
+import { parseTime, type JobService } from '../job-service.js';
+import type { RunLifecycle } from '../run-lifecycle.js';
+import type { WorkerRegistry } from '../worker-registry.js';
 import { streamConsole } from './console-stream.js';
 import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } from './present.js';
 import { isoInZone, scheduleZone, upcoming } from '../../core/index.js';
@@ -21,8 +22,11 @@ import { forAdmin } from './auth.js';
 export interface RouteParts {
   store: JobStore;
   hub: ConsoleHub;
-  dispatcher: Dispatcher;
-  service: KilnService;
+  registry: WorkerRegistry;
+  /** The job use cases. */
+  jobService: JobService;
+  /** Cancels go there. */
+  lifecycle: RunLifecycle;
   templates: Templates;
   sweeper: ArtifactSweeper;
   /** The latent worker pools, as `kiln workers` shows them. */
@@ -37,10 +41,10 @@ const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, service, templates, sweeper, uploadTarget, pools, redeliver }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
-    const { job, runs } = await service.schedule(body);
+    const { job, runs } = await jobService.schedule(body);
     return reply.code(201).send({ job: presentJob(job), runs: runs.map(presentRun), run: runs[0] ? presentRun(runs[0]) : null });
   });
 
@@ -54,26 +58,26 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
 
   app.patch('/api/jobs/:name', forAdmin, async (request) => {
     const patch = parse(modifyJobBody, request.body, 'job change');
-    return { job: presentJob(await service.modify(nameParam(request.params), patch)) };
+    return { job: presentJob(await jobService.modify(nameParam(request.params), patch)) };
   });
 
-  app.delete('/api/jobs/:name', forAdmin, async (request) => ({ cancelled: await service.unschedule(nameParam(request.params)) }));
+  app.delete('/api/jobs/:name', forAdmin, async (request) => ({ cancelled: await jobService.unschedule(nameParam(request.params)) }));
 
   app.post('/api/jobs/:name/execute', forAdmin, async (request, reply) => {
     const receivedAt = tracing ? traceNow() : 0;
     const body = parse(executeBody, request.body, 'execute request');
-    const { runs, created } = await service.execute(nameParam(request.params), body.platform);
+    const { runs, created } = await jobService.execute(nameParam(request.params), body.platform);
     if (tracing) for (const run of runs) traceStage(run.id, 'http-received', receivedAt);
     return reply.code(created ? 201 : 200).send({ run: presentRun(runs[0]!), runs: runs.map(presentRun), created });
   });
 
   app.post('/api/jobs/:name/reschedule', forAdmin, async (request) => {
     const body = parse(rescheduleBody, request.body, 'reschedule request');
-    return { job: presentJob(await service.reschedule(nameParam(request.params), KilnService.parseTime(body.next))) };
+    return { job: presentJob(await jobService.reschedule(nameParam(request.params), parseTime(body.next))) };
   });
 
-  app.post('/api/jobs/:name/pause', forAdmin, async (request) => ({ job: presentJob(await service.pause(nameParam(request.params))) }));
-  app.post('/api/jobs/:name/resume', forAdmin, async (request) => ({ job: presentJob(await service.resume(nameParam(request.params))) }));
+  app.post('/api/jobs/:name/pause', forAdmin, async (request) => ({ job: presentJob(await jobService.pause(nameParam(request.params))) }));
+  app.post('/api/jobs/:name/resume', forAdmin, async (request) => ({ job: presentJob(await jobService.resume(nameParam(request.params))) }));
 
   app.get('/api/jobs/:name/next', forAdmin, async (request) => {
     const { count } = parse(nextQuery, request.query, 'preview request');
@@ -95,11 +99,11 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
   app.get('/api/platforms/dropped', forAdmin, async () => ({ dropped: await droppedPlatforms() }));
   app.post('/api/platforms/:platform/drop', forAdmin, async (request) => {
     const { platform } = parse(platformParam, request.params, 'platform');
-    return { platform, cancelled: await service.dropPlatform(platform) };
+    return { platform, cancelled: await jobService.dropPlatform(platform) };
   });
   app.post('/api/platforms/:platform/undrop', forAdmin, async (request) => {
     const { platform } = parse(platformParam, request.params, 'platform');
-    return { platform, lifted: await service.undropPlatform(platform) };
+    return { platform, lifted: await jobService.undropPlatform(platform) };
   });
 
   app.get('/api/runs', forAdmin, async (request) => {
@@ -118,7 +122,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
 
   app.post('/api/runs/:id/cancel', forAdmin, async (request) => {
     const body = parse(cancelBody, request.body, 'cancel request');
-    const { run, state } = await service.cancel(idParam(request.params), body.by ?? 'admin');
+    const { run, state } = await lifecycle.cancel(idParam(request.params), body.by ?? 'admin');
     return { run: presentRun(run), state };
   });
 
@@ -162,7 +166,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
       schedule: jobs.map((job) => {
         const shown = presentJob(job, request.log);
         return {
-          job: job.name, platforms: service.platformsFor(job), schedule: shown.scheduleText, paused: job.paused, overlap: job.overlap,
+          job: job.name, platforms: jobService.platformsFor(job), schedule: shown.scheduleText, paused: job.paused, overlap: job.overlap,
           nextAt: shown.nextAt, skipped: job.skipped, lastSkip: shown.lastSkip,
         };
       }),
@@ -196,6 +200,6 @@ export function registerRoutes(app: FastifyInstance, { store, hub, dispatcher, s
   }
 
   async function listWorkers() {
-    return (await store.listWorkers()).map((record) => presentWorker(record, [...(dispatcher.session(record.name)?.running ?? [])]));
+    return (await store.listWorkers()).map((record) => presentWorker(record, [...(registry.session(record.name)?.running ?? [])]));
   }
 }

@@ -15,9 +15,8 @@ import {
 } from '../../protocol/index.js';
 import type { Run } from '../../store/index.js';
 import type { ArtifactLimits } from '../artifact-store.js';
-import type { Dispatcher, WorkerSession } from '../dispatcher.js';
-import { DEFAULT_TIMEOUT_MS, type KilnService } from '../kiln-service.js';
-import type { ConsoleHub } from '../console-hub.js';
+import { DEFAULT_TIMEOUT_MS, type RunLifecycle } from '../run-lifecycle.js';
+import type { WorkerLink, WorkerRegistry, WorkerSession } from '../worker-registry.js';
 import type { JobStore } from '../../store/index.js';
 
 /** Options of the worker gateway. */
@@ -37,9 +36,10 @@ export interface WorkerGatewayOptions {
 /** The parts a gateway talks to. */
 export interface WorkerGatewayParts {
   store: JobStore;
-  hub: ConsoleHub;
-  dispatcher: Dispatcher;
-  service: KilnService;
+  /** Sessions are made, listed and let go there. */
+  workers: WorkerRegistry;
+  /** What workers report moves runs through it. */
+  lifecycle: RunLifecycle;
   log: Logger;
   now: () => number;
 }
@@ -72,14 +72,11 @@ function readMessage(frame: unknown): WorkerMessage {
   return message.data;
 }
 
-/** A connected worker. */
-class Session implements WorkerSession {
-  readonly running = new Set<string>();
-  assigned = 0;
-  open = true;
-  draining = false;
-
+/** A worker's connection: who it said it is, and how to send to it (its state is the registry's). */
+class Link implements WorkerLink {
   readonly identity: string;
+  /** False once the connection is gone: nothing more is sent. */
+  open = true;
 
   constructor(
     private readonly socket: WebSocket,
@@ -98,7 +95,8 @@ class Session implements WorkerSession {
   get session() { return this.hello.session; }
 
   send(message: ServerMessage): void {
-    if (this.open) this.socket.send(JSON.stringify(message));
+    // A connection cut off (refused, closing) gets nothing more.
+    if (this.open && this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
   assign(run: Run): void {
@@ -170,7 +168,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   /** The worker name each connection past its hello's checks has. */
   const names = new Map<WebSocket, string>();
   /** The session of each welcomed connection. */
-  const sessions = new Map<WebSocket, Session>();
+  const sessions = new Map<WebSocket, WorkerSession>();
   /** Connections cut off: nothing they send counts any more (frames of a plain close still do). */
   const cut = new WeakSet<WebSocket>();
 
@@ -185,10 +183,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     identities.delete(socket);
     names.delete(socket);
     const session = sessions.get(socket);
-    if (session) {
-      session.open = false;
-      parts.dispatcher.remove(session);
-    }
+    if (session) parts.workers.unlist(session);
     refuse(socket, err, closeCode);
   };
 
@@ -202,7 +197,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     if (credential.kind !== 'worker') throw new UnauthorizedError('the worker socket needs a worker token');
     const identity = credential.identity;
     identities.set(socket, identityKey(identity));
-    let session: Session | undefined;
+    let session: WorkerSession | undefined;
+    let link: Link | undefined;
     let alive = true;
     // Frames are handled one at a time, in order: output before the result that follows it.
     let chain: Promise<void> = Promise.resolve();
@@ -235,7 +231,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
           return;
         }
         if (!identities.has(socket)) return; // revoked while the hello was checked
-        if (parts.dispatcher.session(hello.name)) {
+        if (parts.workers.session(hello.name)) {
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;
         }
@@ -245,34 +241,34 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         const { runs, ...facts } = hello;
         await parts.store.recordWorker({ ...facts, connected: true, connectedAt: now, lastSeen: now });
         if (identity.kind === 'token') await options.tokenUsed?.(identity.name);
-        const fresh = new Session(socket, hello, options.artifactLimits, identity);
-        const { resume, release } = await parts.service.workerAttached(fresh, runs);
+        link = new Link(socket, hello, options.artifactLimits, identity);
+        const fresh = parts.workers.create(link);
+        const { resume, release } = await parts.lifecycle.workerAttached(fresh, runs);
         session = fresh;
         sessions.set(socket, fresh);
         // Cut off during the awaits above: not welcomed; the close handler lets go of what it re-attached.
         if (!identities.has(socket)) {
-          fresh.open = false;
+          parts.workers.close(fresh);
           return;
         }
-        session.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
+        link.send({ v: PROTOCOL_VERSION, type: 'welcome', name: hello.name, heartbeatMs: options.heartbeatMs, resume, release });
         log.info({ worker: hello.name, identity: fresh.identity, platform: hello.platform, capacity: hello.capacity, version: hello.version, resumed: resume.length }, 'worker connected');
-        await parts.service.replayCancels(session, resume.map((r) => r.runId));
+        await parts.lifecycle.replayCancels(session, resume.map((r) => r.runId));
         // The last check before it can be given runs: a cut-off during the replay leaves it out.
         if (!identities.has(socket)) {
-          fresh.open = false;
+          parts.workers.close(fresh);
           return;
         }
-        parts.dispatcher.add(session);
+        parts.workers.join(session);
         return;
       }
       const message = readMessage(frame);
       if (message.type === 'run.output') {
-        if (!session.running.has(message.runId)) throw new ProtocolError(`output for run ${message.runId}, which this worker does not hold`);
-        parts.hub.append(message.runId, message.lines);
+        parts.lifecycle.output(session, message.runId, message.lines);
       } else if (message.type === 'run.finished') {
-        await parts.service.workerFinished(session, message.runId, message.result, message.stoppedBy, message.artifactsSkipped ?? []);
+        await parts.lifecycle.workerFinished(session, message.runId, message.result, message.stoppedBy, message.artifactsSkipped ?? []);
       } else {
-        session.draining = true;
+        parts.workers.drain(session);
         log.info({ worker: session.name, running: session.running.size }, 'worker draining');
       }
     };
@@ -292,7 +288,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
           } else {
             if (err.status >= 500) log.error({ err, worker: session.name }, 'failed to handle a worker message');
             else log.info({ worker: session.name, err: err.message }, 'protocol error from worker');
-            session.send({ v: PROTOCOL_VERSION, type: 'error', code: err.code, message: err.message });
+            link?.send({ v: PROTOCOL_VERSION, type: 'error', code: err.code, message: err.message });
           }
         }
       });
@@ -304,7 +300,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       sessions.delete(socket);
       clearTimeout(helloTimer);
       clearInterval(heartbeat);
-      if (session) session.open = false;
+      if (link) link.open = false;
+      if (session) parts.workers.close(session);
       // Queued behind the frame in hand: a hello still being handled (a token revoked meanwhile, a
       // worker gone mid-hello) makes its session first, which is then let go here, not left behind.
       chain = chain.then(async () => {
@@ -313,9 +310,9 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
           return;
         }
         const gone = session;
-        gone.open = false;
+        parts.workers.close(gone);
         log.info({ worker: gone.name, running: gone.running.size }, 'worker disconnected');
-        await parts.service.workerGone(gone).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
+        await parts.lifecycle.workerGone(gone).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
         connections.delete(socket);
       });
     });

@@ -13,7 +13,9 @@ import {
 } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { JobStore, WaitingRun } from '../../store/index.js';
-import { freeSlots, type Dispatcher } from '../dispatcher.js';
+import type { Dispatcher } from '../dispatcher.js';
+import type { EventBus } from '../events.js';
+import { freeSlots, type WorkerRegistry } from '../worker-registry.js';
 import { createWakeLoop, type WakeLoop } from '../wake-loop.js';
 import type { InstanceHandle, OwnInstance, Provider } from './provider.js';
 
@@ -95,7 +97,12 @@ const SHUTDOWN_WAIT_MS = 30_000;
 
 export interface PoolManagerParts {
   store: JobStore;
+  /** Reservations (an instance made for one run gets only that run), and whether a pass is handing runs out. */
   dispatcher: Dispatcher;
+  /** The connected workers (an instance's worker among them once it connects). */
+  workers: WorkerRegistry;
+  /** The pools look again on `run.queued`, `run.ended`, `worker.left` and `dispatch.idle`; instances' moves go out. */
+  events: EventBus;
   log: Logger;
   now: () => number;
   /** The server's address, for instances to connect back to. */
@@ -134,6 +141,8 @@ export class PoolManager {
       retry: { retryMinMs: interval, retryMaxMs: interval },
       failureMessage: 'pool check failed',
     });
+    const look = () => this.evaluate();
+    for (const name of ['run.queued', 'run.ended', 'worker.left', 'dispatch.idle'] as const) parts.events.on(name, look);
   }
 
   /** The instance name a single-use token belongs to, if it is live. */
@@ -217,7 +226,7 @@ export class PoolManager {
     return this.pools.map((pool) => ({
       name: pool.config.name, provider: pool.config.provider, platform: pool.config.platform, max: pool.config.max,
       instances: [...pool.instances.values()].map((i) => ({
-        name: i.name, state: i.state, startedAt: iso(i.startedAt), runs: [...(this.parts.dispatcher.session(i.name)?.running ?? [])],
+        name: i.name, state: i.state, startedAt: iso(i.startedAt), runs: [...(this.parts.workers.session(i.name)?.running ?? [])],
         forRun: i.forRun ?? null, adopted: i.adopted ?? false,
       })),
       quarantinedUntil: pool.quarantinedUntil > this.parts.now() ? iso(pool.quarantinedUntil) : null,
@@ -240,7 +249,7 @@ export class PoolManager {
       this.refreshStates(pool, now);
       const waiting = queued.filter((run) => !covered.has(run.id) && run.platform === config.platform && labelsMatch(run.labels, config.labels));
       // Free slots of connected workers (the pool's idle instances too) that can take any of these runs.
-      const free = this.parts.dispatcher.list()
+      const free = this.parts.workers.list()
         .filter((s) => s.platform === config.platform && this.parts.dispatcher.reservedFor(s.name) === undefined && waiting.some((run) => labelsMatch(run.labels, s.labels)))
         .reduce((n, s) => n + freeSlots(s), 0);
       const instances = [...pool.instances.values()];
@@ -284,7 +293,7 @@ export class PoolManager {
   private refreshStates(pool: Pool, now: number): void {
     for (const instance of pool.instances.values()) {
       if (instance.state === 'stopping') continue;
-      const session = this.parts.dispatcher.session(instance.name);
+      const session = this.parts.workers.session(instance.name);
       if (session?.open) {
         if (instance.state === 'starting') {
           pool.failures = 0;
@@ -359,6 +368,7 @@ export class PoolManager {
     this.tokens.set(token, name);
     if (run) this.parts.dispatcher.reserve(name, run.id);
     this.parts.log.info({ pool: pool.config.name, instance: name, ...(run ? { runId: run.id } : {}) }, 'starting a worker instance');
+    this.parts.events.publish('pool.instance.starting', { pool: pool.config.name, instance: name, ...(run ? { runId: run.id } : {}) });
     const values: Record<string, string> = { PLATFORM: pool.config.platform, POOL: pool.config.name, INSTANCE: name };
     let startError = '';
     instance.starting = (async () => {
@@ -405,6 +415,7 @@ export class PoolManager {
     if (instance.state === 'stopping' || instance.failing) return;
     instance.failing = true;
     pool.lastError = `${instance.name}: ${error}`;
+    this.parts.events.publish('pool.instance.failed', { pool: pool.config.name, instance: instance.name, error });
     if (instance.adopted) return this.stopInstance(instance, `adopted, but ${error}`);
     pool.failures += 1;
     const now = this.parts.now();
@@ -454,6 +465,7 @@ export class PoolManager {
       pool.instances.delete(instance.id);
       this.parts.dispatcher.reserve(instance.name, undefined);
       this.parts.log.info({ pool: pool.config.name, instance: instance.name }, 'worker instance stopped');
+      this.parts.events.publish('pool.instance.stopped', { pool: pool.config.name, instance: instance.name, why });
       this.evaluate();
     })();
     return instance.stopped;

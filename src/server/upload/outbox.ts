@@ -5,14 +5,15 @@
  * accepts the run, refuses it for good, or has failed it `maxAttempts` times (then the delivery is
  * `failed` with its last error, and `kiln redeliver RUN` queues it again). The limit is there
  * because some targets answer 500 to a payload they will never take (builder-web does, to Kiln's
- * multipart POST): without it such a delivery would be retried forever. Woken by runs ending and by
- * its own timer, never a poll.
+ * multipart POST): without it such a delivery would be retried forever. Woken by `run.ended` (for
+ * the runs core's forwardsOnEnd sends) and by its own timer, never a poll.
  */
 import type { Logger } from 'pino';
-import { backoffMs, type BackoffTimings } from '../../core/index.js';
+import { backoffMs, forwardsOnEnd, type BackoffTimings } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { Delivery, JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
+import type { EventBus } from '../events.js';
 import { createWakeLoop, type WakeLoop } from '../wake-loop.js';
 import type { DeliveryOutcome, UploadTarget } from './target.js';
 
@@ -66,6 +67,7 @@ export class Outbox {
     private readonly log: Logger,
     private readonly now: () => number,
     private readonly timings: OutboxTimings,
+    events: EventBus,
   ) {
     this.loop = createWakeLoop(log, {
       body: () => this.drain(),
@@ -74,9 +76,13 @@ export class Outbox {
       retry: STORE_RETRY,
       failureMessage: 'the outbox could not read the store; trying again',
     });
+    // The store wrote the delivery with the end, in the same transaction.
+    events.on('run.ended', ({ from }) => {
+      if (forwardsOnEnd(from)) this.wake();
+    });
   }
 
-  /** Sends whatever is due; called when a run ends, and by itself when the next delivery is due. */
+  /** Sends whatever is due (after a run ended, a redeliver, a start), and by itself when the next delivery is due. */
   wake(): void {
     void this.loop.kick();
   }

@@ -1,0 +1,437 @@
+/**
+ * The run lifecycle: the one module that moves runs through their states (queue, dispatch,
+ * attach and re-attach, output, end, retry, lose, cancel). Each move is a store call, then the
+ * events that say what it did (events.ts); the console hub, the dispatcher, the outbox and the
+ * pools hear of it there, never from here by hand.
+ *
+ * Runs are never silently dropped: a run whose worker goes away waits a grace window for the
+ * worker to re-attach, then ends `lost` (and is retried if its job allows); a run whose worker
+ * never reports is ended by the server's own deadline (timeout or cancel backstop).
+ */
+import type { Logger } from 'pino';
+import {
+  decideReattach, decideUnheld, endOfOverdue, endOfReport, expandTemplate, formatDuration, formatResult, type RunResult,
+} from '../core/index.js';
+import { coerceError, ProtocolError, TemplateNotFoundError } from '../errors.js';
+import type { SkippedArtifact, StopCause } from '../protocol/index.js';
+import type { AttemptEnd, ClaimingWorker, FireOutcome, Job, JobStore, NewRun, Run, StoredLine } from '../store/index.js';
+import type { EventBus } from './events.js';
+import type { Templates } from './templates.js';
+import { createWakeLoop, type WakeLoop } from './wake-loop.js';
+import type { WorkerRegistry, WorkerSession } from './worker-registry.js';
+
+/** Default job timeout: one hour, as robur's. */
+export const DEFAULT_TIMEOUT_MS = 3_600_000;
+
+/** Where lines received but not yet written wait (the console hub): written before a run's end. */
+export interface ConsoleWrites {
+  /** Resolves once every waiting line is committed (or kept for a retry when the store failed). */
+  flush(): Promise<void>;
+}
+
+/** What the lifecycle works with, and its timings. */
+export interface RunLifecycleOptions {
+  store: JobStore;
+  events: EventBus;
+  workers: WorkerRegistry;
+  console: ConsoleWrites;
+  templates: Templates;
+  now: () => number;
+  /** How long a run whose worker went away waits for it to re-attach before it is lost (ms). */
+  reattachGraceMs: number;
+  /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
+  backstopMs: number;
+}
+
+/** Longest single sleep of the deadline check (re-read from the store after it). */
+const MAX_SLEEP_MS = 60 * 60 * 1000;
+
+/** Moves runs through their states and publishes what it did. */
+export class RunLifecycle {
+  /** Runs whose worker is away, with the timer that declares them lost. */
+  private readonly unattended = new Map<string, NodeJS.Timeout>();
+  /** Ends runs whose worker never reported by their deadline; sleeps until the earliest one. */
+  private readonly deadlines: WakeLoop;
+  private stopped = false;
+
+  constructor(private readonly log: Logger, private readonly options: RunLifecycleOptions) {
+    this.deadlines = createWakeLoop(log, {
+      body: () => this.reapOverdue(),
+      now: options.now,
+      maxSleepMs: MAX_SLEEP_MS,
+      retry: { retryMinMs: 5000, retryMaxMs: 60_000 },
+      failureMessage: 'deadline check failed; retrying',
+    });
+  }
+
+  private get store() {
+    return this.options.store;
+  }
+
+  private get events() {
+    return this.options.events;
+  }
+
+  private get workers() {
+    return this.options.workers;
+  }
+
+  /** How long past a run's timeout the server waits for its result (ms). */
+  get backstopMs(): number {
+    return this.options.backstopMs;
+  }
+
+  // ---- queue ----
+
+  /** Adds a job with its first runs (none when paused or never due), in one transaction. */
+  async createJob(job: Job, firstRuns: NewRun[]): Promise<Run[]> {
+    const runs = await this.store.createJob(job, firstRuns);
+    if (runs.length > 0) this.events.publish('run.queued', { runs });
+    return runs;
+  }
+
+  /** Removes a job; its queued runs end cancelled. Returns them. */
+  async deleteJob(name: string): Promise<string[]> {
+    const cancelled = await this.store.deleteJob(name, this.options.now());
+    this.endedInQueue(cancelled);
+    return cancelled;
+  }
+
+  /** Retires a platform: its queued runs end cancelled (returned); its workers are told. */
+  async dropPlatform(platform: string): Promise<string[]> {
+    const cancelled = await this.store.dropPlatform(platform, this.options.now());
+    this.endedInQueue(cancelled);
+    this.events.publish('platform.dropped', { platform, cancelled });
+    return cancelled;
+  }
+
+  /** Queues a run (it waits for a dispatch pass). */
+  async enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
+    const queued = await this.store.enqueue(run, position);
+    this.events.publish('run.queued', { runs: [queued.run] });
+    return queued;
+  }
+
+  /**
+   * Queues a run and claims the first run `worker` takes, in one commit. A run left waiting (the
+   * worker took an older one) is published `run.queued`; the claimed one is the caller's to send.
+   */
+  async enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
+    const queued = await this.store.enqueueAndClaim(run, position, worker, this.options.now(), this.options.backstopMs);
+    if (queued.claimed?.id !== queued.run.id) this.events.publish('run.queued', { runs: [queued.run] });
+    return queued;
+  }
+
+  /**
+   * Fires a due job's schedule (see JobStore.fireSchedule): what it queued, cancelled in the
+   * queue or asked to stop is published.
+   */
+  async fire(
+    name: string, expectedNextAt: number, nextAt: number | null, runs: NewRun[], now: number, missed?: { count: number; reason: string },
+  ): Promise<FireOutcome> {
+    const fired = await this.store.fireSchedule(name, expectedNextAt, nextAt, runs, now, this.options.backstopMs, missed);
+    if (fired.outcome === 'stale') return fired;
+    this.endedInQueue(fired.cancelled ?? []);
+    if (fired.outcome === 'queued') {
+      for (const run of fired.cancelRequested) {
+        this.events.publish('run.cancel-requested', { run, reason: 'cancelled by the schedule: superseded by the next scheduled run' });
+        this.noteDeadline(run.deadlineAt);
+      }
+      if (fired.runs.length > 0) this.events.publish('run.queued', { runs: fired.runs });
+    }
+    return fired;
+  }
+
+  /** Writes a server line on a queued run's console (why it still waits). */
+  async noteWaiting(runId: string, text: string): Promise<void> {
+    const line = await this.store.noteQueuedRun(runId, text, this.options.now());
+    if (line) this.events.publish('run.line', { runId, lines: [line] });
+  }
+
+  // ---- dispatch ----
+
+  /** Claims the next run `worker` takes, if any (it is `running` on it, not yet sent). */
+  claimNext(worker: ClaimingWorker): Promise<Run | undefined> {
+    return this.store.claimNext(worker, this.options.now(), this.options.backstopMs);
+  }
+
+  /**
+   * Makes a claimed run ready to send: a template job's script is expanded now, from the template
+   * as it is now. A template that is missing or uses an unknown variable ends the run `aborted`
+   * with the reason (undefined is returned: nothing to send).
+   */
+  async prepare(run: Run): Promise<Run | undefined> {
+    if (run.script !== null) return run;
+    const job = await this.store.getJob(run.job);
+    let script: string;
+    try {
+      if (!job?.template) throw new TemplateNotFoundError(`job ${run.job} has neither a script nor a template`);
+      const { text } = this.options.templates.read(job.template, run.platform);
+      script = expandTemplate(text, { ...job.vars, PLATFORM: run.platform, JOB: run.job, RUN: run.id });
+    } catch (raw) {
+      const reason = (raw as Error).message;
+      await this.endAttempt(run.id, { status: 'failed', result: { kind: 'aborted', reason }, finishedAt: this.options.now() }, run.worker ?? undefined);
+      return undefined;
+    }
+    // Outside the catch: a store failure is the server's trouble, not the run's (the dispatcher hands it back).
+    await this.store.setRunScript(run.id, script);
+    return { ...run, script };
+  }
+
+  /** A claimed run was sent to `session`: it holds it now, and its deadline is watched. */
+  dispatched(run: Run, session: WorkerSession): void {
+    this.workers.hold(session, run.id);
+    session.assign(run);
+    this.noteDeadline(run.deadlineAt);
+    this.events.publish('run.dispatched', { run, worker: session.name });
+  }
+
+  /**
+   * A run claimed for a worker but never sent to it (the worker went away meanwhile, or the pass
+   * failed): nothing of it ran, so it goes back to its queue without using a retry.
+   */
+  async orphaned(run: Run, why: string): Promise<void> {
+    await this.requeueUnstarted(run, `never started: ${why}`);
+  }
+
+  // ---- output ----
+
+  /** Console lines a worker sent for a run it holds. */
+  output(session: WorkerSession, runId: string, lines: StoredLine[]): void {
+    if (!session.running.has(runId)) throw new ProtocolError(`output for run ${runId}, which this worker does not hold`);
+    this.events.publish('run.line', { runId, lines });
+  }
+
+  // ---- end ----
+
+  /** A worker reported the end of a run it holds. */
+  async workerFinished(session: WorkerSession, runId: string, result: RunResult, stoppedBy: StopCause | undefined, artifactsSkipped: SkippedArtifact[] = []): Promise<void> {
+    const now = this.options.now();
+    if (!session.running.has(runId)) {
+      await this.ignored(runId, now, session.name, 'a result for a run this worker does not hold', result);
+      session.done(runId, false);
+      this.events.publish('worker.freed', { session });
+      return;
+    }
+    const run = await this.store.findRun(runId);
+    if (artifactsSkipped.length > 0) {
+      await this.store.recordEvent(runId, { at: now, attempt: run.attempt, kind: 'artifacts-skipped', detail: { files: artifactsSkipped } });
+    }
+    const end: AttemptEnd = { ...endOfReport(result, stoppedBy, run.cancelRequestedBy), finishedAt: now };
+    const outcome = await this.endAttempt(runId, end, session.name, undefined, session);
+    if (outcome === 'stale') {
+      await this.ignored(runId, now, session.name, 'a result for a run that had already ended', result);
+      this.workers.letGo(session, runId);
+      session.done(runId, false);
+      this.events.publish('worker.freed', { session });
+    }
+  }
+
+  /**
+   * Ends an attempt: its console is written first, then the guarded transition. The worker
+   * holding it lets go of it (told it was applied when it reported the end, told to drop it
+   * otherwise) before the end or the retry is published, so subscribers see its slot free.
+   */
+  private async endAttempt(runId: string, end: AttemptEnd, worker: string | undefined, attempt?: number, reporter?: WorkerSession): Promise<'ended' | 'retried' | 'stale'> {
+    await this.options.console.flush();
+    const { outcome, run } = await this.store.endAttempt(runId, end, { worker, attempt });
+    this.attended(runId);
+    if (outcome === 'stale') return outcome;
+    const said = outcome === 'ended' ? 'run ended' : end.retry === 'unstarted' ? 'run requeued' : 'run retried';
+    this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, said);
+    if (reporter) {
+      this.workers.letGo(reporter, runId);
+      reporter.done(runId, true);
+    } else {
+      const holder = this.workers.holding(runId, worker);
+      if (holder) {
+        this.workers.letGo(holder, runId);
+        holder.release(runId, formatResult(end.result));
+      }
+    }
+    if (end.status === 'lost') this.events.publish('run.lost', { runId, worker, reason: formatResult(end.result) });
+    if (outcome === 'retried') {
+      this.events.publish('run.line', { runId, lines: await this.store.readConsole(runId, run.firstSeq - 2, 1) });
+      this.events.publish('run.retried', { run, unstarted: end.retry === 'unstarted' });
+    } else {
+      this.events.publish('run.ended', { runId, from: 'running', run });
+    }
+    return outcome;
+  }
+
+  /** Runs that ended in the queue (cancelled with their job or platform, or superseded). */
+  private endedInQueue(runIds: string[]): void {
+    for (const runId of runIds) this.events.publish('run.ended', { runId, from: 'queued' });
+  }
+
+  private async ignored(runId: string, at: number, worker: string, why: string, result: RunResult): Promise<void> {
+    this.log.info({ runId, worker, why }, 'message answered but not applied');
+    const run = await this.store.findRun(runId).catch(() => undefined);
+    if (run) await this.store.recordEvent(run.id, { at, attempt: run.attempt, kind: 'ignored', detail: { worker, why, result } });
+  }
+
+  // ---- cancel ----
+
+  /**
+   * Cancels a run: a queued one ends at once; a running one is stopped by its worker (which
+   * reports it `cancelled`), with the server's backstop in case the worker never answers.
+   */
+  async cancel(idOrPrefix: string, by: string): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {
+    const now = this.options.now();
+    const outcome = await this.store.requestCancel(idOrPrefix, by, now, now + this.options.backstopMs);
+    const { run } = outcome;
+    this.log.info({ runId: run.id, by, state: outcome.state }, 'cancel requested');
+    if (outcome.state === 'cancelled') this.endedInQueue([run.id]);
+    else {
+      this.events.publish('run.cancel-requested', { run, reason: `cancelled by ${by}` });
+      this.noteDeadline(run.deadlineAt);
+    }
+    return outcome;
+  }
+
+  // ---- attach, re-attach, lose ----
+
+  /**
+   * A worker (re)connected holding these runs: the ones still running on it are re-attached
+   * (it resends their missing lines and results), the others are released.
+   */
+  async workerAttached(session: WorkerSession, held: { runId: string; attempt: number }[]): Promise<{
+    resume: { runId: string; afterSeq: number }[];
+    release: { runId: string; reason: string }[];
+  }> {
+    const resume: { runId: string; afterSeq: number }[] = [];
+    const release: { runId: string; reason: string }[] = [];
+    if (held.length > 0) await this.options.console.flush();
+    for (const { runId, attempt } of held) {
+      const run = await this.store.findRun(runId).catch(() => undefined);
+      const decision = decideReattach(run, session, attempt);
+      if (decision.kind === 'resume') {
+        this.attended(runId);
+        this.workers.hold(session, runId);
+        resume.push({ runId, afterSeq: await this.store.lastConsoleSeq(runId) });
+        this.log.info({ runId, worker: session.name }, 'run re-attached');
+        this.events.publish('run.attached', { runId, worker: session.name });
+      } else {
+        release.push({ runId, reason: decision.why });
+        this.log.info({ runId, worker: session.name, why: decision.why }, 'released a run the worker still held');
+      }
+    }
+    await this.requeueUnheld(session, new Set(held.map((h) => `${h.runId}#${h.attempt}`)));
+    return { resume, release };
+  }
+
+  /**
+   * Runs the store says are running on this worker (name and credential) that its hello does not
+   * list. The hello speaks for the worker PROCESS: when the run was sent to this same process (its
+   * hello's id is the one recorded on the run), the assignment never reached it (the server died
+   * between committing and sending, or the connection dropped with the frame): the run goes back
+   * to the front of its queue at once, no retry used. Under another process id the process that
+   * held the run is gone (killed and restarted under its --name, say): the attempt is lost now,
+   * with the job's retry budget, as any lost worker's run; waiting the re-attach grace is pointless.
+   * A run with no recorded id (dispatched before ids were kept, or to an older worker) or a hello
+   * without one cannot tell: such a run keeps the grace window and then ends lost.
+   */
+  private async requeueUnheld(session: WorkerSession, held: Set<string>): Promise<void> {
+    for (const run of await this.store.listRunning(session.name)) {
+      // A pass may be between claiming a run for the previous connection and finding it gone: that
+      // run never started, and the pass hands it back itself (ending or requeueing it here too could
+      // requeue it after it was sent again). Such runs wait the grace window this once.
+      const decision = decideUnheld(run, session, held, this.workers.claimingFor(session.name, session));
+      if (decision === 'requeue') {
+        await this.requeueUnstarted(run, `never started: ${session.name} reconnected without it (the assignment did not reach the worker)`);
+      } else if (decision === 'lose') {
+        const reason = `worker lost (${session.name} came back as a new process without it: the one that ran it is gone)`;
+        await this.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'lost' }, run.worker ?? undefined, run.attempt);
+      }
+    }
+  }
+
+  /**
+   * Puts a run that never started back at the front of its queue as the same attempt, using no
+   * retry. Guarded on its worker and attempt: the run may have moved on meanwhile (then nothing
+   * changes). When it cannot go back (its job is gone, or another run of the job is queued), it
+   * ends `cancelled` with the reason.
+   */
+  private async requeueUnstarted(run: Run, reason: string): Promise<void> {
+    await this.endAttempt(
+      run.id,
+      { status: 'cancelled', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'unstarted' },
+      run.worker ?? undefined, run.attempt,
+    );
+  }
+
+  /** After re-attaching, tells the worker about cancels requested while it was away. */
+  async replayCancels(session: WorkerSession, runIds: string[]): Promise<void> {
+    for (const runId of runIds) {
+      const run = await this.store.findRun(runId);
+      if (run.cancelRequestedBy) session.cancel(runId, `cancelled by ${run.cancelRequestedBy}`);
+    }
+  }
+
+  /** A worker's connection is gone: its runs wait for it to come back, then end `lost`. */
+  async workerGone(session: WorkerSession): Promise<void> {
+    for (const runId of this.workers.leave(session)) this.unattend(runId, session.name);
+    // A connection cut off (revoked) is unlisted before its close: a worker welcomed under the
+    // name meanwhile is the one connected now.
+    if (this.workers.session(session.name)) return;
+    await this.store.workerDisconnected(session.name, this.options.now());
+  }
+
+  /**
+   * At start: runs left `running` by the previous server process wait the grace window for their
+   * workers to re-attach; overdue ones are ended by the deadline timer.
+   */
+  async recover(): Promise<number> {
+    const running = await this.store.listRunning();
+    for (const run of running) this.unattend(run.id, run.worker ?? undefined);
+    await this.deadlines.kick();
+    return running.length;
+  }
+
+  /** Stops the timers (the runs they watch stay in the store for the next start). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.deadlines.stop();
+    for (const timer of this.unattended.values()) clearTimeout(timer);
+    this.unattended.clear();
+  }
+
+  private unattend(runId: string, worker: string | undefined): void {
+    if (this.stopped || this.unattended.has(runId)) return;
+    const timer = setTimeout(() => {
+      this.unattended.delete(runId);
+      void this.lose(runId, worker, `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.options.reattachGraceMs)})`);
+    }, this.options.reattachGraceMs);
+    this.unattended.set(runId, timer);
+  }
+
+  private attended(runId: string): void {
+    clearTimeout(this.unattended.get(runId));
+    this.unattended.delete(runId);
+  }
+
+  private async lose(runId: string, worker: string | undefined, reason: string): Promise<void> {
+    const result: RunResult = { kind: 'aborted', reason };
+    try {
+      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.options.now(), retry: 'lost' }, worker);
+    } catch (raw) {
+      this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run');
+    }
+  }
+
+  // ---- deadlines ----
+
+  /** Makes the deadline check run no later than `at`. */
+  private noteDeadline(at: number | null): void {
+    if (at !== null) this.deadlines.wakeAt(at);
+  }
+
+  /** Ends the runs whose worker never reported by their deadline; resolves with the next deadline. */
+  private async reapOverdue(): Promise<number | undefined> {
+    const now = this.options.now();
+    for (const run of await this.store.overdueRuns(now)) {
+      await this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined);
+    }
+    return this.store.earliestDeadline();
+  }
+}

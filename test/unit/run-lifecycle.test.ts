@@ -1,0 +1,300 @@
+/**
+ * The run lifecycle on a real SQLite store in a temp dir: each transition is recorded in the store
+ * and published as its events (a transition whose event is missing fails here), and the worker
+ * holding a run lets go of it before the end is published.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { pino } from 'pino';
+import { ConsoleHub } from '../../src/server/console-hub.js';
+import { createEventBus, type EventBus, type KilnEventName, type KilnEvents } from '../../src/server/events.js';
+import { RunLifecycle } from '../../src/server/run-lifecycle.js';
+import { Templates } from '../../src/server/templates.js';
+import { WorkerRegistry, type WorkerLink, type WorkerSession } from '../../src/server/worker-registry.js';
+import type { Job, JobStore, NewRun, Run } from '../../src/store/index.js';
+import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+
+const T0 = 1_700_000_000_000;
+
+/** Every event the lifecycle publishes. */
+const RUN_EVENTS = [
+  'run.queued', 'run.dispatched', 'run.attached', 'run.line', 'run.ended', 'run.retried', 'run.lost', 'run.cancel-requested',
+  'platform.dropped', 'worker.freed',
+] as const satisfies readonly KilnEventName[];
+
+type Heard = { [K in KilnEventName]: { name: K; payload: KilnEvents[K] } }[KilnEventName];
+
+function makeJob(name: string, over: Partial<Job> = {}): Job {
+  return {
+    name, platform: 'linux', script: `echo ${name}`, env: {}, labels: {}, template: null, vars: {},
+    schedule: { kind: 'period', period: 'daily' }, paused: false, overlap: 'skip', catchUp: false, skipped: 0, lastSkip: null,
+    timeoutMs: 60_000, idleTimeoutMs: null, retries: 1, failureRetries: 0, artifacts: [], artifactsOnFailure: false, sandbox: {},
+    nextAt: T0 + 3_600_000, createdAt: T0, updatedAt: T0, ...over,
+  };
+}
+
+const newRun = (job: string): NewRun => ({ id: randomUUID(), job, platform: 'linux', labels: {}, queuedAt: T0 });
+
+/** A worker connection that records what the server sent it. */
+function fakeLink(name: string, sent: string[]): WorkerLink {
+  return {
+    name, identity: 'shared', session: 'process-1', platform: 'linux', labels: {}, capacity: 2, once: false,
+    assign: (run) => sent.push(`assign ${run.id}`),
+    cancel: (runId) => sent.push(`cancel ${runId}`),
+    release: (runId) => sent.push(`release ${runId}`),
+    done: (runId, applied) => sent.push(`done ${runId} ${applied}`),
+    notice: (message) => sent.push(`notice ${message}`),
+  };
+}
+
+interface World {
+  store: JobStore;
+  events: EventBus;
+  workers: WorkerRegistry;
+  lifecycle: RunLifecycle;
+  /** Events published so far, in order. */
+  heard: Heard[];
+  /** Names of the events heard since the last call. */
+  names(): KilnEventName[];
+  clock: { now: number };
+  /** A worker joined with a run of a new job `name` dispatched to it. */
+  dispatchedRun(name: string, over?: Partial<Job>): Promise<{ run: Run; session: WorkerSession; sent: string[] }>;
+}
+
+async function world(t: TestContext, options: { reattachGraceMs?: number } = {}): Promise<World> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-lifecycle-'));
+  const store = openSqliteStore(path.join(dir, 'kiln.db'));
+  const log = pino({ level: 'silent' });
+  const events = createEventBus(log);
+  const heard: Heard[] = [];
+  let seen = 0;
+  for (const name of RUN_EVENTS) events.on(name, (payload) => heard.push({ name, payload } as Heard));
+  const workers = new WorkerRegistry(events);
+  const hub = new ConsoleHub(store, log, events);
+  const clock = { now: T0 };
+  const lifecycle = new RunLifecycle(log, {
+    store, events, workers, console: hub, templates: new Templates(path.join(dir, 'templates')), now: () => clock.now,
+    reattachGraceMs: options.reattachGraceMs ?? 3_600_000, backstopMs: 1000,
+  });
+  t.after(async () => {
+    await lifecycle.stop();
+    await hub.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const names = () => heard.slice(seen, (seen = heard.length)).map((h) => h.name);
+  let workerCount = 0;
+  return {
+    store, events, workers, lifecycle, heard, names, clock,
+    async dispatchedRun(name, over = {}) {
+      const sent: string[] = [];
+      const session = workers.create(fakeLink(`w${(workerCount += 1)}`, sent));
+      workers.join(session);
+      await lifecycle.createJob(makeJob(name, over), [newRun(name)]);
+      const claimed = await lifecycle.claimNext({ name: session.name, platform: 'linux', labels: {}, identity: session.identity, session: session.session });
+      assert.ok(claimed, 'a run was claimed');
+      const run = (await lifecycle.prepare(claimed))!;
+      lifecycle.dispatched(run, session);
+      names();
+      return { run, session, sent };
+    },
+  };
+}
+
+/** The payload of the next `name` event. */
+function next<K extends KilnEventName>(events: EventBus, name: K): Promise<KilnEvents[K]> {
+  return new Promise((resolve) => {
+    const off = events.on(name, (payload) => {
+      off();
+      resolve(payload);
+    });
+  });
+}
+
+test('a job created with its first runs publishes run.queued with them', async (t) => {
+  const w = await world(t);
+  const run = newRun('nightly');
+  const runs = await w.lifecycle.createJob(makeJob('nightly'), [run]);
+  assert.deepEqual(w.names(), ['run.queued']);
+  const queued = w.heard[0]!;
+  assert.equal(queued.name, 'run.queued');
+  assert.deepEqual(queued.name === 'run.queued' && queued.payload.runs.map((r) => r.id), [run.id]);
+  assert.equal(runs[0]!.status, 'queued');
+  await w.lifecycle.createJob(makeJob('paused', { paused: true }), []);
+  assert.deepEqual(w.names(), [], 'no runs, no event');
+});
+
+test('enqueue publishes run.queued; a dispatch publishes run.dispatched and the worker holds the run', async (t) => {
+  const w = await world(t);
+  await w.lifecycle.createJob(makeJob('build'), []);
+  const { run } = await w.lifecycle.enqueue(newRun('build'), 'back');
+  assert.deepEqual(w.names(), ['run.queued']);
+  const sent: string[] = [];
+  const session = w.workers.create(fakeLink('w1', sent));
+  w.workers.join(session);
+  const claimed = await w.lifecycle.claimNext({ name: 'w1', platform: 'linux', labels: {}, identity: 'shared', session: 'process-1' });
+  assert.equal(claimed?.id, run.id);
+  w.lifecycle.dispatched(claimed!, session);
+  assert.deepEqual(w.names(), ['run.dispatched']);
+  assert.deepEqual(sent, [`assign ${run.id}`]);
+  assert.ok(session.running.has(run.id));
+  assert.equal((await w.store.findRun(run.id)).status, 'running');
+});
+
+test('enqueueAndClaim of a run claimed at once publishes no run.queued (the caller sends it)', async (t) => {
+  const w = await world(t);
+  await w.lifecycle.createJob(makeJob('fast'), []);
+  const queued = await w.lifecycle.enqueueAndClaim(newRun('fast'), 'front', { name: 'w1', platform: 'linux', labels: {} });
+  assert.equal(queued.claimed?.id, queued.run.id);
+  assert.deepEqual(w.names(), []);
+});
+
+test('output of a held run is published as run.line; output of another run is refused and not published', async (t) => {
+  const w = await world(t);
+  const { run, session } = await w.dispatchedRun('out');
+  w.lifecycle.output(session, run.id, [{ seq: 0, ts: T0, text: 'hello' }]);
+  assert.deepEqual(w.names(), ['run.line']);
+  assert.throws(() => w.lifecycle.output(session, 'not-held', [{ seq: 0, ts: T0, text: 'x' }]), { code: 'KILN_ERR_PROTOCOL' });
+  assert.deepEqual(w.names(), []);
+});
+
+test('a reported end publishes run.ended with the run as recorded, after the worker let go of it', async (t) => {
+  const w = await world(t);
+  const { run, session, sent } = await w.dispatchedRun('ok');
+  w.lifecycle.output(session, run.id, [{ seq: 0, ts: T0, text: 'last words' }]);
+  let heldAtEnd: boolean | undefined;
+  w.events.on('run.ended', () => (heldAtEnd = session.running.has(run.id)));
+  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
+  assert.deepEqual(w.names(), ['run.line', 'run.ended']);
+  const ended = w.heard.at(-1)!;
+  assert.ok(ended.name === 'run.ended');
+  assert.equal(ended.payload.from, 'running');
+  assert.equal(ended.payload.run?.status, 'succeeded');
+  assert.equal(heldAtEnd, false, 'the slot is free when subscribers hear the end');
+  assert.deepEqual(sent.slice(1), [`done ${run.id} true`]);
+  // Its last lines were written before the end.
+  assert.deepEqual((await w.store.readConsole(run.id)).map((l) => l.text), ['last words']);
+});
+
+test('a failure with a failure retry left publishes the retry note and run.retried, not run.ended', async (t) => {
+  const w = await world(t);
+  const { run, session } = await w.dispatchedRun('flaky', { failureRetries: 1 });
+  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 3 }, undefined);
+  assert.deepEqual(w.names(), ['run.line', 'run.retried']);
+  const [line, retried] = w.heard.slice(-2);
+  assert.ok(line!.name === 'run.line' && retried!.name === 'run.retried');
+  assert.equal(line.payload.lines.length, 1);
+  assert.equal(retried.payload.run.status, 'queued');
+  assert.equal(retried.payload.run.attempt, 2);
+  assert.equal(retried.payload.unstarted, false);
+});
+
+test('a result for a run that already ended is answered not applied and frees the slot (worker.freed)', async (t) => {
+  const w = await world(t);
+  const { run, session, sent } = await w.dispatchedRun('twice');
+  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
+  w.names();
+  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
+  assert.deepEqual(w.names(), ['worker.freed']);
+  assert.equal(sent.at(-1), `done ${run.id} false`);
+});
+
+test('cancelling a queued run publishes run.ended from queued; a running one publishes run.cancel-requested and its worker is told', async (t) => {
+  const w = await world(t);
+  await w.lifecycle.createJob(makeJob('waits'), []);
+  const { run: queued } = await w.lifecycle.enqueue(newRun('waits'), 'back');
+  w.names();
+  await w.lifecycle.cancel(queued.id, 'alice');
+  assert.deepEqual(w.names(), ['run.ended']);
+  assert.deepEqual(w.heard.at(-1)!.payload, { runId: queued.id, from: 'queued' });
+
+  const { run, sent } = await w.dispatchedRun('runs');
+  const outcome = await w.lifecycle.cancel(run.id, 'bob');
+  assert.equal(outcome.state, 'requested');
+  assert.deepEqual(w.names(), ['run.cancel-requested']);
+  assert.equal(sent.at(-1), `cancel ${run.id}`);
+});
+
+test('a run past its deadline is ended by the server: run.ended, and its worker is released from it', async (t) => {
+  const w = await world(t);
+  const { run, session, sent } = await w.dispatchedRun('slow', { timeoutMs: 1000 });
+  w.clock.now = run.deadlineAt! + 1;
+  await w.lifecycle.recover();
+  assert.deepEqual(w.names(), ['run.ended']);
+  const ended = w.heard.at(-1)!;
+  assert.ok(ended.name === 'run.ended');
+  assert.equal(ended.payload.run?.status, 'timed-out');
+  assert.equal(sent.at(-1), `release ${run.id}`);
+  assert.equal(session.running.has(run.id), false);
+});
+
+test('a worker that does not come back within the grace: run.lost, then run.retried (its retry budget)', async (t) => {
+  const w = await world(t, { reattachGraceMs: 10 });
+  const { run, session } = await w.dispatchedRun('gone');
+  const retried = next(w.events, 'run.retried');
+  await w.lifecycle.workerGone(session);
+  assert.equal(w.workers.session(session.name), undefined, 'the session left the registry');
+  assert.equal((await retried).run.id, run.id);
+  assert.deepEqual(w.names(), ['run.lost', 'run.line', 'run.retried']);
+  assert.equal((await w.store.findRun(run.id)).lostRetriesLeft, 0);
+});
+
+test('a worker back with its run re-attaches it: run.attached, and the new session holds it', async (t) => {
+  const w = await world(t);
+  const { run, session } = await w.dispatchedRun('back');
+  await w.lifecycle.workerGone(session);
+  const again = w.workers.create(fakeLink(session.name, []));
+  const { resume, release } = await w.lifecycle.workerAttached(again, [{ runId: run.id, attempt: run.attempt }]);
+  assert.deepEqual(resume, [{ runId: run.id, afterSeq: -1 }]);
+  assert.deepEqual(release, []);
+  assert.deepEqual(w.names(), ['run.attached']);
+  assert.ok(again.running.has(run.id));
+});
+
+test('a run claimed but not sent goes back unstarted: run.retried with unstarted', async (t) => {
+  const w = await world(t);
+  await w.lifecycle.createJob(makeJob('orphan'), [newRun('orphan')]);
+  const claimed = await w.lifecycle.claimNext({ name: 'w1', platform: 'linux', labels: {} });
+  w.names();
+  await w.lifecycle.orphaned(claimed!, 'the worker went away');
+  assert.deepEqual(w.names(), ['run.line', 'run.retried']);
+  const retried = w.heard.at(-1)!;
+  assert.ok(retried.name === 'run.retried' && retried.payload.unstarted);
+  assert.equal(retried.payload.run.attempt, 1);
+});
+
+test('a template that cannot be expanded ends the claimed run: run.ended (aborted), nothing to send', async (t) => {
+  const w = await world(t);
+  await w.lifecycle.createJob(makeJob('tpl', { script: null, template: 'missing' }), [newRun('tpl')]);
+  const claimed = await w.lifecycle.claimNext({ name: 'w1', platform: 'linux', labels: {} });
+  w.names();
+  assert.equal(await w.lifecycle.prepare(claimed!), undefined);
+  assert.deepEqual(w.names(), ['run.ended']);
+});
+
+test('removing a job or dropping a platform ends its queued runs: run.ended from queued (and platform.dropped)', async (t) => {
+  const w = await world(t);
+  const [a] = await w.lifecycle.createJob(makeJob('a'), [newRun('a')]);
+  const [b] = await w.lifecycle.createJob(makeJob('b'), [newRun('b')]);
+  w.names();
+  assert.deepEqual(await w.lifecycle.deleteJob('a'), [a!.id]);
+  assert.deepEqual(w.names(), ['run.ended']);
+  assert.deepEqual(await w.lifecycle.dropPlatform('linux'), [b!.id]);
+  assert.deepEqual(w.names(), ['run.ended', 'platform.dropped']);
+  assert.ok(w.workers.isDropped('linux'), 'the registry heard the drop');
+});
+
+test('a schedule firing publishes run.queued; a line about a waiting run publishes run.line', async (t) => {
+  const w = await world(t);
+  await w.lifecycle.createJob(makeJob('cron', { nextAt: T0 }), []);
+  const fired = await w.lifecycle.fire('cron', T0, T0 + 86_400_000, [newRun('cron')], T0);
+  assert.equal(fired.outcome, 'queued');
+  assert.deepEqual(w.names(), ['run.queued']);
+  const queued = (await w.store.listQueued())[0]!;
+  await w.lifecycle.noteWaiting(queued.id, 'no worker yet');
+  assert.deepEqual(w.names(), ['run.line']);
+});
