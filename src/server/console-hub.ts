@@ -71,6 +71,27 @@ export class ConsoleHub {
     return this.writer.kick();
   }
 
+  /**
+   * Takes a run's lines received but not yet written, for a store call that writes them with the
+   * run's end (one transaction). A write in flight is waited for first, so no line of the run is
+   * committed after the end. Lines the caller could not write go back with `restore`.
+   */
+  async take(runId: string): Promise<StoredLine[]> {
+    await this.writer.settled();
+    const lines = this.pending.get(runId) ?? [];
+    this.pending.delete(runId);
+    this.pendingCount -= lines.length;
+    return lines;
+  }
+
+  /** Puts back lines `take` gave (their store call failed), in front of what came meanwhile. */
+  restore(runId: string, lines: StoredLine[]): void {
+    if (lines.length === 0) return;
+    this.pending.set(runId, [...lines, ...(this.pending.get(runId) ?? [])]);
+    this.pendingCount += lines.length;
+    this.writer.wakeAt(Date.now() + this.options.flushMs);
+  }
+
   private async writePending(): Promise<void> {
     if (this.pendingCount === 0) return;
     const batches = [...this.pending].map(([runId, lines]) => ({ runId, lines }));

@@ -10,11 +10,11 @@
  */
 import type { Logger } from 'pino';
 import {
-  decideReattach, decideUnheld, endOfOverdue, endOfReport, expandTemplate, formatDuration, formatResult, type RunResult,
+  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatDuration, formatResult, type RunResult,
 } from '../core/index.js';
 import { coerceError, ProtocolError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
-import type { AttemptEnd, ClaimingWorker, FireOutcome, Job, JobStore, NewRun, Run, StoredLine } from '../store/index.js';
+import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
 import type { Templates } from './templates.js';
 import { createWakeLoop, type WakeLoop } from './wake-loop.js';
@@ -23,10 +23,14 @@ import type { WorkerRegistry, WorkerSession } from './worker-registry.js';
 /** Default job timeout: one hour, as robur's. */
 export const DEFAULT_TIMEOUT_MS = 3_600_000;
 
-/** Where lines received but not yet written wait (the console hub): written before a run's end. */
+/** Where lines received but not yet written wait (the console hub): a run's last ones are written with its end. */
 export interface ConsoleWrites {
   /** Resolves once every waiting line is committed (or kept for a retry when the store failed). */
   flush(): Promise<void>;
+  /** Takes a run's waiting lines, for the store call that ends it. */
+  take(runId: string): Promise<StoredLine[]>;
+  /** Puts back lines `take` gave when that store call failed. */
+  restore(runId: string, lines: StoredLine[]): void;
 }
 
 /** What the lifecycle works with, and its timings. */
@@ -213,14 +217,14 @@ export class RunLifecycle {
       this.events.publish('worker.freed', { session });
       return;
     }
-    const run = await this.store.findRun(runId);
-    if (artifactsSkipped.length > 0) {
-      await this.store.recordEvent(runId, { at: now, attempt: run.attempt, kind: 'artifacts-skipped', detail: { files: artifactsSkipped } });
-    }
-    const end: AttemptEnd = { ...endOfReport(result, stoppedBy, run.cancelRequestedBy), finishedAt: now };
-    const outcome = await this.endAttempt(runId, end, session.name, undefined, session);
+    // One store call: the end (made from the report with the run's cancel request), its last lines,
+    // the files it skipped, or the `ignored` record when the run had already ended.
+    const outcome = await this.endAttempt(runId, { report: { result, stoppedBy }, finishedAt: now }, session.name, undefined, session, {
+      events: artifactsSkipped.length > 0 ? [{ at: now, kind: 'artifacts-skipped', detail: { files: artifactsSkipped } }] : [],
+      ifStale: { at: now, kind: 'ignored', detail: { worker: session.name, why: 'a result for a run that had already ended', result } },
+    });
     if (outcome === 'stale') {
-      await this.ignored(runId, now, session.name, 'a result for a run that had already ended', result);
+      this.log.info({ runId, worker: session.name, why: 'a result for a run that had already ended' }, 'message answered but not applied');
       this.workers.letGo(session, runId);
       session.done(runId, false);
       this.events.publish('worker.freed', { session });
@@ -228,15 +232,25 @@ export class RunLifecycle {
   }
 
   /**
-   * Ends an attempt: its console is written first, then the guarded transition. The worker
-   * holding it lets go of it (told it was applied when it reported the end, told to drop it
-   * otherwise) before the end or the retry is published, so subscribers see its slot free.
+   * Ends an attempt in one store call: the guarded transition with its last console lines and the
+   * events that come with it. The worker holding it lets go of it (told it was applied when it
+   * reported the end, told to drop it otherwise) before the end or the retry is published, so
+   * subscribers see its slot free.
    */
-  private async endAttempt(runId: string, end: AttemptEnd, worker: string | undefined, attempt?: number, reporter?: WorkerSession): Promise<'ended' | 'retried' | 'stale'> {
-    await this.options.console.flush();
-    const { outcome, run } = await this.store.endAttempt(runId, end, { worker, attempt });
+  private async endAttempt(
+    runId: string, given: AttemptEnd | ReportedEnd, worker: string | undefined, attempt?: number, reporter?: WorkerSession, writes: EndWrites = {},
+  ): Promise<'ended' | 'retried' | 'stale'> {
+    const lines = await this.options.console.take(runId);
+    let ended;
+    try {
+      ended = await this.store.endAttempt(runId, given, { worker, attempt }, { ...writes, lines });
+    } catch (raw) {
+      this.options.console.restore(runId, lines);
+      throw raw;
+    }
+    const { outcome, run, end, note } = ended;
     this.attended(runId);
-    if (outcome === 'stale') return outcome;
+    if (outcome === 'stale' || !end) return 'stale';
     const said = outcome === 'ended' ? 'run ended' : end.retry === 'unstarted' ? 'run requeued' : 'run retried';
     this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, said);
     if (reporter) {
@@ -251,7 +265,7 @@ export class RunLifecycle {
     }
     if (end.status === 'lost') this.events.publish('run.lost', { runId, worker, reason: formatResult(end.result) });
     if (outcome === 'retried') {
-      this.events.publish('run.line', { runId, lines: await this.store.readConsole(runId, run.firstSeq - 2, 1) });
+      if (note) this.events.publish('run.line', { runId, lines: [note] });
       this.events.publish('run.retried', { run, unstarted: end.retry === 'unstarted' });
     } else {
       this.events.publish('run.ended', { runId, from: 'running', run });
@@ -264,6 +278,7 @@ export class RunLifecycle {
     for (const runId of runIds) this.events.publish('run.ended', { runId, from: 'queued' });
   }
 
+  /** Records a message answered but not applied (a result for a run the worker does not hold). */
   private async ignored(runId: string, at: number, worker: string, why: string, result: RunResult): Promise<void> {
     this.log.info({ runId, worker, why }, 'message answered but not applied');
     const run = await this.store.findRun(runId).catch(() => undefined);

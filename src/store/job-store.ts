@@ -3,7 +3,7 @@
  * dialect-neutral, so the embedded SQLite store and a PostgreSQL store are interchangeable and
  * pass the same contract tests (test/store/job-store.suite.ts). Times are ms since the epoch.
  */
-import type { JobSandbox, Overlap, RunResult, RunStatus, Schedule } from '../core/index.js';
+import type { JobSandbox, Overlap, RunResult, RunStatus, Schedule, WorkerStop } from '../core/index.js';
 import type { ConsoleLine } from '../protocol/index.js';
 
 /** A job as stored. */
@@ -183,6 +183,37 @@ export interface AttemptEnd extends RunEnd {
 /** What `endAttempt` did. */
 export type AttemptOutcome = 'ended' | 'retried' | 'stale';
 
+/**
+ * An attempt's end as its worker reported it: the store makes it an AttemptEnd with core's
+ * endOfReport, reading the run's cancel request in the same transaction (a cancel asked meanwhile
+ * makes an aborted run `cancelled`).
+ */
+export interface ReportedEnd {
+  report: { result: RunResult; stoppedBy?: WorkerStop };
+  finishedAt: number;
+}
+
+/** What is written in the same transaction as an attempt's end. */
+export interface EndWrites {
+  /** The run's console lines not yet stored (its last ones): written first, whatever the outcome; a line already stored is ignored. */
+  lines?: StoredLine[];
+  /** History entries that come with the end (e.g. `artifacts-skipped`), stamped with the run's attempt, written before its end, whatever the outcome. */
+  events?: Omit<RunEvent, 'attempt'>[];
+  /** An entry recorded only when the end is stale (a result that changed nothing is kept as `ignored`). */
+  ifStale?: Omit<RunEvent, 'attempt'>;
+}
+
+/** What `endAttempt` did, and what it wrote that the caller tells others about. */
+export interface AttemptEndResult {
+  outcome: AttemptOutcome;
+  /** The run as recorded after the call. */
+  run: Run;
+  /** The end as applied (a report made into one); absent when stale. */
+  end?: AttemptEnd;
+  /** The console line saying why the run went back to its queue (outcome `retried`). */
+  note?: StoredLine;
+}
+
 /** What it takes to queue a run. */
 export interface NewRun {
   id: string;
@@ -305,12 +336,14 @@ export interface JobStore {
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean>;
 
   /**
-   * Ends the current attempt of a running run, guarded on `worker` and `attempt` when given. When `end.retry`
-   * names a budget with retries left (and no other run of the job is queued), the run goes back
-   * to the front of its queue as its next attempt, with a console line saying why; otherwise it
-   * ends as `end` says. `stale`: the run was no longer running (on that worker); nothing changed.
+   * Ends the current attempt of a running run, guarded on `worker` and `attempt` when given, in one
+   * transaction with `writes` (its last console lines, the events that come with it). When the end's
+   * `retry` names a budget with retries left (and no other run of the job is queued), the run goes
+   * back to the front of its queue as its next attempt, with a console line saying why (returned as
+   * `note`); otherwise it ends as the end says. `stale`: the run was no longer running (on that
+   * worker); its state did not change. Throws RunNotFoundError.
    */
-  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }): Promise<{ outcome: AttemptOutcome; run: Run }>;
+  endAttempt(id: string, end: AttemptEnd | ReportedEnd, guard: { worker?: string; attempt?: number }, writes?: EndWrites): Promise<AttemptEndResult>;
   /**
    * Cancels a run: a queued one ends `cancelled` at once; a running one is marked (its worker
    * stops it) and its deadline brought to `deadlineAt`. Throws RunFinishedError for a run that

@@ -902,6 +902,52 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.match(lines.at(-1)!.text, /^kiln: attempt 1 on w1 never started \(aborted: never started: w1 reconnected without it\); queued again, no retry used$/);
       });
 
+      test('an attempt ends in one call with its last console lines and its events; a retry returns its note', async (t) => {
+        const store = await open(t);
+        const job = makeJob('flaky', { failureRetries: 1 });
+        await store.createJob(job, [makeRun(job)]);
+        const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))!;
+        await store.appendConsole([{ runId: run.id, lines: [{ seq: 0, ts: T0, text: 'stored' }] }]);
+        const skipped = { at: T0 + 1, kind: 'artifacts-skipped', detail: { files: [{ path: 'big.iso', reason: 'too large' }] } };
+        const back = await store.endAttempt(run.id, { report: { result: EXITED_3 }, finishedAt: T0 + 1 }, { worker: 'w1' }, {
+          lines: [{ seq: 0, ts: T0, text: 'stored' }, { seq: 1, ts: T0 + 1, text: 'last words' }], events: [skipped],
+        });
+        assert.equal(back.outcome, 'retried');
+        assert.deepEqual(back.end, { status: 'failed', result: EXITED_3, retry: 'failure', finishedAt: T0 + 1 }, 'the report made an end');
+        assert.equal(back.note?.seq, 2, 'the note follows the last line written with the end');
+        assert.match(back.note!.text, /^kiln: attempt 1 on w1 ended \(exited 3\); retrying as attempt 2/);
+        assert.deepEqual(await store.readConsole(run.id), [
+          { seq: 0, ts: T0, text: 'stored' }, { seq: 1, ts: T0 + 1, text: 'last words' }, back.note,
+        ], 'a line already stored is not written twice');
+        const kinds = (await store.listEvents(run.id)).map((e) => `${e.kind}@${e.attempt}`);
+        assert.deepEqual(kinds.slice(-2), ['artifacts-skipped@1', 'retried@1'], 'the files skipped, then the retry');
+      });
+
+      test('a reported end reads the cancel request in its transaction; a stale one records only what is kept when stale', async (t) => {
+        const store = await open(t);
+        const job = makeJob('stopped');
+        await store.createJob(job, [makeRun(job)]);
+        const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))!;
+        await store.requestCancel(run.id, 'alice', T0 + 1, T0 + 60_000);
+        const report = { report: { result: { kind: 'aborted' as const, reason: 'killed' } }, finishedAt: T0 + 2 };
+        const ended = await store.endAttempt(run.id, report, { worker: 'w1' }, { lines: [{ seq: 0, ts: T0 + 2, text: 'bye' }] });
+        assert.equal(ended.outcome, 'ended');
+        assert.equal(ended.run.status, 'cancelled');
+        assert.deepEqual(ended.run.result, { kind: 'aborted', reason: 'cancelled by alice' });
+        assert.equal(ended.note, undefined);
+        const before = (await store.listEvents(run.id)).length;
+        const ignored = { at: T0 + 3, kind: 'ignored', detail: { worker: 'w1', why: 'a result for a run that had already ended' } };
+        const again = await store.endAttempt(run.id, report, { worker: 'w1' }, { ifStale: ignored, lines: [{ seq: 1, ts: T0 + 3, text: 'late' }] });
+        assert.equal(again.outcome, 'stale');
+        assert.equal(again.end, undefined);
+        assert.equal(again.run.status, 'cancelled', 'nothing changed');
+        const events = await store.listEvents(run.id);
+        assert.equal(events.length, before + 1);
+        assert.deepEqual(events.at(-1), { ...ignored, attempt: 1 });
+        assert.deepEqual((await store.readConsole(run.id)).map((l) => l.text), ['bye', 'late'], 'lines are kept whatever the outcome');
+        await rejectsWithCode(() => store.endAttempt(randomUUID(), report, {}), 'KILN_ERR_RUN_NOT_FOUND');
+      });
+
       test('a dropped platform cancels its queue, refuses new runs and is skipped by schedules', async (t) => {
         const store = await open(t);
         const job = makeJob('nightly', { nextAt: T0 + HOUR });

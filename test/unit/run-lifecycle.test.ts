@@ -53,6 +53,12 @@ function fakeLink(name: string, sent: string[]): WorkerLink {
 
 interface World {
   store: JobStore;
+  /** The store methods the lifecycle called, in order (the console hub's batch writes left out). */
+  calls: string[];
+  /** Store methods that fail (once each) when next called. */
+  failing: Set<string>;
+  /** The console hub (its waiting lines written by flush). */
+  hub: ConsoleHub;
   events: EventBus;
   workers: WorkerRegistry;
   lifecycle: RunLifecycle;
@@ -67,7 +73,20 @@ interface World {
 
 async function world(t: TestContext, options: { reattachGraceMs?: number } = {}): Promise<World> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-lifecycle-'));
-  const store = openSqliteStore(path.join(dir, 'kiln.db'));
+  const real = openSqliteStore(path.join(dir, 'kiln.db'));
+  const calls: string[] = [];
+  const failing = new Set<string>();
+  const store = new Proxy(real, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (name !== 'appendConsole') calls.push(String(name));
+        if (failing.delete(String(name))) return Promise.reject(new Error(`${String(name)} failed`));
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
   const log = pino({ level: 'silent' });
   const events = createEventBus(log);
   const heard: Heard[] = [];
@@ -89,7 +108,7 @@ async function world(t: TestContext, options: { reattachGraceMs?: number } = {})
   const names = () => heard.slice(seen, (seen = heard.length)).map((h) => h.name);
   let workerCount = 0;
   return {
-    store, events, workers, lifecycle, heard, names, clock,
+    store, calls, failing, hub, events, workers, lifecycle, heard, names, clock,
     async dispatchedRun(name, over = {}) {
       const sent: string[] = [];
       const session = workers.create(fakeLink(`w${(workerCount += 1)}`, sent));
@@ -168,7 +187,10 @@ test('a reported end publishes run.ended with the run as recorded, after the wor
   w.lifecycle.output(session, run.id, [{ seq: 0, ts: T0, text: 'last words' }]);
   let heldAtEnd: boolean | undefined;
   w.events.on('run.ended', () => (heldAtEnd = session.running.has(run.id)));
-  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
+  w.calls.length = 0;
+  const skipped = [{ path: 'big.iso', size: 5_000_000_000, reason: 'too large' }];
+  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined, skipped);
+  assert.deepEqual(w.calls, ['endAttempt'], 'the end, its lines and its events: one store call');
   assert.deepEqual(w.names(), ['run.line', 'run.ended']);
   const ended = w.heard.at(-1)!;
   assert.ok(ended.name === 'run.ended');
@@ -176,8 +198,10 @@ test('a reported end publishes run.ended with the run as recorded, after the wor
   assert.equal(ended.payload.run?.status, 'succeeded');
   assert.equal(heldAtEnd, false, 'the slot is free when subscribers hear the end');
   assert.deepEqual(sent.slice(1), [`done ${run.id} true`]);
-  // Its last lines were written before the end.
+  // Its last lines and the files it skipped were written with the end.
   assert.deepEqual((await w.store.readConsole(run.id)).map((l) => l.text), ['last words']);
+  const events = await w.store.listEvents(run.id);
+  assert.deepEqual(events.find((e) => e.kind === 'artifacts-skipped')?.detail, { files: skipped });
 });
 
 test('a failure with a failure retry left publishes the retry note and run.retried, not run.ended', async (t) => {
@@ -193,7 +217,7 @@ test('a failure with a failure retry left publishes the retry note and run.retri
   assert.equal(retried.payload.unstarted, false);
 });
 
-test('a result for a run that already ended is answered not applied and frees the slot (worker.freed)', async (t) => {
+test('a result for a run it no longer holds is answered not applied and frees nothing more (worker.freed)', async (t) => {
   const w = await world(t);
   const { run, session, sent } = await w.dispatchedRun('twice');
   await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
@@ -201,6 +225,21 @@ test('a result for a run that already ended is answered not applied and frees th
   await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
   assert.deepEqual(w.names(), ['worker.freed']);
   assert.equal(sent.at(-1), `done ${run.id} false`);
+  assert.equal((await w.store.listEvents(run.id)).at(-1)?.kind, 'ignored');
+});
+
+test('a result for a run the store had already ended: recorded as ignored in the end\'s one call, the slot freed (worker.freed)', async (t) => {
+  const w = await world(t);
+  const { run, session, sent } = await w.dispatchedRun('raced');
+  // Ended meanwhile by someone else (another server's deadline check, say): the session still holds it.
+  await w.store.endAttempt(run.id, { status: 'lost', result: { kind: 'aborted', reason: 'gone' }, finishedAt: T0 + 1 }, {});
+  w.calls.length = 0;
+  await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
+  assert.deepEqual(w.calls, ['endAttempt'], 'the stale end records what it ignored in the same call');
+  assert.deepEqual(w.names(), ['worker.freed']);
+  assert.equal(sent.at(-1), `done ${run.id} false`);
+  assert.equal(session.running.has(run.id), false);
+  assert.equal((await w.store.listEvents(run.id)).at(-1)?.kind, 'ignored');
 });
 
 test('cancelling a queued run publishes run.ended from queued; a running one publishes run.cancel-requested and its worker is told', async (t) => {
@@ -297,4 +336,17 @@ test('a schedule firing publishes run.queued; a line about a waiting run publish
   const queued = (await w.store.listQueued())[0]!;
   await w.lifecycle.noteWaiting(queued.id, 'no worker yet');
   assert.deepEqual(w.names(), ['run.line']);
+});
+
+test('an end the store refuses changes nothing and publishes nothing; its last lines stay for the console writer', async (t) => {
+  const w = await world(t);
+  const { run, session } = await w.dispatchedRun('refused');
+  w.lifecycle.output(session, run.id, [{ seq: 0, ts: T0, text: 'kept' }]);
+  w.names();
+  w.failing.add('endAttempt');
+  await assert.rejects(w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined), /endAttempt failed/);
+  assert.deepEqual(w.names(), []);
+  assert.ok(session.running.has(run.id), 'still held: the worker resends its result');
+  await w.hub.flush();
+  assert.deepEqual((await w.store.readConsole(run.id)).map((l) => l.text), ['kept']);
 });

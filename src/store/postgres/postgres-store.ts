@@ -9,15 +9,15 @@
  * SQLite store; this store only reads what core needs and writes what core decided.
  */
 import {
-  ALREADY_QUEUED, canClaim, decideCancel, decideOverlap, decideRetry, forwardsOnEnd, platformsToQueue, skipReason, SUPERSEDED_REASON,
+  ALREADY_QUEUED, canClaim, decideCancel, decideOverlap, decideRetry, endOfReport, forwardsOnEnd, platformsToQueue, skipReason, SUPERSEDED_REASON,
   type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
 } from '../../errors.js';
 import type {
-  Artifact, AttemptEnd, AttemptOutcome, ClaimingWorker, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  NewRun, OutboxSummary, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord,
+  Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
+  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord,
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
@@ -309,11 +309,20 @@ class PostgresStore implements JobStore {
     return true;
   }
 
-  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }): Promise<{ outcome: AttemptOutcome; run: Run }> {
-    return this.db.transaction(async (tx) => {
+  endAttempt(id: string, given: AttemptEnd | ReportedEnd, guard: { worker?: string; attempt?: number }, writes: EndWrites = {}): Promise<AttemptEndResult> {
+    return this.db.transaction(async (tx): Promise<AttemptEndResult> => {
       const run = await this.findRunRow(tx, id, true);
-      if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale' as const, run: toRun(run) };
-      if (guard.attempt !== undefined && run.attempt !== guard.attempt) return { outcome: 'stale' as const, run: toRun(run) };
+      const lines = writes.lines ?? [];
+      if (lines.length > 0) await tx.run(S.CONSOLE_APPEND, [lines.map(() => run.id), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text))]);
+      for (const e of writes.events ?? []) await this.event(tx, run.id, e.at, run.attempt, e.kind, e.detail);
+      if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)
+        || (guard.attempt !== undefined && run.attempt !== guard.attempt)) {
+        if (writes.ifStale) await this.event(tx, run.id, writes.ifStale.at, run.attempt, writes.ifStale.kind, writes.ifStale.detail);
+        return { outcome: 'stale', run: toRun(run) };
+      }
+      const end: AttemptEnd = 'report' in given
+        ? { ...endOfReport(given.report.result, given.report.stoppedBy, run.cancel_requested_by), finishedAt: given.finishedAt }
+        : given;
       const otherQueued = (await tx.run(S.RUN_QUEUED_EXISTS, [run.job, run.platform])).rowCount! > 0;
       const jobExists = (await tx.run(S.JOB_HOLD, [run.job])).rowCount === 1;
       const decision = decideRetry({
@@ -323,15 +332,16 @@ class PostgresStore implements JobStore {
         const [last] = (await tx.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [run.id])).rows;
         const markerSeq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
         await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, utf8(decision.note)]);
+        const note: StoredLine = { seq: markerSeq, ts: end.finishedAt, text: decision.note };
         const [requeued] = (await tx.run<RunRow>(S.RUN_REQUEUE, [
           run.id, decision.attempt, decision.spend === 'lost' ? 1 : 0, decision.spend === 'failure' ? 1 : 0, markerSeq + 1,
         ])).rows;
         if (decision.event === 'requeued') await this.event(tx, run.id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
         else await this.event(tx, run.id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
-        return { outcome: 'retried' as const, run: toRun(requeued!) };
+        return { outcome: 'retried', run: toRun(requeued!), end, note };
       }
       await this.finishInTx(tx, run.id, 'running', end);
-      return { outcome: 'ended' as const, run: toRun((await tx.run<RunRow>(S.RUN_GET, [run.id])).rows[0]!) };
+      return { outcome: 'ended', run: toRun((await tx.run<RunRow>(S.RUN_GET, [run.id])).rows[0]!), end };
     });
   }
 

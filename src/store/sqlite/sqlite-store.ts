@@ -7,14 +7,14 @@ import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import {
-  decideCancel, decideOverlap, decideRetry, firstClaimable, forwardsOnEnd, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
+  decideCancel, decideOverlap, decideRetry, endOfReport, firstClaimable, forwardsOnEnd, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
   JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
 } from '../../errors.js';
 import type {
-  Artifact, AttemptEnd, AttemptOutcome, ConsoleBatch, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord,
+  Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
+  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -367,11 +367,19 @@ class SqliteStore implements JobStore {
     return true;
   }
 
-  endAttempt(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }): Promise<{ outcome: AttemptOutcome; run: Run }> {
-    return this.tx(() => {
+  endAttempt(id: string, given: AttemptEnd | ReportedEnd, guard: { worker?: string; attempt?: number }, writes: EndWrites = {}): Promise<AttemptEndResult> {
+    return this.tx((): AttemptEndResult => {
       const run = this.findRunRow(id);
-      if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)) return { outcome: 'stale', run: toRun(run) };
-      if (guard.attempt !== undefined && run.attempt !== guard.attempt) return { outcome: 'stale', run: toRun(run) };
+      this.insertLines(run.id, writes.lines ?? []);
+      for (const e of writes.events ?? []) this.event(run.id, e.at, run.attempt, e.kind, e.detail);
+      if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)
+        || (guard.attempt !== undefined && run.attempt !== guard.attempt)) {
+        if (writes.ifStale) this.event(run.id, writes.ifStale.at, run.attempt, writes.ifStale.kind, writes.ifStale.detail);
+        return { outcome: 'stale', run: toRun(run) };
+      }
+      const end: AttemptEnd = 'report' in given
+        ? { ...endOfReport(given.report.result, given.report.stoppedBy, run.cancel_requested_by), finishedAt: given.finishedAt }
+        : given;
       const otherQueued = this.prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'").get(run.job, run.platform) !== undefined;
       const jobExists = this.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
       const decision = decideRetry({
@@ -381,6 +389,7 @@ class SqliteStore implements JobStore {
         const last = this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
         this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, decision.note);
+        const note: StoredLine = { seq: markerSeq, ts: end.finishedAt, text: decision.note };
         const front = this.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
         // The budget spent is one of two fixed columns, chosen by the decision (no value goes into the text).
         const spend = decision.spend === 'lost' ? ', lost_retries_left = lost_retries_left - 1' : decision.spend === 'failure' ? ', failure_retries_left = failure_retries_left - 1' : '';
@@ -390,10 +399,10 @@ class SqliteStore implements JobStore {
           .run(decision.attempt, front ?? 0, markerSeq + 1, id);
         if (decision.event === 'requeued') this.event(id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
         else this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
-        return { outcome: 'retried', run: this.runRow(id) };
+        return { outcome: 'retried', run: this.runRow(id), end, note };
       }
       this.finishInTx(id, 'running', end);
-      return { outcome: 'ended', run: this.runRow(id) };
+      return { outcome: 'ended', run: this.runRow(id), end };
     });
   }
 
@@ -438,10 +447,16 @@ class SqliteStore implements JobStore {
   }
 
   appendConsole(batches: ConsoleBatch[]): Promise<void> {
-    const insert = this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
     return this.tx(() => {
-      for (const batch of batches) for (const line of batch.lines) insert.run(batch.runId, line.seq, line.ts, line.text);
+      for (const batch of batches) this.insertLines(batch.runId, batch.lines);
     });
+  }
+
+  /** Stores a run's lines; a line already stored (same seq) is ignored. */
+  private insertLines(runId: string, lines: StoredLine[]): void {
+    if (lines.length === 0) return;
+    const insert = this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
+    for (const line of lines) insert.run(runId, line.seq, line.ts, line.text);
   }
 
   noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
