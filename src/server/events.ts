@@ -67,6 +67,8 @@ export interface KilnEvents {
   'dispatch.idle': Record<string, never>;
   /** A pool started an instance (its worker has yet to connect). */
   'pool.instance.starting': { pool: string; instance: string; runId?: string };
+  /** An instance an earlier life of this server left was taken over (its worker may come back). */
+  'pool.instance.adopted': { pool: string; instance: string };
   /** A pool instance failed to start or to connect in time. */
   'pool.instance.failed': { pool: string; instance: string; error: string };
   /** A pool instance was stopped for good (its token revoked). */

@@ -353,6 +353,7 @@ export class PoolManager {
       this.parts.dispatcher.reserve(instance.name, own.forRun ?? '');
     }
     this.parts.log.info({ pool: pool.config.name, instance: instance.name, ref: own.handle.ref }, 'adopted a worker instance left by an earlier server');
+    this.parts.events.publish('pool.instance.adopted', { pool: pool.config.name, instance: instance.name });
     this.watch(instance, own.handle);
     return instance;
   }
