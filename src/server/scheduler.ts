@@ -11,21 +11,25 @@ import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 /** Longest single sleep: re-reading the store this often also corrects for clock jumps. */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
 
+/** What a scheduler works with. */
+export interface SchedulerOptions {
+  /** Read for the earliest next time. */
+  store: JobStore;
+  /** `job.changed` wakes it. */
+  events: EventBus;
+  /** Fires what is due (the job service). */
+  jobs: { fireDue(now: number): Promise<void> };
+  now: () => number;
+}
+
 /** Sleeps until the next due time, then fires. */
 export class Scheduler {
   private readonly loop: WakeLoop;
 
-  constructor(
-    store: JobStore,
-    log: Logger,
-    now: () => number,
-    /** Fires every job due at `now`. */
-    fire: (now: number) => Promise<void>,
-    events: EventBus,
-  ) {
+  constructor(log: Logger, { store, events, jobs, now }: SchedulerOptions) {
     this.loop = createWakeLoop(log, {
       body: async () => {
-        await fire(now());
+        await jobs.fireDue(now());
         return store.earliestNextAt();
       },
       now,

@@ -133,14 +133,16 @@ async function startOnStore(
     sweepEveryMs: DEFAULT_SWEEP_EVERY_MS, graceMs: DEFAULT_BLOB_GRACE_MS, ...options.retention,
   });
   store.setUploadTarget(target?.description ?? null);
-  const outbox = target && new Outbox(store, target, blobs, log.child({ part: 'outbox' }), now, { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload }, events);
+  const outbox = target && new Outbox(log.child({ part: 'outbox' }), {
+    store, target, blobs, events, now, timings: { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload },
+  });
   const backstopMs = options.backstopMs ?? 60_000;
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
   const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
   const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, reattachGraceMs, backstopMs });
   const dispatcher = new Dispatcher(log.child({ part: 'dispatcher' }), { lifecycle, workers: registry, events, now });
   const jobService = new JobService(log, { store, events, lifecycle, dispatcher, templates, now, defaultPlatform: hostPlatform() });
-  const scheduler = new Scheduler(store, log.child({ part: 'scheduler' }), now, (at) => jobService.fireDue(at), events);
+  const scheduler = new Scheduler(log.child({ part: 'scheduler' }), { store, events, jobs: jobService, now });
   registry.restoreDropped((await store.listDroppedPlatforms()).map((d) => d.platform));
 
   let url = '';

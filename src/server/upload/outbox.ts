@@ -55,20 +55,33 @@ export function afterAttempt(outcome: DeliveryOutcome, attempts: number, timings
   return { state: 'pending', nextAt: at + backoffMs(attempts, timings, { retryAfterMs: outcome.retryAfterMs }), error: outcome.reason };
 }
 
+/** What an outbox works with. */
+export interface OutboxOptions {
+  store: JobStore;
+  /** Where runs go. */
+  target: UploadTarget;
+  /** Where the artifacts' files are. */
+  blobs: ArtifactStore;
+  /** `run.ended` wakes it. */
+  events: EventBus;
+  now: () => number;
+  timings: OutboxTimings;
+}
+
+/** Sends each finished run to the upload target (see the module's comment). */
 export class Outbox {
   private readonly loop: WakeLoop;
   private stopped = false;
   private readonly abort = new AbortController();
+  private readonly store: JobStore;
+  private readonly target: UploadTarget;
+  private readonly blobs: ArtifactStore;
+  private readonly now: () => number;
+  private readonly timings: OutboxTimings;
 
-  constructor(
-    private readonly store: JobStore,
-    private readonly target: UploadTarget,
-    private readonly blobs: ArtifactStore,
-    private readonly log: Logger,
-    private readonly now: () => number,
-    private readonly timings: OutboxTimings,
-    events: EventBus,
-  ) {
+  constructor(private readonly log: Logger, options: OutboxOptions) {
+    ({ store: this.store, target: this.target, blobs: this.blobs, now: this.now, timings: this.timings } = options);
+    const { events, now } = options;
     this.loop = createWakeLoop(log, {
       body: () => this.drain(),
       now,
