@@ -1,7 +1,8 @@
 /**
  * The embedded store: SQLite through better-sqlite3, in WAL mode. better-sqlite3 is synchronous;
  * each method runs one statement or one `BEGIN IMMEDIATE` transaction and resolves after commit,
- * which keeps the JobStore contract asynchronous for the PostgreSQL store.
+ * which keeps the JobStore contract asynchronous for the PostgreSQL store. Every statement is a named
+ * constant (or a small builder) of ./statements.ts, compiled once per database and reused.
  */
 import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
@@ -18,6 +19,7 @@ import type {
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
+import * as S from './statements.js';
 
 interface JobRow {
   name: string; platform: string | null; script: string | null; template: string | null; vars: string; env: string; labels: string;
@@ -37,10 +39,6 @@ interface WorkerRow {
   name: string; platform: string; labels: string; capacity: number; hostname: string; os: string;
   arch: string; version: string; connected: number; connected_at: number; last_seen: number;
 }
-
-const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, worker_identity, worker_session, queued_at, started_at, finished_at, result, script, env,
-  timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at,
-  artifacts, artifacts_on_failure, sandbox`;
 
 function toJob(row: JobRow): Job {
   return {
@@ -157,7 +155,7 @@ class SqliteStore implements JobStore {
     let statement = this.statements.get(sql);
     if (!statement) {
       statement = this.db.prepare(sql);
-      // Bounded: only a few statements embed values in their text (an attempt number, a filter's shape).
+      // Bounded, though statements.ts has fewer texts than this (its built ones have a few fixed shapes each).
       if (this.statements.size >= MAX_STATEMENTS) this.statements.clear();
       this.statements.set(sql, statement);
     }
@@ -175,15 +173,11 @@ class SqliteStore implements JobStore {
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
     return this.tx(() => {
-      const exists = this.prepare('SELECT 1 FROM jobs WHERE name = ?').get(job.name);
+      const exists = this.prepare(S.JOB_EXISTS).get(job.name);
       if (exists) throw new JobExistsError(job.name);
       for (const run of firstRuns) this.refuseDropped(run.platform);
       if (job.platform !== null) this.refuseDropped(job.platform);
-      this.prepare(`INSERT INTO jobs (name, platform, script, template, vars, env, labels, schedule, paused, overlap, catch_up, skipped, last_skip,
-                    timeout_ms, idle_timeout_ms, retries, failure_retries, artifacts, artifacts_on_failure, sandbox, next_at, created_at, updated_at)
-                  VALUES (@name, @platform, @script, @template, @vars, @env, @labels, @schedule, @paused, @overlap, @catchUp, @skipped, @lastSkip,
-                    @timeoutMs, @idleTimeoutMs, @retries, @failureRetries, @artifacts, @artifactsOnFailure, @sandbox, @nextAt, @createdAt, @updatedAt)`)
-        .run(jobParams(job));
+      this.prepare(S.JOB_INSERT).run(jobParams(job));
       return firstRuns.map((run) => this.enqueueInTx(run, 'back').run);
     });
   }
@@ -195,12 +189,7 @@ class SqliteStore implements JobStore {
       const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
       const next: Job = { ...toJob(current), ...given, updatedAt: now };
       if (patch.platform) this.refuseDropped(patch.platform);
-      this.prepare(`UPDATE jobs SET platform = @platform, script = @script, template = @template, vars = @vars, env = @env, labels = @labels,
-                  schedule = @schedule, paused = @paused, overlap = @overlap, catch_up = @catchUp,
-                  timeout_ms = @timeoutMs, idle_timeout_ms = @idleTimeoutMs, retries = @retries, failure_retries = @failureRetries,
-                  artifacts = @artifacts, artifacts_on_failure = @artifactsOnFailure, sandbox = @sandbox,
-                  next_at = @nextAt, updated_at = @updatedAt WHERE name = @name`)
-        .run(jobParams(next));
+      this.prepare(S.JOB_UPDATE).run(jobParams(next));
       return next;
     });
   }
@@ -208,23 +197,22 @@ class SqliteStore implements JobStore {
   deleteJob(name: string, now: number): Promise<string[]> {
     return this.tx(() => {
       this.jobRow(name);
-      const queued = this.prepare("SELECT id FROM runs WHERE job = ? AND status = 'queued'").pluck().all(name) as string[];
+      const queued = this.prepare(S.RUN_IDS_QUEUED_OF_JOB).pluck().all(name) as string[];
       const result: RunResult = { kind: 'aborted', reason: 'job unscheduled' };
-      this.prepare("UPDATE runs SET status = 'cancelled', queue_pos = NULL, finished_at = ?, result = ? WHERE job = ? AND status = 'queued'")
-        .run(now, JSON.stringify(result), name);
+      this.prepare(S.RUNS_CANCEL_QUEUED_OF_JOB).run(now, JSON.stringify(result), name);
       for (const id of queued) this.event(id, now, this.runRow(id).attempt, 'ended', { status: 'cancelled', result });
-      this.prepare('DELETE FROM jobs WHERE name = ?').run(name);
+      this.prepare(S.JOB_DELETE).run(name);
       return queued;
     });
   }
 
   async getJob(name: string): Promise<Job | undefined> {
-    const row = this.prepare('SELECT * FROM jobs WHERE name = ?').get(name) as JobRow | undefined;
+    const row = this.prepare(S.JOB_GET).get(name) as JobRow | undefined;
     return row && toJob(row);
   }
 
   async listJobs(): Promise<Job[]> {
-    return (this.prepare('SELECT * FROM jobs ORDER BY name').all() as JobRow[]).map(toJob);
+    return (this.prepare(S.JOB_LIST).all() as JobRow[]).map(toJob);
   }
 
   enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
@@ -236,7 +224,7 @@ class SqliteStore implements JobStore {
   }
 
   private isDropped(platform: string): boolean {
-    return this.prepare('SELECT 1 FROM dropped_platforms WHERE platform = ?').get(platform) !== undefined;
+    return this.prepare(S.DROPPED_GET).get(platform) !== undefined;
   }
 
   private refuseDropped(platform: string): void {
@@ -244,19 +232,16 @@ class SqliteStore implements JobStore {
   }
 
   private enqueueInTx(run: NewRun, position: 'back' | 'front'): { run: Run; created: boolean } {
-    const bound = this.prepare(`SELECT ${position === 'front' ? 'MIN(queue_pos) - 1' : 'MAX(queue_pos) + 1'} FROM runs WHERE status = 'queued' AND platform = ?`)
-      .pluck()
+    const bound = this.prepare(position === 'front' ? S.QUEUE_FRONT_POS : S.QUEUE_BACK_POS).pluck()
       .get(run.platform) as number | null;
     const pos = bound ?? 0;
-    const existing = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND platform = ? AND status = 'queued'`)
-      .get(run.job, run.platform) as RunRow | undefined;
+    const existing = this.prepare(S.RUN_QUEUED_OF_JOB).get(run.job, run.platform) as RunRow | undefined;
     if (existing) {
-      if (position === 'front') this.prepare('UPDATE runs SET queue_pos = ? WHERE id = ?').run(pos, existing.id);
+      if (position === 'front') this.prepare(S.RUN_SET_QUEUE_POS).run(pos, existing.id);
       return { run: toRun(existing), created: false };
     }
     const job = this.jobRow(run.job);
-    this.prepare(`INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
-                VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)`)
+    this.prepare(S.RUN_INSERT_QUEUED)
       .run(run.id, run.job, run.platform, JSON.stringify(run.labels), pos, run.queuedAt, job.retries, job.failure_retries);
     this.event(run.id, run.queuedAt, 1, 'queued', { platform: run.platform, position });
     return { run: this.runRow(run.id), created: true };
@@ -277,9 +262,7 @@ class SqliteStore implements JobStore {
 
   private claimInTx(worker: ClaimingWorker, now: number, backstopMs: number): Run | undefined {
     // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
-    const page = this.prepare(
-      "SELECT id, job, labels, queue_pos FROM runs WHERE status = 'queued' AND platform = ? AND queue_pos > ? ORDER BY queue_pos LIMIT 64",
-    );
+    const page = this.prepare(S.CLAIM_CANDIDATES);
     let pick: { id: string; job: string } | undefined;
     let after = -Infinity;
     while (!pick) {
@@ -288,16 +271,14 @@ class SqliteStore implements JobStore {
       pick = firstClaimable(worker, candidates.map((c) => ({ id: c.id, job: c.job, labels: JSON.parse(c.labels) as Record<string, string> })));
       after = candidates.at(-1)!.queue_pos;
     }
-    const jobRow = this.prepare('SELECT * FROM jobs WHERE name = ?').get(pick.job) as JobRow | undefined;
+    const jobRow = this.prepare(S.JOB_GET).get(pick.job) as JobRow | undefined;
     if (!jobRow) {
       // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
       this.finishInTx(pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
       return undefined;
     }
     const job = jobRow;
-    this.prepare(`UPDATE runs SET status = 'running', queue_pos = NULL, worker = ?, worker_identity = ?, worker_session = ?, started_at = ?, script = ?, env = ?, timeout_ms = ?,
-                  idle_timeout_ms = ?, deadline_at = ?, artifacts = ?, artifacts_on_failure = ?, sandbox = ?
-                WHERE id = ? AND status = 'queued'`)
+    this.prepare(S.CLAIM_START)
       .run(worker.name, worker.identity ?? null, worker.session ?? null, now, job.script, job.env, job.timeout_ms, job.idle_timeout_ms, now + job.timeout_ms + backstopMs,
         job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
     const run = this.runRow(pick.id);
@@ -306,18 +287,18 @@ class SqliteStore implements JobStore {
   }
 
   async listQueued(): Promise<Run[]> {
-    return (this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos`).all() as RunRow[]).map(toRun);
+    return (this.prepare(S.RUNS_QUEUED).all() as RunRow[]).map(toRun);
   }
 
   async listWaiting(): Promise<WaitingRun[]> {
-    const rows = this.prepare("SELECT id, job, platform, labels FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos").all() as { id: string; job: string; platform: string; labels: string }[];
+    const rows = this.prepare(S.RUNS_WAITING).all() as { id: string; job: string; platform: string; labels: string }[];
     return rows.map((row) => ({ ...row, labels: JSON.parse(row.labels) as Record<string, string> }));
   }
 
   async listRunning(worker?: string): Promise<Run[]> {
     const rows = worker === undefined
-      ? this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY started_at`).all()
-      : this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND worker = ? ORDER BY started_at`).all(worker);
+      ? this.prepare(S.RUNS_RUNNING).all()
+      : this.prepare(S.RUNS_RUNNING_OF_WORKER).all(worker);
     return (rows as RunRow[]).map(toRun);
   }
 
@@ -327,8 +308,7 @@ class SqliteStore implements JobStore {
 
   private findRunRow(idOrPrefix: string): RunRow {
     // Prefix match by range, so the index is used and LIKE wildcards in the input mean nothing.
-    const rows = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`)
-      .all(idOrPrefix, idOrPrefix + '\u{10FFFF}') as RunRow[];
+    const rows = this.prepare(S.RUNS_BY_PREFIX).all(idOrPrefix, idOrPrefix + '\u{10FFFF}') as RunRow[];
     const exact = rows.find((r) => r.id === idOrPrefix);
     if (exact) return exact;
     if (rows.length === 0 || idOrPrefix === '') throw new RunNotFoundError(idOrPrefix);
@@ -337,19 +317,13 @@ class SqliteStore implements JobStore {
   }
 
   async listRuns(filter: RunFilter): Promise<Run[]> {
-    const where: string[] = [];
-    const params: (string | number)[] = [];
-    if (filter.job !== undefined) { where.push('job = ?'); params.push(filter.job); }
-    if (filter.status !== undefined) { where.push('status = ?'); params.push(filter.status); }
-    if (filter.platform !== undefined) { where.push('platform = ?'); params.push(filter.platform); }
-    const sql = `SELECT ${RUN_COLUMNS} FROM runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
-                 ORDER BY queued_at DESC, id DESC LIMIT ?`;
-    return (this.prepare(sql).all(...params, filter.limit) as RunRow[]).map(toRun);
+    const params = [filter.job, filter.status, filter.platform].filter((value) => value !== undefined);
+    return (this.prepare(S.runsList(filter)).all(...params, filter.limit) as RunRow[]).map(toRun);
   }
 
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {
     return this.tx(() => {
-      const row = this.prepare('SELECT status, worker FROM runs WHERE id = ?').get(id) as { status: string; worker: string | null } | undefined;
+      const row = this.prepare(S.RUN_STATUS).get(id) as { status: string; worker: string | null } | undefined;
       if (!row || !guard.from.includes(row.status as RunStatus)) return false;
       if (guard.worker !== undefined && row.worker !== guard.worker) return false;
       return this.finishInTx(id, row.status, end);
@@ -357,12 +331,11 @@ class SqliteStore implements JobStore {
   }
 
   private finishInTx(id: string, from: string, end: RunEnd): boolean {
-    const changed = this.prepare('UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL, deadline_at = NULL WHERE id = ? AND status = ?')
-      .run(end.status, JSON.stringify(end.result), end.finishedAt, id, from).changes;
+    const changed = this.prepare(S.RUN_FINISH).run(end.status, JSON.stringify(end.result), end.finishedAt, id, from).changes;
     if (changed !== 1) return false;
     this.event(id, end.finishedAt, this.runRow(id).attempt, 'ended', { status: end.status, result: end.result });
     if (this.uploadTarget !== null && forwardsOnEnd(from as RunStatus)) {
-      this.prepare('INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES (?, ?, ?, ?)').run(id, this.uploadTarget, end.finishedAt, end.finishedAt);
+      this.prepare(S.DELIVERY_INSERT).run(id, this.uploadTarget, end.finishedAt, end.finishedAt);
     }
     return true;
   }
@@ -380,22 +353,18 @@ class SqliteStore implements JobStore {
       const end: AttemptEnd = 'report' in given
         ? { ...endOfReport(given.report.result, given.report.stoppedBy, run.cancel_requested_by), finishedAt: given.finishedAt }
         : given;
-      const otherQueued = this.prepare("SELECT 1 FROM runs WHERE job = ? AND platform = ? AND status = 'queued'").get(run.job, run.platform) !== undefined;
-      const jobExists = this.prepare('SELECT 1 FROM jobs WHERE name = ?').get(run.job) !== undefined;
+      const otherQueued = this.prepare(S.RUN_QUEUED_EXISTS).get(run.job, run.platform) !== undefined;
+      const jobExists = this.prepare(S.JOB_EXISTS).get(run.job) !== undefined;
       const decision = decideRetry({
         attempt: run.attempt, worker: run.worker, lostRetriesLeft: run.lost_retries_left, failureRetriesLeft: run.failure_retries_left, otherQueued, jobExists,
       }, end);
       if (decision.kind === 'requeue') {
-        const last = this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(id) as number | null;
+        const last = this.prepare(S.CONSOLE_LAST_SEQ).pluck().get(id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
-        this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(id, markerSeq, end.finishedAt, decision.note);
+        this.prepare(S.CONSOLE_INSERT).run(id, markerSeq, end.finishedAt, decision.note);
         const note: StoredLine = { seq: markerSeq, ts: end.finishedAt, text: decision.note };
-        const front = this.prepare("SELECT MIN(queue_pos) - 1 FROM runs WHERE status = 'queued' AND platform = ?").pluck().get(run.platform) as number | null;
-        // The budget spent is one of two fixed columns, chosen by the decision (no value goes into the text).
-        const spend = decision.spend === 'lost' ? ', lost_retries_left = lost_retries_left - 1' : decision.spend === 'failure' ? ', failure_retries_left = failure_retries_left - 1' : '';
-        this.prepare(`UPDATE runs SET status = 'queued', attempt = ?${spend}, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL, queue_pos = ?,
-                      first_seq = ?, cancel_requested_by = NULL, deadline_at = NULL
-                    WHERE id = ? AND status = 'running'`)
+        const front = this.prepare(S.QUEUE_FRONT_POS).pluck().get(run.platform) as number | null;
+        this.prepare(S.runRequeue(decision.spend))
           .run(decision.attempt, front ?? 0, markerSeq + 1, id);
         if (decision.event === 'requeued') this.event(id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
         else this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
@@ -415,19 +384,18 @@ class SqliteStore implements JobStore {
         return { run: this.runRow(run.id), state: 'cancelled' as const };
       }
       if (decision.kind === 'finished') throw new RunFinishedError(run.id, run.status);
-      this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
-        .run(by, deadlineAt, deadlineAt, run.id);
+      this.prepare(S.RUN_REQUEST_CANCEL).run(by, deadlineAt, deadlineAt, run.id);
       this.event(run.id, now, run.attempt, 'cancel-requested', { by });
       return { run: this.runRow(run.id), state: 'requested' as const };
     });
   }
 
   async overdueRuns(now: number): Promise<Run[]> {
-    return (this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY deadline_at`).all(now) as RunRow[]).map(toRun);
+    return (this.prepare(S.RUNS_OVERDUE).all(now) as RunRow[]).map(toRun);
   }
 
   async earliestDeadline(): Promise<number | undefined> {
-    const value = this.prepare("SELECT MIN(deadline_at) FROM runs WHERE status = 'running'").pluck().get() as number | null;
+    const value = this.prepare(S.RUNS_EARLIEST_DEADLINE).pluck().get() as number | null;
     return value ?? undefined;
   }
 
@@ -436,14 +404,14 @@ class SqliteStore implements JobStore {
   }
 
   async listEvents(runId: string): Promise<RunEvent[]> {
-    const rows = this.prepare('SELECT at, attempt, kind, detail FROM run_events WHERE run_id = ? ORDER BY id').all(runId) as {
+    const rows = this.prepare(S.EVENTS_LIST).all(runId) as {
       at: number; attempt: number; kind: string; detail: string;
     }[];
     return rows.map((row) => ({ ...row, detail: JSON.parse(row.detail) }));
   }
 
   private event(runId: string, at: number, attempt: number, kind: string, detail: Record<string, unknown>): void {
-    this.prepare('INSERT INTO run_events (run_id, at, attempt, kind, detail) VALUES (?, ?, ?, ?, ?)').run(runId, at, attempt, kind, JSON.stringify(detail));
+    this.prepare(S.EVENT_INSERT).run(runId, at, attempt, kind, JSON.stringify(detail));
   }
 
   appendConsole(batches: ConsoleBatch[]): Promise<void> {
@@ -455,37 +423,36 @@ class SqliteStore implements JobStore {
   /** Stores a run's lines; a line already stored (same seq) is ignored. */
   private insertLines(runId: string, lines: StoredLine[]): void {
     if (lines.length === 0) return;
-    const insert = this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
+    const insert = this.prepare(S.CONSOLE_INSERT);
     for (const line of lines) insert.run(runId, line.seq, line.ts, line.text);
   }
 
   noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
     return this.tx(() => {
-      const run = this.prepare("SELECT first_seq FROM runs WHERE id = ? AND status = 'queued'").get(runId) as { first_seq: number } | undefined;
+      const run = this.prepare(S.RUN_QUEUED_FIRST_SEQ).get(runId) as { first_seq: number } | undefined;
       if (!run) return undefined;
-      const last = this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null;
+      const last = this.prepare(S.CONSOLE_LAST_SEQ).pluck().get(runId) as number | null;
       const seq = Math.max(last ?? -1, run.first_seq - 1) + 1;
-      this.prepare('INSERT INTO console_lines (run_id, seq, ts, text) VALUES (?, ?, ?, ?)').run(runId, seq, at, text);
-      this.prepare('UPDATE runs SET first_seq = ? WHERE id = ?').run(seq + 1, runId);
+      this.prepare(S.CONSOLE_INSERT_NEW).run(runId, seq, at, text);
+      this.prepare(S.RUN_SET_FIRST_SEQ).run(seq + 1, runId);
       return { seq, ts: at, text };
     });
   }
 
   async lastConsoleSeq(runId: string): Promise<number> {
-    return (this.prepare('SELECT MAX(seq) FROM console_lines WHERE run_id = ?').pluck().get(runId) as number | null) ?? -1;
+    return (this.prepare(S.CONSOLE_LAST_SEQ).pluck().get(runId) as number | null) ?? -1;
   }
 
   async readConsole(runId: string, afterSeq = -1, limit = 1_000_000): Promise<StoredLine[]> {
-    return this.prepare('SELECT seq, ts, text FROM console_lines WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?')
-      .all(runId, afterSeq, limit) as StoredLine[];
+    return this.prepare(S.CONSOLE_READ).all(runId, afterSeq, limit) as StoredLine[];
   }
 
   async dueJobs(now: number): Promise<Job[]> {
-    return (this.prepare('SELECT * FROM jobs WHERE next_at IS NOT NULL AND next_at <= ? AND paused = 0 ORDER BY next_at').all(now) as JobRow[]).map(toJob);
+    return (this.prepare(S.JOBS_DUE).all(now) as JobRow[]).map(toJob);
   }
 
   async earliestNextAt(): Promise<number | undefined> {
-    const value = this.prepare('SELECT MIN(next_at) FROM jobs WHERE next_at IS NOT NULL AND paused = 0').pluck().get() as number | null;
+    const value = this.prepare(S.JOBS_EARLIEST_NEXT).pluck().get() as number | null;
     return value ?? undefined;
   }
 
@@ -494,19 +461,18 @@ class SqliteStore implements JobStore {
     missed?: { count: number; reason: string },
   ): Promise<FireOutcome> {
     return this.tx((): FireOutcome => {
-      const changed = this.prepare('UPDATE jobs SET next_at = ? WHERE name = ? AND next_at = ?').run(nextAt, name, expectedNextAt).changes;
+      const changed = this.prepare(S.JOB_MOVE_NEXT).run(nextAt, name, expectedNextAt).changes;
       if (changed !== 1) return { outcome: 'stale' };
       // Recorded first; a skip of this firing (below) adds one and keeps the catch-up's reason in its own.
       if (missed && missed.count > 0) {
-        this.prepare('UPDATE jobs SET skipped = skipped + ?, last_skip = ? WHERE name = ?').run(missed.count, JSON.stringify({ at: now, reason: missed.reason }), name);
+        this.prepare(S.JOB_ADD_SKIPS).run(missed.count, JSON.stringify({ at: now, reason: missed.reason }), name);
       }
       const job = toJob(this.jobRow(name));
       const skip = (reason: string): { outcome: 'skipped'; reason: string } => {
         this.skipInTx(name, now, skipReason(reason, missed));
         return { outcome: 'skipped', reason };
       };
-      const open = this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE job = ? AND status IN ('queued', 'running') ORDER BY queued_at`)
-        .all(name) as RunRow[];
+      const open = this.prepare(S.RUNS_OPEN_OF_JOB).all(name) as RunRow[];
       const overlap = decideOverlap(job.overlap, open.map((run) => ({ id: run.id, status: run.status as RunStatus })));
       if (overlap.kind === 'skip') return skip(overlap.reason);
       const cancelled: string[] = [];
@@ -516,8 +482,7 @@ class SqliteStore implements JobStore {
       }
       const cancelRequested: Run[] = [];
       for (const id of overlap.requestCancel) {
-        this.prepare('UPDATE runs SET cancel_requested_by = COALESCE(cancel_requested_by, ?), deadline_at = MIN(COALESCE(deadline_at, ?), ?) WHERE id = ?')
-          .run('the schedule', now + cancelBackstopMs, now + cancelBackstopMs, id);
+        this.prepare(S.RUN_REQUEST_CANCEL).run('the schedule', now + cancelBackstopMs, now + cancelBackstopMs, id);
         const run = this.runRow(id);
         this.event(id, now, run.attempt, 'cancel-requested', { by: 'the schedule', reason: SUPERSEDED_REASON });
         cancelRequested.push(run);
@@ -536,65 +501,51 @@ class SqliteStore implements JobStore {
   }
 
   private skipInTx(name: string, at: number, reason: string): void {
-    this.prepare('UPDATE jobs SET skipped = skipped + 1, last_skip = ? WHERE name = ?').run(JSON.stringify({ at, reason }), name);
+    this.prepare(S.JOB_ADD_SKIP).run(JSON.stringify({ at, reason }), name);
   }
 
   dropPlatform(platform: string, now: number): Promise<string[]> {
     return this.tx(() => {
-      this.prepare('INSERT INTO dropped_platforms (platform, dropped_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(platform, now);
-      const queued = this.prepare("SELECT id FROM runs WHERE platform = ? AND status = 'queued'").pluck().all(platform) as string[];
+      this.prepare(S.DROPPED_INSERT).run(platform, now);
+      const queued = this.prepare(S.RUN_IDS_QUEUED_ON_PLATFORM).pluck().all(platform) as string[];
       for (const id of queued) this.finishInTx(id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
       return queued;
     });
   }
 
   async undropPlatform(platform: string): Promise<boolean> {
-    return this.prepare('DELETE FROM dropped_platforms WHERE platform = ?').run(platform).changes === 1;
+    return this.prepare(S.DROPPED_DELETE).run(platform).changes === 1;
   }
 
   async listDroppedPlatforms(): Promise<{ platform: string; droppedAt: number }[]> {
-    return (this.prepare('SELECT platform, dropped_at FROM dropped_platforms ORDER BY platform').all() as { platform: string; dropped_at: number }[])
+    return (this.prepare(S.DROPPED_LIST).all() as { platform: string; dropped_at: number }[])
       .map((row) => ({ platform: row.platform, droppedAt: row.dropped_at }));
   }
 
   async addArtifact(runId: string, artifact: Artifact): Promise<void> {
-    this.prepare(`INSERT INTO artifacts (run_id, path, size, sha256, mode) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, mode = excluded.mode`)
-      .run(runId, artifact.path, artifact.size, artifact.sha256, artifact.mode);
+    this.prepare(S.ARTIFACT_UPSERT).run(runId, artifact.path, artifact.size, artifact.sha256, artifact.mode);
   }
 
   async listArtifacts(runId: string): Promise<Artifact[]> {
-    return this.prepare('SELECT path, size, sha256, mode FROM artifacts WHERE run_id = ? ORDER BY path').all(runId) as Artifact[];
+    return this.prepare(S.ARTIFACTS_LIST).all(runId) as Artifact[];
   }
 
   async expiredArtifacts(policy: RetentionPolicy): Promise<ExpiredArtifacts[]> {
     if (policy.keepRuns === undefined && policy.keptSince === undefined) return [];
-    const rows = this.prepare(`WITH per_run AS (
-                  SELECT a.run_id, r.job, r.finished_at, COUNT(*) AS files, SUM(a.size) AS bytes
-                  FROM artifacts a JOIN runs r ON r.id = a.run_id
-                  WHERE r.status NOT IN ('queued', 'running')
-                  GROUP BY a.run_id
-                ), ranked AS (
-                  SELECT *, ROW_NUMBER() OVER (PARTITION BY job ORDER BY finished_at DESC, run_id DESC) AS newest
-                  FROM per_run
-                )
-                SELECT run_id, job, finished_at, files, bytes FROM ranked
-                WHERE ((@keepRuns IS NOT NULL AND newest > @keepRuns) OR (@keptSince IS NOT NULL AND finished_at < @keptSince))
-                  AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending' AND target = @target)
-                ORDER BY finished_at, run_id`)
+    const rows = this.prepare(S.ARTIFACTS_EXPIRED)
       .all({ keepRuns: policy.keepRuns ?? null, keptSince: policy.keptSince ?? null, target: this.uploadTarget }) as { run_id: string; job: string; finished_at: number; files: number; bytes: number }[];
     return rows.map((row) => ({ runId: row.run_id, job: row.job, finishedAt: row.finished_at, files: row.files, bytes: row.bytes }));
   }
 
   deleteArtifacts(runIds: string[]): Promise<number> {
     return this.tx(() => {
-      const remove = this.prepare('DELETE FROM artifacts WHERE run_id = ?');
+      const remove = this.prepare(S.ARTIFACTS_DELETE);
       return runIds.reduce((count, id) => count + remove.run(id).changes, 0);
     });
   }
 
   async unreferencedBlobs(sha256s: string[], ignoringRuns: string[] = []): Promise<string[]> {
-    const referenced = this.prepare('SELECT 1 FROM artifacts WHERE sha256 = ? AND run_id NOT IN (SELECT value FROM json_each(?)) LIMIT 1').pluck();
+    const referenced = this.prepare(S.BLOB_REFERENCED).pluck();
     const ignored = JSON.stringify(ignoringRuns);
     return sha256s.filter((sha) => referenced.get(sha, ignored) === undefined);
   }
@@ -604,98 +555,87 @@ class SqliteStore implements JobStore {
   }
 
   async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
-    return (this.prepare("SELECT * FROM deliveries WHERE state = 'pending' AND target = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?")
-      .all(this.uploadTarget, now, limit) as DeliveryRow[]).map(toDelivery);
+    return (this.prepare(S.DELIVERIES_DUE).all(this.uploadTarget, now, limit) as DeliveryRow[]).map(toDelivery);
   }
 
   async nextDeliveryAt(): Promise<number | undefined> {
-    return (this.prepare("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND target = ?").pluck().get(this.uploadTarget) as number | null) ?? undefined;
+    return (this.prepare(S.DELIVERIES_NEXT_AT).pluck().get(this.uploadTarget) as number | null) ?? undefined;
   }
 
   async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {
-    this.prepare(`UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ?, ended_at = ?
-                WHERE id = ? AND state = 'pending'`)
-      .run(outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at, id);
+    this.prepare(S.DELIVERY_RECORD_ATTEMPT).run(outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at, id);
   }
 
   async requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined> {
-    const row = this.prepare(`UPDATE deliveries SET state = 'pending', attempts = 0, next_at = @at, ended_at = NULL, target = COALESCE(@target, target)
-                WHERE id = (SELECT MAX(id) FROM deliveries WHERE run_id = @runId AND state = 'failed') RETURNING *`)
-      .get({ runId, at, target: this.uploadTarget }) as DeliveryRow | undefined;
+    const row = this.prepare(S.DELIVERY_REQUEUE_FAILED).get({ runId, at, target: this.uploadTarget }) as DeliveryRow | undefined;
     return row && toDelivery(row);
   }
 
   async listDeliveries(runId: string): Promise<Delivery[]> {
-    return (this.prepare('SELECT * FROM deliveries WHERE run_id = ? ORDER BY id').all(runId) as DeliveryRow[]).map(toDelivery);
+    return (this.prepare(S.DELIVERIES_OF_RUN).all(runId) as DeliveryRow[]).map(toDelivery);
   }
 
   async outboxSummary(): Promise<OutboxSummary> {
     const counts = Object.fromEntries(
-      (this.prepare('SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state').all() as { state: string; n: number }[]).map((row) => [row.state, row.n]),
+      (this.prepare(S.DELIVERIES_COUNT).all() as { state: string; n: number }[]).map((row) => [row.state, row.n]),
     );
-    const oldest = this.prepare("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'").pluck().get() as number | null;
-    const troubled = this.prepare("SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5")
-      .all() as DeliveryRow[];
+    const oldest = this.prepare(S.DELIVERIES_OLDEST_PENDING).pluck().get() as number | null;
+    const troubled = this.prepare(S.DELIVERIES_TROUBLED).all() as DeliveryRow[];
     return { pending: counts.pending ?? 0, delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled: troubled.map(toDelivery) };
   }
 
   async setRunScript(id: string, script: string): Promise<void> {
-    this.prepare('UPDATE runs SET script = ? WHERE id = ?').run(script, id);
+    this.prepare(S.RUN_SET_SCRIPT).run(script, id);
   }
 
   async recordWorker(worker: WorkerRecord): Promise<void> {
-    this.prepare(`INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen)
-                VALUES (@name, @platform, @labels, @capacity, @hostname, @os, @arch, @version, @connected, @connectedAt, @lastSeen)
-                ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, labels = excluded.labels, capacity = excluded.capacity,
-                  hostname = excluded.hostname, os = excluded.os, arch = excluded.arch, version = excluded.version,
-                  connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen`)
-      .run({ ...worker, labels: JSON.stringify(worker.labels), connected: worker.connected ? 1 : 0 });
+    this.prepare(S.WORKER_UPSERT).run({ ...worker, labels: JSON.stringify(worker.labels), connected: worker.connected ? 1 : 0 });
   }
 
   async workerDisconnected(name: string, now: number): Promise<void> {
-    this.prepare('UPDATE workers SET connected = 0, last_seen = ? WHERE name = ?').run(now, name);
+    this.prepare(S.WORKER_DISCONNECTED).run(now, name);
   }
 
   async listWorkers(): Promise<WorkerRecord[]> {
-    return (this.prepare('SELECT * FROM workers ORDER BY connected DESC, name').all() as WorkerRow[]).map(toWorker);
+    return (this.prepare(S.WORKERS_LIST).all() as WorkerRow[]).map(toWorker);
   }
 
   async createWorkerToken(name: string, sha256: string, now: number): Promise<WorkerTokenRecord> {
     return this.tx(() => {
-      if (this.prepare('SELECT 1 FROM worker_tokens WHERE name = ?').get(name)) throw new WorkerTokenExistsError(name);
-      this.prepare('INSERT INTO worker_tokens (name, token_sha256, created_at) VALUES (?, ?, ?)').run(name, sha256, now);
+      if (this.prepare(S.WORKER_TOKEN_EXISTS).get(name)) throw new WorkerTokenExistsError(name);
+      this.prepare(S.WORKER_TOKEN_INSERT).run(name, sha256, now);
       return { name, createdAt: now, lastUsedAt: null };
     });
   }
 
   async listWorkerTokens(): Promise<WorkerTokenRecord[]> {
-    return (this.prepare('SELECT name, created_at, last_used_at FROM worker_tokens ORDER BY name').all() as WorkerTokenRow[]).map(toWorkerToken);
+    return (this.prepare(S.WORKER_TOKENS_LIST).all() as WorkerTokenRow[]).map(toWorkerToken);
   }
 
   async getWorkerToken(name: string): Promise<WorkerTokenRecord | undefined> {
-    const row = this.prepare('SELECT name, created_at, last_used_at FROM worker_tokens WHERE name = ?').get(name) as WorkerTokenRow | undefined;
+    const row = this.prepare(S.WORKER_TOKEN_GET).get(name) as WorkerTokenRow | undefined;
     return row && toWorkerToken(row);
   }
 
   async findWorkerToken(sha256: string): Promise<string | undefined> {
-    return this.prepare('SELECT name FROM worker_tokens WHERE token_sha256 = ?').pluck().get(sha256) as string | undefined;
+    return this.prepare(S.WORKER_TOKEN_FIND).pluck().get(sha256) as string | undefined;
   }
 
   async touchWorkerToken(name: string, now: number): Promise<void> {
-    this.prepare('UPDATE worker_tokens SET last_used_at = ? WHERE name = ?').run(now, name);
+    this.prepare(S.WORKER_TOKEN_TOUCH).run(now, name);
   }
 
   async revokeWorkerToken(name: string): Promise<boolean> {
-    return this.prepare('DELETE FROM worker_tokens WHERE name = ?').run(name).changes > 0;
+    return this.prepare(S.WORKER_TOKEN_DELETE).run(name).changes > 0;
   }
 
   private jobRow(name: string): JobRow {
-    const row = this.prepare('SELECT * FROM jobs WHERE name = ?').get(name) as JobRow | undefined;
+    const row = this.prepare(S.JOB_GET).get(name) as JobRow | undefined;
     if (!row) throw new JobNotFoundError(name);
     return row;
   }
 
   private runRow(id: string): Run {
-    return toRun(this.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = ?`).get(id) as RunRow);
+    return toRun(this.prepare(S.RUN_GET).get(id) as RunRow);
   }
 }
