@@ -24,6 +24,12 @@ export const CloseCode = {
   revoked: 4006,
 } as const;
 
+/**
+ * The largest console seq (a run's line number, from 0): the stores keep it as a 32-bit integer
+ * (PostgreSQL's `integer`), so a larger one is refused at the edge, not by a failing write.
+ */
+export const MAX_CONSOLE_SEQ = 2 ** 31 - 1;
+
 /** Why a worker stopped a job before it ended on its own. */
 export const STOP_CAUSES = ['timeout', 'idle-timeout', 'cancel', 'shutdown', 'output'] as const;
 export type StopCause = (typeof STOP_CAUSES)[number];

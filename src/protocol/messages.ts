@@ -8,7 +8,9 @@
 import * as z from 'zod/mini';
 import './zod-locale.js';
 
-export { CloseCode, PROTOCOL_VERSION, STOP_CAUSES, SUPPORTED_PROTOCOLS, type StopCause } from './constants.js';
+import { MAX_CONSOLE_SEQ } from './constants.js';
+
+export { CloseCode, MAX_CONSOLE_SEQ, PROTOCOL_VERSION, STOP_CAUSES, SUPPORTED_PROTOCOLS, type StopCause } from './constants.js';
 
 const labels = z.record(z.string().check(z.minLength(1), z.maxLength(64)), z.string().check(z.maxLength(256)));
 
@@ -20,7 +22,7 @@ const runResult = z.discriminatedUnion('kind', [
 
 /** One console line as a worker sends it. `seq` counts from 0 per run; `ts` is ms since the epoch. */
 export const consoleLine = z.object({
-  seq: z.int().check(z.gte(0)),
+  seq: z.int().check(z.gte(0), z.lte(MAX_CONSOLE_SEQ)),
   ts: z.int().check(z.gte(0)),
   text: z.string().check(z.maxLength(65_536)),
 });

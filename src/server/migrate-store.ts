@@ -16,6 +16,7 @@ import { ConfigError, StoreNotEmptyError, UsageError } from '../errors.js';
 import { isPostgresUrl, sqliteStoreFile } from '../store/open-store.js';
 import { openDatabase } from '../store/sqlite/open-database.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
+import { describeUrl } from '../url-for-humans.js';
 import { holdSqliteStore } from './data-dir.js';
 
 /** A value as the copy carries it: as SQLite keeps it (booleans 0/1, JSON and console text as text). */
@@ -81,7 +82,7 @@ export async function migrateStore(from: string, to: string): Promise<CopyReport
 
 function checkStore(flag: string, store: string): void {
   if (sqliteStoreFile(store) === undefined && !isPostgresUrl(store)) {
-    throw new UsageError(`bad ${flag} '${store}': use sqlite:PATH (a data dir's store is DIR/kiln.db) or postgres://USER@HOST:PORT/DATABASE`);
+    throw new UsageError(`bad ${flag} '${describeUrl(store)}': use sqlite:PATH (a data dir's store is DIR/kiln.db) or postgres://USER@HOST:PORT/DATABASE`);
   }
 }
 

@@ -1,6 +1,7 @@
 /** Opens the store a server is configured with. */
 import path from 'node:path';
 import { ConfigError } from '../errors.js';
+import { describeUrl } from '../url-for-humans.js';
 import type { JobStore } from './job-store.js';
 import type { StoreLog } from './postgres/connection.js';
 import { openSqliteStore } from './sqlite/sqlite-store.js';
@@ -24,5 +25,5 @@ export async function openStore(dataDir: string, store?: string, log?: StoreLog)
   if (store === undefined || store === '') return openSqliteStore(path.join(dataDir, 'kiln.db'));
   if (store.startsWith('sqlite:')) return openSqliteStore(store.slice('sqlite:'.length));
   if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log, exclusive: true });
-  throw new ConfigError(`unknown store '${store}': use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`);
+  throw new ConfigError(`unknown store '${describeUrl(store)}': use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`);
 }

@@ -30,7 +30,11 @@ test('a URL is shown without its password or query', () => {
   const cases: [string, string][] = [
     ['postgres://kiln:secret@db1:5432/kiln?sslmode=require', 'postgres://kiln@db1:5432/kiln'],
     ['postgres://db1/kiln', 'postgres://db1/kiln'],
-    ['postgres://kiln:secret@/kiln?x=1', 'postgres://kiln@/kiln'],
+    // Not URLs (no host; a `/` in the password): everything between scheme:// and the last @ goes.
+    ['postgres://kiln:secret@/kiln?x=1', 'postgres://***@/kiln'],
+    ['postgres://u:pa/ss@host/db', 'postgres://***@host/db'],
+    ['pg://u:sec/ret@db1/kiln', 'pg://***@db1/kiln'],
+    ['u:secret@db1', '(a URL with credentials)'],
   ];
   for (const [url, shown] of cases) assert.equal(describeUrl(url), shown, url);
 });

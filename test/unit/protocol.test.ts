@@ -111,6 +111,8 @@ test('workerMessage rejects bad run ids, empty or oversize batches and bad field
     ['oversize batch', output({ lines: Array.from({ length: 10_001 }, (_, i) => line(i)) })],
     ['negative seq', output({ lines: [line(-1)] })],
     ['fractional seq', output({ lines: [{ ...line(0), seq: 0.5 }] })],
+    // The stores keep seq in 32 bits: one past it failed every console write on PostgreSQL.
+    ['seq past 2^31 - 1', output({ lines: [line(2 ** 31)] })],
     ['oversize line', output({ lines: [{ ...line(0), text: 'x'.repeat(65_537) }] })],
     ['text not a string', output({ lines: [{ ...line(0), text: 3 }] })],
     ['other version', output({ v: 2 })],

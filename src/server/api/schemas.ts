@@ -6,6 +6,7 @@ import {
   type Schedule,
 } from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
+import { MAX_CONSOLE_SEQ } from '../../protocol/constants.js';
 
 /** Largest script a job may carry. */
 export const MAX_SCRIPT_BYTES = 256 * 1024;
@@ -127,7 +128,7 @@ export const latestRunQuery = z.strictObject({ job: z.optional(z.string()), plat
 export const consoleQuery = z.strictObject({
   follow: z.pipe(z.optional(z.enum(['true', 'false', '1', '0'])), z.transform((v) => v === 'true' || v === '1')),
   /** Start after this seq (an observer resuming after a broken stream). */
-  after: z._default(z.coerce.number().check(z.int(), z.gte(-1)), -1),
+  after: z._default(z.coerce.number().check(z.int(), z.gte(-1), z.lte(MAX_CONSOLE_SEQ)), -1),
 });
 
 /** `POST /api/artifacts/gc`: sweep now (or say what would go), with the server's policy or these. */

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import FormData from 'form-data';
 import { coerceError } from '../../errors.js';
+import { describeUrl } from '../../url-for-humans.js';
 import { deliveryMetadata, type DeliveryOutcome, type RunDelivery, type UploadTarget } from './target.js';
 
 /** node:https, required at the first https delivery: a server that never makes one never loads TLS. */
@@ -19,13 +20,6 @@ function httpsModule(): typeof import('node:https') {
 
 /** A connection silent this long is given up (and the delivery retried). */
 const IDLE_TIMEOUT_MS = 60_000;
-
-/** The URL without its password, for logs and `kiln info`. */
-export function describeUrl(url: URL): string {
-  const shown = new URL(url.href);
-  shown.password = '';
-  return shown.href;
-}
 
 /** The status's verdict, with the body's first words as the reason. @internal Exported for its table test. */
 export function judge(status: number, body: string, retryAfter: string | undefined): DeliveryOutcome {

@@ -6,7 +6,10 @@
 import os from 'node:os';
 import pg from 'pg';
 import { ConfigError, InvalidRequestError, KilnError, StoreUnavailableError } from '../../errors.js';
+import { describeUrl } from '../../url-for-humans.js';
 import type { Statement } from './statements.js';
+
+export { describeUrl };
 
 /** What the store logs about its connections. */
 export interface StoreLog {
@@ -23,19 +26,6 @@ const UNAVAILABLE_SQLSTATE = /^(08|28|3D|57P0[1-3])/;
  * work, as it would have had they run one after the other.
  */
 export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '23505']);
-
-/** `url` without its password and query, for messages and logs. */
-export function describeUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    parsed.password = '';
-    parsed.search = '';
-    return parsed.toString();
-  } catch {
-    // Not a URL: shown as given, less what looks like a password.
-    return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/i, '$1@').split('?')[0]!;
-  }
-}
 
 /** Checks a `postgres://USER@HOST:PORT/DB` URL; throws ConfigError naming what is wrong (the password never shown). */
 export function checkUrl(url: string): void {
