@@ -12,7 +12,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
-import { ConfigError, StoreNotEmptyError, UsageError } from '../errors.js';
+import { coerceError, ConfigError, StoreNotEmptyError, UsageError } from '../errors.js';
 import { isPostgresUrl, sqliteStoreFile } from '../store/open-store.js';
 import { openDatabase } from '../store/sqlite/open-database.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -113,7 +113,11 @@ async function copy(source: Side, target: Side): Promise<Record<string, number>>
         try {
           await target.insert(to.get(name)!, table.columns, page);
         } catch (raw) {
-          throw new Error(`copying table ${name} into ${target.where}: ${(raw as Error).message}`);
+          // Said with the table, and with the store's own code kept (a NUL PostgreSQL refuses is an
+          // invalid request, a lost connection the store unavailable), so the exit code says which.
+          const err = coerceError(raw);
+          err.message = `copying table ${name} into ${target.where}: ${err.message}`;
+          throw err;
         }
         rows[name] += page.length;
         const last = page.at(-1)!;

@@ -136,3 +136,20 @@ test('an SQLite farm copied into PostgreSQL carries on there: jobs, runs, consol
   assert.equal(whole.logs[1], LOG);
   assert.deepEqual(whole.tokens, ['builder-1']);
 });
+
+test('a value PostgreSQL cannot hold (a NUL in a job\'s script) fails the copy with the store\'s own code and exit 2, naming the table; the target stays empty', { skip, timeout: 120_000 }, async (t) => {
+  const dataDir = tempDir(t);
+  const server = await startServer(t, { dataDir, args: ['--store', `sqlite:${path.join(dataDir, 'kiln.db')}`] });
+  const created = await fetch(`${server.url}/api/jobs`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'nul', script: 'echo a\u0000b\n', platform: 'testos', period: 'never' }),
+  });
+  assert.equal(created.status, 201, await created.text());
+  await server.kill('SIGTERM');
+  const { schema, url } = await freshSchema(t);
+  const copied = await kiln(undefined, ['migrate-store', '--from', `sqlite:${path.join(dataDir, 'kiln.db')}`, '--to', url]);
+  assert.equal(copied.code, 2, copied.stderr);
+  assert.match(copied.stderr, /^kiln: copying table jobs into postgres:\S+: .*\n$/);
+  assert.equal((await adminQuery(`SELECT count(*)::int AS n FROM ${schema}.jobs`)).rows[0].n, 0);
+});
