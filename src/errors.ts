@@ -177,6 +177,34 @@ export class WorkerTokenNotFoundError extends KilnError {
   }
 }
 
+/** A valid credential whose role (or kind) may not use the route. */
+export class ForbiddenError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_FORBIDDEN', 403, message);
+  }
+}
+
+/** A state-changing request signed in by the session cookie alone, without the header a cross-site page cannot send. */
+export class CsrfError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_CSRF', 403, message);
+  }
+}
+
+/** A live token already has that name. */
+export class TokenExistsError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_TOKEN_EXISTS', 409, `a token named '${name}' already exists (kiln token revoke ${name} first to replace it)`);
+  }
+}
+
+/** No live token has that name. */
+export class TokenNotFoundError extends KilnError {
+  constructor(name: string) {
+    super('KILN_ERR_TOKEN_NOT_FOUND', 404, `no token named '${name}' (kiln token list shows them)`);
+  }
+}
+
 /** Turns anything thrown into a KilnError, so catch sites can branch on `code`. */
 export function coerceError(raw: unknown): KilnError {
   if (raw instanceof KilnError) return raw;

@@ -14,6 +14,7 @@ export function exitCodeFor(code: string): number {
     case 'KILN_ERR_DATA_DIR_UNSAFE':
       return Exit.usage;
     case 'KILN_ERR_UNAUTHORIZED':
+    case 'KILN_ERR_FORBIDDEN':
     case 'KILN_ERR_SERVER_UNREACHABLE':
       return Exit.unreachable;
     default:

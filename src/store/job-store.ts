@@ -278,6 +278,31 @@ export interface WorkerTokenRecord {
   lastUsedAt: number | null;
 }
 
+/** What a person's token may do (see src/server/api/auth.ts for the routes of each). */
+export type Role = 'viewer' | 'operator' | 'admin';
+
+/** A token for people as stored: never the token itself, which is stored only as its hash. */
+export interface TokenRecord {
+  name: string;
+  role: Role;
+  createdAt: number;
+  /** When it stops being accepted; null: never. */
+  expiresAt: number | null;
+  /** When it was last presented (noted at most once a minute); null if never. */
+  lastUsedAt: number | null;
+  /** When it was revoked; null while live. Revoked tokens are kept to be refused by name, not listed. */
+  revokedAt: number | null;
+}
+
+/** A browser session: the dashboard's cookie, signed in with a token. */
+export interface SessionRecord {
+  /** The name of the token it was signed in with (`admin` for the data dir's admin.token). */
+  tokenName: string;
+  role: Role;
+  createdAt: number;
+  expiresAt: number;
+}
+
 /** A console line stored for a run. */
 export type StoredLine = ConsoleLine;
 
@@ -457,4 +482,24 @@ export interface JobStore {
   touchWorkerToken(name: string, now: number): Promise<void>;
   /** Removes `name`'s token; false when it had none. */
   revokeWorkerToken(name: string): Promise<boolean>;
+
+  /**
+   * Stores a token for people (its sha256, hex). Replaces a revoked token of that name; throws
+   * TokenExistsError if `name` has a live (or expired, not revoked) one.
+   */
+  createToken(token: { name: string; role: Role; sha256: string; createdAt: number; expiresAt: number | null }): Promise<TokenRecord>;
+  /** The tokens not revoked (expired ones too), by name. */
+  listTokens(): Promise<TokenRecord[]>;
+  /** The token with that sha256 (hex), revoked or not. */
+  findToken(sha256: string): Promise<TokenRecord | undefined>;
+  /** Notes that `name`'s token was used. */
+  touchToken(name: string, now: number): Promise<void>;
+  /** Revokes `name`'s live token and deletes its sessions; returns how many sessions ended, or undefined when it had no live token. */
+  revokeToken(name: string, now: number): Promise<number | undefined>;
+  /** Stores a session (the sha256 of its id, hex), and deletes the sessions that expired before `session.createdAt`. */
+  createSession(sha256: string, session: SessionRecord): Promise<void>;
+  /** The session with that sha256 (hex), if it exists (expired or not). */
+  findSession(sha256: string): Promise<SessionRecord | undefined>;
+  /** Ends a session; false when there was none. */
+  deleteSession(sha256: string): Promise<boolean>;
 }

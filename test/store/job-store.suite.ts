@@ -1142,6 +1142,60 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
       });
     });
 
+    describe('tokens for people and sessions', () => {
+      const hash = (c: string) => c.repeat(64);
+
+      test('a token is stored by its hash with its role and expiry, found by its hash and listed without it', async (t) => {
+        const store = await open(t);
+        const alice = await store.createToken({ name: 'alice', role: 'viewer', sha256: hash('a'), createdAt: T0, expiresAt: T0 + 1000 });
+        assert.deepEqual(alice, { name: 'alice', role: 'viewer', createdAt: T0, expiresAt: T0 + 1000, lastUsedAt: null, revokedAt: null });
+        await store.createToken({ name: 'ci', role: 'operator', sha256: hash('b'), createdAt: T0 + 1, expiresAt: null });
+        await assert.rejects(store.createToken({ name: 'alice', role: 'admin', sha256: hash('c'), createdAt: T0 + 2, expiresAt: null }), { code: 'KILN_ERR_TOKEN_EXISTS' });
+        assert.equal(await store.findToken(hash('c')), undefined, 'the refused one was not stored');
+        assert.deepEqual(await store.findToken(hash('a')), alice);
+        await store.touchToken('ci', T0 + 10);
+        assert.deepEqual((await store.listTokens()).map((r) => [r.name, r.role, r.lastUsedAt]), [['alice', 'viewer', null], ['ci', 'operator', T0 + 10]]);
+        assert.equal(JSON.stringify(await store.listTokens()).includes(hash('a')), false, 'never the hash');
+      });
+
+      test('only the three roles are stored', async (t) => {
+        const store = await open(t);
+        await assert.rejects(store.createToken({ name: 'x', role: 'root' as never, sha256: hash('a'), createdAt: T0, expiresAt: null }));
+        assert.deepEqual(await store.listTokens(), []);
+      });
+
+      test('a revoked token is found as revoked, not listed, ends its sessions, and its name can have a new one', async (t) => {
+        const store = await open(t);
+        await store.createToken({ name: 'alice', role: 'admin', sha256: hash('a'), createdAt: T0, expiresAt: null });
+        await store.createSession(hash('1'), { tokenName: 'alice', role: 'admin', createdAt: T0, expiresAt: T0 + 100 });
+        await store.createSession(hash('2'), { tokenName: 'alice', role: 'admin', createdAt: T0, expiresAt: T0 + 100 });
+        await store.createSession(hash('3'), { tokenName: 'bob', role: 'viewer', createdAt: T0, expiresAt: T0 + 100 });
+        assert.equal(await store.revokeToken('alice', T0 + 5), 2, 'both of its sessions ended');
+        assert.equal(await store.revokeToken('alice', T0 + 6), undefined, 'nothing left to revoke');
+        assert.equal(await store.revokeToken('nobody', T0 + 6), undefined);
+        assert.equal((await store.findToken(hash('a')))?.revokedAt, T0 + 5);
+        assert.equal(await store.findSession(hash('1')), undefined);
+        assert.deepEqual(await store.findSession(hash('3')), { tokenName: 'bob', role: 'viewer', createdAt: T0, expiresAt: T0 + 100 }, 'other tokens keep theirs');
+        assert.deepEqual(await store.listTokens(), []);
+        const again = await store.createToken({ name: 'alice', role: 'viewer', sha256: hash('d'), createdAt: T0 + 7, expiresAt: null });
+        assert.deepEqual(again, { name: 'alice', role: 'viewer', createdAt: T0 + 7, expiresAt: null, lastUsedAt: null, revokedAt: null });
+        assert.equal(await store.findToken(hash('a')), undefined, 'the old token is gone with its row');
+        assert.deepEqual(await store.findToken(hash('d')), again);
+      });
+
+      test('sessions are found by hash and deleted; signing in forgets expired ones', async (t) => {
+        const store = await open(t);
+        await store.createSession(hash('1'), { tokenName: 'admin', role: 'admin', createdAt: T0, expiresAt: T0 + 10 });
+        assert.equal((await store.findSession(hash('1')))?.tokenName, 'admin');
+        assert.equal(await store.deleteSession(hash('1')), true);
+        assert.equal(await store.deleteSession(hash('1')), false);
+        await store.createSession(hash('2'), { tokenName: 'admin', role: 'admin', createdAt: T0, expiresAt: T0 + 10 });
+        await store.createSession(hash('3'), { tokenName: 'admin', role: 'admin', createdAt: T0 + 20, expiresAt: T0 + 30 });
+        assert.equal(await store.findSession(hash('2')), undefined, 'expired before the new sign-in: forgotten');
+        assert.equal((await store.findSession(hash('3')))?.expiresAt, T0 + 30);
+      });
+    });
+
     describe('worker tokens', () => {
       test('a token is stored by its hash, bound to one name, found by its hash and listed without it', async (t) => {
         const store = await open(t);

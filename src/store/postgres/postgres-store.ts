@@ -13,11 +13,11 @@ import {
   type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
-  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
+  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, TokenExistsError, WorkerTokenExistsError,
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord,
+  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
@@ -48,6 +48,10 @@ interface DeliveryRow {
   id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
   last_error: string | null; created_at: number; ended_at: number | null;
 }
+interface TokenRow {
+  name: string; role: Role; created_at: number; expires_at: number | null; last_used_at: number | null; revoked_at: number | null;
+}
+interface SessionRow { token_name: string; role: Role; created_at: number; expires_at: number }
 interface WorkerTokenRow { name: string; created_at: number; last_used_at: number | null }
 
 function toJob(row: JobRow): Job {
@@ -86,6 +90,9 @@ function toDelivery(row: DeliveryRow): Delivery {
   };
 }
 
+const toToken = (row: TokenRow): TokenRecord => ({
+  name: row.name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at, lastUsedAt: row.last_used_at, revokedAt: row.revoked_at,
+});
 const toWorkerToken = (row: WorkerTokenRow): WorkerTokenRecord => ({ name: row.name, createdAt: row.created_at, lastUsedAt: row.last_used_at });
 
 const json = (value: unknown): string | null => (value === null ? null : JSON.stringify(value));
@@ -578,6 +585,52 @@ class PostgresStore implements JobStore {
 
   async revokeWorkerToken(name: string): Promise<boolean> {
     return ((await this.db.run(S.WORKER_TOKEN_DELETE, [name])).rowCount ?? 0) > 0;
+  }
+
+  async createToken(token: { name: string; role: Role; sha256: string; createdAt: number; expiresAt: number | null }): Promise<TokenRecord> {
+    const { name, role, sha256, createdAt, expiresAt } = token;
+    return this.db.transaction(async (tx) => {
+      if ((await tx.run(S.TOKEN_UPSERT, [name, role, sha256, createdAt, expiresAt])).rowCount !== 1) throw new TokenExistsError(name);
+      // A revoked token's sessions were ended with it; none can be left for the new one to inherit.
+      await tx.run(S.SESSIONS_DELETE_OF_TOKEN, [name]);
+      return { name, role, createdAt, expiresAt, lastUsedAt: null, revokedAt: null };
+    });
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return (await this.db.run<TokenRow>(S.TOKENS_LIST)).rows.map(toToken);
+  }
+
+  async findToken(sha256: string): Promise<TokenRecord | undefined> {
+    const [row] = (await this.db.run<TokenRow>(S.TOKEN_FIND, [sha256])).rows;
+    return row && toToken(row);
+  }
+
+  async touchToken(name: string, now: number): Promise<void> {
+    await this.db.run(S.TOKEN_TOUCH, [name, now]);
+  }
+
+  async revokeToken(name: string, now: number): Promise<number | undefined> {
+    return this.db.transaction(async (tx) => {
+      if ((await tx.run(S.TOKEN_REVOKE, [name, now])).rowCount !== 1) return undefined;
+      return (await tx.run(S.SESSIONS_DELETE_OF_TOKEN, [name])).rowCount ?? 0;
+    });
+  }
+
+  async createSession(sha256: string, session: SessionRecord): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      await tx.run(S.SESSIONS_DELETE_EXPIRED, [session.createdAt]);
+      await tx.run(S.SESSION_INSERT, [sha256, session.tokenName, session.role, session.createdAt, session.expiresAt]);
+    });
+  }
+
+  async findSession(sha256: string): Promise<SessionRecord | undefined> {
+    const [row] = (await this.db.run<SessionRow>(S.SESSION_FIND, [sha256])).rows;
+    return row && { tokenName: row.token_name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at };
+  }
+
+  async deleteSession(sha256: string): Promise<boolean> {
+    return ((await this.db.run(S.SESSION_DELETE, [sha256])).rowCount ?? 0) > 0;
   }
 
   private async jobRow(session: Session, name: string, statement: S.Statement): Promise<JobRow> {

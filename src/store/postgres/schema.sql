@@ -111,6 +111,29 @@ CREATE TABLE runs (
   CONSTRAINT runs_pkey PRIMARY KEY (id)
 );
 
+CREATE TABLE sessions (
+  id_sha256 text NOT NULL,
+  token_name text COLLATE "C" NOT NULL,
+  role text NOT NULL,
+  created_at bigint NOT NULL,
+  expires_at bigint NOT NULL,
+  CONSTRAINT sessions_pkey PRIMARY KEY (id_sha256),
+  CONSTRAINT sessions_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text])))
+);
+
+CREATE TABLE tokens (
+  name text COLLATE "C" NOT NULL,
+  role text NOT NULL,
+  token_sha256 text NOT NULL,
+  created_at bigint NOT NULL,
+  expires_at bigint,
+  last_used_at bigint,
+  revoked_at bigint,
+  CONSTRAINT tokens_pkey PRIMARY KEY (name),
+  CONSTRAINT tokens_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text]))),
+  CONSTRAINT tokens_token_sha256_key UNIQUE (token_sha256)
+);
+
 CREATE TABLE worker_tokens (
   name text COLLATE "C" NOT NULL,
   token_sha256 text NOT NULL,
@@ -146,6 +169,7 @@ CREATE INDEX runs_deadline ON runs USING btree (deadline_at) WHERE (status = 'ru
 CREATE UNIQUE INDEX runs_one_queued ON runs USING btree (job, platform) WHERE (status = 'queued'::text);
 CREATE INDEX runs_queue ON runs USING btree (platform, queue_pos) WHERE (status = 'queued'::text);
 CREATE INDEX runs_running ON runs USING btree (worker) WHERE (status = 'running'::text);
+CREATE INDEX sessions_by_token ON sessions USING btree (token_name);
 
 CREATE SEQUENCE queue_back;
 CREATE SEQUENCE queue_front;

@@ -330,3 +330,46 @@ export const WORKER_TOKEN_TOUCH = sql('worker_token_touch', 'UPDATE worker_token
 
 /** Removes a worker token. $1 name */
 export const WORKER_TOKEN_DELETE = sql('worker_token_delete', 'DELETE FROM worker_tokens WHERE name = $1');
+
+// ---- tokens for people and browser sessions
+
+/** The columns a TokenRecord is read from. */
+const TOKEN_COLUMNS = 'name, role, created_at, expires_at, last_used_at, revoked_at';
+
+/**
+ * Adds a token, or replaces a revoked one of that name; returns the name when it did, nothing when
+ * the name has a live one. $1 name, $2 role, $3 token sha256, $4 created_at, $5 expires_at
+ */
+export const TOKEN_UPSERT = sql('token_upsert', `
+  INSERT INTO tokens (name, role, token_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_sha256 = excluded.token_sha256, created_at = excluded.created_at,
+    expires_at = excluded.expires_at, last_used_at = NULL, revoked_at = NULL
+  WHERE tokens.revoked_at IS NOT NULL
+  RETURNING name`);
+
+/** The tokens not revoked, by name. (no parameters) */
+export const TOKENS_LIST = sql('tokens_list', `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL ORDER BY name`);
+
+/** A token by its hash, revoked or not. $1 token sha256 */
+export const TOKEN_FIND = sql('token_find', `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE token_sha256 = $1`);
+
+/** Notes a token's use. $1 name, $2 now */
+export const TOKEN_TOUCH = sql('token_touch', 'UPDATE tokens SET last_used_at = $2 WHERE name = $1', true);
+
+/** Revokes a live token; returns its name when it did. $1 name, $2 now */
+export const TOKEN_REVOKE = sql('token_revoke', 'UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL RETURNING name');
+
+/** Adds a session. $1 id sha256, $2 token name, $3 role, $4 created_at, $5 expires_at */
+export const SESSION_INSERT = sql('session_insert', 'INSERT INTO sessions (id_sha256, token_name, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)');
+
+/** A session by its id's hash. $1 id sha256 */
+export const SESSION_FIND = sql('session_find', 'SELECT token_name, role, created_at, expires_at FROM sessions WHERE id_sha256 = $1');
+
+/** Ends a session. $1 id sha256 */
+export const SESSION_DELETE = sql('session_delete', 'DELETE FROM sessions WHERE id_sha256 = $1', true);
+
+/** Ends every session of a token. $1 token name */
+export const SESSIONS_DELETE_OF_TOKEN = sql('sessions_delete_of_token', 'DELETE FROM sessions WHERE token_name = $1', true);
+
+/** Forgets sessions expired before a time. $1 now */
+export const SESSIONS_DELETE_EXPIRED = sql('sessions_delete_expired', 'DELETE FROM sessions WHERE expires_at <= $1', true);

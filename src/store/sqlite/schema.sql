@@ -110,6 +110,26 @@ CREATE TABLE runs (
 -- table schema_migrations
 CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
 
+-- table sessions
+CREATE TABLE sessions (
+  id_sha256  TEXT PRIMARY KEY,
+  token_name TEXT NOT NULL,
+  role       TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+
+-- table tokens
+CREATE TABLE tokens (
+  name         TEXT PRIMARY KEY,
+  role         TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+  token_sha256 TEXT NOT NULL UNIQUE,
+  created_at   INTEGER NOT NULL,
+  expires_at   INTEGER,
+  last_used_at INTEGER,
+  revoked_at   INTEGER
+);
+
 -- table worker_tokens
 CREATE TABLE worker_tokens (
   name         TEXT PRIMARY KEY,
@@ -165,3 +185,6 @@ CREATE INDEX runs_queue ON runs (platform, queue_pos) WHERE status = 'queued';
 
 -- index runs_running
 CREATE INDEX runs_running ON runs (worker) WHERE status = 'running';
+
+-- index sessions_by_token
+CREATE INDEX sessions_by_token ON sessions (token_name);

@@ -11,11 +11,11 @@ import {
   decideCancel, decideOverlap, decideRetry, endOfReport, firstClaimable, forwardsOnEnd, platformsToQueue, skipReason, ALREADY_QUEUED, SUPERSEDED_REASON, type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
-  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, WorkerTokenExistsError,
+  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, TokenExistsError, WorkerTokenExistsError,
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord,
+  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -126,6 +126,16 @@ interface WorkerTokenRow {
 function toWorkerToken(row: WorkerTokenRow): WorkerTokenRecord {
   return { name: row.name, createdAt: row.created_at, lastUsedAt: row.last_used_at };
 }
+
+interface TokenRow {
+  name: string; role: Role; created_at: number; expires_at: number | null; last_used_at: number | null; revoked_at: number | null;
+}
+
+function toToken(row: TokenRow): TokenRecord {
+  return { name: row.name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at, lastUsedAt: row.last_used_at, revokedAt: row.revoked_at };
+}
+
+interface SessionRow { token_name: string; role: Role; created_at: number; expires_at: number }
 
 interface DeliveryRow {
   id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
@@ -627,6 +637,52 @@ class SqliteStore implements JobStore {
 
   async revokeWorkerToken(name: string): Promise<boolean> {
     return this.prepare(S.WORKER_TOKEN_DELETE).run(name).changes > 0;
+  }
+
+  async createToken(token: { name: string; role: Role; sha256: string; createdAt: number; expiresAt: number | null }): Promise<TokenRecord> {
+    const { name, role, sha256, createdAt, expiresAt } = token;
+    return this.tx(() => {
+      if (this.prepare(S.TOKEN_UPSERT).run(name, role, sha256, createdAt, expiresAt).changes !== 1) throw new TokenExistsError(name);
+      // A revoked token's sessions were ended with it; none can be left for the new one to inherit.
+      this.prepare(S.SESSIONS_DELETE_OF_TOKEN).run(name);
+      return { name, role, createdAt, expiresAt, lastUsedAt: null, revokedAt: null };
+    });
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return (this.prepare(S.TOKENS_LIST).all() as TokenRow[]).map(toToken);
+  }
+
+  async findToken(sha256: string): Promise<TokenRecord | undefined> {
+    const row = this.prepare(S.TOKEN_FIND).get(sha256) as TokenRow | undefined;
+    return row && toToken(row);
+  }
+
+  async touchToken(name: string, now: number): Promise<void> {
+    this.prepare(S.TOKEN_TOUCH).run(now, name);
+  }
+
+  async revokeToken(name: string, now: number): Promise<number | undefined> {
+    return this.tx(() => {
+      if (this.prepare(S.TOKEN_REVOKE).run(now, name).changes !== 1) return undefined;
+      return this.prepare(S.SESSIONS_DELETE_OF_TOKEN).run(name).changes;
+    });
+  }
+
+  async createSession(sha256: string, session: SessionRecord): Promise<void> {
+    await this.tx(() => {
+      this.prepare(S.SESSIONS_DELETE_EXPIRED).run(session.createdAt);
+      this.prepare(S.SESSION_INSERT).run(sha256, session.tokenName, session.role, session.createdAt, session.expiresAt);
+    });
+  }
+
+  async findSession(sha256: string): Promise<SessionRecord | undefined> {
+    const row = this.prepare(S.SESSION_FIND).get(sha256) as SessionRow | undefined;
+    return row && { tokenName: row.token_name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at };
+  }
+
+  async deleteSession(sha256: string): Promise<boolean> {
+    return this.prepare(S.SESSION_DELETE).run(sha256).changes > 0;
   }
 
   private jobRow(name: string): JobRow {

@@ -293,3 +293,41 @@ export const WORKER_TOKEN_TOUCH = 'UPDATE worker_tokens SET last_used_at = ? WHE
 
 /** Removes a worker token. ?1 name */
 export const WORKER_TOKEN_DELETE = 'DELETE FROM worker_tokens WHERE name = ?';
+
+// ---- tokens for people and browser sessions
+
+/** The columns a TokenRecord is read from. */
+const TOKEN_COLUMNS = 'name, role, created_at, expires_at, last_used_at, revoked_at';
+
+/** Adds a token, or replaces a revoked one of that name; changes no row when the name has a live one. ?1 name, ?2 role, ?3 token sha256, ?4 created_at, ?5 expires_at */
+export const TOKEN_UPSERT = `INSERT INTO tokens (name, role, token_sha256, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_sha256 = excluded.token_sha256, created_at = excluded.created_at,
+    expires_at = excluded.expires_at, last_used_at = NULL, revoked_at = NULL
+  WHERE tokens.revoked_at IS NOT NULL`;
+
+/** The tokens not revoked, by name. (no parameters) */
+export const TOKENS_LIST = `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL ORDER BY name`;
+
+/** A token by its hash, revoked or not. ?1 token sha256 */
+export const TOKEN_FIND = `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE token_sha256 = ?`;
+
+/** Notes a token's use. ?1 now, ?2 name */
+export const TOKEN_TOUCH = 'UPDATE tokens SET last_used_at = ? WHERE name = ?';
+
+/** Revokes a live token. ?1 now, ?2 name */
+export const TOKEN_REVOKE = 'UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL';
+
+/** Adds a session. ?1 id sha256, ?2 token name, ?3 role, ?4 created_at, ?5 expires_at */
+export const SESSION_INSERT = 'INSERT INTO sessions (id_sha256, token_name, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?)';
+
+/** A session by its id's hash. ?1 id sha256 */
+export const SESSION_FIND = 'SELECT token_name, role, created_at, expires_at FROM sessions WHERE id_sha256 = ?';
+
+/** Ends a session. ?1 id sha256 */
+export const SESSION_DELETE = 'DELETE FROM sessions WHERE id_sha256 = ?';
+
+/** Ends every session of a token. ?1 token name */
+export const SESSIONS_DELETE_OF_TOKEN = 'DELETE FROM sessions WHERE token_name = ?';
+
+/** Forgets sessions expired before a time. ?1 now */
+export const SESSIONS_DELETE_EXPIRED = 'DELETE FROM sessions WHERE expires_at <= ?';
