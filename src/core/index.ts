@@ -14,3 +14,4 @@ export * from './retry.js';
 export * from './claim.js';
 export * from './pool-plan.js';
 export * from './reattach.js';
+export * from './roles.js';

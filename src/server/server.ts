@@ -32,7 +32,9 @@ import { WorkerRegistry } from './worker-registry.js';
 import { Templates } from './templates.js';
 import { ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
-import { forPublic, installAuth, type RouteEntry } from './api/auth.js';
+import { forPublic, installAuth, type AuthOptions, type RouteEntry } from './api/auth.js';
+import { registerSessionRoutes } from './api/session-routes.js';
+import { registerTokenRoutes } from './api/token-routes.js';
 import { holdDataDir } from './data-dir.js';
 import { ListenError } from '../errors.js';
 
@@ -162,8 +164,8 @@ async function startOnStore(
   });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
-  const routes = installAuth(app, {
-    tokens,
+  const auth: AuthOptions = {
+    tokens, store, now,
     workerIdentity: async (token) => {
       const instance = pools?.nameForToken(token);
       if (instance !== undefined) return { kind: 'instance', name: instance };
@@ -171,7 +173,8 @@ async function startOnStore(
       const name = await store.findWorkerToken(hashToken(token));
       return name === undefined ? undefined : { kind: 'token', name };
     },
-  });
+  };
+  const routes = installAuth(app, auth);
   app.get('/healthz', forPublic, async () => ({ ok: true }));
   const redeliver = async (runId: string) => {
     const delivery = await store.requeueFailedDelivery(runId, now());
@@ -188,6 +191,8 @@ async function startOnStore(
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
 
+  registerTokenRoutes(app, { store, now });
+  registerSessionRoutes(app, { store, now, auth });
   registerWorkerTokenRoutes(app, {
     store, now,
     disconnect: (identity, reason) => gateway.disconnect(identity, reason),

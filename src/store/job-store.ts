@@ -3,7 +3,7 @@
  * dialect-neutral, so the embedded SQLite store and a PostgreSQL store are interchangeable and
  * pass the same contract tests (test/store/job-store.suite.ts). Times are ms since the epoch.
  */
-import type { JobSandbox, Overlap, RunResult, RunStatus, Schedule, WorkerStop } from '../core/index.js';
+import type { JobSandbox, Overlap, Role, RunResult, RunStatus, Schedule, WorkerStop } from '../core/index.js';
 import type { ConsoleLine } from '../protocol/index.js';
 
 /** A job as stored. */
@@ -278,8 +278,8 @@ export interface WorkerTokenRecord {
   lastUsedAt: number | null;
 }
 
-/** What a person's token may do (see src/server/api/auth.ts for the routes of each). */
-export type Role = 'viewer' | 'operator' | 'admin';
+/** What a person's token may do (see src/core/roles.ts, and src/server/api/auth.ts for the routes of each). */
+export type { Role } from '../core/roles.js';
 
 /** A token for people as stored: never the token itself, which is stored only as its hash. */
 export interface TokenRecord {

@@ -10,7 +10,7 @@ import { ArtifactPathError, describeIdentity, holdsRun, isSha256, normaliseArtif
 import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
-import { forAdmin, forWorker } from './auth.js';
+import { forViewer, forWorker } from './auth.js';
 
 function artifactPath(params: unknown): string {
   try {
@@ -69,12 +69,12 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     return reply.code(201).send({ path: relative, size, sha256 });
   });
 
-  app.get('/api/runs/:id/artifacts', forAdmin, async (request) => {
+  app.get('/api/runs/:id/artifacts', forViewer, async (request) => {
     const run = await store.findRun((request.params as { id: string }).id);
     return { run: run.id, artifacts: await store.listArtifacts(run.id) };
   });
 
-  app.get('/api/runs/:id/artifacts/*', forAdmin, async (request, reply) => {
+  app.get('/api/runs/:id/artifacts/*', forViewer, async (request, reply) => {
     const run = await store.findRun((request.params as { id: string }).id);
     const relative = artifactPath(request.params);
     const artifact = (await store.listArtifacts(run.id)).find((a) => a.path === relative);

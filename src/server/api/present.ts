@@ -19,8 +19,15 @@ function shownTime(job: Job, field: string, ms: number | null, zone: string, log
   }
 }
 
-/** A job for the API; `log` hears about stored values that cannot be shown (they are shown as null). */
-export function presentJob(job: Job, log?: Pick<Logger, 'warn'>) {
+/** What a job's environment values are shown as to those who may not read secrets. */
+export const HIDDEN_SECRET = '(secret)';
+
+/**
+ * A job for the API; `log` hears about stored values that cannot be shown (they are shown as null).
+ * Environment values are a job's secrets (tokens, passwords): shown only when `secrets` says the
+ * caller is an admin, else each as HIDDEN_SECRET (the names stay).
+ */
+export function presentJob(job: Job, log?: Pick<Logger, 'warn'>, secrets = false) {
   const zone = scheduleZone(job.schedule);
   let scheduleText: string;
   try {
@@ -34,7 +41,7 @@ export function presentJob(job: Job, log?: Pick<Logger, 'warn'>) {
     name: job.name, platform: job.platform, schedule: job.schedule, scheduleText,
     paused: job.paused, overlap: job.overlap, catchUp: job.catchUp,
     timeoutMs: job.timeoutMs, idleTimeoutMs: job.idleTimeoutMs, retries: job.retries, failureRetries: job.failureRetries,
-    env: job.env, labels: job.labels, script: job.script, template: job.template, vars: job.vars,
+    env: secrets ? job.env : Object.fromEntries(Object.keys(job.env).map((key) => [key, HIDDEN_SECRET])), labels: job.labels, script: job.script, template: job.template, vars: job.vars,
     artifacts: job.artifacts, artifactsOnFailure: job.artifactsOnFailure, sandbox: job.sandbox,
     /** ISO 8601 in the schedule's zone, with its offset. */
     nextAt: shownTime(job, 'nextAt', job.nextAt, zone, log),

@@ -1,4 +1,4 @@
-/** The client API: JSON over HTTP, every route for the admin (see auth.ts). */
+/** The client API: JSON over HTTP, each route for the roles it names (see auth.ts). */
 import type { FastifyInstance } from 'fastify';
 import type { Delivery, JobStore } from '../../store/index.js';
 import type { ConsoleHub } from '../console-hub.js';
@@ -16,7 +16,7 @@ import {
 } from './schemas.js';
 import { JobNotFoundError, NotRedeliverableError, RunNotFoundError } from '../../errors.js';
 import { traceNow, traceStage, tracing } from '../../latency-trace.js';
-import { forAdmin } from './auth.js';
+import { forAdmin, forOperator, forViewer, mayReadSecrets } from './auth.js';
 
 /** What the routes need. */
 export interface RouteParts {
@@ -45,25 +45,25 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await jobService.schedule(body);
-    return reply.code(201).send({ job: presentJob(job), runs: runs.map(presentRun), run: runs[0] ? presentRun(runs[0]) : null });
+    return reply.code(201).send({ job: presentJob(job, request.log, mayReadSecrets(request)), runs: runs.map(presentRun), run: runs[0] ? presentRun(runs[0]) : null });
   });
 
-  app.get('/api/jobs', forAdmin, async (request) => ({ jobs: (await store.listJobs()).map((job) => presentJob(job, request.log)) }));
+  app.get('/api/jobs', forViewer, async (request) => ({ jobs: (await store.listJobs()).map((job) => presentJob(job, request.log, mayReadSecrets(request))) }));
 
-  app.get('/api/jobs/:name', forAdmin, async (request) => {
+  app.get('/api/jobs/:name', forViewer, async (request) => {
     const job = await store.getJob(nameParam(request.params));
     if (!job) throw new JobNotFoundError(nameParam(request.params));
-    return { job: presentJob(job, request.log) };
+    return { job: presentJob(job, request.log, mayReadSecrets(request)) };
   });
 
   app.patch('/api/jobs/:name', forAdmin, async (request) => {
     const patch = parse(modifyJobBody, request.body, 'job change');
-    return { job: presentJob(await jobService.modify(nameParam(request.params), patch)) };
+    return { job: presentJob(await jobService.modify(nameParam(request.params), patch), request.log, mayReadSecrets(request)) };
   });
 
   app.delete('/api/jobs/:name', forAdmin, async (request) => ({ cancelled: await jobService.unschedule(nameParam(request.params)) }));
 
-  app.post('/api/jobs/:name/execute', forAdmin, async (request, reply) => {
+  app.post('/api/jobs/:name/execute', forOperator, async (request, reply) => {
     const receivedAt = tracing ? traceNow() : 0;
     const body = parse(executeBody, request.body, 'execute request');
     const { runs, created } = await jobService.execute(nameParam(request.params), body.platform);
@@ -73,13 +73,13 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
 
   app.post('/api/jobs/:name/reschedule', forAdmin, async (request) => {
     const body = parse(rescheduleBody, request.body, 'reschedule request');
-    return { job: presentJob(await jobService.reschedule(nameParam(request.params), parseTime(body.next))) };
+    return { job: presentJob(await jobService.reschedule(nameParam(request.params), parseTime(body.next)), request.log, mayReadSecrets(request)) };
   });
 
-  app.post('/api/jobs/:name/pause', forAdmin, async (request) => ({ job: presentJob(await jobService.pause(nameParam(request.params))) }));
-  app.post('/api/jobs/:name/resume', forAdmin, async (request) => ({ job: presentJob(await jobService.resume(nameParam(request.params))) }));
+  app.post('/api/jobs/:name/pause', forOperator, async (request) => ({ job: presentJob(await jobService.pause(nameParam(request.params)), request.log, mayReadSecrets(request)) }));
+  app.post('/api/jobs/:name/resume', forOperator, async (request) => ({ job: presentJob(await jobService.resume(nameParam(request.params)), request.log, mayReadSecrets(request)) }));
 
-  app.get('/api/jobs/:name/next', forAdmin, async (request) => {
+  app.get('/api/jobs/:name/next', forViewer, async (request) => {
     const { count } = parse(nextQuery, request.query, 'preview request');
     const job = await store.getJob(nameParam(request.params));
     if (!job) throw new JobNotFoundError(nameParam(request.params));
@@ -94,46 +94,47 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     }
   });
 
-  app.get('/api/templates', forAdmin, async () => ({ directory: templates.dir, templates: templates.list() }));
+  app.get('/api/templates', forViewer, async () => ({ directory: templates.dir, templates: templates.list() }));
 
-  app.get('/api/platforms/dropped', forAdmin, async () => ({ dropped: await droppedPlatforms() }));
-  app.post('/api/platforms/:platform/drop', forAdmin, async (request) => {
+  app.get('/api/platforms/dropped', forViewer, async () => ({ dropped: await droppedPlatforms() }));
+  app.post('/api/platforms/:platform/drop', forOperator, async (request) => {
     const { platform } = parse(platformParam, request.params, 'platform');
     return { platform, cancelled: await jobService.dropPlatform(platform) };
   });
-  app.post('/api/platforms/:platform/undrop', forAdmin, async (request) => {
+  app.post('/api/platforms/:platform/undrop', forOperator, async (request) => {
     const { platform } = parse(platformParam, request.params, 'platform');
     return { platform, lifted: await jobService.undropPlatform(platform) };
   });
 
-  app.get('/api/runs', forAdmin, async (request) => {
+  app.get('/api/runs', forViewer, async (request) => {
     const filter = parse(listRunsQuery, request.query, 'run filter');
     return { runs: (await store.listRuns(filter)).map(presentRun) };
   });
 
-  app.get('/api/runs/latest', forAdmin, async (request) => {
+  app.get('/api/runs/latest', forViewer, async (request) => {
     const filter = parse(latestRunQuery, request.query, 'run filter');
     const [run] = await store.listRuns({ ...filter, limit: 1 });
     if (!run) throw new RunNotFoundError(`latest${filter.job ? ` of job ${filter.job}` : ''}${filter.platform ? ` on ${filter.platform}` : ''}`);
     return { run: presentRun(run) };
   });
 
-  app.get('/api/runs/:id', forAdmin, async (request) => ({ run: presentRun(await store.findRun(idParam(request.params))) }));
+  app.get('/api/runs/:id', forViewer, async (request) => ({ run: presentRun(await store.findRun(idParam(request.params))) }));
 
-  app.post('/api/runs/:id/cancel', forAdmin, async (request) => {
+  app.post('/api/runs/:id/cancel', forOperator, async (request) => {
     const body = parse(cancelBody, request.body, 'cancel request');
-    const { run, state } = await lifecycle.cancel(idParam(request.params), body.by ?? 'admin');
+    const who = request.credential;
+    const { run, state } = await lifecycle.cancel(idParam(request.params), body.by ?? (who.kind === 'person' ? who.name : 'admin'));
     return { run: presentRun(run), state };
   });
 
-  app.get('/api/runs/:id/events', forAdmin, async (request) => {
+  app.get('/api/runs/:id/events', forViewer, async (request) => {
     const run = await store.findRun(idParam(request.params));
     const [events, deliveries] = await Promise.all([store.listEvents(run.id), store.listDeliveries(run.id)]);
     return { run: presentRun(run), events: events.map(presentEvent), deliveries: deliveries.map(presentDelivery) };
   });
 
   // `kiln redeliver`: a delivery the target refused, or failed too often, is queued again.
-  app.post('/api/runs/:id/redeliver', forAdmin, async (request) => {
+  app.post('/api/runs/:id/redeliver', forOperator, async (request) => {
     const run = await store.findRun(idParam(request.params));
     if (uploadTarget === undefined) throw new NotRedeliverableError('this server has no upload target (--upload): nothing to redeliver to');
     const delivery = await redeliver(run.id);
@@ -144,15 +145,15 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     return { delivery: presentDelivery(delivery) };
   });
 
-  app.get('/api/runs/:id/console', forAdmin, async (request, reply) => {
+  app.get('/api/runs/:id/console', forViewer, async (request, reply) => {
     const { follow, after } = parse(consoleQuery, request.query, 'console request');
     const run = await store.findRun(idParam(request.params));
     await streamConsole(request, reply, store, hub, run, follow, after);
   });
 
-  app.get('/api/workers', forAdmin, async () => ({ workers: await listWorkers(), pools: pools() }));
+  app.get('/api/workers', forViewer, async () => ({ workers: await listWorkers(), pools: pools() }));
 
-  app.get('/api/info', forAdmin, async (request) => {
+  app.get('/api/info', forViewer, async (request) => {
     const [jobs, queued, running, workers, summary] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary()]);
     // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
     const byPlatform = new Map<string, ReturnType<typeof presentRun>[]>();

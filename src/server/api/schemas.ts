@@ -3,7 +3,7 @@ import * as z from 'zod/mini';
 import '../../protocol/zod-locale.js';
 import {
   formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
-  type Schedule,
+  ROLES, TOKEN_NAME, type Role, type Schedule,
 } from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
 import { MAX_CONSOLE_SEQ } from '../../protocol/constants.js';
@@ -146,3 +146,19 @@ export function parse<T extends z.ZodMiniType>(schema: T, value: unknown, what: 
   const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
   throw new InvalidRequestError(`invalid ${what}: ${where}${issue.message}`);
 }
+
+/** A token's name (`kiln token create NAME`). */
+const tokenName = z.string().check(z.regex(TOKEN_NAME, 'token names are 1 to 64 letters, digits, dot, dash, underscore and @, starting with a letter or digit'));
+
+/** Body of `POST /api/tokens`. */
+export const createTokenBody = z.strictObject({
+  name: tokenName,
+  role: z.enum(ROLES as [Role, ...Role[]]),
+  expiresInMs: z.optional(z.int().check(z.gte(1, 'the expiry must be in the future'), z.lte(MAX_DURATION_MS, `the expiry must be at most ${formatDuration(MAX_DURATION_MS)} away`))),
+});
+
+/** Params of `DELETE /api/tokens/:name`. */
+export const tokenNameParam = z.strictObject({ name: tokenName });
+
+/** Body of `POST /api/session`: the token to sign in with. */
+export const signInBody = z.strictObject({ token: z.string().check(z.minLength(1), z.maxLength(512)) });
