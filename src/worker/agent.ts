@@ -187,8 +187,10 @@ export class WorkerAgent {
       });
     });
     socket.on('unexpected-response', (_request: unknown, response: { statusCode?: number }) => {
-      if (response.statusCode === 401) {
-        this.log.error(`the server at ${this.options.server} rejected the worker token (401); pass --token or set KILN_WORKER_TOKEN`);
+      // 401: a token the server does not accept; 403: a person's token, which is not a worker's.
+      if (response.statusCode === 401 || response.statusCode === 403) {
+        const why = response.statusCode === 401 ? '' : ': it is not a worker token';
+        this.log.error(`the server at ${this.options.server} rejected the worker token (${response.statusCode}${why}); pass --token or set KILN_WORKER_TOKEN`);
         this.exitCode = WorkerExit.refused;
         this.cancelAll('the server rejected the worker token');
         this.close(WorkerExit.refused);

@@ -1,7 +1,7 @@
 /**
  * Fuzzes every HTTP route of a real server (in-process, SQLite in a temp dir): malformed path
  * parameters and queries, random and wrong-typed JSON, bodies that are not JSON, wrong content
- * types, with the admin token, the worker token, a wrong one and none, interleaved with valid
+ * types, with the admin token, a viewer's and an operator's, the worker token, a wrong one and none, interleaved with valid
  * operations (schedule, execute, cancel) and a worker that takes and ends runs, so that deeper
  * states are reached. The routes come from the server itself, so a new route is fuzzed without
  * anyone listing it here.
@@ -17,6 +17,7 @@ import fc from 'fast-check';
 import { call, FakeWorker, inProcessServer } from '../helpers/in-process.js';
 import { catalogueCodes, checkFuzz, fuzzSettings, PROTOTYPE_NAMES } from './fuzz-settings.js';
 import type { KilnServer } from '../../src/server/index.js';
+import { describeAudience } from '../../src/server/api/auth.js';
 
 /** Longest wait for an answer (headers, then body): past it the request counts as hung. */
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -225,7 +226,7 @@ const contentType = fc.constantFrom(
   'application/json', 'application/json', 'application/json; charset=utf-8', 'application/json; charset=latin1', 'text/plain',
   'application/x-www-form-urlencoded', 'multipart/form-data; boundary=zz', 'application/octet-stream', 'text/json', '*/*', 'application/', ';', undefined,
 );
-const tokenKind = fc.constantFrom('admin', 'admin', 'admin', 'worker', 'none', 'wrong', 'malformed');
+const tokenKind = fc.constantFrom('admin', 'admin', 'admin', 'viewer', 'operator', 'worker', 'none', 'wrong', 'malformed');
 const headerValue = fc.oneof(fc.constantFrom('', '-1', '0', '1e308', 'NaN', '9'.repeat(40), 'fuzz-worker', 'f'.repeat(64), '777', '0755', ...PROTOTYPE_NAMES), fc.string({ unit: fc.constantFrom('a', '0', '.', '/', '-', ' ', 'é'), maxLength: 30 }));
 const extraHeaders = fc.dictionary(fc.constantFrom('x-kiln-worker', 'x-kiln-size', 'x-kiln-sha256', 'x-kiln-mode', 'range', 'if-none-match', 'accept', 'x-kiln-delivery'), headerValue, { maxKeys: 4 });
 
@@ -309,10 +310,20 @@ test('every HTTP route survives fuzzed paths, queries, bodies and tokens: no 5xx
     }
   })();
 
+  // A token of each role below admin (the admin's is the data dir's).
+  const roleToken: Record<string, string> = {};
+  for (const role of ['viewer', 'operator']) {
+    const created = await call(server, 'POST', '/api/tokens', { name: `fuzz-${role}`, role });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    roleToken[role] = created.body.token;
+  }
+
   let inputs = 0;
   const tokenFor = (kind: string): Record<string, string> => {
     switch (kind) {
       case 'admin': return { authorization: `Bearer ${server.tokens.admin}` };
+      case 'viewer':
+      case 'operator': return { authorization: `Bearer ${roleToken[kind]}` };
       case 'worker': return { authorization: `Bearer ${server.tokens.worker}` };
       case 'wrong': return { authorization: `Bearer ${server.tokens.admin.slice(0, -1)}x` };
       case 'malformed': return { authorization: 'Basic Zm9vOmJhcg==' };
@@ -369,8 +380,8 @@ test('every HTTP route survives fuzzed paths, queries, bodies and tokens: no 5xx
     // one the route declared.
     const needed = route.audience;
     if (needed !== 'public' && method === route.method) {
-      const holds = a.token === needed;
-      if (!holds) assert.ok(answer.status >= 300, `${what}: a request without the ${needed} token got ${answer.status}`);
+      const holds = needed === 'worker' ? a.token === 'worker' : (needed as readonly string[]).includes(a.token);
+      if (!holds) assert.ok(answer.status >= 300, `${what}: a request without a ${describeAudience(needed)} token got ${answer.status}`);
     }
   };
 

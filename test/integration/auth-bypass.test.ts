@@ -106,10 +106,10 @@ test('every route refuses every spelling of its path without the right token', a
   assert.ok(routes.length >= 30, `the route table lists the routes (${routes.length})`);
   assert.deepEqual(
     routes.filter((r) => r.audience === 'public').map((r) => `${r.method} ${r.url}`).sort(),
-    ['GET /healthz', 'HEAD /healthz'],
-    'only the health check is public',
+    ['DELETE /api/session', 'GET /healthz', 'HEAD /healthz', 'POST /api/session'],
+    'only the health check and signing in and out are public',
   );
-  assert.ok(routes.some((r) => r.method === 'HEAD' && r.url === '/api/jobs' && r.audience === 'admin'), 'automatic HEAD routes carry their audience');
+  assert.ok(routes.some((r) => r.method === 'HEAD' && r.url === '/api/jobs' && Array.isArray(r.audience) && r.audience.includes('viewer')), 'automatic HEAD routes carry their audience');
   assert.ok(routes.some((r) => r.url === '/api/worker' && r.audience === 'worker'), 'the worker socket is in the table');
 
   // A worker's own token (kiln worker-token create) is a worker's token too: no good on the admin's routes.
@@ -121,12 +121,12 @@ test('every route refuses every spelling of its path without the right token', a
   let requests = 0;
   for (const route of routes.filter((r) => r.audience !== 'public')) {
     const path = concrete(route.url);
-    // The other kind of token: a worker's on the admin's routes and the other way round.
+    // The other kind of token: a worker's on the people's routes and the other way round.
     const tokens: [string, string | undefined][] = [['no token', undefined], ['a wrong token', 'wrong-token']];
-    if (route.audience === 'admin') tokens.push(['the shared worker token', server.tokens.worker], ['a per-worker token', perWorker]);
+    if (route.audience !== 'worker') tokens.push(['the shared worker token', server.tokens.worker], ['a per-worker token', perWorker]);
     else tokens.push(['the admin token', server.tokens.admin]);
     // The route's own answer to the right token on the plain path is not a refusal: the paths here reach it.
-    const right = route.audience === 'admin' ? server.tokens.admin : server.tokens.worker;
+    const right = route.audience !== 'worker' ? server.tokens.admin : server.tokens.worker;
     const control = await rawRequest(port, requestBytes(route.method, path, right));
     assert.notEqual(control.status, 401, `${route.method} ${path} with its own token: ${control.body}`);
 
