@@ -6,9 +6,10 @@ import { registerJobCommands } from './commands/jobs.js';
 import { registerMigrateStoreCommand } from './commands/migrate-store.js';
 import { registerRunCommands } from './commands/runs.js';
 import { registerWorkerCommand } from './commands/worker.js';
+import { registerTokenCommands } from './commands/tokens.js';
 import { registerWorkerTokenCommands } from './commands/worker-tokens.js';
 import type { RegisterCommands } from './program.js';
 
 export const ALL_COMMANDS: readonly RegisterCommands[] = [
-  registerJobCommands, registerRunCommands, registerInfoCommands, registerArtifactCommands, registerDaemonCommands, registerWorkerCommand, registerWorkerTokenCommands, registerMigrateStoreCommand,
+  registerJobCommands, registerRunCommands, registerInfoCommands, registerArtifactCommands, registerDaemonCommands, registerWorkerCommand, registerTokenCommands, registerWorkerTokenCommands, registerMigrateStoreCommand,
 ];

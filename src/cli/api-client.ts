@@ -1,8 +1,19 @@
 /** A small typed client of the Kiln HTTP API, shared by the CLI (and later the dashboard). */
 import { KilnError, ServerUnreachableError, UnauthorizedError } from '../errors.js';
 import type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker } from '../server/api/present.js';
+import type { PresentedToken } from '../server/api/token-routes.js';
 
-export type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker };
+export type { PresentedEvent, PresentedJob, PresentedRun, PresentedToken, PresentedWorker };
+
+/** Who a credential is, as `GET /api/session` says (and `POST /api/session` when signing in). */
+export interface SessionReply {
+  name: string;
+  role: 'viewer' | 'operator' | 'admin';
+  via?: 'token' | 'session';
+  expiresAt: string | null;
+  /** The value state-changing requests signed in by the cookie carry in X-Kiln-CSRF (null via a token). */
+  csrf: string | null;
+}
 
 /** An error the server answered with, carrying its code. */
 export class ApiError extends KilnError {}
