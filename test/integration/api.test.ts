@@ -7,7 +7,7 @@ import { call, inProcessServer } from '../helpers/in-process.js';
 
 const job = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never' };
 
-test('tokens are created mode 0600 and every API route needs the admin token', async (t) => {
+test('tokens are created mode 0600 and every API route needs a person\'s token', async (t) => {
   const server = await inProcessServer(t);
   for (const file of ['admin.token', 'worker.token']) assert.equal(statSync(path.join(server.dataDir, file)).mode & 0o777, 0o600);
   assert.notEqual(server.tokens.admin, server.tokens.worker);
@@ -18,7 +18,7 @@ test('tokens are created mode 0600 and every API route needs the admin token', a
     assert.equal(missing.status, 401, `${method} ${route} without a token`);
     assert.equal(missing.body.error.code, 'KILN_ERR_UNAUTHORIZED');
     assert.equal((await call(server, method!, route!, undefined, 'wrong')).status, 401);
-    assert.equal((await call(server, method!, route!, undefined, server.tokens.worker)).status, 401, 'the worker token is not an admin token');
+    assert.equal((await call(server, method!, route!, undefined, server.tokens.worker)).status, 403, 'the worker token is not an admin token');
   }
 });
 

@@ -30,7 +30,7 @@ test('uploads are checked: path, hash, size, holder, token and limit; good ones 
     ['no size', await put('f.txt', 'hi', { 'x-kiln-size': '' }), 400, 'KILN_ERR_INVALID_REQUEST', /x-kiln-size/],
     ['over the size limit', await put('big', 'x'.repeat(1001)), 413, 'KILN_ERR_PAYLOAD_TOO_LARGE', /larger than the per-file limit of 1000 bytes/],
     ['a worker that does not hold the run', await put('f.txt', 'hi', { 'x-kiln-worker': 'someone-else' }), 409, 'KILN_ERR_ARTIFACT_REFUSED', /does not hold run/],
-    ['the admin token', await put('f.txt', 'hi', {}, server.tokens.admin), 401, 'KILN_ERR_UNAUTHORIZED', /token/],
+    ['the admin token', await put('f.txt', 'hi', {}, server.tokens.admin), 403, 'KILN_ERR_FORBIDDEN', /takes a worker token/],
     ['a JSON body', await put('f.txt', '{"a":1}', { 'content-type': 'application/json' }), 400, 'KILN_ERR_INVALID_REQUEST', /application\/octet-stream/],
   ];
   for (const [what, reply, status, code, message] of bad) {

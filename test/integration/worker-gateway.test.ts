@@ -10,7 +10,7 @@ const job = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'n
 test('the worker socket needs the worker token', async (t) => {
   const server = await inProcessServer(t);
   await assert.rejects(FakeWorker.connect(t, server, 'wrong'), /HTTP 401/);
-  await assert.rejects(FakeWorker.connect(t, server, server.tokens.admin), /HTTP 401/);
+  await assert.rejects(FakeWorker.connect(t, server, server.tokens.admin), /HTTP 403/);
 });
 
 test('a worker speaking another protocol version is refused with a clear message', async (t) => {

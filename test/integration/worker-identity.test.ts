@@ -54,8 +54,8 @@ test('worker tokens: created once, listed without the token, stored hashed; the 
   assert.equal(again.body.error.code, 'KILN_ERR_WORKER_TOKEN_EXISTS');
   const bad = await call(server, 'POST', '/api/worker-tokens', { name: '../x' });
   assert.equal(bad.body.error.code, 'KILN_ERR_INVALID_REQUEST');
-  assert.equal((await call(server, 'POST', '/api/worker-tokens', { name: 'w2' }, server.tokens.worker)).status, 401, 'the worker token cannot make tokens');
-  assert.equal((await call(server, 'POST', '/api/worker-tokens', { name: 'w2' }, token)).status, 401, 'nor can a per-worker token');
+  assert.equal((await call(server, 'POST', '/api/worker-tokens', { name: 'w2' }, server.tokens.worker)).status, 403, 'the worker token cannot make tokens');
+  assert.equal((await call(server, 'POST', '/api/worker-tokens', { name: 'w2' }, token)).status, 403, 'nor can a per-worker token');
 
   const listed = (await call(server, 'GET', '/api/worker-tokens')).body.tokens;
   assert.deepEqual(listed.map((l: Record<string, unknown>) => Object.keys(l).sort()), [['createdAt', 'lastUsedAt', 'name']]);
