@@ -62,6 +62,11 @@ test('viewer reads without secrets, operator acts on runs, only admins manage; l
   assert.equal(listed.stdout.includes(viewer) || listed.stdout.includes(operator), false, 'never a token');
   assert.equal((await kiln(server, ['token', 'create', 'ops', '--role', 'viewer'])).code, 1, 'a live name is not taken twice');
 
+  // A person's token is no worker's: a worker given one stops, as for a wrong token.
+  const misused = spawnKiln(t, ['worker', '--server', server.url, '--name', 'w2', '--platform', 'testos'], { KILN_WORKER_TOKEN: operator });
+  assert.equal((await misused.exited).code, 3);
+  await misused.waitFor(/rejected the worker token \(403: it is not a worker token\)/);
+
   // An expired token, and a revoked one, are refused with one line saying so.
   const brief = await create('brief', 'viewer', '--expires', '1ms');
   const expired = await as(brief, ['jobs']);
