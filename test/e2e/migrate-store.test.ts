@@ -30,15 +30,17 @@ async function farm(server: ServerProcess, runIds: string[]) {
   const logs = await Promise.all(runIds.map(async (id) => (await kiln(server, ['logs', id])).stdout));
   const artifacts = await Promise.all(runIds.map(async (id) => (await json(['artifacts', id])).artifacts));
   const tokens = (await json(['worker-token', 'list'])).tokens.map((w: { name: string }) => w.name);
-  return { jobs, runs, logs, artifacts, tokens };
+  const people = (await json(['token', 'list'])).tokens.map((p: { name: string; role: string; expiresAt: string | null }) => [p.name, p.role, p.expiresAt]);
+  return { jobs, runs, logs, artifacts, tokens, people };
 }
 
-test('an SQLite farm copied into PostgreSQL carries on there: jobs, runs, consoles, artifacts, schedules, worker tokens, the outbox; and back into SQLite', { skip, timeout: 240_000 }, async (t) => {
+test('an SQLite farm copied into PostgreSQL carries on there: jobs, runs, consoles, artifacts, schedules, worker tokens and people\'s, the outbox; and back into SQLite', { skip, timeout: 240_000 }, async (t) => {
   const dataDir = tempDir(t);
   // Nothing listens there: the delivery of each run stays pending in the outbox.
   const upload = ['--upload', `http://127.0.0.1:${await freePort()}/builds`];
   const first = await startServer(t, { dataDir, args: upload });
   const token = (await kiln(first, ['worker-token', 'create', 'builder-1'])).stdout.trim();
+  const viewer = (await kiln(first, ['token', 'create', 'alice', '--role', 'viewer', '--expires', '30d'])).stdout.trim();
   const worker = spawnKiln(t, ['worker', '--server', first.url, '--name', 'builder-1', '--platform', 'testos'], { KILN_WORKER_TOKEN: token });
   await worker.waitFor(/connected to the server/);
 
@@ -103,6 +105,8 @@ test('an SQLite farm copied into PostgreSQL carries on there: jobs, runs, consol
   assert.equal(held.code, 2, held.stderr);
   assert.match(held.stderr, /^kiln: the store postgres:\S+ is in use by kiln pid \d+ .*\n$/);
   assert.deepEqual(await farm(second, [built]), before);
+  assert.deepEqual(before.people, [['alice', 'viewer', before.people[0][2]]]);
+  assert.equal((await kiln(second, ['jobs'], { env: { KILN_TOKEN: viewer } })).code, 0, 'a person\'s token still works on the copy');
   assert.equal(before.logs[0], LOG);
   const info = (await kiln(second, ['info'])).stdout;
   assert.match(info, /upload to .*: 1 pending/);
@@ -135,6 +139,7 @@ test('an SQLite farm copied into PostgreSQL carries on there: jobs, runs, consol
   assert.equal(whole.logs[0], before.logs[0]);
   assert.equal(whole.logs[1], LOG);
   assert.deepEqual(whole.tokens, ['builder-1']);
+  assert.deepEqual(whole.people, before.people);
 });
 
 test('a value PostgreSQL cannot hold (a NUL in a job\'s script) fails the copy with the store\'s own code and exit 2, naming the table; the target stays empty', { skip, timeout: 120_000 }, async (t) => {
