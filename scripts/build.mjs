@@ -26,6 +26,8 @@ const EXTERNAL = [
   'better-sqlite3', 'bufferutil', 'utf-8-validate',
   '@aws-sdk/*', '@kubernetes/client-node', 'dockerode', 'tar-stream', 'form-data', 'yaml', 'pg',
   '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', 'light-my-request',
+  // Only `--ca` loads undici (src/cli/api-client.ts).
+  'undici',
 ];
 
 /**

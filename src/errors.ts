@@ -323,3 +323,17 @@ export class ListenError extends KilnError {
     super('KILN_ERR_LISTEN', 500, `cannot listen on ${address}: ${cause}`);
   }
 }
+
+/** The server's TLS files cannot be used: unreadable, a key other users can read, a certificate that is not its key's. */
+export class TlsConfigError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_TLS_CONFIG', 400, message);
+  }
+}
+
+/** Client side: the server's certificate is not one this client trusts (or not for this host). */
+export class ServerUntrustedError extends KilnError {
+  constructor(url: string, why: string) {
+    super('KILN_ERR_SERVER_UNTRUSTED', 503, `the server's certificate is not trusted (${why}) at ${url}: pass --ca FILE (env KILN_CA) with the CA that signed it`);
+  }
+}

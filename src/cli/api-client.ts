@@ -1,5 +1,6 @@
 /** A small typed client of the Kiln HTTP API, shared by the CLI (and later the dashboard). */
-import { KilnError, ServerUnreachableError, UnauthorizedError } from '../errors.js';
+import { plainHttpHint, untrustedCertificateReason } from '../core/tls-failure.js';
+import { KilnError, ServerUnreachableError, ServerUntrustedError, UnauthorizedError } from '../errors.js';
 import type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker } from '../server/api/present.js';
 import type { PresentedToken } from '../server/api/token-routes.js';
 
@@ -48,17 +49,32 @@ export interface PresentedDelivery {
   nextAt: string | null; lastError: string | null; createdAt: string; endedAt: string | null;
 }
 
+/**
+ * A fetch that trusts only `ca` (PEM). Node's global fetch takes no CA of its own, so this is
+ * undici's fetch with an Agent (undici 7: 8 needs a newer Node than 20); loaded only for --ca.
+ */
+async function fetchTrusting(ca: string): Promise<typeof fetch> {
+  const { Agent, fetch: undiciFetch } = await import('undici');
+  const dispatcher = new Agent({ connect: { ca } });
+  return ((input: URL, init: RequestInit) => undiciFetch(input, { ...init, dispatcher } as never)) as unknown as typeof fetch;
+}
+
 /** Talks to one server with one token. */
 export class ApiClient {
+  private fetcher: Promise<typeof fetch> | undefined;
+
   constructor(
     readonly baseUrl: string,
     private readonly token: string | undefined,
+    /** PEM CA certificates to trust the server by (`--ca`); none: Node's default trust store. */
+    private readonly ca?: string,
   ) {}
 
   private async fetch(method: string, path: string, body?: unknown): Promise<Response> {
     let response: Response;
     try {
-      response = await fetch(new URL(path, this.baseUrl), {
+      const fetcher = await (this.fetcher ??= this.ca === undefined ? Promise.resolve(fetch) : fetchTrusting(this.ca));
+      response = await fetcher(new URL(path, this.baseUrl), {
         method,
         headers: {
           ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
@@ -68,7 +84,9 @@ export class ApiClient {
       });
     } catch (raw) {
       const cause = (raw as { cause?: { code?: string; message?: string } }).cause;
-      throw new ServerUnreachableError(this.baseUrl, cause?.code ?? cause?.message ?? String(raw));
+      const untrusted = untrustedCertificateReason(cause);
+      if (untrusted !== undefined) throw new ServerUntrustedError(this.baseUrl, untrusted);
+      throw new ServerUnreachableError(this.baseUrl, plainHttpHint(this.baseUrl, cause) ?? cause?.code ?? cause?.message ?? String(raw));
     }
     if (response.ok) return response;
     let error: { code?: string; message?: string } | undefined;

@@ -1,5 +1,7 @@
 /** Resolves the global client options into a client: --server/--token, the environment, ./.kiln. */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { coerceError, UsageError } from '../errors.js';
 import { ApiClient } from './api-client.js';
 import { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile } from './defaults.js';
 
@@ -9,6 +11,7 @@ export { DEFAULT_SERVER, LOCAL_DATA_DIR, readTokenFile };
 export interface GlobalOptions {
   server?: string;
   token?: string;
+  ca?: string;
   json?: boolean;
 }
 
@@ -22,5 +25,15 @@ export function clientFor(command: Command): ApiClient {
   const options = globals(command);
   const server = options.server ?? process.env.KILN_SERVER ?? DEFAULT_SERVER;
   const token = options.token ?? process.env.KILN_TOKEN ?? readTokenFile(`${LOCAL_DATA_DIR}/admin.token`);
-  return new ApiClient(server, token);
+  return new ApiClient(server, token, readCaFile(options.ca ?? process.env.KILN_CA));
+}
+
+/** The PEM of `--ca FILE` (or KILN_CA), read once; a file that cannot be read is a usage error. */
+export function readCaFile(file: string | undefined): string | undefined {
+  if (file === undefined || file === '') return undefined;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (raw) {
+    throw new UsageError(`cannot read the CA file ${file} (--ca or KILN_CA): ${coerceError(raw).message}`);
+  }
 }

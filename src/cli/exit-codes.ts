@@ -12,10 +12,12 @@ export function exitCodeFor(code: string): number {
     case 'KILN_ERR_CONFIG':
     case 'KILN_ERR_DATA_DIR_IN_USE':
     case 'KILN_ERR_DATA_DIR_UNSAFE':
+    case 'KILN_ERR_TLS_CONFIG':
       return Exit.usage;
     case 'KILN_ERR_UNAUTHORIZED':
     case 'KILN_ERR_FORBIDDEN':
     case 'KILN_ERR_SERVER_UNREACHABLE':
+    case 'KILN_ERR_SERVER_UNTRUSTED':
       return Exit.unreachable;
     default:
       return Exit.failed;

@@ -19,6 +19,7 @@ function buildProgram(commands: readonly RegisterCommands[]): Command {
     .version(KILN_VERSION)
     .option('--server <url>', 'server URL (env KILN_SERVER, default http://127.0.0.1:7420)')
     .option('--token <token>', 'admin token (env KILN_TOKEN, else ./.kiln/admin.token)')
+    .option('--ca <file>', "PEM CA file to trust an https:// server by (env KILN_CA; default: Node's trust store)")
     .option('--json', 'machine-readable output on stdout')
     .exitOverride();
   for (const register of commands) register(program);

@@ -11,6 +11,7 @@ const OPTIONS: NonNullable<ParseArgsConfig['options']> = {
   // The global options, which commander also takes after the command's name.
   server: { type: 'string' },
   token: { type: 'string' },
+  ca: { type: 'string' },
   json: { type: 'boolean' },
   ...Object.fromEntries(WORKER_OPTIONS.map((o) => [o.flag, { type: o.value ? 'string' : 'boolean', multiple: o.repeatable ?? false } as const])),
 };

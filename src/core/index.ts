@@ -15,3 +15,4 @@ export * from './claim.js';
 export * from './pool-plan.js';
 export * from './reattach.js';
 export * from './roles.js';
+export * from './tls-failure.js';

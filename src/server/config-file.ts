@@ -73,6 +73,15 @@ const poolSchema = z.strictObject({
 /** A pool as the file gives it; `options` checked by its provider's schema, relative paths from `baseDir`. */
 export type PoolSettings = z.infer<typeof poolSchema> & { baseDir: string };
 
+const tlsSchema = z.strictObject({
+  /** PEM certificate (leaf first, then its chain). */
+  cert: z.string().min(1),
+  /** PEM private key (mode 0600 or 0640). */
+  key: z.string().min(1),
+  /** CA file the workers this server starts (pools) trust it by. */
+  ca: z.string().min(1).optional(),
+});
+
 const configSchema = z.strictObject({
   /** HOST:PORT to listen on. */
   listen: z.string().optional(),
@@ -88,6 +97,8 @@ const configSchema = z.strictObject({
   artifacts: artifactsSchema.optional(),
   upload: z.union([z.string().min(1).transform((url): z.infer<typeof uploadSchema> => ({ url })), uploadSchema]).optional(),
   pools: z.array(poolSchema).optional(),
+  /** Serve HTTPS and WSS. */
+  tls: tlsSchema.optional(),
 });
 
 /** The settings a config file gives, with paths resolved and durations as strings for the flags. */
@@ -112,6 +123,9 @@ export interface ConfigFileSettings {
   uploadMaxAttempts?: number;
   s3?: S3Settings;
   pools?: PoolSettings[];
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 /** Reads and checks a config file; throws ConfigError naming the problem. */
@@ -161,6 +175,9 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
     uploadMaxAttempts: config.upload?.max_attempts,
     s3: config.upload && s3Settings(config.upload),
     pools: config.pools?.map((pool) => ({ ...pool, baseDir: path.dirname(path.resolve(file)) })),
+    tlsCert: here(config.tls?.cert),
+    tlsKey: here(config.tls?.key),
+    tlsCa: here(config.tls?.ca),
   };
 }
 

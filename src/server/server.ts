@@ -37,6 +37,7 @@ import { registerSessionRoutes } from './api/session-routes.js';
 import { registerTokenRoutes } from './api/token-routes.js';
 import { holdDataDir } from './data-dir.js';
 import { ListenError } from '../errors.js';
+import { readTlsFiles, type TlsMaterial, type TlsSettings } from './tls-files.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -66,6 +67,8 @@ export interface ServerOptions {
   backstopMs?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** Serve HTTPS and WSS with this certificate and key (`--tls-cert`, `--tls-key`). */
+  tls?: TlsSettings;
   /** Wraps the opened store. @internal For tests that make the store fail. */
   wrapStore?: (store: JobStore) => JobStore;
 }
@@ -109,13 +112,14 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   const now = options.now ?? Date.now;
   // Checked before anything is created: a bad upload URL stops the server with nothing written.
   const target = options.upload ? await openUploadTarget(options.upload) : undefined;
+  const tls = options.tls ? readTlsFiles(options.tls) : undefined;
   // Before the store opens: a second server on this data dir must not touch the first one's runs.
   const hold = holdDataDir(options.dataDir, log, sqliteStoreFile(options.store));
   let store: JobStore | undefined;
   try {
     const opened = await openStore(options.dataDir, options.store, log.child({ part: 'store' }));
     store = options.wrapStore ? options.wrapStore(opened) : opened;
-    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target);
+    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls);
     return { ...server, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
     await store?.close();
@@ -125,7 +129,7 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
 }
 
 async function startOnStore(
-  log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined,
+  log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined, tls: TlsMaterial | undefined,
 ): Promise<KilnServer> {
   const events = createEventBus(log.child({ part: 'events' }));
   const registry = new WorkerRegistry(events);
@@ -150,7 +154,7 @@ async function startOnStore(
   let url = '';
   const pools = options.pools?.length
     ? await openPools(options.pools, {
-      store, dispatcher, workers: registry, events, log, now, server: () => url, dataDir: options.dataDir,
+      store, dispatcher, workers: registry, events, log, now, server: () => url, ca: options.tls?.ca, dataDir: options.dataDir,
       note: (runId, text) => lifecycle.noteWaiting(runId, text), reattachGraceMs,
     })
     : undefined;
@@ -161,6 +165,8 @@ async function startOnStore(
   const app = Fastify({
     loggerInstance: log.child({ part: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: BODY_LIMIT,
     forceCloseConnections: true, frameworkErrors: answerFrameworkError, clientErrorHandler: answerClientError, schemaController: NO_ROUTE_SCHEMAS,
+    // fastify's https option: node:https and tls are loaded only then (scripts/build.mjs, LAZY_BUILTINS).
+    ...(tls ? { https: tls } : {}),
   });
   await app.register(fastifyWebsocket, { options: { maxPayload: 8 * 1024 * 1024 } });
   installErrorHandling(app);
@@ -226,7 +232,7 @@ async function startOnStore(
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
-  url = `http://${host}:${port}`;
+  url = `${tls ? 'https' : 'http'}://${host}:${port}`;
   await scheduler.wake();
   pools?.start();
   sweeper.start();

@@ -9,7 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
 import type { Log as Logger } from '../log.js';
 import { formatResult } from '../core/run.js';
-import { coerceError } from '../errors.js';
+import { plainHttpHint, untrustedCertificateReason } from '../core/tls-failure.js';
+import { coerceError, ServerUntrustedError } from '../errors.js';
 import { traceNow, traceStage, tracing } from '../latency-trace.js';
 import { hostFacts } from '../host-info.js';
 import { CloseCode, PROTOCOL_VERSION } from '../protocol/constants.js';
@@ -30,6 +31,8 @@ export interface WorkerOptions {
   server: string;
   /** Worker token. */
   token: string;
+  /** PEM CA certificates to trust an https:// server by (`--ca`); none: Node's trust store. */
+  ca?: string;
   name: string;
   platform: string;
   labels: Record<string, string>;
@@ -177,7 +180,7 @@ export class WorkerAgent {
 
   private connect(): void {
     const url = new URL('/api/worker', this.options.server.replace(/^http/, 'ws'));
-    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, maxPayload: 64 * 1024 * 1024 });
+    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, maxPayload: 64 * 1024 * 1024, ca: this.options.ca });
     this.socket = socket;
     socket.on('open', () => {
       this.sendFrame({
@@ -202,11 +205,25 @@ export class WorkerAgent {
     socket.on('message', (data: Buffer) => this.onMessage(data));
     // Nobody listening at the address (ECONNREFUSED): a shorter backoff.
     let refused = false;
+    // A certificate this worker does not trust: retrying cannot help (as with a rejected token).
+    let untrusted: string | undefined;
+    let hint: string | undefined;
     socket.on('error', (err: Error) => {
       refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+      untrusted = untrustedCertificateReason(err as NodeJS.ErrnoException);
+      hint = plainHttpHint(this.options.server, err as NodeJS.ErrnoException);
       this.log.debug({ err: err.message }, 'connection error');
     });
-    socket.on('close', (code: number, reason: Buffer) => this.onClose(socket, code, reason.toString(), refused));
+    socket.on('close', (code: number, reason: Buffer) => {
+      if (untrusted !== undefined && socket === this.socket) {
+        this.socket = undefined;
+        this.log.error(new ServerUntrustedError(this.options.server, untrusted).message);
+        this.exitCode = WorkerExit.refused;
+        this.cancelAll('the server\'s certificate is not trusted');
+        return this.close(WorkerExit.refused);
+      }
+      this.onClose(socket, code, reason.toString(), refused, hint);
+    });
   }
 
   private onMessage(data: Buffer): void {
@@ -318,7 +335,7 @@ export class WorkerAgent {
     // No server will take them: uploading would only keep the worker alive.
     if (this.abandoned) return [];
     const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
-    const target = { server: this.options.server, token: this.options.token, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
+    const target = { server: this.options.server, token: this.options.token, ca: this.options.ca, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
     const limits = run.artifactLimits ?? { fileBytes: Infinity, runBytes: Infinity };
     const skipped: SkippedArtifact[] = [];
     const skip = (file: CollectedFile, reason: string) => {
@@ -435,7 +452,7 @@ export class WorkerAgent {
     return true;
   }
 
-  private onClose(socket: WebSocket, code: number, reason: string, refused: boolean): void {
+  private onClose(socket: WebSocket, code: number, reason: string, refused: boolean, hint?: string): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
     this.ready = false;
@@ -455,7 +472,7 @@ export class WorkerAgent {
     // Nobody listening, or the server said it is shutting down: it is down or restarting.
     const delay = reconnectDelayMs(this.attempts, refused || code === CloseCode.shutdown);
     this.log.warn(
-      { code, reason: reason || undefined, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
+      { code, reason: reason || undefined, hint, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
       'not connected to the server; retrying (running jobs go on)',
     );
     this.reconnectTimer = setTimeout(() => this.connect(), delay);

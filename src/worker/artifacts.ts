@@ -53,11 +53,11 @@ export async function hashFile(file: string): Promise<string> {
 }
 
 /** PUTs a file with node's HTTP client: read only as fast as the socket takes it. */
-function putFile(url: URL, file: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+function putFile(url: URL, file: string, headers: Record<string, string>, ca: string | undefined): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     // TLS is loaded for an https:// server only: an idle worker of an http one never holds it.
     const client: typeof http = url.protocol === 'https:' ? createRequire(import.meta.url)('node:https') : http;
-    const request = client.request(url, { method: 'PUT', headers }, (response) => {
+    const request = client.request(url, { method: 'PUT', headers, ...(ca === undefined ? {} : { ca }) }, (response) => {
       let body = '';
       response.setEncoding('utf8');
       response.on('data', (chunk: string) => (body += chunk.length < 65_536 ? chunk : ''));
@@ -77,6 +77,8 @@ export interface UploadTarget {
   worker: string;
   runId: string;
   log: Logger;
+  /** PEM CA certificates to trust an https:// server by. */
+  ca?: string;
 }
 
 const ATTEMPTS = 4;
@@ -102,7 +104,7 @@ export async function uploadArtifact(file: CollectedFile, target: UploadTarget, 
         'x-kiln-sha256': sha256,
         'x-kiln-size': String(file.size),
         'x-kiln-mode': String(file.mode),
-      });
+      }, target.ca);
       if (response.status >= 200 && response.status < 300) return { sha256 };
       let reason = `HTTP ${response.status}`;
       try {

@@ -56,6 +56,8 @@ export interface WsClientOptions {
   headers?: Record<string, string>;
   /** The largest message taken (bytes); a larger one closes the connection with 1009. */
   maxPayload?: number;
+  /** PEM CA certificates a wss:// server's certificate must chain to (default: Node's trust store). */
+  ca?: string;
 }
 
 export class WsClient extends EventEmitter {
@@ -96,7 +98,7 @@ export class WsClient extends EventEmitter {
       headers: { ...options.headers, Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key },
     };
     // TLS only for a wss:// server: an http one never loads it.
-    this.request = url.protocol === 'wss:' ? this.httpsRequest(requestOptions) : http.request(requestOptions);
+    this.request = url.protocol === 'wss:' ? this.httpsRequest({ ...requestOptions, ...(options.ca === undefined ? {} : { ca: options.ca }) }) : http.request(requestOptions);
     this.request.on('upgrade', (response: http.IncomingMessage, socket: Socket, head: Buffer) => this.opened(response, socket, head, key));
     this.request.on('response', (response) => {
       if (this.listenerCount('unexpected-response') > 0) this.emit('unexpected-response', this.request, response);
@@ -106,7 +108,7 @@ export class WsClient extends EventEmitter {
     this.request.end();
   }
 
-  private httpsRequest(options: http.RequestOptions): http.ClientRequest {
+  private httpsRequest(options: http.RequestOptions & { ca?: string }): http.ClientRequest {
     // Required here, not imported: only a wss:// server needs TLS.
     const https = createRequire(import.meta.url)('node:https') as typeof import('node:https');
     return https.request(options);

@@ -83,12 +83,15 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
     retryMaxMs: optional('upload.retry_max', flags.uploadRetryMax),
     maxAttempts: flags.uploadMaxAttempts,
   };
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together: give both (or tls.cert and tls.key in the config file)');
+  if (flags.tlsCa !== undefined && flags.tlsCert === undefined) throw new UsageError('--tls-ca is for a server with --tls-cert and --tls-key');
+  const tls = flags.tlsCert === undefined ? undefined : { cert: path.resolve(flags.tlsCert), key: path.resolve(flags.tlsKey!), ca: flags.tlsCa && path.resolve(flags.tlsCa) };
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
   return startServer(log, {
     host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
     artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
-    pools: flags.pools,
+    pools: flags.pools, tls,
   });
 }
 
@@ -105,7 +108,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const merged: ServerFlags = { ...flags };
   const keys = [
     'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop',
-    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload',
+    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload', 'tlsCert', 'tlsKey', 'tlsCa',
   ] as const;
   for (const key of keys) {
     const source = command.getOptionValueSource(key);
@@ -151,6 +154,9 @@ export function registerDaemonCommands(program: Command): void {
     .option('--keep-artifacts-runs <n>', 'keep the artifacts of the newest N runs of each job (default: all)')
     .option('--keep-artifacts-for <duration>', 'keep artifacts this long after their run ended, e.g. 30d (default: forever)')
     .option('--upload <url>', 'forward each finished run: http(s)://[user:password@]host/path (multipart POST) or s3://bucket/prefix')
+    .option('--tls-cert <file>', 'serve HTTPS and WSS with this PEM certificate (with its chain); needs --tls-key')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (mode 0600 or 0640: a key other users can read is refused)')
+    .option('--tls-ca <file>', 'CA file the workers this server starts (pools) trust it by, given to them as KILN_CA')
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
       const log = await createLogger();

@@ -18,9 +18,10 @@ import { durationFlag, STOP_SIGNALS } from '../flags.js';
 import { createJsonLogger } from '../json-logger.js';
 
 export interface WorkerFlags {
-  /** Global options: for a worker the token is the worker token. */
+  /** Global options: for a worker the token is the worker token; --ca (env KILN_CA) trusts an https:// server. */
   server?: string;
   token?: string;
+  ca?: string;
   tokenFile?: string;
   name?: string;
   platform?: string;
@@ -50,7 +51,7 @@ export interface WorkerOption {
 
 const WORKER_DESCRIPTION =
   'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-  `default ${DEFAULT_SERVER}) with the worker token: --token-file FILE, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps)`;
+  `default ${DEFAULT_SERVER}) with the worker token: --token-file FILE, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps); an https:// server is trusted by --ca FILE (env KILN_CA), else Node's trust store`;
 
 /** The options of `kiln worker`, in --help's order. */
 export const WORKER_OPTIONS: readonly WorkerOption[] = [
@@ -89,8 +90,8 @@ export function registerWorkerCommand(program: Command, run: (flags: WorkerFlags
   }
   command.action(async (flags: WorkerFlags, self: Command) => {
     // --server and --token are the global options; for a worker the token is the worker token.
-    const { server, token } = self.optsWithGlobals<{ server?: string; token?: string }>();
-    await run({ ...flags, server, token });
+    const { server, token, ca } = self.optsWithGlobals<{ server?: string; token?: string; ca?: string }>();
+    await run({ ...flags, server, token, ca });
   });
 }
 
@@ -230,9 +231,19 @@ async function createWorker(log: Log, flags: WorkerFlags): Promise<WorkerAgent> 
     // Not fatal: each run then ends `aborted` with the reason, which is where users look.
     log.warn({ workRoot, err: coerceError(raw).message }, 'cannot create the work root');
   }
+  const caFile = flags.ca ?? (process.env.KILN_CA || undefined);
+  let ca: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = readFileSync(caFile, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read the CA file ${caFile} (--ca or KILN_CA): ${coerceError(err).message}`);
+    }
+  }
   return new WorkerAgent({
     server: flags.server ?? process.env.KILN_SERVER ?? DEFAULT_SERVER,
     token,
+    ca,
     name,
     platform: flags.platform ?? hostPlatform(),
     labels,

@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as z from 'zod';
 import { formatDuration, MAX_TIMER_MS, parseDuration } from '../../core/index.js';
 import type { ProviderContext } from './providers.js';
-import { instanceEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
+import { instanceEnvironment, localCaEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** A command: an argv array, run as it is, or a string, run by `sh -c`. */
 const command = z.union([z.array(z.string()).min(1), z.string().min(1)]);
@@ -135,7 +135,8 @@ export class ExecProvider implements Provider {
       ...(spec.forRun ? { run: spec.forRun } : {}),
       // What to run, and with what: the script decides how (jexec, ssh, cloud-init...).
       command: ['kiln', ...workerArguments(spec)],
-      env: instanceEnvironment(spec, this.options.server_url ?? spec.server),
+      // A jail or VM on this host may see the CA file at the same path; the script decides.
+      env: { ...instanceEnvironment(spec, this.options.server_url ?? spec.server), ...localCaEnvironment(spec) },
       values: spec.values,
     };
     try {

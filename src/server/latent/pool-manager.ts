@@ -107,6 +107,8 @@ export interface PoolManagerParts {
   now: () => number;
   /** The server's address, for instances to connect back to. */
   server: () => string;
+  /** A CA file instances' workers trust the server by (KILN_CA), for a server with a private CA. */
+  ca?: string;
   /** This server's owner id: the first part of every instance id. */
   owner: string;
   /** Instance tokens are derived from it, so a restarted server knows its adopted instances' tokens. */
@@ -376,7 +378,7 @@ export class PoolManager {
       if (run) Object.assign(values, (await this.parts.store.getJob(run.job))?.vars ?? {}, { JOB: run.job, RUN: run.id });
       const spec = {
         id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform,
-        labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values, forRun: run?.id,
+        labels: pool.config.labels, once: pool.config.idleTimeoutMs === 0, values, forRun: run?.id, ca: this.parts.ca,
       };
       return pool.provider.start(spec);
     })().then(

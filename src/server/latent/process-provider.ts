@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import * as z from 'zod';
 import { expandTemplate } from '../../core/index.js';
 import { KILN_BIN } from '../../package-paths.js';
-import { instanceEnvironment, lastLogMessage, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
+import { instanceEnvironment, lastLogMessage, localCaEnvironment, workerArguments, type InstanceHandle, type InstanceSpec, type OwnInstance, type Provider } from './provider.js';
 
 /** How long a stopped instance may drain (10 s) and stop its jobs (3 s grace) before it is killed. */
 const STOP_GRACE_MS = 20_000;
@@ -52,6 +52,7 @@ export class ProcessProvider implements Provider {
         KILN_LOG_LEVEL: process.env.KILN_LOG_LEVEL ?? 'info',
         // The token comes on descriptor 3, not in the environment, which same-user jobs could read in /proc.
         ...withoutToken(instanceEnvironment(spec)),
+        ...localCaEnvironment(spec),
         KILN_WORKER_TOKEN_FD: '3',
         // The instance watches this pipe (its lifeline): if the server dies, even by SIGKILL, the
         // instance kills its jobs' process trees and exits at once, without draining.

@@ -31,6 +31,8 @@ export interface InstanceSpec {
    * options name the run), also JOB, RUN and the job's --var values.
    */
   values: Record<string, string>;
+  /** The server's CA file (`tls.ca`), for providers whose instances run on this host (KILN_CA). */
+  ca?: string;
 }
 
 /** The environment every instance's worker gets: how it connects back, and who it is. */
@@ -42,6 +44,11 @@ export function instanceEnvironment(spec: InstanceSpec, server = spec.server): R
     KILN_POOL_INSTANCE: spec.id,
     KILN_POOL: spec.pool,
   };
+}
+
+/** KILN_CA for an instance on this host, whose worker can read the server's CA file by its path. */
+export function localCaEnvironment(spec: InstanceSpec): Record<string, string> {
+  return spec.ca === undefined ? {} : { KILN_CA: spec.ca };
 }
 
 /** The `kiln worker` arguments every instance runs with (after the program itself). */
