@@ -99,6 +99,8 @@ const configSchema = z.strictObject({
   pools: z.array(poolSchema).optional(),
   /** Serve HTTPS and WSS. */
   tls: tlsSchema.optional(),
+  /** Prometheus metrics: true (at /metrics on the main listener, admin token) or { listen: HOST:PORT } (a listener of their own, open). */
+  metrics: z.union([z.boolean(), z.strictObject({ listen: z.string().min(1) })]).optional(),
 });
 
 /** The settings a config file gives, with paths resolved and durations as strings for the flags. */
@@ -126,6 +128,8 @@ export interface ConfigFileSettings {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  metrics?: boolean;
+  metricsListen?: string;
 }
 
 /** Reads and checks a config file; throws ConfigError naming the problem. */
@@ -178,6 +182,8 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
     tlsCert: here(config.tls?.cert),
     tlsKey: here(config.tls?.key),
     tlsCa: here(config.tls?.ca),
+    metrics: config.metrics === undefined ? undefined : config.metrics !== false,
+    metricsListen: typeof config.metrics === 'object' ? config.metrics.listen : undefined,
   };
 }
 

@@ -23,22 +23,24 @@ export interface KilnEvents {
    * the same commit (that one is `run.dispatched` at once). Subscribers: dispatcher (kicks), pools.
    */
   'run.queued': { runs: Pick<Run, 'id' | 'job' | 'platform'>[] };
-  /** A run was sent to a worker (it is `running` on it). Subscribers: none yet (metrics). */
+  /** A run was sent to a worker (it is `running` on it). Subscriber: metrics (the wait in the queue). */
   'run.dispatched': { run: Run; worker: string };
   /** A worker that came back still holds this run: it goes on there. */
   'run.attached': { runId: string; worker: string };
   /**
    * Console lines of a run, in seq order (a worker's batch, or a server line: a retry's note, why
-   * a run waits). Subscriber: the console hub (observers at once, the store in batches).
+   * a run waits), `source` saying which. Subscribers: the console hub (observers at once, the store
+   * in batches), metrics (lines received, the first line after dispatch).
    */
-  'run.line': { runId: string; lines: StoredLine[] };
+  'run.line': { runId: string; lines: StoredLine[]; source: 'worker' | 'server' };
   /**
    * A run reached a final state. `from` is the state it left: a run cancelled in the queue never
    * ran. `run` is the run as recorded after the end, when it ended through an attempt's end (from
    * `running`). Subscribers: console hub (observers end), dispatcher (kicks), outbox (wakes for
-   * what core's forwardsOnEnd sends), pools.
+   * what core's forwardsOnEnd sends), pools, metrics (runs by `status`; `platform` when the run
+   * was not read: a run cancelled with its platform, or by `kiln cancel`).
    */
-  'run.ended': { runId: string; from: RunStatus; run?: Run };
+  'run.ended': { runId: string; from: RunStatus; status: RunStatus; platform?: string; run?: Run };
   /**
    * A running run went back to the front of its queue as its next attempt (a retry), or as the
    * same attempt when it never started (`unstarted`). Subscribers: dispatcher (kicks), pools.
@@ -73,6 +75,13 @@ export interface KilnEvents {
   'pool.instance.failed': { pool: string; instance: string; error: string };
   /** A pool instance was stopped for good (its token revoked). */
   'pool.instance.stopped': { pool: string; instance: string; why: string };
+  /** A worker's artifact file was stored for a run (after its size and sha256 were checked). Subscriber: metrics. */
+  'artifact.stored': { runId: string; path: string; size: number };
+  /**
+   * The outbox tried to deliver a run to the upload target: `delivered`, `retrying` (it failed and
+   * is tried again later) or `failed` (refused for good, or too many attempts). Subscriber: metrics.
+   */
+  'delivery.attempted': { runId: string; outcome: 'delivered' | 'retrying' | 'failed' };
 }
 
 /** An event's name. */

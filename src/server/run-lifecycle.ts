@@ -104,7 +104,7 @@ export class RunLifecycle {
   /** Retires a platform: its queued runs end cancelled (returned); its workers are told. */
   async dropPlatform(platform: string): Promise<string[]> {
     const cancelled = await this.store.dropPlatform(platform, this.options.now());
-    this.endedInQueue(cancelled);
+    this.endedInQueue(cancelled, platform);
     this.events.publish('platform.dropped', { platform, cancelled });
     return cancelled;
   }
@@ -149,7 +149,7 @@ export class RunLifecycle {
   /** Writes a server line on a queued run's console (why it still waits). */
   async noteWaiting(runId: string, text: string): Promise<void> {
     const line = await this.store.noteQueuedRun(runId, text, this.options.now());
-    if (line) this.events.publish('run.line', { runId, lines: [line] });
+    if (line) this.events.publish('run.line', { runId, lines: [line], source: 'server' });
   }
 
   // ---- dispatch ----
@@ -203,7 +203,7 @@ export class RunLifecycle {
   /** Console lines a worker sent for a run it holds. */
   output(session: WorkerSession, runId: string, lines: StoredLine[]): void {
     if (!session.running.has(runId)) throw new ProtocolError(`output for run ${runId}, which this worker does not hold`);
-    this.events.publish('run.line', { runId, lines });
+    this.events.publish('run.line', { runId, lines, source: 'worker' });
   }
 
   // ---- end ----
@@ -265,17 +265,17 @@ export class RunLifecycle {
     }
     if (end.status === 'lost') this.events.publish('run.lost', { runId, worker, reason: formatResult(end.result) });
     if (outcome === 'retried') {
-      if (note) this.events.publish('run.line', { runId, lines: [note] });
+      if (note) this.events.publish('run.line', { runId, lines: [note], source: 'server' });
       this.events.publish('run.retried', { run, unstarted: end.retry === 'unstarted' });
     } else {
-      this.events.publish('run.ended', { runId, from: 'running', run });
+      this.events.publish('run.ended', { runId, from: 'running', status: end.status, platform: run.platform, run });
     }
     return outcome;
   }
 
-  /** Runs that ended in the queue (cancelled with their job or platform, or superseded). */
-  private endedInQueue(runIds: string[]): void {
-    for (const runId of runIds) this.events.publish('run.ended', { runId, from: 'queued' });
+  /** Runs that ended in the queue (cancelled with their job or platform, or superseded); their platform when known. */
+  private endedInQueue(runIds: string[], platform?: string): void {
+    for (const runId of runIds) this.events.publish('run.ended', { runId, from: 'queued', status: 'cancelled', ...(platform === undefined ? {} : { platform }) });
   }
 
   /** Records a message answered but not applied (a result for a run the worker does not hold). */
@@ -296,7 +296,7 @@ export class RunLifecycle {
     const outcome = await this.store.requestCancel(idOrPrefix, by, now, now + this.options.backstopMs);
     const { run } = outcome;
     this.log.info({ runId: run.id, by, state: outcome.state }, 'cancel requested');
-    if (outcome.state === 'cancelled') this.endedInQueue([run.id]);
+    if (outcome.state === 'cancelled') this.endedInQueue([run.id], run.platform);
     else {
       this.events.publish('run.cancel-requested', { run, reason: `cancelled by ${by}` });
       this.noteDeadline(run.deadlineAt);

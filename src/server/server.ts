@@ -32,12 +32,14 @@ import { WorkerRegistry } from './worker-registry.js';
 import { Templates } from './templates.js';
 import { ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
-import { forPublic, installAuth, type AuthOptions, type RouteEntry } from './api/auth.js';
+import { forPublic, forViewer, installAuth, type AuthOptions, type RouteEntry } from './api/auth.js';
 import { registerSessionRoutes } from './api/session-routes.js';
 import { registerTokenRoutes } from './api/token-routes.js';
 import { holdDataDir } from './data-dir.js';
 import { ListenError } from '../errors.js';
 import { readTlsFiles, type TlsMaterial, type TlsSettings } from './tls-files.js';
+import { KilnMetrics } from './metrics/kiln-metrics.js';
+import { listenForMetrics, type MetricsListener } from './metrics/metrics-listener.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -69,6 +71,11 @@ export interface ServerOptions {
   now?: () => number;
   /** Serve HTTPS and WSS with this certificate and key (`--tls-cert`, `--tls-key`). */
   tls?: TlsSettings;
+  /**
+   * Prometheus metrics (off when absent): on a listener of their own, open (`listen`), or at
+   * /metrics on the main listener for the admin token (`{}`).
+   */
+  metrics?: { listen?: { host: string; port: number } };
   /** Wraps the opened store. @internal For tests that make the store fail. */
   wrapStore?: (store: JobStore) => JobStore;
 }
@@ -82,6 +89,8 @@ export interface KilnServer {
   routes: readonly RouteEntry[];
   /** Where runs are uploaded, without secrets, if anywhere. */
   uploadTarget: string | undefined;
+  /** Where Prometheus scrapes this server, when metrics are on. */
+  metricsUrl: string | undefined;
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
   wakeScheduler(): Promise<void>;
   /** Stops accepting, flushes consoles and closes the store. */
@@ -113,13 +122,16 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   // Checked before anything is created: a bad upload URL stops the server with nothing written.
   const target = options.upload ? await openUploadTarget(options.upload) : undefined;
   const tls = options.tls ? readTlsFiles(options.tls) : undefined;
+  // Made before the store opens: every store operation is timed through it.
+  const metrics = options.metrics ? new KilnMetrics() : undefined;
   // Before the store opens: a second server on this data dir must not touch the first one's runs.
   const hold = holdDataDir(options.dataDir, log, sqliteStoreFile(options.store));
   let store: JobStore | undefined;
   try {
     const opened = await openStore(options.dataDir, options.store, log.child({ part: 'store' }));
     store = options.wrapStore ? options.wrapStore(opened) : opened;
-    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls);
+    if (metrics) store = metrics.timedStore(store);
+    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls, metrics);
     return { ...server, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
     await store?.close();
@@ -130,6 +142,7 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
 
 async function startOnStore(
   log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined, tls: TlsMaterial | undefined,
+  metrics: KilnMetrics | undefined,
 ): Promise<KilnServer> {
   const events = createEventBus(log.child({ part: 'events' }));
   const registry = new WorkerRegistry(events);
@@ -159,6 +172,7 @@ async function startOnStore(
     })
     : undefined;
 
+  metrics?.watch({ events, store, workers: registry, pools: () => pools?.view() ?? [], now });
   const waiting = await lifecycle.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
@@ -182,13 +196,20 @@ async function startOnStore(
   };
   const routes = installAuth(app, auth);
   app.get('/healthz', forPublic, async () => ({ ok: true }));
+  // On the main listener, metrics need a token (any role may read them: they hold no secret); on their own listener they are open.
+  if (metrics && !options.metrics?.listen) {
+    app.get('/metrics', forViewer, async (_request, reply) => {
+      const { contentType, body } = await metrics.render();
+      return reply.type(contentType).send(body);
+    });
+  }
   const redeliver = async (runId: string) => {
     const delivery = await store.requeueFailedDelivery(runId, now());
     if (delivery) outbox?.wake();
     return delivery;
   };
   registerRoutes(app, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver });
-  registerArtifactRoutes(app, store, blobs);
+  registerArtifactRoutes(app, store, blobs, events);
   const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
@@ -205,7 +226,9 @@ async function startOnStore(
     disconnectOthers: (name, identity, reason) => gateway.disconnectOthers(name, identity, reason),
   });
 
+  let metricsListener: MetricsListener | undefined;
   const stopAll = async () => {
+    await metricsListener?.close();
     await scheduler.stop();
     await lifecycle.stop();
     dispatcher.stop();
@@ -233,26 +256,38 @@ async function startOnStore(
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  const metricsAt = options.metrics?.listen;
+  if (metrics && metricsAt) {
+    try {
+      metricsListener = await listenForMetrics(log.child({ part: 'metrics' }), metrics, metricsAt.host, metricsAt.port);
+    } catch (raw) {
+      await stopAll().catch((err) => log.error({ err }, 'stopping after a failed listen'));
+      const where = metricsAt.host.includes(':') ? `[${metricsAt.host}]:${metricsAt.port}` : `${metricsAt.host}:${metricsAt.port}`;
+      throw new ListenError(`${where} (--metrics-listen)`, listenCause(raw, '--metrics-listen'));
+    }
+  }
+  const metricsUrl = metricsListener?.url ?? (metrics ? `${url}/metrics` : undefined);
   await scheduler.wake();
   pools?.start();
   sweeper.start();
   outbox?.wake();
-  log.info({ url, dataDir: options.dataDir, upload: target?.description }, 'kiln server listening');
+  log.info({ url, dataDir: options.dataDir, upload: target?.description, metrics: metricsUrl }, 'kiln server listening');
 
   return {
     url,
     tokens,
     routes,
     uploadTarget: target?.description,
+    metricsUrl,
     wakeScheduler: () => scheduler.wake(),
     close: stopAll,
   };
 }
 
 /** Why listen failed, in words, for the one line the server exits with. */
-function listenCause(raw: unknown): string {
+function listenCause(raw: unknown, flag = '--listen'): string {
   const code = (raw as NodeJS.ErrnoException).code;
-  if (code === 'EADDRINUSE') return 'the address is already in use (EADDRINUSE): stop what listens there or give --listen another port';
+  if (code === 'EADDRINUSE') return `the address is already in use (EADDRINUSE): stop what listens there or give ${flag} another port`;
   if (code === 'EADDRNOTAVAIL') return 'the address is not one of this host\'s (EADDRNOTAVAIL)';
   if (code === 'EACCES') return 'permission denied (EACCES): ports below 1024 need privileges';
   return coerceError(raw).message;

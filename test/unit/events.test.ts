@@ -31,9 +31,9 @@ test('unsubscribing stops delivery to that subscriber only', () => {
   const heard: string[] = [];
   const off = bus.on('run.ended', ({ runId }) => heard.push(`a:${runId}`));
   bus.on('run.ended', ({ runId }) => heard.push(`b:${runId}`));
-  bus.publish('run.ended', { runId: 'r1', from: 'queued' });
+  bus.publish('run.ended', { runId: 'r1', from: 'queued', status: 'cancelled' });
   off();
-  bus.publish('run.ended', { runId: 'r2', from: 'queued' });
+  bus.publish('run.ended', { runId: 'r2', from: 'queued', status: 'cancelled' });
   assert.deepEqual(heard, ['a:r1', 'b:r1', 'b:r2']);
 });
 

@@ -16,10 +16,10 @@ import { durationFlag, STOP_SIGNALS } from '../flags.js';
 
 
 /** Splits `HOST:PORT` (IPv6 as `[::1]:7420`). */
-export function parseListen(text: string): { host: string; port: number } {
+export function parseListen(text: string, flag = '--listen', example = '127.0.0.1:7420'): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
   const port = Number(match?.[3]);
-  if (!match || port > 65_535) throw new UsageError(`bad --listen '${text}': use HOST:PORT, e.g. 127.0.0.1:7420`);
+  if (!match || port > 65_535) throw new UsageError(`bad ${flag} '${text}': use HOST:PORT, e.g. ${example}`);
   return { host: match[1] ?? match[2]!, port };
 }
 
@@ -85,13 +85,16 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   };
   if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together: give both (or tls.cert and tls.key in the config file)');
   if (flags.tlsCa !== undefined && flags.tlsCert === undefined) throw new UsageError('--tls-ca is for a server with --tls-cert and --tls-key');
+  const metrics = flags.metricsListen !== undefined
+    ? { listen: parseListen(flags.metricsListen, '--metrics-listen', '127.0.0.1:9464') }
+    : flags.metrics ? {} : undefined;
   const tls = flags.tlsCert === undefined ? undefined : { cert: path.resolve(flags.tlsCert), key: path.resolve(flags.tlsKey!), ca: flags.tlsCa && path.resolve(flags.tlsCa) };
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
   return startServer(log, {
     host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
     artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
-    pools: flags.pools, tls,
+    pools: flags.pools, tls, metrics,
   });
 }
 
@@ -108,12 +111,13 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const merged: ServerFlags = { ...flags };
   const keys = [
     'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop',
-    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload', 'tlsCert', 'tlsKey', 'tlsCa',
+    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen',
   ] as const;
   for (const key of keys) {
     const source = command.getOptionValueSource(key);
     if ((source === undefined || source === 'default') && fromFile[key] !== undefined) merged[key] = fromFile[key]!;
   }
+  if (command.getOptionValueSource('metrics') === undefined && fromFile.metrics !== undefined) merged.metrics = fromFile.metrics;
   // The upload's details go with the file's upload URL only.
   const fileUpload = merged.upload !== undefined && merged.upload === fromFile.upload;
   return {
@@ -157,6 +161,8 @@ export function registerDaemonCommands(program: Command): void {
     .option('--tls-cert <file>', 'serve HTTPS and WSS with this PEM certificate (with its chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (mode 0600 or 0640: a key other users can read is refused)')
     .option('--tls-ca <file>', 'CA file the workers this server starts (pools) trust it by, given to them as KILN_CA')
+    .option('--metrics', 'Prometheus metrics at /metrics on the main listener, for the admin token (default: off)')
+    .option('--metrics-listen <host:port>', 'Prometheus metrics at http://HOST:PORT/metrics, a listener of their own with no token: keep it on a private address')
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
       const log = await createLogger();
@@ -164,7 +170,7 @@ export function registerDaemonCommands(program: Command): void {
       // right after it says it listens) is a clean stop too, never the default sudden death.
       const stopped = firstSignalThenNow(log);
       const server = await runServer(log, flags);
-      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}\n`);
+      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}${server.metricsUrl ? `, metrics at ${server.metricsUrl}` : ''}\n`);
       const signal = await stopped;
       log.info({ signal }, 'shutting down (a second signal exits at once)');
       await server.close();

@@ -10,6 +10,7 @@ import { ArtifactPathError, describeIdentity, holdsRun, isSha256, normaliseArtif
 import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
+import type { EventBus } from '../events.js';
 import { forViewer, forWorker } from './auth.js';
 
 function artifactPath(params: unknown): string {
@@ -22,7 +23,7 @@ function artifactPath(params: unknown): string {
 }
 
 /** Registers the artifact routes. */
-export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: ArtifactStore): void {
+export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: ArtifactStore, events: EventBus): void {
   // Uploads are streams: the route reads the body itself, with its own limits.
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
 
@@ -66,6 +67,7 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     }
     await blobs.receive(request.body as Readable, { size, sha256 });
     await store.addArtifact(runId, { path: relative, size, sha256, mode: permissions });
+    events.publish('artifact.stored', { runId, path: relative, size });
     return reply.code(201).send({ path: relative, size, sha256 });
   });
 

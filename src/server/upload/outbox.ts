@@ -62,7 +62,7 @@ export interface OutboxOptions {
   target: UploadTarget;
   /** Where the artifacts' files are. */
   blobs: ArtifactStore;
-  /** `run.ended` wakes it. */
+  /** `run.ended` wakes it; it publishes `delivery.attempted`. */
   events: EventBus;
   now: () => number;
   timings: OutboxTimings;
@@ -78,9 +78,10 @@ export class Outbox {
   private readonly blobs: ArtifactStore;
   private readonly now: () => number;
   private readonly timings: OutboxTimings;
+  private readonly events: EventBus;
 
   constructor(private readonly log: Logger, options: OutboxOptions) {
-    ({ store: this.store, target: this.target, blobs: this.blobs, now: this.now, timings: this.timings } = options);
+    ({ store: this.store, target: this.target, blobs: this.blobs, now: this.now, timings: this.timings, events: this.events } = options);
     const { events, now } = options;
     this.loop = createWakeLoop(log, {
       body: () => this.drain(),
@@ -144,6 +145,7 @@ export class Outbox {
     const log = this.log.child({ runId: delivery.runId, delivery: delivery.id, attempts });
     const record = afterAttempt(outcome, attempts, this.timings, at);
     await this.store.recordDeliveryAttempt(delivery.id, { ...record, at });
+    this.events.publish('delivery.attempted', { runId: delivery.runId, outcome: outcome.kind === 'delivered' ? 'delivered' : record.state === 'failed' ? 'failed' : 'retrying' });
     const target = this.target.description;
     if (outcome.kind === 'delivered') log.info({ target }, 'run delivered');
     else if (outcome.kind === 'give-up') log.error({ target, reason: outcome.reason }, 'the upload target refused the run; not retrying');
