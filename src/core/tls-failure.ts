@@ -14,9 +14,9 @@ const CERTIFICATE_CODES = new Set([
 /** Why the server's certificate was refused (Node's words, e.g. "self-signed certificate"), or undefined for any other failure. */
 export function untrustedCertificateReason(error: { code?: unknown; message?: unknown } | undefined): string | undefined {
   if (!error || typeof error.code !== 'string' || !CERTIFICATE_CODES.has(error.code)) return undefined;
-  const message = typeof error.message === 'string' && error.message !== '' ? error.message : error.code;
-  // Node's altname message runs on ("Hostname/IP does not match certificate's altnames: IP: ... is not in the cert's list: ..."): keep it, it names both.
-  return message.charAt(0).toLowerCase() + message.slice(1);
+  if (typeof error.message !== 'string' || error.message === '') return error.code;
+  // Node's altname message runs on ("Hostname/IP does not match certificate's altnames: IP: ... is not in the cert's list: ..."): kept, it names both.
+  return error.message.charAt(0).toLowerCase() + error.message.slice(1);
 }
 
 /**
