@@ -249,7 +249,7 @@ test('cancelling a queued run publishes run.ended from queued; a running one pub
   w.names();
   await w.lifecycle.cancel(queued.id, 'alice');
   assert.deepEqual(w.names(), ['run.ended']);
-  assert.deepEqual(w.heard.at(-1)!.payload, { runId: queued.id, from: 'queued' });
+  assert.deepEqual(w.heard.at(-1)!.payload, { runId: queued.id, from: 'queued', status: 'cancelled', platform: 'linux' });
 
   const { run, sent } = await w.dispatchedRun('runs');
   const outcome = await w.lifecycle.cancel(run.id, 'bob');
