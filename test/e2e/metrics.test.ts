@@ -1,8 +1,8 @@
 /**
  * Prometheus metrics with a real Prometheus (Debian's package): it scrapes a real server's own
  * metrics listener (--metrics-listen) every second while a worker runs jobs, and the values are
- * queried back through Prometheus's HTTP API. On the main listener, /metrics needs the admin token
- * (--metrics), and a server without metrics has no /metrics at all.
+ * queried back through Prometheus's HTTP API. On the main listener, /metrics needs a person's token
+ * of any role (--metrics), and a server without metrics has no /metrics at all.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -95,17 +95,21 @@ test('a real Prometheus scrapes the metrics listener and reads back runs, queues
   await prometheus.kill('SIGTERM');
 });
 
-test('--metrics serves /metrics on the main listener for the admin token only; without it there is none', async (t) => {
+test('--metrics serves /metrics on the main listener for a person\'s token of any role, not for a worker or nobody; without it there is none', async (t) => {
   const server = await startServer(t, { args: ['--metrics'] });
   const anonymous = await fetch(`${server.url}/metrics`);
   assert.equal(anonymous.status, 401);
   assert.equal(((await anonymous.json()) as { error: { code: string } }).error.code, 'KILN_ERR_UNAUTHORIZED');
   const worker = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.workerToken}` } });
-  assert.equal(worker.status, 401, 'the worker token does not read metrics');
-  const admin = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.adminToken}` } });
-  assert.equal(admin.status, 200);
-  assert.match(admin.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
-  assert.match(await admin.text(), /^kiln_build_info\{version="\d+\.\d+\.\d+"\} 1$/m);
+  assert.ok(worker.status === 401 || worker.status === 403, `the worker token does not read metrics (${worker.status})`);
+  const created = await kiln(server, ['token', 'create', 'prometheus', '--role', 'viewer']);
+  assert.equal(created.code, 0, created.stderr);
+  for (const token of [created.stdout.trim(), server.adminToken]) {
+    const reply = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(reply.status, 200);
+    assert.match(reply.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    assert.match(await reply.text(), /^kiln_build_info\{version="\d+\.\d+\.\d+"\} 1$/m);
+  }
 
   const plain = await startServer(t);
   const none = await fetch(`${plain.url}/metrics`, { headers: { authorization: `Bearer ${plain.adminToken}` } });
