@@ -99,7 +99,7 @@ const configSchema = z.strictObject({
   pools: z.array(poolSchema).optional(),
   /** Serve HTTPS and WSS. */
   tls: tlsSchema.optional(),
-  /** Prometheus metrics: true (at /metrics on the main listener, admin token) or { listen: HOST:PORT } (a listener of their own, open). */
+  /** Prometheus metrics: true (at /metrics on the main listener, a token of any role) or { listen: HOST:PORT } (a listener of their own, open). */
   metrics: z.union([z.boolean(), z.strictObject({ listen: z.string().min(1) })]).optional(),
 });
 

@@ -73,7 +73,7 @@ export interface ServerOptions {
   tls?: TlsSettings;
   /**
    * Prometheus metrics (off when absent): on a listener of their own, open (`listen`), or at
-   * /metrics on the main listener for the admin token (`{}`).
+   * /metrics on the main listener for a token of any role (`{}`).
    */
   metrics?: { listen?: { host: string; port: number } };
   /** Wraps the opened store. @internal For tests that make the store fail. */

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { followRun, freePort, kiln, spawnKiln, tempDir, type ServerProcess } from '../helpers/processes.js';
@@ -43,7 +43,6 @@ async function startTlsServer(t: TestContext, certs: Certificates, args: string[
   const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--tls-cert', certs.cert, '--tls-key', certs.key, ...args]);
   const listening = await owned.waitFor(/kiln server listening on/);
   assert.match(listening, new RegExp(`on https://127\\.0\\.0\\.1:${port} `), 'the server says its https:// URL');
-  const { readFileSync } = await import('node:fs');
   return {
     ...owned, url: `https://127.0.0.1:${port}`, dataDir,
     adminToken: readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim(),
@@ -114,7 +113,6 @@ test('a process pool over TLS gives its instances the CA (tls.ca in the config f
   const port = await freePort();
   const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--config', config]);
   await owned.waitFor(/kiln server listening on https:/);
-  const { readFileSync } = await import('node:fs');
   const server = { url: `https://127.0.0.1:${port}`, adminToken: readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim() };
   const env = { env: { KILN_CA: certs.ca } };
   assert.equal((await kiln(server, ['schedule', 'pooled', '--command', 'echo from the pool', '--platform', 'pooled', '--period', 'never'], env)).code, 0);

@@ -161,7 +161,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--tls-cert <file>', 'serve HTTPS and WSS with this PEM certificate (with its chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (mode 0600 or 0640: a key other users can read is refused)')
     .option('--tls-ca <file>', 'CA file the workers this server starts (pools) trust it by, given to them as KILN_CA')
-    .option('--metrics', 'Prometheus metrics at /metrics on the main listener, for the admin token (default: off)')
+    .option('--metrics', 'Prometheus metrics at /metrics on the main listener, for a token of any role (default: off)')
     .option('--metrics-listen <host:port>', 'Prometheus metrics at http://HOST:PORT/metrics, a listener of their own with no token: keep it on a private address')
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
