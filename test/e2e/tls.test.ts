@@ -81,6 +81,8 @@ test('a wrong CA, or none, is refused with one line and exit 3, by the CLI and b
     assert.match(refused.stderr, /^kiln: the server's certificate is not trusted \(.+\) at https:\/\/127\.0\.0\.1:\d+: pass --ca FILE \(env KILN_CA\) with the CA that signed it\n$/);
   }
   const worker = spawnKiln(t, ['worker', '--ca', certs.otherCa, '--server', server.url, '--name', 'mistrusting', '--platform', 'tlsos'], { KILN_WORKER_TOKEN: server.workerToken });
+  // Bounded: a worker that kept retrying would fail here saying what it printed.
+  await worker.waitFor(/certificate is not trusted/);
   const { code } = await worker.exited;
   assert.equal(code, 3, worker.stderr.join('\n'));
   const said = worker.stderr.filter((line) => /certificate is not trusted/.test(line));
