@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { BackoffTimings } from '../core/index.js';
+import { coerceError } from '../errors.js';
 import type { JobStore, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
 import { createWakeLoop, type WakeLoop } from './wake-loop.js';
@@ -38,7 +39,7 @@ export class ConsoleHub {
 
   constructor(
     private readonly store: JobStore,
-    log: Logger,
+    private readonly log: Logger,
     events: EventBus,
     private readonly options: ConsoleHubOptions = { flushMs: 50, maxPending: 2000 },
   ) {
@@ -61,7 +62,7 @@ export class ConsoleHub {
     if (queue) queue.push(...fresh);
     else this.pending.set(runId, fresh);
     this.pendingCount += fresh.length;
-    for (const observer of this.observers.get(runId) ?? []) for (const line of fresh) observer.line(line);
+    for (const observer of this.observers.get(runId) ?? []) this.tell(runId, observer, (o) => fresh.forEach((line) => o.line(line)));
     if (this.pendingCount >= this.options.maxPending) void this.flush();
     else this.writer.wakeAt(Date.now() + this.options.flushMs);
   }
@@ -131,7 +132,23 @@ export class ConsoleHub {
     this.lastSeq.delete(runId);
     const set = this.observers.get(runId);
     this.observers.delete(runId);
-    for (const observer of set ?? []) observer.end();
+    for (const observer of set ?? []) this.tell(runId, observer, (o) => o.end());
+  }
+
+  /**
+   * Tells one observer something. One that throws (a bug in a stream, a socket that broke in a way
+   * it did not expect) is logged once and dropped: it must not hold up the other observers, nor the
+   * store write the batch it was told about schedules after.
+   */
+  private tell(runId: string, observer: ConsoleObserver, what: (observer: ConsoleObserver) => void): void {
+    try {
+      what(observer);
+    } catch (raw) {
+      const set = this.observers.get(runId);
+      set?.delete(observer);
+      if (set?.size === 0) this.observers.delete(runId);
+      this.log.error({ err: coerceError(raw), runId }, 'a console observer failed; it is dropped');
+    }
   }
 
   /** Flushes and stops the timer. */
