@@ -10,14 +10,14 @@
  */
 import type { Logger } from 'pino';
 import {
-  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatDuration, formatResult, type RunResult,
+  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatDuration, formatResult, type BackoffTimings, type RunResult,
 } from '../core/index.js';
 import { coerceError, ProtocolError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
 import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
 import type { Templates } from './templates.js';
-import { createWakeLoop, type WakeLoop } from './wake-loop.js';
+import { createWakeLoop, RETRY_PASS, type WakeLoop } from './wake-loop.js';
 import type { WorkerRegistry, WorkerSession } from './worker-registry.js';
 
 /** Default job timeout: one hour, as robur's. */
@@ -45,7 +45,12 @@ export interface RunLifecycleOptions {
   reattachGraceMs: number;
   /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
   backstopMs: number;
+  /** Waits before an end the store refused (an overdue run, a lost one) is tried again (default 5 s, then up to 1 min). */
+  retry?: BackoffTimings;
 }
+
+/** Default waits before an end the store refused is tried again. */
+const END_RETRY: BackoffTimings = { retryMinMs: 5000, retryMaxMs: 60_000 };
 
 /** Longest single sleep of the deadline check (re-read from the store after it). */
 const MAX_SLEEP_MS = 60 * 60 * 1000;
@@ -54,16 +59,24 @@ const MAX_SLEEP_MS = 60 * 60 * 1000;
 export class RunLifecycle {
   /** Runs whose worker is away, with the timer that declares them lost. */
   private readonly unattended = new Map<string, NodeJS.Timeout>();
-  /** Ends runs whose worker never reported by their deadline; sleeps until the earliest one. */
+  /**
+   * Runs whose worker did not come back within the grace, waiting for their loss to be written
+   * (by the deadline loop, which retries with its backoff while the store refuses it).
+   */
+  private readonly losing = new Map<string, { worker: string | undefined; reason: string }>();
+  /**
+   * Ends runs whose worker never reported by their deadline, and runs lost; sleeps until the
+   * earliest deadline, or the backoff after an end the store refused.
+   */
   private readonly deadlines: WakeLoop;
   private stopped = false;
 
   constructor(private readonly log: Logger, private readonly options: RunLifecycleOptions) {
     this.deadlines = createWakeLoop(log, {
-      body: () => this.reapOverdue(),
+      body: () => this.reap(),
       now: options.now,
       maxSleepMs: MAX_SLEEP_MS,
-      retry: { retryMinMs: 5000, retryMaxMs: 60_000 },
+      retry: options.retry ?? END_RETRY,
       failureMessage: 'deadline check failed; retrying',
     });
   }
@@ -415,23 +428,17 @@ export class RunLifecycle {
     if (this.stopped || this.unattended.has(runId)) return;
     const timer = setTimeout(() => {
       this.unattended.delete(runId);
-      void this.lose(runId, worker, `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.options.reattachGraceMs)})`);
+      this.losing.set(runId, { worker, reason: `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.options.reattachGraceMs)})` });
+      void this.deadlines.kick();
     }, this.options.reattachGraceMs);
     this.unattended.set(runId, timer);
   }
 
+  /** The run's worker is back (or the run ended): no loss to write. */
   private attended(runId: string): void {
     clearTimeout(this.unattended.get(runId));
     this.unattended.delete(runId);
-  }
-
-  private async lose(runId: string, worker: string | undefined, reason: string): Promise<void> {
-    const result: RunResult = { kind: 'aborted', reason };
-    try {
-      await this.endAttempt(runId, { status: 'lost', result, finishedAt: this.options.now(), retry: 'lost' }, worker);
-    } catch (raw) {
-      this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run');
-    }
+    this.losing.delete(runId);
   }
 
   // ---- deadlines ----
@@ -441,12 +448,32 @@ export class RunLifecycle {
     if (at !== null) this.deadlines.wakeAt(at);
   }
 
-  /** Ends the runs whose worker never reported by their deadline; resolves with the next deadline. */
-  private async reapOverdue(): Promise<number | undefined> {
+  /**
+   * Writes the losses waiting, then ends the runs whose worker never reported by their deadline;
+   * resolves with the next deadline. Each run is its own store call: one the store refuses is
+   * logged and left for the retry (the whole pass, with the loop's backoff), and does not keep
+   * the others from ending.
+   */
+  private async reap(): Promise<number | undefined | typeof RETRY_PASS> {
+    let refused = false;
+    for (const [runId, { worker, reason }] of [...this.losing]) {
+      try {
+        await this.endAttempt(runId, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'lost' }, worker);
+        this.losing.delete(runId);
+      } catch (raw) {
+        refused = true;
+        this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run; retrying');
+      }
+    }
     const now = this.options.now();
     for (const run of await this.store.overdueRuns(now)) {
-      await this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined);
+      try {
+        await this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined);
+      } catch (raw) {
+        refused = true;
+        this.log.error({ err: coerceError(raw), runId: run.id }, 'could not end an overdue run; retrying');
+      }
     }
-    return this.store.earliestDeadline();
+    return refused ? RETRY_PASS : this.store.earliestDeadline();
   }
 }

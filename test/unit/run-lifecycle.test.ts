@@ -71,7 +71,7 @@ interface World {
   dispatchedRun(name: string, over?: Partial<Job>): Promise<{ run: Run; session: WorkerSession; sent: string[] }>;
 }
 
-async function world(t: TestContext, options: { reattachGraceMs?: number } = {}): Promise<World> {
+async function world(t: TestContext, options: { reattachGraceMs?: number; retryMs?: number } = {}): Promise<World> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-lifecycle-'));
   const real = openSqliteStore(path.join(dir, 'kiln.db'));
   const calls: string[] = [];
@@ -98,6 +98,7 @@ async function world(t: TestContext, options: { reattachGraceMs?: number } = {})
   const lifecycle = new RunLifecycle(log, {
     store, events, workers, console: hub, templates: new Templates(path.join(dir, 'templates')), now: () => clock.now,
     reattachGraceMs: options.reattachGraceMs ?? 3_600_000, backstopMs: 1000,
+    retry: { retryMinMs: options.retryMs ?? 5000, retryMaxMs: options.retryMs ?? 5000 },
   });
   t.after(async () => {
     await lifecycle.stop();
@@ -280,6 +281,42 @@ test('a worker that does not come back within the grace: run.lost, then run.retr
   assert.equal((await retried).run.id, run.id);
   assert.deepEqual(w.names(), ['run.lost', 'run.line', 'run.retried']);
   assert.equal((await w.store.findRun(run.id)).lostRetriesLeft, 0);
+});
+
+test('an overdue run whose end the store refuses does not keep the others from ending; it ends on the retry', { timeout: 10_000 }, async (t) => {
+  const w = await world(t, { retryMs: 10 });
+  const first = await w.dispatchedRun('slow1', { timeoutMs: 1000 });
+  const second = await w.dispatchedRun('slow2', { timeoutMs: 1000 });
+  w.clock.now = Math.max(first.run.deadlineAt!, second.run.deadlineAt!) + 1;
+  w.failing.add('endAttempt');
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  const retried = new Promise<void>((resolve) => {
+    let ends = 0;
+    const off = w.events.on('run.ended', () => (ends += 1) === 2 && (off(), resolve()));
+  });
+  // recover() resolves once its pass has ended: the refused run is left for the retry, the other ended.
+  await w.lifecycle.recover();
+  assert.deepEqual(w.names(), ['run.ended']);
+  await retried;
+  assert.deepEqual(w.names(), ['run.ended']);
+  const statuses = await Promise.all([first.run.id, second.run.id].map(async (id) => (await w.store.findRun(id)).status));
+  assert.deepEqual(statuses, ['timed-out', 'timed-out']);
+  assert.equal(w.calls.filter((c) => c === 'endAttempt').length, 3, 'two ends and the retry of the refused one');
+});
+
+test('a loss the store refuses is written again with the backoff, not left to the run\'s deadline', { timeout: 10_000 }, async (t) => {
+  const w = await world(t, { reattachGraceMs: 10, retryMs: 10 });
+  const { run, session } = await w.dispatchedRun('gone-while-down');
+  w.failing.add('endAttempt');
+  const retried = next(w.events, 'run.retried');
+  // The lifecycle's timers do not keep a process alive (a server's sockets do): this test's does.
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  await w.lifecycle.workerGone(session);
+  assert.equal((await retried).run.id, run.id);
+  assert.deepEqual(w.names(), ['run.lost', 'run.line', 'run.retried']);
+  assert.equal(w.calls.filter((c) => c === 'endAttempt').length, 2, 'refused once, then written');
 });
 
 test('a worker back with its run re-attaches it: run.attached, and the new session holds it', async (t) => {
