@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
+import pg from 'pg';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
@@ -137,6 +138,31 @@ describe('PostgreSQL store', { skip }, () => {
     const queued = await store.listQueued();
     if (outcome === 'queued') assert.deepEqual(queued.map((r) => r.id), [run.id]);
     else assert.ok(queued.length <= 1);
+  });
+
+  test('a statement stuck on a lock another session holds fails with KILN_ERR_STORE_UNAVAILABLE at the statement_timeout, and the store serves on', async (t) => {
+    const { url } = await freshSchema(t);
+    const bounded = new URL(url);
+    bounded.searchParams.set('statement_timeout', '300');
+    const store = await open(t, bounded.toString());
+    await store.createJob(job);
+    // Another session (a forgotten psql, say) holds the job's row lock and does not let go.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    // Ended here, not in an after hook: those run after the schema's drop, which its lock would hold up.
+    try {
+      await holder.query('BEGIN');
+      await holder.query("SELECT * FROM jobs WHERE name = 'build' FOR UPDATE");
+      await assert.rejects(store.updateJob('build', { retries: 3 }, T0), (err: { code?: string; message: string }) => {
+        assert.equal(err.code, 'KILN_ERR_STORE_UNAVAILABLE');
+        assert.match(err.message, /^the store \S+ cannot be used: canceling statement due to statement timeout \(a statement waited past the statement_timeout: [^\n]+\)$/);
+        return true;
+      });
+      assert.equal((await store.getJob('build'))?.retries, 1, 'nothing changed; reads go on');
+    } finally {
+      await holder.end();
+    }
+    assert.equal((await store.updateJob('build', { retries: 3 }, T0)).retries, 3, 'the same write succeeds once the lock is gone');
   });
 
   test('a NUL in a text PostgreSQL keeps as TEXT is refused as an invalid request and stores nothing; in console lines it is kept', async (t) => {

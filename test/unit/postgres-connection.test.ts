@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import { JobNotFoundError } from '../../src/errors.js';
-import { checkUrl, describeUrl, storeError } from '../../src/store/postgres/connection.js';
+import { checkUrl, connectionTimeouts, describeUrl, storeError } from '../../src/store/postgres/connection.js';
 
 test('store URLs: postgres:// with a host and a database; anything else is a KILN_ERR_CONFIG naming the URL without its password', () => {
   const good = ['postgres://kiln@db1:5432/kiln', 'postgresql://kiln:pw@db1/kiln', 'postgres://db1/kiln?sslmode=require', 'postgres://[::1]:5433/kiln'];
@@ -15,6 +15,9 @@ test('store URLs: postgres:// with a host and a database; anything else is a KIL
     ['postgres://kiln:secret@db1/', /names no database/],
     ['postgres://kiln:secret@/kiln', /not a URL/],
     ['mysql://kiln:secret@db1/kiln', /use postgres:\/\/USER@HOST:PORT\/DATABASE/],
+    ['postgres://kiln:secret@db1/kiln?statement_timeout=5s', /statement_timeout must be a whole number of milliseconds/],
+    ['postgres://kiln:secret@db1/kiln?statement_timeout=-1', /statement_timeout must be a whole number of milliseconds/],
+    ['postgres://kiln:secret@db1/kiln?statement_timeout=99999999999', /statement_timeout must be a whole number of milliseconds/],
   ];
   for (const [url, why] of bad) {
     assert.throws(() => checkUrl(url), (err: { code?: string; message: string }) => {
@@ -45,7 +48,8 @@ test('driver failures: what means "PostgreSQL cannot be used" becomes KILN_ERR_S
   const unavailable = [
     database('08006'), database('57P01', 'terminating connection due to administrator command'), database('57P03'), database('28P01'),
     database('3D000', 'database "kiln" does not exist'), system('ECONNREFUSED'), system('ENOTFOUND'), system('ECONNRESET'),
-    new Error('Connection terminated unexpectedly'),
+    new Error('Connection terminated unexpectedly'), database('57014', 'canceling statement due to statement timeout'),
+    database('25P03', 'terminating connection due to idle-in-transaction timeout'), new Error('Query read timeout'),
   ];
   for (const raw of unavailable) {
     const err = storeError(raw, 'postgres://db1/kiln') as { code?: string; message: string };
@@ -56,4 +60,13 @@ test('driver failures: what means "PostgreSQL cannot be used" becomes KILN_ERR_S
   assert.equal((storeError(database('22021'), 'x') as { code?: string }).code, 'KILN_ERR_INVALID_REQUEST');
   const unchanged = [database('23505'), database('40P01'), database('42P01'), new TypeError('bad value'), new JobNotFoundError('x')];
   for (const raw of unchanged) assert.equal(storeError(raw, 'x'), raw, raw.message);
+});
+
+test('timeouts: statements 30 s unless the URL says (0: none), the driver 10 s past that, a session idle in a transaction 60 s', () => {
+  const cases: [string, ReturnType<typeof connectionTimeouts>][] = [
+    ['postgres://db1/kiln', { statement_timeout: 30_000, query_timeout: 40_000, idle_in_transaction_session_timeout: 60_000 }],
+    ['postgres://db1/kiln?statement_timeout=500', { statement_timeout: 500, query_timeout: 10_500, idle_in_transaction_session_timeout: 60_000 }],
+    ['postgres://db1/kiln?sslmode=require&statement_timeout=0', { statement_timeout: 0, query_timeout: undefined, idle_in_transaction_session_timeout: 60_000 }],
+  ];
+  for (const [url, expected] of cases) assert.deepEqual(connectionTimeouts(url), expected, url);
 });

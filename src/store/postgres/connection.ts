@@ -16,8 +16,46 @@ export interface StoreLog {
   warn(fields: Record<string, unknown>, message: string): void;
 }
 
-/** SQLSTATE classes that say the database cannot be used now: connection (08), login (28), no such database (3D), shutting down (57P0x). */
-const UNAVAILABLE_SQLSTATE = /^(08|28|3D|57P0[1-3])/;
+/**
+ * SQLSTATEs that say the database cannot be used now: connection (08), login (28), no such database
+ * (3D), shutting down (57P0x), a statement cancelled (57014: past statement_timeout, stuck on a lock
+ * held elsewhere, say), a session ended for sitting idle in a transaction (25P03).
+ */
+const UNAVAILABLE_SQLSTATE = /^(08|28|3D|57P0[1-3]|57014$|25P03$)/;
+
+/** A statement PostgreSQL cancelled: its connection is still good, and it may have been slow, not lost. */
+const CANCELLED_SQLSTATE = '57014';
+
+/**
+ * Longest a statement may run (ms) unless the URL says otherwise (`?statement_timeout=MS`, 0: no
+ * limit). Kiln's statements take milliseconds: one that takes this long is waiting on a lock held
+ * elsewhere (a forgotten psql session, a stuck server), and failing it lets the request answer 503
+ * and the loops retry, instead of hanging the request and the connection.
+ */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+
+/** A session idle inside a transaction this long is ended by PostgreSQL, which frees its locks (Kiln never waits inside one). */
+const IDLE_IN_TRANSACTION_MS = 60_000;
+
+/**
+ * The driver's own bound, past the statement timeout: over a network that died silently, the
+ * answer of a statement PostgreSQL cancelled never comes.
+ */
+const QUERY_TIMEOUT_SLACK_MS = 10_000;
+
+/** TCP keepalive after this much silence: a connection whose peer vanished (a host down, a NAT that forgot it) is found dead and replaced. */
+const KEEPALIVE_IDLE_MS = 10_000;
+
+/** How the store's connections time out, from the URL (checked by checkUrl). */
+export function connectionTimeouts(url: string): { statement_timeout: number; query_timeout: number | undefined; idle_in_transaction_session_timeout: number } {
+  const given = new URL(url).searchParams.get('statement_timeout');
+  const statement = given === null ? DEFAULT_STATEMENT_TIMEOUT_MS : Number(given);
+  return {
+    statement_timeout: statement,
+    query_timeout: statement === 0 ? undefined : statement + QUERY_TIMEOUT_SLACK_MS,
+    idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
+  };
+}
 
 /**
  * Conflicts between concurrent transactions: serialization failure, deadlock, and a unique
@@ -39,6 +77,10 @@ export function checkUrl(url: string): void {
   if (parsed.hostname === '') throw new ConfigError(`bad store URL ${describeUrl(url)}: it names no host; use postgres://USER@HOST:PORT/DATABASE`);
   if (parsed.pathname.length <= 1) throw new ConfigError(`bad store URL ${describeUrl(url)}: it names no database; use postgres://USER@HOST:PORT/DATABASE`);
   if (parsed.port !== '' && !/^\d+$/.test(parsed.port)) throw new ConfigError(`bad store URL ${describeUrl(url)}: bad port`);
+  const timeout = parsed.searchParams.get('statement_timeout');
+  if (timeout !== null && !(/^\d{1,10}$/.test(timeout) && Number(timeout) <= 2 ** 31 - 1)) {
+    throw new ConfigError(`bad store URL ${describeUrl(url)}: statement_timeout must be a whole number of milliseconds (0: no limit)`);
+  }
 }
 
 const INT8_OID = 20;
@@ -58,7 +100,8 @@ export function storeError(raw: unknown, where: string): unknown {
     // TEXT cannot hold NUL (SQLite's can): a request that carries one is refused, not a 500.
     if (raw.code === '22021') return new InvalidRequestError('a value contains the NUL character, which the PostgreSQL store cannot keep');
     if (!UNAVAILABLE_SQLSTATE.test(raw.code ?? '')) return raw;
-    const hint = raw.code === '3D000' ? ' (create it, e.g. createdb -O USER DATABASE)' : '';
+    const hint = raw.code === '3D000' ? ' (create it, e.g. createdb -O USER DATABASE)'
+      : raw.code === CANCELLED_SQLSTATE ? ' (a statement waited past the statement_timeout: a lock held by another session, or PostgreSQL overloaded)' : '';
     return new StoreUnavailableError(where, `${raw.message}${hint}`);
   }
   const code = (raw as { code?: unknown }).code;
@@ -73,6 +116,12 @@ export function storeError(raw: unknown, where: string): unknown {
 
 /** What Kiln's connections call themselves in pg_stat_activity (where the URL names no application_name). */
 export const APPLICATION_NAME = `kiln pid ${process.pid} on ${os.hostname()}`;
+
+/** pg's error for a query past its query_timeout: a plain Error with no code, known only by this text. */
+const DRIVER_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/** A query_timeout that is no bound (the driver takes 0 as "the connection's"). */
+const LONGEST_QUERY_MS = 2 ** 31 - 1;
 
 /** Most connections the store's pool opens. */
 const POOL_SIZE = 10;
@@ -98,7 +147,10 @@ export class Connections implements Session {
   constructor(url: string, log?: StoreLog) {
     checkUrl(url);
     this.where = describeUrl(url);
-    this.pool = new pg.Pool({ connectionString: url, application_name: APPLICATION_NAME, types, max: POOL_SIZE, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+    this.pool = new pg.Pool({
+      connectionString: url, application_name: APPLICATION_NAME, types, max: POOL_SIZE, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000,
+      keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS, ...connectionTimeouts(url),
+    });
     // An idle connection that PostgreSQL (or the network) drops emits 'error' on the pool; unheard,
     // it would end the process. The pool discards that connection and the next query opens another.
     this.pool.on('error', (err) => log?.warn({ store: this.where, err: err.message }, 'a PostgreSQL connection was lost; the pool opens another at the next query'));
@@ -162,9 +214,13 @@ export class Connections implements Session {
     }, true);
   }
 
-  /** Runs plain SQL text (several statements allowed) on one connection: migrations, checks. */
+  /**
+   * Runs plain SQL text (several statements allowed) on one connection: migrations, checks, the
+   * copy of migrate-store. No bound of the driver's own: a migration may rewrite a big table (it
+   * lifts the statement_timeout for its transaction).
+   */
   script<T>(fn: (query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>) => Promise<T>): Promise<T> {
-    return this.withClient((query) => fn((text, values) => query({ text, values })), false);
+    return this.withClient((query) => fn((text, values) => query({ text, values, query_timeout: LONGEST_QUERY_MS } as pg.QueryConfig)), false);
   }
 
   /**
@@ -197,7 +253,13 @@ export class Connections implements Session {
         } catch (raw) {
           const err = storeError(raw, this.where);
           if (!(err instanceof StoreUnavailableError)) throw err;
+          // Cancelled by the statement_timeout: the connection is fine, and sending the statement
+          // again on another would only wait as long again.
+          if ((raw as { code?: unknown }).code === CANCELLED_SQLSTATE) throw err;
           lost ??= raw as Error;
+          // Past the driver's query_timeout: the connection is discarded (its answer may still
+          // come), and the statement is not sent again, for the same reason.
+          if ((raw as Error).message === DRIVER_TIMEOUT_MESSAGE) throw err;
           throw safe ? new StaleConnectionError(err) : err;
         }
       });

@@ -27,6 +27,8 @@ export function migrate(connections: Connections): Promise<number[]> {
   return connections.script(async (query) => {
     await query('BEGIN');
     try {
+      // A migration may rewrite a big table: the store's statement_timeout is for Kiln's own statements.
+      await query('SET LOCAL statement_timeout = 0');
       // Two servers opening one new database at once: the second waits, then finds it done.
       await query("SELECT pg_advisory_xact_lock(x'4b494c4e'::int, hashtext(current_schema()))");
       const [{ schema }] = (await query('SELECT current_schema() AS schema')).rows as [{ schema: string | null }];
