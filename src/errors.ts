@@ -267,6 +267,17 @@ export class StoreUnavailableError extends KilnError {
   }
 }
 
+/**
+ * The server lost its PostgreSQL schema lock for good (its connection ended, and another server
+ * took the lock meanwhile, or it could not be taken back in time): the server stops rather than run
+ * beside another one on the same store. Exit 1.
+ */
+export class StoreLockLostError extends KilnError {
+  constructor(where: string, why: string) {
+    super('KILN_ERR_STORE_LOCK_LOST', 503, `this server's lock on the store ${where} was lost: ${why}; stopping, as two servers on one store would each end the other's runs`);
+  }
+}
+
 /** The database was written by a newer Kiln, whose schema this build does not know. */
 export class StoreTooNewError extends KilnError {
   constructor(file: string, found: number, known: number) {

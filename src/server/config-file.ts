@@ -94,6 +94,8 @@ const configSchema = z.strictObject({
   heartbeat: timerDuration.optional(),
   reattach_grace: timerDuration.optional(),
   backstop: timerDuration.optional(),
+  /** On PostgreSQL: how long a lost schema lock is tried again before the server stops. */
+  lock_retake: timerDuration.optional(),
   artifacts: artifactsSchema.optional(),
   upload: z.union([z.string().min(1).transform((url): z.infer<typeof uploadSchema> => ({ url })), uploadSchema]).optional(),
   pools: z.array(poolSchema).optional(),
@@ -112,6 +114,7 @@ export interface ConfigFileSettings {
   heartbeat?: string;
   reattachGrace?: string;
   backstop?: string;
+  lockRetake?: string;
   maxArtifactFile?: string;
   maxArtifactsPerRun?: string;
   keepArtifactsRuns?: string;
@@ -167,6 +170,7 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
     heartbeat: config.heartbeat,
     reattachGrace: config.reattach_grace,
     backstop: config.backstop,
+    lockRetake: config.lock_retake,
     maxArtifactFile: config.artifacts?.max_file,
     maxArtifactsPerRun: config.artifacts?.max_per_run,
     keepArtifactsRuns: config.artifacts?.keep_runs?.toString(),

@@ -67,6 +67,8 @@ export interface ServerOptions {
   reattachGraceMs?: number;
   /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
   backstopMs?: number;
+  /** On PostgreSQL: how long a server whose schema lock's connection dropped tries to take the lock back before it stops (ms; default 1 min). */
+  lockRetakeMs?: number;
   /** Clock, for tests. */
   now?: () => number;
   /** Serve HTTPS and WSS with this certificate and key (`--tls-cert`, `--tls-key`). */
@@ -93,6 +95,12 @@ export interface KilnServer {
   metricsUrl: string | undefined;
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
   wakeScheduler(): Promise<void>;
+  /**
+   * Resolves (never rejects) once the server cannot go on safely: on PostgreSQL, its lock on the
+   * schema was lost for good (store/postgres/server-lock.ts). Whoever runs the server then closes
+   * it and exits with the error; until then the store refuses every statement.
+   */
+  failed: Promise<KilnError>;
   /** Stops accepting, flushes consoles and closes the store. */
   close(): Promise<void>;
 }
@@ -127,12 +135,20 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   // Before the store opens: a second server on this data dir must not touch the first one's runs.
   const hold = holdDataDir(options.dataDir, log, sqliteStoreFile(options.store));
   let store: JobStore | undefined;
+  let fail!: (err: KilnError) => void;
+  const failed = new Promise<KilnError>((resolve) => (fail = resolve));
   try {
-    const opened = await openStore(options.dataDir, options.store, log.child({ part: 'store' }));
+    const opened = await openStore(options.dataDir, options.store, log.child({ part: 'store' }), {
+      retakeWithinMs: options.lockRetakeMs,
+      onLost: (err) => {
+        log.error({ code: err.code }, err.message);
+        fail(err);
+      },
+    });
     store = options.wrapStore ? options.wrapStore(opened) : opened;
     if (metrics) store = metrics.timedStore(store);
     const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls, metrics);
-    return { ...server, close: () => server.close().finally(() => hold.release()) };
+    return { ...server, failed, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
     await store?.close();
     hold.release();
@@ -143,7 +159,7 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
 async function startOnStore(
   log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined, tls: TlsMaterial | undefined,
   metrics: KilnMetrics | undefined,
-): Promise<KilnServer> {
+): Promise<Omit<KilnServer, 'failed'>> {
   const events = createEventBus(log.child({ part: 'events' }));
   const registry = new WorkerRegistry(events);
   const hub = new ConsoleHub(store, log.child({ part: 'console' }), events);

@@ -1,3 +1,3 @@
 /** Storage: the JobStore interface and how to open one. */
 export * from './job-store.js';
-export { openStore, sqliteStoreFile } from './open-store.js';
+export { openStore, sqliteStoreFile, type StoreLockOptions } from './open-store.js';

@@ -1,10 +1,21 @@
 /** Opens the store a server is configured with. */
 import path from 'node:path';
-import { ConfigError } from '../errors.js';
+import { ConfigError, type KilnError } from '../errors.js';
 import { describeUrl } from '../url-for-humans.js';
 import type { JobStore } from './job-store.js';
 import type { StoreLog } from './postgres/connection.js';
 import { openSqliteStore } from './sqlite/sqlite-store.js';
+
+/**
+ * What a server's hold on a PostgreSQL store does when its lock's connection drops (see
+ * postgres/server-lock.ts). An SQLite store's lock is a file lock of this process: it cannot be lost.
+ */
+export interface StoreLockOptions {
+  /** How long a lost lock is tried again before it is lost for good (ms; default 1 min). */
+  retakeWithinMs?: number;
+  /** Told once when it is lost for good: the server must stop. */
+  onLost?: (err: KilnError) => void;
+}
 
 /** The SQLite file a `--store sqlite:PATH` names (absolute), if it names one. */
 export function sqliteStoreFile(store: string | undefined): string | undefined {
@@ -21,9 +32,9 @@ export function isPostgresUrl(store: string | undefined): boolean {
  * PostgreSQL store (and its driver) is loaded only for such a URL: a server on SQLite never loads it.
  * The server holds its PostgreSQL schema alone, as it holds its data dir (server-lock.ts).
  */
-export async function openStore(dataDir: string, store?: string, log?: StoreLog): Promise<JobStore> {
+export async function openStore(dataDir: string, store?: string, log?: StoreLog, lock?: StoreLockOptions): Promise<JobStore> {
   if (store === undefined || store === '') return openSqliteStore(path.join(dataDir, 'kiln.db'));
   if (store.startsWith('sqlite:')) return openSqliteStore(store.slice('sqlite:'.length));
-  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log, exclusive: true });
+  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log, exclusive: true, lock });
   throw new ConfigError(`unknown store '${describeUrl(store)}': use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`);
 }

@@ -2,14 +2,17 @@
  * `kiln server --store postgres://...` with real processes: a server on its own fresh schema, a
  * worker and the CLI; the server SIGKILLed mid-run and restarted (from `store:` in a config file)
  * loses nothing it acknowledged; a bad URL, a refused connection and a missing database stop it
- * with one line.
+ * with one line. The connection holding its schema lock killed: it takes the lock back, or, when
+ * another client took it meanwhile or PostgreSQL stays out of reach past --lock-retake, stops with
+ * one line.
  */
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import pg from 'pg';
 import { adminQuery, freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
-import { firstLine, followRun, kiln, spawnKiln, startServer, startWorker, tempDir } from '../helpers/processes.js';
+import { firstLine, followRun, kiln, spawnKiln, startProxy, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
 
 const skip = needs('postgres');
@@ -83,6 +86,74 @@ test("PostgreSQL dropping the server's connections mid-run ends neither the serv
   assert.equal(run.status, 'succeeded');
   assert.deepEqual(lines, ['before', 'after']);
   assert.equal(server.child.exitCode, null, 'the server is still running');
+});
+
+/** The backend holding the server lock of the servers named `name` (application_name), if one does. */
+async function lockBackend(name: string): Promise<number | undefined> {
+  const { rows } = await adminQuery(`
+    SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = x'4b535256'::int::oid AND a.application_name = '${name}'`);
+  assert.ok(rows.length <= 1, JSON.stringify(rows));
+  return rows[0]?.pid as number | undefined;
+}
+
+/** Asserts the server exited 1 with one `kiln:` line, the last it printed, matching `line`. */
+async function stoppedWith(server: ServerProcess, line: RegExp): Promise<void> {
+  const { code } = await server.exited;
+  assert.equal(code, 1, server.stderr.join('\n'));
+  const said = server.stderr.filter((l) => l.startsWith('kiln: '));
+  assert.equal(said.length, 1, server.stderr.join('\n'));
+  assert.equal(server.stderr.at(-1), said[0]);
+  assert.match(said[0]!, line);
+}
+
+test("the connection holding the server's schema lock killed: the server takes the lock back and serves on", { skip }, async (t) => {
+  const { schema, url } = await freshSchema(t);
+  const named = new URL(url);
+  named.searchParams.set('application_name', schema);
+  const server = await startServer(t, { args: ['--store', named.toString()] });
+  const before = await lockBackend(schema);
+  assert.ok(before !== undefined, 'the server holds its lock');
+
+  const mark = server.stderr.length;
+  await adminQuery(`SELECT pg_terminate_backend(${before}, 10000)`);
+  await server.waitFor(/took this server's lock on the store back/, mark);
+  const after = await lockBackend(schema);
+  assert.ok(after !== undefined && after !== before, 'held again, on a new connection');
+  assert.equal((await kiln(server, ['schedule', 'after', '--command', 'true', ...never])).code, 0);
+  assert.equal(server.child.exitCode, null, 'the server is still running');
+});
+
+test("another client takes the lock while the server's connection holding it is gone: the server stops with one line, exit 1", { skip, timeout: 60_000 }, async (t) => {
+  const { schema, url } = await freshSchema(t);
+  const named = new URL(url);
+  named.searchParams.set('application_name', schema);
+  const server = await startServer(t, { args: ['--store', named.toString()] });
+  const before = await lockBackend(schema);
+  assert.ok(before !== undefined);
+  // Frozen, the server cannot take the lock back before the other client has it.
+  process.kill(server.pid, 'SIGSTOP');
+  t.after(() => server.child.exitCode === null && process.kill(server.pid, 'SIGCONT'));
+  await adminQuery(`SELECT pg_terminate_backend(${before}, 10000)`);
+  const other = new pg.Client({ connectionString: url, application_name: 'the other holder' });
+  await other.connect();
+  t.after(() => other.end());
+  const taken = await other.query("SELECT pg_try_advisory_lock(x'4b535256'::int, hashtext(current_schema())) AS got");
+  assert.equal(taken.rows[0].got, true);
+  process.kill(server.pid, 'SIGCONT');
+  await stoppedWith(server, /^kiln: this server's lock on the store \S+ was lost: the other holder \(since [^)]+\) took it while this server's connection holding it was lost; stopping, as two servers on one store would each end the other's runs$/);
+});
+
+test('PostgreSQL out of reach for longer than --lock-retake: the server stops with one line, exit 1', { skip, timeout: 60_000 }, async (t) => {
+  const { url } = await freshSchema(t);
+  const proxy = await startProxy(t, Number(new URL(POSTGRES_URL).port || 5432));
+  const through = new URL(url);
+  through.host = `127.0.0.1:${proxy.port}`;
+  const server = await startServer(t, { args: ['--store', through.toString(), '--lock-retake', '1s'] });
+  const mark = server.stderr.length;
+  proxy.cut();
+  await server.waitFor(/could not take this server's lock on the store back; trying again/, mark);
+  await stoppedWith(server, /^kiln: this server's lock on the store \S+ was lost: it could not be taken back within 1s \(the store \S+ cannot be used: [^)]+\); stopping, as two servers/);
 });
 
 test('a second server on the same PostgreSQL schema is refused, naming the first', { skip }, async (t) => {

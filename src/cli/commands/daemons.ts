@@ -60,6 +60,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
     heartbeatMs: optional('--heartbeat', flags.heartbeat),
     reattachGraceMs: optional('--reattach-grace', flags.reattachGrace),
     backstopMs: optional('--backstop', flags.backstop),
+    lockRetakeMs: optional('--lock-retake', flags.lockRetake),
   };
   const artifactLimits = {
     fileBytes: flags.maxArtifactFile === undefined ? undefined : sizeFlag('--max-artifact-file', flags.maxArtifactFile),
@@ -110,7 +111,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const fromFile = await readConfigFile(path.resolve(flags.config));
   const merged: ServerFlags = { ...flags };
   const keys = [
-    'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop',
+    'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop', 'lockRetake',
     'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen',
   ] as const;
   for (const key of keys) {
@@ -153,6 +154,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--heartbeat <duration>', 'ping workers this often; one silent for two pings is disconnected (default 10s)')
     .option('--reattach-grace <duration>', "how long a disconnected worker's runs wait for it to re-attach before they are lost (default 30s)")
     .option('--backstop <duration>', "how long past a run's timeout or cancel the server waits for the worker's result (default 60s)")
+    .option('--lock-retake <duration>', 'on PostgreSQL: how long the server tries to take its schema lock back when the connection holding it drops, before it stops (default 1m)')
     .option('--max-artifact-file <size>', 'largest artifact file kept, e.g. 512mb (default 4gb)')
     .option('--max-artifacts-per-run <size>', 'most artifact bytes one run keeps (default 16gb)')
     .option('--keep-artifacts-runs <n>', 'keep the artifacts of the newest N runs of each job (default: all)')
@@ -171,10 +173,15 @@ export function registerDaemonCommands(program: Command): void {
       const stopped = firstSignalThenNow(log);
       const server = await runServer(log, flags);
       process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}${server.metricsUrl ? `, metrics at ${server.metricsUrl}` : ''}\n`);
-      const signal = await stopped;
-      log.info({ signal }, 'shutting down (a second signal exits at once)');
+      const end = await Promise.race([stopped.then((signal) => ({ signal })), server.failed.then((err) => ({ err }))]);
+      if ('err' in end) {
+        // Its lock on the store is gone: stop at once, and say why in one line (exit 1).
+        await server.close().catch((raw) => log.error({ err: raw }, 'stopping after the store lock was lost'));
+        throw end.err;
+      }
+      log.info({ signal: end.signal }, 'shutting down (a second signal exits at once)');
       await server.close();
-      log.info({ signal }, 'kiln server stopped');
+      log.info({ signal: end.signal }, 'kiln server stopped');
     });
 
   program

@@ -14,6 +14,7 @@ export { describeUrl };
 /** What the store logs about its connections. */
 export interface StoreLog {
   warn(fields: Record<string, unknown>, message: string): void;
+  info?(fields: Record<string, unknown>, message: string): void;
 }
 
 /**
@@ -143,6 +144,8 @@ export class Connections implements Session {
   readonly where: string;
   private readonly pool: pg.Pool;
   private ended = false;
+  /** The server's lock on the schema, when this pool is a server's: no statement runs while it is not held. */
+  private lock: { readonly held: boolean } | undefined;
 
   constructor(url: string, log?: StoreLog) {
     checkUrl(url);
@@ -269,6 +272,15 @@ export class Connections implements Session {
     }
   }
 
+  /**
+   * From now on, statements are refused (StoreUnavailableError) while `lock` is not held: a
+   * server whose lock's connection dropped acts on nothing until it has the lock back, as another
+   * server may have taken it meanwhile.
+   */
+  guardWith(lock: { readonly held: boolean }): void {
+    this.lock = lock;
+  }
+
   async end(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
@@ -277,5 +289,6 @@ export class Connections implements Session {
 
   private refuseEnded(): void {
     if (this.ended) throw new StoreUnavailableError(this.where, 'the store is closed');
+    if (this.lock && !this.lock.held) throw new StoreUnavailableError(this.where, "this server's lock on it was lost and is being taken back");
   }
 }

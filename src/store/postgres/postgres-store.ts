@@ -21,7 +21,7 @@ import type {
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
-import { holdServerLock, type ServerLock } from './server-lock.js';
+import { holdServerLock, type ServerLock, type ServerLockOptions } from './server-lock.js';
 import * as S from './statements.js';
 
 type Json = Record<string, string>;
@@ -106,6 +106,8 @@ export interface PostgresStoreOptions {
   log?: StoreLog;
   /** Hold the schema's server lock while open (a server does; see server-lock.ts). */
   exclusive?: boolean;
+  /** When exclusive: how long a lost lock is tried again (ms), and who is told when it is lost for good. */
+  lock?: Pick<ServerLockOptions, 'retakeWithinMs' | 'onLost'>;
 }
 
 /**
@@ -118,7 +120,10 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const connections = new Connections(url, options.log);
   let lock: ServerLock | undefined;
   try {
-    if (options.exclusive) lock = await holdServerLock(url, connections.where, options.log);
+    if (options.exclusive) {
+      lock = await holdServerLock(url, connections.where, { log: options.log, ...options.lock });
+      connections.guardWith(lock);
+    }
     await migrate(connections);
   } catch (raw) {
     await lock?.release();

@@ -4,9 +4,17 @@
  * running runs for orphans. A server holds a session advisory lock on its schema on a connection of
  * its own for as long as it runs; PostgreSQL releases it when that connection ends, however the
  * server ends (SIGKILL included), so there is never a stale lock to remove.
+ *
+ * That connection can also end while the server runs (PostgreSQL restarted, the network dropped, a
+ * DBA's pg_terminate_backend): the lock is gone with it, and another server may take it. So the
+ * lock is taken back at once on a new connection, tried again with the backoff while PostgreSQL
+ * cannot be reached, and meanwhile `held` is false (the store refuses statements: this server acts
+ * on nothing it does not hold). Found taken by another server, or not retaken within the bound,
+ * it is lost for good: `onLost` is told, and the server stops rather than run unguarded.
  */
 import pg from 'pg';
-import { DataDirInUseError } from '../../errors.js';
+import { backoffMs, formatDuration, type BackoffTimings } from '../../core/index.js';
+import { coerceError, DataDirInUseError, StoreLockLostError } from '../../errors.js';
 import { APPLICATION_NAME, storeError, type StoreLog } from './connection.js';
 
 /** The advisory lock's first key: ASCII 'KSRV' (migrations lock 'KILN'); the second is the schema's hashtext. */
@@ -15,19 +23,39 @@ const LOCK_KEY = 0x4b535256;
 /** How long a start waits for the lock: a server just killed may still hold it until PostgreSQL notices. */
 const LOCK_WAIT = '5s';
 
+/** Waits between attempts to retake a lost lock: at once, then soon, since the server acts on nothing meanwhile. */
+const RETAKE_RETRY: BackoffTimings = { retryMinMs: 250, retryMaxMs: 5000, jitter: 0.2 };
+
+/** How long a lost lock is tried again by default before the server gives up (ms). */
+export const DEFAULT_RETAKE_WITHIN_MS = 60_000;
+
+/** What a server's lock does when its connection ends. */
+export interface ServerLockOptions {
+  /** Where the loss and the retake are logged. */
+  log?: StoreLog;
+  /** How long a lost lock is tried again before it is lost for good (ms; default 1 min). */
+  retakeWithinMs?: number;
+  /** Told once when the lock is lost for good (another server has it, or the bound passed); the server must stop. */
+  onLost?: (err: StoreLockLostError) => void;
+}
+
 /** The lock held; `release` ends its connection. */
 export interface ServerLock {
+  /** False from the loss of the lock's connection until it is taken back (and for good once lost). */
+  readonly held: boolean;
   release(): Promise<void>;
 }
 
 /** Takes the schema's server lock, or throws DataDirInUseError naming the server that holds it. */
-export async function holdServerLock(url: string, where: string, log?: StoreLog): Promise<ServerLock> {
-  const client = new pg.Client({ connectionString: url, application_name: APPLICATION_NAME });
-  // Unheard, an 'error' on this idle connection would end the process.
-  client.on('error', (err) => log?.warn({ store: where, err: err.message }, "the connection holding this server's lock on the store was lost"));
+export async function holdServerLock(url: string, where: string, options: ServerLockOptions = {}): Promise<ServerLock> {
+  const client = newClient(url);
+  // Listened to before connecting: unheard, an 'error' on this idle connection would end the process.
+  const lock = new HeldLock(url, where, options);
+  lock.watch(client);
   try {
     await client.connect();
-    await client.query(`SET lock_timeout = '${LOCK_WAIT}'`);
+    // A statement_timeout in the URL must not cut the wait short: LOCK_WAIT bounds it.
+    await client.query(`SET statement_timeout = 0; SET lock_timeout = '${LOCK_WAIT}'`);
     try {
       await client.query('SELECT pg_advisory_lock($1, hashtext(current_schema()))', [LOCK_KEY]);
     } catch (raw) {
@@ -36,10 +64,102 @@ export async function holdServerLock(url: string, where: string, log?: StoreLog)
     }
     await client.query('RESET lock_timeout');
   } catch (raw) {
+    lock.released = true;
     await client.end().catch(() => undefined);
     throw storeError(raw, where);
   }
-  return { release: () => client.end() };
+  lock.held = true;
+  return lock;
+}
+
+function newClient(url: string): pg.Client {
+  // keepAlive: a lock whose connection died silently is found out (and retaken) in seconds, not at the next write.
+  return new pg.Client({ connectionString: url, application_name: APPLICATION_NAME, keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: 10_000 });
+}
+
+class HeldLock implements ServerLock {
+  held = false;
+  released = false;
+  private client: pg.Client | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private lostAt = 0;
+  private attempts = 0;
+
+  constructor(private readonly url: string, private readonly where: string, private readonly options: ServerLockOptions) {}
+
+  /** Listens for the end of `client`, the connection that holds (or is about to hold) the lock. */
+  watch(client: pg.Client): void {
+    this.client = client;
+    let gone = false;
+    const onGone = (err?: Error) => {
+      if (gone || this.client !== client || this.released) return;
+      gone = true;
+      this.connectionLost(err);
+    };
+    client.on('error', onGone);
+    client.on('end', () => onGone());
+  }
+
+  /** Bound: callers keep `release` alone (migrate-store does). */
+  release = async (): Promise<void> => {
+    this.released = true;
+    this.held = false;
+    clearTimeout(this.retry);
+    await this.client?.end().catch(() => undefined);
+  };
+
+  private connectionLost(err: Error | undefined): void {
+    // Until the first attempt resolves the server acts on nothing (the store checks `held`).
+    const wasHeld = this.held;
+    this.held = false;
+    if (!wasHeld) return;
+    this.lostAt = Date.now();
+    this.attempts = 0;
+    this.options.log?.warn({ store: this.where, err: err?.message ?? 'the connection ended' }, "the connection holding this server's lock on the store was lost; taking the lock back");
+    void this.retake();
+  }
+
+  /** One attempt to take the lock back on a new connection; another is scheduled with the backoff if PostgreSQL cannot be reached. */
+  private async retake(): Promise<void> {
+    if (this.released) return;
+    this.attempts += 1;
+    const client = newClient(this.url);
+    // Errors before it holds the lock are the attempt's; the listener only keeps them from ending the process.
+    const quiet = () => undefined;
+    client.on('error', quiet);
+    try {
+      await client.connect();
+      const { rows } = await client.query('SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS got', [LOCK_KEY]);
+      if (this.released) {
+        await client.end().catch(() => undefined);
+        return;
+      }
+      if ((rows[0] as { got: boolean }).got) {
+        client.removeListener('error', quiet);
+        this.watch(client);
+        this.held = true;
+        this.options.log?.info?.({ store: this.where, attempts: this.attempts }, "took this server's lock on the store back");
+        return;
+      }
+      const by = await holder(client);
+      await client.end().catch(() => undefined);
+      return this.lose(`${by} took it while this server's connection holding it was lost`);
+    } catch (raw) {
+      await client.end().catch(() => undefined);
+      if (this.released) return;
+      const why = coerceError(storeError(raw, this.where)).message;
+      const left = (this.options.retakeWithinMs ?? DEFAULT_RETAKE_WITHIN_MS) - (Date.now() - this.lostAt);
+      const wait = backoffMs(this.attempts, RETAKE_RETRY);
+      if (left <= 0) return this.lose(`it could not be taken back within ${formatDuration(this.options.retakeWithinMs ?? DEFAULT_RETAKE_WITHIN_MS)} (${why})`);
+      this.options.log?.warn({ store: this.where, err: why, attempts: this.attempts, retryInMs: Math.min(wait, left) }, "could not take this server's lock on the store back; trying again");
+      this.retry = setTimeout(() => void this.retake(), Math.min(wait, left));
+    }
+  }
+
+  private lose(why: string): void {
+    this.released = true;
+    this.options.onLost?.(new StoreLockLostError(this.where, why));
+  }
 }
 
 /** "kiln server pid N on host H (since T)": who holds the lock, as pg_stat_activity shows it. */
