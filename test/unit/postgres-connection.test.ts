@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import { JobNotFoundError } from '../../src/errors.js';
-import { checkUrl, connectionTimeouts, describeUrl, storeError } from '../../src/store/postgres/connection.js';
+import { checkUrl, connectionTimeouts, Connections, describeUrl, storeError } from '../../src/store/postgres/connection.js';
+import { JOB_LIST } from '../../src/store/postgres/statements.js';
 
 test('store URLs: postgres:// with a host and a database; anything else is a KILN_ERR_CONFIG naming the URL without its password', () => {
   const good = ['postgres://kiln@db1:5432/kiln', 'postgresql://kiln:pw@db1/kiln', 'postgres://db1/kiln?sslmode=require', 'postgres://[::1]:5433/kiln'];
@@ -69,4 +70,21 @@ test('timeouts: statements 30 s unless the URL says (0: none), the driver 10 s p
     ['postgres://db1/kiln?sslmode=require&statement_timeout=0', { statement_timeout: 0, query_timeout: undefined, idle_in_transaction_session_timeout: 60_000 }],
   ];
   for (const [url, expected] of cases) assert.deepEqual(connectionTimeouts(url), expected, url);
+});
+
+test("a server's pool runs nothing while its schema lock is not held (being taken back, or lost for good)", async () => {
+  // Nothing listens there: a statement that got past the guard would fail to connect instead.
+  const connections = new Connections('postgres://kiln@127.0.0.1:1/kiln');
+  const lock = { held: false };
+  connections.guardWith(lock);
+  try {
+    await assert.rejects(connections.run(JOB_LIST), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, 'KILN_ERR_STORE_UNAVAILABLE');
+      assert.match(err.message, /this server's lock on it was lost and is being taken back$/);
+      return true;
+    });
+    await assert.rejects(connections.transaction(async () => assert.fail('not run')), /lock on it was lost/);
+  } finally {
+    await connections.end();
+  }
 });
