@@ -16,3 +16,4 @@ export * from './pool-plan.js';
 export * from './reattach.js';
 export * from './roles.js';
 export * from './tls-failure.js';
+export * from './wait-reason.js';
