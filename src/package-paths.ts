@@ -16,3 +16,9 @@ export const MIGRATIONS_DIR = fileURLToPath(new URL('./store/sqlite/migrations/'
 
 /** The PostgreSQL store's numbered SQL migrations (copied beside the bundle by the build). */
 export const PG_MIGRATIONS_DIR = fileURLToPath(new URL('./store/postgres/migrations/', CODE_DIR));
+
+/**
+ * The dashboard's static files, built by scripts/build.mjs into dist/web/ (so also found from src/
+ * when the sources run under tsx, once `npm run build` has run).
+ */
+export const WEB_DIR = fileURLToPath(new URL('../dist/web/', CODE_DIR));

@@ -14,6 +14,7 @@ import { hostPlatform } from '../host-info.js';
 import { openStore, sqliteStoreFile, type JobStore } from '../store/index.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
+import { registerDashboardRoutes } from './api/dashboard-routes.js';
 import { ArtifactStore, DEFAULT_ARTIFACT_LIMITS, type ArtifactLimits } from './artifact-store.js';
 import { ArtifactSweeper, DEFAULT_BLOB_GRACE_MS, DEFAULT_SWEEP_EVERY_MS, type RetentionSettings } from './artifact-sweeper.js';
 import { openUploadTarget, type UploadSettings } from './upload/open-target.js';
@@ -224,7 +225,11 @@ async function startOnStore(
     if (delivery) outbox?.wake();
     return delivery;
   };
-  registerRoutes(app, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver });
+  registerRoutes(app, {
+    store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver,
+    events, reservedFor: (worker) => dispatcher.reservedFor(worker),
+  });
+  registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);
   const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,

@@ -250,6 +250,8 @@ export interface RunFilter {
   job?: string;
   status?: RunStatus;
   platform?: string;
+  /** Runs given to this worker (the last attempt's). */
+  worker?: string;
   limit: number;
 }
 

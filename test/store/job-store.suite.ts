@@ -766,6 +766,13 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
           assert.deepEqual(ids(await store.listRuns({ ...filter, limit: 100 })), want.map((r) => r.id), JSON.stringify(filter));
         }
         assert.deepEqual(ids(await store.listRuns({ job: 'a', limit: 1 })), [aBsdQueued.id]);
+        // By worker: the run given to it, alone or with other filters.
+        const claimed = await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 5);
+        assert.equal(claimed?.id, aLinuxQueued.id);
+        assert.deepEqual(ids(await store.listRuns({ worker: 'w1', limit: 100 })), [aLinuxQueued.id]);
+        assert.deepEqual(ids(await store.listRuns({ worker: 'w1', job: 'a', status: 'running', limit: 100 })), [aLinuxQueued.id]);
+        assert.deepEqual(ids(await store.listRuns({ worker: 'w1', status: 'queued', limit: 100 })), []);
+        assert.deepEqual(ids(await store.listRuns({ worker: 'w2', limit: 100 })), []);
       });
     });
 

@@ -1,5 +1,6 @@
 /**
- * `GET /api/runs/:id/console`: a run's console as NDJSON, replayed from the first line, then
+ * `GET /api/runs/:id/console`: a run's console as NDJSON (or server-sent events, for a client that
+ * accepts text/event-stream: the dashboard), replayed from the first line, then
  * (with `follow`) live until the run ends. The last event is always `{type: "end", run}`.
  *
  * A slow observer never slows the run or grows the server's memory: while its socket pushes
@@ -11,7 +12,7 @@ import { isFinal } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { JobStore, Run, StoredLine } from '../../store/index.js';
 import type { ConsoleHub } from '../console-hub.js';
-import { NdjsonWriter } from './ndjson-writer.js';
+import { eventFormat, startEventStream } from './event-writer.js';
 import { presentRun } from './present.js';
 
 /** Lines read from the store per query while replaying (the memory an observer may cost). */
@@ -26,10 +27,8 @@ export async function streamConsole(
   request: FastifyRequest, reply: FastifyReply, store: JobStore, hub: ConsoleHub, run: Run, follow: boolean, after = -1,
 ): Promise<void> {
   reply.hijack();
-  reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
   // Headers go out now: a queued run may print nothing for a long time.
-  reply.raw.flushHeaders();
-  const out = new NdjsonWriter(reply.raw);
+  const out = startEventStream(reply.raw, eventFormat(request.headers.accept));
   let lastSeq = after;
   const emit = (line: StoredLine) => {
     if (line.seq <= lastSeq) return;

@@ -7,7 +7,10 @@ import type { RunLifecycle } from '../run-lifecycle.js';
 import type { WorkerRegistry } from '../worker-registry.js';
 import { streamConsole } from './console-stream.js';
 import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } from './present.js';
-import { isoInZone, scheduleZone, upcoming } from '../../core/index.js';
+import { isoInZone, scheduleZone, upcoming, waitReasons, type FarmView } from '../../core/index.js';
+import type { EventBus } from '../events.js';
+import { freeSlots } from '../worker-registry.js';
+import { streamFarmEvents } from './event-stream.js';
 import type { Templates } from '../templates.js';
 import type { ArtifactSweeper } from '../artifact-sweeper.js';
 import type { PoolView } from '../latent/pool-manager.js';
@@ -33,6 +36,10 @@ export interface RouteParts {
   pools: () => PoolView[];
   /** Where runs are uploaded, without secrets. */
   uploadTarget: string | undefined;
+  /** The run lifecycle's events, streamed to clients (`GET /api/events`). */
+  events: EventBus;
+  /** The run a worker is kept for (a pool instance made for one run), if any. */
+  reservedFor: (worker: string) => string | undefined;
   /** Queues the run's failed delivery again and wakes the outbox (`kiln redeliver`); undefined: none failed. */
   redeliver: (runId: string) => Promise<Delivery | undefined>;
 }
@@ -41,7 +48,7 @@ const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await jobService.schedule(body);
@@ -150,6 +157,48 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     const run = await store.findRun(idParam(request.params));
     await streamConsole(request, reply, store, hub, run, follow, after);
   });
+
+  // Every platform the farm knows (queued runs, workers, pools, drops), with why each waiting run waits.
+  app.get('/api/queues', forViewer, async () => {
+    const [queued, dropped] = await Promise.all([store.listQueued(), store.listDroppedPlatforms()]);
+    const sessions = registry.list();
+    const poolViews = pools();
+    const farm: FarmView = {
+      workers: sessions.map((s) => ({ name: s.name, platform: s.platform, labels: s.labels, freeSlots: freeSlots(s), onlyRun: reservedFor(s.name) })),
+      pools: poolViews.map((p) => {
+        const live = p.instances.filter((i) => i.state !== 'stopping');
+        const starting = live.filter((i) => i.state === 'starting');
+        return {
+          name: p.name, platform: p.platform, labels: p.labels, max: p.max, live: live.length, starting: starting.length,
+          startingFor: starting.flatMap((i) => (i.forRun ? [i.forRun] : [])),
+          quarantinedUntil: p.quarantinedUntil === null ? null : Date.parse(p.quarantinedUntil), lastError: p.lastError,
+        };
+      }),
+      dropped: new Set(dropped.map((d) => d.platform)),
+      now: Date.now(),
+    };
+    // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
+    const byPlatform = new Map<string, typeof queued>();
+    for (const platform of [...queued.map((r) => r.platform), ...sessions.map((s) => s.platform), ...poolViews.map((p) => p.platform), ...farm.dropped]) {
+      if (!byPlatform.has(platform)) byPlatform.set(platform, []);
+    }
+    for (const run of queued) byPlatform.get(run.platform)!.push(run);
+    return {
+      queues: [...byPlatform].sort(([a], [b]) => a.localeCompare(b)).map(([platform, runs]) => {
+        const reasons = waitReasons(runs, farm);
+        const workers = sessions.filter((s) => s.platform === platform);
+        return {
+          platform, dropped: farm.dropped.has(platform),
+          workers: workers.length, freeSlots: workers.reduce((n, s) => n + freeSlots(s), 0),
+          pools: poolViews.filter((p) => p.platform === platform).map((p) => p.name),
+          runs: runs.map((run, i) => ({ run: presentRun(run), waiting: reasons[i]! })),
+        };
+      }),
+    };
+  });
+
+  // The farm's events, live (server-sent events, or NDJSON): the dashboard re-reads on them instead of polling.
+  app.get('/api/events', forViewer, async (request, reply) => streamFarmEvents(request, reply, events));
 
   app.get('/api/workers', forViewer, async () => ({ workers: await listWorkers(), pools: pools() }));
 

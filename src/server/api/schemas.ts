@@ -112,6 +112,7 @@ export const listRunsQuery = z.strictObject({
   job: z.optional(z.string()),
   status: z.optional(z.enum(RUN_STATUSES)),
   platform: z.optional(z.string()),
+  worker: z.optional(z.string()),
   limit: z._default(z.coerce.number().check(z.int(), z.gte(1), z.lte(10_000)), 50),
 });
 

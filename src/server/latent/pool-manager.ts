@@ -84,6 +84,8 @@ export interface PoolView {
   name: string;
   provider: string;
   platform: string;
+  /** The labels its workers offer. */
+  labels: Record<string, string>;
   max: number;
   instances: { name: string; state: InstanceState; startedAt: string; runs: string[]; forRun: string | null; adopted: boolean }[];
   quarantinedUntil: string | null;
@@ -226,7 +228,7 @@ export class PoolManager {
   view(): PoolView[] {
     const iso = (ms: number) => new Date(ms).toISOString();
     return this.pools.map((pool) => ({
-      name: pool.config.name, provider: pool.config.provider, platform: pool.config.platform, max: pool.config.max,
+      name: pool.config.name, provider: pool.config.provider, platform: pool.config.platform, labels: pool.config.labels, max: pool.config.max,
       instances: [...pool.instances.values()].map((i) => ({
         name: i.name, state: i.state, startedAt: iso(i.startedAt), runs: [...(this.parts.workers.session(i.name)?.running ?? [])],
         forRun: i.forRun ?? null, adopted: i.adopted ?? false,

@@ -301,7 +301,7 @@ class PostgresStore implements JobStore {
   }
 
   async listRuns(filter: RunFilter): Promise<Run[]> {
-    return (await this.db.run<RunRow>(S.RUNS_LIST, [filter.job ?? null, filter.status ?? null, filter.platform ?? null, filter.limit])).rows.map(toRun);
+    return (await this.db.run<RunRow>(S.RUNS_LIST, [filter.job ?? null, filter.status ?? null, filter.platform ?? null, filter.worker ?? null, filter.limit])).rows.map(toRun);
   }
 
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {

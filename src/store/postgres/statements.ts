@@ -151,11 +151,11 @@ export const RUN_GET_LOCKED = sql('run_get_locked', `SELECT ${RUN_COLUMNS} FROM 
 /** Up to two runs whose ids fall in a range (a prefix and the prefix followed by U+10FFFF), by id. $1 from, $2 below */
 export const RUNS_BY_PREFIX = sql('runs_by_prefix', `SELECT ${RUN_COLUMNS} FROM runs WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2`);
 
-/** Runs, newest first, filtered by what is given. $1 job, $2 status, $3 platform (each null: any), $4 limit */
+/** Runs, newest first, filtered by what is given. $1 job, $2 status, $3 platform, $4 worker (each null: any), $5 limit */
 export const RUNS_LIST = sql('runs_list', `
   SELECT ${RUN_COLUMNS} FROM runs
-  WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR platform = $3)
-  ORDER BY queued_at DESC, id DESC LIMIT $4`);
+  WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR platform = $3) AND ($4::text IS NULL OR worker = $4)
+  ORDER BY queued_at DESC, id DESC LIMIT $5`);
 
 /** Running runs whose deadline has passed. $1 now */
 export const RUNS_OVERDUE = sql('runs_overdue', `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= $1 ORDER BY deadline_at`);

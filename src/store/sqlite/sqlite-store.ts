@@ -327,7 +327,7 @@ class SqliteStore implements JobStore {
   }
 
   async listRuns(filter: RunFilter): Promise<Run[]> {
-    const params = [filter.job, filter.status, filter.platform].filter((value) => value !== undefined);
+    const params = [filter.job, filter.status, filter.platform, filter.worker].filter((value) => value !== undefined);
     return (this.prepare(S.runsList(filter)).all(...params, filter.limit) as RunRow[]).map(toRun);
   }
 

@@ -123,12 +123,13 @@ export const RUN_QUEUED_FIRST_SEQ = "SELECT first_seq FROM runs WHERE id = ? AND
 /** Up to two runs whose ids fall in a range (a prefix and the prefix followed by U+10FFFF), by id. ?1 from, ?2 below */
 export const RUNS_BY_PREFIX = `SELECT ${RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`;
 
-/** Runs, newest first, filtered by what is given (one fixed text per combination). ?s: job, status, platform (only those given), then limit */
-export function runsList(filter: { job?: string; status?: string; platform?: string }): string {
+/** Runs, newest first, filtered by what is given (one fixed text per combination). ?s: job, status, platform, worker (only those given), then limit */
+export function runsList(filter: { job?: string; status?: string; platform?: string; worker?: string }): string {
   const where: string[] = [];
   if (filter.job !== undefined) where.push('job = ?');
   if (filter.status !== undefined) where.push('status = ?');
   if (filter.platform !== undefined) where.push('platform = ?');
+  if (filter.worker !== undefined) where.push('worker = ?');
   return `SELECT ${RUN_COLUMNS} FROM runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
   ORDER BY queued_at DESC, id DESC LIMIT ?`;
 }
