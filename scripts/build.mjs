@@ -88,5 +88,16 @@ await build({
   ...COMMON, entryPoints: { server: 'src/cli/server-entry.ts' }, splitting: false, keepNames: false,
   external: EXTERNAL.filter((name) => name !== 'better-sqlite3'), plugins: [...COMMON.plugins, lazyRequires(LAZY, new URL('.', ROOT).pathname), lazyBuiltins(LAZY_BUILTINS)],
 });
+// The dashboard (web/): its script (Preact, bundled: nothing from a CDN) and styles, minified for the
+// browser, with the page and its icon beside them in dist/web/, which the server reads from disk.
+await build({
+  absWorkingDir: new URL('.', ROOT).pathname, entryPoints: { app: 'web/src/main.tsx', 'app-styles': 'web/app.css' }, outdir: 'dist/web', bundle: true, format: 'esm',
+  platform: 'browser', target: ['chrome110', 'firefox115', 'safari16'], minify: true, sourcemap: true, sourcesContent: false, legalComments: 'none',
+  jsx: 'automatic', jsxImportSource: 'preact', tsconfig: 'web/tsconfig.json', entryNames: '[name]', logLevel: 'warning',
+});
+cpSync(new URL('dist/web/app-styles.css', ROOT), new URL('dist/web/app.css', ROOT));
+rmSync(new URL('dist/web/app-styles.css', ROOT));
+rmSync(new URL('dist/web/app-styles.css.map', ROOT), { force: true });
+for (const file of ['index.html', 'favicon.svg']) cpSync(new URL(`web/${file}`, ROOT), new URL(`dist/web/${file}`, ROOT));
 cpSync(new URL('src/store/sqlite/migrations/', ROOT), new URL('store/sqlite/migrations/', DIST), { recursive: true });
 cpSync(new URL('src/store/postgres/migrations/', ROOT), new URL('store/postgres/migrations/', DIST), { recursive: true });

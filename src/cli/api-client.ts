@@ -1,6 +1,8 @@
-/** A small typed client of the Kiln HTTP API, shared by the CLI (and later the dashboard). */
+/** A small typed client of the Kiln HTTP API, shared by the CLI; its reply types are the dashboard's contract too. */
+import type { WaitReason } from '../core/index.js';
 import { plainHttpHint, untrustedCertificateReason } from '../core/tls-failure.js';
 import { KilnError, ServerUnreachableError, ServerUntrustedError, UnauthorizedError } from '../errors.js';
+import type { PoolView } from '../server/latent/pool-manager.js';
 import type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker } from '../server/api/present.js';
 import type { PresentedToken } from '../server/api/token-routes.js';
 
@@ -42,6 +44,36 @@ export interface InfoReply {
     troubled: PresentedDelivery[];
   } | null;
 }
+
+/** `GET /api/queues`: every platform the farm knows, with why each waiting run waits. */
+export interface QueuesReply {
+  queues: {
+    platform: string; dropped: boolean; workers: number; freeSlots: number; pools: string[];
+    runs: { run: PresentedRun; waiting: WaitReason }[];
+  }[];
+}
+
+/** `GET /api/workers`. */
+export interface WorkersReply {
+  workers: PresentedWorker[];
+  pools: PoolView[];
+}
+
+/** `GET /api/runs/:id/events`: a run's history. */
+export interface RunEventsReply {
+  run: PresentedRun;
+  events: PresentedEvent[];
+  deliveries: PresentedDelivery[];
+}
+
+/** `GET /api/runs/:id/artifacts`. */
+export interface ArtifactsReply {
+  run: string;
+  artifacts: { path: string; size: number; sha256: string; mode: number }[];
+}
+
+/** One event of `GET /api/events` (the farm, live); `hello` once subscribed, `resync` after missed events. */
+export type FarmEvent = { type: string; runId?: string; job?: string; platform?: string; worker?: string } & Record<string, unknown>;
 
 /** A run's delivery to the upload target. */
 export interface PresentedDelivery {
