@@ -23,8 +23,10 @@ function rawRequest(port: number, request: string): Promise<RawAnswer> {
     const chunks: Buffer[] = [];
     socket.on('data', (chunk) => {
       chunks.push(chunk);
-      // An upgrade that went through keeps the socket open: the status line is all we need.
-      if (/^HTTP\/1\.1 101 /.test(Buffer.concat(chunks).toString('latin1'))) socket.destroy();
+      // An upgrade that went through keeps the socket open, and so does an event stream (a followed
+      // console, the farm's events): the status line and headers are all we need.
+      const head = Buffer.concat(chunks).toString('latin1');
+      if (/^HTTP\/1\.1 101 /.test(head) || (head.includes('\r\n\r\n') && /^content-type: (text\/event-stream|application\/x-ndjson)/im.test(head.slice(0, head.indexOf('\r\n\r\n'))))) socket.destroy();
     });
     socket.on('error', reject);
     socket.on('close', () => {
@@ -106,8 +108,8 @@ test('every route refuses every spelling of its path without the right token', a
   assert.ok(routes.length >= 30, `the route table lists the routes (${routes.length})`);
   assert.deepEqual(
     routes.filter((r) => r.audience === 'public').map((r) => `${r.method} ${r.url}`).sort(),
-    ['DELETE /api/session', 'GET /healthz', 'HEAD /healthz', 'POST /api/session'],
-    'only the health check and signing in and out are public',
+    ['DELETE /api/session', 'GET /', 'GET /assets/:name', 'GET /healthz', 'HEAD /', 'HEAD /assets/:name', 'HEAD /healthz', 'POST /api/session'],
+    'only the health check, signing in and out, and the dashboard\'s static files (the page asks for a token) are public',
   );
   assert.ok(routes.some((r) => r.method === 'HEAD' && r.url === '/api/jobs' && Array.isArray(r.audience) && r.audience.includes('viewer')), 'automatic HEAD routes carry their audience');
   assert.ok(routes.some((r) => r.url === '/api/worker' && r.audience === 'worker'), 'the worker socket is in the table');
