@@ -57,7 +57,7 @@ test(
     const [packed] = JSON.parse(await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env, timeout: PACK_MS })) as Packed[];
     t.diagnostic(`npm pack: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const files = packed!.files.map((f) => f.path);
-    for (const kept of ['bin/kiln.mjs', 'dist/kiln.js', 'dist/kiln.js.map', 'dist/worker.js', 'dist/worker.js.map', 'dist/store/sqlite/migrations/0001_init.sql', 'dist/store/postgres/migrations/0001_init.sql', 'npm-shrinkwrap.json', 'README.md', 'docs/errors.md']) {
+    for (const kept of ['bin/kiln.mjs', 'dist/kiln.js', 'dist/kiln.js.map', 'dist/worker.js', 'dist/worker.js.map', 'dist/store/sqlite/migrations/0001_init.sql', 'dist/store/postgres/migrations/0001_init.sql', 'npm-shrinkwrap.json', 'README.md', 'docs/errors.md', 'dist/web/index.html', 'dist/web/app.js', 'dist/web/app.css']) {
       assert.ok(files.includes(kept), `the tarball lacks ${kept}`);
     }
     const unwanted = files.filter((f) => /^(test|bench|\.ci|src|node_modules)\/|^dist\/\.tsbuildinfo$|^tsconfig/.test(f));
@@ -127,6 +127,14 @@ test(
     const failed = await cli(['observe', failing]);
     assert.notEqual(failed.code, 0);
     assert.equal(failed.stdout, `about to fail\nkiln: run ${failing} failed: exited 3\n`);
+
+    // The dashboard is served from the installed files (built at pack time; Preact was bundled, not installed).
+    const page = await fetch(`${url}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /\/assets\/app\.js/);
+    const script = await fetch(`${url}/assets/app.js`);
+    assert.equal(script.status, 200);
+    assert.ok((await script.text()).length > 10_000, 'the dashboard\'s script is the built bundle');
 
     await up.kill('SIGTERM');
     const { code } = await up.exited;
