@@ -131,7 +131,17 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await page.goto(`${server.url}/#/workers`);
   await page.locator('tr[data-worker=builder-1]').getByText('arch=x86_64').waitFor();
   await screenshot(page, 'workers');
+  // Pause and resume from the page: a paused cron job shows no next time until it is resumed.
+  assert.equal((await kiln(server, ['schedule', 'nightly', '--command', 'true', '--cron', '0 3 * * *', '--tz', 'Europe/Berlin', '--platform', 'testos', '--paused'])).code, 0);
   await page.goto(`${server.url}/#/jobs`);
+  const nightly = page.locator('tr[data-job=nightly]');
+  await nightly.getByText('paused').waitFor();
+  await nightly.getByRole('button', { name: 'Resume' }).click();
+  await nightly.getByRole('button', { name: 'Pause' }).waitFor();
+  const jobs = JSON.parse((await kiln(server, ['jobs', '--json'])).stdout).jobs as { name: string; paused: boolean; nextAt: string }[];
+  const resumed = jobs.find((j) => j.name === 'nightly')!;
+  assert.equal(resumed.paused, false);
+  await nightly.getByText(new Date(resumed.nextAt).getFullYear().toString(), { exact: false }).waitFor();
   await page.locator('tr[data-job=forever]').getByText('cancelled').waitFor();
   await screenshot(page, 'jobs');
 

@@ -158,9 +158,9 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     await streamConsole(request, reply, store, hub, run, follow, after);
   });
 
-  // Every platform the farm knows (queued runs, workers, pools, drops), with why each waiting run waits.
+  // Every platform the farm knows (queued runs, jobs, workers, pools, drops), with why each waiting run waits.
   app.get('/api/queues', forViewer, async () => {
-    const [queued, dropped] = await Promise.all([store.listQueued(), store.listDroppedPlatforms()]);
+    const [queued, dropped, jobs] = await Promise.all([store.listQueued(), store.listDroppedPlatforms(), store.listJobs()]);
     const sessions = registry.list();
     const poolViews = pools();
     const farm: FarmView = {
@@ -179,7 +179,8 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     };
     // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
     const byPlatform = new Map<string, typeof queued>();
-    for (const platform of [...queued.map((r) => r.platform), ...sessions.map((s) => s.platform), ...poolViews.map((p) => p.platform), ...farm.dropped]) {
+    const known = [...queued.map((r) => r.platform), ...jobs.flatMap((job) => jobService.platformsFor(job)), ...sessions.map((s) => s.platform), ...poolViews.map((p) => p.platform), ...farm.dropped];
+    for (const platform of known) {
       if (!byPlatform.has(platform)) byPlatform.set(platform, []);
     }
     for (const run of queued) byPlatform.get(run.platform)!.push(run);
