@@ -115,6 +115,10 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await page.locator(`[data-platform=nowhere] tr[data-run="${lonely}"]`).getByText('no worker of platform nowhere is connected, and no pool starts one').waitFor();
   await page.locator(`[data-platform=testos] tr[data-run="${picky}"]`).getByText('no connected worker of platform testos has the labels arch=arm64').waitFor();
   await screenshot(page, 'queues');
+  // The CLI reads the same reasons.
+  const queues = await kiln(server, ['queues']);
+  assert.equal(queues.code, 0, queues.stderr);
+  assert.match(queues.stdout, new RegExp(`^nowhere: 1 waiting, 0 workers, 0 free slots\n  ${lonely.slice(0, 8)} lonely: no worker of platform nowhere is connected, and no pool starts one$`, 'm'));
 
   // Dropping the platform from the page: its run is cancelled and the queue says it is dropped.
   await page.locator('[data-platform=nowhere]').getByRole('button', { name: 'Drop' }).click();

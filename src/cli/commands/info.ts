@@ -1,6 +1,6 @@
-/** Commands that show the farm: info, workers. */
+/** Commands that show the farm: info, queues, workers. */
 import type { Command } from 'commander';
-import type { InfoReply, PresentedWorker } from '../api-client.js';
+import type { InfoReply, PresentedWorker, QueuesReply } from '../api-client.js';
 import type { PoolView } from '../../server/latent/pool-manager.js';
 import { formatDuration } from '../../core/index.js';
 import { clientFor, globals } from '../context.js';
@@ -14,8 +14,21 @@ function workerRows(workers: PresentedWorker[]): string[][] {
 }
 const WORKER_HEADERS = ['NAME', 'PLATFORM', 'LABELS', 'STATE', 'RUNNING', 'LAST SEEN'];
 
-/** Registers info and workers. */
+/** Registers info, queues and workers. */
 export function registerInfoCommands(program: Command): void {
+  program
+    .command('queues')
+    .description('the queue of each platform, with why each waiting run waits')
+    .action(async (_flags: unknown, command: Command) => {
+      const reply = await clientFor(command).request<QueuesReply>('GET', '/api/queues');
+      if (globals(command).json) return printJson(reply);
+      const out: string[] = [];
+      for (const queue of reply.queues) {
+        out.push(`${queue.platform}${queue.dropped ? ' (dropped)' : ''}: ${queue.runs.length} waiting, ${queue.workers} workers, ${queue.freeSlots} free slots${queue.pools.length ? `, pools ${queue.pools.join(', ')}` : ''}`);
+        for (const { run, waiting } of queue.runs) out.push(`  ${shortId(run.id)} ${run.job}: ${waiting.text}`);
+      }
+      process.stdout.write(out.length ? `${out.join('\n')}\n` : 'no platforms yet\n');
+    });
   program
     .command('info')
     .description('the schedule, the queue of each platform, running runs and workers')
