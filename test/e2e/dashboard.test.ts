@@ -149,5 +149,13 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await page.locator('tr[data-job=forever]').getByText('cancelled').waitFor();
   await screenshot(page, 'jobs');
 
+  // A reload keeps the tab signed in; signing out shows the sign-in form again, and a reload stays out.
+  await page.reload();
+  await page.locator('tr[data-job=slow]').waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('input[name=token]').waitFor();
+  await page.reload();
+  await page.locator('input[name=token]').waitFor();
+
   assert.deepEqual(pageErrors, [], 'the page threw no errors');
 });

@@ -9,7 +9,7 @@ import { RunsPage } from './pages/runs.js';
 import { SignIn } from './pages/sign-in.js';
 import { WorkersPage } from './pages/workers.js';
 import { href, useRoute } from './route.js';
-import { currentUser, onSessionChange, signOut } from './session.js';
+import { currentUser, onSessionChange, restoreSession, signOut } from './session.js';
 
 const NAV: [string, string][] = [['jobs', 'Jobs'], ['queues', 'Queues'], ['runs', 'Runs'], ['workers', 'Workers']];
 
@@ -30,7 +30,7 @@ function App() {
         {user && NAV.map(([key, label]) => <a key={key} href={href([key])} class={page === key ? 'current' : ''}>{label}</a>)}
         <span class="spacer" />
         {user && <span class="muted">{user.name} ({user.role})</span>}
-        {user && <button type="button" class="link" onClick={signOut}>Sign out</button>}
+        {user && <button type="button" class="link" onClick={() => void signOut()}>Sign out</button>}
       </nav>
       <main>
         {!user ? <SignIn />
@@ -44,4 +44,5 @@ function App() {
   );
 }
 
-render(<App />, document.getElementById('app')!);
+// The session the browser still holds (a cookie, or this tab's token) is found before the first render.
+void restoreSession().then(() => render(<App />, document.getElementById('app')!));
