@@ -183,6 +183,11 @@ test('instances that fail to start quarantine the pool; the run stays queued, is
   const run = await api<{ run: { status: string } }>(server, 'GET', `/api/runs/${runId}`);
   assert.equal(run.run.status, 'queued', 'the run waits');
   assert.match((await kiln(server, ['show', runId])).stdout, /pool-start-failed .*bad --capacity/);
+  // Why it waits, as the dashboard and `kiln queues` say it.
+  const queues = await api<{ queues: { platform: string; runs: { run: { id: string }; waiting: { kind: string; text: string } }[] }[] }>(server, 'GET', '/api/queues');
+  const waiting = queues.queues.find((q) => q.platform === 'pooled')!.runs.find((r) => r.run.id === runId)!.waiting;
+  assert.equal(waiting.kind, 'pool-quarantined');
+  assert.match(waiting.text, /^pool broken is quarantined after failed starts until \S+ \(last error: .*bad --capacity/);
   assert.equal((await kiln(server, ['cancel', runId])).code, 0);
   const { lines, run: cancelled } = await followRun(server, runId);
   assert.equal(cancelled.status, 'cancelled');
