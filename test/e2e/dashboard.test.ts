@@ -40,7 +40,8 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   page.on('pageerror', (err) => pageErrors.push(err.message));
   page.on('dialog', (dialog) => void dialog.accept());
 
-  // Sign in: a wrong token is refused in one line, the admin's is taken.
+  // Sign in: a wrong token is refused in one line, the admin's is taken. The page then holds an
+  // HttpOnly session cookie, and no token where its script (or another's) could read it.
   await page.goto(server.url + '/');
   await page.fill('input[name=token]', 'not-the-token');
   await page.click('button[type=submit]');
@@ -49,6 +50,11 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await page.click('button[type=submit]');
   await page.getByRole('heading', { name: 'Jobs' }).waitFor();
   await page.getByText('No jobs').waitFor();
+  const [cookie] = await page.context().cookies();
+  assert.deepEqual([cookie?.httpOnly, cookie?.sameSite], [true, 'Strict']);
+  // A string, evaluated in the page (the test's own types know no DOM).
+  const visible = await page.evaluate<string>('document.cookie + JSON.stringify(sessionStorage) + JSON.stringify(localStorage)');
+  assert.ok(!visible.includes(server.adminToken) && !visible.includes(cookie!.value), 'neither the token nor the session id is readable by the page');
 
   // A job scheduled through the CLI appears on the open page (the farm's events, no reload, no polling).
   // It prints a line, waits for the test to open its gate, prints another, then leaves an artifact.
@@ -104,7 +110,7 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await page.getByTestId('run-status').getByText('cancelled').waitFor();
   const cancelled = JSON.parse((await kiln(server, ['runs', '--job', 'forever', '--json'])).stdout).runs[0];
   assert.equal(cancelled.status, 'cancelled');
-  assert.equal(cancelled.cancelRequestedBy, 'dashboard');
+  assert.equal(cancelled.cancelRequestedBy, 'admin', 'the cancel is recorded as the signed-in token\'s');
 
   // Why a run waits: no worker of its platform; its labels, on a platform whose worker lacks them.
   assert.equal((await kiln(server, ['schedule', 'lonely', '--command', 'true', '--platform', 'nowhere', '--period', 'never'])).code, 0);
@@ -156,6 +162,21 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await page.locator('input[name=token]').waitFor();
   await page.reload();
   await page.locator('input[name=token]').waitFor();
+
+  // A viewer sees everything and is offered no action.
+  const created = await kiln(server, ['token', 'create', 'vera', '--role', 'viewer', '--json']);
+  assert.equal(created.code, 0, created.stderr);
+  await page.fill('input[name=token]', JSON.parse(created.stdout).token);
+  await page.click('button[type=submit]');
+  await page.getByText('vera (viewer)').waitFor();
+  await page.locator('tr[data-job=slow]').waitFor();
+  assert.equal(await page.locator('main button').count(), 0, 'no action on the jobs page');
+  await page.goto(`${server.url}/#/queues`);
+  await page.locator(`[data-platform=testos] tr[data-run="${picky}"]`).waitFor();
+  assert.equal(await page.locator('main button').count(), 0, 'no drop on the queues page');
+  await page.goto(`${server.url}/#/runs/${picky}`);
+  await page.getByTestId('run-status').getByText('queued').waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Cancel run' }).count(), 0, 'no cancel on a queued run');
 
   assert.deepEqual(pageErrors, [], 'the page threw no errors');
 });

@@ -105,7 +105,6 @@ export function RunPage({ id }: { id: string }) {
   const history = useLive(() => get<RunEventsReply>(`/api/runs/${encodeURIComponent(id)}/events`), [id], (e) => e.runId === id || e.type === 'resync');
   const artifacts = useLive(() => get<ArtifactsReply>(`/api/runs/${encodeURIComponent(id)}/artifacts`), [id], (e) => e.runId === id && e.type === 'run.ended');
   const run = history.data?.run;
-  const [downloadError, setDownloadError] = useState<string | undefined>(undefined);
   const onEnd = () => {
     history.reload();
     artifacts.reload();
@@ -116,7 +115,7 @@ export function RunPage({ id }: { id: string }) {
       error={history.error}
       loading={!run}
       actions={run && (run.status === 'queued' || run.status === 'running') && (
-        <Action label="Cancel run" kind="danger" confirm={`Cancel run ${run.id.slice(0, 8)} of ${run.job}?`} run={() => post(`/api/runs/${encodeURIComponent(run.id)}/cancel`, { by: 'dashboard' }).then(history.reload)} />
+        <Action label="Cancel run" kind="danger" confirm={`Cancel run ${run.id.slice(0, 8)} of ${run.job}?`} run={() => post(`/api/runs/${encodeURIComponent(run.id)}/cancel`).then(history.reload)} />
       )}
     >
       {run && (
@@ -136,7 +135,6 @@ export function RunPage({ id }: { id: string }) {
           </dl>
           <Console runId={run.id} onEnd={onEnd} />
           <h2>Artifacts</h2>
-          {downloadError && <p class="error" role="alert">{downloadError}</p>}
           <Table head={['Path', 'Size', 'SHA-256', '']} rows={artifacts.data?.artifacts.length ?? 0} empty={artifacts.error ?? 'No artifacts.'}>
             {artifacts.data?.artifacts.map((a) => (
               <tr key={a.path} data-artifact={a.path}>
@@ -144,11 +142,7 @@ export function RunPage({ id }: { id: string }) {
                 <td title={`${a.size} bytes`}>{bytes(a.size)}</td>
                 <td class="mono small sha">{a.sha256}</td>
                 <td>
-                  <button type="button" onClick={() => {
-                    setDownloadError(undefined);
-                    const path = `/api/runs/${encodeURIComponent(run.id)}/artifacts/${a.path.split('/').map(encodeURIComponent).join('/')}`;
-                    download(path, a.path.split('/').pop()!).catch((raw: Error) => setDownloadError(raw.message));
-                  }}>Download</button>
+                  <button type="button" onClick={() => download(`/api/runs/${encodeURIComponent(run.id)}/artifacts/${a.path.split('/').map(encodeURIComponent).join('/')}`, a.path.split('/').pop()!)}>Download</button>
                 </td>
               </tr>
             ))}
