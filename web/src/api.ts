@@ -30,7 +30,7 @@ export const post = <T>(path: string, body: unknown = {}) => call<T>('POST', pat
  * Reads the server-sent events of `path` and hands each event's JSON to `onEvent` until the stream
  * ends or `signal` aborts. Resolves when the stream ends; rejects when it breaks.
  */
-export async function readEvents(path: string, onEvent: (event: any) => void, signal: AbortSignal): Promise<void> {
+export async function readEvents(path: string, onEvent: (event: { type: string } & Record<string, any>) => void, signal: AbortSignal): Promise<void> {
   const response = await request(path, { headers: { accept: 'text/event-stream' }, signal });
   if (!response.ok || !response.body) throw new ApiError('KILN_ERR_HTTP', response.status, `HTTP ${response.status}`);
   const parser = createParser({ onEvent: (message) => onEvent(JSON.parse(message.data)) });

@@ -24,7 +24,8 @@ export function registerInfoCommands(program: Command): void {
       if (globals(command).json) return printJson(reply);
       const out: string[] = [];
       for (const queue of reply.queues) {
-        out.push(`${queue.platform}${queue.dropped ? ' (dropped)' : ''}: ${queue.runs.length} waiting, ${queue.workers} workers, ${queue.freeSlots} free slots${queue.pools.length ? `, pools ${queue.pools.join(', ')}` : ''}`);
+        const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+        out.push(`${queue.platform}${queue.dropped ? ' (dropped)' : ''}: ${queue.runs.length} waiting, ${count(queue.workers, 'worker')}, ${count(queue.freeSlots, 'free slot')}${queue.pools.length ? `, pools ${queue.pools.join(', ')}` : ''}`);
         for (const { run, waiting } of queue.runs) out.push(`  ${shortId(run.id)} ${run.job}: ${waiting.text}`);
       }
       process.stdout.write(out.length ? `${out.join('\n')}\n` : 'no platforms yet\n');
