@@ -13,6 +13,9 @@ test('kiln up serves a client in the same directory with no token setup, and sto
   const banner = await up.waitFor(/Kiln is up at/);
   assert.match(banner, new RegExp(`Kiln is up at ${url}`));
   await up.waitFor(/KILN_TOKEN=/);
+  assert.match(await up.waitFor(/dashboard:/), new RegExp(`^  dashboard: ${url}/ \\(sign in with the admin token\\)$`));
+  const page = await fetch(`${url}/`);
+  assert.equal(page.status, 200, 'the dashboard is served');
   assert.equal(statSync(path.join(dir, '.kiln', 'admin.token')).mode & 0o777, 0o600);
 
   // The client finds ./.kiln/admin.token on its own.

@@ -208,6 +208,7 @@ export function registerDaemonCommands(program: Command): void {
             : '  point the client at it:',
           `    export KILN_SERVER=${server.url} KILN_TOKEN=$(cat ${tokenFile})`,
           `  try: kiln schedule hello --command 'echo hello from kiln' --period never && kiln observe $(kiln execute hello)`,
+          `  dashboard: ${server.url}/ (sign in with the admin token)`,
           '',
         ].join('\n'),
       );
