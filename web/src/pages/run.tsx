@@ -92,7 +92,7 @@ function Console({ runId, onEnd }: { runId: string; onEnd: () => void }) {
   };
   return (
     <div>
-      <h2>Console <span class="muted small" data-console-state={following ? 'following' : 'ended'}>{following ? '● following live' : 'ended'} · {lines.length + dropped} lines</span></h2>
+      <h2>Console <span class="muted small" data-console-state={following ? 'following' : 'ended'}>{following ? '● following live' : 'ended'} · {lines.length + dropped} line{lines.length + dropped === 1 ? '' : 's'}</span></h2>
       <pre class="console" ref={box} onScroll={onScroll} data-testid="console">
         {dropped > 0 && <div class="muted">… {dropped} earlier lines not shown (kiln logs {runId.slice(0, 8)} has them)</div>}
         {lines.map((line) => <div key={line.seq} class="line"><span class="ts">{new Date(line.ts).toISOString().slice(11, 23)}</span>{line.text}</div>)}
@@ -105,6 +105,13 @@ export function RunPage({ id }: { id: string }) {
   const history = useLive(() => get<RunEventsReply>(`/api/runs/${encodeURIComponent(id)}/events`), [id], (e) => e.runId === id || e.type === 'resync');
   const artifacts = useLive(() => get<ArtifactsReply>(`/api/runs/${encodeURIComponent(id)}/artifacts`), [id], (e) => e.runId === id && e.type === 'run.ended');
   const run = history.data?.run;
+  // A running run's duration grows: the page's own clock redraws it each second (the server is not asked).
+  const [, tick] = useState(0);
+  useEffect(() => {
+    if (run?.status !== 'running') return;
+    const timer = setInterval(() => tick((n) => n + 1), 1000);
+    return () => clearInterval(timer);
+  }, [run?.status]);
   const onEnd = () => {
     history.reload();
     artifacts.reload();
