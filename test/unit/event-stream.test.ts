@@ -68,7 +68,7 @@ test('events carry ids and names only: no run, session or console', (t) => {
   const raw = new SlowResponse();
   t.after(() => raw.emit('close'));
   streamFarmEvents({ headers: { accept: 'text/event-stream' } } as unknown as FastifyRequest, { hijack: () => undefined, raw } as unknown as FastifyReply, bus);
-  bus.publish('run.line', { runId: 'r1', lines: [{ seq: 0, ts: 1, text: 'secret output' }] });
+  bus.publish('run.line', { runId: 'r1', lines: [{ seq: 0, ts: 1, text: 'secret output' }], source: 'worker' });
   bus.publish('dispatch.idle', {});
   bus.publish('run.lost', { runId: 'r1', worker: undefined, reason: 'gone' });
   assert.deepEqual(raw.events(), [{ type: 'hello' }, { type: 'run.lost', runId: 'r1', worker: null, reason: 'gone' }]);

@@ -22,7 +22,7 @@ const PRESENT: Presenters = {
   'run.queued': ({ runs }) => ({ runs: runs.map((r) => ({ id: r.id, job: r.job, platform: r.platform })) }),
   'run.dispatched': ({ run, worker }) => ({ runId: run.id, job: run.job, platform: run.platform, worker }),
   'run.attached': ({ runId, worker }) => ({ runId, worker }),
-  'run.ended': ({ runId, from, run }) => ({ runId, from, status: run?.status ?? null }),
+  'run.ended': ({ runId, from, status }) => ({ runId, from, status }),
   'run.retried': ({ run, unstarted }) => ({ runId: run.id, job: run.job, platform: run.platform, unstarted }),
   'run.lost': ({ runId, worker, reason }) => ({ runId, worker: worker ?? null, reason }),
   'run.cancel-requested': ({ run }) => ({ runId: run.id }),
