@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test, type TestContext } from 'node:test';
-import type { RunResult } from '../../src/core/index.js';
+import { canClaim, type RunResult } from '../../src/core/index.js';
 import type { Job, JobPatch, JobStore, NewRun, Run, RunFilter, WorkerRecord } from '../../src/store/index.js';
 
 /** Opens a fresh, empty store for one test and arranges for it to be closed when the test ends. */
@@ -427,6 +427,50 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.deepEqual(await store.listRunning(), [expected]);
         assert.deepEqual(await store.listRunning('w1'), [expected]);
         assert.deepEqual(await store.listRunning('w2'), [], 'only the runs of the worker named');
+      });
+
+      test('takes a run exactly when core\'s canClaim says the worker may: labels and onlyRun, over many combinations', async (t) => {
+        const store = await open(t);
+        const ONLY = 'the run itself';
+        const cases: [run: Record<string, string>, worker: Record<string, string>, onlyRun?: string][] = [
+          [{}, {}], [{}, { arch: 'arm' }], [{ arch: 'arm' }, {}], [{ arch: 'arm' }, { arch: 'arm' }], [{ arch: 'arm' }, { arch: 'x86' }],
+          [{ arch: 'arm' }, { arch: 'arm', os: 'linux' }], [{ arch: 'arm', os: 'linux' }, { arch: 'arm' }], [{ arch: 'arm', os: 'linux' }, { os: 'linux', arch: 'arm' }],
+          [{ arch: 'arm' }, { ARCH: 'arm' }], [{ arch: 'arm' }, { arch: 'ARM' }], [{ arch: '' }, {}], [{ arch: '' }, { arch: '' }], [{ n: '1' }, { n: '01' }],
+          [{ '': 'x' }, { '': 'x' }], [{ '': 'x' }, { x: '' }], [{ 'a.b': 'c' }, { a: '{"b":"c"}' }], [{ q: 'say "hi"' }, { q: 'say "hi"' }], [{ q: 'say "hi"' }, { q: "say 'hi'" }],
+          [{ constructor: 'x' }, {}], [{ toString: 'y' }, { toString: 'y' }], [{ gpu: 'ünïcode ✓' }, { gpu: 'ünïcode ✓' }], [{ gpu: 'é' }, { gpu: 'e\u0301' }],
+          [{ ctl: 'a\u0001b' }, { ctl: 'a\u0001b' }], [{ ctl: 'a\u0001b' }, { ctl: 'a\u0002b' }], [{ nul: 'a\u0000b' }, { nul: 'a\u0000b' }], [{ nul: 'a\u0000b' }, { nul: 'ab' }],
+          [{ half: '\ud800' }, { half: '\ud800' }], [{ half: '\ud800' }, {}], [{ slash: '\\u0041' }, { slash: '\\u0041' }], [{ slash: '\\u0041' }, { slash: 'A' }],
+          [{}, { nul: '\u0000' }], [{ arch: 'arm' }, { arch: 'arm', nul: '\u0000' }], [{ arch: 'arm' }, { arch: 'x86', half: '\udfff' }],
+          [{}, {}, ONLY], [{}, {}, 'another run'], [{ arch: 'arm' }, { arch: 'arm' }, ONLY], [{ arch: 'arm' }, {}, ONLY], [{ arch: 'arm' }, { arch: 'arm' }, 'another run'],
+        ];
+        for (const [i, [labels, offered, only]] of cases.entries()) {
+          const job = makeJob(`labels-${i}`, { platform: `p${i}`, labels });
+          const [run] = await store.createJob(job, [makeRun(job)]);
+          const worker = { name: `w${i}`, platform: `p${i}`, labels: offered, onlyRun: only === ONLY ? run!.id : only };
+          const expected = canClaim(worker, run!);
+          const claimed = await store.claimNext(worker, T0 + i);
+          assert.equal(claimed?.id, expected ? run!.id : undefined, `case ${i}: run ${JSON.stringify(labels)}, worker ${JSON.stringify(offered)}${only ? `, only ${only}` : ''}`);
+          if (!expected) assert.equal((await store.findRun(run!.id)).status, 'queued', `case ${i}: left queued`);
+        }
+        const expectations = cases.map(([labels, offered, only]) => canClaim({ labels: offered, onlyRun: only === ONLY ? 'r' : only }, { id: 'r', labels }));
+        assert.ok(expectations.includes(true) && expectations.includes(false), 'the table holds both answers');
+      });
+
+      test('a worker skips runs it may not take to the first it may, past runs whose labels hold escapes, in queue order', async (t) => {
+        const store = await open(t);
+        const kinds: Record<string, string>[] = [{ arch: 'x86' }, { nul: '\u0000' }, { half: '\ud800' }, { arch: 'arm' }, { arch: 'arm', nul: '\u0000' }, {}];
+        const runs: Run[] = [];
+        for (const [i, labels] of kinds.entries()) {
+          const job = makeJob(`mixed-${i}`, { labels });
+          runs.push((await store.createJob(job, [makeRun(job, { queuedAt: T0 + i })]))[0]!);
+        }
+        const worker = { name: 'w', platform: 'linux', labels: { arch: 'arm', nul: '\u0000' } };
+        const order: string[] = [];
+        for (let claimed; (claimed = await store.claimNext(worker, T0 + 10));) order.push(claimed.id);
+        assert.deepEqual(order, runs.filter((run) => canClaim(worker, run)).map((run) => run.id));
+        assert.deepEqual(order, [runs[1]!.id, runs[3]!.id, runs[4]!.id, runs[5]!.id]);
+        assert.deepEqual((await store.listQueued()).map((run) => run.id), [runs[0]!.id, runs[2]!.id]);
+        assert.equal(await store.claimNext({ name: 'w2', platform: 'linux', labels: { arch: 'arm' } }, T0 + 11), undefined);
       });
 
       test('a worker made for one run claims that run only', async (t) => {

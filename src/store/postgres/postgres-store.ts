@@ -195,24 +195,22 @@ class PostgresStore implements JobStore {
   }
 
   enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
-    return this.db.transaction(async (tx) => {
-      await this.holdJob(tx, run.job);
-      await this.refuseDropped(tx, run.platform);
-      return this.enqueueInTx(tx, run, position);
-    });
+    // One statement, so its own transaction (a second one only in the rare case enqueueInTx explains).
+    return this.enqueueInTx(this.db, run, position);
   }
 
   enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
     return this.db.transaction(async (tx) => {
-      await this.holdJob(tx, run.job);
-      await this.refuseDropped(tx, run.platform);
       const queued = await this.enqueueInTx(tx, run, position);
       return { ...queued, claimed: await this.claimInTx(tx, worker, now, backstopMs) };
     });
   }
 
-  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
-    return this.db.transaction((tx) => this.claimInTx(tx, worker, now, backstopMs));
+  async claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
+    // One statement, its own transaction: no BEGIN and COMMIT round trips.
+    const claimed = await this.claimOnce(this.db, worker, now, backstopMs);
+    if (claimed !== 'unsure') return claimed;
+    return this.db.transaction((tx) => this.claimPaged(tx, worker, now, backstopMs));
   }
 
   private async isDropped(tx: Session, platform: string): Promise<boolean> {
@@ -223,32 +221,53 @@ class PostgresStore implements JobStore {
     if (await this.isDropped(tx, platform)) throw new PlatformDroppedError(platform);
   }
 
-  /** Throws JobNotFoundError unless the job exists; it then cannot be deleted until the transaction ends. */
-  private async holdJob(tx: Session, name: string): Promise<void> {
-    if ((await tx.run(S.JOB_HOLD, [name])).rowCount !== 1) throw new JobNotFoundError(name);
-  }
-
-  private async enqueueInTx(tx: Session, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
-    // Insert, or find the run already queued; a concurrent claim may take that one between the two
-    // statements, hence the second round.
+  /**
+   * Queues a run (RUN_ENQUEUE: the job held, the run and its event added, or the one already queued
+   * found and moved to the front when asked). Throws JobNotFoundError, then PlatformDroppedError.
+   */
+  private async enqueueInTx(session: Session, run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
+    // A run of the job queued by a transaction that committed after the statement's snapshot was
+    // taken conflicts with the insert but is not seen as `existing`; the second round sees it.
     for (let round = 0; round < 2; round++) {
-      const [added] = (await tx.run<RunRow>(S.RUN_INSERT_QUEUED, [run.id, run.job, run.platform, json(run.labels), position, run.queuedAt])).rows;
-      if (added) {
-        await this.event(tx, run.id, run.queuedAt, 1, 'queued', { platform: run.platform, position });
-        return { run: toRun(added), created: true };
-      }
-      const [existing] = (await tx.run<RunRow>(S.RUN_QUEUED_OF_JOB, [run.job, run.platform])).rows;
-      if (existing) {
-        if (position === 'front') await tx.run(S.RUN_MOVE_FRONT, [existing.id]);
-        return { run: toRun(existing), created: false };
-      }
+      const [row] = (await session.run<RunRow & { job_found: boolean; dropped: boolean; outcome: 'added' | 'existing' | null }>(S.RUN_ENQUEUE, [
+        run.id, run.job, run.platform, json(run.labels), position, run.queuedAt, json({ platform: run.platform, position }),
+      ])).rows;
+      if (!row?.job_found) throw new JobNotFoundError(run.job);
+      if (row.dropped) throw new PlatformDroppedError(run.platform);
+      if (row.outcome) return { run: toRun(row), created: row.outcome === 'added' };
     }
     throw new JobNotFoundError(run.job);
   }
 
   private async claimInTx(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined> {
-    // Read the queue a page at a time (the first run usually matches), then lock the first run of it
-    // the worker may take (core's canClaim) that no other claim holds.
+    const claimed = await this.claimOnce(tx, worker, now, backstopMs);
+    return claimed === 'unsure' ? this.claimPaged(tx, worker, now, backstopMs) : claimed;
+  }
+
+  /**
+   * One CLAIM statement: the run started (or undefined: nothing to take, or the run picked had lost
+   * its job and was cancelled). 'unsure' when labels hold what SQL does not match (see CLAIM): the
+   * caller then claims with claimPaged, which matches with core's canClaim itself.
+   */
+  private async claimOnce(session: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined | 'unsure'> {
+    const offered = JSON.stringify(worker.labels);
+    if (offered.includes('\\u')) return 'unsure';
+    const gone: RunEnd = { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now };
+    const [row] = (await session.run<RunRow & { outcome: 'started' | 'gone' | 'unsure' }>(S.CLAIM, [
+      worker.platform, offered, worker.onlyRun ?? null, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs,
+      json({ worker: worker.name }), json(gone.result), json({ status: gone.status, result: gone.result }),
+      this.uploadTarget !== null && forwardsOnEnd('queued') ? this.uploadTarget : null,
+    ])).rows;
+    if (!row || row.outcome === 'gone') return undefined;
+    return row.outcome === 'unsure' ? 'unsure' : toRun(row);
+  }
+
+  /**
+   * The claim with labels matched in TS (core's canClaim), for labels CLAIM leaves `unsure`: reads
+   * the queue a page at a time, then locks the first run of it the worker may take that no other
+   * claim holds, and starts it.
+   */
+  private async claimPaged(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined> {
     let after: number | null = null;
     for (;;) {
       const page: { id: string; labels: Json; queue_pos: number }[] = (await tx.run<{ id: string; labels: Json; queue_pos: number }>(S.CLAIM_CANDIDATES, [worker.platform, after])).rows;
@@ -322,38 +341,47 @@ class PostgresStore implements JobStore {
   }
 
   endAttempt(id: string, given: AttemptEnd | ReportedEnd, guard: { worker?: string; attempt?: number }, writes: EndWrites = {}): Promise<AttemptEndResult> {
+    // BEGIN, one read (RUN_END_READ), core's decision, one write (END_WRITE_*), COMMIT.
     return this.db.transaction(async (tx): Promise<AttemptEndResult> => {
-      const run = await this.findRunRow(tx, id, true);
-      const lines = writes.lines ?? [];
-      if (lines.length > 0) await tx.run(S.CONSOLE_APPEND, [lines.map(() => run.id), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text))]);
-      for (const e of writes.events ?? []) await this.event(tx, run.id, e.at, run.attempt, e.kind, e.detail);
+      type EndRead = RunRow & { other_queued: boolean; job_exists: boolean; last_seq: number | null };
+      let [run] = (await tx.run<EndRead>(S.RUN_END_READ, [id])).rows;
+      // Not an exact id: a prefix, resolved (or refused) as findRun does, then read by its id.
+      if (!run) [run] = (await tx.run<EndRead>(S.RUN_END_READ, [(await this.findRunRow(tx, id)).id])).rows;
+      if (!run) throw new RunNotFoundError(id);
+      const lines = [...(writes.lines ?? [])];
+      const events = (writes.events ?? []).map((e) => ({ ...e, attempt: run.attempt }));
+      const write = (statement: S.Statement, ...rest: unknown[]) => tx.run<RunRow>(statement, [
+        run.id, lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text)),
+        events.map((e) => e.at), events.map((e) => e.attempt), events.map((e) => e.kind), events.map((e) => json(e.detail)), ...rest,
+      ]);
       if (run.status !== 'running' || (guard.worker !== undefined && run.worker !== guard.worker)
         || (guard.attempt !== undefined && run.attempt !== guard.attempt)) {
-        if (writes.ifStale) await this.event(tx, run.id, writes.ifStale.at, run.attempt, writes.ifStale.kind, writes.ifStale.detail);
+        if (writes.ifStale) events.push({ ...writes.ifStale, attempt: run.attempt });
+        if (lines.length > 0 || events.length > 0) await write(S.END_WRITE_STALE);
         return { outcome: 'stale', run: toRun(run) };
       }
       const end: AttemptEnd = 'report' in given
         ? { ...endOfReport(given.report.result, given.report.stoppedBy, run.cancel_requested_by), finishedAt: given.finishedAt }
         : given;
-      const otherQueued = (await tx.run(S.RUN_QUEUED_EXISTS, [run.job, run.platform])).rowCount! > 0;
-      const jobExists = (await tx.run(S.JOB_HOLD, [run.job])).rowCount === 1;
       const decision = decideRetry({
-        attempt: run.attempt, worker: run.worker, lostRetriesLeft: run.lost_retries_left, failureRetriesLeft: run.failure_retries_left, otherQueued, jobExists,
+        attempt: run.attempt, worker: run.worker, lostRetriesLeft: run.lost_retries_left, failureRetriesLeft: run.failure_retries_left,
+        otherQueued: run.other_queued, jobExists: run.job_exists,
       }, end);
       if (decision.kind === 'requeue') {
-        const [last] = (await tx.run<{ seq: number | null }>(S.CONSOLE_LAST_SEQ, [run.id])).rows;
-        const markerSeq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
-        await tx.run(S.CONSOLE_INSERT, [run.id, markerSeq, end.finishedAt, utf8(decision.note)]);
+        // After every line stored or written now (a line whose seq is taken is not written: it changes nothing).
+        const markerSeq = Math.max(run.last_seq ?? -1, ...lines.map((l) => l.seq), run.first_seq - 1) + 1;
         const note: StoredLine = { seq: markerSeq, ts: end.finishedAt, text: decision.note };
-        const [requeued] = (await tx.run<RunRow>(S.RUN_REQUEUE, [
-          run.id, decision.attempt, decision.spend === 'lost' ? 1 : 0, decision.spend === 'failure' ? 1 : 0, markerSeq + 1,
-        ])).rows;
-        if (decision.event === 'requeued') await this.event(tx, run.id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
-        else await this.event(tx, run.id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
+        lines.push(note);
+        if (decision.event === 'requeued') events.push({ at: end.finishedAt, attempt: run.attempt, kind: 'requeued', detail: { why: decision.why, worker: run.worker } });
+        else events.push({ at: end.finishedAt, attempt: run.attempt, kind: 'retried', detail: { status: end.status, result: end.result, worker: run.worker } });
+        const [requeued] = (await write(S.END_WRITE_REQUEUE,
+          decision.attempt, decision.spend === 'lost' ? 1 : 0, decision.spend === 'failure' ? 1 : 0, markerSeq + 1)).rows;
         return { outcome: 'retried', run: toRun(requeued!), end, note };
       }
-      await this.finishInTx(tx, run.id, 'running', end);
-      return { outcome: 'ended', run: toRun((await tx.run<RunRow>(S.RUN_GET, [run.id])).rows[0]!), end };
+      events.push({ at: end.finishedAt, attempt: run.attempt, kind: 'ended', detail: { status: end.status, result: end.result } });
+      const target = this.uploadTarget !== null && forwardsOnEnd('running') ? this.uploadTarget : null;
+      const [ended] = (await write(S.END_WRITE_FINISH, end.status, json(end.result), end.finishedAt, target)).rows;
+      return { outcome: 'ended', run: toRun(ended!), end };
     });
   }
 

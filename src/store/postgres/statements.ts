@@ -16,10 +16,13 @@ export interface Statement {
   readonly idempotent: boolean;
 }
 
-/** A statement; a read (SELECT) is idempotent, a write only when `idempotent` says so. */
+/**
+ * A statement; a read (SELECT, or WITH whose parts only read) is idempotent, a write only when
+ * `idempotent` says so. A WITH that writes (INSERT, UPDATE, DELETE in a part) or locks is not.
+ */
 function sql(name: string, text: string, idempotent = false): Statement {
   const flat = text.replace(/\s+/g, ' ').trim();
-  return { name: `kiln_${name}`, text: flat, idempotent: idempotent || /^(SELECT|WITH)\b/.test(flat) && !/FOR (UPDATE|SHARE)/.test(flat) };
+  return { name: `kiln_${name}`, text: flat, idempotent: idempotent || /^(SELECT|WITH)\b/.test(flat) && !/\b(INSERT|UPDATE|DELETE)\b|FOR (UPDATE|SHARE)/.test(flat) };
 }
 
 const RUN_FIELDS = [
@@ -58,9 +61,6 @@ export const JOB_GET = sql('job_get', 'SELECT * FROM jobs WHERE name = $1');
 /** A job, locked against change until the transaction ends. $1 name */
 export const JOB_GET_FOR_UPDATE = sql('job_get_for_update', 'SELECT * FROM jobs WHERE name = $1 FOR UPDATE');
 
-/** Whether a job exists, held so it cannot be deleted before the transaction ends. $1 name */
-export const JOB_HOLD = sql('job_hold', 'SELECT 1 FROM jobs WHERE name = $1 FOR SHARE');
-
 /** Every job, by name. (no parameters) */
 export const JOB_LIST = sql('job_list', 'SELECT * FROM jobs ORDER BY name');
 
@@ -81,21 +81,87 @@ export const JOB_ADD_SKIPS = sql('job_add_skips', 'UPDATE jobs SET skipped = ski
 
 // ---- runs: queue
 
-/** Queues a run of an existing job unless that job is already queued on the platform; its retry budgets come from the job.
- * Returns the run when added. $1 id, $2 job, $3 platform, $4 labels, $5 'front' or 'back', $6 queued_at */
-export const RUN_INSERT_QUEUED = sql('run_insert_queued', `
-  INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
-  SELECT $1, name, $3, $4, 'queued', CASE WHEN $5::text = 'front' THEN -nextval('queue_front') ELSE nextval('queue_back') END, $6,
-    retries, failure_retries
-  FROM jobs WHERE name = $2
-  ON CONFLICT (job, platform) WHERE status = 'queued' DO NOTHING
-  RETURNING ${RUN_COLUMNS}`);
+/**
+ * Queues a run of a job in one statement: holds the job (FOR SHARE: it cannot be deleted before the
+ * transaction ends), refuses a dropped platform, inserts the run (retry budgets from the job) with
+ * its `queued` event unless the job is already queued on the platform, and then moves that run to
+ * the front when asked. One row: `job_found`, `dropped`, `outcome` ('added', 'existing', or null when
+ * nothing was queued: no job, dropped, or a run of the job queued by a transaction this statement's
+ * snapshot cannot see), and the run added or found (null columns otherwise).
+ * $1 id, $2 job, $3 platform, $4 labels, $5 'front' or 'back', $6 queued_at, $7 the queued event's detail
+ */
+export const RUN_ENQUEUE = sql('run_enqueue', `
+  WITH job AS (SELECT name, retries, failure_retries FROM jobs WHERE name = $2 FOR SHARE),
+  dropped AS (SELECT 1 FROM dropped_platforms WHERE platform = $3),
+  added AS (
+    INSERT INTO runs (id, job, platform, labels, status, queue_pos, queued_at, lost_retries_left, failure_retries_left)
+    SELECT $1, name, $3, $4, 'queued', CASE WHEN $5::text = 'front' THEN -nextval('queue_front') ELSE nextval('queue_back') END, $6,
+      retries, failure_retries
+    FROM job WHERE NOT EXISTS (SELECT 1 FROM dropped)
+    ON CONFLICT (job, platform) WHERE status = 'queued' DO NOTHING
+    RETURNING ${RUN_COLUMNS}),
+  queued_event AS (
+    INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, $6, 1, 'queued', $7::json FROM added),
+  existing AS (
+    SELECT ${RUN_COLUMNS} FROM runs
+    WHERE job = $2 AND platform = $3 AND status = 'queued' AND EXISTS (SELECT 1 FROM job) AND NOT EXISTS (SELECT 1 FROM dropped)),
+  moved AS (
+    UPDATE runs SET queue_pos = -nextval('queue_front')
+    WHERE $5::text = 'front' AND id IN (SELECT id FROM existing) AND status = 'queued' AND NOT EXISTS (SELECT 1 FROM added)),
+  found AS (
+    SELECT 'added' AS outcome, ${RUN_COLUMNS} FROM added
+    UNION ALL SELECT 'existing', ${RUN_COLUMNS} FROM existing WHERE NOT EXISTS (SELECT 1 FROM added))
+  SELECT EXISTS (SELECT 1 FROM job) AS job_found, EXISTS (SELECT 1 FROM dropped) AS dropped, found.*
+  FROM (SELECT 1) AS one LEFT JOIN found ON TRUE`);
 
-/** The queued run of a job on a platform, if any. $1 job, $2 platform */
-export const RUN_QUEUED_OF_JOB = sql('run_queued_of_job', `SELECT ${RUN_COLUMNS} FROM runs WHERE job = $1 AND platform = $2 AND status = 'queued'`);
+/** Whether labels' JSON (runs.labels, a worker's) holds an escape jsonb refuses (\u0000, a lone surrogate) or might: SQL text, on `labels`. */
+const UNSURE_LABELS = "strpos(labels::text, '\\u') > 0";
 
-/** Moves a queued run to the front of its queue. $1 id */
-export const RUN_MOVE_FRONT = sql('run_move_front', "UPDATE runs SET queue_pos = -nextval('queue_front') WHERE id = $1 AND status = 'queued'");
+/**
+ * Claims the first queued run of a platform a worker may take, in one statement (its own transaction
+ * when sent alone): picks it in queue order, skipping runs another claim holds (FOR UPDATE SKIP
+ * LOCKED), with core's canClaim in SQL: the run's labels contained in the worker's (jsonb `<@`: for
+ * flat string maps, every label the run asks for is one the worker has, with that value; the store
+ * suite holds the two together) and, for a pool instance, only its run. Then it starts it, copying
+ * what it executes from its job, and records its `dispatched` event. A run whose job is gone (a
+ * retry after its job was unscheduled) ends as finishInTx ends a queued run: cancelled with `gone`
+ * as its result, its `ended` event, and a delivery row when `$11` names a target (core's
+ * forwardsOnEnd: never, from the queue). Labels whose JSON text holds a \u escape (control
+ * characters, NUL or a lone surrogate, which jsonb cannot hold) are not matched here: the first
+ * such run ahead of any match comes back `unsure`, locked by nothing, for the caller to match in TS.
+ * At most one row: `outcome` ('started', 'gone', 'unsure') and the run's columns (as started; as
+ * queued when gone or unsure).
+ * $1 platform, $2 the worker's labels (JSON, no \u escape), $3 only this run (null: any), $4 worker, $5 worker_identity,
+ * $6 worker_session, $7 now, $8 backstop ms, $9 the dispatched event's detail, $10 the gone run's result, $11 its ended event's
+ * detail, $12 delivery target for the gone run (null: none)
+ */
+export const CLAIM = sql('claim', `
+  WITH pick AS (
+    SELECT id, job, ${UNSURE_LABELS} AS unsure FROM runs
+    WHERE status = 'queued' AND platform = $1 AND ($3::text IS NULL OR id = $3)
+      AND CASE WHEN ${UNSURE_LABELS} THEN TRUE ELSE labels::jsonb <@ $2::jsonb END
+    ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED),
+  started AS (
+    UPDATE runs r SET status = 'running', queue_pos = NULL, worker = $4, worker_identity = $5, worker_session = $6, started_at = $7,
+      script = j.script, env = j.env, timeout_ms = j.timeout_ms, idle_timeout_ms = j.idle_timeout_ms, deadline_at = $7 + j.timeout_ms + $8,
+      artifacts = j.artifacts, artifacts_on_failure = j.artifacts_on_failure, sandbox = j.sandbox
+    FROM pick p JOIN jobs j ON j.name = p.job
+    WHERE r.id = p.id AND NOT p.unsure
+    RETURNING ${R_RUN_COLUMNS}),
+  dispatched AS (
+    INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, $7, attempt, 'dispatched', $9::json FROM started),
+  gone AS (
+    UPDATE runs r SET status = 'cancelled', result = $10::json, finished_at = $7, queue_pos = NULL, deadline_at = NULL
+    FROM pick p
+    WHERE r.id = p.id AND NOT p.unsure AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.name = p.job)
+    RETURNING ${R_RUN_COLUMNS}),
+  gone_event AS (
+    INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, $7, attempt, 'ended', $11::json FROM gone),
+  gone_delivery AS (
+    INSERT INTO deliveries (run_id, target, next_at, created_at) SELECT id, $12, $7, $7 FROM gone WHERE $12::text IS NOT NULL)
+  SELECT 'started' AS outcome, ${RUN_COLUMNS} FROM started
+  UNION ALL SELECT 'gone', ${RUN_COLUMNS} FROM gone
+  UNION ALL SELECT 'unsure', ${R_RUN_COLUMNS} FROM pick p JOIN runs r ON r.id = p.id WHERE p.unsure`);
 
 /** A page of a platform's queue, in order, after a position (null: from the start). $1 platform, $2 after queue_pos */
 export const CLAIM_CANDIDATES = sql('claim_candidates', `
@@ -133,9 +199,6 @@ export const RUNS_QUEUED_OF_JOB_LOCKED = sql('runs_queued_of_job_locked', `
 export const RUNS_QUEUED_ON_PLATFORM_LOCKED = sql('runs_queued_on_platform_locked', `
   SELECT id FROM runs WHERE platform = $1 AND status = 'queued' ORDER BY queue_pos FOR UPDATE`);
 
-/** Whether a job has a queued run on a platform. $1 job, $2 platform */
-export const RUN_QUEUED_EXISTS = sql('run_queued_exists', "SELECT 1 FROM runs WHERE job = $1 AND platform = $2 AND status = 'queued'");
-
 /** A job's queued and running runs, oldest first, locked. $1 job */
 export const RUNS_OPEN_OF_JOB_LOCKED = sql('runs_open_of_job_locked', `
   SELECT ${RUN_COLUMNS} FROM runs WHERE job = $1 AND status IN ('queued', 'running') ORDER BY queued_at, id FOR UPDATE`);
@@ -165,19 +228,64 @@ export const RUNS_EARLIEST_DEADLINE = sql('runs_earliest_deadline', "SELECT MIN(
 
 // ---- runs: transitions
 
+/**
+ * What ending a run's attempt reads, in one statement: the run (locked until the transaction ends),
+ * whether another run of its job is queued on its platform, whether its job exists (held FOR SHARE,
+ * so it cannot be deleted before the transaction ends), and the seq of its last console line.
+ * By exact id only (a prefix is resolved first). $1 id
+ */
+export const RUN_END_READ = sql('run_end_read', `
+  WITH r AS (SELECT ${RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE),
+  job AS (SELECT 1 FROM jobs WHERE name = (SELECT job FROM r) FOR SHARE)
+  SELECT r.*,
+    EXISTS (SELECT 1 FROM runs o WHERE o.job = r.job AND o.platform = r.platform AND o.status = 'queued') AS other_queued,
+    EXISTS (SELECT 1 FROM job) AS job_exists,
+    (SELECT MAX(seq) FROM console_lines WHERE run_id = r.id) AS last_seq
+  FROM r`);
+
+/** The parts every END_WRITE_* statement begins with: a run's console lines and its history entries, in order. */
+const END_WRITES = `
+  lines AS (
+    INSERT INTO console_lines (run_id, seq, ts, text) SELECT $1, * FROM unnest($2::int[], $3::bigint[], $4::bytea[])
+    ON CONFLICT DO NOTHING),
+  events AS (
+    INSERT INTO run_events (run_id, at, attempt, kind, detail)
+    SELECT $1, e.at, e.attempt, e.kind, e.detail FROM unnest($5::bigint[], $6::int[], $7::text[], $8::json[]) WITH ORDINALITY
+      AS e(at, attempt, kind, detail, n)
+    ORDER BY e.n)`;
+
+/** An attempt's end that changed nothing (stale): its console lines and history entries only.
+ * $1 run_id, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays), $5 ats, $6 attempts, $7 kinds, $8 details (parallel arrays) */
+export const END_WRITE_STALE = sql('end_write_stale', `WITH ${END_WRITES} SELECT 1`);
+
+/** Ends a locked running run, with its console lines and history entries (its `ended` entry last) and, when $12 names a target,
+ * its delivery; returns it. $1..$8 as END_WRITE_STALE, $9 status, $10 result, $11 finished_at, $12 delivery target (null: none) */
+export const END_WRITE_FINISH = sql('end_write_finish', `
+  WITH ${END_WRITES},
+  finished AS (
+    UPDATE runs SET status = $9, result = $10::json, finished_at = $11, queue_pos = NULL, deadline_at = NULL WHERE id = $1 AND status = 'running'
+    RETURNING ${RUN_COLUMNS}),
+  delivery AS (
+    INSERT INTO deliveries (run_id, target, next_at, created_at) SELECT id, $12, $11, $11 FROM finished WHERE $12::text IS NOT NULL)
+  SELECT * FROM finished`);
+
+/** Puts a locked running run back at the front of its queue as its next attempt (or the same one), spending a retry budget, with its
+ * console lines (the line saying why among them) and history entries; returns it. $1..$8 as END_WRITE_STALE, $9 the attempt it goes
+ * back as, $10 lost retries spent, $11 failure retries spent (each 0 or 1), $12 first_seq */
+export const END_WRITE_REQUEUE = sql('end_write_requeue', `
+  WITH ${END_WRITES},
+  requeued AS (
+    UPDATE runs SET status = 'queued', attempt = $9, lost_retries_left = lost_retries_left - $10,
+      failure_retries_left = failure_retries_left - $11, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL,
+      queue_pos = -nextval('queue_front'), first_seq = $12, cancel_requested_by = NULL, deadline_at = NULL
+    WHERE id = $1 AND status = 'running'
+    RETURNING ${RUN_COLUMNS})
+  SELECT * FROM requeued`);
+
 /** Ends a run still in the status expected; returns its attempt when it applied. $1 id, $2 status, $3 result, $4 finished_at, $5 expected status */
 export const RUN_FINISH = sql('run_finish', `
   UPDATE runs SET status = $2, result = $3, finished_at = $4, queue_pos = NULL, deadline_at = NULL WHERE id = $1 AND status = $5
   RETURNING attempt`);
-
-/** Puts a running run back at the front of its queue as its next attempt (or the same one), spending a retry budget.
- * $1 id, $2 the attempt it goes back as, $3 lost retries spent, $4 failure retries spent (each 0 or 1), $5 first_seq */
-export const RUN_REQUEUE = sql('run_requeue', `
-  UPDATE runs SET status = 'queued', attempt = $2, lost_retries_left = lost_retries_left - $3,
-    failure_retries_left = failure_retries_left - $4, worker = NULL, worker_identity = NULL, worker_session = NULL, started_at = NULL,
-    queue_pos = -nextval('queue_front'), first_seq = $5, cancel_requested_by = NULL, deadline_at = NULL
-  WHERE id = $1 AND status = 'running'
-  RETURNING ${RUN_COLUMNS}`);
 
 /** Marks a running run for cancelling (the first asker is kept) and brings its deadline no later than given. $1 id, $2 by, $3 deadline */
 export const RUN_REQUEST_CANCEL = sql('run_request_cancel', `
