@@ -14,7 +14,7 @@ import {
 } from '../core/index.js';
 import { coerceError, ProtocolError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
-import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, StoredLine } from '../store/index.js';
+import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, ScriptFor, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
 import type { Templates } from './templates.js';
 import { createWakeLoop, RETRY_PASS, type WakeLoop } from './wake-loop.js';
@@ -134,7 +134,7 @@ export class RunLifecycle {
    * worker took an older one) is published `run.queued`; the claimed one is the caller's to send.
    */
   async enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
-    const queued = await this.store.enqueueAndClaim(run, position, worker, this.options.now(), this.options.backstopMs);
+    const queued = await this.store.enqueueAndClaim(run, position, worker, this.options.now(), this.options.backstopMs, this.scriptFor);
     if (queued.claimed?.id !== queued.run.id) this.events.publish('run.queued', { runs: [queued.run] });
     return queued;
   }
@@ -167,24 +167,38 @@ export class RunLifecycle {
 
   // ---- dispatch ----
 
-  /** Claims the next run `worker` takes, if any (it is `running` on it, not yet sent). */
+  /** Claims the next run `worker` takes, if any (it is `running` on it, not yet sent), a template job's with its script. */
   claimNext(worker: ClaimingWorker): Promise<Run | undefined> {
-    return this.store.claimNext(worker, this.options.now(), this.options.backstopMs);
+    return this.store.claimNext(worker, this.options.now(), this.options.backstopMs, this.scriptFor);
   }
 
+  /** A template job's script for a run, from the template as it is now; throws TemplateNotFoundError or the expansion's error. */
+  private expand(run: Run, job: { template: string | null; vars: Record<string, string> } | undefined): string {
+    if (!job?.template) throw new TemplateNotFoundError(`job ${run.job} has neither a script nor a template`);
+    const { text } = this.options.templates.read(job.template, run.platform);
+    return expandTemplate(text, { ...job.vars, PLATFORM: run.platform, JOB: run.job, RUN: run.id });
+  }
+
+  /** The claim's expansion (the store saves the script in the claim's transaction); undefined when it fails, for prepare to end the run with the reason. */
+  private readonly scriptFor: ScriptFor = (run, job) => {
+    try {
+      return this.expand(run, job);
+    } catch {
+      return undefined;
+    }
+  };
+
   /**
-   * Makes a claimed run ready to send: a template job's script is expanded now, from the template
-   * as it is now. A template that is missing or uses an unknown variable ends the run `aborted`
-   * with the reason (undefined is returned: nothing to send).
+   * Makes a claimed run ready to send. A template job's script is expanded when it is claimed (see
+   * scriptFor); one that could not be (a template that is missing or uses an unknown variable) is
+   * tried again here and ends the run `aborted` with the reason (undefined is returned: nothing to send).
    */
   async prepare(run: Run): Promise<Run | undefined> {
     if (run.script !== null) return run;
     const job = await this.store.getJob(run.job);
     let script: string;
     try {
-      if (!job?.template) throw new TemplateNotFoundError(`job ${run.job} has neither a script nor a template`);
-      const { text } = this.options.templates.read(job.template, run.platform);
-      script = expandTemplate(text, { ...job.vars, PLATFORM: run.platform, JOB: run.job, RUN: run.id });
+      script = this.expand(run, job ?? undefined);
     } catch (raw) {
       const reason = (raw as Error).message;
       await this.endAttempt(run.id, { status: 'failed', result: { kind: 'aborted', reason }, finishedAt: this.options.now() }, run.worker ?? undefined);
@@ -294,8 +308,7 @@ export class RunLifecycle {
   /** Records a message answered but not applied (a result for a run the worker does not hold). */
   private async ignored(runId: string, at: number, worker: string, why: string, result: RunResult): Promise<void> {
     this.log.info({ runId, worker, why }, 'message answered but not applied');
-    const run = await this.store.findRun(runId).catch(() => undefined);
-    if (run) await this.store.recordEvent(run.id, { at, attempt: run.attempt, kind: 'ignored', detail: { worker, why, result } });
+    await this.store.noteRunEvent(runId, { at, kind: 'ignored', detail: { worker, why, result } });
   }
 
   // ---- cancel ----

@@ -271,6 +271,14 @@ export interface ClaimingWorker {
   session?: string;
 }
 
+/**
+ * Expands a template job's script for a run being claimed: the store calls it (synchronously, in the
+ * claim's transaction) for a run whose job has no script, with the job's template and variables as
+ * they are now, and saves what it returns as the run's script. Undefined when it cannot: the run is
+ * claimed without a script, for the caller to end with the reason.
+ */
+export type ScriptFor = (run: Run, job: { template: string | null; vars: Record<string, string> }) => string | undefined;
+
 /** A per-worker token as listed: never the token itself, which is stored only as its hash. */
 export interface WorkerTokenRecord {
   /** The worker name the token is bound to. */
@@ -337,15 +345,18 @@ export interface JobStore {
   /**
    * Takes the first queued run of the worker's platform whose labels the worker has, marks it
    * running on that worker, copies the job's script, env and timeouts into it, and sets its
-   * backstop deadline to `now + timeout + backstopMs`.
+   * backstop deadline to `now + timeout + backstopMs`. A template job's run gets the script
+   * `scriptFor` expands for it, in the same transaction.
    */
-  claimNext(worker: ClaimingWorker, now: number, backstopMs?: number): Promise<Run | undefined>;
+  claimNext(worker: ClaimingWorker, now: number, backstopMs?: number, scriptFor?: ScriptFor): Promise<Run | undefined>;
   /**
    * `enqueue`, then `claimNext` for `worker`, in one transaction: a run queued next to an idle
    * worker costs one commit (one fsync) instead of two. `claimed` is what claimNext would have
    * returned (usually the run just queued; undefined when nothing matches the worker).
    */
-  enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs?: number): Promise<{ run: Run; created: boolean; claimed: Run | undefined }>;
+  enqueueAndClaim(
+    run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs?: number, scriptFor?: ScriptFor,
+  ): Promise<{ run: Run; created: boolean; claimed: Run | undefined }>;
   /** Queued runs, per platform in queue order. */
   listQueued(): Promise<Run[]>;
   /** The same runs, with only what matching them to workers needs (read often: much lighter). */
@@ -383,6 +394,8 @@ export interface JobStore {
   earliestDeadline(): Promise<number | undefined>;
   /** Adds an entry to a run's history (for what is not a state change, e.g. an ignored message). */
   recordEvent(runId: string, event: RunEvent): Promise<void>;
+  /** The same, stamped with the run's current attempt, in one statement; false (nothing written) when there is no run `runId` (an exact id). */
+  noteRunEvent(runId: string, event: Omit<RunEvent, 'attempt'>): Promise<boolean>;
   /** A run's history, oldest first. */
   listEvents(runId: string): Promise<RunEvent[]>;
 

@@ -473,6 +473,39 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.equal(await store.claimNext({ name: 'w2', platform: 'linux', labels: { arch: 'arm' } }, T0 + 11), undefined);
       });
 
+      test("a template job's run is claimed with the script scriptFor expands, saved in the claim; a job with a script never asks", async (t) => {
+        const store = await open(t);
+        const tpl = makeJob('tpl', { script: null, template: 'greet', vars: { WHO: 'world' } });
+        const plain = makeJob('plain');
+        const runs = [makeRun(tpl, { queuedAt: T0 }), makeRun(plain, { queuedAt: T0 + 1 }), makeRun(tpl, { queuedAt: T0 + 2, platform: 'mac' })];
+        await store.createJob(tpl, [runs[0]!]);
+        await store.createJob(plain, [runs[1]!]);
+        const asked: unknown[] = [];
+        const scriptFor = (run: Run, job: { template: string | null; vars: Record<string, string> }) => {
+          asked.push([run.id, run.status, job]);
+          return `echo ${job.vars.WHO} from ${run.id}`;
+        };
+        const worker = { name: 'w1', platform: 'linux', labels: {} };
+        const first = await store.claimNext(worker, T0 + 10, 0, scriptFor);
+        assert.equal(first?.id, runs[0]!.id, 'in queue order');
+        assert.equal(first?.script, `echo world from ${runs[0]!.id}`);
+        assert.deepEqual(await store.findRun(runs[0]!.id), first, 'saved with the claim');
+        assert.deepEqual(asked, [[runs[0]!.id, 'running', { template: 'greet', vars: { WHO: 'world' } }]]);
+        assert.deepEqual((await store.listEvents(runs[0]!.id)).map((e) => e.kind), ['queued', 'dispatched']);
+        const second = await store.claimNext(worker, T0 + 11, 0, scriptFor);
+        assert.equal(second?.script, plain.script);
+        assert.equal(asked.length, 1, 'not asked for a job with a script');
+
+        const queued = await store.enqueueAndClaim(runs[2]!, 'back', { ...worker, platform: 'mac' }, T0 + 12, 0, () => undefined);
+        assert.equal(queued.claimed?.id, runs[2]!.id);
+        assert.equal(queued.claimed?.script, null, 'scriptFor could not: claimed without a script');
+        assert.equal((await store.findRun(runs[2]!.id)).status, 'running');
+        await store.finishRun(runs[2]!.id, { status: 'failed', result: { kind: 'aborted', reason: 'no template' }, finishedAt: T0 + 13 }, { from: ['running'] });
+        const again = await store.enqueueAndClaim(makeRun(tpl, { platform: 'mac' }), 'back', { ...worker, platform: 'mac' }, T0 + 14, 0, scriptFor);
+        assert.equal(again.claimed?.script, `echo world from ${again.run.id}`);
+        assert.equal((await store.findRun(again.run.id)).script, again.claimed?.script);
+      });
+
       test('a worker made for one run claims that run only', async (t) => {
         const store = await open(t);
         const [a, b] = [makeJob('a'), makeJob('b')];
@@ -564,6 +597,20 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
     });
 
     describe('finishRun', () => {
+      test("noteRunEvent stamps an entry with the run's current attempt; nothing for an unknown run", async (t) => {
+        const store = await open(t);
+        const job = makeJob('noted', { failureRetries: 1 });
+        const [queued] = await store.createJob(job, [makeRun(job)]);
+        await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 1);
+        await store.endAttempt(queued!.id, { status: 'failed', result: { kind: 'exited', code: 1 }, finishedAt: T0 + 2, retry: 'failure' }, {});
+        const detail = { worker: 'w9', why: 'a result for a run this worker does not hold', result: { kind: 'exited', code: 0 } };
+        assert.equal(await store.noteRunEvent(queued!.id, { at: T0 + 3, kind: 'ignored', detail }), true);
+        assert.deepEqual((await store.listEvents(queued!.id)).at(-1), { at: T0 + 3, attempt: 2, kind: 'ignored', detail });
+        assert.equal(await store.noteRunEvent(randomUUID(), { at: T0 + 4, kind: 'ignored', detail }), false);
+        assert.equal(await store.noteRunEvent(queued!.id.slice(0, 8), { at: T0 + 4, kind: 'ignored', detail }), false, 'an exact id, not a prefix');
+        assert.deepEqual((await store.listEvents(queued!.id)).map((e) => e.kind), ['queued', 'dispatched', 'retried', 'ignored']);
+      });
+
       async function running(store: JobStore): Promise<Run> {
         const job = makeJob('build');
         await store.createJob(job, [makeRun(job)]);

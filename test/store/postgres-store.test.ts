@@ -52,6 +52,22 @@ describe('PostgreSQL store', { skip }, () => {
     assert.equal((await after.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'arm' } }, T0 + 5))?.id, runId);
   });
 
+  test("a claim that picks a run whose job is gone (deleted behind the store's back) cancels it, as a queued run ends, in the claim's one statement", async (t) => {
+    const { schema, url } = await freshSchema(t);
+    const store = await open(t, url);
+    store.setUploadTarget('https://uploads.example/kiln');
+    const [orphan] = await store.createJob(job, [{ id: randomUUID(), job: 'build', platform: 'linux', labels: {}, queuedAt: T0 }]);
+    const [next] = await store.createJob({ ...job, name: 'next' }, [{ id: randomUUID(), job: 'next', platform: 'linux', labels: {}, queuedAt: T0 + 1 }]);
+    await adminQuery(`DELETE FROM ${schema}.jobs WHERE name = 'build'`);
+    const worker = { name: 'w1', platform: 'linux', labels: { arch: 'arm' } };
+    assert.equal(await store.claimNext(worker, T0 + 5), undefined, 'nothing claimed this time');
+    const cancelled = await store.findRun(orphan!.id);
+    assert.deepEqual([cancelled.status, cancelled.result, cancelled.finishedAt, cancelled.worker], ['cancelled', { kind: 'aborted', reason: 'job unscheduled' }, T0 + 5, null]);
+    assert.deepEqual((await store.listEvents(orphan!.id)).at(-1), { at: T0 + 5, attempt: 1, kind: 'ended', detail: { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' } } });
+    assert.deepEqual(await store.listDeliveries(orphan!.id), [], 'a run ended in the queue is not delivered (core forwardsOnEnd)');
+    assert.equal((await store.claimNext(worker, T0 + 6))?.id, next!.id);
+  });
+
   test('every shipped migration is recorded once; reopening applies none again', async (t) => {
     const { schema, url } = await freshSchema(t);
     const recorded = async () => (await adminQuery(`SELECT version, applied_at FROM ${schema}.kiln_schema_migrations ORDER BY version`)).rows;

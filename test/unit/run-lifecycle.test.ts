@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -67,6 +67,8 @@ interface World {
   /** Names of the events heard since the last call. */
   names(): KilnEventName[];
   clock: { now: number };
+  /** Where the lifecycle reads templates. */
+  templatesDir: string;
   /** A worker joined with a run of a new job `name` dispatched to it. */
   dispatchedRun(name: string, over?: Partial<Job>): Promise<{ run: Run; session: WorkerSession; sent: string[] }>;
 }
@@ -109,7 +111,7 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
   const names = () => heard.slice(seen, (seen = heard.length)).map((h) => h.name);
   let workerCount = 0;
   return {
-    store, calls, failing, hub, events, workers, lifecycle, heard, names, clock,
+    store, calls, failing, hub, events, workers, lifecycle, heard, names, clock, templatesDir: path.join(dir, 'templates'),
     async dispatchedRun(name, over = {}) {
       const sent: string[] = [];
       const session = workers.create(fakeLink(`w${(workerCount += 1)}`, sent));
@@ -223,10 +225,33 @@ test('a result for a run it no longer holds is answered not applied and frees no
   const { run, session, sent } = await w.dispatchedRun('twice');
   await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
   w.names();
+  w.calls.length = 0;
   await w.lifecycle.workerFinished(session, run.id, { kind: 'exited', code: 0 }, undefined);
+  assert.deepEqual(w.calls, ['noteRunEvent'], 'recorded in one store call');
   assert.deepEqual(w.names(), ['worker.freed']);
   assert.equal(sent.at(-1), `done ${run.id} false`);
-  assert.equal((await w.store.listEvents(run.id)).at(-1)?.kind, 'ignored');
+  const ignored = (await w.store.listEvents(run.id)).at(-1);
+  assert.deepEqual([ignored?.kind, ignored?.attempt, ignored?.detail.why], ['ignored', 1, 'a result for a run this worker does not hold']);
+});
+
+test("a template job's run is claimed with its expanded script in one store call, by a pass and by execute next to an idle worker", async (t) => {
+  const w = await world(t);
+  mkdirSync(w.templatesDir);
+  writeFileSync(path.join(w.templatesDir, 'tpl'), 'echo %%GREETING%% from %%JOB%% on %%PLATFORM%%\n');
+  const worker = { name: 'w1', platform: 'linux', labels: {} };
+  await w.lifecycle.createJob(makeJob('tj', { script: null, template: 'tpl', vars: { GREETING: 'hi' } }), [newRun('tj')]);
+  w.calls.length = 0;
+  const claimed = await w.lifecycle.claimNext(worker);
+  const ready = await w.lifecycle.prepare(claimed!);
+  assert.deepEqual(w.calls, ['claimNext'], 'no getJob, no setRunScript');
+  assert.equal(ready?.script, 'echo hi from tj on linux\n');
+  assert.equal((await w.store.findRun(claimed!.id)).script, ready?.script, 'saved with the claim');
+
+  await w.store.finishRun(claimed!.id, { status: 'succeeded', result: { kind: 'exited', code: 0 }, finishedAt: T0 + 1 }, { from: ['running'] });
+  w.calls.length = 0;
+  const queued = await w.lifecycle.enqueueAndClaim(newRun('tj'), 'back', worker);
+  assert.equal((await w.lifecycle.prepare(queued.claimed!))?.script, 'echo hi from tj on linux\n');
+  assert.deepEqual(w.calls, ['enqueueAndClaim']);
 });
 
 test('a result for a run the store had already ended: recorded as ignored in the end\'s one call, the slot freed (worker.freed)', async (t) => {

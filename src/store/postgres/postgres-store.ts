@@ -17,7 +17,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
+  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
@@ -40,6 +40,12 @@ interface RunRow {
   idle_timeout_ms: number | null; lost_retries_left: number; failure_retries_left: number; first_seq: number;
   cancel_requested_by: string | null; deadline_at: number | null; artifacts: string[]; artifacts_on_failure: boolean; sandbox: Run['sandbox'];
 }
+/** A claimed run's row, with its job's template and variables. */
+type ClaimRow = RunRow & { job_template: string | null; job_vars: Json | null };
+type ClaimedJob = { template: string | null; vars: Json };
+/** What a claim statement did: started a run (none: nothing to take), or left a run to claim otherwise. */
+type Claimed = { outcome: 'started' | 'template'; run: Run; job: ClaimedJob } | { outcome: 'none' | 'unsure' };
+
 interface WorkerRow {
   name: string; platform: string; labels: Json; capacity: number; hostname: string; os: string;
   arch: string; version: string; connected: boolean; connected_at: number; last_seen: number;
@@ -199,18 +205,28 @@ class PostgresStore implements JobStore {
     return this.enqueueInTx(this.db, run, position);
   }
 
-  enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
+  enqueueAndClaim(
+    run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0, scriptFor?: ScriptFor,
+  ): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
     return this.db.transaction(async (tx) => {
       const queued = await this.enqueueInTx(tx, run, position);
-      return { ...queued, claimed: await this.claimInTx(tx, worker, now, backstopMs) };
+      return { ...queued, claimed: await this.claimInTx(tx, worker, now, backstopMs, scriptFor) };
     });
   }
 
-  async claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
-    // One statement, its own transaction: no BEGIN and COMMIT round trips.
-    const claimed = await this.claimOnce(this.db, worker, now, backstopMs);
-    if (claimed !== 'unsure') return claimed;
-    return this.db.transaction((tx) => this.claimPaged(tx, worker, now, backstopMs));
+  async claimNext(worker: ClaimingWorker, now: number, backstopMs = 0, scriptFor?: ScriptFor): Promise<Run | undefined> {
+    for (;;) {
+      // One statement, its own transaction: no BEGIN and COMMIT round trips. It leaves a template
+      // job's run queued when a script is to be saved with it (a run it starts has its job's script).
+      const claimed = await this.claimOnce(this.db, worker, now, backstopMs, scriptFor !== undefined);
+      if (claimed.outcome === 'unsure') return this.db.transaction((tx) => this.claimInTx(tx, worker, now, backstopMs, scriptFor, true));
+      if (claimed.outcome !== 'template') return claimed.outcome === 'started' ? claimed.run : undefined;
+      // Claimed by id with its expanded script in one transaction, unless another claim took it
+      // meanwhile (then the next in the queue).
+      const only = { ...worker, onlyRun: claimed.run.id };
+      const run = await this.db.transaction((tx) => this.claimInTx(tx, only, now, backstopMs, scriptFor));
+      if (run) return run;
+    }
   }
 
   private async isDropped(tx: Session, platform: string): Promise<boolean> {
@@ -239,27 +255,38 @@ class PostgresStore implements JobStore {
     throw new JobNotFoundError(run.job);
   }
 
-  private async claimInTx(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined> {
-    const claimed = await this.claimOnce(tx, worker, now, backstopMs);
-    return claimed === 'unsure' ? this.claimPaged(tx, worker, now, backstopMs) : claimed;
+  /** A claim in a transaction: CLAIM (claimPaged when it is unsure, or when `paged`), and a template job's run's script saved. */
+  private async claimInTx(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number, scriptFor?: ScriptFor, paged = false): Promise<Run | undefined> {
+    let claimed: Claimed = paged ? { outcome: 'unsure' } : await this.claimOnce(tx, worker, now, backstopMs, false);
+    if (claimed.outcome === 'unsure') claimed = await this.claimPaged(tx, worker, now, backstopMs);
+    return claimed.outcome === 'started' || claimed.outcome === 'template' ? this.withScript(tx, claimed.run, claimed.job, scriptFor) : undefined;
+  }
+
+  /** A claimed run of a template job with the script `scriptFor` expands for it saved (as it is when there is none). */
+  private async withScript(session: Session, run: Run, job: ClaimedJob, scriptFor?: ScriptFor): Promise<Run> {
+    const script = run.script === null ? scriptFor?.(run, job) : undefined;
+    if (script === undefined) return run;
+    await session.run(S.RUN_SET_SCRIPT, [run.id, script]);
+    return { ...run, script };
   }
 
   /**
-   * One CLAIM statement: the run started (or undefined: nothing to take, or the run picked had lost
-   * its job and was cancelled). 'unsure' when labels hold what SQL does not match (see CLAIM): the
-   * caller then claims with claimPaged, which matches with core's canClaim itself.
+   * One CLAIM statement: the run started (undefined: nothing to take, or the run picked had lost its
+   * job and was cancelled) with its job's template and variables; `unsure` when labels hold what SQL
+   * does not match (see CLAIM): the caller then claims with claimPaged, which matches with core's
+   * canClaim itself; with `leaveTemplates`, `template` for a template job's run left queued.
    */
-  private async claimOnce(session: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined | 'unsure'> {
+  private async claimOnce(session: Session, worker: ClaimingWorker, now: number, backstopMs: number, leaveTemplates: boolean): Promise<Claimed> {
     const offered = JSON.stringify(worker.labels);
-    if (offered.includes('\\u')) return 'unsure';
+    if (offered.includes('\\u')) return { outcome: 'unsure' };
     const gone: RunEnd = { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now };
-    const [row] = (await session.run<RunRow & { outcome: 'started' | 'gone' | 'unsure' }>(S.CLAIM, [
+    const [row] = (await session.run<ClaimRow & { outcome: 'started' | 'gone' | 'unsure' | 'template' }>(S.CLAIM, [
       worker.platform, offered, worker.onlyRun ?? null, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs,
       json({ worker: worker.name }), json(gone.result), json({ status: gone.status, result: gone.result }),
-      this.uploadTarget !== null && forwardsOnEnd('queued') ? this.uploadTarget : null,
+      this.uploadTarget !== null && forwardsOnEnd('queued') ? this.uploadTarget : null, leaveTemplates,
     ])).rows;
-    if (!row || row.outcome === 'gone') return undefined;
-    return row.outcome === 'unsure' ? 'unsure' : toRun(row);
+    if (!row || row.outcome === 'gone' || row.outcome === 'unsure') return { outcome: row?.outcome === 'unsure' ? 'unsure' : 'none' };
+    return { outcome: row.outcome, run: toRun(row), job: { template: row.job_template, vars: row.job_vars ?? {} } };
   }
 
   /**
@@ -267,24 +294,24 @@ class PostgresStore implements JobStore {
    * the queue a page at a time, then locks the first run of it the worker may take that no other
    * claim holds, and starts it.
    */
-  private async claimPaged(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Run | undefined> {
+  private async claimPaged(tx: Session, worker: ClaimingWorker, now: number, backstopMs: number): Promise<Claimed> {
     let after: number | null = null;
     for (;;) {
       const page: { id: string; labels: Json; queue_pos: number }[] = (await tx.run<{ id: string; labels: Json; queue_pos: number }>(S.CLAIM_CANDIDATES, [worker.platform, after])).rows;
-      if (page.length === 0) return undefined;
+      if (page.length === 0) return { outcome: 'none' };
       after = page.at(-1)!.queue_pos;
       const matching = page.filter((c) => canClaim(worker, c)).map((c) => c.id);
       if (matching.length === 0) continue;
       const [pick] = (await tx.run<{ id: string; job: string }>(S.CLAIM_LOCK, [matching])).rows;
       if (!pick) continue;
-      const [started] = (await tx.run<RunRow>(S.CLAIM_START, [pick.id, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs])).rows;
+      const [started] = (await tx.run<ClaimRow>(S.CLAIM_START, [pick.id, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs])).rows;
       if (!started) {
         // Its job was unscheduled after the run was queued (a retry, say): it cannot run.
         await this.finishInTx(tx, pick.id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now });
-        return undefined;
+        return { outcome: 'none' };
       }
       await this.event(tx, started.id, now, started.attempt, 'dispatched', { worker: worker.name });
-      return toRun(started);
+      return { outcome: 'started', run: toRun(started), job: { template: started.job_template, vars: started.job_vars ?? {} } };
     }
   }
 
@@ -410,6 +437,10 @@ class PostgresStore implements JobStore {
 
   async recordEvent(runId: string, event: RunEvent): Promise<void> {
     await this.event(this.db, runId, event.at, event.attempt, event.kind, event.detail);
+  }
+
+  async noteRunEvent(runId: string, event: Omit<RunEvent, 'attempt'>): Promise<boolean> {
+    return (await this.db.run(S.EVENT_INSERT_AT_ATTEMPT, [runId, event.at, event.kind, json(event.detail)])).rowCount === 1;
   }
 
   async listEvents(runId: string): Promise<RunEvent[]> {

@@ -128,12 +128,14 @@ const UNSURE_LABELS = "strpos(labels::text, '\\u') > 0";
  * as its result, its `ended` event, and a delivery row when `$11` names a target (core's
  * forwardsOnEnd: never, from the queue). Labels whose JSON text holds a \u escape (control
  * characters, NUL or a lone surrogate, which jsonb cannot hold) are not matched here: the first
- * such run ahead of any match comes back `unsure`, locked by nothing, for the caller to match in TS.
- * At most one row: `outcome` ('started', 'gone', 'unsure') and the run's columns (as started; as
- * queued when gone or unsure).
+ * such run ahead of any match comes back `unsure`, for the caller to match in TS. With $13, a run of
+ * a template job (no script) is not started either but comes back `template`, for the caller to
+ * claim in a transaction that also saves its expanded script.
+ * At most one row: `outcome` ('started', 'gone', 'unsure', 'template'), the run's columns (as
+ * started; as queued otherwise), and its job's `job_template` and `job_vars` (started, template).
  * $1 platform, $2 the worker's labels (JSON, no \u escape), $3 only this run (null: any), $4 worker, $5 worker_identity,
  * $6 worker_session, $7 now, $8 backstop ms, $9 the dispatched event's detail, $10 the gone run's result, $11 its ended event's
- * detail, $12 delivery target for the gone run (null: none)
+ * detail, $12 delivery target for the gone run (null: none), $13 leave template jobs' runs queued (boolean)
  */
 export const CLAIM = sql('claim', `
   WITH pick AS (
@@ -146,8 +148,8 @@ export const CLAIM = sql('claim', `
       script = j.script, env = j.env, timeout_ms = j.timeout_ms, idle_timeout_ms = j.idle_timeout_ms, deadline_at = $7 + j.timeout_ms + $8,
       artifacts = j.artifacts, artifacts_on_failure = j.artifacts_on_failure, sandbox = j.sandbox
     FROM pick p JOIN jobs j ON j.name = p.job
-    WHERE r.id = p.id AND NOT p.unsure
-    RETURNING ${R_RUN_COLUMNS}),
+    WHERE r.id = p.id AND NOT p.unsure AND (j.script IS NOT NULL OR NOT $13::boolean)
+    RETURNING ${R_RUN_COLUMNS}, j.template AS job_template, j.vars AS job_vars),
   dispatched AS (
     INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, $7, attempt, 'dispatched', $9::json FROM started),
   gone AS (
@@ -159,9 +161,11 @@ export const CLAIM = sql('claim', `
     INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, $7, attempt, 'ended', $11::json FROM gone),
   gone_delivery AS (
     INSERT INTO deliveries (run_id, target, next_at, created_at) SELECT id, $12, $7, $7 FROM gone WHERE $12::text IS NOT NULL)
-  SELECT 'started' AS outcome, ${RUN_COLUMNS} FROM started
-  UNION ALL SELECT 'gone', ${RUN_COLUMNS} FROM gone
-  UNION ALL SELECT 'unsure', ${R_RUN_COLUMNS} FROM pick p JOIN runs r ON r.id = p.id WHERE p.unsure`);
+  SELECT 'started' AS outcome, ${RUN_COLUMNS}, job_template, job_vars FROM started
+  UNION ALL SELECT 'gone', ${RUN_COLUMNS}, NULL, NULL FROM gone
+  UNION ALL SELECT 'unsure', ${R_RUN_COLUMNS}, NULL, NULL FROM pick p JOIN runs r ON r.id = p.id WHERE p.unsure
+  UNION ALL SELECT 'template', ${R_RUN_COLUMNS}, j.template, j.vars FROM pick p JOIN runs r ON r.id = p.id JOIN jobs j ON j.name = p.job
+    WHERE NOT p.unsure AND j.script IS NULL AND $13::boolean`);
 
 /** A page of a platform's queue, in order, after a position (null: from the start). $1 platform, $2 after queue_pos */
 export const CLAIM_CANDIDATES = sql('claim_candidates', `
@@ -173,13 +177,13 @@ export const CLAIM_LOCK = sql('claim_lock', `
   SELECT id, job FROM runs WHERE id = ANY($1::text[]) AND status = 'queued' ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED`);
 
 /** Marks a locked queued run running on a worker, copying what it executes from its job; nothing when the job is gone.
- * $1 id, $2 worker, $3 worker_identity, $4 worker_session, $5 now, $6 backstop ms */
+ * Returns the run, and its job's `job_template` and `job_vars`. $1 id, $2 worker, $3 worker_identity, $4 worker_session, $5 now, $6 backstop ms */
 export const CLAIM_START = sql('claim_start', `
   UPDATE runs r SET status = 'running', queue_pos = NULL, worker = $2, worker_identity = $3, worker_session = $4, started_at = $5,
     script = j.script, env = j.env, timeout_ms = j.timeout_ms, idle_timeout_ms = j.idle_timeout_ms, deadline_at = $5 + j.timeout_ms + $6,
     artifacts = j.artifacts, artifacts_on_failure = j.artifacts_on_failure, sandbox = j.sandbox
   FROM jobs j WHERE r.id = $1 AND r.status = 'queued' AND j.name = r.job
-  RETURNING ${R_RUN_COLUMNS}`);
+  RETURNING ${R_RUN_COLUMNS}, j.template AS job_template, j.vars AS job_vars`);
 
 /** Queued runs, per platform in queue order. (no parameters) */
 export const RUNS_QUEUED = sql('runs_queued', `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY platform, queue_pos`);
@@ -294,6 +298,10 @@ export const RUN_REQUEST_CANCEL = sql('run_request_cancel', `
 
 /** Saves the script a run executes. $1 id, $2 script */
 export const RUN_SET_SCRIPT = sql('run_set_script', 'UPDATE runs SET script = $2 WHERE id = $1', true);
+
+/** Adds to a run's history, stamped with its current attempt; nothing when there is no such run. $1 run id, $2 at, $3 kind, $4 detail */
+export const EVENT_INSERT_AT_ATTEMPT = sql('event_insert_at_attempt', `
+  INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, $2, attempt, $3, $4 FROM runs WHERE id = $1`);
 
 /** Moves the seq a queued run's attempt starts at. $1 id, $2 first_seq */
 export const RUN_SET_FIRST_SEQ = sql('run_set_first_seq', 'UPDATE runs SET first_seq = $2 WHERE id = $1');

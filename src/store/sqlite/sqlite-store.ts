@@ -15,7 +15,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, StoredLine, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
+  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -257,20 +257,22 @@ class SqliteStore implements JobStore {
     return { run: this.runRow(run.id), created: true };
   }
 
-  enqueueAndClaim(run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
+  enqueueAndClaim(
+    run: NewRun, position: 'back' | 'front', worker: ClaimingWorker, now: number, backstopMs = 0, scriptFor?: ScriptFor,
+  ): Promise<{ run: Run; created: boolean; claimed: Run | undefined }> {
     return this.tx(() => {
       this.jobRow(run.job);
       this.refuseDropped(run.platform);
       const queued = this.enqueueInTx(run, position);
-      return { ...queued, claimed: this.claimInTx(worker, now, backstopMs) };
+      return { ...queued, claimed: this.claimInTx(worker, now, backstopMs, scriptFor) };
     });
   }
 
-  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0): Promise<Run | undefined> {
-    return this.tx(() => this.claimInTx(worker, now, backstopMs));
+  claimNext(worker: ClaimingWorker, now: number, backstopMs = 0, scriptFor?: ScriptFor): Promise<Run | undefined> {
+    return this.tx(() => this.claimInTx(worker, now, backstopMs, scriptFor));
   }
 
-  private claimInTx(worker: ClaimingWorker, now: number, backstopMs: number): Run | undefined {
+  private claimInTx(worker: ClaimingWorker, now: number, backstopMs: number, scriptFor?: ScriptFor): Run | undefined {
     // Read the queue a page at a time: the first run usually matches, and a long queue is not read whole.
     const page = this.prepare(S.CLAIM_CANDIDATES);
     let pick: { id: string; job: string } | undefined;
@@ -293,7 +295,10 @@ class SqliteStore implements JobStore {
         job.artifacts, job.artifacts_on_failure, job.sandbox, pick.id);
     const run = this.runRow(pick.id);
     this.event(run.id, now, run.attempt, 'dispatched', { worker: worker.name });
-    return run;
+    const script = run.script === null ? scriptFor?.(run, { template: job.template, vars: JSON.parse(job.vars) as Record<string, string> }) : undefined;
+    if (script === undefined) return run;
+    this.prepare(S.RUN_SET_SCRIPT).run(script, run.id);
+    return { ...run, script };
   }
 
   async listQueued(): Promise<Run[]> {
@@ -411,6 +416,10 @@ class SqliteStore implements JobStore {
 
   async recordEvent(runId: string, event: RunEvent): Promise<void> {
     this.event(runId, event.at, event.attempt, event.kind, event.detail);
+  }
+
+  async noteRunEvent(runId: string, event: Omit<RunEvent, 'attempt'>): Promise<boolean> {
+    return this.prepare(S.EVENT_INSERT_AT_ATTEMPT).run(event.at, event.kind, JSON.stringify(event.detail), runId).changes === 1;
   }
 
   async listEvents(runId: string): Promise<RunEvent[]> {

@@ -168,6 +168,9 @@ export const RUN_SET_FIRST_SEQ = 'UPDATE runs SET first_seq = ? WHERE id = ?';
 /** Adds to a run's history. ?1 run_id, ?2 at, ?3 attempt, ?4 kind, ?5 detail */
 export const EVENT_INSERT = 'INSERT INTO run_events (run_id, at, attempt, kind, detail) VALUES (?, ?, ?, ?, ?)';
 
+/** Adds to a run's history, stamped with its current attempt; nothing when there is no such run. ?1 at, ?2 kind, ?3 detail, ?4 run id */
+export const EVENT_INSERT_AT_ATTEMPT = 'INSERT INTO run_events (run_id, at, attempt, kind, detail) SELECT id, ?, attempt, ?, ? FROM runs WHERE id = ?';
+
 /** A run's history, oldest first. ?1 run_id */
 export const EVENTS_LIST = 'SELECT at, attempt, kind, detail FROM run_events WHERE run_id = ? ORDER BY id';
 
