@@ -54,19 +54,46 @@ test('a dispatch pass that fails (the store cannot claim) is tried again: the ru
 });
 
 test('a run claimed but not sent because the store failed goes back to its queue, unretried, and reaches the worker on the next pass', { timeout: 30_000 }, async (t) => {
-  const scripts = failing('setRunScript');
-  const server = await inProcessServer(t, { wrapStore: scripts.wrap });
-  mkdirSync(path.join(server.dataDir, 'templates'));
-  writeFileSync(path.join(server.dataDir, 'templates', 'tpl.testos'), 'echo %%JOB%%\n');
+  // A template job's script is expanded and saved in the claim; one it could not expand there (its
+  // template named an unknown variable) is read again before the send, and that read is the store
+  // call that fails.
+  const templates = { dir: '' };
+  const state = { armed: false, failed: 0 };
+  const wrap = (store: JobStore): JobStore => new Proxy(store, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== 'function') return value;
+      if (key === 'enqueueAndClaim') {
+        return async (...args: unknown[]) => {
+          const done = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          state.armed = true;
+          return done;
+        };
+      }
+      if (key !== 'getJob') return value.bind(target);
+      return async (...args: unknown[]) => {
+        if (state.armed) {
+          state.armed = false;
+          state.failed += 1;
+          // The template is fixed by the next pass: only the store's failure kept the run from its worker.
+          writeFileSync(path.join(templates.dir, 'tpl.testos'), 'echo %%JOB%%\n');
+          throw diskFull();
+        }
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  const server = await inProcessServer(t, { wrapStore: wrap });
+  templates.dir = path.join(server.dataDir, 'templates');
+  mkdirSync(templates.dir);
+  writeFileSync(path.join(templates.dir, 'tpl.testos'), 'echo %%UNKNOWN%%\n');
   const worker = await FakeWorker.connect(t, server);
   await worker.hello();
   await call(server, 'POST', '/api/jobs', { name: 'tj', template: 'tpl', period: 'never', retries: 0 });
-  scripts.state.left = 1;
   const runId: string = (await call(server, 'POST', '/api/jobs/tj/execute', {})).body.run.id;
-  // The template is expanded after the claim; saving it fails, so the claimed run is not sent.
   const assign = await worker.next<{ type: string; run: { id: string; attempt: number; script: string } }>();
   assert.deepEqual([assign.type, assign.run.id, assign.run.attempt, assign.run.script], ['run.assign', runId, 1, 'echo tj\n']);
-  assert.equal(scripts.state.failed, 1);
+  assert.equal(state.failed, 1);
   const { events } = (await call(server, 'GET', `/api/runs/${runId}/events`)).body;
   const requeued = events.find((e: { kind: string }) => e.kind === 'requeued');
   assert.match(requeued?.detail.why ?? '', /never started: the server could not send it \(the store failed\)/);
