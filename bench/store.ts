@@ -283,7 +283,7 @@ try {
   console.log(`postgres: enqueue (a job with its run) ${each(postgresEnqueue)}   claimNext ${each(postgresClaim)}; after ANALYZE ${each(analyzedClaim)}`);
   console.log(`peer, same PostgreSQL and driver: one-row INSERT committed alone ${each(peers.commits)}; SELECT 1 ${each(peers.roundTrips)}`);
   console.log(`claimNext on PostgreSQL: ${(100 * postgresClaim / peers.commits).toFixed(0)} % of the commit rate (${(100 * analyzedClaim / peers.commits).toFixed(0)} % after ANALYZE); ` +
-    `a claim is 6 statements (BEGIN, candidates, lock SKIP LOCKED, start, event, COMMIT): 1 commit + 5 round trips would be ${(1000 / peers.commits + 5 * 1000 / peers.roundTrips).toFixed(3)} ms`);
+    `a claim is 1 statement (pick SKIP LOCKED, start, event; its own transaction): 1 commit would be ${(1000 / peers.commits).toFixed(3)} ms`);
   console.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 } finally {
   for (const cleanup of cleanups.reverse()) await cleanup();
