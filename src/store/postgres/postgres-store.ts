@@ -280,10 +280,11 @@ class PostgresStore implements JobStore {
     const offered = JSON.stringify(worker.labels);
     if (offered.includes('\\u')) return { outcome: 'unsure' };
     const gone: RunEnd = { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now };
-    const [row] = (await session.run<ClaimRow & { outcome: 'started' | 'gone' | 'unsure' | 'template' }>(S.CLAIM, [
-      worker.platform, offered, worker.onlyRun ?? null, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs,
+    const [row] = (await session.run<ClaimRow & { outcome: 'started' | 'gone' | 'unsure' | 'template' }>(worker.onlyRun === undefined ? S.CLAIM : S.CLAIM_ONE, [
+      worker.platform, offered, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs,
       json({ worker: worker.name }), json(gone.result), json({ status: gone.status, result: gone.result }),
       this.uploadTarget !== null && forwardsOnEnd('queued') ? this.uploadTarget : null, leaveTemplates,
+      ...(worker.onlyRun === undefined ? [] : [worker.onlyRun]),
     ])).rows;
     if (!row || row.outcome === 'gone' || row.outcome === 'unsure') return { outcome: row?.outcome === 'unsure' ? 'unsure' : 'none' };
     return { outcome: row.outcome, run: toRun(row), job: { template: row.job_template, vars: row.job_vars ?? {} } };
