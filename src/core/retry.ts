@@ -29,6 +29,18 @@ export function endOfReport(result: RunResult, stoppedBy: WorkerStop | undefined
   return { status, result, retry: status === 'succeeded' ? undefined : 'failure' };
 }
 
+/**
+ * The end of a worker's report when nothing the store holds can change it: no cancel is involved
+ * (a cancel's end names who asked) and there is nothing to retry (a retry reads the budgets and
+ * the queue). The common case, a run that succeeded, ends so: a store may then write the end
+ * without reading the run first. Undefined: the store must read the run and decide.
+ */
+export function settledEndOfReport(result: RunResult, stoppedBy: WorkerStop | undefined): AttemptEndPlan | undefined {
+  if (stoppedBy === 'cancel' || result.kind === 'aborted') return undefined;
+  const plan = endOfReport(result, stoppedBy, null);
+  return plan.retry ? undefined : plan;
+}
+
 /** The end the server gives a run whose worker never reported by its deadline (a cancel's backstop, or its timeout). */
 export function endOfOverdue(run: { cancelRequestedBy: string | null; timeoutMs: number | null }): AttemptEndPlan {
   if (run.cancelRequestedBy) {

@@ -1046,6 +1046,38 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         await rejectsWithCode(() => store.endAttempt(randomUUID(), report, {}), 'KILN_ERR_RUN_NOT_FOUND');
       });
 
+      test('a run that succeeded ends with its lines and entries whatever way the store takes; by a prefix, or guarded by another worker, too', async (t) => {
+        const store = await open(t);
+        store.setUploadTarget('https://results.example/upload');
+        const job = makeJob('fine');
+        await store.createJob(job, [makeRun(job)]);
+        const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))!;
+        const report = { report: { result: EXITED_0 }, finishedAt: T0 + 2 };
+        const skipped = { at: T0 + 2, kind: 'artifacts-skipped', detail: { files: 1 } };
+        const stale = await store.endAttempt(run.id, report, { worker: 'w2' }, { lines: [{ seq: 0, ts: T0 + 1, text: 'one' }] });
+        assert.equal(stale.outcome, 'stale', 'another worker: nothing ends');
+        assert.equal((await store.findRun(run.id)).status, 'running');
+        const ended = await store.endAttempt(run.id.slice(0, 13), report, { worker: 'w1', attempt: 1 }, { lines: [{ seq: 1, ts: T0 + 2, text: 'two' }], events: [skipped] });
+        assert.equal(ended.outcome, 'ended');
+        assert.equal(ended.run.status, 'succeeded');
+        assert.deepEqual(ended.run.result, EXITED_0);
+        assert.deepEqual(ended.end, { status: 'succeeded', result: EXITED_0, retry: undefined, finishedAt: T0 + 2 });
+        assert.deepEqual((await store.readConsole(run.id)).map((l) => l.text), ['one', 'two']);
+        assert.deepEqual((await store.listEvents(run.id)).map((e) => `${e.kind}@${e.attempt}`), ['queued@1', 'dispatched@1', 'artifacts-skipped@1', 'ended@1']);
+        assert.equal((await store.listDeliveries(run.id)).length, 1, 'one delivery');
+        const direct = makeJob('direct');
+        await store.createJob(direct, [makeRun(direct)]);
+        const second = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0))!;
+        const byId = await store.endAttempt(second.id, report, { worker: 'w1', attempt: 1 }, { lines: [{ seq: 0, ts: T0 + 2, text: 'three' }], events: [skipped] });
+        assert.equal(byId.outcome, 'ended');
+        assert.deepEqual(byId.end, ended.end);
+        assert.deepEqual((await store.readConsole(second.id)).map((l) => l.text), ['three']);
+        assert.deepEqual((await store.listEvents(second.id)).map((e) => `${e.kind}@${e.attempt}`), ['queued@1', 'dispatched@1', 'artifacts-skipped@1', 'ended@1']);
+        assert.equal((await store.listDeliveries(second.id)).length, 1, 'one delivery');
+        assert.equal((await store.endAttempt(second.id, report, { worker: 'w1' })).outcome, 'stale', 'a second end changes nothing');
+        assert.equal((await store.listDeliveries(second.id)).length, 1, 'still one delivery');
+      });
+
       test('a dropped platform cancels its queue, refuses new runs and is skipped by schedules', async (t) => {
         const store = await open(t);
         const job = makeJob('nightly', { nextAt: T0 + HOUR });

@@ -52,6 +52,34 @@ describe('PostgreSQL store', { skip }, () => {
     assert.equal((await after.claimNext({ name: 'w1', platform: 'linux', labels: { arch: 'arm' } }, T0 + 5))?.id, runId);
   });
 
+  test('a run that succeeded ends in one statement; one that failed, which may retry, reads the run first in a transaction', async (t) => {
+    const store = await open(t, (await freshSchema(t)).url);
+    const worker = { name: 'w1', platform: 'linux', labels: { arch: 'arm' } };
+    await store.createJob({ ...job, failureRetries: 1 }, [{ id: randomUUID(), job: 'build', platform: 'linux', labels: {}, queuedAt: T0 }]);
+    const sent: string[] = [];
+    const query = pg.Client.prototype.query;
+    t.after(() => void (pg.Client.prototype.query = query));
+    const counted = async (work: () => Promise<unknown>): Promise<string[]> => {
+      sent.length = 0;
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const given = args[0] as string | { name?: string; text: string };
+        sent.push(typeof given === 'string' ? given : given.name ?? given.text);
+        return (query as (...a: unknown[]) => unknown).apply(this, args);
+      } as typeof query;
+      await work();
+      pg.Client.prototype.query = query;
+      return [...sent];
+    };
+    const first = (await store.claimNext(worker, T0 + 1))!;
+    const failed = { report: { result: { kind: 'exited' as const, code: 2 } }, finishedAt: T0 + 2 };
+    assert.deepEqual(await counted(() => store.endAttempt(first.id, failed, { worker: 'w1' })), ['BEGIN', 'kiln_run_end_read', 'kiln_end_write_requeue', 'COMMIT']);
+    const second = (await store.claimNext(worker, T0 + 3))!;
+    assert.equal(second.attempt, 2);
+    const succeeded = { report: { result: { kind: 'exited' as const, code: 0 } }, finishedAt: T0 + 4 };
+    assert.deepEqual(await counted(() => store.endAttempt(second.id, succeeded, { worker: 'w1' }, { lines: [{ seq: 5, ts: T0 + 4, text: 'done' }] })), ['kiln_end_settled']);
+    assert.equal((await store.findRun(second.id)).status, 'succeeded');
+  });
+
   test("a claim that picks a run whose job is gone (deleted behind the store's back) cancels it, as a queued run ends, in the claim's one statement", async (t) => {
     const { schema, url } = await freshSchema(t);
     const store = await open(t, url);

@@ -1,7 +1,7 @@
 /** How an attempt ends and whether it goes again, as tables. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decideRetry, endOfOverdue, endOfReport, type AttemptEndPlan, type RetryDecision, type RetryState, type RunResult, type WorkerStop } from '../../src/core/index.js';
+import { decideRetry, endOfOverdue, endOfReport, settledEndOfReport, type AttemptEndPlan, type RetryDecision, type RetryState, type RunResult, type WorkerStop } from '../../src/core/index.js';
 
 const exited = (code: number): RunResult => ({ kind: 'exited', code });
 const aborted = (reason: string): RunResult => ({ kind: 'aborted', reason });
@@ -21,6 +21,30 @@ test('endOfReport: a worker\'s report gives the status, the result and the budge
     [{ kind: 'signalled', signal: 'SIGKILL', note: 'out of memory' }, 'output', null, { status: 'failed', result: { kind: 'signalled', signal: 'SIGKILL', note: 'out of memory' }, retry: 'failure' }],
   ];
   for (const [result, stop, by, want] of cases) assert.deepEqual(endOfReport(result, stop, by), want, JSON.stringify([result, stop, by]));
+});
+
+test('settledEndOfReport: where it gives an end, the stored run could not have changed it (any cancel asker, any retry state)', () => {
+  const reports: [RunResult, WorkerStop | undefined][] = [
+    [exited(0), undefined], [exited(3), undefined], [aborted('timed out'), 'timeout'], [aborted('quiet'), 'idle-timeout'], [exited(0), 'cancel'],
+    [exited(143), 'cancel'], [aborted('stopped'), undefined], [exited(1), 'shutdown'], [exited(0), 'shutdown'], [exited(0), 'output'],
+    [{ kind: 'signalled', signal: 'SIGKILL', note: 'out of memory' }, 'output'], [{ kind: 'signalled', signal: 'SIGTERM' }, undefined],
+  ];
+  const states: RetryState[] = [
+    { attempt: 1, worker: 'w', lostRetriesLeft: 0, failureRetriesLeft: 0, otherQueued: false, jobExists: true },
+    { attempt: 2, worker: 'w', lostRetriesLeft: 3, failureRetriesLeft: 3, otherQueued: false, jobExists: true },
+    { attempt: 1, worker: null, lostRetriesLeft: 1, failureRetriesLeft: 1, otherQueued: true, jobExists: false },
+  ];
+  const settled = reports.filter(([result, stop]) => {
+    const plan = settledEndOfReport(result, stop);
+    if (!plan) return false;
+    for (const by of [null, 'alice']) {
+      assert.deepEqual(plan, endOfReport(result, stop, by), JSON.stringify([result, stop, by]));
+      for (const state of states) assert.deepEqual(decideRetry(state, plan), { kind: 'end' }, JSON.stringify([result, stop, state]));
+    }
+    return true;
+  });
+  // The fast way is taken for what most runs end with; a failure (it may retry) or a cancel reads the run.
+  assert.deepEqual(settled, [[exited(0), undefined], [exited(1), 'shutdown'], [exited(0), 'shutdown'], [exited(0), 'output']]);
 });
 
 test('endOfOverdue: a cancel\'s backstop ends cancelled; a missed timeout ends timed-out and may retry', () => {

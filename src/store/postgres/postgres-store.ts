@@ -9,7 +9,7 @@
  * SQLite store; this store only reads what core needs and writes what core decided.
  */
 import {
-  ALREADY_QUEUED, canClaim, decideCancel, decideOverlap, decideRetry, endOfReport, forwardsOnEnd, platformsToQueue, skipReason, SUPERSEDED_REASON,
+  ALREADY_QUEUED, canClaim, decideCancel, decideOverlap, decideRetry, endOfReport, forwardsOnEnd, settledEndOfReport, platformsToQueue, skipReason, SUPERSEDED_REASON,
   type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
@@ -368,7 +368,14 @@ class PostgresStore implements JobStore {
     return true;
   }
 
-  endAttempt(id: string, given: AttemptEnd | ReportedEnd, guard: { worker?: string; attempt?: number }, writes: EndWrites = {}): Promise<AttemptEndResult> {
+  async endAttempt(id: string, given: AttemptEnd | ReportedEnd, guard: { worker?: string; attempt?: number }, writes: EndWrites = {}): Promise<AttemptEndResult> {
+    // An end nothing stored can change (most: a run that succeeded) is one statement; when the run
+    // is not as guarded it writes nothing, and the end goes the full way.
+    const settled = 'report' in given ? settledEndOfReport(given.report.result, given.report.stoppedBy) : given.retry ? undefined : given;
+    if (settled) {
+      const ended = await this.endSettled(id, { ...settled, finishedAt: given.finishedAt }, guard, writes);
+      if (ended) return ended;
+    }
     // BEGIN, one read (RUN_END_READ), core's decision, one write (END_WRITE_*), COMMIT.
     return this.db.transaction(async (tx): Promise<AttemptEndResult> => {
       type EndRead = RunRow & { other_queued: boolean; job_exists: boolean; last_seq: number | null };
@@ -411,6 +418,19 @@ class PostgresStore implements JobStore {
       const [ended] = (await write(S.END_WRITE_FINISH, end.status, json(end.result), end.finishedAt, target)).rows;
       return { outcome: 'ended', run: toRun(ended!), end };
     });
+  }
+
+  /** `endAttempt`'s one-statement way (END_SETTLED); undefined when the run was not running as guarded, with nothing written. */
+  private async endSettled(id: string, end: AttemptEnd, guard: { worker?: string; attempt?: number }, writes: EndWrites): Promise<AttemptEndResult | undefined> {
+    const lines = writes.lines ?? [];
+    const events = [...(writes.events ?? []), { at: end.finishedAt, kind: 'ended', detail: { status: end.status, result: end.result } }];
+    const target = this.uploadTarget !== null && forwardsOnEnd('running') ? this.uploadTarget : null;
+    const [ended] = (await this.db.run<RunRow>(S.END_SETTLED, [
+      id, lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text)),
+      events.map((e) => e.at), events.map((e) => e.kind), events.map((e) => json(e.detail)),
+      end.status, json(end.result), target, end.finishedAt, guard.worker ?? null, guard.attempt ?? null,
+    ])).rows;
+    return ended && { outcome: 'ended', run: toRun(ended), end };
   }
 
   requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }> {

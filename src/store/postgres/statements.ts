@@ -281,6 +281,28 @@ export const END_WRITE_FINISH = sql('end_write_finish', `
     INSERT INTO deliveries (run_id, target, next_at, created_at) SELECT id, $12, $11, $11 FROM finished WHERE $12::text IS NOT NULL)
   SELECT * FROM finished`);
 
+/** Ends a running run whose end needs nothing read first (core's settledEndOfReport: no cancel, nothing to retry), in one statement:
+ * the run, its console lines, its history entries stamped with its attempt (its `ended` entry last) and, when $10 names a target, its
+ * delivery; returns it. Nothing at all is written when the run is not running as guarded (the caller then reads it and decides).
+ * $1 id, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays), $5 ats, $6 kinds, $7 details (parallel arrays), $8 status,
+ * $9 result, $10 delivery target (null: none), $11 finished_at, $12 worker (null: any), $13 attempt (null: any) */
+export const END_SETTLED = sql('end_settled', `
+  WITH finished AS (
+    UPDATE runs SET status = $8, result = $9::json, finished_at = $11, queue_pos = NULL, deadline_at = NULL
+    WHERE id = $1 AND status = 'running' AND ($12::text IS NULL OR worker = $12) AND ($13::int IS NULL OR attempt = $13)
+    RETURNING ${RUN_COLUMNS}),
+  lines AS (
+    INSERT INTO console_lines (run_id, seq, ts, text) SELECT f.id, l.seq, l.ts, l.text
+    FROM finished f, unnest($2::int[], $3::bigint[], $4::bytea[]) AS l(seq, ts, text)
+    ON CONFLICT DO NOTHING),
+  events AS (
+    INSERT INTO run_events (run_id, at, attempt, kind, detail)
+    SELECT f.id, e.at, f.attempt, e.kind, e.detail FROM finished f, unnest($5::bigint[], $6::text[], $7::json[]) WITH ORDINALITY AS e(at, kind, detail, n)
+    ORDER BY e.n),
+  delivery AS (
+    INSERT INTO deliveries (run_id, target, next_at, created_at) SELECT id, $10, $11, $11 FROM finished WHERE $10::text IS NOT NULL)
+  SELECT * FROM finished`);
+
 /** Puts a locked running run back at the front of its queue as its next attempt (or the same one), spending a retry budget, with its
  * console lines (the line saying why among them) and history entries; returns it. $1..$8 as END_WRITE_STALE, $9 the attempt it goes
  * back as, $10 lost retries spent, $11 failure retries spent (each 0 or 1), $12 first_seq */

@@ -374,19 +374,19 @@ class SqliteStore implements JobStore {
         attempt: run.attempt, worker: run.worker, lostRetriesLeft: run.lost_retries_left, failureRetriesLeft: run.failure_retries_left, otherQueued, jobExists,
       }, end);
       if (decision.kind === 'requeue') {
-        const last = this.prepare(S.CONSOLE_LAST_SEQ).pluck().get(id) as number | null;
+        const last = this.prepare(S.CONSOLE_LAST_SEQ).pluck().get(run.id) as number | null;
         const markerSeq = Math.max(last ?? -1, run.first_seq - 1) + 1;
-        this.prepare(S.CONSOLE_INSERT).run(id, markerSeq, end.finishedAt, decision.note);
+        this.prepare(S.CONSOLE_INSERT).run(run.id, markerSeq, end.finishedAt, decision.note);
         const note: StoredLine = { seq: markerSeq, ts: end.finishedAt, text: decision.note };
         const front = this.prepare(S.QUEUE_FRONT_POS).pluck().get(run.platform) as number | null;
         this.prepare(S.runRequeue(decision.spend))
-          .run(decision.attempt, front ?? 0, markerSeq + 1, id);
-        if (decision.event === 'requeued') this.event(id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
-        else this.event(id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
-        return { outcome: 'retried', run: this.runRow(id), end, note };
+          .run(decision.attempt, front ?? 0, markerSeq + 1, run.id);
+        if (decision.event === 'requeued') this.event(run.id, end.finishedAt, run.attempt, 'requeued', { why: decision.why, worker: run.worker });
+        else this.event(run.id, end.finishedAt, run.attempt, 'retried', { status: end.status, result: end.result, worker: run.worker });
+        return { outcome: 'retried', run: this.runRow(run.id), end, note };
       }
-      this.finishInTx(id, 'running', end);
-      return { outcome: 'ended', run: this.runRow(id), end };
+      this.finishInTx(run.id, 'running', end);
+      return { outcome: 'ended', run: this.runRow(run.id), end };
     });
   }
 
