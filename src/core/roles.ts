@@ -3,6 +3,7 @@
  * accepted, and which requests a session must prove come from Kiln's own page (pure rules; the
  * auth hook in src/server/api/auth.ts applies them to the route the router matched).
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 
 /** What a person's token may do: `viewer` reads, `operator` also acts on runs, `admin` does everything. */
 export type Role = 'viewer' | 'operator' | 'admin';
@@ -57,6 +58,13 @@ export function csrfRefusal(method: string, secFetchSite: string | undefined, pr
   if (secFetchSite === 'cross-site') return 'a cross-site request cannot use the session cookie';
   if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return undefined;
   if (presented === undefined || presented === '') return 'a request signed in by the session cookie must carry the X-Kiln-CSRF header given at sign-in';
-  if (presented !== expected) return 'the X-Kiln-CSRF header does not match this session';
+  if (!sameSecret(presented, expected)) return 'the X-Kiln-CSRF header does not match this session';
   return undefined;
+}
+
+/** Whether a presented secret equals the expected one, in constant time (compares their sha256, so lengths leak nothing). */
+export function sameSecret(presented: unknown, expected: string): boolean {
+  if (typeof presented !== 'string') return false;
+  const digest = (text: string) => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(presented), digest(expected));
 }

@@ -309,8 +309,16 @@ export interface SessionRecord {
   /** The name of the token it was signed in with (`admin` for the data dir's admin.token). */
   tokenName: string;
   role: Role;
+  /** The sha256 (hex) of the token it was signed in with: the session ends when that token stops being current. */
+  tokenSha256: string;
   createdAt: number;
   expiresAt: number;
+}
+
+/** What a session's token must be to be current: the admin.token loaded now (its sha256), and the time for expiry. */
+export interface CurrentTokens {
+  adminSha256: string;
+  now: number;
 }
 
 /** A console line stored for a run. */
@@ -513,8 +521,11 @@ export interface JobStore {
   revokeToken(name: string, now: number): Promise<number | undefined>;
   /** Stores a session (the sha256 of its id, hex), and deletes the sessions that expired before `session.createdAt`. */
   createSession(sha256: string, session: SessionRecord): Promise<void>;
-  /** The session with that sha256 (hex), if it exists (expired or not). */
-  findSession(sha256: string): Promise<SessionRecord | undefined>;
+  /**
+   * The session with that sha256 (hex) if it is live at `current.now` and its token is still current:
+   * the admin.token of `current.adminSha256`, or a stored token of its name neither revoked nor expired.
+   */
+  findSession(sha256: string, current: CurrentTokens): Promise<SessionRecord | undefined>;
   /** Ends a session; false when there was none. */
   deleteSession(sha256: string): Promise<boolean>;
 }

@@ -6,7 +6,11 @@
  * Then browser sessions: sign in, the cookie as its token's role, CSRF, sign out, revoke.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
+import type { JobStore } from '../../src/store/index.js';
 import { inProcessServer } from '../helpers/in-process.js';
 
 type Who = 'viewer' | 'operator' | 'admin' | 'worker' | 'public';
@@ -252,4 +256,68 @@ test('browser sessions: the cookie is its token\'s role, changes need the CSRF h
   const ended = await withCookie('GET', '/api/session');
   assert.equal(ended.status, 401);
   assert.match(((await ended.json()) as { error: { message: string } }).error.message, /^the session has ended/);
+});
+
+test("a session signed in with admin.token ends when that file is replaced: the restarted server refuses the old cookie", async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-int-'));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const first = await inProcessServer(t, { dataDir });
+  const signIn = await fetch(`${first.url}/api/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: first.tokens.admin }) });
+  assert.equal(signIn.status, 201);
+  const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+  const csrf = ((await signIn.json()) as { csrf: string }).csrf;
+  await first.close();
+
+  // Restarted with the same file: the session lives on.
+  const same = await inProcessServer(t, { dataDir });
+  assert.equal((await fetch(`${same.url}/api/session`, { headers: { cookie } })).status, 200, 'admin.token unchanged: still signed in');
+  await same.close();
+
+  // The admin rotates admin.token (a new file) and restarts: the old session is refused, even to create a token.
+  writeFileSync(path.join(dataDir, 'admin.token'), 'a-new-admin-token-of-this-data-dir\n', { mode: 0o600 });
+  const rotated = await inProcessServer(t, { dataDir });
+  assert.equal(rotated.tokens.admin, 'a-new-admin-token-of-this-data-dir');
+  const refused = await fetch(`${rotated.url}/api/session`, { headers: { cookie } });
+  assert.equal(refused.status, 401);
+  assert.match(((await refused.json()) as { error: { message: string } }).error.message, /^the session has ended/);
+  const create = await fetch(`${rotated.url}/api/tokens`, { method: 'POST', headers: { cookie, 'x-kiln-csrf': csrf, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'backdoor', role: 'admin' }) });
+  assert.equal(create.status, 401, 'no lasting admin token from the old session');
+  const tokens = await (await fetch(`${rotated.url}/api/tokens`, { headers: { authorization: `Bearer ${rotated.tokens.admin}` } })).json() as { tokens: unknown[] };
+  assert.deepEqual(tokens.tokens, []);
+});
+
+test('a sign-in that races its token\'s revoke leaves no live session: the session is checked against the token on every request', async (t) => {
+  // The race, made certain: the revoke (and its deletion of the token's sessions) lands between the
+  // sign-in's check of the token and its writing of the session row.
+  const race = { armed: false };
+  const wrap = (store: JobStore): JobStore => new Proxy(store, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== 'function') return value;
+      if (key !== 'createSession') return value.bind(target);
+      return async (...args: Parameters<JobStore['createSession']>) => {
+        if (race.armed) await target.revokeToken('racer', Date.now());
+        return target.createSession(...args);
+      };
+    },
+  });
+  const server = await inProcessServer(t, { wrapStore: wrap });
+  const admin = { authorization: `Bearer ${server.tokens.admin}`, 'content-type': 'application/json' };
+  const token = ((await (await fetch(`${server.url}/api/tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'racer', role: 'admin' }) })).json()) as { token: string }).token;
+  race.armed = true;
+  const signIn = await fetch(`${server.url}/api/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+  assert.equal(signIn.status, 201, 'the sign-in saw a live token');
+  const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+  assert.equal((await fetch(`${server.url}/api/session`, { headers: { cookie } })).status, 401, 'its session is refused: the token is revoked');
+  assert.equal((await fetch(`${server.url}/api/tokens`, { headers: { cookie } })).status, 401);
+});
+
+test('signing in again ends the browser\'s previous session', async (t) => {
+  const server = await inProcessServer(t);
+  const signIn = (headers: Record<string, string> = {}) => fetch(`${server.url}/api/session`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ token: server.tokens.admin }) });
+  const first = (await signIn()).headers.get('set-cookie')!.split(';')[0]!;
+  const second = (await signIn({ cookie: first })).headers.get('set-cookie')!.split(';')[0]!;
+  assert.notEqual(second, first);
+  assert.equal((await fetch(`${server.url}/api/session`, { headers: { cookie: first } })).status, 401, 'the previous session row is gone');
+  assert.equal((await fetch(`${server.url}/api/session`, { headers: { cookie: second } })).status, 200);
 });

@@ -1274,6 +1274,8 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
 
     describe('tokens for people and sessions', () => {
       const hash = (c: string) => c.repeat(64);
+      const ADMIN = hash('9');
+      const current = { adminSha256: ADMIN, now: T0 + 5 };
 
       test('a token is stored by its hash with its role and expiry, found by its hash and listed without it', async (t) => {
         const store = await open(t);
@@ -1297,16 +1299,17 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
       test('a revoked token is found as revoked, not listed, ends its sessions, and its name can have a new one', async (t) => {
         const store = await open(t);
         await store.createToken({ name: 'alice', role: 'admin', sha256: hash('a'), createdAt: T0, expiresAt: null });
-        await store.createSession(hash('1'), { tokenName: 'alice', role: 'admin', createdAt: T0, expiresAt: T0 + 100 });
-        await store.createSession(hash('2'), { tokenName: 'alice', role: 'admin', createdAt: T0, expiresAt: T0 + 100 });
-        await store.createSession(hash('3'), { tokenName: 'bob', role: 'viewer', createdAt: T0, expiresAt: T0 + 100 });
+        await store.createToken({ name: 'bob', role: 'viewer', sha256: hash('b'), createdAt: T0, expiresAt: null });
+        await store.createSession(hash('1'), { tokenName: 'alice', role: 'admin', tokenSha256: hash('a'), createdAt: T0, expiresAt: T0 + 100 });
+        await store.createSession(hash('2'), { tokenName: 'alice', role: 'admin', tokenSha256: hash('a'), createdAt: T0, expiresAt: T0 + 100 });
+        await store.createSession(hash('3'), { tokenName: 'bob', role: 'viewer', tokenSha256: hash('b'), createdAt: T0, expiresAt: T0 + 100 });
         assert.equal(await store.revokeToken('alice', T0 + 5), 2, 'both of its sessions ended');
         assert.equal(await store.revokeToken('alice', T0 + 6), undefined, 'nothing left to revoke');
         assert.equal(await store.revokeToken('nobody', T0 + 6), undefined);
         assert.equal((await store.findToken(hash('a')))?.revokedAt, T0 + 5);
-        assert.equal(await store.findSession(hash('1')), undefined);
-        assert.deepEqual(await store.findSession(hash('3')), { tokenName: 'bob', role: 'viewer', createdAt: T0, expiresAt: T0 + 100 }, 'other tokens keep theirs');
-        assert.deepEqual(await store.listTokens(), []);
+        assert.equal(await store.findSession(hash('1'), current), undefined);
+        assert.deepEqual(await store.findSession(hash('3'), current), { tokenName: 'bob', role: 'viewer', tokenSha256: hash('b'), createdAt: T0, expiresAt: T0 + 100 }, 'other tokens keep theirs');
+        assert.deepEqual((await store.listTokens()).map((r) => r.name), ['bob']);
         const again = await store.createToken({ name: 'alice', role: 'viewer', sha256: hash('d'), createdAt: T0 + 7, expiresAt: null });
         assert.deepEqual(again, { name: 'alice', role: 'viewer', createdAt: T0 + 7, expiresAt: null, lastUsedAt: null, revokedAt: null });
         assert.equal(await store.findToken(hash('a')), undefined, 'the old token is gone with its row');
@@ -1315,14 +1318,35 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
 
       test('sessions are found by hash and deleted; signing in forgets expired ones', async (t) => {
         const store = await open(t);
-        await store.createSession(hash('1'), { tokenName: 'admin', role: 'admin', createdAt: T0, expiresAt: T0 + 10 });
-        assert.equal((await store.findSession(hash('1')))?.tokenName, 'admin');
+        await store.createSession(hash('1'), { tokenName: 'admin', role: 'admin', tokenSha256: ADMIN, createdAt: T0, expiresAt: T0 + 10 });
+        assert.equal((await store.findSession(hash('1'), current))?.tokenName, 'admin');
         assert.equal(await store.deleteSession(hash('1')), true);
         assert.equal(await store.deleteSession(hash('1')), false);
-        await store.createSession(hash('2'), { tokenName: 'admin', role: 'admin', createdAt: T0, expiresAt: T0 + 10 });
-        await store.createSession(hash('3'), { tokenName: 'admin', role: 'admin', createdAt: T0 + 20, expiresAt: T0 + 30 });
-        assert.equal(await store.findSession(hash('2')), undefined, 'expired before the new sign-in: forgotten');
-        assert.equal((await store.findSession(hash('3')))?.expiresAt, T0 + 30);
+        await store.createSession(hash('2'), { tokenName: 'admin', role: 'admin', tokenSha256: ADMIN, createdAt: T0, expiresAt: T0 + 10 });
+        await store.createSession(hash('3'), { tokenName: 'admin', role: 'admin', tokenSha256: ADMIN, createdAt: T0 + 20, expiresAt: T0 + 30 });
+        assert.equal(await store.findSession(hash('2'), current), undefined, 'expired before the new sign-in: forgotten');
+        assert.equal((await store.findSession(hash('3'), { ...current, now: T0 + 29 }))?.expiresAt, T0 + 30);
+        assert.equal(await store.findSession(hash('3'), { ...current, now: T0 + 30 }), undefined, 'expired: not found');
+      });
+
+      test("a session is found only while its token is current: admin.token's as loaded now, or a stored token live", async (t) => {
+        const store = await open(t);
+        await store.createSession(hash('1'), { tokenName: 'admin', role: 'admin', tokenSha256: ADMIN, createdAt: T0, expiresAt: T0 + 100 });
+        assert.equal((await store.findSession(hash('1'), current))?.tokenName, 'admin');
+        assert.equal(await store.findSession(hash('1'), { ...current, adminSha256: hash('f') }), undefined, 'admin.token replaced: its sessions end');
+        // A sign-in that raced a revoke: the session row is written after the revoke deleted the token's sessions.
+        await store.createToken({ name: 'carol', role: 'operator', sha256: hash('c'), createdAt: T0, expiresAt: T0 + 50 });
+        await store.revokeToken('carol', T0 + 1);
+        await store.createSession(hash('2'), { tokenName: 'carol', role: 'operator', tokenSha256: hash('c'), createdAt: T0 + 1, expiresAt: T0 + 50 });
+        assert.equal(await store.findSession(hash('2'), current), undefined, 'its token is revoked: refused');
+        await store.createToken({ name: 'dave', role: 'viewer', sha256: hash('d'), createdAt: T0, expiresAt: T0 + 50 });
+        await store.createSession(hash('3'), { tokenName: 'dave', role: 'viewer', tokenSha256: hash('d'), createdAt: T0, expiresAt: T0 + 100 });
+        assert.equal((await store.findSession(hash('3'), current))?.tokenName, 'dave');
+        assert.equal(await store.findSession(hash('3'), { ...current, now: T0 + 50 }), undefined, 'its token expired: refused');
+        await store.createSession(hash('4'), { tokenName: 'erin', role: 'admin', tokenSha256: hash('e'), createdAt: T0, expiresAt: T0 + 100 });
+        assert.equal(await store.findSession(hash('4'), current), undefined, 'no such token: refused');
+        await store.createSession(hash('5'), { tokenName: 'dave', role: 'admin', tokenSha256: hash('e'), createdAt: T0, expiresAt: T0 + 100 });
+        assert.equal(await store.findSession(hash('5'), current), undefined, "another token's hash under dave's name: refused");
       });
     });
 

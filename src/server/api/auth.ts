@@ -153,8 +153,10 @@ async function identify(request: FastifyRequest, options: AuthOptions): Promise<
   }
   const sessionId = sessionCookie(request.headers.cookie);
   if (sessionId === undefined) return undefined;
-  const session = await options.store.findSession(hashToken(sessionId));
-  if (!session || session.expiresAt <= options.now()) throw new UnauthorizedError('the session has ended (signed out, expired, or its token revoked): sign in again');
+  // One lookup: the session, if live and its token still current (admin.token as loaded now, or a
+  // stored token not revoked nor expired), so a replaced admin.token or a revoke ends it at once.
+  const session = await options.store.findSession(hashToken(sessionId), { adminSha256: hashToken(options.tokens.admin), now: options.now() });
+  if (!session) throw new UnauthorizedError('the session has ended (signed out, expired, or its token revoked or replaced): sign in again');
   const csrf = csrfFor(sessionId);
   const secFetchSite = request.headers['sec-fetch-site'];
   const presentedCsrf = request.headers['x-kiln-csrf'];

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { sessionExpiry } from '../../core/index.js';
+import { sameSecret, sessionExpiry } from '../../core/index.js';
 import { CsrfError, ForbiddenError, UnauthorizedError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import { csrfFor, sessionClearCookie, sessionCookie, sessionSetCookie } from '../sessions.js';
@@ -35,10 +35,15 @@ export function registerSessionRoutes(app: FastifyInstance, { store, now, auth }
     const { token } = parse(signInBody, request.body, 'sign-in request');
     const who = await identifyToken(token, auth);
     if (who.kind !== 'person') throw new ForbiddenError('a worker token cannot sign in: use a token from kiln token create');
+    // Signing in again replaces this browser's previous session rather than leaving it live.
+    const previous = sessionCookie(request.headers.cookie);
+    if (previous !== undefined) await store.deleteSession(hashToken(previous));
     const id = randomBytes(32).toString('base64url');
     const createdAt = now();
     const expiresAt = sessionExpiry(createdAt, who.expiresAt);
-    await store.createSession(hashToken(id), { tokenName: who.name, role: who.role, createdAt, expiresAt });
+    // The token's hash goes with the session: the lookup accepts it only while that token is current,
+    // which also ends a session whose sign-in raced its token's revoke (insert after the revoke's delete).
+    await store.createSession(hashToken(id), { tokenName: who.name, role: who.role, tokenSha256: hashToken(token), createdAt, expiresAt });
     request.log.info({ token: who.name, role: who.role }, 'signed in');
     reply.header('set-cookie', sessionSetCookie(id, expiresAt - createdAt, secure(request)));
     return reply.code(201).send({ name: who.name, role: who.role, expiresAt: iso(expiresAt), csrf: csrfFor(id) });
@@ -55,7 +60,7 @@ export function registerSessionRoutes(app: FastifyInstance, { store, now, auth }
     const id = sessionCookie(request.headers.cookie);
     let signedOut = false;
     if (id !== undefined) {
-      if (request.headers['x-kiln-csrf'] !== csrfFor(id)) throw new CsrfError('signing out by the session cookie needs the X-Kiln-CSRF header given at sign-in');
+      if (!sameSecret(request.headers['x-kiln-csrf'], csrfFor(id))) throw new CsrfError('signing out by the session cookie needs the X-Kiln-CSRF header given at sign-in');
       signedOut = await store.deleteSession(hashToken(id));
     }
     reply.header('set-cookie', sessionClearCookie(secure(request)));

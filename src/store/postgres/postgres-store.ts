@@ -17,7 +17,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
+  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
@@ -57,7 +57,7 @@ interface DeliveryRow {
 interface TokenRow {
   name: string; role: Role; created_at: number; expires_at: number | null; last_used_at: number | null; revoked_at: number | null;
 }
-interface SessionRow { token_name: string; role: Role; created_at: number; expires_at: number }
+interface SessionRow { token_name: string; role: Role; created_at: number; expires_at: number; token_sha256: string }
 interface WorkerTokenRow { name: string; created_at: number; last_used_at: number | null }
 
 function toJob(row: JobRow): Job {
@@ -705,13 +705,13 @@ class PostgresStore implements JobStore {
   async createSession(sha256: string, session: SessionRecord): Promise<void> {
     await this.db.transaction(async (tx) => {
       await tx.run(S.SESSIONS_DELETE_EXPIRED, [session.createdAt]);
-      await tx.run(S.SESSION_INSERT, [sha256, session.tokenName, session.role, session.createdAt, session.expiresAt]);
+      await tx.run(S.SESSION_INSERT, [sha256, session.tokenName, session.role, session.createdAt, session.expiresAt, session.tokenSha256]);
     });
   }
 
-  async findSession(sha256: string): Promise<SessionRecord | undefined> {
-    const [row] = (await this.db.run<SessionRow>(S.SESSION_FIND, [sha256])).rows;
-    return row && { tokenName: row.token_name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at };
+  async findSession(sha256: string, current: CurrentTokens): Promise<SessionRecord | undefined> {
+    const [row] = (await this.db.run<SessionRow>(S.SESSION_FIND_CURRENT, [sha256, current.now, current.adminSha256])).rows;
+    return row && { tokenName: row.token_name, role: row.role, tokenSha256: row.token_sha256, createdAt: row.created_at, expiresAt: row.expires_at };
   }
 
   async deleteSession(sha256: string): Promise<boolean> {

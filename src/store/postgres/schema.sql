@@ -117,6 +117,7 @@ CREATE TABLE sessions (
   role text NOT NULL,
   created_at bigint NOT NULL,
   expires_at bigint NOT NULL,
+  token_sha256 text,
   CONSTRAINT sessions_pkey PRIMARY KEY (id_sha256),
   CONSTRAINT sessions_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text])))
 );

@@ -505,11 +505,20 @@ export const TOKEN_TOUCH = sql('token_touch', 'UPDATE tokens SET last_used_at = 
 /** Revokes a live token; returns its name when it did. $1 name, $2 now */
 export const TOKEN_REVOKE = sql('token_revoke', 'UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL RETURNING name');
 
-/** Adds a session. $1 id sha256, $2 token name, $3 role, $4 created_at, $5 expires_at */
-export const SESSION_INSERT = sql('session_insert', 'INSERT INTO sessions (id_sha256, token_name, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)');
+/** Adds a session. $1 id sha256, $2 token name, $3 role, $4 created_at, $5 expires_at, $6 the token's sha256 */
+export const SESSION_INSERT = sql('session_insert', `
+  INSERT INTO sessions (id_sha256, token_name, role, created_at, expires_at, token_sha256) VALUES ($1, $2, $3, $4, $5, $6)`);
 
-/** A session by its id's hash. $1 id sha256 */
-export const SESSION_FIND = sql('session_find', 'SELECT token_name, role, created_at, expires_at FROM sessions WHERE id_sha256 = $1');
+/**
+ * A live session by its id's hash, only while the token it was signed in with is current: the admin
+ * file's token as loaded now, or a stored token of its name neither revoked nor expired.
+ * $1 id sha256, $2 now, $3 the admin.token's sha256
+ */
+export const SESSION_FIND_CURRENT = sql('session_find_current', `
+  SELECT s.token_name, s.role, s.created_at, s.expires_at, s.token_sha256 FROM sessions s
+  LEFT JOIN tokens t ON t.token_sha256 = s.token_sha256 AND t.name = s.token_name
+  WHERE s.id_sha256 = $1 AND s.expires_at > $2
+    AND (s.token_sha256 = $3 OR (t.name IS NOT NULL AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)))`);
 
 /** Ends a session. $1 id sha256 */
 export const SESSION_DELETE = sql('session_delete', 'DELETE FROM sessions WHERE id_sha256 = $1', true);

@@ -117,7 +117,7 @@ CREATE TABLE sessions (
   role       TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
   created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL
-);
+, token_sha256 TEXT);
 
 -- table tokens
 CREATE TABLE tokens (

@@ -15,7 +15,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord,
+  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -135,7 +135,7 @@ function toToken(row: TokenRow): TokenRecord {
   return { name: row.name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at, lastUsedAt: row.last_used_at, revokedAt: row.revoked_at };
 }
 
-interface SessionRow { token_name: string; role: Role; created_at: number; expires_at: number }
+interface SessionRow { token_name: string; role: Role; created_at: number; expires_at: number; token_sha256: string }
 
 interface DeliveryRow {
   id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
@@ -681,13 +681,13 @@ class SqliteStore implements JobStore {
   async createSession(sha256: string, session: SessionRecord): Promise<void> {
     await this.tx(() => {
       this.prepare(S.SESSIONS_DELETE_EXPIRED).run(session.createdAt);
-      this.prepare(S.SESSION_INSERT).run(sha256, session.tokenName, session.role, session.createdAt, session.expiresAt);
+      this.prepare(S.SESSION_INSERT).run(sha256, session.tokenName, session.role, session.createdAt, session.expiresAt, session.tokenSha256);
     });
   }
 
-  async findSession(sha256: string): Promise<SessionRecord | undefined> {
-    const row = this.prepare(S.SESSION_FIND).get(sha256) as SessionRow | undefined;
-    return row && { tokenName: row.token_name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at };
+  async findSession(sha256: string, current: CurrentTokens): Promise<SessionRecord | undefined> {
+    const row = this.prepare(S.SESSION_FIND_CURRENT).get(sha256, current.now, current.adminSha256, current.now) as SessionRow | undefined;
+    return row && { tokenName: row.token_name, role: row.role, tokenSha256: row.token_sha256, createdAt: row.created_at, expiresAt: row.expires_at };
   }
 
   async deleteSession(sha256: string): Promise<boolean> {

@@ -321,11 +321,18 @@ export const TOKEN_TOUCH = 'UPDATE tokens SET last_used_at = ? WHERE name = ?';
 /** Revokes a live token. ?1 now, ?2 name */
 export const TOKEN_REVOKE = 'UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL';
 
-/** Adds a session. ?1 id sha256, ?2 token name, ?3 role, ?4 created_at, ?5 expires_at */
-export const SESSION_INSERT = 'INSERT INTO sessions (id_sha256, token_name, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?)';
+/** Adds a session. ?1 id sha256, ?2 token name, ?3 role, ?4 created_at, ?5 expires_at, ?6 the token's sha256 */
+export const SESSION_INSERT = 'INSERT INTO sessions (id_sha256, token_name, role, created_at, expires_at, token_sha256) VALUES (?, ?, ?, ?, ?, ?)';
 
-/** A session by its id's hash. ?1 id sha256 */
-export const SESSION_FIND = 'SELECT token_name, role, created_at, expires_at FROM sessions WHERE id_sha256 = ?';
+/**
+ * A live session by its id's hash, only while the token it was signed in with is current: the admin
+ * file's token as loaded now, or a stored token of its name neither revoked nor expired.
+ * ?1 id sha256, ?2 now, ?3 the admin.token's sha256, ?4 now
+ */
+export const SESSION_FIND_CURRENT = `SELECT s.token_name, s.role, s.created_at, s.expires_at, s.token_sha256 FROM sessions s
+  LEFT JOIN tokens t ON t.token_sha256 = s.token_sha256 AND t.name = s.token_name
+  WHERE s.id_sha256 = ? AND s.expires_at > ?
+    AND (s.token_sha256 = ? OR (t.name IS NOT NULL AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)))`;
 
 /** Ends a session. ?1 id sha256 */
 export const SESSION_DELETE = 'DELETE FROM sessions WHERE id_sha256 = ?';
