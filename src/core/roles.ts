@@ -18,6 +18,15 @@ export function isRole(value: unknown): value is Role {
 /** The name the data dir's admin.token goes by (in sessions, cancels, logs); no stored token may take it. */
 export const ADMIN_FILE_TOKEN_NAME = 'admin';
 
+/**
+ * Who a cancel is recorded as: always the name of the credential that asked (the token's name,
+ * `admin` for admin.token); what the client says about itself (`kiln cancel` sends the login name)
+ * is only a note after it, never the name: `otto (as root)`.
+ */
+export function cancelledBy(credentialName: string, clientNote: string | undefined): string {
+  return clientNote === undefined || clientNote === credentialName ? credentialName : `${credentialName} (as ${clientNote})`;
+}
+
 /** How long a browser session lasts at most: a working day; its token's own expiry cuts it shorter. */
 export const SESSION_MS = 12 * 3_600_000;
 

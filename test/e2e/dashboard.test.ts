@@ -100,17 +100,31 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   assert.equal(createHash('sha256').update(readFileSync(saved)).digest('hex'), want);
   await screenshot(page, 'run-finished');
 
-  // A run cancelled from the page: the worker stops it and the page shows it ended.
+  // A run cancelled from the page, by an operator signed in with a token of their own (another
+  // browser context: its own cookie): the worker stops it, the page shows it ended, and the cancel
+  // is recorded under that token's name (not admin.token's, nor anything the page could send).
+  const ottoToken = await kiln(server, ['token', 'create', 'otto', '--role', 'operator']);
+  assert.equal(ottoToken.code, 0, ottoToken.stderr);
+  const ottoContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const otto = await ottoContext.newPage();
+  otto.setDefaultTimeout(PAGE_WAIT_MS);
+  otto.on('pageerror', (err) => pageErrors.push(err.message));
+  otto.on('dialog', (dialog) => void dialog.accept());
+  await otto.goto(server.url + '/');
+  await otto.fill('input[name=token]', ottoToken.stdout.trim());
+  await otto.click('button[type=submit]');
+  await otto.getByRole('heading', { name: 'Jobs' }).waitFor();
   assert.equal((await kiln(server, ['schedule', 'forever', '--command', `echo waiting-for-cancel; while [ ! -e ${gates}/never ]; do sleep 0.05; done`, '--platform', 'testos', '--period', 'never'])).code, 0);
   const forever = (await kiln(server, ['execute', 'forever'])).stdout.trim();
-  await page.goto(`${server.url}/#/runs?job=forever`);
-  await page.locator(`tr[data-run="${forever}"] a`).first().click();
-  await page.getByTestId('console').getByText('waiting-for-cancel').waitFor();
-  await page.getByRole('button', { name: 'Cancel run' }).click();
-  await page.getByTestId('run-status').getByText('cancelled').waitFor();
+  await otto.goto(`${server.url}/#/runs?job=forever`);
+  await otto.locator(`tr[data-run="${forever}"] a`).first().click();
+  await otto.getByTestId('console').getByText('waiting-for-cancel').waitFor();
+  await otto.getByRole('button', { name: 'Cancel run' }).click();
+  await otto.getByTestId('run-status').getByText('cancelled').waitFor();
   const cancelled = JSON.parse((await kiln(server, ['runs', '--job', 'forever', '--json'])).stdout).runs[0];
   assert.equal(cancelled.status, 'cancelled');
-  assert.equal(cancelled.cancelRequestedBy, 'admin', 'the cancel is recorded as the signed-in token\'s');
+  assert.equal(cancelled.cancelRequestedBy, 'otto', 'the cancel is recorded as the signed-in token\'s');
+  await ottoContext.close();
 
   // Why a run waits: no worker of its platform; its labels, on a platform whose worker lacks them.
   assert.equal((await kiln(server, ['schedule', 'lonely', '--command', 'true', '--platform', 'nowhere', '--period', 'never'])).code, 0);

@@ -47,16 +47,16 @@ test('cancel: a queued run ends at once, a running one is stopped by its worker,
   const cancelledQueued = await call(server, 'POST', `/api/runs/${queued}/cancel`, { by: 'alice' });
   assert.equal(cancelledQueued.body.state, 'cancelled');
   assert.equal(cancelledQueued.body.run.status, 'cancelled');
-  assert.equal(cancelledQueued.body.run.resultText, 'aborted: cancelled by alice');
+  assert.equal(cancelledQueued.body.run.resultText, 'aborted: cancelled by admin (as alice)');
 
   const requested = await call(server, 'POST', `/api/runs/${runId.slice(0, 8)}/cancel`, { by: 'bob' });
   assert.equal(requested.body.state, 'requested');
-  assert.deepEqual(await worker.next(), { v: 1, type: 'run.cancel', runId, reason: 'cancelled by bob' });
-  worker.send({ v: 1, type: 'run.finished', runId, result: { kind: 'aborted', reason: 'cancelled by bob' }, stoppedBy: 'cancel' });
+  assert.deepEqual(await worker.next(), { v: 1, type: 'run.cancel', runId, reason: 'cancelled by admin (as bob)' });
+  worker.send({ v: 1, type: 'run.finished', runId, result: { kind: 'aborted', reason: 'cancelled by admin (as bob)' }, stoppedBy: 'cancel' });
   assert.deepEqual(await worker.next(), { v: 1, type: 'run.done', runId, applied: true });
   const end = (await consoleEvents(server, runId)).at(-1);
   assert.equal(end.run.status, 'cancelled');
-  assert.equal(end.run.resultText, 'aborted: cancelled by bob');
+  assert.equal(end.run.resultText, 'aborted: cancelled by admin (as bob)');
 
   for (const id of [runId, queued]) {
     const again = await call(server, 'POST', `/api/runs/${id}/cancel`, {});
@@ -64,7 +64,7 @@ test('cancel: a queued run ends at once, a running one is stopped by its worker,
     assert.equal(again.body.error.code, 'KILN_ERR_RUN_FINISHED');
   }
   assert.equal((await call(server, 'POST', '/api/runs/ffffffff/cancel', {})).status, 404);
-  assert.equal((await call(server, 'GET', `/api/runs/${runId}`)).body.run.resultText, 'aborted: cancelled by bob', 'nothing changed');
+  assert.equal((await call(server, 'GET', `/api/runs/${runId}`)).body.run.resultText, 'aborted: cancelled by admin (as bob)', 'nothing changed');
 });
 
 test('a second result, or one from a worker that no longer holds the run, is answered and recorded but not applied', async (t) => {
@@ -94,7 +94,7 @@ test('a cancel the worker never confirms is ended by the server after the backst
   assert.equal((await worker.next()).type, 'run.release');
   const end = (await consoleEvents(server, runId)).at(-1);
   assert.equal(end.run.status, 'cancelled');
-  assert.equal(end.run.resultText, 'aborted: cancelled by carol (the worker did not confirm)');
+  assert.equal(end.run.resultText, 'aborted: cancelled by admin (as carol) (the worker did not confirm)');
 });
 
 test('a failed run with failure retries left runs again as its next attempt, after the earlier lines', async (t) => {

@@ -321,3 +321,22 @@ test('signing in again ends the browser\'s previous session', async (t) => {
   assert.equal((await fetch(`${server.url}/api/session`, { headers: { cookie: first } })).status, 401, 'the previous session row is gone');
   assert.equal((await fetch(`${server.url}/api/session`, { headers: { cookie: second } })).status, 200);
 });
+
+test("a cancel is recorded under the token's name: a `by` in the body is only a note after it", async (t) => {
+  const server = await inProcessServer(t);
+  const admin = { authorization: `Bearer ${server.tokens.admin}`, 'content-type': 'application/json' };
+  const otto = ((await (await fetch(`${server.url}/api/tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'otto', role: 'operator' }) })).json()) as { token: string }).token;
+  await fetch(`${server.url}/api/jobs`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'build', script: 'echo hi', platform: 'testos', schedule: { kind: 'period', period: 'never' } }) });
+  const cancel = async (body: unknown) => {
+    const run = ((await (await fetch(`${server.url}/api/jobs/build/execute`, { method: 'POST', headers: admin, body: '{}' })).json()) as { run: { id: string } }).run.id;
+    const response = await fetch(`${server.url}/api/runs/${run}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${otto}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: response.status, body: await response.json() as { run: { resultText: string }; error?: { code: string } } };
+  };
+  const plain = await cancel({});
+  assert.equal(plain.body.run.resultText, 'aborted: cancelled by otto');
+  const claimed = await cancel({ by: 'alice' });
+  assert.equal(claimed.body.run.resultText, 'aborted: cancelled by otto (as alice)', 'the body cannot put another name in its place');
+  const forged = await cancel({ by: 'admin)\nrun ok' });
+  assert.equal(forged.status, 400, 'a note is one plain name');
+  assert.equal(forged.body.error?.code, 'KILN_ERR_INVALID_REQUEST');
+});

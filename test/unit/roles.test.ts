@@ -1,7 +1,7 @@
 /** The rules of roles, token expiry, sessions and CSRF (src/core/roles.ts), and the session cookie's text. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { csrfRefusal, isRole, SESSION_MS, sessionExpiry, shouldNoteUse, TOKEN_NAME, tokenRefusal } from '../../src/core/index.js';
+import { cancelledBy, csrfRefusal, isRole, sameSecret, SESSION_MS, sessionExpiry, shouldNoteUse, TOKEN_NAME, tokenRefusal } from '../../src/core/index.js';
 import { csrfFor, sessionClearCookie, sessionCookie, sessionSetCookie } from '../../src/server/sessions.js';
 
 const T = Date.UTC(2026, 11, 6, 12);
@@ -51,6 +51,21 @@ test('cookie-only requests: reads pass, changes need the matching X-Kiln-CSRF, c
     if (expected === undefined) assert.equal(refusal, undefined, `${method} ${site} ${header}`);
     else assert.match(refusal ?? '', expected, `${method} ${site} ${header}`);
   }
+});
+
+test("a cancel is recorded as the credential's name; the client's own word is only a note after it", () => {
+  const cases: [string, string | undefined, string][] = [
+    ['otto', undefined, 'otto'],
+    ['otto', 'otto', 'otto'],
+    ['otto', 'root', 'otto (as root)'],
+    ['admin', 'alice', 'admin (as alice)'],
+  ];
+  for (const [name, note, expected] of cases) assert.equal(cancelledBy(name, note), expected, `${name} ${note}`);
+});
+
+test('secrets compare equal only when equal, whatever their types and lengths', () => {
+  assert.equal(sameSecret('good', 'good'), true);
+  for (const other of ['goo', 'goodd', 'Good', '', undefined, ['good'], 1]) assert.equal(sameSecret(other, 'good'), false, String(other));
 });
 
 test('roles and token names', () => {

@@ -99,7 +99,8 @@ export function registerRunCommands(program: Command): void {
     .argument('<run>', 'run id or unique prefix')
     .action(async (runId: string, _flags: unknown, command: Command) => {
       const reply = await clientFor(command).request<{ run: PresentedRun; state: 'cancelled' | 'requested' }>(
-        'POST', `/api/runs/${encodeURIComponent(runId)}/cancel`, { by: os.userInfo().username },
+        // The server records the token's name; the login name goes along only as a note (`otto (as root)`).
+        'POST', `/api/runs/${encodeURIComponent(runId)}/cancel`, loginNote(),
       );
       if (globals(command).json) return printJson(reply);
       process.stdout.write(reply.state === 'cancelled' ? `cancelled ${reply.run.id}\n` : `cancelling ${reply.run.id}: its worker is stopping it\n`);
@@ -145,4 +146,14 @@ export function registerRunCommands(program: Command): void {
     .action(async (runId: string, flags: { timestamps?: boolean }, command: Command) => {
       await printConsole(clientFor(command), runId, false, globals(command).json ?? false, flags.timestamps ?? false);
     });
+}
+
+/** The cancel's note of who is at the keyboard: the login name, when it is a plain one (else none, rather than a refused cancel). */
+function loginNote(): { by?: string } {
+  try {
+    const name = os.userInfo().username;
+    return /^[A-Za-z0-9._@-]{1,64}$/.test(name) ? { by: name } : {};
+  } catch {
+    return {};
+  }
 }

@@ -7,7 +7,7 @@ import type { RunLifecycle } from '../run-lifecycle.js';
 import type { WorkerRegistry } from '../worker-registry.js';
 import { streamConsole } from './console-stream.js';
 import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } from './present.js';
-import { isoInZone, scheduleZone, upcoming, waitReasons, type FarmView } from '../../core/index.js';
+import { cancelledBy, isoInZone, scheduleZone, upcoming, waitReasons, type FarmView } from '../../core/index.js';
 import type { EventBus } from '../events.js';
 import { freeSlots } from '../worker-registry.js';
 import { streamFarmEvents } from './event-stream.js';
@@ -17,7 +17,7 @@ import type { PoolView } from '../latent/pool-manager.js';
 import {
   cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
-import { JobNotFoundError, NotRedeliverableError, RunNotFoundError } from '../../errors.js';
+import { JobNotFoundError, NotRedeliverableError, RunNotFoundError, UnauthorizedError } from '../../errors.js';
 import { traceNow, traceStage, tracing } from '../../latency-trace.js';
 import { forAdmin, forOperator, forViewer, mayReadSecrets } from './auth.js';
 
@@ -130,7 +130,8 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
   app.post('/api/runs/:id/cancel', forOperator, async (request) => {
     const body = parse(cancelBody, request.body, 'cancel request');
     const who = request.credential;
-    const { run, state } = await lifecycle.cancel(idParam(request.params), body.by ?? (who.kind === 'person' ? who.name : 'admin'));
+    if (who.kind !== 'person') throw new UnauthorizedError('invalid token');
+    const { run, state } = await lifecycle.cancel(idParam(request.params), cancelledBy(who.name, body.by));
     return { run: presentRun(run), state };
   });
 

@@ -98,8 +98,8 @@ export const modifyJobBody = z.pipe(
   z.transform(withSchedule),
 );
 
-/** Body of `POST /api/runs/:id/cancel`. */
-export const cancelBody = z.strictObject({ by: z.optional(z.string().check(z.minLength(1), z.maxLength(128))) });
+/** Body of `POST /api/runs/:id/cancel`. `by`: what the client says about who it is (a login name); recorded only as a note after the token's name. */
+export const cancelBody = z.strictObject({ by: z.optional(z.string().check(z.minLength(1), z.maxLength(64), z.regex(/^[^\p{Cc}()]+$/u, 'a name without control characters or parentheses'))) });
 
 /** Body of `POST /api/jobs/:name/execute`. */
 export const executeBody = z.strictObject({ platform: z.optional(platform) });
