@@ -19,3 +19,16 @@ export function normaliseArtifactPath(raw: string): string {
 export function isSha256(text: string): boolean {
   return /^[0-9a-f]{64}$/.test(text);
 }
+
+/**
+ * The `Content-Disposition` of an artifact's download (RFC 6266): always `attachment` (a browser
+ * saves it, never renders a job's HTML as this server's page), named after the file's last path
+ * part: a plain-ASCII `filename` for old clients (other characters, quotes and backslashes as `_`)
+ * and the exact name in `filename*` (RFC 8187: UTF-8, percent-encoded).
+ */
+export function attachmentDisposition(artifactPath: string): string {
+  const name = artifactPath.split('/').pop() || 'artifact';
+  const fallback = name.replace(/[^\x20-\x7e]|["\\%]/g, '_');
+  const exact = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${exact}`;
+}

@@ -39,6 +39,7 @@ import { registerTokenRoutes } from './api/token-routes.js';
 import { holdDataDir } from './data-dir.js';
 import { ListenError } from '../errors.js';
 import { readTlsFiles, type TlsMaterial, type TlsSettings } from './tls-files.js';
+import { installResponseHeaders } from './api/response-headers.js';
 import { KilnMetrics } from './metrics/kiln-metrics.js';
 import { listenForMetrics, type MetricsListener } from './metrics/metrics-listener.js';
 
@@ -211,6 +212,7 @@ async function startOnStore(
       return name === undefined ? undefined : { kind: 'token', name };
     },
   };
+  installResponseHeaders(app, { tls: tls !== undefined });
   const routes = installAuth(app, auth);
   app.get('/healthz', forPublic, async () => ({ ok: true }));
   // On the main listener, metrics need a token (any role may read them: they hold no secret); on their own listener they are open.

@@ -9,6 +9,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { followRun, freePort, kiln, spawnKiln, tempDir, type ServerProcess } from '../helpers/processes.js';
@@ -147,4 +149,29 @@ test('TLS files that cannot be used stop the server with one line, exit 2', { sk
   assert.doesNotMatch(mismatch, /PRIVATE KEY/);
   assert.match(await start(['--tls-cert', certs.cert]), /^kiln: --tls-cert and --tls-key go together/);
   assert.match(await start(['--tls-cert', path.join(dir, 'missing.pem'), '--tls-key', certs.key]), /^kiln: cannot read the TLS certificate .*missing\.pem: /);
+});
+
+test('over HTTPS: every answer carries HSTS, and the session cookie is a __Host- one (Secure, Path=/, no Domain)', { skip }, async (t) => {
+  const certs = makeCertificates(tempDir(t));
+  const server = await startTlsServer(t, certs);
+  const ca = readFileSync(certs.ca);
+  const request = (method: string, route: string, headers: Record<string, string> = {}, body?: string) => new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const req = https.request(`${server.url}${route}`, { method, ca, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (chunk) => (text += chunk)).on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  for (const route of ['/', '/healthz', '/api/jobs', '/api/nothing']) {
+    const answer = await request('GET', route, { authorization: `Bearer ${server.adminToken}` });
+    assert.equal(answer.headers['strict-transport-security'], 'max-age=31536000', route);
+  }
+  const signIn = await request('POST', '/api/session', { 'content-type': 'application/json' }, JSON.stringify({ token: server.adminToken }));
+  assert.equal(signIn.status, 201, signIn.body);
+  const [setCookie] = signIn.headers['set-cookie'] ?? [];
+  assert.match(setCookie ?? '', /^__Host-kiln_session=[A-Za-z0-9_-]{43}; Path=\/; Max-Age=43200; HttpOnly; SameSite=Strict; Secure$/);
+  const cookie = setCookie!.split(';')[0]!;
+  assert.equal((await request('GET', '/api/session', { cookie })).status, 200, 'the prefixed cookie signs the browser in');
+  assert.equal((await request('GET', '/api/session', { cookie: cookie.replace('__Host-', '') })).status, 401, 'one without the prefix is not read over TLS');
 });

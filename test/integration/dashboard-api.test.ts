@@ -4,6 +4,7 @@
  * each run waits, the page itself with its headers.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { createParser } from 'eventsource-parser';
 import type { KilnServer } from '../../src/server/index.js';
@@ -117,4 +118,49 @@ test('GET / serves the page with headers that keep it to its own script and this
     assert.equal(answer.status, 404, path);
     assert.equal(((await answer.json()) as { error: { code: string } }).error.code, 'KILN_ERR_ROUTE_NOT_FOUND', path);
   }
+});
+
+test('API answers are not cached nor sniffed (JSON, refusals, 404s and event streams alike); artifacts download as attachments; the page keeps its own headers', async (t) => {
+  const { server, runId } = await runOnFakeWorker(t);
+  const admin = { authorization: `Bearer ${server.tokens.admin}` };
+  const apiHeaders = (response: Response, what: string) => {
+    assert.equal(response.headers.get('cache-control'), 'no-store', what);
+    assert.equal(response.headers.get('x-content-type-options'), 'nosniff', what);
+    assert.equal(response.headers.get('strict-transport-security'), null, `${what}: no HSTS over plain HTTP`);
+  };
+  apiHeaders(await fetch(`${server.url}/api/jobs`, { headers: admin }), 'a JSON answer');
+  apiHeaders(await fetch(`${server.url}/api/jobs`), 'a 401');
+  apiHeaders(await fetch(`${server.url}/api/nothing-here`, { headers: admin }), 'a 404');
+  // The matched route decides, not the spelling of the URL.
+  apiHeaders(await fetch(`${server.url}/api/jobs?x=/assets/app.js`, { headers: admin }), 'a JSON answer with a query');
+  const controller = new AbortController();
+  t.after(() => controller.abort());
+  const stream = await fetch(`${server.url}/api/events`, { headers: { ...admin, accept: 'text/event-stream' }, signal: controller.signal });
+  apiHeaders(stream, 'an event stream');
+  controller.abort();
+  await stream.body?.cancel().catch(() => {});
+
+  // An artifact: uploaded by the run's worker, downloaded as an attachment named safely.
+  const body = '<script>alert(1)</script>';
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  const upload = await fetch(`${server.url}/api/runs/${runId}/artifacts/site/r%C3%A9sum%C3%A9%20%22x%22.html`, {
+    method: 'PUT',
+    headers: {
+      authorization: `Bearer ${server.tokens.worker}`, 'content-type': 'application/octet-stream', 'x-kiln-worker': 'fake-1',
+      'x-kiln-sha256': sha256, 'x-kiln-size': String(Buffer.byteLength(body)), 'x-kiln-mode': '420',
+    },
+    body,
+  });
+  assert.equal(upload.status, 201, await upload.clone().text());
+  const download = await fetch(`${server.url}/api/runs/${runId}/artifacts/site/r%C3%A9sum%C3%A9%20%22x%22.html`, { headers: admin });
+  assert.equal(download.status, 200);
+  assert.equal(download.headers.get('content-disposition'), `attachment; filename="r_sum_ _x_.html"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.html`);
+  assert.equal(download.headers.get('content-type'), 'application/octet-stream');
+  apiHeaders(download, 'an artifact');
+  assert.equal(await download.text(), body);
+
+  const page = await fetch(`${server.url}/`);
+  assert.equal(page.status, 200);
+  assert.equal(page.headers.get('cache-control'), 'no-cache', 'the page keeps its own caching');
+  await page.body?.cancel();
 });

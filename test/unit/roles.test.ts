@@ -85,6 +85,12 @@ test('the session cookie: read from a Cookie header among others, set HttpOnly a
   assert.equal(sessionSetCookie(id, 3_600_000, false), `kiln_session=${id}; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict`);
   assert.match(sessionSetCookie(id, 3_600_000, true), /; Secure$/);
   assert.match(sessionClearCookie(false), /^kiln_session=; Path=\/; Max-Age=0; HttpOnly; SameSite=Strict$/);
+  // Over TLS: the __Host- prefix (Secure, Path=/, no Domain), and only that name is read.
+  assert.equal(sessionSetCookie(id, 3_600_000, true), `__Host-kiln_session=${id}; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict; Secure`);
+  assert.equal(sessionClearCookie(true), '__Host-kiln_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure');
+  assert.equal(sessionCookie(`__Host-kiln_session=${id}`, true), id);
+  assert.equal(sessionCookie(`kiln_session=${id}`, true), undefined, 'over TLS, a cookie without the prefix (one a plain-HTTP page could set) is not read');
+  assert.equal(sessionCookie(`__Host-kiln_session=${id}`, false), undefined);
   assert.notEqual(csrfFor(id), csrfFor('B'.repeat(43)));
   assert.equal(csrfFor(id).includes(id), false);
 });

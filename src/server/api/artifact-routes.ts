@@ -1,12 +1,12 @@
 /**
  * Artifacts over HTTP: workers PUT each file of a run they hold (streamed, with its size, sha256
  * and mode); clients list a run's artifacts and GET single files (Content-Length, ETag = sha256,
- * Range).
+ * Range, Content-Disposition: attachment).
  */
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { ArtifactPathError, describeIdentity, holdsRun, isSha256, normaliseArtifactPath } from '../../core/index.js';
+import { ArtifactPathError, attachmentDisposition, describeIdentity, holdsRun, isSha256, normaliseArtifactPath } from '../../core/index.js';
 import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { ArtifactStore } from '../artifact-store.js';
@@ -82,6 +82,8 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     const artifact = (await store.listArtifacts(run.id)).find((a) => a.path === relative);
     if (!artifact) throw new RunNotFoundError(`${run.id}: no artifact '${relative}'`);
     reply.header('etag', `"${artifact.sha256}"`).header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');
+    // Saved, never shown: a job's HTML must not run as this server's page.
+    reply.header('content-disposition', attachmentDisposition(artifact.path));
     reply.header('x-kiln-mode', artifact.mode.toString(8)).header('x-kiln-sha256', artifact.sha256);
     const range = /^bytes=(\d*)-(\d*)$/.exec(String(request.headers.range ?? ''));
     if (range && (range[1] || range[2]) && artifact.size > 0) {

@@ -151,7 +151,7 @@ async function identify(request: FastifyRequest, options: AuthOptions): Promise<
     if (presented === undefined) throw new UnauthorizedError('invalid token: send Authorization: Bearer TOKEN');
     return identifyToken(presented, options);
   }
-  const sessionId = sessionCookie(request.headers.cookie);
+  const sessionId = sessionCookie(request.headers.cookie, request.protocol === 'https');
   if (sessionId === undefined) return undefined;
   // One lookup: the session, if live and its token still current (admin.token as loaded now, or a
   // stored token not revoked nor expired), so a replaced admin.token or a revoke ends it at once.

@@ -36,7 +36,7 @@ export function registerSessionRoutes(app: FastifyInstance, { store, now, auth }
     const who = await identifyToken(token, auth);
     if (who.kind !== 'person') throw new ForbiddenError('a worker token cannot sign in: use a token from kiln token create');
     // Signing in again replaces this browser's previous session rather than leaving it live.
-    const previous = sessionCookie(request.headers.cookie);
+    const previous = sessionCookie(request.headers.cookie, secure(request));
     if (previous !== undefined) await store.deleteSession(hashToken(previous));
     const id = randomBytes(32).toString('base64url');
     const createdAt = now();
@@ -57,7 +57,7 @@ export function registerSessionRoutes(app: FastifyInstance, { store, now, auth }
 
   // Public, so that a browser whose session already ended can still clear its cookie.
   app.delete('/api/session', forPublic, async (request, reply) => {
-    const id = sessionCookie(request.headers.cookie);
+    const id = sessionCookie(request.headers.cookie, secure(request));
     let signedOut = false;
     if (id !== undefined) {
       if (!sameSecret(request.headers['x-kiln-csrf'], csrfFor(id))) throw new CsrfError('signing out by the session cookie needs the X-Kiln-CSRF header given at sign-in');
