@@ -61,6 +61,14 @@ test('viewer reads without secrets, operator acts on runs, only admins manage; l
   assert.match(rows[2]!, /^ops\s+operator\s+\S+Z\s+never\s+\d{4}-/);
   assert.equal(listed.stdout.includes(viewer) || listed.stdout.includes(operator), false, 'never a token');
   assert.equal((await kiln(server, ['token', 'create', 'ops', '--role', 'viewer'])).code, 1, 'a live name is not taken twice');
+  const otherCase = await kiln(server, ['token', 'create', 'OPS', '--role', 'admin']);
+  assert.equal(otherCase.code, 1, 'nor in another case');
+  assert.equal(otherCase.stderr, "kiln: a token named 'ops' already exists (kiln token revoke ops first to replace it)\n");
+  for (const name of ['admin', 'Admin', 'ADMIN']) {
+    const reserved = await kiln(server, ['token', 'create', name, '--role', 'viewer']);
+    assert.equal(reserved.code, 2, `${name}: ${reserved.stderr}`);
+    assert.match(reserved.stderr, /is the data dir's admin\.token's: choose another\n$/);
+  }
 
   // A person's token is no worker's: a worker given one stops, as for a wrong token.
   const misused = spawnKiln(t, ['worker', '--server', server.url, '--name', 'w2', '--platform', 'testos'], { KILN_WORKER_TOKEN: operator });

@@ -1290,6 +1290,18 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.equal(JSON.stringify(await store.listTokens()).includes(hash('a')), false, 'never the hash');
       });
 
+      test('token names are unique whatever their case: a live one refuses another spelling, a revoked one gives way', async (t) => {
+        const store = await open(t);
+        await store.createToken({ name: 'alice', role: 'viewer', sha256: hash('a'), createdAt: T0, expiresAt: null });
+        await assert.rejects(store.createToken({ name: 'Alice', role: 'admin', sha256: hash('b'), createdAt: T0 + 1, expiresAt: null }), { code: 'KILN_ERR_TOKEN_EXISTS', message: /'alice'/ });
+        assert.equal(await store.findToken(hash('b')), undefined);
+        await store.revokeToken('alice', T0 + 2);
+        const renamed = await store.createToken({ name: 'ALICE', role: 'operator', sha256: hash('c'), createdAt: T0 + 3, expiresAt: null });
+        assert.equal(renamed.name, 'ALICE');
+        assert.deepEqual((await store.listTokens()).map((r) => r.name), ['ALICE']);
+        assert.equal(await store.findToken(hash('a')), undefined, 'the revoked spelling gave way');
+      });
+
       test('only the three roles are stored', async (t) => {
         const store = await open(t);
         await assert.rejects(store.createToken({ name: 'x', role: 'root' as never, sha256: hash('a'), createdAt: T0, expiresAt: null }));

@@ -34,7 +34,7 @@ export type PresentedToken = ReturnType<typeof present>;
 export function registerTokenRoutes(app: FastifyInstance, { store, now }: TokenRouteParts): void {
   app.post('/api/tokens', forAdmin, async (request, reply) => {
     const { name, role, expiresInMs } = parse(createTokenBody, request.body, 'token request');
-    if (name === ADMIN_FILE_TOKEN_NAME) throw new InvalidRequestError(`the token name '${name}' is the data dir's admin.token's: choose another`);
+    if (name.toLowerCase() === ADMIN_FILE_TOKEN_NAME) throw new InvalidRequestError(`the token name '${name}' is the data dir's admin.token's: choose another`);
     const token = newToken();
     const createdAt = now();
     const record = await store.createToken({ name, role, sha256: hashToken(token), createdAt, expiresAt: expiresInMs === undefined ? null : createdAt + expiresInMs });

@@ -675,6 +675,11 @@ class PostgresStore implements JobStore {
   async createToken(token: { name: string; role: Role; sha256: string; createdAt: number; expiresAt: number | null }): Promise<TokenRecord> {
     const { name, role, sha256, createdAt, expiresAt } = token;
     return this.db.transaction(async (tx) => {
+      // Names are unique whatever their case: a live `alice` refuses `Alice`; a revoked one gives way.
+      // (Two servers creating both at once: the index refuses one, 23505, retried here into this check.)
+      const [variant] = (await tx.run<{ name: string }>(S.TOKEN_LIVE_VARIANT, [name])).rows;
+      if (variant) throw new TokenExistsError(variant.name);
+      await tx.run(S.TOKEN_DELETE_REVOKED_VARIANTS, [name]);
       if ((await tx.run(S.TOKEN_UPSERT, [name, role, sha256, createdAt, expiresAt])).rowCount !== 1) throw new TokenExistsError(name);
       // A revoked token's sessions were ended with it; none can be left for the new one to inherit.
       await tx.run(S.SESSIONS_DELETE_OF_TOKEN, [name]);

@@ -171,6 +171,7 @@ CREATE UNIQUE INDEX runs_one_queued ON runs USING btree (job, platform) WHERE (s
 CREATE INDEX runs_queue ON runs USING btree (platform, queue_pos) WHERE (status = 'queued'::text);
 CREATE INDEX runs_running ON runs USING btree (worker) WHERE (status = 'running'::text);
 CREATE INDEX sessions_by_token ON sessions USING btree (token_name);
+CREATE UNIQUE INDEX tokens_name_nocase ON tokens USING btree (lower(name));
 
 CREATE SEQUENCE queue_back;
 CREATE SEQUENCE queue_front;

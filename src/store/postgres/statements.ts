@@ -493,6 +493,12 @@ export const TOKEN_UPSERT = sql('token_upsert', `
   WHERE tokens.revoked_at IS NOT NULL
   RETURNING name`);
 
+/** Forgets revoked tokens whose name differs from a new one only in case (names are unique whatever their case). $1 name */
+export const TOKEN_DELETE_REVOKED_VARIANTS = sql('token_delete_revoked_variants', 'DELETE FROM tokens WHERE lower(name) = lower($1) AND name <> $1 AND revoked_at IS NOT NULL', true);
+
+/** The name of a token not revoked whose name differs from this one only in case. $1 name */
+export const TOKEN_LIVE_VARIANT = sql('token_live_variant', 'SELECT name FROM tokens WHERE lower(name) = lower($1) AND name <> $1 AND revoked_at IS NULL');
+
 /** The tokens not revoked, by name. (no parameters) */
 export const TOKENS_LIST = sql('tokens_list', `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL ORDER BY name`);
 

@@ -188,3 +188,6 @@ CREATE INDEX runs_running ON runs (worker) WHERE status = 'running';
 
 -- index sessions_by_token
 CREATE INDEX sessions_by_token ON sessions (token_name);
+
+-- index tokens_name_nocase
+CREATE UNIQUE INDEX tokens_name_nocase ON tokens (lower(name));

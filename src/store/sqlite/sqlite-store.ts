@@ -651,6 +651,10 @@ class SqliteStore implements JobStore {
   async createToken(token: { name: string; role: Role; sha256: string; createdAt: number; expiresAt: number | null }): Promise<TokenRecord> {
     const { name, role, sha256, createdAt, expiresAt } = token;
     return this.tx(() => {
+      // Names are unique whatever their case: a live `alice` refuses `Alice`; a revoked one gives way.
+      const variant = this.prepare(S.TOKEN_LIVE_VARIANT).pluck().get(name, name) as string | undefined;
+      if (variant !== undefined) throw new TokenExistsError(variant);
+      this.prepare(S.TOKEN_DELETE_REVOKED_VARIANTS).run(name, name);
       if (this.prepare(S.TOKEN_UPSERT).run(name, role, sha256, createdAt, expiresAt).changes !== 1) throw new TokenExistsError(name);
       // A revoked token's sessions were ended with it; none can be left for the new one to inherit.
       this.prepare(S.SESSIONS_DELETE_OF_TOKEN).run(name);

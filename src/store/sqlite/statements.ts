@@ -309,6 +309,12 @@ export const TOKEN_UPSERT = `INSERT INTO tokens (name, role, token_sha256, creat
     expires_at = excluded.expires_at, last_used_at = NULL, revoked_at = NULL
   WHERE tokens.revoked_at IS NOT NULL`;
 
+/** Forgets revoked tokens whose name differs from a new one only in case (names are unique whatever their case). ?1 name, ?2 name */
+export const TOKEN_DELETE_REVOKED_VARIANTS = 'DELETE FROM tokens WHERE lower(name) = lower(?) AND name <> ? AND revoked_at IS NOT NULL';
+
+/** The name of a token not revoked whose name differs from this one only in case. ?1 name, ?2 name */
+export const TOKEN_LIVE_VARIANT = 'SELECT name FROM tokens WHERE lower(name) = lower(?) AND name <> ? AND revoked_at IS NULL';
+
 /** The tokens not revoked, by name. (no parameters) */
 export const TOKENS_LIST = `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL ORDER BY name`;
 
