@@ -229,7 +229,7 @@ async function startOnStore(
   };
   registerRoutes(app, {
     store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver,
-    events, reservedFor: (worker) => dispatcher.reservedFor(worker),
+    events, reservedFor: (worker) => dispatcher.reservedFor(worker), now,
   });
   registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);

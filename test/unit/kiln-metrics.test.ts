@@ -40,7 +40,7 @@ function fixture() {
   const metrics = new KilnMetrics();
   const pools = () => [{ name: 'local', instances: [{ state: 'busy' }, { state: 'starting' }] }] as never;
   metrics.watch({ events, store, workers, pools, now: () => now });
-  return { events, metrics, store, advance: (ms: number) => (now += ms) };
+  return { events, metrics, store, queued, sessions, advance: (ms: number) => (now += ms) };
 }
 
 test('counters and histograms follow the events; gauges are read at scrape time', async () => {
@@ -88,6 +88,26 @@ test('counters and histograms follow the events; gauges are read at scrape time'
   assert.equal(sample(body, 'kiln_workers_busy{platform="linux"}'), 1);
   assert.equal(sample(body, 'kiln_workers_busy{platform="bsd"}'), 0);
   assert.match(body, /^kiln_build_info\{version="[^"]+"\} 1$/m);
+});
+
+test("a platform's queue and worker series last while it has queued runs or a connected worker, then are dropped", async () => {
+  const { metrics, queued, sessions } = fixture();
+  sessions.push({ platform: 'gone-soon', running: new Set() });
+  queued.push({ id: 'q3', platform: 'orphan', queuedAt: T0 - 1000 });
+  let { body } = await metrics.render();
+  assert.equal(sample(body, 'kiln_workers_connected{platform="gone-soon"}'), 1);
+  assert.equal(sample(body, 'kiln_queued_runs{platform="gone-soon"}'), 0, 'a worker and an empty queue: 0');
+  assert.equal(sample(body, 'kiln_workers_connected{platform="orphan"}'), 0, 'runs wait and no worker: 0, not absent');
+  assert.equal(sample(body, 'kiln_queued_runs{platform="orphan"}'), 1);
+  // The worker leaves, the orphan's run is cancelled: neither platform has anything left.
+  sessions.pop();
+  queued.pop();
+  ({ body } = await metrics.render());
+  for (const series of ['kiln_queued_runs', 'kiln_queue_oldest_wait_seconds', 'kiln_workers_connected', 'kiln_workers_busy']) {
+    for (const platform of ['gone-soon', 'orphan']) assert.equal(sample(body, `${series}{platform="${platform}"}`), undefined, `${series} ${platform}: dropped`);
+  }
+  assert.equal(sample(body, 'kiln_queued_runs{platform="linux"}'), 2, 'the others stay');
+  assert.equal(sample(body, 'kiln_workers_connected{platform="bsd"}'), 1);
 });
 
 test('the timed store passes calls, results and errors through, and times each operation by name', async () => {

@@ -42,13 +42,15 @@ export interface RouteParts {
   reservedFor: (worker: string) => string | undefined;
   /** Queues the run's failed delivery again and wakes the outbox (`kiln redeliver`); undefined: none failed. */
   redeliver: (runId: string) => Promise<Delivery | undefined>;
+  /** The server's clock (injected in tests): a pool's quarantine is judged against it. */
+  now: () => number;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await jobService.schedule(body);
@@ -176,7 +178,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
         };
       }),
       dropped: new Set(dropped.map((d) => d.platform)),
-      now: Date.now(),
+      now: now(),
     };
     // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
     const byPlatform = new Map<string, typeof queued>();

@@ -146,8 +146,10 @@ export class KilnMetrics {
       requeuedAt.delete(runId);
     });
 
-    // ---- queues (read at scrape time; both gauges from one read) ----
-    const platformsSeen = new Set<string>();
+    // ---- queues and workers (read at scrape time; the queue gauges from one read) ----
+    // A platform has series while it has queued runs or a connected worker: then an empty queue, or
+    // no worker for a waiting queue, says 0 rather than vanishing. Once it has neither its series are
+    // dropped, so platforms that come and go (pools, renamed workers, typos) do not pile up.
     let reading: Promise<Map<string, { depth: number; oldest: number }>> | undefined;
     const queues = () => (reading ??= store.listQueued().then((runs) => {
       const byPlatform = new Map<string, { depth: number; oldest: number }>();
@@ -159,14 +161,17 @@ export class KilnMetrics {
       }
       return byPlatform;
     }).finally(() => (reading = undefined)));
+    const livePlatforms = (byPlatform: Map<string, unknown>) => new Set([...byPlatform.keys(), ...workers.list().map((session) => session.platform)]);
+    /** Sets the gauge to exactly these platforms' values: reset first, so a platform no longer live has no series. */
+    const setExactly = (gauge: GaugeType<'platform'>, platforms: Set<string>, value: (platform: string) => number) => {
+      gauge.reset();
+      for (const platform of platforms) gauge.set({ platform }, value(platform));
+    };
     new Gauge({
       name: 'kiln_queued_runs', help: 'Runs waiting in their platform\'s queue.', labelNames: ['platform'], registers,
       async collect() {
         const byPlatform = await queues();
-        // Platforms with workers say their (empty) queue too.
-        for (const platform of [...byPlatform.keys(), ...workers.list().map((session) => session.platform)]) platformsSeen.add(platform);
-        // A queue that emptied says 0 rather than vanishing.
-        for (const platform of platformsSeen) this.set({ platform }, byPlatform.get(platform)?.depth ?? 0);
+        setExactly(this, livePlatforms(byPlatform), (platform) => byPlatform.get(platform)?.depth ?? 0);
       },
     });
     new Gauge({
@@ -174,25 +179,21 @@ export class KilnMetrics {
       async collect() {
         const byPlatform = await queues();
         const at = now();
-        for (const platform of platformsSeen) {
+        setExactly(this, livePlatforms(byPlatform), (platform) => {
           const entry = byPlatform.get(platform);
-          this.set({ platform }, entry ? Math.max(0, at - entry.oldest) / 1000 : 0);
-        }
+          return entry ? Math.max(0, at - entry.oldest) / 1000 : 0;
+        });
       },
     });
-
-    // ---- workers ----
-    const workerPlatforms = new Set<string>();
-    const countWorkers = (gauge: GaugeType<'platform'>, busyOnly: boolean) => {
+    const countWorkers = async (gauge: GaugeType<'platform'>, busyOnly: boolean) => {
       const counts = new Map<string, number>();
       for (const session of workers.list()) {
-        workerPlatforms.add(session.platform);
         if (!busyOnly || session.running.size > 0) counts.set(session.platform, (counts.get(session.platform) ?? 0) + 1);
       }
-      for (const platform of workerPlatforms) gauge.set({ platform }, counts.get(platform) ?? 0);
+      setExactly(gauge, livePlatforms(await queues()), (platform) => counts.get(platform) ?? 0);
     };
-    new Gauge({ name: 'kiln_workers_connected', help: 'Workers connected, by platform.', labelNames: ['platform'], registers, collect() { countWorkers(this, false); } });
-    new Gauge({ name: 'kiln_workers_busy', help: 'Connected workers running at least one run, by platform.', labelNames: ['platform'], registers, collect() { countWorkers(this, true); } });
+    new Gauge({ name: 'kiln_workers_connected', help: 'Workers connected, by platform.', labelNames: ['platform'], registers, async collect() { await countWorkers(this, false); } });
+    new Gauge({ name: 'kiln_workers_busy', help: 'Connected workers running at least one run, by platform.', labelNames: ['platform'], registers, async collect() { await countWorkers(this, true); } });
 
     // ---- pools ----
     const states = ['starting', 'idle', 'busy', 'stopping'] as const;
