@@ -24,7 +24,8 @@ test('cancel stops a running job and its whole process tree; the run ends cancel
   assert.match(cancelled.stdout, /^cancelling /);
   const observed = await observing;
   assert.equal(observed.code, 1);
-  assert.match(observed.stdout, /kiln: run .* cancelled: aborted: cancelled by \S+\n$/);
+  // The admin.token's name, with the CLI's login name as a note.
+  assert.match(observed.stdout, /kiln: run .* cancelled: aborted: cancelled by admin \(as [^\s()]+\)\n$/);
   assert.equal(isAlive(Number(readFileSync(`${dir}/child.pid`, 'utf8'))), false, 'the background child was killed too');
 
   const again = await kiln(server, ['cancel', runId]);
