@@ -375,6 +375,8 @@ export interface JobStore {
   findRun(idOrPrefix: string): Promise<Run>;
   /** Runs, newest first. */
   listRuns(filter: RunFilter): Promise<Run[]>;
+  /** The last run of each job (the one `listRuns({ job, limit: 1 })` gives), by job name; jobs never run are absent. One statement. */
+  lastRuns(): Promise<Map<string, Run>>;
   /**
    * Ends a queued or running run, guarded: it applies only when the run is still in one of
    * `from` (and on `worker`, when given). Returns whether it applied.

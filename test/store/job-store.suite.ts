@@ -865,6 +865,39 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.deepEqual(ids(await store.listRuns({ worker: 'w1', status: 'queued', limit: 100 })), []);
         assert.deepEqual(ids(await store.listRuns({ worker: 'w2', limit: 100 })), []);
       });
+
+      test('lastRuns gives each existing job its newest run, as listRuns would, in one map', async (t) => {
+        const store = await open(t);
+        assert.deepEqual(await store.lastRuns(), new Map());
+        const a = makeJob('a');
+        const b = makeJob('b');
+        const never = makeJob('never');
+        const gone = makeJob('gone');
+        for (const job of [a, b, never, gone]) await store.createJob(job);
+        // a: an older finished run, then two runs queued at the same time (the greater id wins the tie, as in listRuns).
+        const aOld = makeRun(a, { queuedAt: T0 });
+        const aTieLow = makeRun(a, { id: uuidWith('00000001', 1), platform: 'freebsd', queuedAt: T0 + 5 });
+        const aTieHigh = makeRun(a, { id: uuidWith('ffffffff', 2), queuedAt: T0 + 5 });
+        await store.enqueue(aOld, 'back');
+        await store.finishRun(aOld.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'x' }, finishedAt: T0 + 1 }, { from: ['queued'] });
+        for (const run of [aTieLow, aTieHigh]) await store.enqueue(run, 'back');
+        // b: its newest run is finished; an older one still queued does not count.
+        const bQueued = makeRun(b, { queuedAt: T0 + 1 });
+        const bDone = makeRun(b, { platform: 'freebsd', queuedAt: T0 + 2 });
+        for (const run of [bQueued, bDone]) await store.enqueue(run, 'back');
+        await store.finishRun(bDone.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'y' }, finishedAt: T0 + 3 }, { from: ['queued'] });
+        // gone: run, then deleted: its history stays but it is no job's last run.
+        await store.enqueue(makeRun(gone, { queuedAt: T0 + 9 }), 'back');
+        await store.deleteJob('gone', T0 + 10);
+
+        const last = await store.lastRuns();
+        assert.deepEqual([...last.keys()].sort(), ['a', 'b']);
+        assert.equal(last.get('a')?.id, aTieHigh.id);
+        assert.equal(last.get('b')?.id, bDone.id);
+        for (const job of ['a', 'b']) assert.deepEqual(last.get(job), (await store.listRuns({ job, limit: 1 }))[0], job);
+        assert.equal(last.get('b')?.status, 'cancelled');
+        assert.equal(last.get('b')?.finishedAt, T0 + 3);
+      });
     });
 
     describe('schedule', () => {

@@ -351,6 +351,10 @@ class PostgresStore implements JobStore {
     return (await this.db.run<RunRow>(S.RUNS_LIST, [filter.job ?? null, filter.status ?? null, filter.platform ?? null, filter.worker ?? null, filter.limit])).rows.map(toRun);
   }
 
+  async lastRuns(): Promise<Map<string, Run>> {
+    return new Map((await this.db.run<RunRow>(S.RUNS_LAST_PER_JOB, [])).rows.map((row) => [row.job, toRun(row)]));
+  }
+
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const [row] = (await tx.run<RunRow>(S.RUN_GET_LOCKED, [id])).rows;

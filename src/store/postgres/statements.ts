@@ -232,6 +232,14 @@ export const RUNS_LIST = sql('runs_list', `
   WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR platform = $3) AND ($4::text IS NULL OR worker = $4)
   ORDER BY queued_at DESC, id DESC LIMIT $5`);
 
+/**
+ * The last run (as RUNS_LIST orders: newest queued_at, then id) of each job that exists, one row per job
+ * with a run: a lateral look-up per job down runs_by_job, not a sort of every run. (no parameters)
+ */
+export const RUNS_LAST_PER_JOB = sql('runs_last_per_job', `
+  SELECT ${R_RUN_COLUMNS} FROM jobs j
+  CROSS JOIN LATERAL (SELECT ${RUN_COLUMNS} FROM runs WHERE job = j.name ORDER BY queued_at DESC, id DESC LIMIT 1) r`);
+
 /** Running runs whose deadline has passed. $1 now */
 export const RUNS_OVERDUE = sql('runs_overdue', `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= $1 ORDER BY deadline_at`);
 

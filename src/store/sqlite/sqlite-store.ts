@@ -336,6 +336,10 @@ class SqliteStore implements JobStore {
     return (this.prepare(S.runsList(filter)).all(...params, filter.limit) as RunRow[]).map(toRun);
   }
 
+  async lastRuns(): Promise<Map<string, Run>> {
+    return new Map((this.prepare(S.RUNS_LAST_PER_JOB).all() as RunRow[]).map((row) => [row.job, toRun(row)]));
+  }
+
   finishRun(id: string, end: RunEnd, guard: { from: RunStatus[]; worker?: string }): Promise<boolean> {
     return this.tx(() => {
       const row = this.prepare(S.RUN_STATUS).get(id) as { status: string; worker: string | null } | undefined;

@@ -134,6 +134,13 @@ export function runsList(filter: { job?: string; status?: string; platform?: str
   ORDER BY queued_at DESC, id DESC LIMIT ?`;
 }
 
+/**
+ * The last run (as listRuns orders: newest queued_at, then id) of each job that exists, one row per job
+ * with a run; each job's run is found through runs_by_job, not by reading every run. (no parameters)
+ */
+export const RUNS_LAST_PER_JOB = `SELECT ${RUN_COLUMNS} FROM runs WHERE id IN (
+  SELECT (SELECT r.id FROM runs r WHERE r.job = j.name ORDER BY r.queued_at DESC, r.id DESC LIMIT 1) FROM jobs j)`;
+
 /** Running runs whose deadline has passed. ?1 now */
 export const RUNS_OVERDUE = `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY deadline_at`;
 
