@@ -45,6 +45,11 @@ export interface InfoReply {
   } | null;
 }
 
+/** `GET /api/jobs`: each job as presented, with the platforms it runs on and its last run (null: never run). */
+export interface JobsReply {
+  jobs: (PresentedJob & { platforms: string[]; lastRun: PresentedRun | null })[];
+}
+
 /** `GET /api/queues`: every platform the farm knows, with why each waiting run waits. */
 export interface QueuesReply {
   queues: {

@@ -101,6 +101,33 @@ test('GET /api/queues: every platform, each waiting run with why it waits; runs 
   assert.deepEqual(byWorker, [runId]);
 });
 
+test('GET /api/jobs gives each job its platforms and last run (the dashboard\'s jobs page in one request); never run: null', async (t) => {
+  const { server, worker, runId } = await runOnFakeWorker(t);
+  await call(server, 'POST', '/api/jobs', { name: 'idle', platform: 'testos', script: 'true\n', period: 'never' });
+  await call(server, 'POST', '/api/jobs', { name: 'elsewhere', platform: 'bsd', script: 'true\n', period: 'never' });
+  const waiting: string = (await call(server, 'POST', '/api/jobs/elsewhere/execute', {})).body.run.id;
+  worker.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 3 } });
+  // The run's end is committed once its console says so.
+  assert.equal((await consoleEvents(server, runId)).at(-1).run.status, 'failed');
+
+  const reply = await call(server, 'GET', '/api/jobs');
+  assert.equal(reply.status, 200);
+  const byName = new Map((reply.body.jobs as Record<string, any>[]).map((job) => [job.name, job]));
+  assert.deepEqual([...byName.keys()], ['build', 'elsewhere', 'idle']);
+  for (const name of ['build', 'elsewhere']) {
+    assert.deepEqual(byName.get(name)!.lastRun, (await call(server, 'GET', `/api/runs/latest?job=${name}`)).body.run, `${name}: as /api/runs/latest says`);
+  }
+  assert.equal(byName.get('build')!.lastRun.id, runId);
+  assert.equal(byName.get('build')!.lastRun.status, 'failed');
+  assert.equal(byName.get('build')!.lastRun.resultText, 'exited 3');
+  assert.equal(byName.get('elsewhere')!.lastRun.id, waiting);
+  assert.equal(byName.get('elsewhere')!.lastRun.status, 'queued');
+  assert.equal(byName.get('idle')!.lastRun, null);
+  assert.deepEqual(byName.get('elsewhere')!.platforms, ['bsd']);
+  // What it listed before stays (the CLI's `kiln jobs` reads it).
+  assert.equal(byName.get('idle')!.scheduleText, (await call(server, 'GET', '/api/jobs/idle')).body.job.scheduleText);
+});
+
 test('GET / serves the page with headers that keep it to its own script and this server; assets are plain names only', async (t) => {
   const server = await inProcessServer(t);
   const page = await fetch(server.url + '/');

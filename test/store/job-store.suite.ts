@@ -880,7 +880,7 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         const aTieHigh = makeRun(a, { id: uuidWith('ffffffff', 2), queuedAt: T0 + 5 });
         await store.enqueue(aOld, 'back');
         await store.finishRun(aOld.id, { status: 'cancelled', result: { kind: 'aborted', reason: 'x' }, finishedAt: T0 + 1 }, { from: ['queued'] });
-        for (const run of [aTieLow, aTieHigh]) await store.enqueue(run, 'back');
+        for (const run of [aTieHigh, aTieLow]) await store.enqueue(run, 'back'); // queued last, aTieLow still loses the tie on id
         // b: its newest run is finished; an older one still queued does not count.
         const bQueued = makeRun(b, { queuedAt: T0 + 1 });
         const bDone = makeRun(b, { platform: 'freebsd', queuedAt: T0 + 2 });

@@ -6,7 +6,7 @@ import {
   parseSize, upcoming, validateSchedule, type Schedule,
 } from '../../core/index.js';
 import { coerceError, UsageError } from '../../errors.js';
-import type { PresentedJob, PresentedRun } from '../api-client.js';
+import type { JobsReply, PresentedJob, PresentedRun } from '../api-client.js';
 import { clientFor, globals } from '../context.js';
 import { orDash, printJson, printTable } from '../output.js';
 
@@ -256,7 +256,7 @@ export function registerJobCommands(program: Command): void {
     .option('--next <n>', "also print each job's next N times")
     .action(async (flags: { next?: string }, command: Command) => {
       const client = clientFor(command);
-      const reply = await client.request<{ jobs: PresentedJob[] }>('GET', '/api/jobs');
+      const reply = await client.request<JobsReply>('GET', '/api/jobs');
       if (flags.next !== undefined) {
         const count = countFlag(flags.next);
         const previews = await Promise.all(
