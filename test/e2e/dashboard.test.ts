@@ -157,6 +157,10 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   await screenshot(page, 'workers');
   // Pause and resume from the page: a paused cron job shows no next time until it is resumed.
   assert.equal((await kiln(server, ['schedule', 'nightly', '--command', 'true', '--cron', '0 3 * * *', '--tz', 'Europe/Berlin', '--platform', 'testos', '--paused'])).code, 0);
+  // The jobs page reads every job's last run in its one GET /api/jobs, not one request per job.
+  const asked: string[] = [];
+  const noteRequest = (request: { url(): string }) => void asked.push(new URL(request.url()).pathname);
+  page.on('request', noteRequest);
   await page.goto(`${server.url}/#/jobs`);
   const nightly = page.locator('tr[data-job=nightly]');
   await nightly.getByText('paused').waitFor();
@@ -167,6 +171,9 @@ test('the dashboard: sign in, a console followed live, an artifact downloaded an
   assert.equal(resumed.paused, false);
   await nightly.getByText(new Date(resumed.nextAt).getFullYear().toString(), { exact: false }).waitFor();
   await page.locator('tr[data-job=forever]').getByText('cancelled').waitFor();
+  page.off('request', noteRequest);
+  assert.ok(asked.includes('/api/jobs'), asked.join(' '));
+  assert.deepEqual(asked.filter((p) => p.startsWith('/api/runs')), [], 'no request per job for its last run');
   await screenshot(page, 'jobs');
 
   // A reload keeps the tab signed in; signing out shows the sign-in form again, and a reload stays out.
