@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import {
   decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatDuration, formatResult, type BackoffTimings, type RunResult,
 } from '../core/index.js';
-import { coerceError, ProtocolError, TemplateNotFoundError } from '../errors.js';
+import { coerceError, ProtocolError, StoreUnavailableError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
 import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, ScriptFor, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
@@ -63,7 +63,12 @@ export class RunLifecycle {
    * Runs whose worker did not come back within the grace, waiting for their loss to be written
    * (by the deadline loop, which retries with its backoff while the store refuses it).
    */
-  private readonly losing = new Map<string, { worker: string | undefined; reason: string }>();
+  private readonly losing = new Map<string, { worker: string | undefined; attempt: number | undefined; reason: string }>();
+  /**
+   * The attempt each run held by a worker of this process is at: its loss is guarded on it, so a
+   * loss written again (its first write committed but the reply was lost) cannot end the next attempt.
+   */
+  private readonly heldAttempts = new Map<string, number>();
   /**
    * Ends runs whose worker never reported by their deadline, and runs lost; sleeps until the
    * earliest deadline, or the backoff after an end the store refused.
@@ -212,6 +217,7 @@ export class RunLifecycle {
   /** A claimed run was sent to `session`: it holds it now, and its deadline is watched. */
   dispatched(run: Run, session: WorkerSession): void {
     this.workers.hold(session, run.id);
+    this.heldAttempts.set(run.id, run.attempt);
     session.assign(run);
     this.noteDeadline(run.deadlineAt);
     this.events.publish('run.dispatched', { run, worker: session.name });
@@ -349,6 +355,7 @@ export class RunLifecycle {
       if (decision.kind === 'resume') {
         this.attended(runId);
         this.workers.hold(session, runId);
+        this.heldAttempts.set(runId, attempt);
         resume.push({ runId, afterSeq: await this.store.lastConsoleSeq(runId) });
         this.log.info({ runId, worker: session.name }, 'run re-attached');
         this.events.publish('run.attached', { runId, worker: session.name });
@@ -411,7 +418,7 @@ export class RunLifecycle {
 
   /** A worker's connection is gone: its runs wait for it to come back, then end `lost`. */
   async workerGone(session: WorkerSession): Promise<void> {
-    for (const runId of this.workers.leave(session)) this.unattend(runId, session.name);
+    for (const runId of this.workers.leave(session)) this.unattend(runId, session.name, this.heldAttempts.get(runId));
     // A connection cut off (revoked) is unlisted before its close: a worker welcomed under the
     // name meanwhile is the one connected now.
     if (this.workers.session(session.name)) return;
@@ -424,7 +431,7 @@ export class RunLifecycle {
    */
   async recover(): Promise<number> {
     const running = await this.store.listRunning();
-    for (const run of running) this.unattend(run.id, run.worker ?? undefined);
+    for (const run of running) this.unattend(run.id, run.worker ?? undefined, run.attempt);
     await this.deadlines.kick();
     return running.length;
   }
@@ -437,11 +444,11 @@ export class RunLifecycle {
     this.unattended.clear();
   }
 
-  private unattend(runId: string, worker: string | undefined): void {
+  private unattend(runId: string, worker: string | undefined, attempt: number | undefined): void {
     if (this.stopped || this.unattended.has(runId)) return;
     const timer = setTimeout(() => {
       this.unattended.delete(runId);
-      this.losing.set(runId, { worker, reason: `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.options.reattachGraceMs)})` });
+      this.losing.set(runId, { worker, attempt, reason: `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.options.reattachGraceMs)})` });
       void this.deadlines.kick();
     }, this.options.reattachGraceMs);
     this.unattended.set(runId, timer);
@@ -452,6 +459,7 @@ export class RunLifecycle {
     clearTimeout(this.unattended.get(runId));
     this.unattended.delete(runId);
     this.losing.delete(runId);
+    this.heldAttempts.delete(runId);
   }
 
   // ---- deadlines ----
@@ -463,30 +471,42 @@ export class RunLifecycle {
 
   /**
    * Writes the losses waiting, then ends the runs whose worker never reported by their deadline;
-   * resolves with the next deadline. Each run is its own store call: one the store refuses is
-   * logged and left for the retry (the whole pass, with the loop's backoff), and does not keep
-   * the others from ending.
+   * resolves with the next deadline. Each run is its own store call, guarded on the attempt (one
+   * written again after a reply lost comes back stale): one the store refuses is logged and left
+   * for the retry (the whole pass, with the loop's backoff, or sooner when a deadline comes
+   * first), and does not keep the others from ending. A loss refused for another reason than the
+   * store being away would be refused again: it is logged once and dropped.
    */
   private async reap(): Promise<number | undefined | typeof RETRY_PASS> {
     let refused = false;
-    for (const [runId, { worker, reason }] of [...this.losing]) {
+    for (const [runId, { worker, attempt, reason }] of [...this.losing]) {
       try {
-        await this.endAttempt(runId, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'lost' }, worker);
+        await this.endAttempt(runId, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'lost' }, worker, attempt);
         this.losing.delete(runId);
       } catch (raw) {
-        refused = true;
-        this.log.error({ err: coerceError(raw), runId }, 'could not record a lost run; retrying');
+        const err = coerceError(raw);
+        if (err instanceof StoreUnavailableError) {
+          refused = true;
+          this.log.error({ err, runId }, 'could not record a lost run; retrying');
+        } else {
+          this.losing.delete(runId);
+          this.log.error({ err, runId }, 'could not record a lost run; dropped (its deadline ends it)');
+        }
       }
     }
     const now = this.options.now();
     for (const run of await this.store.overdueRuns(now)) {
       try {
-        await this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined);
+        await this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined, run.attempt);
       } catch (raw) {
         refused = true;
         this.log.error({ err: coerceError(raw), runId: run.id }, 'could not end an overdue run; retrying');
       }
     }
-    return refused ? RETRY_PASS : this.store.earliestDeadline();
+    if (!refused) return this.store.earliestDeadline();
+    // The retry waits the backoff, but no later than the next deadline still to come.
+    const next = await this.store.earliestDeadline(now).catch(() => undefined);
+    if (next !== undefined) this.deadlines.wakeAt(next);
+    return RETRY_PASS;
   }
 }

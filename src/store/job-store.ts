@@ -400,8 +400,8 @@ export interface JobStore {
   requestCancel(id: string, by: string, now: number, deadlineAt: number): Promise<{ run: Run; state: 'cancelled' | 'requested' }>;
   /** Running runs whose deadline has passed. */
   overdueRuns(now: number): Promise<Run[]>;
-  /** The earliest deadline of any running run. */
-  earliestDeadline(): Promise<number | undefined>;
+  /** The earliest deadline of any running run (of those after `after`, when given). */
+  earliestDeadline(after?: number): Promise<number | undefined>;
   /** Adds an entry to a run's history (for what is not a state change, e.g. an ignored message). */
   recordEvent(runId: string, event: RunEvent): Promise<void>;
   /** The same, stamped with the run's current attempt, in one statement; false (nothing written) when there is no run `runId` (an exact id). */

@@ -10,10 +10,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
+import { StoreUnavailableError } from '../../src/errors.js';
 import { ConsoleHub } from '../../src/server/console-hub.js';
 import { createEventBus, type EventBus, type KilnEventName, type KilnEvents } from '../../src/server/events.js';
 import { RunLifecycle } from '../../src/server/run-lifecycle.js';
 import { Templates } from '../../src/server/templates.js';
+import type { WakeLoop } from '../../src/server/wake-loop.js';
 import { WorkerRegistry, type WorkerLink, type WorkerSession } from '../../src/server/worker-registry.js';
 import type { Job, JobStore, NewRun, Run } from '../../src/store/index.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
@@ -55,8 +57,10 @@ interface World {
   store: JobStore;
   /** The store methods the lifecycle called, in order (the console hub's batch writes left out). */
   calls: string[];
-  /** Store methods that fail (once each) when next called. */
+  /** Store methods that fail (once each, the store away) when next called. */
   failing: Set<string>;
+  /** Store methods that go through `wrap[name]` (given the real call) while set. */
+  wrap: Record<string, (call: () => Promise<unknown>) => Promise<unknown>>;
   /** The console hub (its waiting lines written by flush). */
   hub: ConsoleHub;
   events: EventBus;
@@ -78,14 +82,17 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
   const real = openSqliteStore(path.join(dir, 'kiln.db'));
   const calls: string[] = [];
   const failing = new Set<string>();
+  const wrap: World['wrap'] = {};
   const store = new Proxy(real, {
     get(target, name, receiver) {
       const value = Reflect.get(target, name, receiver) as unknown;
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
         if (name !== 'appendConsole') calls.push(String(name));
-        if (failing.delete(String(name))) return Promise.reject(new Error(`${String(name)} failed`));
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (failing.delete(String(name))) return Promise.reject(new StoreUnavailableError('test', `${String(name)} failed`));
+        const call = () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        const wrapper = wrap[String(name)];
+        return wrapper ? wrapper(call) : call();
       };
     },
   });
@@ -111,7 +118,7 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
   const names = () => heard.slice(seen, (seen = heard.length)).map((h) => h.name);
   let workerCount = 0;
   return {
-    store, calls, failing, hub, events, workers, lifecycle, heard, names, clock, templatesDir: path.join(dir, 'templates'),
+    store, calls, failing, wrap, hub, events, workers, lifecycle, heard, names, clock, templatesDir: path.join(dir, 'templates'),
     async dispatchedRun(name, over = {}) {
       const sent: string[] = [];
       const session = workers.create(fakeLink(`w${(workerCount += 1)}`, sent));
@@ -411,4 +418,77 @@ test('an end the store refuses changes nothing and publishes nothing; its last l
   assert.ok(session.running.has(run.id), 'still held: the worker resends its result');
   await w.hub.flush();
   assert.deepEqual((await w.store.readConsole(run.id)).map((l) => l.text), ['kept']);
+});
+
+/** Runs a pass of the lifecycle's deadline loop now (the loop is private: its timers are what the tests check otherwise). */
+const reapNow = (lifecycle: RunLifecycle) => (lifecycle as unknown as { deadlines: WakeLoop }).deadlines.kick();
+
+test('a loss written again after its reply was lost is stale: it does not end the next attempt the same worker took', { timeout: 10_000 }, async (t) => {
+  const w = await world(t, { reattachGraceMs: 10, retryMs: 10 });
+  const { run, session } = await w.dispatchedRun('lost-reply');
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  let again!: WorkerSession;
+  let resent!: () => void;
+  const written = new Promise<void>((resolve) => (resent = resolve));
+  let ends = 0;
+  w.wrap.endAttempt = async (call) => {
+    ends += 1;
+    const got = await call();
+    if (ends === 1) {
+      // Committed (requeued as attempt 2), but the reply is lost; meanwhile the worker is back and takes attempt 2.
+      again = w.workers.create(fakeLink(session.name, []));
+      w.workers.join(again);
+      const claimed = await w.lifecycle.claimNext({ name: again.name, platform: 'linux', labels: {}, identity: again.identity, session: again.session });
+      assert.equal(claimed?.attempt, 2);
+      w.lifecycle.dispatched((await w.lifecycle.prepare(claimed!))!, again);
+      throw new StoreUnavailableError('postgres://db', 'connection lost');
+    }
+    resent();
+    return got;
+  };
+  await w.lifecycle.workerGone(session);
+  await written;
+  await w.lifecycle.stop();
+  const now = await w.store.findRun(run.id);
+  assert.deepEqual([now.status, now.attempt, now.worker], ['running', 2, session.name], 'attempt 2 still runs');
+  assert.ok(again.running.has(run.id));
+});
+
+test('a refused end waits the backoff, but no later than a deadline that comes before it', { timeout: 10_000 }, async (t) => {
+  const w = await world(t, { retryMs: 60_000 });
+  const first = await w.dispatchedRun('due', { timeoutMs: 1000 });
+  const second = await w.dispatchedRun('due-soon', { timeoutMs: 1100 });
+  // The clock runs from just past the first deadline: the second is due 100 ms later.
+  const from = Date.now();
+  const base = first.run.deadlineAt! + 1;
+  Object.defineProperty(w.clock, 'now', { get: () => base + (Date.now() - from) });
+  w.failing.add('endAttempt');
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  const ended = new Promise<string>((resolve) => w.events.on('run.ended', ({ runId }) => resolve(runId)));
+  await w.lifecycle.recover();
+  assert.equal((await w.store.findRun(first.run.id)).status, 'running', 'refused: left for the retry');
+  assert.ok(second.run.deadlineAt! < base + 60_000);
+  assert.ok([first.run.id, second.run.id].includes(await ended), 'ended at the second deadline, not after the one-minute backoff');
+});
+
+test('a loss refused for another reason than the store being away is logged and dropped, not retried forever', { timeout: 10_000 }, async (t) => {
+  const w = await world(t, { reattachGraceMs: 10, retryMs: 10 });
+  const { run, session } = await w.dispatchedRun('unwritable');
+  let tried!: () => void;
+  const refused = new Promise<void>((resolve) => (tried = resolve));
+  let ends = 0;
+  w.wrap.endAttempt = async () => {
+    ends += 1;
+    tried();
+    throw new Error('constraint violated');
+  };
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  await w.lifecycle.workerGone(session);
+  await refused;
+  await reapNow(w.lifecycle);
+  assert.equal(ends, 1, 'not written again');
+  assert.equal((await w.store.findRun(run.id)).status, 'running', 'its deadline ends it');
 });

@@ -456,8 +456,8 @@ class PostgresStore implements JobStore {
     return (await this.db.run<RunRow>(S.RUNS_OVERDUE, [now])).rows.map(toRun);
   }
 
-  async earliestDeadline(): Promise<number | undefined> {
-    return (await this.db.run<{ at: number | null }>(S.RUNS_EARLIEST_DEADLINE)).rows[0]?.at ?? undefined;
+  async earliestDeadline(after = Number.MIN_SAFE_INTEGER): Promise<number | undefined> {
+    return (await this.db.run<{ at: number | null }>(S.RUNS_EARLIEST_DEADLINE, [after])).rows[0]?.at ?? undefined;
   }
 
   async recordEvent(runId: string, event: RunEvent): Promise<void> {

@@ -243,8 +243,8 @@ export const RUNS_LAST_PER_JOB = sql('runs_last_per_job', `
 /** Running runs whose deadline has passed. $1 now */
 export const RUNS_OVERDUE = sql('runs_overdue', `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= $1 ORDER BY deadline_at`);
 
-/** The earliest deadline of a running run (null: none). (no parameters) */
-export const RUNS_EARLIEST_DEADLINE = sql('runs_earliest_deadline', "SELECT MIN(deadline_at) AS at FROM runs WHERE status = 'running'");
+/** The earliest deadline of a running run after $1 (null: none). */
+export const RUNS_EARLIEST_DEADLINE = sql('runs_earliest_deadline', "SELECT MIN(deadline_at) AS at FROM runs WHERE status = 'running' AND deadline_at > $1");
 
 // ---- runs: transitions
 

@@ -413,8 +413,8 @@ class SqliteStore implements JobStore {
     return (this.prepare(S.RUNS_OVERDUE).all(now) as RunRow[]).map(toRun);
   }
 
-  async earliestDeadline(): Promise<number | undefined> {
-    const value = this.prepare(S.RUNS_EARLIEST_DEADLINE).pluck().get() as number | null;
+  async earliestDeadline(after = Number.MIN_SAFE_INTEGER): Promise<number | undefined> {
+    const value = this.prepare(S.RUNS_EARLIEST_DEADLINE).pluck().get(after) as number | null;
     return value ?? undefined;
   }
 

@@ -144,8 +144,8 @@ export const RUNS_LAST_PER_JOB = `SELECT ${RUN_COLUMNS} FROM runs WHERE id IN (
 /** Running runs whose deadline has passed. ?1 now */
 export const RUNS_OVERDUE = `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND deadline_at <= ? ORDER BY deadline_at`;
 
-/** The earliest deadline of a running run (null: none). (no parameters) */
-export const RUNS_EARLIEST_DEADLINE = "SELECT MIN(deadline_at) FROM runs WHERE status = 'running'";
+/** The earliest deadline of a running run after ?1 (null: none). */
+export const RUNS_EARLIEST_DEADLINE = "SELECT MIN(deadline_at) FROM runs WHERE status = 'running' AND deadline_at > ?";
 
 /** Ends a run still in the status expected. ?1 status, ?2 result, ?3 finished_at, ?4 id, ?5 expected status */
 export const RUN_FINISH = 'UPDATE runs SET status = ?, result = ?, finished_at = ?, queue_pos = NULL, deadline_at = NULL WHERE id = ? AND status = ?';
