@@ -18,6 +18,8 @@ const WRITE_RETRY: BackoffTimings = { retryMinMs: 1000, retryMaxMs: 10_000 };
 export interface ConsoleObserver {
   line(line: StoredLine): void;
   end(): void;
+  /** It threw and is dropped: it must end its stream now (broken: its client may resume), or nothing would. */
+  abort(err: Error): void;
 }
 
 /** Options of the console hub. */
@@ -137,8 +139,9 @@ export class ConsoleHub {
 
   /**
    * Tells one observer something. One that throws (a bug in a stream, a socket that broke in a way
-   * it did not expect) is logged once and dropped: it must not hold up the other observers, nor the
-   * store write the batch it was told about schedules after.
+   * it did not expect) is logged once, dropped and aborted (so its stream ends, not left open): it
+   * must not hold up the other observers, nor the store write the batch it was told about
+   * schedules after.
    */
   private tell(runId: string, observer: ConsoleObserver, what: (observer: ConsoleObserver) => void): void {
     try {
@@ -147,7 +150,13 @@ export class ConsoleHub {
       const set = this.observers.get(runId);
       set?.delete(observer);
       if (set?.size === 0) this.observers.delete(runId);
-      this.log.error({ err: coerceError(raw), runId }, 'a console observer failed; it is dropped');
+      const err = coerceError(raw);
+      this.log.error({ err, runId }, 'a console observer failed; it is dropped');
+      try {
+        observer.abort(err);
+      } catch (rawAbort) {
+        this.log.error({ err: coerceError(rawAbort), runId }, 'a dropped console observer failed to close');
+      }
     }
   }
 

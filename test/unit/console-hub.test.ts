@@ -1,6 +1,6 @@
 /**
- * The console hub on a real SQLite store: an observer that throws is dropped, and neither the
- * other observers nor the store write of the batch wait on it.
+ * The console hub on a real SQLite store: an observer that throws is dropped and aborted (its
+ * stream ends), and neither the other observers nor the store write of the batch wait on it.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -36,10 +36,17 @@ test('an observer that throws is dropped: the others see every line and the batc
   }, [{ id: runId, job: 'j', platform: 'linux', labels: {}, queuedAt: T0 }]);
 
   let thrown = 0;
-  hub.subscribe(runId, { line: () => { thrown += 1; throw new Error('observer bug'); }, end: () => assert.fail('a dropped observer is not told the end') });
+  const aborted: string[] = [];
+  hub.subscribe(runId, {
+    line: () => { thrown += 1; throw new Error('observer bug'); },
+    end: () => assert.fail('a dropped observer is not told the end'),
+    abort: (err) => aborted.push(err.message),
+  });
+  // One whose abort throws too is still dropped, and holds up nothing.
+  hub.subscribe(runId, { line: () => { throw new Error('bug'); }, end: () => assert.fail('dropped'), abort: () => { throw new Error('abort bug'); } });
   const seen: string[] = [];
   let ended = false;
-  hub.subscribe(runId, { line: (line) => seen.push(line.text), end: () => { ended = true; } });
+  hub.subscribe(runId, { line: (line) => seen.push(line.text), end: () => { ended = true; }, abort: () => assert.fail('not dropped') });
 
   const line = (seq: number): StoredLine => ({ seq, ts: T0 + seq, text: `line ${seq}` });
   events.publish('run.line', { runId, lines: [line(0)], source: 'worker' });
@@ -50,5 +57,6 @@ test('an observer that throws is dropped: the others see every line and the batc
   events.publish('run.ended', { runId, from: 'running', status: 'succeeded' });
   assert.deepEqual(seen, ['line 0', 'line 1']);
   assert.equal(thrown, 1, 'the throwing observer was told once, then dropped');
+  assert.deepEqual(aborted, ['observer bug'], 'and aborted once, so its stream ends');
   assert.ok(ended);
 });

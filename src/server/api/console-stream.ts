@@ -95,6 +95,11 @@ export async function streamConsole(
       ended = true;
       if (live) void guarded(finish)();
     },
+    // The hub dropped it: no more lines would come, so the stream ends broken (the client may resume).
+    abort: () => {
+      clearInterval(keepalive);
+      reply.raw.destroy();
+    },
   });
   const keepalive = setInterval(() => {
     if (!out.blocked) out.write({ type: 'keepalive' });
