@@ -7,6 +7,7 @@ import { describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
+import { holdServerLock } from '../../src/store/postgres/server-lock.js';
 import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
 import { runJobStoreSuite } from './job-store.suite.js';
@@ -229,6 +230,36 @@ describe('PostgreSQL store', { skip }, () => {
     assert.deepEqual(await shared.listJobs(), [], 'a plain open (a tool, a test) is not refused');
     await first.close();
     await (await openPostgresStore(url, { exclusive: true })).close();
+  });
+
+  test("a lock connection seen lost here while its backend lives on (a keepalive timeout): the old backend is ended and the lock taken back", async (t) => {
+    const { url, schema } = await freshSchema(t);
+    /** Resolved once it is taken back, or lost. */
+    let retaken!: () => void;
+    const back = new Promise<void>((resolve) => (retaken = resolve));
+    const lost: string[] = [];
+    const lock = await holdServerLock(url, schema, {
+      log: { warn: () => undefined, info: (_f, message) => /took this server's lock on the store back/.test(message) && retaken() },
+      onLost: (err) => {
+        lost.push(err.message);
+        retaken();
+      },
+    });
+    t.after(() => lock.release());
+    const client = (lock as unknown as { client: pg.Client }).client;
+    const oldPid = (client as unknown as { processID: number }).processID;
+    // The client gives up on its connection; PostgreSQL's backend, and its lock, stay.
+    client.emit('error', new Error('read ETIMEDOUT'));
+    assert.equal(lock.held, false);
+    await back;
+    assert.deepEqual(lost, [], 'not reported lost (it would name this server as the other holder)');
+    assert.equal(lock.held, true);
+    const { rows } = await adminQuery(`SELECT pid FROM pg_stat_activity WHERE pid = ${oldPid}`);
+    assert.deepEqual(rows, [], 'the old backend was ended');
+    const holders = (await adminQuery(`SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid = x'4b535256'::int::oid
+      AND l.objid = (hashtext('${schema}')::bigint & 4294967295)::oid`)).rows as { pid: number }[];
+    assert.equal(holders.length, 1);
+    assert.notEqual(holders[0]!.pid, oldPid, 'held by the new connection');
   });
 
   test('calls after close reject, and closing twice is harmless', async (t) => {

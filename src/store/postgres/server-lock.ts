@@ -9,8 +9,10 @@
  * DBA's pg_terminate_backend): the lock is gone with it, and another server may take it. So the
  * lock is taken back at once on a new connection, tried again with the backoff while PostgreSQL
  * cannot be reached, and meanwhile `held` is false (the store refuses statements: this server acts
- * on nothing it does not hold). Found taken by another server, or not retaken within the bound,
- * it is lost for good: `onLost` is told, and the server stops rather than run unguarded.
+ * on nothing it does not hold). The connection may only look lost from here (a keepalive timeout)
+ * while its backend lives on, holding the lock: that backend, known by its pid, is ended and the
+ * lock tried again. Found taken by another server, or not retaken within the bound, it is lost for
+ * good: `onLost` is told, and the server stops rather than run unguarded.
  */
 import pg from 'pg';
 import { backoffMs, formatDuration, type BackoffTimings } from '../../core/index.js';
@@ -63,6 +65,7 @@ export async function holdServerLock(url: string, where: string, options: Server
       throw new DataDirInUseError(`the store ${where}`, await holder(client));
     }
     await client.query('RESET lock_timeout');
+    lock.backendPid = backendPid(client);
   } catch (raw) {
     lock.released = true;
     await client.end().catch(() => undefined);
@@ -70,6 +73,11 @@ export async function holdServerLock(url: string, where: string, options: Server
   }
   lock.held = true;
   return lock;
+}
+
+/** The pid of the PostgreSQL backend serving `client` (pg sets it on connect; its types leave it out). */
+function backendPid(client: pg.Client): number | undefined {
+  return (client as unknown as { processID?: number | null }).processID ?? undefined;
 }
 
 function newClient(url: string): pg.Client {
@@ -80,6 +88,8 @@ function newClient(url: string): pg.Client {
 class HeldLock implements ServerLock {
   held = false;
   released = false;
+  /** The backend of the connection that held the lock: after a loss seen only here, it may hold it still. */
+  backendPid: number | undefined;
   private client: pg.Client | undefined;
   private retry: NodeJS.Timeout | undefined;
   private lostAt = 0;
@@ -138,16 +148,25 @@ class HeldLock implements ServerLock {
         client.removeListener('error', quiet);
         this.watch(client);
         this.held = true;
+        this.backendPid = backendPid(client);
         this.options.log?.info?.({ store: this.where, attempts: this.attempts }, "took this server's lock on the store back");
         return;
       }
-      const by = await holder(client);
+      const by = await lockHolder(client);
+      if (by.pid !== undefined && by.pid === this.backendPid) {
+        // Our own old connection's backend, alive though the connection looked lost from here: end it and try again.
+        await client.query('SELECT pg_terminate_backend($1)', [by.pid]);
+        await client.end().catch(() => undefined);
+        throw new OwnBackendHoldsLock(by.pid);
+      }
       await client.end().catch(() => undefined);
-      return this.lose(`${by} took it while this server's connection holding it was lost`);
+      // A clean shutdown meanwhile is not a lost lock.
+      if (this.released) return;
+      return this.lose(`${by.who} took it while this server's connection holding it was lost`);
     } catch (raw) {
       await client.end().catch(() => undefined);
       if (this.released) return;
-      const why = coerceError(storeError(raw, this.where)).message;
+      const why = raw instanceof OwnBackendHoldsLock ? raw.message : coerceError(storeError(raw, this.where)).message;
       const left = (this.options.retakeWithinMs ?? DEFAULT_RETAKE_WITHIN_MS) - (Date.now() - this.lostAt);
       const wait = backoffMs(this.attempts, RETAKE_RETRY);
       if (left <= 0) return this.lose(`it could not be taken back within ${formatDuration(this.options.retakeWithinMs ?? DEFAULT_RETAKE_WITHIN_MS)} (${why})`);
@@ -162,12 +181,24 @@ class HeldLock implements ServerLock {
   }
 }
 
+/** The lock's backend, held by this server's old connection, was ended: retried with the backoff like an unreachable store. */
+class OwnBackendHoldsLock extends Error {
+  constructor(pid: number) {
+    super(`this server's old connection (backend ${pid}) still held it; that backend was ended`);
+  }
+}
+
 /** "kiln server pid N on host H (since T)": who holds the lock, as pg_stat_activity shows it. */
 async function holder(client: pg.Client): Promise<string> {
+  return (await lockHolder(client)).who;
+}
+
+/** Who holds the lock (`who`, as `holder` says it), and its backend's pid when one holds it. */
+async function lockHolder(client: pg.Client): Promise<{ who: string; pid: number | undefined }> {
   const { rows } = await client.query(`
-    SELECT a.application_name AS name, a.backend_start AS since FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    SELECT a.application_name AS name, a.backend_start AS since, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objsubid = 2
       AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid`, [LOCK_KEY]);
-  const [row] = rows as { name: string; since: Date }[];
-  return row ? `${row.name || 'another client'} (since ${row.since.toISOString()})` : 'another Kiln server';
+  const [row] = rows as { name: string; since: Date; pid: number }[];
+  return row ? { who: `${row.name || 'another client'} (since ${row.since.toISOString()})`, pid: row.pid } : { who: 'another Kiln server', pid: undefined };
 }
