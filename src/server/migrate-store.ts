@@ -6,7 +6,8 @@
  * PostgreSQL keeps them otherwise (booleans, JSON, console text as BYTEA). The target is written in
  * one transaction, after which PostgreSQL's sequences are moved past the copied values. Both stores
  * are held as a server holds them (server-lock.ts, data-dir.ts) for the whole copy: a server on
- * either is refused, naming it, and none can start meanwhile.
+ * either is refused, naming it, and none can start meanwhile. A PostgreSQL lock lost for good
+ * meanwhile stops the copy (KILN_ERR_STORE_LOCK_LOST) before its next statement.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -261,9 +262,11 @@ async function openPostgresSide(url: string, role: 'source' | 'target'): Promise
   const connections = new Connections(url);
   const where = connections.where;
   let release: (() => Promise<void>) | undefined;
+  // Lost for good (another server took it): the copy stops at its next statement, the target's transaction rolled back.
+  let lost: Error | undefined;
   let client: { query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>; done: () => void } | undefined;
   try {
-    release = (await holdServerLock(url, where)).release;
+    release = (await holdServerLock(url, where, { onLost: (err) => (lost = err) })).release;
     if (role === 'source') {
       const found = await connections.script((query) => query('SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1', [VERSION_TABLE]));
       if (found.rowCount === 0) throw new ConfigError(`${where} holds no Kiln store (no ${VERSION_TABLE} in its schema): check the URL and its search_path`);
@@ -275,7 +278,8 @@ async function openPostgresSide(url: string, role: 'source' | 'target'): Promise
     await connections.end();
     throw raw;
   }
-  const query = client.query;
+  const lent = client.query;
+  const query = (text: string, values?: unknown[]): Promise<pg.QueryResult> => (lost ? Promise.reject(lost) : lent(text, values));
   let cached: Map<string, PgTable> | undefined;
   const tables = async () => (cached ??= await pgTables(query, VERSION_TABLE, where));
   const side: Side = {
@@ -324,7 +328,7 @@ async function openPostgresSide(url: string, role: 'source' | 'target'): Promise
       await query('COMMIT');
     },
     async rollback() {
-      await query('ROLLBACK');
+      await lent('ROLLBACK');
     },
     async close() {
       client!.done();
