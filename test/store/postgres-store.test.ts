@@ -81,6 +81,44 @@ describe('PostgreSQL store', { skip }, () => {
     assert.equal((await store.findRun(second.id)).status, 'succeeded');
   });
 
+  test('a claim waits for a run it may take that another transaction holds locked (a schedule firing), rather than leave it queued', async (t) => {
+    const { schema, url } = await freshSchema(t);
+    const store = await open(t, url);
+    const [queued] = await store.createJob(job, [{ id: randomUUID(), job: 'build', platform: 'linux', labels: {}, queuedAt: T0 }]);
+    const worker = { name: 'w1', platform: 'linux', labels: { arch: 'arm' } };
+    // As fireSchedule reads a job's queued runs: FOR UPDATE, in a transaction still open.
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    t.after(() => other.end());
+    await other.query('BEGIN');
+    await other.query(`SELECT id FROM ${schema}.runs WHERE job = 'build' AND status = 'queued' FOR UPDATE`);
+    // Each CLAIM statement the store sends, answered: the lock is let go once the first came back (held).
+    const query = pg.Client.prototype.query;
+    t.after(() => void (pg.Client.prototype.query = query));
+    let firstAnswered!: () => void;
+    const answered = new Promise<void>((resolve) => (firstAnswered = resolve));
+    let claims = 0;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const result = (query as (...a: unknown[]) => unknown).apply(this, args);
+      if ((args[0] as { name?: string }).name === 'kiln_claim' && ++claims === 1) void (result as Promise<unknown>).then(() => firstAnswered());
+      return result;
+    } as typeof query;
+    const claiming = store.claimNext(worker, T0 + 5);
+    await answered;
+    await other.query('COMMIT');
+    assert.equal((await claiming)?.id, queued!.id, 'claimed once the lock is gone, not left queued');
+    pg.Client.prototype.query = query;
+    assert.ok(claims >= 2, `the claim was sent again after finding the run held (${claims})`);
+    // Held past the bound: a store error, which the dispatcher's pass retries.
+    const [second] = await store.createJob({ ...job, name: 'again' }, [{ id: randomUUID(), job: 'again', platform: 'linux', labels: {}, queuedAt: T0 }]);
+    await other.query('BEGIN');
+    await other.query(`SELECT id FROM ${schema}.runs WHERE id = $1 FOR UPDATE`, [second!.id]);
+    await assert.rejects(store.claimNext(worker, T0 + 6), (err: Error & { code?: string }) => err.code === 'KILN_ERR_STORE_UNAVAILABLE' && /stayed locked/.test(err.message));
+    await other.query('ROLLBACK');
+    assert.equal((await store.claimNext(worker, T0 + 7))?.id, second!.id);
+    assert.equal(await store.claimNext(worker, T0 + 8), undefined, 'nothing queued: nothing, at once');
+  });
+
   test("a claim that picks a run whose job is gone (deleted behind the store's back) cancels it, as a queued run ends, in the claim's one statement", async (t) => {
     const { schema, url } = await freshSchema(t);
     const store = await open(t, url);

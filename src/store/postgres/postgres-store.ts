@@ -9,11 +9,11 @@
  * SQLite store; this store only reads what core needs and writes what core decided.
  */
 import {
-  ALREADY_QUEUED, canClaim, decideCancel, decideOverlap, decideRetry, endOfReport, forwardsOnEnd, settledEndOfReport, platformsToQueue, skipReason, SUPERSEDED_REASON,
-  type RunResult, type RunStatus,
+  ALREADY_QUEUED, backoffMs, canClaim, decideCancel, decideOverlap, decideRetry, endOfReport, forwardsOnEnd, settledEndOfReport, platformsToQueue, skipReason, SUPERSEDED_REASON,
+  type BackoffTimings, type RunResult, type RunStatus,
 } from '../../core/index.js';
 import {
-  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, TokenExistsError, WorkerTokenExistsError,
+  JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunFinishedError, RunNotFoundError, StoreUnavailableError, TokenExistsError, WorkerTokenExistsError,
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
@@ -44,7 +44,10 @@ interface RunRow {
 type ClaimRow = RunRow & { job_template: string | null; job_vars: Json | null };
 type ClaimedJob = { template: string | null; vars: Json };
 /** What a claim statement did: started a run (none: nothing to take), or left a run to claim otherwise. */
-type Claimed = { outcome: 'started' | 'template'; run: Run; job: ClaimedJob } | { outcome: 'none' | 'unsure' };
+/** How long a claim waits for a run it may take that another transaction holds locked: 2, 4, ... 128 ms, 254 ms in all. */
+const CLAIM_HELD_WAIT: BackoffTimings = { retryMinMs: 2, retryMaxMs: 128 };
+const CLAIM_HELD_TRIES = 7;
+type Claimed = { outcome: 'started' | 'template'; run: Run; job: ClaimedJob } | { outcome: 'none' | 'unsure' | 'held' };
 
 interface WorkerRow {
   name: string; platform: string; labels: Json; capacity: number; hostname: string; os: string;
@@ -215,10 +218,17 @@ class PostgresStore implements JobStore {
   }
 
   async claimNext(worker: ClaimingWorker, now: number, backstopMs = 0, scriptFor?: ScriptFor): Promise<Run | undefined> {
-    for (;;) {
+    for (let held = 0; ; ) {
       // One statement, its own transaction: no BEGIN and COMMIT round trips. It leaves a template
       // job's run queued when a script is to be saved with it (a run it starts has its job's script).
       const claimed = await this.claimOnce(this.db, worker, now, backstopMs, scriptFor !== undefined);
+      if (claimed.outcome === 'held') {
+        // A run it may take is locked by a short transaction: wait for it. Past the bound this is
+        // a store error, which the dispatcher's pass retries with its own backoff.
+        if (++held > CLAIM_HELD_TRIES) throw new StoreUnavailableError(this.db.where, 'the queued runs a worker may take stayed locked by other transactions');
+        await new Promise((resolve) => setTimeout(resolve, backoffMs(held, CLAIM_HELD_WAIT)));
+        continue;
+      }
       if (claimed.outcome === 'unsure') return this.db.transaction((tx) => this.claimInTx(tx, worker, now, backstopMs, scriptFor, true));
       if (claimed.outcome !== 'template') return claimed.outcome === 'started' ? claimed.run : undefined;
       // Claimed by id with its expanded script in one transaction, unless another claim took it
@@ -280,13 +290,14 @@ class PostgresStore implements JobStore {
     const offered = JSON.stringify(worker.labels);
     if (offered.includes('\\u')) return { outcome: 'unsure' };
     const gone: RunEnd = { status: 'cancelled', result: { kind: 'aborted', reason: 'job unscheduled' }, finishedAt: now };
-    const [row] = (await session.run<ClaimRow & { outcome: 'started' | 'gone' | 'unsure' | 'template' }>(worker.onlyRun === undefined ? S.CLAIM : S.CLAIM_ONE, [
+    const [row] = (await session.run<ClaimRow & { outcome: 'started' | 'gone' | 'unsure' | 'template' | 'held' }>(worker.onlyRun === undefined ? S.CLAIM : S.CLAIM_ONE, [
       worker.platform, offered, worker.name, worker.identity ?? null, worker.session ?? null, now, backstopMs,
       json({ worker: worker.name }), json(gone.result), json({ status: gone.status, result: gone.result }),
       this.uploadTarget !== null && forwardsOnEnd('queued') ? this.uploadTarget : null, leaveTemplates,
       ...(worker.onlyRun === undefined ? [] : [worker.onlyRun]),
     ])).rows;
-    if (!row || row.outcome === 'gone' || row.outcome === 'unsure') return { outcome: row?.outcome === 'unsure' ? 'unsure' : 'none' };
+    if (!row || row.outcome === 'gone') return { outcome: 'none' };
+    if (row.outcome === 'unsure' || row.outcome === 'held') return { outcome: row.outcome };
     return { outcome: row.outcome, run: toRun(row), job: { template: row.job_template, vars: row.job_vars ?? {} } };
   }
 

@@ -131,7 +131,10 @@ const UNSURE_LABELS = "strpos(labels::text, '\\u') > 0";
  * such run ahead of any match comes back `unsure`, for the caller to match in TS. With $12, a run of
  * a template job (no script) is not started either but comes back `template`, for the caller to
  * claim in a transaction that also saves its expanded script.
- * At most one row: `outcome` ('started', 'gone', 'unsure', 'template'), the run's columns (as
+ * Or `held`: nothing picked, yet a run the worker may take is queued, locked by another transaction
+ * (a schedule firing that reads the job's queued runs FOR UPDATE, an execute moving it to the front):
+ * SKIP LOCKED passed it over, and without a word the dispatcher would leave it waiting for the next event.
+ * At most one row: `outcome` ('started', 'gone', 'unsure', 'template', 'held'), the run's columns (as
  * started; as queued otherwise), and its job's `job_template` and `job_vars` (started, template).
  * $1 platform, $2 the worker's labels (JSON, no \u escape), $3 worker, $4 worker_identity, $5 worker_session, $6 now,
  * $7 backstop ms, $8 the dispatched event's detail, $9 the gone run's result, $10 its ended event's detail, $11 delivery target
@@ -167,7 +170,11 @@ const claim = (name: string, only: string) => sql(name, `
   UNION ALL SELECT 'gone', ${RUN_COLUMNS}, NULL, NULL FROM gone
   UNION ALL SELECT 'unsure', ${R_RUN_COLUMNS}, NULL, NULL FROM pick p JOIN runs r ON r.id = p.id WHERE p.unsure
   UNION ALL SELECT 'template', ${R_RUN_COLUMNS}, j.template, j.vars FROM pick p JOIN runs r ON r.id = p.id JOIN jobs j ON j.name = p.job
-    WHERE NOT p.unsure AND j.script IS NULL AND $12::boolean`);
+    WHERE NOT p.unsure AND j.script IS NULL AND $12::boolean
+  UNION ALL (SELECT 'held', ${R_RUN_COLUMNS}, NULL, NULL FROM runs r
+    WHERE NOT EXISTS (SELECT 1 FROM pick) AND r.status = 'queued' AND r.platform = $1${only.replace('id', 'r.id')}
+      AND CASE WHEN ${UNSURE_LABELS.replace(/labels/g, 'r.labels')} THEN TRUE ELSE r.labels::jsonb <@ $2::jsonb END
+    ORDER BY r.queue_pos LIMIT 1)`);
 
 /** Claims the first queued run a worker may take (see above). */
 export const CLAIM = claim('claim', '');
