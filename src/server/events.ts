@@ -15,18 +15,23 @@ import { coerceError } from '../errors.js';
 import type { Run, StoredLine } from '../store/index.js';
 import type { WorkerSession } from './worker-registry.js';
 
-/** The events, by name, with their payloads. */
+/**
+ * The events, by name, with their payloads. With several servers on one database, the feed bridge
+ * (cluster/feed-bridge.ts) sends some of them to the other servers, which publish them on their own
+ * bus with `remote: true`: a subscriber that counts (metrics) or writes must skip remote ones; one
+ * that only wakes a loop or tells a local worker takes both.
+ */
 export interface KilnEvents {
   /**
    * Runs joined their platform's queue and wait there: first runs of a new job, an execute, a
    * schedule firing, or a run put back unstarted. Not published for a run queued and claimed in
    * the same commit (that one is `run.dispatched` at once). Subscribers: dispatcher (kicks), pools.
    */
-  'run.queued': { runs: Pick<Run, 'id' | 'job' | 'platform'>[] };
+  'run.queued': { runs: Pick<Run, 'id' | 'job' | 'platform'>[]; remote?: true };
   /** A run was sent to a worker (it is `running` on it). Subscriber: metrics (the wait in the queue). */
-  'run.dispatched': { run: Run; worker: string };
+  'run.dispatched': { run: Run; worker: string; remote?: true };
   /** A worker that came back still holds this run: it goes on there. */
-  'run.attached': { runId: string; worker: string };
+  'run.attached': { runId: string; worker: string; remote?: true };
   /**
    * Console lines of a run, in seq order (a worker's batch, or a server line: a retry's note, why
    * a run waits), `source` saying which. Subscribers: the console hub (observers at once, the store
@@ -40,19 +45,19 @@ export interface KilnEvents {
    * what core's forwardsOnEnd sends), pools, metrics (runs by `status`; `platform` when the run
    * was not read: a run cancelled with its platform, or by `kiln cancel`).
    */
-  'run.ended': { runId: string; from: RunStatus; status: RunStatus; platform?: string; run?: Run };
+  'run.ended': { runId: string; from: RunStatus; status: RunStatus; platform?: string; run?: Run; remote?: true };
   /**
    * A running run went back to the front of its queue as its next attempt (a retry), or as the
    * same attempt when it never started (`unstarted`). Subscribers: dispatcher (kicks), pools.
    */
-  'run.retried': { run: Run; unstarted: boolean };
+  'run.retried': { run: Run; unstarted: boolean; remote?: true };
   /**
    * A run's worker was declared gone for it (the re-attach grace ran out, or the worker came back
    * as another process), and the store recorded it: `run.ended` or `run.retried` follows at once.
    */
   'run.lost': { runId: string; worker: string | undefined; reason: string };
   /** A cancel of a running run was recorded: its worker is asked to stop it. Subscriber: the worker registry. */
-  'run.cancel-requested': { run: Run; reason: string };
+  'run.cancel-requested': { run: Run; reason: string; remote?: true };
   /** A worker connected and may be given runs. Subscriber: dispatcher (kicks). */
   'worker.joined': { session: WorkerSession };
   /** A worker's slot came free with no run ending (a result for a run that had already ended, or one it did not hold). Subscriber: dispatcher (kicks). */
@@ -60,11 +65,11 @@ export interface KilnEvents {
   /** A worker's connection is gone (or cut off). Subscribers: pools. */
   'worker.left': { session: WorkerSession };
   /** A platform was retired; its queued runs were cancelled. Subscriber: the worker registry. */
-  'platform.dropped': { platform: string; cancelled: string[] };
+  'platform.dropped': { platform: string; cancelled: string[]; remote?: true };
   /** A drop was lifted. Subscribers: the worker registry, dispatcher (kicks). */
-  'platform.undropped': { platform: string };
+  'platform.undropped': { platform: string; remote?: true };
   /** A job was added, changed or removed: its next time may have moved. Subscriber: scheduler (wakes). */
-  'job.changed': { name: string };
+  'job.changed': { name: string; remote?: true };
   /** A dispatch pass (or a direct enqueue) ended and none waits: runs and workers are matched as far as they go. Subscriber: pools. */
   'dispatch.idle': Record<string, never>;
   /** A pool started an instance (its worker has yet to connect). */
@@ -82,6 +87,26 @@ export interface KilnEvents {
    * is tried again later) or `failed` (refused for good, or too many attempts). Subscriber: metrics.
    */
   'delivery.attempted': { runId: string; outcome: 'delivered' | 'retrying' | 'failed' };
+  /** A delivery was queued again by hand (`kiln redeliver`). Subscriber: the outbox (wakes). */
+  'delivery.queued': { runId: string; remote?: true };
+  /**
+   * A worker's connection (on whichever server holds it) must be cut: its token was revoked, or it
+   * came back as another process. `except` spares one connection (by its connId). Subscriber: the gateway.
+   */
+  'worker.cut': { name: string; identity?: string; except?: string; reason: string; remote?: true };
+  /** A worker joined or left another server. Subscribers: pools (evaluate), the reaper (kicks on left). */
+  'worker.elsewhere': { name: string; platform: string; change: 'joined' | 'left'; remote: true };
+  /** A server joined the farm, or left it (a clean stop, or found dead). Subscriber: the lease keeper (tries at once). */
+  'server.joined': { id: string; url: string; remote?: true };
+  'server.left': { id: string; url: string; remote?: true };
+  /** A lease was let go on purpose (a clean stop). Subscriber: the lease keeper (tries at once). */
+  'lease.released': { name: string; remote?: true };
+  /**
+   * The feed may have missed messages (its connection came back, or the periodic safety net): every
+   * subscriber re-reads what it cares about (dispatcher, scheduler, outbox, pools, reaper, registry,
+   * console hub). Every handler is idempotent.
+   */
+  'feed.resync': Record<string, never>;
 }
 
 /** An event's name. */

@@ -37,6 +37,13 @@ export interface WakeLoopOptions {
   unref?: boolean;
   /** Told after each pass (or run of merged passes) ends, when no kick waits. */
   onIdle?: () => void;
+  /**
+   * A singleton's loop (several servers: the scheduler, the outbox, ...) runs only while its lease
+   * is held: while this says false, kicks and due times are remembered but no timer is armed and no
+   * pass starts; `open()` (the lease gained) runs a pass at once. A pass in flight when the gate
+   * closes runs to its end: its writes are fenced or guarded by the store.
+   */
+  gate?: () => boolean;
 }
 
 /** A running wake loop. */
@@ -48,6 +55,10 @@ export interface WakeLoop {
   kick(): Promise<void>;
   /** Makes the next pass run no later than `at` (an earlier due time wins). */
   wakeAt(at: number): void;
+  /** The gate opened (a lease gained): runs a pass now. */
+  open(): Promise<void>;
+  /** The gate closed (a lease lost): clears the timer; what was due stays due for the next open. */
+  close(): void;
   /** True while a pass runs. */
   readonly busy: boolean;
   /** Passes failed in a row. */
@@ -86,6 +97,11 @@ class Loop implements WakeLoop {
 
   kick(): Promise<void> {
     if (this.stopped) return Promise.resolve();
+    if (this.closed) {
+      // Remembered for open(); nothing runs here, so nobody waits for it.
+      this.dueAt = -Infinity;
+      return Promise.resolve();
+    }
     const ran = new Promise<void>((resolve) => this.waiters.push(resolve));
     this.dueAt = -Infinity;
     this.arm();
@@ -96,6 +112,20 @@ class Loop implements WakeLoop {
     if (this.stopped || at >= this.dueAt) return;
     this.dueAt = at;
     this.arm();
+  }
+
+  open(): Promise<void> {
+    return this.kick();
+  }
+
+  close(): void {
+    this.clearTimer();
+    // Kicks waiting for a pass that will not start here now.
+    if (!this.running) for (const resolve of this.waiters.splice(0)) resolve();
+  }
+
+  private get closed(): boolean {
+    return this.options.gate !== undefined && !this.options.gate();
   }
 
   async settled(): Promise<void> {
@@ -112,7 +142,7 @@ class Loop implements WakeLoop {
   /** Starts the pass if it is due, or sets the timer for it; a running pass calls this when it ends. */
   private arm(): void {
     if (this.running || this.stopped) return;
-    if (this.dueAt === Infinity) return this.clearTimer();
+    if (this.dueAt === Infinity || this.closed) return this.clearTimer();
     const delay = this.dueAt - this.now();
     if (delay <= 0) return this.start();
     if (this.timer && this.timerAt === this.dueAt) return;
@@ -121,6 +151,7 @@ class Loop implements WakeLoop {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.timerAt = Infinity;
+      if (this.closed) return;
       this.start();
     }, Math.min(delay, this.options.maxSleepMs ?? LONGEST_TIMER_MS, LONGEST_TIMER_MS));
     if (this.options.unref !== false) this.timer.unref?.();

@@ -124,8 +124,13 @@ export interface Delivery {
   runId: string;
   /** The target it was meant for, as described (no secrets). */
   target: string;
-  /** pending: not yet accepted; delivered: accepted (2xx); failed: refused for good. */
-  state: 'pending' | 'delivered' | 'failed';
+  /**
+   * pending: not yet accepted; sending: claimed by the outbox lease's holder (claimEpoch) and being
+   * sent; delivered: accepted (2xx); failed: refused for good.
+   */
+  state: 'pending' | 'sending' | 'delivered' | 'failed';
+  /** The outbox lease's epoch that claimed it last (null: never claimed). */
+  claimEpoch?: number | null;
   attempts: number;
   /** When the next attempt is due (pending). */
   nextAt: number;
@@ -243,6 +248,63 @@ export interface WorkerRecord {
   connected: boolean;
   connectedAt: number;
   lastSeen: number;
+  /** The id of the server whose connection holds it (several servers on PostgreSQL); null when none recorded. */
+  server?: string | null;
+}
+
+/** Where a worker's connection lives: the server (its id) and the connection (an id per socket). */
+export interface WorkerConnection {
+  serverId: string;
+  connId: string;
+}
+
+/** A running run whose worker has been away longer than the re-attach grace (or is unknown). */
+export interface LostWorkerRun {
+  id: string;
+  worker: string | null;
+  attempt: number;
+  /** When its worker was last seen (null: no such worker recorded). */
+  lastSeen: number | null;
+}
+
+/** A server of the farm as recorded (the `servers` table; times on the database's clock). */
+export interface ServerRecord {
+  id: string;
+  url: string;
+  hostname: string;
+  pid: number;
+  version: string;
+  configDigest: string;
+  startedAt: number;
+  heartbeatAt: number;
+  stoppedAt: number | null;
+  /** Heartbeating and holding its presence lock now. */
+  alive: boolean;
+  /** The leases it holds (unexpired), by name. */
+  leases: string[];
+}
+
+/** A pool's failures and quarantine, kept so the pool's next manager (another server) keeps them. */
+export interface PoolState {
+  failures: number;
+  quarantines: number;
+  quarantinedUntil: number;
+  lastError: string | null;
+}
+
+/** An instance a pool started (the pool_instances table): any server authenticates its worker by the token's sha256. */
+export interface PoolInstanceRecord {
+  id: string;
+  pool: string;
+  /** Its worker's name. */
+  name: string;
+  tokenSha256: string;
+  state: string;
+  /** The provider's handle (JSON). */
+  handle: unknown;
+  forRun: string | null;
+  adopted: boolean;
+  startedAt: number;
 }
 
 /** Filters for listing runs, newest first. */
@@ -409,7 +471,11 @@ export interface JobStore {
   /** A run's history, oldest first. */
   listEvents(runId: string): Promise<RunEvent[]>;
 
-  /** Appends console lines of several runs in one transaction; a line already stored is ignored. */
+  /**
+   * Appends console lines of several runs in one transaction; a line already stored is ignored. On
+   * PostgreSQL the same transaction notifies the feed of the ranges written (feed.ts), as endAttempt
+   * does for the lines it writes.
+   */
   appendConsole(batches: ConsoleBatch[]): Promise<void>;
   /**
    * Writes a server's line on a queued run's console (e.g. why no worker could be started for it)
@@ -488,10 +554,69 @@ export interface JobStore {
   /** Saves the script a run executes (expanded from a template at dispatch). */
   setRunScript(id: string, script: string): Promise<void>;
 
-  /** Records a worker that connected (or reconnected). */
-  recordWorker(worker: WorkerRecord): Promise<void>;
-  /** Marks a worker as gone. */
-  workerDisconnected(name: string, now: number): Promise<void>;
+  /**
+   * Records a worker that connected (or reconnected) on `conn`. Returns false, writing nothing, when
+   * the name is connected on another server that is still alive (the name is taken). Without
+   * `conn` (one server, tests) it always records.
+   */
+  recordWorker(worker: WorkerRecord, conn?: WorkerConnection): Promise<boolean>;
+  /**
+   * Marks a worker as gone at `now`; with `connId`, only while that connection still holds it (the
+   * late close of an old socket does not undo a newer connection, on this server or another).
+   */
+  workerDisconnected(name: string, now: number, connId?: string): Promise<void>;
+  /** Marks disconnected (last seen at their server's last heartbeat) the workers of servers that are no longer alive; returns their names. */
+  disconnectWorkersOfDeadServers(): Promise<string[]>;
+  /** Running runs whose worker is unknown, or disconnected and last seen at or before `now - graceMs`. */
+  runsOfLostWorkers(now: number, graceMs: number): Promise<LostWorkerRun[]>;
+  /** When the next running run's worker passes its grace (last seen + graceMs), if one is disconnected. */
+  nextLossAt(graceMs: number): Promise<number | undefined>;
+
+  /** The farm's servers, alive first, with the leases each holds (one entry, this server, on SQLite). */
+  listServers(): Promise<ServerRecord[]>;
+  /**
+   * The farm-wide value of a secret (admin.token, worker.token, pool-token.key, pool-owner.id):
+   * `proposed` is stored if none is yet (the first server's wins), and the stored value returned.
+   */
+  farmSecret(name: string, proposed: string, now: number): Promise<string>;
+
+  /** A pool's kept failures and quarantine (zeros when none kept). */
+  poolState(pool: string): Promise<PoolState>;
+  /** Keeps a pool's failures and quarantine. */
+  savePoolState(pool: string, state: PoolState): Promise<void>;
+  /** Records an instance a pool is starting (before the provider starts it). */
+  addPoolInstance(instance: PoolInstanceRecord): Promise<void>;
+  /** Changes an instance's state (and handle, once the provider gave one). */
+  updatePoolInstance(id: string, change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void>;
+  /** Forgets an instance (stopped or gone). */
+  removePoolInstance(id: string): Promise<void>;
+  /** The recorded instances, of one pool or all. */
+  listPoolInstances(pool?: string): Promise<PoolInstanceRecord[]>;
+  /** The instance whose worker token has this sha256 (hex). */
+  poolInstanceByToken(sha256: string): Promise<PoolInstanceRecord | undefined>;
+
+  /** Records that a blob was stored or reused at `now` (the sweeper's grace counts from the latest). */
+  touchBlob(sha256: string, size: number, now: number): Promise<void>;
+  /** Blobs last touched before `before`, oldest first. */
+  staleBlobs(before: number, limit: number): Promise<string[]>;
+  /** Forgets a blob's row if it was not touched since `before`; true when forgotten (the caller may then delete the blob). */
+  forgetBlob(sha256: string, before: number): Promise<boolean>;
+
+  /**
+   * Claims up to `limit` deliveries due at `now` for the outbox lease's `epoch`: pending ones, and
+   * `sending` ones claimed by an older epoch (their sender died or was deposed; they are sent again
+   * with the same delivery id). They become `sending` with this epoch.
+   */
+  claimDeliveries(now: number, limit: number, epoch: number): Promise<Delivery[]>;
+  /**
+   * As recordDeliveryAttempt, only while the delivery is still claimed by `epoch`; false (nothing
+   * written) when a newer epoch took it over.
+   */
+  recordClaimedDeliveryAttempt(
+    id: number,
+    epoch: number,
+    outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
+  ): Promise<boolean>;
   /** Every worker ever seen, connected first. */
   listWorkers(): Promise<WorkerRecord[]>;
 

@@ -279,3 +279,32 @@ test('the timer does not keep the process alive unless asked', async () => {
   assert.equal(process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length, before, 'stop clears the timer');
 });
 
+
+test('a gated loop runs nothing while its gate is closed, remembers what was due, and open() runs a pass at once', async (t) => {
+  fakeTime(t);
+  let held = false;
+  let passes = 0;
+  const { loop } = loopWith(async () => {
+    passes += 1;
+    return Date.now() + 1_000;
+  }, { gate: () => held });
+  await loop.kick(); // resolves at once: nothing runs here
+  loop.wakeAt(Date.now() + 10);
+  t.mock.timers.tick(5_000);
+  await settle();
+  assert.equal(passes, 0, 'no pass while the lease is not held');
+  held = true;
+  await loop.open();
+  assert.equal(passes, 1, 'open runs a pass at once');
+  t.mock.timers.tick(1_000);
+  await settle();
+  assert.equal(passes, 2, 'the due time the pass returned brings the next while held');
+  held = false;
+  loop.close();
+  t.mock.timers.tick(10_000);
+  await settle();
+  assert.equal(passes, 2, 'no pass once the gate closed, not by the timer');
+  await loop.kick();
+  assert.equal(passes, 2, 'nor by a kick');
+  await loop.stop();
+});

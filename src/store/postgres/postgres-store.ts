@@ -17,7 +17,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
+  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
@@ -646,12 +646,36 @@ class PostgresStore implements JobStore {
     await this.db.run(S.RUN_SET_SCRIPT, [id, script]);
   }
 
-  async recordWorker(worker: WorkerRecord): Promise<void> {
+  async recordWorker(worker: WorkerRecord, _conn?: WorkerConnection): Promise<boolean> {
     await this.db.run(S.WORKER_UPSERT, [
       worker.name, worker.platform, json(worker.labels), worker.capacity, worker.hostname, worker.os, worker.arch, worker.version,
       worker.connected, worker.connectedAt, worker.lastSeen,
     ]);
+    return true;
   }
+
+  // Several servers (issue 16): built by the c16-store branch.
+  async disconnectWorkersOfDeadServers(): Promise<string[]> { throw notYet(); }
+  async runsOfLostWorkers(_now: number, _graceMs: number): Promise<LostWorkerRun[]> { throw notYet(); }
+  async nextLossAt(_graceMs: number): Promise<number | undefined> { throw notYet(); }
+  async listServers(): Promise<ServerRecord[]> { throw notYet(); }
+  async farmSecret(_name: string, _proposed: string, _now: number): Promise<string> { throw notYet(); }
+  async poolState(_pool: string): Promise<PoolState> { throw notYet(); }
+  async savePoolState(_pool: string, _state: PoolState): Promise<void> { throw notYet(); }
+  async addPoolInstance(_instance: PoolInstanceRecord): Promise<void> { throw notYet(); }
+  async updatePoolInstance(_id: string, _change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void> { throw notYet(); }
+  async removePoolInstance(_id: string): Promise<void> { throw notYet(); }
+  async listPoolInstances(_pool?: string): Promise<PoolInstanceRecord[]> { throw notYet(); }
+  async poolInstanceByToken(_sha256: string): Promise<PoolInstanceRecord | undefined> { throw notYet(); }
+  async touchBlob(_sha256: string, _size: number, _now: number): Promise<void> { throw notYet(); }
+  async staleBlobs(_before: number, _limit: number): Promise<string[]> { throw notYet(); }
+  async forgetBlob(_sha256: string, _before: number): Promise<boolean> { throw notYet(); }
+  async claimDeliveries(_now: number, _limit: number, _epoch: number): Promise<Delivery[]> { throw notYet(); }
+  async recordClaimedDeliveryAttempt(
+    _id: number,
+    _epoch: number,
+    _outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
+  ): Promise<boolean> { throw notYet(); }
 
   async workerDisconnected(name: string, now: number): Promise<void> {
     await this.db.run(S.WORKER_DISCONNECTED, [name, now]);
@@ -743,4 +767,9 @@ class PostgresStore implements JobStore {
     if (!row) throw new JobNotFoundError(name);
     return row;
   }
+}
+
+/** A stub of the interface commit (issue 16), replaced by the store branch. */
+function notYet(): Error {
+  return new Error('not built yet (issue 16)');
 }

@@ -11,6 +11,13 @@ CREATE TABLE artifacts (
   CONSTRAINT artifacts_pkey PRIMARY KEY (run_id, path)
 );
 
+CREATE TABLE blobs (
+  sha256 text COLLATE "C" NOT NULL,
+  size bigint NOT NULL,
+  touched_at bigint NOT NULL,
+  CONSTRAINT blobs_pkey PRIMARY KEY (sha256)
+);
+
 CREATE TABLE console_lines (
   run_id text COLLATE "C" NOT NULL,
   seq integer NOT NULL,
@@ -29,6 +36,7 @@ CREATE TABLE deliveries (
   last_error text,
   created_at bigint NOT NULL,
   ended_at bigint,
+  claim_epoch bigint,
   CONSTRAINT deliveries_pkey PRIMARY KEY (id)
 );
 
@@ -36,6 +44,13 @@ CREATE TABLE dropped_platforms (
   platform text COLLATE "C" NOT NULL,
   dropped_at bigint NOT NULL,
   CONSTRAINT dropped_platforms_pkey PRIMARY KEY (platform)
+);
+
+CREATE TABLE farm_secrets (
+  name text COLLATE "C" NOT NULL,
+  value text NOT NULL,
+  created_at bigint NOT NULL,
+  CONSTRAINT farm_secrets_pkey PRIMARY KEY (name)
 );
 
 CREATE TABLE jobs (
@@ -69,6 +84,38 @@ CREATE TABLE kiln_schema_migrations (
   version integer NOT NULL,
   applied_at bigint NOT NULL,
   CONSTRAINT kiln_schema_migrations_pkey PRIMARY KEY (version)
+);
+
+CREATE TABLE leases (
+  name text COLLATE "C" NOT NULL,
+  holder text COLLATE "C" NOT NULL,
+  epoch bigint NOT NULL,
+  expires_at bigint NOT NULL,
+  CONSTRAINT leases_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE pool_instances (
+  id text COLLATE "C" NOT NULL,
+  pool text COLLATE "C" NOT NULL,
+  name text COLLATE "C" NOT NULL,
+  token_sha256 text NOT NULL,
+  state text NOT NULL,
+  handle json NOT NULL,
+  for_run text COLLATE "C",
+  adopted boolean NOT NULL DEFAULT false,
+  started_at bigint NOT NULL,
+  CONSTRAINT pool_instances_name_key UNIQUE (name),
+  CONSTRAINT pool_instances_pkey PRIMARY KEY (id),
+  CONSTRAINT pool_instances_token_sha256_key UNIQUE (token_sha256)
+);
+
+CREATE TABLE pool_state (
+  pool text COLLATE "C" NOT NULL,
+  failures integer NOT NULL DEFAULT 0,
+  quarantines integer NOT NULL DEFAULT 0,
+  quarantined_until bigint NOT NULL DEFAULT 0,
+  last_error text,
+  CONSTRAINT pool_state_pkey PRIMARY KEY (pool)
 );
 
 CREATE TABLE run_events (
@@ -109,6 +156,19 @@ CREATE TABLE runs (
   artifacts_on_failure boolean NOT NULL DEFAULT false,
   sandbox json NOT NULL DEFAULT '{}'::json,
   CONSTRAINT runs_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE servers (
+  id text COLLATE "C" NOT NULL,
+  url text NOT NULL,
+  hostname text NOT NULL,
+  pid integer NOT NULL,
+  version text NOT NULL,
+  config_digest text NOT NULL,
+  started_at bigint NOT NULL,
+  heartbeat_at bigint NOT NULL,
+  stopped_at bigint,
+  CONSTRAINT servers_pkey PRIMARY KEY (id)
 );
 
 CREATE TABLE sessions (
@@ -156,6 +216,8 @@ CREATE TABLE workers (
   connected boolean NOT NULL,
   connected_at bigint NOT NULL,
   last_seen bigint NOT NULL,
+  server_id text COLLATE "C",
+  conn_id text COLLATE "C",
   CONSTRAINT workers_pkey PRIMARY KEY (name)
 );
 
@@ -163,6 +225,7 @@ CREATE INDEX artifacts_by_blob ON artifacts USING btree (sha256);
 CREATE INDEX deliveries_by_run ON deliveries USING btree (run_id);
 CREATE INDEX deliveries_due ON deliveries USING btree (next_at) WHERE (state = 'pending'::text);
 CREATE INDEX jobs_next_at ON jobs USING btree (next_at) WHERE (next_at IS NOT NULL);
+CREATE INDEX pool_instances_by_pool ON pool_instances USING btree (pool);
 CREATE INDEX run_events_by_run ON run_events USING btree (run_id, id);
 CREATE INDEX runs_by_job ON runs USING btree (job, queued_at);
 CREATE INDEX runs_by_time ON runs USING btree (queued_at);

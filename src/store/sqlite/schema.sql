@@ -12,6 +12,13 @@ CREATE TABLE artifacts (
   PRIMARY KEY (run_id, path)
 ) WITHOUT ROWID;
 
+-- table blobs
+CREATE TABLE blobs (
+  sha256     TEXT PRIMARY KEY,
+  size       INTEGER NOT NULL,
+  touched_at INTEGER NOT NULL
+);
+
 -- table console_lines
 CREATE TABLE console_lines (
   run_id  TEXT NOT NULL,
@@ -32,12 +39,19 @@ CREATE TABLE deliveries (
   last_error  TEXT,
   created_at  INTEGER NOT NULL,
   ended_at    INTEGER
-);
+, claim_epoch INTEGER);
 
 -- table dropped_platforms
 CREATE TABLE dropped_platforms (
   platform    TEXT PRIMARY KEY,
   dropped_at  INTEGER NOT NULL
+);
+
+-- table farm_secrets
+CREATE TABLE farm_secrets (
+  name       TEXT PRIMARY KEY,
+  value      TEXT NOT NULL,
+  created_at INTEGER NOT NULL
 );
 
 -- table jobs
@@ -68,6 +82,36 @@ CREATE TABLE jobs (
   created_at  INTEGER NOT NULL,
   updated_at  INTEGER NOT NULL
 , artifacts TEXT NOT NULL DEFAULT '[]', artifacts_on_failure INTEGER NOT NULL DEFAULT 0, sandbox TEXT NOT NULL DEFAULT '{}');
+
+-- table leases
+CREATE TABLE leases (
+  name       TEXT PRIMARY KEY,
+  holder     TEXT NOT NULL,
+  epoch      INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+
+-- table pool_instances
+CREATE TABLE pool_instances (
+  id           TEXT PRIMARY KEY,
+  pool         TEXT NOT NULL,
+  name         TEXT NOT NULL UNIQUE,
+  token_sha256 TEXT NOT NULL UNIQUE,
+  state        TEXT NOT NULL,
+  handle       TEXT NOT NULL,
+  for_run      TEXT,
+  adopted      INTEGER NOT NULL DEFAULT 0,
+  started_at   INTEGER NOT NULL
+);
+
+-- table pool_state
+CREATE TABLE pool_state (
+  pool              TEXT PRIMARY KEY,
+  failures          INTEGER NOT NULL DEFAULT 0,
+  quarantines       INTEGER NOT NULL DEFAULT 0,
+  quarantined_until INTEGER NOT NULL DEFAULT 0,
+  last_error        TEXT
+);
 
 -- table run_events
 CREATE TABLE run_events (
@@ -110,6 +154,19 @@ CREATE TABLE runs (
 -- table schema_migrations
 CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
 
+-- table servers
+CREATE TABLE servers (
+  id            TEXT PRIMARY KEY,
+  url           TEXT NOT NULL,
+  hostname      TEXT NOT NULL,
+  pid           INTEGER NOT NULL,
+  version       TEXT NOT NULL,
+  config_digest TEXT NOT NULL,
+  started_at    INTEGER NOT NULL,
+  heartbeat_at  INTEGER NOT NULL,
+  stopped_at    INTEGER
+);
+
 -- table sessions
 CREATE TABLE sessions (
   id_sha256  TEXT PRIMARY KEY,
@@ -151,7 +208,7 @@ CREATE TABLE workers (
   connected     INTEGER NOT NULL,
   connected_at  INTEGER NOT NULL,
   last_seen     INTEGER NOT NULL
-);
+, server_id TEXT, conn_id TEXT);
 
 -- index artifacts_by_blob
 CREATE INDEX artifacts_by_blob ON artifacts (sha256);
@@ -164,6 +221,9 @@ CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'pending';
 
 -- index jobs_next_at
 CREATE INDEX jobs_next_at ON jobs (next_at) WHERE next_at IS NOT NULL;
+
+-- index pool_instances_by_pool
+CREATE INDEX pool_instances_by_pool ON pool_instances (pool);
 
 -- index run_events_by_run
 CREATE INDEX run_events_by_run ON run_events (run_id, id);

@@ -15,7 +15,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
+  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -611,9 +611,33 @@ class SqliteStore implements JobStore {
     this.prepare(S.RUN_SET_SCRIPT).run(script, id);
   }
 
-  async recordWorker(worker: WorkerRecord): Promise<void> {
+  async recordWorker(worker: WorkerRecord, _conn?: WorkerConnection): Promise<boolean> {
     this.prepare(S.WORKER_UPSERT).run({ ...worker, labels: JSON.stringify(worker.labels), connected: worker.connected ? 1 : 0 });
+    return true;
   }
+
+  // Several servers (issue 16): built by the c16-store branch.
+  async disconnectWorkersOfDeadServers(): Promise<string[]> { throw notYet(); }
+  async runsOfLostWorkers(_now: number, _graceMs: number): Promise<LostWorkerRun[]> { throw notYet(); }
+  async nextLossAt(_graceMs: number): Promise<number | undefined> { throw notYet(); }
+  async listServers(): Promise<ServerRecord[]> { throw notYet(); }
+  async farmSecret(_name: string, _proposed: string, _now: number): Promise<string> { throw notYet(); }
+  async poolState(_pool: string): Promise<PoolState> { throw notYet(); }
+  async savePoolState(_pool: string, _state: PoolState): Promise<void> { throw notYet(); }
+  async addPoolInstance(_instance: PoolInstanceRecord): Promise<void> { throw notYet(); }
+  async updatePoolInstance(_id: string, _change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void> { throw notYet(); }
+  async removePoolInstance(_id: string): Promise<void> { throw notYet(); }
+  async listPoolInstances(_pool?: string): Promise<PoolInstanceRecord[]> { throw notYet(); }
+  async poolInstanceByToken(_sha256: string): Promise<PoolInstanceRecord | undefined> { throw notYet(); }
+  async touchBlob(_sha256: string, _size: number, _now: number): Promise<void> { throw notYet(); }
+  async staleBlobs(_before: number, _limit: number): Promise<string[]> { throw notYet(); }
+  async forgetBlob(_sha256: string, _before: number): Promise<boolean> { throw notYet(); }
+  async claimDeliveries(_now: number, _limit: number, _epoch: number): Promise<Delivery[]> { throw notYet(); }
+  async recordClaimedDeliveryAttempt(
+    _id: number,
+    _epoch: number,
+    _outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
+  ): Promise<boolean> { throw notYet(); }
 
   async workerDisconnected(name: string, now: number): Promise<void> {
     this.prepare(S.WORKER_DISCONNECTED).run(now, name);
@@ -711,4 +735,9 @@ class SqliteStore implements JobStore {
   private runRow(id: string): Run {
     return toRun(this.prepare(S.RUN_GET).get(id) as RunRow);
   }
+}
+
+/** A stub of the interface commit (issue 16), replaced by the store branch. */
+function notYet(): Error {
+  return new Error('not built yet (issue 16)');
 }
