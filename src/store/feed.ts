@@ -28,3 +28,31 @@ export interface ConsoleRange {
   a: number;
   b: number;
 }
+
+/**
+ * The feed messages announcing console ranges, as NOTIFY payloads each under FEED_PAYLOAD_MAX bytes
+ * (UTF-8): one range per run of `lines`, from its smallest seq to its largest. Empty: no lines.
+ */
+export function consoleFeedPayloads(serverId: string, lines: readonly { runId: string; seq: number }[]): string[] {
+  const byRun = new Map<string, ConsoleRange>();
+  for (const { runId, seq } of lines) {
+    const range = byRun.get(runId);
+    if (!range) byRun.set(runId, { r: runId, a: seq, b: seq });
+    else {
+      range.a = Math.min(range.a, seq);
+      range.b = Math.max(range.b, seq);
+    }
+  }
+  const payloads: string[] = [];
+  let chunk: ConsoleRange[] = [];
+  const text = (d: ConsoleRange[]): string => JSON.stringify({ s: serverId, k: CONSOLE_FEED_KIND, d } satisfies FeedMessage);
+  for (const range of byRun.values()) {
+    if (chunk.length > 0 && Buffer.byteLength(text([...chunk, range])) > FEED_PAYLOAD_MAX) {
+      payloads.push(text(chunk));
+      chunk = [];
+    }
+    chunk.push(range);
+  }
+  if (chunk.length > 0) payloads.push(text(chunk));
+  return payloads;
+}

@@ -17,6 +17,12 @@ export interface StoreLockOptions {
   onLost?: (err: KilnError) => void;
 }
 
+/** Who opens a store (several servers on one PostgreSQL database). */
+export interface StoreClusterOptions {
+  /** This server's id: a PostgreSQL store announces the console lines it writes on the feed under it (feed.ts). */
+  serverId?: string;
+}
+
 /** The SQLite file a `--store sqlite:PATH` names (absolute), if it names one. */
 export function sqliteStoreFile(store: string | undefined): string | undefined {
   return store?.startsWith('sqlite:') ? path.resolve(store.slice('sqlite:'.length)) : undefined;
@@ -32,9 +38,11 @@ export function isPostgresUrl(store: string | undefined): boolean {
  * PostgreSQL store (and its driver) is loaded only for such a URL: a server on SQLite never loads it.
  * The server holds its PostgreSQL schema alone, as it holds its data dir (server-lock.ts).
  */
-export async function openStore(dataDir: string, store?: string, log?: StoreLog, lock?: StoreLockOptions): Promise<JobStore> {
+export async function openStore(
+  dataDir: string, store?: string, log?: StoreLog, lock?: StoreLockOptions, cluster: StoreClusterOptions = {},
+): Promise<JobStore> {
   if (store === undefined || store === '') return openSqliteStore(path.join(dataDir, 'kiln.db'));
   if (store.startsWith('sqlite:')) return openSqliteStore(store.slice('sqlite:'.length));
-  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log, exclusive: true, lock });
+  if (isPostgresUrl(store)) return (await import('./postgres/postgres-store.js')).openPostgresStore(store, { log, exclusive: true, lock, serverId: cluster.serverId });
   throw new ConfigError(`unknown store '${describeUrl(store)}': use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`);
 }

@@ -13,6 +13,21 @@ import type { Job, JobPatch, JobStore, NewRun, Run, RunFilter, WorkerRecord } fr
 /** Opens a fresh, empty store for one test and arranges for it to be closed when the test ends. */
 export type OpenStore = (t: TestContext) => Promise<JobStore>;
 
+/** A server as a test records it in a store's database (what presence.ts does for a real server). */
+export interface TestServer {
+  id: string;
+  /** Alive (heartbeat now; on PostgreSQL its presence lock held until the test ends), or dead (heartbeat a minute old). */
+  alive: boolean;
+  /** Leases it holds: unexpired, or `expired`. */
+  leases?: { name: string; expired?: boolean }[];
+}
+
+/** What a dialect's test file does that the JobStore interface does not (the presence of servers). */
+export interface ClusterHooks {
+  /** Records `server` in `store`'s database; returns its heartbeat time (the database's clock). */
+  addServer(t: TestContext, store: JobStore, server: TestServer): Promise<number>;
+}
+
 const T0 = 1_700_000_000_000;
 const HOUR = 3_600_000;
 
@@ -58,7 +73,7 @@ function makeRun(job: Pick<Job, 'name' | 'platform' | 'labels'>, over: Partial<N
 function makeWorker(name: string, over: Partial<WorkerRecord> = {}): WorkerRecord {
   return {
     name, platform: 'linux', labels: { arch: 'x86_64' }, capacity: 2, hostname: `${name}.local`,
-    os: 'linux', arch: 'x64', version: '0.1.0', connected: true, connectedAt: T0, lastSeen: T0, ...over,
+    os: 'linux', arch: 'x64', version: '0.1.0', connected: true, connectedAt: T0, lastSeen: T0, server: null, ...over,
   };
 }
 
@@ -79,7 +94,8 @@ async function rejectsWithCode(call: () => Promise<unknown>, code: string): Prom
 const ids = (runs: readonly Run[]) => runs.map((r) => r.id);
 
 /** Registers the JobStore contract tests under `label`; `skip` (a reason) skips them all (a store this machine lacks). */
-export function runJobStoreSuite(label: string, open: OpenStore, options: { skip?: string | false } = {}): void {
+export function runJobStoreSuite(label: string, open: OpenStore, options: { skip?: string | false; cluster: ClusterHooks }): void {
+  const { addServer } = options.cluster;
   describe(`JobStore contract: ${label}`, { skip: options.skip }, () => {
     test('failures arrive as rejected promises, never as synchronous throws', async (t) => {
       const store = await open(t);
@@ -1177,7 +1193,7 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         const [delivery] = await store.listDeliveries(ran);
         assert.deepEqual(delivery, {
           id: delivery!.id, runId: ran, target: 'https://results.example/upload', state: 'pending', attempts: 0,
-          nextAt: T0 + 200, lastError: null, createdAt: T0 + 200, endedAt: null,
+          nextAt: T0 + 200, lastError: null, createdAt: T0 + 200, endedAt: null, claimEpoch: null,
         });
         assert.equal(await store.nextDeliveryAt(), T0 + 200);
         assert.deepEqual((await store.dueDeliveries(T0 + 199, 10)).map((d) => d.runId), []);
@@ -1302,6 +1318,188 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.deepEqual(listed.map((w) => w.connected), [true, true, false, false]);
         assert.deepEqual(listed.slice(0, 2).map((w) => w.name).sort(), ['b-here', 'd-here']);
         assert.deepEqual(listed.slice(2).map((w) => w.name).sort(), ['a-gone', 'c-gone']);
+      });
+    });
+
+    describe('several servers', () => {
+      const conn = (serverId: string, connId = `${serverId}-c1`) => ({ serverId, connId });
+
+      test('recordWorker claims a name unless it is connected on another live server; the claim records the server', async (t) => {
+        const store = await open(t);
+        await addServer(t, store, { id: 'srv-a', alive: true });
+        await addServer(t, store, { id: 'srv-b', alive: true });
+        await addServer(t, store, { id: 'srv-dead', alive: false });
+        assert.equal(await store.recordWorker(makeWorker('w1'), conn('srv-a')), true);
+        assert.deepEqual(await store.listWorkers(), [makeWorker('w1', { server: 'srv-a' })]);
+        // Connected on A, which lives: B may not take it, and nothing of the row changes.
+        assert.equal(await store.recordWorker(makeWorker('w1', { capacity: 9, connectedAt: T0 + 5 }), conn('srv-b')), false);
+        assert.deepEqual(await store.listWorkers(), [makeWorker('w1', { server: 'srv-a' })]);
+        // A again (a reconnect to the same server): taken.
+        assert.equal(await store.recordWorker(makeWorker('w1', { connectedAt: T0 + 6, lastSeen: T0 + 6 }), conn('srv-a', 'srv-a-c2')), true);
+        // A late close of the old socket changes nothing; the close of the current one does.
+        await store.workerDisconnected('w1', T0 + 7, 'srv-a-c1');
+        assert.equal((await store.listWorkers())[0]!.connected, true);
+        await store.workerDisconnected('w1', T0 + 8, 'srv-a-c2');
+        assert.deepEqual(await store.listWorkers(), [makeWorker('w1', { server: 'srv-a', connectedAt: T0 + 6, lastSeen: T0 + 8, connected: false })]);
+        // Disconnected: B takes it.
+        assert.equal(await store.recordWorker(makeWorker('w1', { connectedAt: T0 + 9, lastSeen: T0 + 9 }), conn('srv-b')), true);
+        assert.equal((await store.listWorkers())[0]!.server, 'srv-b');
+        // Connected on a dead server, or on one never recorded: taken over.
+        assert.equal(await store.recordWorker(makeWorker('w2'), conn('srv-dead')), true);
+        assert.equal(await store.recordWorker(makeWorker('w2'), conn('srv-a')), true);
+        assert.equal(await store.recordWorker(makeWorker('w3'), conn('srv-unknown')), true);
+        assert.equal(await store.recordWorker(makeWorker('w3'), conn('srv-b')), true);
+        // Without a connection (one server, tools): always written, with no server.
+        assert.equal(await store.recordWorker(makeWorker('w2')), true);
+        assert.equal((await store.listWorkers()).find((w) => w.name === 'w2')!.server, null);
+        // Without a connection id, a close marks it gone whoever holds it.
+        await store.workerDisconnected('w3', T0 + 20);
+        assert.equal((await store.listWorkers()).find((w) => w.name === 'w3')!.connected, false);
+      });
+
+      test('disconnectWorkersOfDeadServers marks the workers of dead servers gone, last seen at their last heartbeat', async (t) => {
+        const store = await open(t);
+        await addServer(t, store, { id: 'srv-live', alive: true });
+        const deadBeat = await addServer(t, store, { id: 'srv-dead', alive: false });
+        await store.recordWorker(makeWorker('on-live'), conn('srv-live'));
+        await store.recordWorker(makeWorker('on-dead'), conn('srv-dead'));
+        await store.recordWorker(makeWorker('on-gone', { lastSeen: T0 + 3 }), conn('srv-gone'));
+        await store.recordWorker(makeWorker('no-server'));
+        await store.recordWorker(makeWorker('left-dead'), conn('srv-dead', 'x'));
+        await store.workerDisconnected('left-dead', T0 + 4, 'x');
+        assert.deepEqual((await store.disconnectWorkersOfDeadServers()).sort(), ['on-dead', 'on-gone']);
+        const workers = new Map((await store.listWorkers()).map((w) => [w.name, w]));
+        assert.equal(workers.get('on-live')!.connected, true);
+        assert.equal(workers.get('no-server')!.connected, true, 'a worker recorded without a server is not a dead server\'s');
+        assert.deepEqual([workers.get('on-dead')!.connected, workers.get('on-dead')!.lastSeen], [false, deadBeat]);
+        assert.deepEqual([workers.get('on-gone')!.connected, workers.get('on-gone')!.lastSeen], [false, T0 + 3], 'no server row: its own last seen');
+        assert.equal(workers.get('left-dead')!.lastSeen, T0 + 4, 'already gone: untouched');
+        assert.deepEqual(await store.disconnectWorkersOfDeadServers(), [], 'once');
+      });
+
+      test('runsOfLostWorkers and nextLossAt: running runs whose worker is unknown or away past the grace', async (t) => {
+        const store = await open(t);
+        const grace = 1000;
+        for (const name of ['a', 'b', 'c']) await store.createJob(makeJob(name), [makeRun(makeJob(name))]);
+        for (const name of ['here', 'away']) await store.recordWorker(makeWorker(name));
+        const here = (await store.claimNext({ name: 'here', platform: 'linux', labels: {} }, T0 + 1))!;
+        const away = (await store.claimNext({ name: 'away', platform: 'linux', labels: {} }, T0 + 2))!;
+        assert.equal(await store.nextLossAt(grace), undefined, 'every worker holding a run is connected');
+        const unknown = (await store.claimNext({ name: 'never-recorded', platform: 'linux', labels: {} }, T0 + 3))!;
+        assert.deepEqual(await store.runsOfLostWorkers(T0 + 10, grace), [{ id: unknown.id, worker: 'never-recorded', attempt: 1, lastSeen: null }]);
+        await store.workerDisconnected('away', T0 + 100);
+        assert.equal(await store.nextLossAt(grace), T0 + 100 + grace);
+        assert.deepEqual((await store.runsOfLostWorkers(T0 + 100 + grace - 1, grace)).map((r) => r.id), [unknown.id]);
+        assert.deepEqual(await store.runsOfLostWorkers(T0 + 100 + grace, grace), [
+          { id: away.id, worker: 'away', attempt: 1, lastSeen: T0 + 100 },
+          { id: unknown.id, worker: 'never-recorded', attempt: 1, lastSeen: null },
+        ]);
+        await store.workerDisconnected('here', T0 + 50);
+        assert.equal(await store.nextLossAt(grace), T0 + 50 + grace, 'the earliest');
+        await store.endAttempt(here.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 60 }, { worker: 'here' });
+        assert.equal(await store.nextLossAt(grace), T0 + 100 + grace, 'a worker holding no running run is not counted');
+      });
+
+      test('listServers: alive first, each with its unexpired leases', async (t) => {
+        const store = await open(t);
+        const beat = await addServer(t, store, { id: 'srv-a', alive: true, leases: [{ name: 'scheduler' }, { name: 'outbox' }, { name: 'gc', expired: true }] });
+        await addServer(t, store, { id: 'srv-z', alive: false, leases: [{ name: 'reaper' }] });
+        const servers = await store.listServers();
+        assert.deepEqual(servers.map((s) => [s.id, s.alive, s.leases]), [['srv-a', true, ['outbox', 'scheduler']], ['srv-z', false, ['reaper']]]);
+        assert.deepEqual(servers[0], {
+          id: 'srv-a', url: 'http://srv-a.test:7070', hostname: 'srv-a.host', pid: 42, version: '0.1.0', configDigest: 'digest',
+          startedAt: beat, heartbeatAt: beat, stoppedAt: null, alive: true, leases: ['outbox', 'scheduler'],
+        });
+      });
+
+      test('farmSecret: the first value stored wins', async (t) => {
+        const store = await open(t);
+        assert.equal(await store.farmSecret('admin.token', 'first', T0), 'first');
+        assert.equal(await store.farmSecret('admin.token', 'second', T0 + 1), 'first');
+        assert.equal(await store.farmSecret('worker.token', 'other', T0 + 2), 'other');
+        const raced = await Promise.all(['x', 'y', 'z'].map((value) => store.farmSecret('pool-owner.id', value, T0 + 3)));
+        assert.equal(new Set(raced).size, 1, `one value for all: ${raced.join(', ')}`);
+      });
+
+      test('pool state and instances are kept, found by token hash, changed and forgotten', async (t) => {
+        const store = await open(t);
+        assert.deepEqual(await store.poolState('mac'), { failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null });
+        await store.savePoolState('mac', { failures: 2, quarantines: 1, quarantinedUntil: T0 + 500, lastError: 'quota' });
+        await store.savePoolState('mac', { failures: 3, quarantines: 1, quarantinedUntil: T0 + 600, lastError: null });
+        assert.deepEqual(await store.poolState('mac'), { failures: 3, quarantines: 1, quarantinedUntil: T0 + 600, lastError: null });
+        assert.deepEqual(await store.poolState('linux'), { failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null });
+        const one = { id: 'i-1', pool: 'mac', name: 'mac-1', tokenSha256: 'a'.repeat(64), state: 'starting', handle: { vm: 'x', n: [1] }, forRun: null, adopted: false, startedAt: T0 };
+        const two = { ...one, id: 'i-2', pool: 'linux', name: 'linux-1', tokenSha256: 'b'.repeat(64), handle: null, forRun: 'run-1', startedAt: T0 + 1 };
+        await store.addPoolInstance(one);
+        await store.addPoolInstance(two);
+        await assert.rejects(store.addPoolInstance({ ...one, id: 'i-3' }), 'a name is one instance\'s');
+        assert.deepEqual(await store.listPoolInstances(), [one, two]);
+        assert.deepEqual(await store.listPoolInstances('mac'), [one]);
+        assert.deepEqual(await store.poolInstanceByToken('b'.repeat(64)), two);
+        assert.equal(await store.poolInstanceByToken('c'.repeat(64)), undefined);
+        await store.updatePoolInstance('i-1', { state: 'running' });
+        assert.deepEqual(await store.poolInstanceByToken('a'.repeat(64)), { ...one, state: 'running' }, 'handle and adopted unchanged');
+        await store.updatePoolInstance('i-1', { state: 'running', handle: { vm: 'y' }, adopted: true });
+        assert.deepEqual((await store.listPoolInstances('mac'))[0], { ...one, state: 'running', handle: { vm: 'y' }, adopted: true });
+        await store.removePoolInstance('i-1');
+        assert.deepEqual(await store.listPoolInstances(), [two]);
+      });
+
+      test('blobs: touched, listed when stale, forgotten only if not touched since', async (t) => {
+        const store = await open(t);
+        const sha = (c: string) => c.repeat(64);
+        await store.touchBlob(sha('a'), 10, T0 + 10);
+        await store.touchBlob(sha('b'), 20, T0 + 5);
+        await store.touchBlob(sha('c'), 30, T0 + 30);
+        await store.touchBlob(sha('a'), 10, T0 + 1);
+        assert.deepEqual(await store.staleBlobs(T0 + 20, 10), [sha('b'), sha('a')], 'oldest first; a touch never moves back');
+        assert.deepEqual(await store.staleBlobs(T0 + 20, 1), [sha('b')]);
+        // A reuse after the sweeper listed it: the forget loses, and the blob stays.
+        await store.touchBlob(sha('b'), 20, T0 + 25);
+        assert.equal(await store.forgetBlob(sha('b'), T0 + 20), false);
+        assert.equal(await store.forgetBlob(sha('a'), T0 + 20), true);
+        assert.equal(await store.forgetBlob(sha('a'), T0 + 20), false, 'once');
+        assert.deepEqual(await store.staleBlobs(T0 + 100, 10), [sha('b'), sha('c')]);
+      });
+
+      test('claimDeliveries: a fenced claim; a newer epoch takes over what an older one was sending, and only it records', async (t) => {
+        const store = await open(t);
+        store.setUploadTarget('t');
+        const runs: string[] = [];
+        for (const [i, name] of ['a', 'b', 'c'].entries()) {
+          await store.createJob(makeJob(name), [makeRun(makeJob(name), { queuedAt: T0 + i })]);
+          const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 10 + i))!;
+          await store.endAttempt(run.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 100 + i }, { worker: 'w1' });
+          runs.push(run.id);
+        }
+        const [d1, d2, d3] = await Promise.all(runs.map(async (id) => (await store.listDeliveries(id))[0]!));
+        await store.recordDeliveryAttempt(d3!.id, { state: 'pending', nextAt: T0 + 5000, error: 'HTTP 503', at: T0 + 200 });
+        const claimed = await store.claimDeliveries(T0 + 1000, 10, 1);
+        assert.deepEqual(claimed.map((d) => [d.id, d.state, d.claimEpoch]), [[d1!.id, 'sending', 1], [d2!.id, 'sending', 1]], 'due ones, oldest first');
+        assert.deepEqual(await store.claimDeliveries(T0 + 1000, 10, 1), [], 'claimed once per epoch');
+        assert.deepEqual(await store.dueDeliveries(T0 + 1000, 10), [], 'the unfenced outbox does not see them');
+        const summary = await store.outboxSummary();
+        assert.deepEqual([summary.pending, summary.oldestPendingAt], [3, T0 + 100], 'being sent counts as pending');
+        // Epoch 1's holder died: epoch 2 claims what it was sending (same rows, same ids), limit 1 at a time.
+        assert.deepEqual((await store.claimDeliveries(T0 + 1001, 1, 2)).map((d) => [d.id, d.claimEpoch]), [[d1!.id, 2]]);
+        assert.equal(await store.recordClaimedDeliveryAttempt(d1!.id, 1, { state: 'delivered', nextAt: T0 + 1100, error: null, at: T0 + 1100 }), false,
+          'the deposed epoch\'s late result is not recorded');
+        assert.equal((await store.listDeliveries(runs[0]!))[0]!.state, 'sending');
+        assert.equal(await store.recordClaimedDeliveryAttempt(d1!.id, 2, { state: 'delivered', nextAt: T0 + 1200, error: null, at: T0 + 1200 }), true);
+        assert.equal(await store.recordClaimedDeliveryAttempt(d1!.id, 2, { state: 'failed', nextAt: T0 + 1300, error: 'late', at: T0 + 1300 }), false, 'once');
+        assert.deepEqual((await store.listDeliveries(runs[0]!))[0], {
+          ...d1!, state: 'delivered', attempts: 1, nextAt: T0 + 1200, lastError: null, endedAt: T0 + 1200, claimEpoch: 2,
+        });
+        // Epoch 1 still holds d2 as far as the rows go: its result is recorded, and a retry goes back to pending.
+        assert.equal(await store.recordClaimedDeliveryAttempt(d2!.id, 1, { state: 'pending', nextAt: T0 + 3000, error: 'HTTP 502', at: T0 + 1400 }), true);
+        assert.deepEqual((await store.listDeliveries(runs[1]!))[0], {
+          ...d2!, state: 'pending', attempts: 1, nextAt: T0 + 3000, lastError: 'HTTP 502', endedAt: null, claimEpoch: 1,
+        });
+        assert.deepEqual((await store.claimDeliveries(T0 + 5000, 10, 2)).map((d) => d.id), [d2!.id, d3!.id]);
+        assert.equal(await store.requeueFailedDelivery(runs[2]!, T0 + 6000), undefined, 'redeliver requeues only failed ones, not one being sent');
+        store.setUploadTarget('elsewhere');
+        await store.recordClaimedDeliveryAttempt(d3!.id, 2, { state: 'pending', nextAt: T0 + 5500, error: 'x', at: T0 + 5100 });
+        assert.deepEqual(await store.claimDeliveries(T0 + 9000, 10, 3), [], 'only the current target\'s');
       });
     });
 

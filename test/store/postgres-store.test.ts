@@ -10,7 +10,8 @@ import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { holdServerLock } from '../../src/store/postgres/server-lock.js';
 import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
-import { runJobStoreSuite } from './job-store.suite.js';
+import { PRESENCE_LOCK_KEY } from '../../src/store/cluster-constants.js';
+import { runJobStoreSuite, type ClusterHooks } from './job-store.suite.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../src/store/postgres/migrations/', import.meta.url));
 const skip = needs('postgres');
@@ -27,7 +28,47 @@ function shippedVersions(): number[] {
   return readdirSync(MIGRATIONS_DIR).filter((f) => /^\d{4}_.*\.sql$/.test(f)).map((f) => Number(f.slice(0, 4))).sort((a, b) => a - b);
 }
 
-runJobStoreSuite('postgres', async (t) => open(t, (await freshSchema(t)).url), { skip });
+/** Each suite store's URL, for the servers a test records there. */
+const storeUrls = new WeakMap<JobStore, string>();
+
+/** The database's clock, as the store's statements read it. */
+const DB_NOW = '(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+
+/**
+ * Records a server as presence.ts does: its row, and (alive) its presence lock held on a connection
+ * of its own until the test ends; dead: its heartbeat a minute old and no lock.
+ */
+const cluster: ClusterHooks = {
+  async addServer(t, store, server) {
+    const client = new pg.Client({ connectionString: storeUrls.get(store)! });
+    await client.connect();
+    if (server.alive) {
+      t.after(() => client.end());
+      await client.query('SELECT pg_advisory_lock($1, hashtext($2))', [PRESENCE_LOCK_KEY, server.id]);
+    }
+    try {
+      const { rows } = await client.query<{ beat: string }>(`INSERT INTO servers (id, url, hostname, pid, version, config_digest, started_at, heartbeat_at)
+        VALUES ($1, $2, $3, 42, '0.1.0', 'digest', ${DB_NOW} - $4::bigint, ${DB_NOW} - $4::bigint) RETURNING heartbeat_at AS beat`,
+      [server.id, `http://${server.id}.test:7070`, `${server.id}.host`, server.alive ? 0 : 60_000]);
+      for (const lease of server.leases ?? []) {
+        await client.query(`INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, ${DB_NOW} + $3::bigint)`,
+          [lease.name, server.id, lease.expired ? -1 : 60_000]);
+      }
+      // started_at and heartbeat_at are one clock reading each: make them equal for the test's sake.
+      await client.query('UPDATE servers SET started_at = heartbeat_at WHERE id = $1', [server.id]);
+      return Number(rows[0]!.beat);
+    } finally {
+      if (!server.alive) await client.end();
+    }
+  },
+};
+
+runJobStoreSuite('postgres', async (t) => {
+  const { url } = await freshSchema(t);
+  const store = await open(t, url);
+  storeUrls.set(store, url);
+  return store;
+}, { skip, cluster });
 
 describe('PostgreSQL store', { skip }, () => {
   const T0 = 1_700_000_000_000;

@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { KILN_APPLICATION_ID, migrate } from '../../src/store/sqlite/migrate.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import { runJobStoreSuite } from './job-store.suite.js';
+import { SERVER_TTL_MS } from '../../src/store/cluster-constants.js';
+import { runJobStoreSuite, type ClusterHooks } from './job-store.suite.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../src/store/sqlite/migrations/', import.meta.url));
 
@@ -54,10 +55,35 @@ function shippedVersions(): number[] {
     .sort((a, b) => a - b);
 }
 
+/** Each suite store's file, for the servers a test records there. */
+const storeFiles = new WeakMap<JobStore, string>();
+
+/** Servers as rows of the store's table (on SQLite, alive is a recent heartbeat: this process's clock). */
+const cluster: ClusterHooks = {
+  async addServer(_t, store, server) {
+    const db = new Database(storeFiles.get(store)!);
+    try {
+      const now = Date.now();
+      const beat = server.alive ? now : now - 8 * SERVER_TTL_MS;
+      db.prepare(`INSERT INTO servers (id, url, hostname, pid, version, config_digest, started_at, heartbeat_at)
+        VALUES (?, ?, ?, 42, '0.1.0', 'digest', ?, ?)`).run(server.id, `http://${server.id}.test:7070`, `${server.id}.host`, beat, beat);
+      for (const lease of server.leases ?? []) {
+        db.prepare('INSERT INTO leases (name, holder, epoch, expires_at) VALUES (?, ?, 1, ?)').run(lease.name, server.id, lease.expired ? now - 1 : now + 60_000);
+      }
+      return beat;
+    } finally {
+      db.close();
+    }
+  },
+};
+
 runJobStoreSuite('sqlite', async (t) => {
   const dir = scratch(t);
-  return dir.open(dir.file());
-});
+  const file = dir.file();
+  const store = dir.open(file);
+  storeFiles.set(store, file);
+  return store;
+}, { cluster });
 
 describe('SQLite store', () => {
   const T0 = 1_700_000_000_000;

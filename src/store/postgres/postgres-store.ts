@@ -19,6 +19,7 @@ import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
   NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
+import { consoleFeedPayloads } from '../feed.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
 import { holdServerLock, type ServerLock, type ServerLockOptions } from './server-lock.js';
@@ -51,11 +52,18 @@ type Claimed = { outcome: 'started' | 'template'; run: Run; job: ClaimedJob } | 
 
 interface WorkerRow {
   name: string; platform: string; labels: Json; capacity: number; hostname: string; os: string;
-  arch: string; version: string; connected: boolean; connected_at: number; last_seen: number;
+  arch: string; version: string; connected: boolean; connected_at: number; last_seen: number; server_id: string | null;
 }
 interface DeliveryRow {
   id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
-  last_error: string | null; created_at: number; ended_at: number | null;
+  last_error: string | null; created_at: number; ended_at: number | null; claim_epoch: number | null;
+}
+interface ServerRow {
+  id: string; url: string; hostname: string; pid: number; version: string; config_digest: string;
+  started_at: number; heartbeat_at: number; stopped_at: number | null; alive: boolean; leases: string[];
+}
+interface PoolInstanceRow {
+  id: string; pool: string; name: string; token_sha256: string; state: string; handle: unknown; for_run: string | null; adopted: boolean; started_at: number;
 }
 interface TokenRow {
   name: string; role: Role; created_at: number; expires_at: number | null; last_used_at: number | null; revoked_at: number | null;
@@ -88,16 +96,21 @@ function toRun(row: RunRow): Run {
 function toWorker(row: WorkerRow): WorkerRecord {
   return {
     name: row.name, platform: row.platform, labels: row.labels, capacity: row.capacity, hostname: row.hostname, os: row.os, arch: row.arch,
-    version: row.version, connected: row.connected, connectedAt: row.connected_at, lastSeen: row.last_seen,
+    version: row.version, connected: row.connected, connectedAt: row.connected_at, lastSeen: row.last_seen, server: row.server_id,
   };
 }
 
 function toDelivery(row: DeliveryRow): Delivery {
   return {
     id: row.id, runId: row.run_id, target: row.target, state: row.state as Delivery['state'], attempts: row.attempts,
-    nextAt: row.next_at, lastError: row.last_error, createdAt: row.created_at, endedAt: row.ended_at,
+    nextAt: row.next_at, lastError: row.last_error, createdAt: row.created_at, endedAt: row.ended_at, claimEpoch: row.claim_epoch,
   };
 }
+
+const toPoolInstance = (row: PoolInstanceRow): PoolInstanceRecord => ({
+  id: row.id, pool: row.pool, name: row.name, tokenSha256: row.token_sha256, state: row.state, handle: row.handle,
+  forRun: row.for_run, adopted: row.adopted, startedAt: row.started_at,
+});
 
 const toToken = (row: TokenRow): TokenRecord => ({
   name: row.name, role: row.role, createdAt: row.created_at, expiresAt: row.expires_at, lastUsedAt: row.last_used_at, revokedAt: row.revoked_at,
@@ -117,6 +130,11 @@ export interface PostgresStoreOptions {
   exclusive?: boolean;
   /** When exclusive: how long a lost lock is tried again (ms), and who is told when it is lost for good. */
   lock?: Pick<ServerLockOptions, 'retakeWithinMs' | 'onLost'>;
+  /**
+   * The id of the server this store serves (several servers on one database): the console lines it
+   * writes are announced on the feed under it (feed.ts). Absent (tools, migrate-store): nothing is sent.
+   */
+  serverId?: string;
 }
 
 /**
@@ -139,13 +157,24 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     await connections.end();
     throw raw;
   }
-  return new PostgresStore(connections, lock);
+  return new PostgresStore(connections, lock, options.serverId);
 }
 
 class PostgresStore implements JobStore {
   private uploadTarget: string | null = null;
 
-  constructor(private readonly db: Connections, private readonly lock?: ServerLock) {}
+  constructor(private readonly db: Connections, private readonly lock?: ServerLock, private readonly serverId?: string) {}
+
+  /** The feed's payloads announcing these lines (none without a server id). */
+  private feed(lines: readonly { runId: string; seq: number }[]): string[] {
+    return this.serverId === undefined || lines.length === 0 ? [] : consoleFeedPayloads(this.serverId, lines);
+  }
+
+  /** Notifies the feed of these lines in the transaction `tx` (delivered at its commit). */
+  private async notifyLines(tx: Session, lines: readonly { runId: string; seq: number }[]): Promise<void> {
+    const payloads = this.feed(lines);
+    if (payloads.length > 0) await tx.run(S.FEED_NOTIFY, [payloads]);
+  }
 
   async close(): Promise<void> {
     await this.db.end();
@@ -408,6 +437,7 @@ class PostgresStore implements JobStore {
         || (guard.attempt !== undefined && run.attempt !== guard.attempt)) {
         if (writes.ifStale) events.push({ ...writes.ifStale, attempt: run.attempt });
         if (lines.length > 0 || events.length > 0) await write(S.END_WRITE_STALE);
+        await this.notifyLines(tx, lines.map((l) => ({ runId: run.id, seq: l.seq })));
         return { outcome: 'stale', run: toRun(run) };
       }
       const end: AttemptEnd = 'report' in given
@@ -426,11 +456,13 @@ class PostgresStore implements JobStore {
         else events.push({ at: end.finishedAt, attempt: run.attempt, kind: 'retried', detail: { status: end.status, result: end.result, worker: run.worker } });
         const [requeued] = (await write(S.END_WRITE_REQUEUE,
           decision.attempt, decision.spend === 'lost' ? 1 : 0, decision.spend === 'failure' ? 1 : 0, markerSeq + 1)).rows;
+        await this.notifyLines(tx, lines.map((l) => ({ runId: run.id, seq: l.seq })));
         return { outcome: 'retried', run: toRun(requeued!), end, note };
       }
       events.push({ at: end.finishedAt, attempt: run.attempt, kind: 'ended', detail: { status: end.status, result: end.result } });
       const target = this.uploadTarget !== null && forwardsOnEnd('running') ? this.uploadTarget : null;
       const [ended] = (await write(S.END_WRITE_FINISH, end.status, json(end.result), end.finishedAt, target)).rows;
+      await this.notifyLines(tx, lines.map((l) => ({ runId: run.id, seq: l.seq })));
       return { outcome: 'ended', run: toRun(ended!), end };
     });
   }
@@ -444,6 +476,7 @@ class PostgresStore implements JobStore {
       id, lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text)),
       events.map((e) => e.at), events.map((e) => e.kind), events.map((e) => json(e.detail)),
       end.status, json(end.result), target, end.finishedAt, guard.worker ?? null, guard.attempt ?? null,
+      this.feed(lines.map((l) => ({ runId: id, seq: l.seq }))),
     ])).rows;
     return ended && { outcome: 'ended', run: toRun(ended), end };
   }
@@ -491,7 +524,9 @@ class PostgresStore implements JobStore {
     const lines = batches.flatMap((batch) => batch.lines.map((line) => ({ runId: batch.runId, ...line })));
     if (lines.length === 0) return;
     // One statement, so one transaction, however many runs and lines.
-    await this.db.run(S.CONSOLE_APPEND, [lines.map((l) => l.runId), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text))]);
+    await this.db.run(S.CONSOLE_APPEND, [
+      lines.map((l) => l.runId), lines.map((l) => l.seq), lines.map((l) => l.ts), lines.map((l) => utf8(l.text)), this.feed(lines),
+    ]);
   }
 
   noteQueuedRun(runId: string, text: string, at: number): Promise<StoredLine | undefined> {
@@ -502,6 +537,7 @@ class PostgresStore implements JobStore {
       const seq = Math.max(last?.seq ?? -1, run.first_seq - 1) + 1;
       await tx.run(S.CONSOLE_INSERT, [runId, seq, at, utf8(text)]);
       await tx.run(S.RUN_SET_FIRST_SEQ, [runId, seq + 1]);
+      await this.notifyLines(tx, [{ runId, seq }]);
       return { seq, ts: at, text };
     });
   }
@@ -639,46 +675,114 @@ class PostgresStore implements JobStore {
     const counts = Object.fromEntries((await this.db.run<{ state: string; n: number }>(S.DELIVERIES_COUNT)).rows.map((row) => [row.state, row.n]));
     const oldest = (await this.db.run<{ at: number | null }>(S.DELIVERIES_OLDEST_PENDING)).rows[0]?.at ?? null;
     const troubled = (await this.db.run<DeliveryRow>(S.DELIVERIES_TROUBLED)).rows.map(toDelivery);
-    return { pending: counts.pending ?? 0, delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled };
+    // A delivery being sent is not delivered yet: it counts as pending.
+    return { pending: (counts.pending ?? 0) + (counts.sending ?? 0), delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled };
   }
 
   async setRunScript(id: string, script: string): Promise<void> {
     await this.db.run(S.RUN_SET_SCRIPT, [id, script]);
   }
 
-  async recordWorker(worker: WorkerRecord, _conn?: WorkerConnection): Promise<boolean> {
-    await this.db.run(S.WORKER_UPSERT, [
+  async recordWorker(worker: WorkerRecord, conn?: WorkerConnection): Promise<boolean> {
+    const claimed = await this.db.run(S.WORKER_CLAIM, [
       worker.name, worker.platform, json(worker.labels), worker.capacity, worker.hostname, worker.os, worker.arch, worker.version,
-      worker.connected, worker.connectedAt, worker.lastSeen,
+      worker.connected, worker.connectedAt, worker.lastSeen, conn?.serverId ?? null, conn?.connId ?? null,
     ]);
-    return true;
+    return claimed.rowCount === 1;
   }
 
-  // Several servers (issue 16): built by the c16-store branch.
-  async disconnectWorkersOfDeadServers(): Promise<string[]> { throw notYet(); }
-  async runsOfLostWorkers(_now: number, _graceMs: number): Promise<LostWorkerRun[]> { throw notYet(); }
-  async nextLossAt(_graceMs: number): Promise<number | undefined> { throw notYet(); }
-  async listServers(): Promise<ServerRecord[]> { throw notYet(); }
-  async farmSecret(_name: string, _proposed: string, _now: number): Promise<string> { throw notYet(); }
-  async poolState(_pool: string): Promise<PoolState> { throw notYet(); }
-  async savePoolState(_pool: string, _state: PoolState): Promise<void> { throw notYet(); }
-  async addPoolInstance(_instance: PoolInstanceRecord): Promise<void> { throw notYet(); }
-  async updatePoolInstance(_id: string, _change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void> { throw notYet(); }
-  async removePoolInstance(_id: string): Promise<void> { throw notYet(); }
-  async listPoolInstances(_pool?: string): Promise<PoolInstanceRecord[]> { throw notYet(); }
-  async poolInstanceByToken(_sha256: string): Promise<PoolInstanceRecord | undefined> { throw notYet(); }
-  async touchBlob(_sha256: string, _size: number, _now: number): Promise<void> { throw notYet(); }
-  async staleBlobs(_before: number, _limit: number): Promise<string[]> { throw notYet(); }
-  async forgetBlob(_sha256: string, _before: number): Promise<boolean> { throw notYet(); }
-  async claimDeliveries(_now: number, _limit: number, _epoch: number): Promise<Delivery[]> { throw notYet(); }
-  async recordClaimedDeliveryAttempt(
-    _id: number,
-    _epoch: number,
-    _outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
-  ): Promise<boolean> { throw notYet(); }
+  async workerDisconnected(name: string, now: number, connId?: string): Promise<void> {
+    await this.db.run(S.WORKER_DISCONNECTED, [name, now, connId ?? null]);
+  }
 
-  async workerDisconnected(name: string, now: number): Promise<void> {
-    await this.db.run(S.WORKER_DISCONNECTED, [name, now]);
+  async disconnectWorkersOfDeadServers(): Promise<string[]> {
+    return (await this.db.run<{ name: string }>(S.WORKERS_OF_DEAD_SERVERS)).rows.map((row) => row.name);
+  }
+
+  async runsOfLostWorkers(now: number, graceMs: number): Promise<LostWorkerRun[]> {
+    return (await this.db.run<{ id: string; worker: string | null; attempt: number; last_seen: number | null }>(S.RUNS_LOST_WORKER, [now, graceMs])).rows
+      .map((row) => ({ id: row.id, worker: row.worker, attempt: row.attempt, lastSeen: row.last_seen }));
+  }
+
+  async nextLossAt(graceMs: number): Promise<number | undefined> {
+    return (await this.db.run<{ at: number | null }>(S.NEXT_LOSS_AT, [graceMs])).rows[0]?.at ?? undefined;
+  }
+
+  async listServers(): Promise<ServerRecord[]> {
+    return (await this.db.run<ServerRow>(S.SERVERS_LIST)).rows.map((row) => ({
+      id: row.id, url: row.url, hostname: row.hostname, pid: row.pid, version: row.version, configDigest: row.config_digest,
+      startedAt: row.started_at, heartbeatAt: row.heartbeat_at, stoppedAt: row.stopped_at, alive: row.alive, leases: row.leases,
+    }));
+  }
+
+  async farmSecret(name: string, proposed: string, now: number): Promise<string> {
+    // No row: another server stored it in a transaction committed after this statement's snapshot; the next one sees it.
+    for (let round = 0; ; round++) {
+      const [row] = (await this.db.run<{ value: string }>(S.FARM_SECRET, [name, proposed, now])).rows;
+      if (row) return row.value;
+      if (round === 2) throw new StoreUnavailableError(this.db.where, `the farm secret ${name} could not be read`);
+    }
+  }
+
+  async poolState(pool: string): Promise<PoolState> {
+    const [row] = (await this.db.run<{ failures: number; quarantines: number; quarantined_until: number; last_error: string | null }>(S.POOL_STATE_GET, [pool])).rows;
+    return row
+      ? { failures: row.failures, quarantines: row.quarantines, quarantinedUntil: row.quarantined_until, lastError: row.last_error }
+      : { failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null };
+  }
+
+  async savePoolState(pool: string, state: PoolState): Promise<void> {
+    await this.db.run(S.POOL_STATE_UPSERT, [pool, state.failures, state.quarantines, state.quarantinedUntil, state.lastError]);
+  }
+
+  async addPoolInstance(instance: PoolInstanceRecord): Promise<void> {
+    await this.db.run(S.POOL_INSTANCE_INSERT, [
+      instance.id, instance.pool, instance.name, instance.tokenSha256, instance.state, JSON.stringify(instance.handle ?? null), instance.forRun,
+      instance.adopted, instance.startedAt,
+    ]);
+  }
+
+  async updatePoolInstance(id: string, change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void> {
+    await this.db.run(S.POOL_INSTANCE_UPDATE, [id, change.state, change.handle === undefined ? null : JSON.stringify(change.handle), change.adopted ?? null]);
+  }
+
+  async removePoolInstance(id: string): Promise<void> {
+    await this.db.run(S.POOL_INSTANCE_DELETE, [id]);
+  }
+
+  async listPoolInstances(pool?: string): Promise<PoolInstanceRecord[]> {
+    return (await this.db.run<PoolInstanceRow>(S.POOL_INSTANCES_LIST, [pool ?? null])).rows.map(toPoolInstance);
+  }
+
+  async poolInstanceByToken(sha256: string): Promise<PoolInstanceRecord | undefined> {
+    const [row] = (await this.db.run<PoolInstanceRow>(S.POOL_INSTANCE_BY_TOKEN, [sha256])).rows;
+    return row && toPoolInstance(row);
+  }
+
+  async touchBlob(sha256: string, size: number, now: number): Promise<void> {
+    await this.db.run(S.BLOB_TOUCH, [sha256, size, now]);
+  }
+
+  async staleBlobs(before: number, limit: number): Promise<string[]> {
+    return (await this.db.run<{ sha256: string }>(S.BLOBS_STALE, [before, limit])).rows.map((row) => row.sha256);
+  }
+
+  async forgetBlob(sha256: string, before: number): Promise<boolean> {
+    return (await this.db.run(S.BLOB_FORGET, [sha256, before])).rowCount === 1;
+  }
+
+  async claimDeliveries(now: number, limit: number, epoch: number): Promise<Delivery[]> {
+    const rows = (await this.db.run<DeliveryRow>(S.DELIVERY_CLAIM, [this.uploadTarget, now, limit, epoch])).rows;
+    return rows.map(toDelivery).sort((a, b) => a.nextAt - b.nextAt || a.id - b.id);
+  }
+
+  async recordClaimedDeliveryAttempt(
+    id: number,
+    epoch: number,
+    outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
+  ): Promise<boolean> {
+    const ended = outcome.state === 'pending' || outcome.state === 'sending' ? null : outcome.at;
+    return (await this.db.run(S.DELIVERY_RECORD_CLAIMED, [id, epoch, outcome.state, outcome.nextAt, outcome.error, ended])).rowCount === 1;
   }
 
   async listWorkers(): Promise<WorkerRecord[]> {
@@ -769,7 +873,3 @@ class PostgresStore implements JobStore {
   }
 }
 
-/** A stub of the interface commit (issue 16), replaced by the store branch. */
-function notYet(): Error {
-  return new Error('not built yet (issue 16)');
-}

@@ -4,6 +4,9 @@
  * it once and then only binds values. Only column lists are built into the text, never values.
  */
 
+import { PRESENCE_LOCK_KEY, SERVER_TTL_MS } from '../cluster-constants.js';
+import { FEED_CHANNEL_SQL } from '../feed.js';
+
 /** A named, parameterised statement. */
 export interface Statement {
   /** The name a connection keeps it prepared under (unique within this file). */
@@ -24,6 +27,22 @@ function sql(name: string, text: string, idempotent = false): Statement {
   const flat = text.replace(/\s+/g, ' ').trim();
   return { name: `kiln_${name}`, text: flat, idempotent: idempotent || /^(SELECT|WITH)\b/.test(flat) && !/\b(INSERT|UPDATE|DELETE)\b|FOR (UPDATE|SHARE)/.test(flat) };
 }
+
+// ---- several servers: liveness, shared by statements here and by presence.ts
+
+/** The database's clock, ms since the epoch (leases and heartbeats use it, never a server's). */
+export const DB_NOW_SQL = '(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+
+/**
+ * SQL text (a subquery's body) selecting the ids of the servers alive now: not stopped, heartbeat
+ * within SERVER_TTL_MS on the database's clock, and holding their presence advisory lock (key
+ * PRESENCE_LOCK_KEY, hashtext(id)), so a server whose connection PostgreSQL closed (SIGKILL,
+ * pg_terminate_backend) is dead at once. Use as `x IN (${LIVE_SERVER_IDS_SQL})`; it takes no parameters.
+ */
+export const LIVE_SERVER_IDS_SQL = `SELECT live.id FROM servers live
+  WHERE live.stopped_at IS NULL AND live.heartbeat_at > ${DB_NOW_SQL} - ${SERVER_TTL_MS}
+    AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ${PRESENCE_LOCK_KEY}::bigint::oid
+      AND l.objid = (hashtext(live.id)::bigint & 4294967295)::oid AND l.objsubid = 2)`;
 
 const RUN_FIELDS = [
   'id', 'job', 'platform', 'labels', 'status', 'attempt', 'worker', 'worker_identity', 'worker_session', 'queued_at', 'started_at', 'finished_at',
@@ -300,7 +319,8 @@ export const END_WRITE_FINISH = sql('end_write_finish', `
  * the run, its console lines, its history entries stamped with its attempt (its `ended` entry last) and, when $10 names a target, its
  * delivery; returns it. Nothing at all is written when the run is not running as guarded (the caller then reads it and decides).
  * $1 id, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays), $5 ats, $6 kinds, $7 details (parallel arrays), $8 status,
- * $9 result, $10 delivery target (null: none), $11 finished_at, $12 worker (null: any), $13 attempt (null: any) */
+ * $9 result, $10 delivery target (null: none), $11 finished_at, $12 worker (null: any), $13 attempt (null: any), $14 the feed's
+ * payloads announcing the lines (text[]; empty: none), sent only when the run ended here (notified at commit) */
 export const END_SETTLED = sql('end_settled', `
   WITH finished AS (
     UPDATE runs SET status = $8, result = $9::json, finished_at = $11, queue_pos = NULL, deadline_at = NULL
@@ -316,7 +336,8 @@ export const END_SETTLED = sql('end_settled', `
     ORDER BY e.n),
   delivery AS (
     INSERT INTO deliveries (run_id, target, next_at, created_at) SELECT id, $10, $11, $11 FROM finished WHERE $10::text IS NOT NULL)
-  SELECT * FROM finished`);
+  SELECT f.* FROM finished f
+  CROSS JOIN (SELECT COUNT(pg_notify(${FEED_CHANNEL_SQL}, p)) AS notified FROM unnest($14::text[]) AS p WHERE EXISTS (SELECT 1 FROM finished)) AS feed`);
 
 /** Puts a locked running run back at the front of its queue as its next attempt (or the same one), spending a retry budget, with its
  * console lines (the line saying why among them) and history entries; returns it. $1..$8 as END_WRITE_STALE, $9 the attempt it goes
@@ -361,10 +382,20 @@ export const EVENTS_LIST = sql('events_list', 'SELECT at, attempt, kind, detail 
 
 // ---- console
 
-/** Appends console lines, ignoring those already stored. $1 run ids, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays) */
+/**
+ * Appends console lines, ignoring those already stored, and in the same statement (so delivered at
+ * its commit) notifies the feed with each payload given (feed.ts consoleFeedPayloads). Sent twice
+ * it announces twice, which readers (seq > what they have) ignore.
+ * $1 run ids, $2 seqs, $3 timestamps, $4 texts as UTF-8 (parallel arrays), $5 feed payloads (text[]; empty: none)
+ */
 export const CONSOLE_APPEND = sql('console_append', `
-  INSERT INTO console_lines (run_id, seq, ts, text) SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[])
-  ON CONFLICT DO NOTHING`, true);
+  WITH appended AS (
+    INSERT INTO console_lines (run_id, seq, ts, text) SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[])
+    ON CONFLICT DO NOTHING)
+  SELECT pg_notify(${FEED_CHANNEL_SQL}, p) FROM unnest($5::text[]) AS p`, true);
+
+/** Notifies the feed (delivered at the transaction's commit) with each payload. $1 payloads (text[]) */
+export const FEED_NOTIFY = sql('feed_notify', `SELECT pg_notify(${FEED_CHANNEL_SQL}, p) FROM unnest($1::text[]) AS p`, true);
 
 /** The seq of a run's last line (null: none). $1 run_id */
 export const CONSOLE_LAST_SEQ = sql('console_last_seq', 'SELECT MAX(seq) AS seq FROM console_lines WHERE run_id = $1');
@@ -412,7 +443,7 @@ export const ARTIFACTS_EXPIRED = sql('artifacts_expired', `
   )
   SELECT run_id, job, finished_at, files, bytes FROM ranked
   WHERE (($1::int IS NOT NULL AND newest > $1) OR ($2::bigint IS NOT NULL AND finished_at < $2))
-    AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending' AND target = $3)
+    AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state IN ('pending', 'sending') AND target = $3)
   ORDER BY finished_at, run_id`);
 
 /** Forgets the artifacts of runs. $1 run ids (text[]) */
@@ -449,26 +480,79 @@ export const DELIVERIES_OF_RUN = sql('deliveries_of_run', 'SELECT * FROM deliver
 /** Deliveries counted by state. (no parameters) */
 export const DELIVERIES_COUNT = sql('deliveries_count', 'SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state');
 
-/** When the oldest pending delivery was created (null: none). (no parameters) */
-export const DELIVERIES_OLDEST_PENDING = sql('deliveries_oldest_pending', "SELECT MIN(created_at) AS at FROM deliveries WHERE state = 'pending'");
+/** When the oldest pending delivery (being sent or not) was created (null: none). (no parameters) */
+export const DELIVERIES_OLDEST_PENDING = sql('deliveries_oldest_pending', "SELECT MIN(created_at) AS at FROM deliveries WHERE state IN ('pending', 'sending')");
 
 /** The latest deliveries given up or still failing. (no parameters) */
 export const DELIVERIES_TROUBLED = sql('deliveries_troubled', `
-  SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5`);
+  SELECT * FROM deliveries WHERE state = 'failed' OR (state IN ('pending', 'sending') AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5`);
+
+/**
+ * Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones being sent
+ * under an older epoch (their sender died or lost the lease: sent again, same id), oldest first,
+ * passing over rows another claim holds. They become `sending` with this epoch; returns them.
+ * $1 target, $2 now, $3 limit, $4 epoch
+ */
+export const DELIVERY_CLAIM = sql('delivery_claim', `
+  WITH due AS (
+    SELECT id FROM deliveries
+    WHERE target = $1 AND ((state = 'pending' AND next_at <= $2) OR (state = 'sending' AND (claim_epoch IS NULL OR claim_epoch < $4)))
+    ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+  UPDATE deliveries d SET state = 'sending', claim_epoch = $4 FROM due WHERE d.id = due.id
+  RETURNING d.*`);
+
+/** Records an attempt of a delivery only while it is being sent under this epoch; returns its id when it did.
+ * $1 id, $2 epoch, $3 state, $4 next_at, $5 last_error, $6 ended_at (null while pending) */
+export const DELIVERY_RECORD_CLAIMED = sql('delivery_record_claimed', `
+  UPDATE deliveries SET state = $3, attempts = attempts + 1, next_at = $4, last_error = $5, ended_at = $6
+  WHERE id = $1 AND claim_epoch = $2 AND state = 'sending' RETURNING id`);
 
 // ---- workers and their tokens
 
-/** Records a worker as it connects. $1 name, $2 platform, $3 labels, $4 capacity, $5 hostname, $6 os, $7 arch, $8 version,
- * $9 connected, $10 connected_at, $11 last_seen */
-export const WORKER_UPSERT = sql('worker_upsert', `
-  INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+/**
+ * Records a worker as it connects on a server's connection (WORKER_CLAIM, notes/issue16-plan.md
+ * §3.2): its row is written unless the name is connected on another server that is still alive.
+ * Returns the name when written, nothing when the name is taken. Without a server ($12 null: one
+ * server, tests, tools) it always writes. Sent again after a lost connection it answers the same (its
+ * own server holds the name then), so it is idempotent. $1 name, $2 platform, $3 labels, $4 capacity,
+ * $5 hostname, $6 os, $7 arch, $8 version, $9 connected, $10 connected_at, $11 last_seen,
+ * $12 server_id (null: none), $13 conn_id (null: none)
+ */
+export const WORKER_CLAIM = sql('worker_claim', `
+  INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen, server_id, conn_id)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
   ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, labels = excluded.labels, capacity = excluded.capacity,
     hostname = excluded.hostname, os = excluded.os, arch = excluded.arch, version = excluded.version,
-    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen`, true);
+    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen,
+    server_id = excluded.server_id, conn_id = excluded.conn_id
+  WHERE excluded.server_id IS NULL OR NOT workers.connected OR workers.server_id IS NULL OR workers.server_id = excluded.server_id
+    OR workers.server_id NOT IN (${LIVE_SERVER_IDS_SQL})
+  RETURNING name`, true);
 
-/** Marks a worker gone. $1 name, $2 now */
-export const WORKER_DISCONNECTED = sql('worker_disconnected', 'UPDATE workers SET connected = FALSE, last_seen = $2 WHERE name = $1', true);
+/** Marks a worker gone, while this connection holds it (null: whichever). $1 name, $2 now, $3 conn_id (null: any) */
+export const WORKER_DISCONNECTED = sql('worker_disconnected', `
+  UPDATE workers SET connected = FALSE, last_seen = $2 WHERE name = $1 AND ($3::text IS NULL OR conn_id = $3)`, true);
+
+/**
+ * Marks disconnected the workers held by servers no longer alive, last seen at their server's last
+ * heartbeat (at their own last_seen when the server's row is gone); returns their names. (no parameters)
+ */
+export const WORKERS_OF_DEAD_SERVERS = sql('workers_of_dead_servers', `
+  UPDATE workers w SET connected = FALSE,
+    last_seen = COALESCE((SELECT s.heartbeat_at FROM servers s WHERE s.id = w.server_id), w.last_seen)
+  WHERE w.connected AND w.server_id IS NOT NULL AND w.server_id NOT IN (${LIVE_SERVER_IDS_SQL})
+  RETURNING w.name`, true);
+
+/** Running runs whose worker is unknown, or disconnected and last seen at or before $1 - $2, oldest first. $1 now, $2 grace ms */
+export const RUNS_LOST_WORKER = sql('runs_lost_worker', `
+  SELECT r.id, r.worker, r.attempt, w.last_seen FROM runs r LEFT JOIN workers w ON w.name = r.worker
+  WHERE r.status = 'running' AND (w.name IS NULL OR (NOT w.connected AND w.last_seen <= $1::bigint - $2::bigint))
+  ORDER BY r.started_at, r.id`);
+
+/** When the first disconnected worker holding a running run passes its grace (null: none). $1 grace ms */
+export const NEXT_LOSS_AT = sql('next_loss_at', `
+  SELECT MIN(w.last_seen) + $1::bigint AS at FROM workers w
+  WHERE NOT w.connected AND EXISTS (SELECT 1 FROM runs r WHERE r.status = 'running' AND r.worker = w.name)`);
 
 /** Every worker, connected first. (no parameters) */
 export const WORKERS_LIST = sql('workers_list', 'SELECT * FROM workers ORDER BY connected DESC, name');
@@ -549,3 +633,60 @@ export const SESSIONS_DELETE_OF_TOKEN = sql('sessions_delete_of_token', 'DELETE 
 
 /** Forgets sessions expired before a time. $1 now */
 export const SESSIONS_DELETE_EXPIRED = sql('sessions_delete_expired', 'DELETE FROM sessions WHERE expires_at <= $1', true);
+
+// ---- several servers (notes/issue16-plan.md)
+
+/** The ids of the servers alive now. (no parameters) */
+export const LIVE_SERVERS = sql('live_servers', LIVE_SERVER_IDS_SQL);
+
+/** The farm's servers, alive first then newest, each with whether it is alive and the names of its unexpired leases. (no parameters) */
+export const SERVERS_LIST = sql('servers_list', `
+  SELECT s.*, s.id IN (${LIVE_SERVER_IDS_SQL}) AS alive,
+    ARRAY(SELECT l.name FROM leases l WHERE l.holder = s.id AND l.expires_at > ${DB_NOW_SQL} ORDER BY l.name) AS leases
+  FROM servers s ORDER BY alive DESC, s.started_at DESC, s.id`);
+
+/** A farm secret, stored unless one is; returns the stored value (no row when another transaction stored one this statement cannot see
+ * yet: ask again). $1 name, $2 proposed value, $3 created_at */
+export const FARM_SECRET = sql('farm_secret', `
+  WITH added AS (INSERT INTO farm_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING value)
+  SELECT value FROM added UNION ALL SELECT value FROM farm_secrets WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM added)`, true);
+
+/** A pool's kept state. $1 pool */
+export const POOL_STATE_GET = sql('pool_state_get', 'SELECT failures, quarantines, quarantined_until, last_error FROM pool_state WHERE pool = $1');
+
+/** Keeps a pool's state. $1 pool, $2 failures, $3 quarantines, $4 quarantined_until, $5 last_error */
+export const POOL_STATE_UPSERT = sql('pool_state_upsert', `
+  INSERT INTO pool_state (pool, failures, quarantines, quarantined_until, last_error) VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (pool) DO UPDATE SET failures = excluded.failures, quarantines = excluded.quarantines,
+    quarantined_until = excluded.quarantined_until, last_error = excluded.last_error`, true);
+
+/** Records a pool instance. $1 id, $2 pool, $3 name, $4 token_sha256, $5 state, $6 handle (JSON), $7 for_run, $8 adopted, $9 started_at */
+export const POOL_INSTANCE_INSERT = sql('pool_instance_insert', `
+  INSERT INTO pool_instances (id, pool, name, token_sha256, state, handle, for_run, adopted, started_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`);
+
+/** Changes an instance's state, and its handle and adopted flag when given. $1 id, $2 state, $3 handle (JSON; null: unchanged),
+ * $4 adopted (null: unchanged) */
+export const POOL_INSTANCE_UPDATE = sql('pool_instance_update', `
+  UPDATE pool_instances SET state = $2, handle = COALESCE($3::json, handle), adopted = COALESCE($4::boolean, adopted) WHERE id = $1`, true);
+
+/** Forgets an instance. $1 id */
+export const POOL_INSTANCE_DELETE = sql('pool_instance_delete', 'DELETE FROM pool_instances WHERE id = $1', true);
+
+/** Instances of a pool (null: all), oldest first. $1 pool (null: all) */
+export const POOL_INSTANCES_LIST = sql('pool_instances_list', `
+  SELECT * FROM pool_instances WHERE ($1::text IS NULL OR pool = $1) ORDER BY started_at, id`);
+
+/** The instance whose worker token has this sha256. $1 token_sha256 */
+export const POOL_INSTANCE_BY_TOKEN = sql('pool_instance_by_token', 'SELECT * FROM pool_instances WHERE token_sha256 = $1');
+
+/** Records a blob stored or reused (its touch never moves back). $1 sha256, $2 size, $3 now */
+export const BLOB_TOUCH = sql('blob_touch', `
+  INSERT INTO blobs (sha256, size, touched_at) VALUES ($1, $2, $3)
+  ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, touched_at = GREATEST(blobs.touched_at, excluded.touched_at)`, true);
+
+/** Blobs last touched before a time, oldest first. $1 before, $2 limit */
+export const BLOBS_STALE = sql('blobs_stale', 'SELECT sha256 FROM blobs WHERE touched_at < $1 ORDER BY touched_at, sha256 LIMIT $2');
+
+/** Forgets a blob's row unless it was touched since a time; returns it when forgotten. $1 sha256, $2 before */
+export const BLOB_FORGET = sql('blob_forget', 'DELETE FROM blobs WHERE sha256 = $1 AND touched_at < $2 RETURNING sha256');

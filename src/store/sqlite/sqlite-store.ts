@@ -37,7 +37,7 @@ interface RunRow {
 }
 interface WorkerRow {
   name: string; platform: string; labels: string; capacity: number; hostname: string; os: string;
-  arch: string; version: string; connected: number; connected_at: number; last_seen: number;
+  arch: string; version: string; connected: number; connected_at: number; last_seen: number; server_id: string | null;
 }
 
 function toJob(row: JobRow): Job {
@@ -80,7 +80,7 @@ function toWorker(row: WorkerRow): WorkerRecord {
   return {
     name: row.name, platform: row.platform, labels: JSON.parse(row.labels), capacity: row.capacity,
     hostname: row.hostname, os: row.os, arch: row.arch, version: row.version,
-    connected: row.connected === 1, connectedAt: row.connected_at, lastSeen: row.last_seen,
+    connected: row.connected === 1, connectedAt: row.connected_at, lastSeen: row.last_seen, server: row.server_id,
   };
 }
 
@@ -139,13 +139,24 @@ interface SessionRow { token_name: string; role: Role; created_at: number; expir
 
 interface DeliveryRow {
   id: number; run_id: string; target: string; state: string; attempts: number; next_at: number;
-  last_error: string | null; created_at: number; ended_at: number | null;
+  last_error: string | null; created_at: number; ended_at: number | null; claim_epoch: number | null;
+}
+
+interface PoolInstanceRow {
+  id: string; pool: string; name: string; token_sha256: string; state: string; handle: string; for_run: string | null; adopted: number; started_at: number;
+}
+
+function toPoolInstance(row: PoolInstanceRow): PoolInstanceRecord {
+  return {
+    id: row.id, pool: row.pool, name: row.name, tokenSha256: row.token_sha256, state: row.state, handle: JSON.parse(row.handle),
+    forRun: row.for_run, adopted: row.adopted === 1, startedAt: row.started_at,
+  };
 }
 
 function toDelivery(row: DeliveryRow): Delivery {
   return {
     id: row.id, runId: row.run_id, target: row.target, state: row.state as Delivery['state'], attempts: row.attempts,
-    nextAt: row.next_at, lastError: row.last_error, createdAt: row.created_at, endedAt: row.ended_at,
+    nextAt: row.next_at, lastError: row.last_error, createdAt: row.created_at, endedAt: row.ended_at, claimEpoch: row.claim_epoch,
   };
 }
 
@@ -604,43 +615,118 @@ class SqliteStore implements JobStore {
     );
     const oldest = this.prepare(S.DELIVERIES_OLDEST_PENDING).pluck().get() as number | null;
     const troubled = this.prepare(S.DELIVERIES_TROUBLED).all() as DeliveryRow[];
-    return { pending: counts.pending ?? 0, delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest, troubled: troubled.map(toDelivery) };
+    // A delivery being sent is not delivered yet: it counts as pending.
+    return {
+      pending: (counts.pending ?? 0) + (counts.sending ?? 0), delivered: counts.delivered ?? 0, failed: counts.failed ?? 0, oldestPendingAt: oldest,
+      troubled: troubled.map(toDelivery),
+    };
   }
 
   async setRunScript(id: string, script: string): Promise<void> {
     this.prepare(S.RUN_SET_SCRIPT).run(script, id);
   }
 
-  async recordWorker(worker: WorkerRecord, _conn?: WorkerConnection): Promise<boolean> {
-    this.prepare(S.WORKER_UPSERT).run({ ...worker, labels: JSON.stringify(worker.labels), connected: worker.connected ? 1 : 0 });
-    return true;
+  async recordWorker(worker: WorkerRecord, conn?: WorkerConnection): Promise<boolean> {
+    return this.prepare(S.WORKER_CLAIM).run({
+      ...worker, labels: JSON.stringify(worker.labels), connected: worker.connected ? 1 : 0,
+      serverId: conn?.serverId ?? null, connId: conn?.connId ?? null, dbNow: Date.now(),
+    }).changes === 1;
   }
 
-  // Several servers (issue 16): built by the c16-store branch.
-  async disconnectWorkersOfDeadServers(): Promise<string[]> { throw notYet(); }
-  async runsOfLostWorkers(_now: number, _graceMs: number): Promise<LostWorkerRun[]> { throw notYet(); }
-  async nextLossAt(_graceMs: number): Promise<number | undefined> { throw notYet(); }
-  async listServers(): Promise<ServerRecord[]> { throw notYet(); }
-  async farmSecret(_name: string, _proposed: string, _now: number): Promise<string> { throw notYet(); }
-  async poolState(_pool: string): Promise<PoolState> { throw notYet(); }
-  async savePoolState(_pool: string, _state: PoolState): Promise<void> { throw notYet(); }
-  async addPoolInstance(_instance: PoolInstanceRecord): Promise<void> { throw notYet(); }
-  async updatePoolInstance(_id: string, _change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void> { throw notYet(); }
-  async removePoolInstance(_id: string): Promise<void> { throw notYet(); }
-  async listPoolInstances(_pool?: string): Promise<PoolInstanceRecord[]> { throw notYet(); }
-  async poolInstanceByToken(_sha256: string): Promise<PoolInstanceRecord | undefined> { throw notYet(); }
-  async touchBlob(_sha256: string, _size: number, _now: number): Promise<void> { throw notYet(); }
-  async staleBlobs(_before: number, _limit: number): Promise<string[]> { throw notYet(); }
-  async forgetBlob(_sha256: string, _before: number): Promise<boolean> { throw notYet(); }
-  async claimDeliveries(_now: number, _limit: number, _epoch: number): Promise<Delivery[]> { throw notYet(); }
-  async recordClaimedDeliveryAttempt(
-    _id: number,
-    _epoch: number,
-    _outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
-  ): Promise<boolean> { throw notYet(); }
+  async workerDisconnected(name: string, now: number, connId?: string): Promise<void> {
+    this.prepare(S.WORKER_DISCONNECTED).run({ name, now, connId: connId ?? null });
+  }
 
-  async workerDisconnected(name: string, now: number): Promise<void> {
-    this.prepare(S.WORKER_DISCONNECTED).run(now, name);
+  async disconnectWorkersOfDeadServers(): Promise<string[]> {
+    return this.prepare(S.WORKERS_OF_DEAD_SERVERS).pluck().all({ dbNow: Date.now() }) as string[];
+  }
+
+  async runsOfLostWorkers(now: number, graceMs: number): Promise<LostWorkerRun[]> {
+    const rows = this.prepare(S.RUNS_LOST_WORKER).all({ now, grace: graceMs }) as { id: string; worker: string | null; attempt: number; last_seen: number | null }[];
+    return rows.map((row) => ({ id: row.id, worker: row.worker, attempt: row.attempt, lastSeen: row.last_seen }));
+  }
+
+  async nextLossAt(graceMs: number): Promise<number | undefined> {
+    return (this.prepare(S.NEXT_LOSS_AT).pluck().get(graceMs) as number | null) ?? undefined;
+  }
+
+  async listServers(): Promise<ServerRecord[]> {
+    type Row = {
+      id: string; url: string; hostname: string; pid: number; version: string; config_digest: string;
+      started_at: number; heartbeat_at: number; stopped_at: number | null; alive: number; leases: string;
+    };
+    return (this.prepare(S.SERVERS_LIST).all({ dbNow: Date.now() }) as Row[]).map((row) => ({
+      id: row.id, url: row.url, hostname: row.hostname, pid: row.pid, version: row.version, configDigest: row.config_digest,
+      startedAt: row.started_at, heartbeatAt: row.heartbeat_at, stoppedAt: row.stopped_at, alive: row.alive === 1, leases: JSON.parse(row.leases),
+    }));
+  }
+
+  async farmSecret(name: string, proposed: string, now: number): Promise<string> {
+    return this.tx(() => {
+      this.prepare(S.FARM_SECRET_INSERT).run(name, proposed, now);
+      return this.prepare(S.FARM_SECRET_GET).pluck().get(name) as string;
+    });
+  }
+
+  async poolState(pool: string): Promise<PoolState> {
+    const row = this.prepare(S.POOL_STATE_GET).get(pool) as { failures: number; quarantines: number; quarantined_until: number; last_error: string | null } | undefined;
+    return row
+      ? { failures: row.failures, quarantines: row.quarantines, quarantinedUntil: row.quarantined_until, lastError: row.last_error }
+      : { failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null };
+  }
+
+  async savePoolState(pool: string, state: PoolState): Promise<void> {
+    this.prepare(S.POOL_STATE_UPSERT).run({ pool, ...state });
+  }
+
+  async addPoolInstance(instance: PoolInstanceRecord): Promise<void> {
+    this.prepare(S.POOL_INSTANCE_INSERT).run({ ...instance, handle: JSON.stringify(instance.handle ?? null), adopted: instance.adopted ? 1 : 0 });
+  }
+
+  async updatePoolInstance(id: string, change: { state: string; handle?: unknown; adopted?: boolean }): Promise<void> {
+    this.prepare(S.POOL_INSTANCE_UPDATE).run({
+      id, state: change.state, handle: change.handle === undefined ? null : JSON.stringify(change.handle),
+      adopted: change.adopted === undefined ? null : change.adopted ? 1 : 0,
+    });
+  }
+
+  async removePoolInstance(id: string): Promise<void> {
+    this.prepare(S.POOL_INSTANCE_DELETE).run(id);
+  }
+
+  async listPoolInstances(pool?: string): Promise<PoolInstanceRecord[]> {
+    return (this.prepare(S.POOL_INSTANCES_LIST).all({ pool: pool ?? null }) as PoolInstanceRow[]).map(toPoolInstance);
+  }
+
+  async poolInstanceByToken(sha256: string): Promise<PoolInstanceRecord | undefined> {
+    const row = this.prepare(S.POOL_INSTANCE_BY_TOKEN).get(sha256) as PoolInstanceRow | undefined;
+    return row && toPoolInstance(row);
+  }
+
+  async touchBlob(sha256: string, size: number, now: number): Promise<void> {
+    this.prepare(S.BLOB_TOUCH).run(sha256, size, now);
+  }
+
+  async staleBlobs(before: number, limit: number): Promise<string[]> {
+    return this.prepare(S.BLOBS_STALE).pluck().all(before, limit) as string[];
+  }
+
+  async forgetBlob(sha256: string, before: number): Promise<boolean> {
+    return this.prepare(S.BLOB_FORGET).run(sha256, before).changes === 1;
+  }
+
+  async claimDeliveries(now: number, limit: number, epoch: number): Promise<Delivery[]> {
+    const rows = this.prepare(S.DELIVERY_CLAIM).all({ target: this.uploadTarget, now, limit, epoch }) as DeliveryRow[];
+    return rows.map(toDelivery).sort((a, b) => a.nextAt - b.nextAt || a.id - b.id);
+  }
+
+  async recordClaimedDeliveryAttempt(
+    id: number,
+    epoch: number,
+    outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number },
+  ): Promise<boolean> {
+    const endedAt = outcome.state === 'pending' || outcome.state === 'sending' ? null : outcome.at;
+    return this.prepare(S.DELIVERY_RECORD_CLAIMED).run({ id, epoch, state: outcome.state, nextAt: outcome.nextAt, error: outcome.error, endedAt }).changes === 1;
   }
 
   async listWorkers(): Promise<WorkerRecord[]> {
@@ -737,7 +823,3 @@ class SqliteStore implements JobStore {
   }
 }
 
-/** A stub of the interface commit (issue 16), replaced by the store branch. */
-function notYet(): Error {
-  return new Error('not built yet (issue 16)');
-}

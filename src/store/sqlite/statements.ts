@@ -5,6 +5,8 @@
  * column lists and fixed clauses are built into the text, never values.
  */
 
+import { SERVER_TTL_MS } from '../cluster-constants.js';
+
 /** The columns a Run is read from. */
 export const RUN_COLUMNS = `id, job, platform, labels, status, attempt, worker, worker_identity, worker_session, queued_at, started_at, finished_at, result, script, env,
   timeout_ms, idle_timeout_ms, lost_retries_left, failure_retries_left, first_seq, cancel_requested_by, deadline_at,
@@ -229,7 +231,7 @@ export const ARTIFACTS_EXPIRED = `WITH per_run AS (
   )
   SELECT run_id, job, finished_at, files, bytes FROM ranked
   WHERE ((@keepRuns IS NOT NULL AND newest > @keepRuns) OR (@keptSince IS NOT NULL AND finished_at < @keptSince))
-    AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state = 'pending' AND target = @target)
+    AND run_id NOT IN (SELECT run_id FROM deliveries WHERE state IN ('pending', 'sending') AND target = @target)
   ORDER BY finished_at, run_id`;
 
 /** Forgets a run's artifacts. ?1 run_id */
@@ -264,22 +266,61 @@ export const DELIVERIES_OF_RUN = 'SELECT * FROM deliveries WHERE run_id = ? ORDE
 export const DELIVERIES_COUNT = 'SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state';
 
 /** When the oldest pending delivery was created (null: none). (no parameters) */
-export const DELIVERIES_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'";
+export const DELIVERIES_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries WHERE state IN ('pending', 'sending')";
 
 /** The latest deliveries given up or still failing. (no parameters) */
-export const DELIVERIES_TROUBLED = "SELECT * FROM deliveries WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5";
+export const DELIVERIES_TROUBLED = `SELECT * FROM deliveries WHERE state = 'failed' OR (state IN ('pending', 'sending') AND last_error IS NOT NULL)
+  ORDER BY id DESC LIMIT 5`;
+
+/** Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones being sent under an older epoch, oldest
+ * first; they become `sending` with this epoch, and are returned. @target, @now, @limit, @epoch */
+export const DELIVERY_CLAIM = `UPDATE deliveries SET state = 'sending', claim_epoch = @epoch
+  WHERE id IN (SELECT id FROM deliveries
+    WHERE target = @target AND ((state = 'pending' AND next_at <= @now) OR (state = 'sending' AND (claim_epoch IS NULL OR claim_epoch < @epoch)))
+    ORDER BY next_at, id LIMIT @limit)
+  RETURNING *`;
+
+/** Records an attempt of a delivery only while it is being sent under this epoch. @id, @epoch, @state, @nextAt, @error, @endedAt */
+export const DELIVERY_RECORD_CLAIMED = `UPDATE deliveries SET state = @state, attempts = attempts + 1, next_at = @nextAt, last_error = @error, ended_at = @endedAt
+  WHERE id = @id AND claim_epoch = @epoch AND state = 'sending'`;
 
 // ---- workers and their tokens
 
-/** Records a worker as it connects. @name, @platform, @labels, @capacity, @hostname, @os, @arch, @version, @connected, @connectedAt, @lastSeen */
-export const WORKER_UPSERT = `INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen)
-  VALUES (@name, @platform, @labels, @capacity, @hostname, @os, @arch, @version, @connected, @connectedAt, @lastSeen)
+/**
+ * The ids of the servers alive at @dbNow (this process's clock: one server per file): not stopped,
+ * heartbeat within SERVER_TTL_MS. A subquery's body; its statement passes @dbNow.
+ */
+const LIVE_SERVER_IDS = `SELECT live.id FROM servers live WHERE live.stopped_at IS NULL AND live.heartbeat_at > @dbNow - ${SERVER_TTL_MS}`;
+
+/** Records a worker as it connects, unless the name is connected on another server still alive; no change then. Without a server
+ * (@serverId null) it always writes. @name, @platform, @labels, @capacity, @hostname, @os, @arch, @version, @connected, @connectedAt,
+ * @lastSeen, @serverId, @connId, @dbNow */
+export const WORKER_CLAIM = `INSERT INTO workers (name, platform, labels, capacity, hostname, os, arch, version, connected, connected_at, last_seen, server_id, conn_id)
+  VALUES (@name, @platform, @labels, @capacity, @hostname, @os, @arch, @version, @connected, @connectedAt, @lastSeen, @serverId, @connId)
   ON CONFLICT (name) DO UPDATE SET platform = excluded.platform, labels = excluded.labels, capacity = excluded.capacity,
     hostname = excluded.hostname, os = excluded.os, arch = excluded.arch, version = excluded.version,
-    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen`;
+    connected = excluded.connected, connected_at = excluded.connected_at, last_seen = excluded.last_seen,
+    server_id = excluded.server_id, conn_id = excluded.conn_id
+  WHERE excluded.server_id IS NULL OR NOT workers.connected OR workers.server_id IS NULL OR workers.server_id = excluded.server_id
+    OR workers.server_id NOT IN (${LIVE_SERVER_IDS})`;
 
-/** Marks a worker gone. ?1 now, ?2 name */
-export const WORKER_DISCONNECTED = 'UPDATE workers SET connected = 0, last_seen = ? WHERE name = ?';
+/** Marks a worker gone, while this connection holds it (null: whichever). @name, @now, @connId */
+export const WORKER_DISCONNECTED = 'UPDATE workers SET connected = 0, last_seen = @now WHERE name = @name AND (@connId IS NULL OR conn_id = @connId)';
+
+/** Marks disconnected the workers of servers no longer alive, last seen at their server's last heartbeat; returns their names. @dbNow */
+export const WORKERS_OF_DEAD_SERVERS = `UPDATE workers SET connected = 0,
+    last_seen = COALESCE((SELECT s.heartbeat_at FROM servers s WHERE s.id = workers.server_id), last_seen)
+  WHERE connected AND server_id IS NOT NULL AND server_id NOT IN (${LIVE_SERVER_IDS})
+  RETURNING name`;
+
+/** Running runs whose worker is unknown, or disconnected and last seen at or before now - grace, oldest first. @now, @grace */
+export const RUNS_LOST_WORKER = `SELECT r.id, r.worker, r.attempt, w.last_seen FROM runs r LEFT JOIN workers w ON w.name = r.worker
+  WHERE r.status = 'running' AND (w.name IS NULL OR (NOT w.connected AND w.last_seen <= @now - @grace))
+  ORDER BY r.started_at, r.id`;
+
+/** When the first disconnected worker holding a running run passes its grace (null: none). ?1 grace ms */
+export const NEXT_LOSS_AT = `SELECT MIN(w.last_seen) + ? FROM workers w
+  WHERE NOT w.connected AND EXISTS (SELECT 1 FROM runs r WHERE r.status = 'running' AND r.worker = w.name)`;
 
 /** Every worker, connected first. (no parameters) */
 export const WORKERS_LIST = 'SELECT * FROM workers ORDER BY connected DESC, name';
@@ -355,3 +396,51 @@ export const SESSIONS_DELETE_OF_TOKEN = 'DELETE FROM sessions WHERE token_name =
 
 /** Forgets sessions expired before a time. ?1 now */
 export const SESSIONS_DELETE_EXPIRED = 'DELETE FROM sessions WHERE expires_at <= ?';
+
+// ---- several servers (one per SQLite file; the same tables as PostgreSQL's)
+
+/** The recorded servers, alive (as LIVE_SERVER_IDS) first then newest, with their unexpired leases' names (a JSON array). @dbNow */
+export const SERVERS_LIST = `SELECT s.*, s.id IN (${LIVE_SERVER_IDS}) AS alive,
+    (SELECT json_group_array(name) FROM (SELECT l.name FROM leases l WHERE l.holder = s.id AND l.expires_at > @dbNow ORDER BY l.name)) AS leases
+  FROM servers s ORDER BY alive DESC, s.started_at DESC, s.id`;
+
+/** Stores a farm secret unless one is. ?1 name, ?2 value, ?3 created_at */
+export const FARM_SECRET_INSERT = 'INSERT INTO farm_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING';
+
+/** A farm secret's value. ?1 name */
+export const FARM_SECRET_GET = 'SELECT value FROM farm_secrets WHERE name = ?';
+
+/** A pool's kept state. ?1 pool */
+export const POOL_STATE_GET = 'SELECT failures, quarantines, quarantined_until, last_error FROM pool_state WHERE pool = ?';
+
+/** Keeps a pool's state. @pool, @failures, @quarantines, @quarantinedUntil, @lastError */
+export const POOL_STATE_UPSERT = `INSERT INTO pool_state (pool, failures, quarantines, quarantined_until, last_error)
+  VALUES (@pool, @failures, @quarantines, @quarantinedUntil, @lastError)
+  ON CONFLICT (pool) DO UPDATE SET failures = excluded.failures, quarantines = excluded.quarantines,
+    quarantined_until = excluded.quarantined_until, last_error = excluded.last_error`;
+
+/** Records a pool instance. @id, @pool, @name, @tokenSha256, @state, @handle (JSON), @forRun, @adopted, @startedAt */
+export const POOL_INSTANCE_INSERT = `INSERT INTO pool_instances (id, pool, name, token_sha256, state, handle, for_run, adopted, started_at)
+  VALUES (@id, @pool, @name, @tokenSha256, @state, @handle, @forRun, @adopted, @startedAt)`;
+
+/** Changes an instance's state, and its handle and adopted flag when given. @id, @state, @handle (JSON; null: unchanged), @adopted (null: unchanged) */
+export const POOL_INSTANCE_UPDATE = 'UPDATE pool_instances SET state = @state, handle = COALESCE(@handle, handle), adopted = COALESCE(@adopted, adopted) WHERE id = @id';
+
+/** Forgets an instance. ?1 id */
+export const POOL_INSTANCE_DELETE = 'DELETE FROM pool_instances WHERE id = ?';
+
+/** Instances of a pool (null: all), oldest first. @pool (null: all) */
+export const POOL_INSTANCES_LIST = 'SELECT * FROM pool_instances WHERE (@pool IS NULL OR pool = @pool) ORDER BY started_at, id';
+
+/** The instance whose worker token has this sha256. ?1 token_sha256 */
+export const POOL_INSTANCE_BY_TOKEN = 'SELECT * FROM pool_instances WHERE token_sha256 = ?';
+
+/** Records a blob stored or reused (its touch never moves back). ?1 sha256, ?2 size, ?3 now */
+export const BLOB_TOUCH = `INSERT INTO blobs (sha256, size, touched_at) VALUES (?, ?, ?)
+  ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, touched_at = max(blobs.touched_at, excluded.touched_at)`;
+
+/** Blobs last touched before a time, oldest first. ?1 before, ?2 limit */
+export const BLOBS_STALE = 'SELECT sha256 FROM blobs WHERE touched_at < ? ORDER BY touched_at, sha256 LIMIT ?';
+
+/** Forgets a blob's row unless it was touched since a time. ?1 sha256, ?2 before */
+export const BLOB_FORGET = 'DELETE FROM blobs WHERE sha256 = ? AND touched_at < ?';
