@@ -10,7 +10,8 @@ import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { holdServerLock } from '../../src/store/postgres/server-lock.js';
 import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
-import { PRESENCE_LOCK_KEY } from '../../src/store/cluster-constants.js';
+import { PRESENCE_LOCK_KEY, SERVER_TTL_MS } from '../../src/store/cluster-constants.js';
+import { CONSOLE_FEED_KIND, FEED_CHANNEL_SQL, type ConsoleRange, type FeedMessage } from '../../src/store/feed.js';
 import { runJobStoreSuite, type ClusterHooks } from './job-store.suite.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../src/store/postgres/migrations/', import.meta.url));
@@ -348,5 +349,161 @@ describe('PostgreSQL store', { skip }, () => {
     await assert.rejects(async () => store.getJob('build'));
     await assert.rejects(async () => store.createJob(job));
     await store.close();
+  });
+
+  test('a server is alive while it heartbeats, holds its presence lock and has not stopped: a name it holds is taken only then', async (t) => {
+    const { url } = await freshSchema(t);
+    const store = await open(t, url);
+    const presence = new pg.Client({ connectionString: url });
+    await presence.connect();
+    t.after(() => presence.end().catch(() => {}));
+    await presence.query(`INSERT INTO servers (id, url, hostname, pid, version, config_digest, started_at, heartbeat_at)
+      VALUES ('srv-a', 'http://a', 'a', 1, '1', 'd', ${DB_NOW}, ${DB_NOW})`);
+    const alive = async () => (await store.listServers()).find((s) => s.id === 'srv-a')!.alive;
+    const w1 = { name: 'w1', platform: 'linux', labels: {}, capacity: 1, hostname: 'h', os: 'linux', arch: 'x64', version: '1', connected: true, connectedAt: T0, lastSeen: T0 };
+    assert.equal(await alive(), false, 'a fresh heartbeat without the lock: not alive');
+    assert.equal(await store.recordWorker(w1, { serverId: 'srv-a', connId: 'c1' }), true);
+    assert.equal(await store.recordWorker(w1, { serverId: 'srv-b', connId: 'c2' }), true, 'A is not alive: B takes the name');
+    assert.equal(await store.recordWorker(w1, { serverId: 'srv-a', connId: 'c3' }), true);
+    await presence.query('SELECT pg_advisory_lock($1, hashtext($2))', [PRESENCE_LOCK_KEY, 'srv-a']);
+    assert.equal(await alive(), true);
+    assert.equal(await store.recordWorker(w1, { serverId: 'srv-b', connId: 'c4' }), false, 'A lives: the name is taken');
+    assert.deepEqual(await store.disconnectWorkersOfDeadServers(), []);
+    // Its heartbeat goes stale (a hung connection): dead, though the lock is held.
+    await presence.query('UPDATE servers SET heartbeat_at = heartbeat_at - $1::bigint', [SERVER_TTL_MS]);
+    assert.equal(await alive(), false);
+    await presence.query(`UPDATE servers SET heartbeat_at = ${DB_NOW}`);
+    assert.equal(await alive(), true);
+    // Its connection ends (SIGKILL, pg_terminate_backend): the lock goes, and it is dead at once.
+    await presence.end();
+    assert.equal(await alive(), false);
+    assert.deepEqual(await store.disconnectWorkersOfDeadServers(), ['w1']);
+    assert.equal(await store.recordWorker(w1, { serverId: 'srv-b', connId: 'c5' }), true);
+    // A clean stop: dead as well.
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    t.after(() => other.end());
+    await other.query('SELECT pg_advisory_lock($1, hashtext($2))', [PRESENCE_LOCK_KEY, 'srv-a']);
+    assert.equal(await alive(), true);
+    await other.query(`UPDATE servers SET stopped_at = ${DB_NOW}`);
+    assert.equal(await alive(), false);
+    assert.deepEqual((await store.listServers()).map((s) => [s.id, s.alive]), [['srv-a', false]]);
+  });
+
+  test('two servers claiming one worker name at once: exactly one gets it', async (t) => {
+    const { url } = await freshSchema(t);
+    const [a, b] = [await open(t, url), await open(t, url)];
+    const holders: pg.Client[] = [];
+    for (const id of ['srv-a', 'srv-b']) {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      t.after(() => client.end());
+      await client.query('SELECT pg_advisory_lock($1, hashtext($2))', [PRESENCE_LOCK_KEY, id]);
+      await client.query(`INSERT INTO servers (id, url, hostname, pid, version, config_digest, started_at, heartbeat_at)
+        VALUES ($1, 'http://x', 'x', 1, '1', 'd', ${DB_NOW}, ${DB_NOW})`, [id]);
+      holders.push(client);
+    }
+    const w = (name: string) => ({ name, platform: 'linux', labels: {}, capacity: 1, hostname: 'h', os: 'linux', arch: 'x64', version: '1', connected: true, connectedAt: T0, lastSeen: T0 });
+    for (let i = 0; i < 20; i++) {
+      const got = await Promise.all([a.recordWorker(w(`w${i}`), { serverId: 'srv-a', connId: 'a' }), b.recordWorker(w(`w${i}`), { serverId: 'srv-b', connId: 'b' })]);
+      assert.equal(got.filter(Boolean).length, 1, `w${i}: ${got}`);
+      const [row] = (await a.listWorkers()).filter((x) => x.name === `w${i}`);
+      assert.equal(row!.server, got[0] ? 'srv-a' : 'srv-b');
+    }
+  });
+
+  describe('console lines on the feed', () => {
+    /** A LISTEN on the schema's feed channel, on a connection of its own; `next()` is the next message. */
+    async function listen(t: TestContext, url: string): Promise<{ next: () => Promise<FeedMessage>; client: pg.Client; received: FeedMessage[] }> {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      t.after(() => client.end());
+      const { rows } = await client.query<{ chan: string }>(`SELECT ${FEED_CHANNEL_SQL} AS chan`);
+      const received: FeedMessage[] = [];
+      const waiters: ((m: FeedMessage) => void)[] = [];
+      client.on('notification', (n) => {
+        const message = JSON.parse(n.payload!) as FeedMessage;
+        const waiter = waiters.shift();
+        if (waiter) waiter(message);
+        else received.push(message);
+      });
+      await client.query(`LISTEN ${rows[0]!.chan}`);
+      return {
+        client, received,
+        next: () => (received.length > 0 ? Promise.resolve(received.shift()!) : new Promise((resolve) => waiters.push(resolve))),
+      };
+    }
+
+    // A message never sent would leave next() waiting: each test is bounded.
+    test('appendConsole announces each run\'s range in its own statement; the lines are stored when it arrives', { timeout: 30_000 }, async (t) => {
+      const { url } = await freshSchema(t);
+      const store = await openPostgresStore(url, { serverId: 'srv-1' });
+      t.after(() => store.close());
+      const silent = await open(t, url);
+      const feed = await listen(t, url);
+      const [r1, r2] = [randomUUID(), randomUUID()];
+      await silent.appendConsole([{ runId: r1, lines: [{ seq: 0, ts: T0, text: 'no server id: not announced' }] }]);
+      await assert.rejects(store.appendConsole([{ runId: r1, lines: [{ seq: 2 ** 31, ts: T0, text: 'refused' }] }]), 'a failed statement announces nothing');
+      await store.appendConsole([
+        { runId: r1, lines: [{ seq: 1, ts: T0, text: 'a' }, { seq: 2, ts: T0, text: 'b' }] },
+        { runId: r2, lines: [{ seq: 5, ts: T0, text: 'c' }] },
+      ]);
+      const message = await feed.next();
+      assert.deepEqual(message, { s: 'srv-1', k: CONSOLE_FEED_KIND, d: [{ r: r1, a: 1, b: 2 }, { r: r2, a: 5, b: 5 }] }, 'the first message is this one');
+      assert.deepEqual((await silent.readConsole(r1, 0)).map((l) => l.text), ['a', 'b']);
+      // Many runs in one batch: several messages, each under the limit.
+      const many = Array.from({ length: 300 }, () => randomUUID());
+      await store.appendConsole(many.map((runId) => ({ runId, lines: [{ seq: 0, ts: T0, text: 'x' }] })));
+      const seen: string[] = [];
+      while (seen.length < many.length) seen.push(...((await feed.next()).d as ConsoleRange[]).map((r) => r.r));
+      assert.deepEqual(seen, many);
+    });
+
+    test('endAttempt announces the lines it writes, on every path, only once its transaction commits', { timeout: 30_000 }, async (t) => {
+      const { url } = await freshSchema(t);
+      const store = await openPostgresStore(url, { serverId: 'srv-1' });
+      t.after(() => store.close());
+      const feed = await listen(t, url);
+      const worker = { name: 'w1', platform: 'linux', labels: { arch: 'arm' } };
+      await store.createJob({ ...job, failureRetries: 1 }, [{ id: randomUUID(), job: 'build', platform: 'linux', labels: {}, queuedAt: T0 }]);
+      const first = (await store.claimNext(worker, T0 + 1))!;
+      // The full way (a failure that retries): held at its COMMIT, nothing is heard; after it, the lines and the note.
+      const query = pg.Client.prototype.query;
+      t.after(() => void (pg.Client.prototype.query = query));
+      let reachCommit!: () => void;
+      const atCommit = new Promise<void>((resolve) => (reachCommit = resolve));
+      let letCommit!: () => void;
+      const commitLet = new Promise<void>((resolve) => (letCommit = resolve));
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        if ((args[0] as { text?: string }).text === 'COMMIT') {
+          pg.Client.prototype.query = query;
+          reachCommit();
+          return commitLet.then(() => (query as (...a: unknown[]) => unknown).apply(this, args));
+        }
+        return (query as (...a: unknown[]) => unknown).apply(this, args);
+      } as typeof query;
+      const failed = { report: { result: { kind: 'exited' as const, code: 2 } }, finishedAt: T0 + 2 };
+      const ending = store.endAttempt(first.id, failed, { worker: 'w1' }, { lines: [{ seq: 3, ts: T0 + 2, text: 'last words' }] });
+      await atCommit;
+      await feed.client.query('SELECT 1');
+      assert.deepEqual(feed.received, [], 'nothing before the commit');
+      letCommit();
+      const retried = await ending;
+      assert.equal(retried.outcome, 'retried');
+      assert.deepEqual(await feed.next(), { s: 'srv-1', k: CONSOLE_FEED_KIND, d: [{ r: first.id, a: 3, b: 4 }] }, 'the lines and the retry note after them');
+      // The one-statement way (a success): announced too, with the statement unchanged in count.
+      const second = (await store.claimNext(worker, T0 + 3))!;
+      await store.endAttempt(second.id, { report: { result: { kind: 'exited', code: 0 } }, finishedAt: T0 + 4 }, { worker: 'w1' },
+        { lines: [{ seq: 5, ts: T0 + 4, text: 'x' }, { seq: 7, ts: T0 + 4, text: 'y' }] });
+      assert.deepEqual(await feed.next(), { s: 'srv-1', k: CONSOLE_FEED_KIND, d: [{ r: second.id, a: 5, b: 7 }] });
+      // A stale end (the run already ended) still stores the lines given: announced.
+      await store.endAttempt(second.id, { report: { result: { kind: 'exited', code: 0 } }, finishedAt: T0 + 5 }, { worker: 'w1' },
+        { lines: [{ seq: 8, ts: T0 + 5, text: 'late' }] });
+      assert.deepEqual(await feed.next(), { s: 'srv-1', k: CONSOLE_FEED_KIND, d: [{ r: second.id, a: 8, b: 8 }] });
+      // A server's note on a queued run's console.
+      const [queued] = await store.createJob({ ...job, name: 'other' }, [{ id: randomUUID(), job: 'other', platform: 'mac', labels: {}, queuedAt: T0 }]);
+      const note = (await store.noteQueuedRun(queued!.id, 'no worker for mac', T0 + 6))!;
+      assert.deepEqual(await feed.next(), { s: 'srv-1', k: CONSOLE_FEED_KIND, d: [{ r: queued!.id, a: note.seq, b: note.seq }] });
+    });
   });
 });
