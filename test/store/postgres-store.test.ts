@@ -8,6 +8,7 @@ import pg from 'pg';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { holdServerLock } from '../../src/store/postgres/server-lock.js';
+import * as S from '../../src/store/postgres/statements.js';
 import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
 import { PRESENCE_LOCK_KEY, SERVER_TTL_MS } from '../../src/store/cluster-constants.js';
@@ -388,6 +389,47 @@ describe('PostgreSQL store', { skip }, () => {
     await other.query(`UPDATE servers SET stopped_at = ${DB_NOW}`);
     assert.equal(await alive(), false);
     assert.deepEqual((await store.listServers()).map((s) => [s.id, s.alive]), [['srv-a', false]]);
+  });
+
+  test('presence and lease statements: a lease is held by one server, renewed by its tick, free once its holder dies or lets it go', async (t) => {
+    const { url } = await freshSchema(t);
+    const store = await open(t, url);
+    /** A server as presence.ts runs one: its lock and row on a dedicated connection. */
+    const join = async (id: string): Promise<pg.Client> => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      t.after(() => client.end().catch(() => {}));
+      await client.query('SELECT pg_try_advisory_lock($1, hashtext($2))', [PRESENCE_LOCK_KEY, id]);
+      await client.query({ ...S.SERVER_REGISTER, values: [id, `http://${id}`, 'h', 1, '1', 'd'] });
+      return client;
+    };
+    const a = await join('srv-a');
+    const b = await join('srv-b');
+    const acquire = async (client: pg.Client, id: string) => (await client.query({ ...S.LEASE_ACQUIRE, values: ['scheduler', id, 8000] })).rows[0]?.epoch;
+    assert.equal(Number(await acquire(a, 'srv-a')), 1);
+    assert.equal(await acquire(b, 'srv-b'), undefined, 'held by a live server');
+    const ticked = (await a.query({ ...S.PRESENCE_TICK, values: ['srv-a', 8000, ['scheduler', 'outbox']] })).rows;
+    assert.deepEqual(ticked.map((r) => r.name), ['scheduler'], 'only what it holds is renewed');
+    assert.deepEqual((await b.query({ ...S.PRESENCE_TICK, values: ['srv-b', 8000, ['scheduler']] })).rows, [], 'B does not hold it');
+    assert.deepEqual((await store.listServers()).map((s) => [s.id, s.alive, s.leases]).sort(), [['srv-a', true, ['scheduler']], ['srv-b', true, []]]);
+    // A dies (its connection ends): the lease is free at once, with the next epoch.
+    await a.end();
+    assert.equal(Number(await acquire(b, 'srv-b')), 2);
+    // B lets it go: the farm hears it at once, and A (back) takes it.
+    const listener = new pg.Client({ connectionString: url });
+    await listener.connect();
+    t.after(() => listener.end());
+    const chan = (await listener.query<{ chan: string }>(`SELECT ${FEED_CHANNEL_SQL} AS chan`)).rows[0]!.chan;
+    const heard = new Promise<string>((resolve) => listener.once('notification', (n) => resolve(n.payload!)));
+    await listener.query(`LISTEN ${chan}`);
+    assert.deepEqual((await b.query({ ...S.LEASE_RELEASE, values: ['scheduler', 'srv-b'] })).rows.map((r) => r.name), ['scheduler']);
+    assert.deepEqual(JSON.parse(await heard), { s: 'srv-b', k: 'lease.released', d: { name: 'scheduler' } });
+    const back = await join('srv-a');
+    assert.equal(Number(await acquire(back, 'srv-a')), 3);
+    await back.query({ ...S.SERVER_STOP, values: ['srv-a'] });
+    assert.equal(Number(await acquire(b, 'srv-b')), 4, 'a stopped server\'s lease is free');
+    await b.query({ ...S.SERVERS_FORGET_OLD });
+    assert.equal((await store.listServers()).length, 2, 'recent rows are kept');
   });
 
   test('two servers claiming one worker name at once: exactly one gets it', async (t) => {

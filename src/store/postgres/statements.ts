@@ -690,3 +690,51 @@ export const BLOBS_STALE = sql('blobs_stale', 'SELECT sha256 FROM blobs WHERE to
 
 /** Forgets a blob's row unless it was touched since a time; returns it when forgotten. $1 sha256, $2 before */
 export const BLOB_FORGET = sql('blob_forget', 'DELETE FROM blobs WHERE sha256 = $1 AND touched_at < $2 RETURNING sha256');
+
+// ---- presence and leases (notes/issue16-plan.md §2.2, §2.3): sent by presence.ts on its dedicated connection
+
+/** Records this server as it joins (again, after a retake: the same id, heartbeat now, not stopped).
+ * $1 id, $2 url, $3 hostname, $4 pid, $5 version, $6 config_digest */
+export const SERVER_REGISTER = sql('server_register', `
+  INSERT INTO servers (id, url, hostname, pid, version, config_digest, started_at, heartbeat_at)
+  VALUES ($1, $2, $3, $4, $5, $6, ${DB_NOW_SQL}, ${DB_NOW_SQL})
+  ON CONFLICT (id) DO UPDATE SET url = excluded.url, hostname = excluded.hostname, pid = excluded.pid, version = excluded.version,
+    config_digest = excluded.config_digest, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL`, true);
+
+/**
+ * A presence tick, one statement: this server's heartbeat now, and the leases it holds of those
+ * named renewed to now + ttl; returns the leases renewed (one missing is lost). $1 server id,
+ * $2 lease ttl ms, $3 lease names (text[])
+ */
+export const PRESENCE_TICK = sql('presence_tick', `
+  WITH hb AS (UPDATE servers SET heartbeat_at = ${DB_NOW_SQL} WHERE id = $1 RETURNING id)
+  UPDATE leases SET expires_at = ${DB_NOW_SQL} + $2::bigint WHERE holder = $1 AND name = ANY($3::text[])
+  RETURNING name, epoch, expires_at`, true);
+
+/**
+ * Takes a lease that is free: never held, expired, or held by a server no longer alive (so a dead
+ * holder's lease is free at once). Its epoch grows by one at each taking. Returns the lease's
+ * epoch and deadline when taken, nothing otherwise. $1 name, $2 server id, $3 ttl ms
+ */
+export const LEASE_ACQUIRE = sql('lease_acquire', `
+  INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, ${DB_NOW_SQL} + $3::bigint)
+  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = leases.epoch + 1, expires_at = excluded.expires_at
+  WHERE leases.expires_at < ${DB_NOW_SQL} OR leases.holder NOT IN (${LIVE_SERVER_IDS_SQL})
+  RETURNING epoch, expires_at`);
+
+/**
+ * Lets a held lease go (a clean stop, a handover) and, at commit, tells the farm on the feed
+ * (`lease.released` {name}) so another server takes it at once. Returns the name when it was held.
+ * $1 name, $2 server id
+ */
+export const LEASE_RELEASE = sql('lease_release', `
+  WITH released AS (UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 RETURNING name)
+  SELECT name, pg_notify(${FEED_CHANNEL_SQL}, json_build_object('s', $2::text, 'k', 'lease.released', 'd', json_build_object('name', name))::text)
+  FROM released`, true);
+
+/** Marks this server stopped (a clean stop): dead to the others at once. $1 server id */
+export const SERVER_STOP = sql('server_stop', `UPDATE servers SET stopped_at = ${DB_NOW_SQL} WHERE id = $1`, true);
+
+/** Forgets servers not alive whose last heartbeat is older than a day (the reaper). (no parameters) */
+export const SERVERS_FORGET_OLD = sql('servers_forget_old', `
+  DELETE FROM servers WHERE heartbeat_at < ${DB_NOW_SQL} - 86400000 AND id NOT IN (${LIVE_SERVER_IDS_SQL})`, true);
