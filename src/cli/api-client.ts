@@ -3,10 +3,10 @@ import type { WaitReason } from '../core/index.js';
 import { plainHttpHint, untrustedCertificateReason } from '../core/tls-failure.js';
 import { KilnError, ServerUnreachableError, ServerUntrustedError, UnauthorizedError } from '../errors.js';
 import type { PoolView } from '../server/latent/pool-manager.js';
-import type { PresentedEvent, PresentedJob, PresentedRun, PresentedWorker } from '../server/api/present.js';
+import type { PresentedEvent, PresentedJob, PresentedRun, PresentedServer, PresentedWorker } from '../server/api/present.js';
 import type { PresentedToken } from '../server/api/token-routes.js';
 
-export type { PresentedEvent, PresentedJob, PresentedRun, PresentedToken, PresentedWorker };
+export type { PresentedEvent, PresentedJob, PresentedRun, PresentedServer, PresentedToken, PresentedWorker };
 
 /** Who a credential is, as `GET /api/session` says (and `POST /api/session` when signing in). */
 export interface SessionReply {
@@ -43,7 +43,13 @@ export interface InfoReply {
     target: string | null; pending: number; delivered: number; failed: number; oldestPendingAt: string | null;
     troubled: PresentedDelivery[];
   } | null;
+  /**
+   * The farm's servers (several on one PostgreSQL; one on SQLite), alive first: each with the
+   * leases (singletons) it holds, and `self` for the server that answered. Times ISO 8601.
+   */
+  servers: PresentedServer[];
 }
+
 
 /** `GET /api/jobs`: each job as presented, with the platforms it runs on and its last run (null: never run). */
 export interface JobsReply {

@@ -85,6 +85,8 @@ const tlsSchema = z.strictObject({
 const configSchema = z.strictObject({
   /** HOST:PORT to listen on. */
   listen: z.string().optional(),
+  /** The URL other servers, clients and workers reach this server at (several servers on one PostgreSQL; default the listen URL). */
+  advertise: z.string().url().optional(),
   /** Data dir: the store and the tokens. */
   data: z.string().optional(),
   /** Where templates/ is (default: the data dir). */
@@ -108,6 +110,7 @@ const configSchema = z.strictObject({
 /** The settings a config file gives, with paths resolved and durations as strings for the flags. */
 export interface ConfigFileSettings {
   listen?: string;
+  advertise?: string;
   data?: string;
   configDir?: string;
   store?: string;
@@ -164,6 +167,7 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
   const here = (p: string | undefined) => (p === undefined ? undefined : path.resolve(path.dirname(file), p));
   return {
     listen: config.listen,
+    advertise: config.advertise,
     data: here(config.data),
     configDir: here(config.config_dir),
     store: config.store,

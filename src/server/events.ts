@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { RunStatus } from '../core/index.js';
 import { coerceError } from '../errors.js';
-import type { Run, StoredLine } from '../store/index.js';
+import type { ConsoleRange, Run, StoredLine } from '../store/index.js';
 import type { WorkerSession } from './worker-registry.js';
 
 /**
@@ -101,6 +101,12 @@ export interface KilnEvents {
   'server.left': { id: string; url: string; remote?: true };
   /** A lease was let go on purpose (a clean stop). Subscriber: the lease keeper (tries at once). */
   'lease.released': { name: string; remote?: true };
+  /**
+   * Console lines of runs were committed by another server (the store's `console` feed message,
+   * sent in the transaction that wrote them): observers here read them (seq > what they have).
+   * Subscriber: the console hub. Only ever remote.
+   */
+  'console.committed': { ranges: ConsoleRange[]; remote: true };
   /**
    * The feed may have missed messages (its connection came back, or the periodic safety net): every
    * subscriber re-reads what it cares about (dispatcher, scheduler, outbox, pools, reaper, registry,

@@ -5,8 +5,9 @@
  * sides (checked, or nothing is copied), values carried as SQLite keeps them and converted where
  * PostgreSQL keeps them otherwise (booleans, JSON, console text as BYTEA). The target is written in
  * one transaction, after which PostgreSQL's sequences are moved past the copied values. Both stores
- * are held as a server holds them (server-lock.ts, data-dir.ts) for the whole copy: a server on
- * either is refused, naming it, and none can start meanwhile. A PostgreSQL lock lost for good
+ * are held for the whole copy: a PostgreSQL schema exclusively (server-lock.ts; servers hold it
+ * shared), an SQLite data dir as a server holds it (data-dir.ts). A server on either is refused,
+ * naming it, and none can start meanwhile. A PostgreSQL lock lost for good
  * meanwhile stops the copy (KILN_ERR_STORE_LOCK_LOST) before its next statement.
  */
 import { existsSync, mkdirSync } from 'node:fs';
@@ -258,7 +259,7 @@ async function openPostgresSide(url: string, role: 'source' | 'target'): Promise
   // The driver is loaded only for a PostgreSQL store, as for the server.
   const { Connections } = await import('../store/postgres/connection.js');
   const { migrate, VERSION_TABLE } = await import('../store/postgres/migrate.js');
-  const { holdServerLock } = await import('../store/postgres/server-lock.js');
+  const { holdSchemaExclusive } = await import('../store/postgres/server-lock.js');
   const connections = new Connections(url);
   const where = connections.where;
   let release: (() => Promise<void>) | undefined;
@@ -266,7 +267,7 @@ async function openPostgresSide(url: string, role: 'source' | 'target'): Promise
   let lost: Error | undefined;
   let client: { query: (text: string, values?: unknown[]) => Promise<pg.QueryResult>; done: () => void } | undefined;
   try {
-    release = (await holdServerLock(url, where, { onLost: (err) => (lost = err) })).release;
+    release = (await holdSchemaExclusive(url, where, { onLost: (err) => (lost = err) })).release;
     if (role === 'source') {
       const found = await connections.script((query) => query('SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1', [VERSION_TABLE]));
       if (found.rowCount === 0) throw new ConfigError(`${where} holds no Kiln store (no ${VERSION_TABLE} in its schema): check the URL and its search_path`);

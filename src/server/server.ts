@@ -3,15 +3,23 @@
  * and the dispatcher, all around one store. Parts are built in dependency order and talk through
  * the event bus (events.ts): nothing is told by hand, and nothing closes over a part not built yet.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
+import os from 'node:os';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError } from '../errors.js';
+import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, StoreUnavailableError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
 import { openStore, sqliteStoreFile, type JobStore } from '../store/index.js';
+import type { Presence } from '../store/postgres/presence.js';
+import { KILN_VERSION } from '../version.js';
+import { FeedBridge } from './cluster/feed-bridge.js';
+import { PgLeaseKeeper } from './cluster/lease-keeper.js';
+import { LEASE, soloLeases, type LeaseKeeper } from './cluster/types.js';
+import { presentServer } from './api/present.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
 import { registerDashboardRoutes } from './api/dashboard-routes.js';
@@ -47,6 +55,8 @@ import { listenForMetrics, type MetricsListener } from './metrics/metrics-listen
 export interface ServerOptions {
   /** Host to listen on. */
   host: string;
+  /** The URL other servers, clients and workers reach this server at (`--advertise`); default the listen URL. */
+  advertise?: string;
   /** Port to listen on; 0 picks a free one. */
   port: number;
   /** Data dir: the SQLite store, the tokens. */
@@ -73,6 +83,8 @@ export interface ServerOptions {
   lockRetakeMs?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** On PostgreSQL: the presence tick and the leases' TTL (ms; default 2 s and 8 s). @internal For tests. */
+  cluster?: { heartbeatMs?: number; leaseTtlMs?: number };
   /** Serve HTTPS and WSS with this certificate and key (`--tls-cert`, `--tls-key`). */
   tls?: TlsSettings;
   /**
@@ -88,6 +100,8 @@ export interface ServerOptions {
 export interface KilnServer {
   /** Base URL clients and workers use. */
   url: string;
+  /** This server's id in the farm (fresh at each start; `kiln info` lists it). */
+  serverId: string;
   tokens: Tokens;
   /** Every route with its audience. @internal For tests that walk every route. */
   routes: readonly RouteEntry[];
@@ -139,17 +153,26 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   let store: JobStore | undefined;
   let fail!: (err: KilnError) => void;
   const failed = new Promise<KilnError>((resolve) => (fail = resolve));
+  const serverId = randomBytes(8).toString('hex');
+  let presence: Presence | undefined;
   try {
     const opened = await openStore(options.dataDir, options.store, log.child({ part: 'store' }), {
+      server: {
+        id: serverId,
+        // The listen URL is known once it listens (port 0): recorded again then.
+        info: { url: options.advertise ?? listenUrl(options.host, options.port, tls !== undefined), hostname: os.hostname(), pid: process.pid, version: KILN_VERSION, configDigest: configDigest(options) },
+      },
       retakeWithinMs: options.lockRetakeMs,
       onLost: (err) => {
         log.error({ code: err.code }, err.message);
         fail(err);
       },
+      joined: (joined) => (presence = joined),
+      ...options.cluster,
     });
     store = options.wrapStore ? options.wrapStore(opened) : opened;
     if (metrics) store = metrics.timedStore(store);
-    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls, metrics);
+    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls, metrics, { id: serverId, presence });
     return { ...server, failed, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
     await store?.close();
@@ -158,11 +181,44 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
   }
 }
 
+/** The URL of a listener, as clients write it. */
+function listenUrl(host: string, port: number, tls: boolean): string {
+  return `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * A digest of the configuration every server of a farm should share (templates dir, pools, upload,
+ * artifacts), recorded in `servers` so that differing servers can be told apart. Secrets enter
+ * only hashed.
+ */
+function configDigest(options: ServerOptions): string {
+  const shared = { configDir: options.configDir ?? null, pools: options.pools ?? [], upload: options.upload ?? null, artifacts: options.artifactLimits ?? null, retention: options.retention ?? null };
+  return createHash('sha256').update(JSON.stringify(shared)).digest('hex');
+}
+
+/** This server in its farm: its id, and its presence when on PostgreSQL (absent on SQLite: alone). */
+interface Membership {
+  id: string;
+  presence: Presence | undefined;
+}
+
 async function startOnStore(
   log: Logger, options: ServerOptions, store: JobStore, tokens: Tokens, now: () => number, target: UploadTarget | undefined, tls: TlsMaterial | undefined,
-  metrics: KilnMetrics | undefined,
+  metrics: KilnMetrics | undefined, member: Membership,
 ): Promise<Omit<KilnServer, 'failed'>> {
   const events = createEventBus(log.child({ part: 'events' }));
+  const { presence } = member;
+  // Several servers on one PostgreSQL: the bus's events go to the other servers and theirs come here (cluster/feed-bridge.ts);
+  // each singleton runs on the server holding its lease. On SQLite the server is alone: the bus is the feed, every lease is held.
+  const bridge = presence && new FeedBridge(presence, events, log.child({ part: 'feed' }));
+  const leases: LeaseKeeper = presence
+    ? new PgLeaseKeeper({ presence, log: log.child({ part: 'leases' }), events, announce: (name) => bridge!.send('lease.released', { name }) })
+    : soloLeases();
+  // TODO(c16 H3/H5): pass these as `lease` to Scheduler, Reaper, Outbox, ArtifactSweeper (and `leases` to the pools) once their options exist.
+  const singletonLeases = {
+    scheduler: leases.want(LEASE.scheduler), reaper: leases.want(LEASE.reaper), outbox: leases.want(LEASE.outbox), retention: leases.want(LEASE.retention),
+  };
+  void singletonLeases;
   const registry = new WorkerRegistry(events);
   const hub = new ConsoleHub(store, log.child({ part: 'console' }), events);
   const blobs = new ArtifactStore(path.join(options.dataDir, 'artifacts'), { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits });
@@ -183,6 +239,9 @@ async function startOnStore(
   registry.restoreDropped((await store.listDroppedPlatforms()).map((d) => d.platform));
 
   let url = '';
+  /** The URL the farm lists this server at (`--advertise`, default the listen URL). */
+  let advertised = '';
+  const startedAt = now();
   const pools = options.pools?.length
     ? await openPools(options.pools, {
       store, dispatcher, workers: registry, events, log, now, server: () => url, ca: options.tls?.ca, dataDir: options.dataDir,
@@ -214,7 +273,11 @@ async function startOnStore(
   };
   installResponseHeaders(app, { tls: tls !== undefined });
   const routes = installAuth(app, auth);
-  app.get('/healthz', forPublic, async () => ({ ok: true }));
+  app.get('/healthz', forPublic, async () => {
+    // Presence lost (its connection dropped): this server acts on nothing until it is back, and says so.
+    if (presence && !presence.held) throw new StoreUnavailableError('(PostgreSQL)', "this server's presence on it was lost and is being taken back");
+    return { ok: true };
+  });
   // On the main listener, metrics need a token (any role may read them: they hold no secret); on their own listener they are open.
   if (metrics && !options.metrics?.listen) {
     app.get('/metrics', forViewer, async (_request, reply) => {
@@ -230,6 +293,10 @@ async function startOnStore(
   registerRoutes(app, {
     store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver,
     events, reservedFor: (worker) => dispatcher.reservedFor(worker), now,
+    servers: async () => presence
+      ? (await store.listServers()).map((server) => presentServer(server, member.id))
+      // Alone on SQLite: this server, holding every lease.
+      : [presentServer({ id: member.id, url: advertised, startedAt, heartbeatAt: now(), alive: true, leases: leases.held().sort() }, member.id)],
   });
   registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);
@@ -262,6 +329,9 @@ async function startOnStore(
     await app.close();
     await dispatcher.settled();
     await hub.close();
+    // Let the leases go and tell the farm (another server takes them at once), then leave: the store's close marks this server stopped.
+    await leases.stop();
+    await bridge?.stop(advertised);
     await store.close();
   };
 
@@ -279,6 +349,11 @@ async function startOnStore(
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  advertised = options.advertise ?? url;
+  if (presence) {
+    await presence.setUrl(advertised);
+    bridge!.start(advertised);
+  }
   const metricsAt = options.metrics?.listen;
   if (metrics && metricsAt) {
     try {
@@ -298,6 +373,7 @@ async function startOnStore(
 
   return {
     url,
+    serverId: member.id,
     tokens,
     routes,
     uploadTarget: target?.description,

@@ -7,7 +7,7 @@ import { describe, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
-import { holdServerLock } from '../../src/store/postgres/server-lock.js';
+import { holdSchemaExclusive } from '../../src/store/postgres/server-lock.js';
 import * as S from '../../src/store/postgres/statements.js';
 import { adminQuery, freshSchema, POSTGRES_URL, querySync } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
@@ -299,27 +299,40 @@ describe('PostgreSQL store', { skip }, () => {
     assert.deepEqual(await store.readConsole('r'), [{ seq: 0, ts: T0, text: 'a\u0000b' }]);
   });
 
-  test("an exclusive open (a server's) holds the schema alone: a second is refused naming the first, until it closes", async (t) => {
-    const { url } = await freshSchema(t);
-    const first = await openPostgresStore(url, { exclusive: true });
-    await assert.rejects(openPostgresStore(url, { exclusive: true }), (err: { code?: string; message: string }) => {
+  // Issue 16: two servers on one schema were refused until several servers could share one; now they may,
+  // and only `kiln migrate-store` (the schema lock exclusive) refuses servers, and is refused by them.
+  test('servers share a schema (the schema lock shared); migrate-store holds it exclusively: refused beside a server, and servers refused beside it', async (t) => {
+    const { url, schema } = await freshSchema(t);
+    const joining = (id: string) => ({ join: { serverId: id, info: { url: `http://${id}`, hostname: 'h', pid: 1, version: 'test', configDigest: 'd' } } });
+    const first = await openPostgresStore(url, joining('aaaa'));
+    const second = await openPostgresStore(url, joining('bbbb'));
+    assert.deepEqual((await second.listJobs()), [], 'a second server on the schema is not refused');
+    await assert.rejects(holdSchemaExclusive(url, schema), (err: { code?: string; message: string }) => {
       assert.equal(err.code, 'KILN_ERR_DATA_DIR_IN_USE');
-      assert.match(err.message, new RegExp(`^the store \\S+ is in use by kiln pid ${process.pid} on \\S+ \\(since \\d{4}-`));
+      assert.match(err.message, new RegExp(`^the store \\S+ is in use by kiln pid ${process.pid} on \\S+ server (aaaa|bbbb) \\(since \\d{4}-`));
       return true;
     });
     const shared = await open(t, url);
     assert.deepEqual(await shared.listJobs(), [], 'a plain open (a tool, a test) is not refused');
     await first.close();
-    await (await openPostgresStore(url, { exclusive: true })).close();
+    await second.close();
+    const migrating = await holdSchemaExclusive(url, schema);
+    await assert.rejects(openPostgresStore(url, joining('cccc')), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, 'KILN_ERR_DATA_DIR_IN_USE');
+      assert.match(err.message, new RegExp(`^the store \\S+ is in use by kiln pid ${process.pid} on \\S+ \\(since \\d{4}-`));
+      return true;
+    });
+    await migrating.release();
+    await (await openPostgresStore(url, joining('dddd'))).close();
   });
 
-  test("a lock connection seen lost here while its backend lives on (a keepalive timeout): the old backend is ended and the lock taken back", async (t) => {
+  test("migrate-store's lock: a connection seen lost here while its backend lives on (a keepalive timeout): the old backend is ended and the lock taken back", async (t) => {
     const { url, schema } = await freshSchema(t);
     /** Resolved once it is taken back, or lost. */
     let retaken!: () => void;
     const back = new Promise<void>((resolve) => (retaken = resolve));
     const lost: string[] = [];
-    const lock = await holdServerLock(url, schema, {
+    const lock = await holdSchemaExclusive(url, schema, {
       log: { warn: () => undefined, info: (_f, message) => /took this server's lock on the store back/.test(message) && retaken() },
       onLost: (err) => {
         lost.push(err.message);

@@ -55,6 +55,9 @@ function sizeFlag(flag: string, text: string): number {
 
 async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const { host, port } = parseListen(flags.listen);
+  if (flags.advertise !== undefined && !/^https?:\/\/[^/\s]+/.test(flags.advertise)) {
+    throw new UsageError(`bad --advertise '${flags.advertise}': give the URL this server is reached at, e.g. http://kiln-1.example.com:7420`);
+  }
   const optional = (flag: string, text: string | undefined, max = MAX_TIMER_MS) => (text === undefined ? undefined : durationFlag(flag, text, false, max));
   const timings = {
     heartbeatMs: optional('--heartbeat', flags.heartbeat),
@@ -93,7 +96,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
   return startServer(log, {
-    host, port, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
+    host, port, advertise: flags.advertise, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
     artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
     pools: flags.pools, tls, metrics,
   });
@@ -111,7 +114,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const fromFile = await readConfigFile(path.resolve(flags.config));
   const merged: ServerFlags = { ...flags };
   const keys = [
-    'listen', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop', 'lockRetake',
+    'listen', 'advertise', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop', 'lockRetake',
     'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen',
   ] as const;
   for (const key of keys) {
@@ -147,6 +150,7 @@ export function registerDaemonCommands(program: Command): void {
     .command('server')
     .description('run the Kiln server')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7420')
+    .option('--advertise <url>', 'the URL other servers, clients and workers reach this server at, as `kiln info` lists it (default: the listen URL)')
     .option('--data <dir>', 'data dir: store, tokens', LOCAL_DATA_DIR)
     .option('--store <url>', 'store: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE (default: SQLite in the data dir)')
     .option('--config <file>', 'YAML settings (listen, data, config_dir, store, timings, artifacts, upload: see README); options given here win')

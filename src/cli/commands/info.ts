@@ -32,7 +32,7 @@ export function registerInfoCommands(program: Command): void {
     });
   program
     .command('info')
-    .description('the schedule, the queue of each platform, running runs and workers')
+    .description('the schedule, the queue of each platform, running runs, workers, and the servers with their leases')
     .action(async (_flags: unknown, command: Command) => {
       const info = await clientFor(command).request<InfoReply>('GET', '/api/info');
       if (globals(command).json) return printJson(info);
@@ -60,6 +60,11 @@ export function registerInfoCommands(program: Command): void {
         for (const d of upload.troubled) {
           out.push(`  ${d.runId} ${d.state} after ${d.attempts} attempts${d.nextAt ? `, next ${d.nextAt}` : ''}: ${d.lastError}`);
         }
+      }
+      out.push('servers:');
+      for (const server of info.servers) {
+        out.push(`  ${server.id} ${server.url}${server.self ? ' (this one)' : ''} ${server.alive ? 'alive' : 'gone'}, since ${server.startedAt}, heartbeat ${server.heartbeatAt}`
+          + `, leases: ${server.leases.join(', ') || '-'}`);
       }
       process.stdout.write(out.join('\n') + '\n');
     });

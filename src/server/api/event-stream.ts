@@ -29,6 +29,8 @@ const PRESENT: Presenters = {
   'worker.joined': ({ session }) => ({ worker: session.name, platform: session.platform }),
   'worker.freed': ({ session }) => ({ worker: session.name, platform: session.platform }),
   'worker.left': ({ session }) => ({ worker: session.name, platform: session.platform }),
+  // A worker joining or leaving another server of the farm (several servers on one PostgreSQL).
+  'worker.elsewhere': ({ name, platform, change }) => ({ worker: name, platform, change }),
   'platform.dropped': ({ platform, cancelled }) => ({ platform, cancelled }),
   'platform.undropped': ({ platform }) => ({ platform }),
   'job.changed': ({ name }) => ({ job: name }),

@@ -1,7 +1,7 @@
 /** How jobs, runs and workers look in API responses: times as ISO 8601, results also as text. */
 import type { Logger } from 'pino';
 import { describeSchedule, formatResult, isoInZone, isTimeInRange, scheduleZone } from '../../core/index.js';
-import type { Delivery, Job, Run, RunEvent, WorkerRecord } from '../../store/index.js';
+import type { Delivery, Job, Run, RunEvent, ServerRecord, WorkerRecord } from '../../store/index.js';
 
 const iso = (ms: number | null) => (ms === null ? null : isTimeInRange(ms) ? new Date(ms).toISOString() : null);
 
@@ -84,3 +84,15 @@ export function presentDelivery(delivery: Delivery) {
     createdAt: iso(delivery.createdAt), endedAt: iso(delivery.endedAt),
   };
 }
+
+/**
+ * A server of the farm as `GET /api/info` lists it: `self` for the server that answers, and the
+ * leases (singletons) it holds. Times ISO 8601 (the database's clock on PostgreSQL).
+ */
+export function presentServer(server: Pick<ServerRecord, 'id' | 'url' | 'startedAt' | 'heartbeatAt' | 'alive' | 'leases'>, selfId: string) {
+  return {
+    id: server.id, url: server.url, startedAt: new Date(server.startedAt).toISOString(), heartbeatAt: new Date(server.heartbeatAt).toISOString(),
+    alive: server.alive, self: server.id === selfId, leases: server.leases,
+  };
+}
+export type PresentedServer = ReturnType<typeof presentServer>;

@@ -14,6 +14,7 @@ import { streamFarmEvents } from './event-stream.js';
 import type { Templates } from '../templates.js';
 import type { ArtifactSweeper } from '../artifact-sweeper.js';
 import type { PoolView } from '../latent/pool-manager.js';
+import type { PresentedServer } from './present.js';
 import {
   cancelBody, consoleQuery, gcBody, nextQuery, platformParam, createJobBody, executeBody, latestRunQuery, listRunsQuery, modifyJobBody, parse, rescheduleBody,
 } from './schemas.js';
@@ -44,13 +45,15 @@ export interface RouteParts {
   redeliver: (runId: string) => Promise<Delivery | undefined>;
   /** The server's clock (injected in tests): a pool's quarantine is judged against it. */
   now: () => number;
+  /** The farm's servers with their leases, `self` marking this one (`GET /api/info`). */
+  servers: () => Promise<PresentedServer[]>;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now, servers }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await jobService.schedule(body);
@@ -216,7 +219,9 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
   app.get('/api/workers', forViewer, async () => ({ workers: await listWorkers(), pools: pools() }));
 
   app.get('/api/info', forViewer, async (request) => {
-    const [jobs, queued, running, workers, summary] = await Promise.all([store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary()]);
+    const [jobs, queued, running, workers, summary, farm] = await Promise.all([
+      store.listJobs(), store.listQueued(), store.listRunning(), listWorkers(), store.outboxSummary(), servers(),
+    ]);
     // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
     const byPlatform = new Map<string, ReturnType<typeof presentRun>[]>();
     for (const run of queued) {
@@ -238,6 +243,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
       workers,
       dropped: await droppedPlatforms(),
       artifacts: { keepRuns: sweeper.settings.keepRuns ?? null, keepForMs: sweeper.settings.keepForMs ?? null },
+      servers: farm,
       upload: uploadTarget === undefined && summary.pending + summary.delivered + summary.failed === 0 ? null : {
         target: uploadTarget ?? null,
         pending: summary.pending, delivered: summary.delivered, failed: summary.failed,

@@ -103,7 +103,9 @@ export class KilnMetrics {
 
     // ---- runs ----
     const ended = new Counter({ name: 'kiln_runs_ended_total', help: 'Runs that reached a final state, by status and platform.', labelNames: ['status', 'platform'], registers });
-    events.on('run.ended', ({ runId, status, platform, run }) => {
+    // Events of other servers (remote, through the feed) are theirs to count: each server counts what it did.
+    events.on('run.ended', ({ runId, status, platform, run, remote }) => {
+      if (remote) return;
       const known = run?.platform ?? platform;
       if (known !== undefined) return ended.inc({ status, platform: known });
       // A run cancelled with its job or by its schedule: its platform is read (rare, off the publisher's path).
@@ -122,11 +124,13 @@ export class KilnMetrics {
     const requeuedAt = new Map<string, number>();
     // Runs dispatched whose worker has not sent a line yet (bounded by the running runs).
     const awaitingLine = new Map<string, { at: number; platform: string }>();
-    events.on('run.retried', ({ run }) => {
+    events.on('run.retried', ({ run, remote }) => {
+      if (remote) return;
       requeuedAt.set(run.id, now());
       awaitingLine.delete(run.id);
     });
-    events.on('run.dispatched', ({ run }) => {
+    events.on('run.dispatched', ({ run, remote }) => {
+      if (remote) return;
       const at = now();
       queueWait.observe({ platform: run.platform }, Math.max(0, at - (requeuedAt.get(run.id) ?? run.queuedAt)) / 1000);
       requeuedAt.delete(run.id);
@@ -141,7 +145,8 @@ export class KilnMetrics {
       awaitingLine.delete(runId);
       firstLine.observe({ platform: waiting.platform }, Math.max(0, now() - waiting.at) / 1000);
     });
-    events.on('run.ended', ({ runId }) => {
+    events.on('run.ended', ({ runId, remote }) => {
+      if (remote) return;
       awaitingLine.delete(runId);
       requeuedAt.delete(runId);
     });

@@ -144,7 +144,7 @@ export class Connections implements Session {
   readonly where: string;
   private readonly pool: pg.Pool;
   private ended = false;
-  /** The server's lock on the schema, when this pool is a server's: no statement runs while it is not held. */
+  /** The server's presence on the schema (presence.ts), when this pool is a server's: no statement runs while it is not held. */
   private lock: { readonly held: boolean } | undefined;
 
   constructor(url: string, log?: StoreLog) {
@@ -289,6 +289,6 @@ export class Connections implements Session {
 
   private refuseEnded(): void {
     if (this.ended) throw new StoreUnavailableError(this.where, 'the store is closed');
-    if (this.lock && !this.lock.held) throw new StoreUnavailableError(this.where, "this server's lock on it was lost and is being taken back");
+    if (this.lock && !this.lock.held) throw new StoreUnavailableError(this.where, "this server's presence on it was lost and is being taken back");
   }
 }

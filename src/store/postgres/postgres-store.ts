@@ -22,7 +22,7 @@ import type {
 import { consoleFeedPayloads } from '../feed.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
 import { migrate } from './migrate.js';
-import { holdServerLock, type ServerLock, type ServerLockOptions } from './server-lock.js';
+import { joinCluster, type Presence, type PresenceOptions } from './presence.js';
 import * as S from './statements.js';
 
 type Json = Record<string, string>;
@@ -126,13 +126,15 @@ const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8');
 export interface PostgresStoreOptions {
   /** Where lost connections are reported (they are retried, not fatal). */
   log?: StoreLog;
-  /** Hold the schema's server lock while open (a server does; see server-lock.ts). */
-  exclusive?: boolean;
-  /** When exclusive: how long a lost lock is tried again (ms), and who is told when it is lost for good. */
-  lock?: Pick<ServerLockOptions, 'retakeWithinMs' | 'onLost'>;
+  /**
+   * Join the schema as a server (presence.ts): its presence held while open, the store refusing
+   * statements while it is not; `joined` is given the presence (the lease keeper and the feed use it).
+   */
+  join?: Omit<PresenceOptions, 'log'> & { joined?: (presence: Presence) => void };
   /**
    * The id of the server this store serves (several servers on one database): the console lines it
    * writes are announced on the feed under it (feed.ts). Absent (tools, migrate-store): nothing is sent.
+   * Joining, the join's server id.
    */
   serverId?: string;
 }
@@ -141,29 +143,31 @@ export interface PostgresStoreOptions {
  * Opens the store at a `postgres://USER@HOST:PORT/DB` URL: connects, refuses a schema that is not
  * Kiln's or is newer than this build, and migrates. Throws ConfigError for a bad URL,
  * StoreUnavailableError when PostgreSQL cannot be reached or the database does not exist, and
- * (exclusive) DataDirInUseError when another server has the schema.
+ * (join) DataDirInUseError when `kiln migrate-store` holds the schema.
  */
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<JobStore> {
   const connections = new Connections(url, options.log);
-  let lock: ServerLock | undefined;
+  let presence: Presence | undefined;
   try {
-    if (options.exclusive) {
-      lock = await holdServerLock(url, connections.where, { log: options.log, ...options.lock });
-      connections.guardWith(lock);
+    if (options.join) {
+      presence = await joinCluster(url, connections, { log: options.log, ...options.join });
+      connections.guardWith(presence);
     }
     await migrate(connections);
+    await presence?.start();
   } catch (raw) {
-    await lock?.release();
+    await presence?.leave();
     await connections.end();
     throw raw;
   }
-  return new PostgresStore(connections, lock, options.serverId);
+  if (presence) options.join?.joined?.(presence);
+  return new PostgresStore(connections, presence, options.serverId ?? options.join?.serverId);
 }
 
 class PostgresStore implements JobStore {
   private uploadTarget: string | null = null;
 
-  constructor(private readonly db: Connections, private readonly lock?: ServerLock, private readonly serverId?: string) {}
+  constructor(private readonly db: Connections, private readonly presence?: Presence, private readonly serverId?: string) {}
 
   /** The feed's payloads announcing these lines (none without a server id). */
   private feed(lines: readonly { runId: string; seq: number }[]): string[] {
@@ -178,7 +182,7 @@ class PostgresStore implements JobStore {
 
   async close(): Promise<void> {
     await this.db.end();
-    await this.lock?.release();
+    await this.presence?.leave();
   }
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {

@@ -1,18 +1,17 @@
 /**
- * One server per PostgreSQL schema, until several servers can share one (SPEC.md: each singleton on
- * one server at a time, not built yet): two servers on one schema would each take the other's
- * running runs for orphans. A server holds a session advisory lock on its schema on a connection of
- * its own for as long as it runs; PostgreSQL releases it when that connection ends, however the
- * server ends (SIGKILL included), so there is never a stale lock to remove.
+ * The schema lock: a session advisory lock on the schema (`KSRV` + hashtext(schema)), held on a
+ * connection of its own, so PostgreSQL releases it when that connection ends, however its holder
+ * ends. Servers hold it SHARED while they run (presence.ts: several servers share one schema);
+ * `kiln migrate-store` holds it EXCLUSIVE while it copies (holdSchemaExclusive): a copy cannot run
+ * beside a live server, nor a server start during a copy.
  *
- * That connection can also end while the server runs (PostgreSQL restarted, the network dropped, a
- * DBA's pg_terminate_backend): the lock is gone with it, and another server may take it. So the
- * lock is taken back at once on a new connection, tried again with the backoff while PostgreSQL
- * cannot be reached, and meanwhile `held` is false (the store refuses statements: this server acts
- * on nothing it does not hold). The connection may only look lost from here (a keepalive timeout)
- * while its backend lives on, holding the lock: that backend, known by its pid, is ended and the
- * lock tried again. Found taken by another server, or not retaken within the bound, it is lost for
- * good: `onLost` is told, and the server stops rather than run unguarded.
+ * That connection can also end while the copy runs (PostgreSQL restarted, the network dropped, a
+ * DBA's pg_terminate_backend): the lock is gone with it, and a server may take it. So the lock is
+ * taken back at once on a new connection, tried again with the backoff while PostgreSQL cannot be
+ * reached, and meanwhile `held` is false. The connection may only look lost from here (a keepalive
+ * timeout) while its backend lives on, holding the lock: that backend, known by its pid, is ended
+ * and the lock tried again. Found taken by another, or not retaken within the bound, it is lost for
+ * good: `onLost` is told, and the copy stops.
  */
 import pg from 'pg';
 import { backoffMs, formatDuration, type BackoffTimings } from '../../core/index.js';
@@ -20,7 +19,7 @@ import { coerceError, DataDirInUseError, StoreLockLostError } from '../../errors
 import { APPLICATION_NAME, storeError, type StoreLog } from './connection.js';
 
 /** The advisory lock's first key: ASCII 'KSRV' (migrations lock 'KILN'); the second is the schema's hashtext. */
-const LOCK_KEY = 0x4b535256;
+export const SCHEMA_LOCK_KEY = 0x4b535256;
 
 /** How long a start waits for the lock: a server just killed may still hold it until PostgreSQL notices. */
 const LOCK_WAIT = '5s';
@@ -31,7 +30,7 @@ const RETAKE_RETRY: BackoffTimings = { retryMinMs: 250, retryMaxMs: 5000, jitter
 /** How long a lost lock is tried again by default before the server gives up (ms). */
 export const DEFAULT_RETAKE_WITHIN_MS = 60_000;
 
-/** What a server's lock does when its connection ends. */
+/** What the exclusive schema lock does when its connection ends. */
 export interface ServerLockOptions {
   /** Where the loss and the retake are logged. */
   log?: StoreLog;
@@ -48,8 +47,8 @@ export interface ServerLock {
   release(): Promise<void>;
 }
 
-/** Takes the schema's server lock, or throws DataDirInUseError naming the server that holds it. */
-export async function holdServerLock(url: string, where: string, options: ServerLockOptions = {}): Promise<ServerLock> {
+/** Takes the schema lock exclusive (migrate-store), or throws DataDirInUseError naming a server that holds it. */
+export async function holdSchemaExclusive(url: string, where: string, options: ServerLockOptions = {}): Promise<ServerLock> {
   const client = newClient(url);
   // Listened to before connecting: unheard, an 'error' on this idle connection would end the process.
   const lock = new HeldLock(url, where, options);
@@ -59,7 +58,7 @@ export async function holdServerLock(url: string, where: string, options: Server
     // A statement_timeout in the URL must not cut the wait short: LOCK_WAIT bounds it.
     await client.query(`SET statement_timeout = 0; SET lock_timeout = '${LOCK_WAIT}'`);
     try {
-      await client.query('SELECT pg_advisory_lock($1, hashtext(current_schema()))', [LOCK_KEY]);
+      await client.query('SELECT pg_advisory_lock($1, hashtext(current_schema()))', [SCHEMA_LOCK_KEY]);
     } catch (raw) {
       if ((raw as { code?: unknown }).code !== '55P03') throw raw;
       throw new DataDirInUseError(`the store ${where}`, await holder(client));
@@ -139,7 +138,7 @@ class HeldLock implements ServerLock {
     client.on('error', quiet);
     try {
       await client.connect();
-      const { rows } = await client.query('SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS got', [LOCK_KEY]);
+      const { rows } = await client.query('SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS got', [SCHEMA_LOCK_KEY]);
       if (this.released) {
         await client.end().catch(() => undefined);
         return;
@@ -194,11 +193,11 @@ async function holder(client: pg.Client): Promise<string> {
 }
 
 /** Who holds the lock (`who`, as `holder` says it), and its backend's pid when one holds it. */
-async function lockHolder(client: pg.Client): Promise<{ who: string; pid: number | undefined }> {
+export async function lockHolder(client: pg.Client): Promise<{ who: string; pid: number | undefined }> {
   const { rows } = await client.query(`
     SELECT a.application_name AS name, a.backend_start AS since, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objsubid = 2
-      AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid`, [LOCK_KEY]);
+      AND l.objid = (hashtext(current_schema())::bigint & 4294967295)::oid`, [SCHEMA_LOCK_KEY]);
   const [row] = rows as { name: string; since: Date; pid: number }[];
   return row ? { who: `${row.name || 'another client'} (since ${row.since.toISOString()})`, pid: row.pid } : { who: 'another Kiln server', pid: undefined };
 }

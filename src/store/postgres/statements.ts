@@ -738,3 +738,9 @@ export const SERVER_STOP = sql('server_stop', `UPDATE servers SET stopped_at = $
 /** Forgets servers not alive whose last heartbeat is older than a day (the reaper). (no parameters) */
 export const SERVERS_FORGET_OLD = sql('servers_forget_old', `
   DELETE FROM servers WHERE heartbeat_at < ${DB_NOW_SQL} - 86400000 AND id NOT IN (${LIVE_SERVER_IDS_SQL})`, true);
+
+/** Takes this server's presence lock (presence.ts); true when taken. $1 server id */
+export const PRESENCE_LOCK = sql('presence_lock', `SELECT pg_try_advisory_lock(${PRESENCE_LOCK_KEY}, hashtext($1)) AS got`);
+
+/** Sets the URL this server is reached at (known once it listens). $1 server id, $2 url */
+export const SERVER_SET_URL = sql('server_set_url', 'UPDATE servers SET url = $2 WHERE id = $1', true);
