@@ -15,15 +15,13 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { coerceError } from '../../errors.js';
+// Types only: the PostgreSQL driver is loaded only for a PostgreSQL store.
 import type { LeaseTicker, Presence } from '../../store/postgres/presence.js';
 import type { EventBus } from '../events.js';
 import type { Lease, LeaseKeeper } from './types.js';
 
-/** How far before the TTL a lease not renewed is counted lost here (presence.ts has the same margin). */
-const MARGIN_MS = 2_000;
-
 /** What the keeper needs of the presence. */
-export type LeasePresence = Pick<Presence, 'held' | 'leaseTtlMs' | 'acquireLease' | 'releaseLeases' | 'attach'>;
+export type LeasePresence = Pick<Presence, 'held' | 'leaseTtlMs' | 'leaseMarginMs' | 'acquireLease' | 'releaseLeases' | 'attach'>;
 
 /** Options of the PostgreSQL lease keeper. */
 export interface PgLeaseKeeperOptions {
@@ -69,6 +67,7 @@ export class PgLeaseKeeper implements LeaseKeeper, LeaseTicker {
   private readonly leases = new Map<string, HeldLease>();
   private readonly presence: LeasePresence;
   private readonly ttlMs: number;
+  private readonly marginMs: number;
   private deadline: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly unsubscribe: (() => void)[] = [];
@@ -76,6 +75,7 @@ export class PgLeaseKeeper implements LeaseKeeper, LeaseTicker {
   constructor(private readonly options: PgLeaseKeeperOptions) {
     this.presence = options.presence;
     this.ttlMs = options.presence.leaseTtlMs;
+    this.marginMs = options.presence.leaseMarginMs;
     this.presence.attach(this);
     const { events } = options;
     if (events) {
@@ -172,10 +172,10 @@ export class PgLeaseKeeper implements LeaseKeeper, LeaseTicker {
     const held = [...this.leases.values()].filter((lease) => lease.held);
     if (held.length === 0 || this.stopped) return;
     const oldest = Math.min(...held.map((lease) => lease.renewedAt));
-    const wait = Math.max(0, oldest + this.ttlMs - MARGIN_MS - performance.now());
+    const wait = Math.max(0, oldest + this.ttlMs - this.marginMs - performance.now());
     this.deadline = setTimeout(() => {
       const now = performance.now();
-      for (const lease of held) if (lease.held && lease.renewedAt + this.ttlMs - MARGIN_MS <= now) this.lose(lease, 'not renewed in time');
+      for (const lease of held) if (lease.held && lease.renewedAt + this.ttlMs - this.marginMs <= now) this.lose(lease, 'not renewed in time');
       this.arm();
     }, wait);
     this.deadline.unref();

@@ -43,6 +43,11 @@ export const DEFAULT_LEASE_TTL_MS = 8_000;
 /** How far before a lease's TTL its holder counts it lost unless renewed (ms): covers the clocks' drift and the tick's trip. */
 export const LEASE_MARGIN_MS = 2_000;
 
+/** The margin for a TTL: 2 s, or a quarter of shorter TTLs (tests). */
+export function leaseMarginMs(ttlMs: number): number {
+  return Math.min(LEASE_MARGIN_MS, ttlMs / 4);
+}
+
 /** What a server records of itself in `servers`. */
 export interface ServerInfo {
   /** The URL clients and workers use for it (`--advertise`, default the listen URL). */
@@ -88,6 +93,8 @@ export interface Presence {
   /** False from the loss of the dedicated connection until it is taken back (and for good once lost). */
   readonly held: boolean;
   readonly leaseTtlMs: number;
+  /** How long before the TTL a lease not renewed counts as lost here (ms). */
+  readonly leaseMarginMs: number;
   /** Registers this server (`servers`), LISTENs and starts the ticks; called once the schema is migrated. */
   start(): Promise<void>;
   /** Each feed message's payload, as it arrives (keep it cheap: parse and publish). */
@@ -150,6 +157,7 @@ class HeldPresence implements Presence {
   stopped = false;
   readonly serverId: string;
   readonly leaseTtlMs: number;
+  readonly leaseMarginMs: number;
   readonly cutOffMs: number;
   private readonly heartbeatMs: number;
   private client: pg.Client | undefined;
@@ -169,7 +177,8 @@ class HeldPresence implements Presence {
     this.serverId = options.serverId;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-    this.cutOffMs = Math.max(this.leaseTtlMs - LEASE_MARGIN_MS, this.heartbeatMs);
+    this.leaseMarginMs = leaseMarginMs(this.leaseTtlMs);
+    this.cutOffMs = Math.max(this.leaseTtlMs - this.leaseMarginMs, this.heartbeatMs);
   }
 
   newClient(): pg.Client {
