@@ -268,13 +268,13 @@ export class StoreUnavailableError extends KilnError {
 }
 
 /**
- * The server lost its PostgreSQL schema lock for good (its connection ended, and another server
- * took the lock meanwhile, or it could not be taken back in time): the server stops rather than run
- * beside another one on the same store. Exit 1.
+ * The server lost its presence on its PostgreSQL schema for good (its connection ended, and it could
+ * not be taken back in time, or `kiln migrate-store` holds the schema meanwhile), or migrate-store
+ * lost its exclusive lock: it stops rather than act on what it may no longer hold. Exit 1.
  */
 export class StoreLockLostError extends KilnError {
   constructor(where: string, why: string) {
-    super('KILN_ERR_STORE_LOCK_LOST', 503, `this server's lock on the store ${where} was lost: ${why}; stopping, as two servers on one store would each end the other's runs`);
+    super('KILN_ERR_STORE_LOCK_LOST', 503, `this server's hold on the store ${where} was lost: ${why}; stopping rather than act on what it may no longer hold`);
   }
 }
 

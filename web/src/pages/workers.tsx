@@ -1,5 +1,8 @@
-/** Connected and known workers (state, current runs, capacity, labels, last seen) and latent pools (instances, quarantine). */
-import type { WorkersReply } from '../../../src/cli/api-client.js';
+/**
+ * Connected and known workers (state, current runs, capacity, labels, last seen), latent pools
+ * (instances, quarantine), and the farm's servers with the leases (singletons) each holds.
+ */
+import type { InfoReply, WorkersReply } from '../../../src/cli/api-client.js';
 import { get } from '../api.js';
 import { labels, when } from '../format.js';
 import { useLive } from '../live.js';
@@ -10,6 +13,8 @@ export function WorkersPage() {
   const live = useLive(() => get<WorkersReply>('/api/workers'), [], (e) => !e.type.startsWith('job.'));
   const workers = live.data?.workers ?? [];
   const pools = live.data?.pools ?? [];
+  const farm = useLive(() => get<InfoReply>('/api/info'), [], (e) => !e.type.startsWith('job.'));
+  const servers = farm.data?.servers ?? [];
   return (
     <Page title="Workers" error={live.error} loading={!live.data}>
       <Table head={['Worker', 'State', 'Platform', 'Labels', 'Running', 'Capacity', 'Last seen', 'Host']} rows={workers.length} empty="No worker has connected yet.">
@@ -44,6 +49,19 @@ export function WorkersPage() {
               ))}
             </td>
             <td>{p.quarantinedUntil ? <span class="error">until {when(p.quarantinedUntil)}{p.lastError && `: ${p.lastError}`}</span> : p.lastError ? <span class="muted">last error: {p.lastError}</span> : '–'}</td>
+          </tr>
+        ))}
+      </Table>
+      <h2>Servers</h2>
+      <Table head={['Server', 'URL', 'State', 'Leases', 'Started', 'Heartbeat']} rows={servers.length} empty="No server is listed.">
+        {servers.map((s) => (
+          <tr key={s.id} data-server={s.id}>
+            <td class="mono">{s.id}{s.self && ' (this one)'}</td>
+            <td>{s.url}</td>
+            <td><span class={`state state-${s.alive ? 'idle' : 'gone'}`}>{s.alive ? 'alive' : 'gone'}</span></td>
+            <td>{s.leases.join(', ') || '–'}</td>
+            <td>{when(s.startedAt)}</td>
+            <td>{when(s.heartbeatAt)}</td>
           </tr>
         ))}
       </Table>
