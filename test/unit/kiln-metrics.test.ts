@@ -90,6 +90,19 @@ test('counters and histograms follow the events; gauges are read at scrape time'
   assert.match(body, /^kiln_build_info\{version="[^"]+"\} 1$/m);
 });
 
+test("other servers' events (remote, through the feed) are not counted here: each server counts what it did", async () => {
+  const { events, metrics } = fixture();
+  const run = { id: 'r9', job: 'j', platform: 'linux', queuedAt: T0 - 2000 } as Run;
+  events.publish('run.dispatched', { run, worker: 'w', remote: true });
+  events.publish('run.retried', { run, unstarted: false, remote: true });
+  events.publish('run.ended', { runId: 'r9', from: 'running', status: 'succeeded', platform: 'linux', remote: true });
+  events.publish('run.ended', { runId: 'r8', from: 'queued', status: 'cancelled', remote: true });
+  const { body } = await metrics.render();
+  assert.equal(sample(body, 'kiln_runs_ended_total{status="succeeded",platform="linux"}'), undefined);
+  assert.equal(sample(body, 'kiln_runs_ended_total{status="cancelled",platform="bsd"}'), undefined, 'not even read from the store');
+  assert.equal(sample(body, 'kiln_run_queue_wait_seconds_count{platform="linux"}'), undefined);
+});
+
 test("a platform's queue and worker series last while it has queued runs or a connected worker, then are dropped", async () => {
   const { metrics, queued, sessions } = fixture();
   sessions.push({ platform: 'gone-soon', running: new Set() });
