@@ -19,7 +19,9 @@ import type { WorkerSession } from './worker-registry.js';
  * The events, by name, with their payloads. With several servers on one database, the feed bridge
  * (cluster/feed-bridge.ts) sends some of them to the other servers, which publish them on their own
  * bus with `remote: true`: a subscriber that counts (metrics) or writes must skip remote ones; one
- * that only wakes a loop or tells a local worker takes both.
+ * that only wakes a loop or tells a local worker takes both. A remote event carries ids and names
+ * only: its `run` (run.dispatched, run.retried, run.cancel-requested) has just id, job, platform,
+ * queuedAt, attempt, worker and deadlineAt; run.ended has no `run`.
  */
 export interface KilnEvents {
   /**

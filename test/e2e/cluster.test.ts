@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { InfoReply } from '../../src/cli/api-client.js';
-import { freshSchema } from '../helpers/postgres.js';
-import { kiln, startServer, type ServerProcess } from '../helpers/processes.js';
+import { freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
+import { kiln, startProxy, startServer, type ServerProcess } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
 
 const skip = needs('postgres');
@@ -79,4 +79,23 @@ test('two servers on one PostgreSQL schema: kiln info on either lists both and t
   assert.ok(handed.ms < 4_000, `handed over in ${handed.ms} ms, well inside the 8 s TTL`);
   const farm = (await info(c)).servers;
   assert.deepEqual(farm.filter((s) => s.alive).map((s) => s.id), [cId]);
+});
+
+test("the server's presence connection cut off: /healthz and the API answer 503 (no stale answers) until it is back, then it serves again", { skip, timeout: 60_000 }, async (t) => {
+  const { url } = await freshSchema(t);
+  const proxy = await startProxy(t, Number(new URL(POSTGRES_URL).port || 5432));
+  const through = new URL(url);
+  through.host = `127.0.0.1:${proxy.port}`;
+  const server = await startServer(t, { args: ['--store', through.toString(), '--lock-retake', '30s'] });
+  const status = async (route: string) => (await fetch(`${server.url}${route}`, { headers: { authorization: `Bearer ${server.adminToken}` } })).status;
+  assert.equal(await status('/healthz'), 200);
+  const mark = server.stderr.length;
+  proxy.cut();
+  await server.waitFor(/the connection holding this server's presence on the store was lost/, mark);
+  assert.equal(await status('/healthz'), 503);
+  assert.equal(await status('/api/jobs'), 503);
+  proxy.restore();
+  await server.waitFor(/took this server's presence on the store back/, mark);
+  assert.equal(await status('/healthz'), 200);
+  assert.equal(await status('/api/jobs'), 200);
 });
