@@ -140,3 +140,15 @@ test("a job's sandbox settings are stored, and modify sets given keys and remove
   assert.equal(bad.status, 400);
   assert.match(bad.body.error.message, /sandbox\.network/);
 });
+
+test('GET /api/info lists the farm: on SQLite this one server, alive, holding every lease', async (t) => {
+  const server = await inProcessServer(t);
+  const { status, body } = await call(server, 'GET', '/api/info');
+  assert.equal(status, 200);
+  const { servers } = body as { servers: { id: string; url: string; alive: boolean; self: boolean; leases: string[]; startedAt: string; heartbeatAt: string }[] };
+  assert.equal(servers.length, 1);
+  assert.deepEqual({ ...servers[0], startedAt: undefined, heartbeatAt: undefined }, {
+    id: server.serverId, url: server.url, alive: true, self: true, leases: ['outbox', 'reaper', 'retention', 'scheduler'], startedAt: undefined, heartbeatAt: undefined,
+  });
+  assert.match(servers[0]!.startedAt, /^\d{4}-\d\d-\d\dT/);
+});
