@@ -104,10 +104,12 @@ export class PgLeaseKeeper implements LeaseKeeper, LeaseTicker {
     return this.held();
   }
 
-  renewed(rows: { name: string; epoch: number }[], sentAt: number): void {
+  renewed(sent: string[], rows: { name: string; epoch: number }[], sentAt: number): void {
     const back = new Map(rows.map((row) => [row.name, row.epoch]));
-    for (const lease of this.leases.values()) {
-      if (!lease.held) continue;
+    for (const name of sent) {
+      const lease = this.leases.get(name);
+      // Lost meanwhile (and maybe taken again since, under a new epoch): this answer says nothing of it.
+      if (!lease?.held || lease.renewedAt > sentAt) continue;
       // Not renewed, or renewed under another epoch (taken over and back meanwhile): lost, told at once.
       if (back.get(lease.name) !== lease.epoch) this.lose(lease, 'its renewal did not return it');
       else lease.renewedAt = Math.max(lease.renewedAt, sentAt);

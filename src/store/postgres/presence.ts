@@ -79,8 +79,11 @@ export interface PresenceOptions {
 export interface LeaseTicker {
   /** The names of the leases held now, to renew. */
   renewing(): string[];
-  /** The tick's answer: the leases renewed (a held one missing is lost), the tick sent at `sentAt` (performance.now()). */
-  renewed(rows: { name: string; epoch: number }[], sentAt: number): void;
+  /**
+   * The tick's answer: of the leases `sent` for renewal, those renewed (one missing is lost); the tick
+   * was sent at `sentAt` (performance.now()). A lease taken meanwhile was not sent, and is not judged.
+   */
+  renewed(sent: string[], rows: { name: string; epoch: number }[], sentAt: number): void;
   /** Presence is lost: every lease is dropped, synchronously. */
   loseAll(): void;
   /** After each tick, and once presence is back: try for the leases not held. */
@@ -302,7 +305,7 @@ class HeldPresence implements Presence {
       const { rows } = await client.query({ name: S.PRESENCE_TICK.name, text: S.PRESENCE_TICK.text, values: [this.serverId, this.leaseTtlMs, names] });
       if (this.client !== client || !this.held) return;
       this.lastOk = sentAt;
-      this.ticker?.renewed((rows as { name: string; epoch: string | number }[]).map((row) => ({ name: row.name, epoch: Number(row.epoch) })), sentAt);
+      this.ticker?.renewed(names, (rows as { name: string; epoch: string | number }[]).map((row) => ({ name: row.name, epoch: Number(row.epoch) })), sentAt);
       this.ticker?.afterTick();
     } catch (raw) {
       if (this.client !== client || this.stopped) return;
