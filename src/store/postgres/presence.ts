@@ -104,6 +104,11 @@ export interface Presence {
   onMessage(listener: (payload: string) => void): () => void;
   /** Told each time presence is taken back: the feed may have missed messages meanwhile. */
   onResync(listener: () => void): () => void;
+  /**
+   * Told at each loss (false; after the leases were dropped) and retake (true) of presence: on a
+   * loss the gateway closes its workers' sockets, so they move to another server.
+   */
+  onHeld(listener: (held: boolean) => void): () => void;
   /** The lease keeper's hooks (one). */
   attach(ticker: LeaseTicker): void;
   /** Takes a lease if it is free, expired or its holder dead; its epoch, or undefined when not taken. */
@@ -168,6 +173,7 @@ class HeldPresence implements Presence {
   private ticker: LeaseTicker | undefined;
   private readonly messageListeners = new Set<(payload: string) => void>();
   private readonly resyncListeners = new Set<() => void>();
+  private readonly heldListeners = new Set<(held: boolean) => void>();
   private tickTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private ticking = false;
@@ -234,6 +240,21 @@ class HeldPresence implements Presence {
   onResync(listener: () => void): () => void {
     this.resyncListeners.add(listener);
     return () => this.resyncListeners.delete(listener);
+  }
+
+  onHeld(listener: (held: boolean) => void): () => void {
+    this.heldListeners.add(listener);
+    return () => this.heldListeners.delete(listener);
+  }
+
+  private tellHeld(held: boolean): void {
+    for (const listener of [...this.heldListeners]) {
+      try {
+        listener(held);
+      } catch (raw) {
+        this.options.log?.warn({ err: coerceError(raw).message }, 'a presence listener failed');
+      }
+    }
   }
 
   attach(ticker: LeaseTicker): void {
@@ -335,6 +356,7 @@ class HeldPresence implements Presence {
     this.held = false;
     if (!wasHeld) return;
     this.ticker?.loseAll();
+    this.tellHeld(false);
     this.lostAt = Date.now();
     this.attempts = 0;
     this.options.log?.warn({ store: this.db.where, err: why }, "the connection holding this server's presence on the store was lost; taking it back");
@@ -381,6 +403,7 @@ class HeldPresence implements Presence {
       this.lastOk = performance.now();
       this.options.log?.info?.({ store: this.db.where, attempts: this.attempts }, "took this server's presence on the store back");
       this.scheduleTick();
+      this.tellHeld(true);
       for (const listener of [...this.resyncListeners]) listener();
       this.ticker?.afterTick();
     } catch (raw) {
