@@ -212,7 +212,7 @@ async function startOnStore(
   // each singleton runs on the server holding its lease. On SQLite the server is alone: the bus is the feed, every lease is held.
   const bridge = presence && new FeedBridge(presence, events, log.child({ part: 'feed' }));
   const leases: LeaseKeeper = presence
-    ? new PgLeaseKeeper({ presence, log: log.child({ part: 'leases' }), events, announce: (name) => bridge!.send('lease.released', { name }) })
+    ? new PgLeaseKeeper({ presence, log: log.child({ part: 'leases' }), events })
     : soloLeases();
   // TODO(c16 H3/H5): pass these as `lease` to Scheduler, Reaper, Outbox, ArtifactSweeper (and `leases` to the pools) once their options exist.
   const singletonLeases = {

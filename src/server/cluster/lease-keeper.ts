@@ -29,8 +29,6 @@ export interface PgLeaseKeeperOptions {
   log: Pick<Logger, 'info' | 'warn'>;
   /** The bus: remote `lease.released` and `server.left` make the keeper try at once. */
   events?: EventBus;
-  /** Tells the other servers a lease was let go (the feed bridge's send of `lease.released`). */
-  announce?: (name: string) => Promise<void>;
 }
 
 class HeldLease implements Lease {
@@ -134,13 +132,12 @@ export class PgLeaseKeeper implements LeaseKeeper, LeaseTicker {
     const names = this.held();
     // Told first: the singletons stop before another server can take their leases.
     for (const name of names) this.leases.get(name)!.change(false);
-    let released: string[] = [];
+    // Each let go is announced on the feed (`lease.released`) by its own statement, at its commit.
     try {
-      released = await this.presence.releaseLeases(names);
+      await this.presence.releaseLeases(names);
     } catch (raw) {
       this.options.log.warn({ err: coerceError(raw).message, leases: names }, 'could not let the leases go at stop; they expire after their TTL');
     }
-    await Promise.all(released.map((name) => this.options.announce?.(name).catch(() => undefined)));
   }
 
   /** One try for a lease not held. */
