@@ -713,13 +713,15 @@ export const PRESENCE_TICK = sql('presence_tick', `
 
 /**
  * Takes a lease that is free: never held, expired, or held by a server no longer alive (so a dead
- * holder's lease is free at once). Its epoch grows by one at each taking. Returns the lease's
- * epoch and deadline when taken, nothing otherwise. $1 name, $2 server id, $3 ttl ms
+ * holder's lease is free at once), or still recorded as this server's though it counts it lost (its
+ * presence came back before the lease expired: no wait for the TTL). Its epoch grows by one at each
+ * taking, so writes fenced by the old epoch are refused. Returns the lease's epoch and deadline when
+ * taken, nothing otherwise. $1 name, $2 server id, $3 ttl ms
  */
 export const LEASE_ACQUIRE = sql('lease_acquire', `
   INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, ${DB_NOW_SQL} + $3::bigint)
   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = leases.epoch + 1, expires_at = excluded.expires_at
-  WHERE leases.expires_at < ${DB_NOW_SQL} OR leases.holder NOT IN (${LIVE_SERVER_IDS_SQL})
+  WHERE leases.expires_at < ${DB_NOW_SQL} OR leases.holder = excluded.holder OR leases.holder NOT IN (${LIVE_SERVER_IDS_SQL})
   RETURNING epoch, expires_at`);
 
 /**
