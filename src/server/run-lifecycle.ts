@@ -6,18 +6,18 @@
  *
  * Runs are never silently dropped: a run whose worker goes away waits a grace window for the
  * worker to re-attach, then ends `lost` (and is retried if its job allows); a run whose worker
- * never reports is ended by the server's own deadline (timeout or cancel backstop).
+ * never reports is ended by the server's own deadline (timeout or cancel backstop). Both are the
+ * reaper's to find (reaper.ts, one server of the farm at a time); it ends them through here.
  */
 import type { Logger } from 'pino';
 import {
-  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatDuration, formatResult, type BackoffTimings, type RunResult,
+  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatResult, type RunResult,
 } from '../core/index.js';
-import { coerceError, ProtocolError, StoreUnavailableError, TemplateNotFoundError } from '../errors.js';
+import { ProtocolError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
 import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, ScriptFor, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
 import type { Templates } from './templates.js';
-import { createWakeLoop, RETRY_PASS, type WakeLoop } from './wake-loop.js';
 import type { WorkerRegistry, WorkerSession } from './worker-registry.js';
 
 /** Default job timeout: one hour, as robur's. */
@@ -41,50 +41,13 @@ export interface RunLifecycleOptions {
   console: ConsoleWrites;
   templates: Templates;
   now: () => number;
-  /** How long a run whose worker went away waits for it to re-attach before it is lost (ms). */
-  reattachGraceMs: number;
   /** How long past a run's timeout (or a cancel) the server waits for the worker's result (ms). */
   backstopMs: number;
-  /** Waits before an end the store refused (an overdue run, a lost one) is tried again (default 5 s, then up to 1 min). */
-  retry?: BackoffTimings;
 }
-
-/** Default waits before an end the store refused is tried again. */
-const END_RETRY: BackoffTimings = { retryMinMs: 5000, retryMaxMs: 60_000 };
-
-/** Longest single sleep of the deadline check (re-read from the store after it). */
-const MAX_SLEEP_MS = 60 * 60 * 1000;
 
 /** Moves runs through their states and publishes what it did. */
 export class RunLifecycle {
-  /** Runs whose worker is away, with the timer that declares them lost. */
-  private readonly unattended = new Map<string, NodeJS.Timeout>();
-  /**
-   * Runs whose worker did not come back within the grace, waiting for their loss to be written
-   * (by the deadline loop, which retries with its backoff while the store refuses it).
-   */
-  private readonly losing = new Map<string, { worker: string | undefined; attempt: number | undefined; reason: string }>();
-  /**
-   * The attempt each run held by a worker of this process is at: its loss is guarded on it, so a
-   * loss written again (its first write committed but the reply was lost) cannot end the next attempt.
-   */
-  private readonly heldAttempts = new Map<string, number>();
-  /**
-   * Ends runs whose worker never reported by their deadline, and runs lost; sleeps until the
-   * earliest deadline, or the backoff after an end the store refused.
-   */
-  private readonly deadlines: WakeLoop;
-  private stopped = false;
-
-  constructor(private readonly log: Logger, private readonly options: RunLifecycleOptions) {
-    this.deadlines = createWakeLoop(log, {
-      body: () => this.reap(),
-      now: options.now,
-      maxSleepMs: MAX_SLEEP_MS,
-      retry: options.retry ?? END_RETRY,
-      failureMessage: 'deadline check failed; retrying',
-    });
-  }
+  constructor(private readonly log: Logger, private readonly options: RunLifecycleOptions) {}
 
   private get store() {
     return this.options.store;
@@ -157,7 +120,6 @@ export class RunLifecycle {
     if (fired.outcome === 'queued') {
       for (const run of fired.cancelRequested) {
         this.events.publish('run.cancel-requested', { run, reason: 'cancelled by the schedule: superseded by the next scheduled run' });
-        this.noteDeadline(run.deadlineAt);
       }
       if (fired.runs.length > 0) this.events.publish('run.queued', { runs: fired.runs });
     }
@@ -214,12 +176,10 @@ export class RunLifecycle {
     return { ...run, script };
   }
 
-  /** A claimed run was sent to `session`: it holds it now, and its deadline is watched. */
+  /** A claimed run was sent to `session`: it holds it now (the reaper watches its deadline, told by `run.dispatched`). */
   dispatched(run: Run, session: WorkerSession): void {
     this.workers.hold(session, run.id);
-    this.heldAttempts.set(run.id, run.attempt);
     session.assign(run);
-    this.noteDeadline(run.deadlineAt);
     this.events.publish('run.dispatched', { run, worker: session.name });
   }
 
@@ -282,7 +242,6 @@ export class RunLifecycle {
       throw raw;
     }
     const { outcome, run, end, note } = ended;
-    this.attended(runId);
     if (outcome === 'stale' || !end) return 'stale';
     const said = outcome === 'ended' ? 'run ended' : end.retry === 'unstarted' ? 'run requeued' : 'run retried';
     this.log.info({ runId, status: end.status, result: formatResult(end.result), outcome, attempt: run.attempt }, said);
@@ -331,7 +290,6 @@ export class RunLifecycle {
     if (outcome.state === 'cancelled') this.endedInQueue([run.id], run.platform);
     else {
       this.events.publish('run.cancel-requested', { run, reason: `cancelled by ${by}` });
-      this.noteDeadline(run.deadlineAt);
     }
     return outcome;
   }
@@ -353,9 +311,7 @@ export class RunLifecycle {
       const run = await this.store.findRun(runId).catch(() => undefined);
       const decision = decideReattach(run, session, attempt);
       if (decision.kind === 'resume') {
-        this.attended(runId);
         this.workers.hold(session, runId);
-        this.heldAttempts.set(runId, attempt);
         resume.push({ runId, afterSeq: await this.store.lastConsoleSeq(runId) });
         this.log.info({ runId, worker: session.name }, 'run re-attached');
         this.events.publish('run.attached', { runId, worker: session.name });
@@ -416,9 +372,12 @@ export class RunLifecycle {
     }
   }
 
-  /** A worker's connection is gone: its runs wait for it to come back, then end `lost`. */
+  /**
+   * A worker's connection is gone: its runs wait for it to come back, then the reaper ends them
+   * `lost` (the grace counts from the last_seen written here).
+   */
   async workerGone(session: WorkerSession): Promise<void> {
-    for (const runId of this.workers.leave(session)) this.unattend(runId, session.name, this.heldAttempts.get(runId));
+    this.workers.leave(session);
     // A connection cut off (revoked) is unlisted before its close: a worker welcomed under the
     // name meanwhile is the one connected now.
     if (this.workers.session(session.name)) return;
@@ -426,87 +385,16 @@ export class RunLifecycle {
   }
 
   /**
-   * At start: runs left `running` by the previous server process wait the grace window for their
-   * workers to re-attach; overdue ones are ended by the deadline timer.
+   * Ends a run whose worker did not come back within the grace (found by the reaper): `lost`, with
+   * its job's lost-retry budget. Guarded on the worker and the attempt the reaper read, so a loss
+   * written again after its reply was lost, or a run that moved on meanwhile, is `stale`.
    */
-  async recover(): Promise<number> {
-    const running = await this.store.listRunning();
-    for (const run of running) this.unattend(run.id, run.worker ?? undefined, run.attempt);
-    await this.deadlines.kick();
-    return running.length;
+  loseRun(runId: string, worker: string | undefined, attempt: number, reason: string): Promise<'ended' | 'retried' | 'stale'> {
+    return this.endAttempt(runId, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'lost' }, worker, attempt);
   }
 
-  /** Stops the timers (the runs they watch stay in the store for the next start). */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.deadlines.stop();
-    for (const timer of this.unattended.values()) clearTimeout(timer);
-    this.unattended.clear();
-  }
-
-  private unattend(runId: string, worker: string | undefined, attempt: number | undefined): void {
-    if (this.stopped || this.unattended.has(runId)) return;
-    const timer = setTimeout(() => {
-      this.unattended.delete(runId);
-      this.losing.set(runId, { worker, attempt, reason: `worker lost (${worker ?? 'unknown'} did not come back within ${formatDuration(this.options.reattachGraceMs)})` });
-      void this.deadlines.kick();
-    }, this.options.reattachGraceMs);
-    this.unattended.set(runId, timer);
-  }
-
-  /** The run's worker is back (or the run ended): no loss to write. */
-  private attended(runId: string): void {
-    clearTimeout(this.unattended.get(runId));
-    this.unattended.delete(runId);
-    this.losing.delete(runId);
-    this.heldAttempts.delete(runId);
-  }
-
-  // ---- deadlines ----
-
-  /** Makes the deadline check run no later than `at`. */
-  private noteDeadline(at: number | null): void {
-    if (at !== null) this.deadlines.wakeAt(at);
-  }
-
-  /**
-   * Writes the losses waiting, then ends the runs whose worker never reported by their deadline;
-   * resolves with the next deadline. Each run is its own store call, guarded on the attempt (one
-   * written again after a reply lost comes back stale): one the store refuses is logged and left
-   * for the retry (the whole pass, with the loop's backoff, or sooner when a deadline comes
-   * first), and does not keep the others from ending. A loss refused for another reason than the
-   * store being away would be refused again: it is logged once and dropped.
-   */
-  private async reap(): Promise<number | undefined | typeof RETRY_PASS> {
-    let refused = false;
-    for (const [runId, { worker, attempt, reason }] of [...this.losing]) {
-      try {
-        await this.endAttempt(runId, { status: 'lost', result: { kind: 'aborted', reason }, finishedAt: this.options.now(), retry: 'lost' }, worker, attempt);
-        this.losing.delete(runId);
-      } catch (raw) {
-        const err = coerceError(raw);
-        if (err instanceof StoreUnavailableError) {
-          refused = true;
-          this.log.error({ err, runId }, 'could not record a lost run; retrying');
-        } else {
-          this.losing.delete(runId);
-          this.log.error({ err, runId }, 'could not record a lost run; dropped (its deadline ends it)');
-        }
-      }
-    }
-    const now = this.options.now();
-    for (const run of await this.store.overdueRuns(now)) {
-      try {
-        await this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined, run.attempt);
-      } catch (raw) {
-        refused = true;
-        this.log.error({ err: coerceError(raw), runId: run.id }, 'could not end an overdue run; retrying');
-      }
-    }
-    if (!refused) return this.store.earliestDeadline();
-    // The retry waits the backoff, but no later than the next deadline still to come.
-    const next = await this.store.earliestDeadline(now).catch(() => undefined);
-    if (next !== undefined) this.deadlines.wakeAt(next);
-    return RETRY_PASS;
+  /** Ends a run whose worker never reported by its deadline (timeout or cancel backstop, found by the reaper), guarded on its attempt. */
+  endOverdue(run: Run, now: number): Promise<'ended' | 'retried' | 'stale'> {
+    return this.endAttempt(run.id, { ...endOfOverdue(run), finishedAt: now }, run.worker ?? undefined, run.attempt);
   }
 }

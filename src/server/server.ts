@@ -36,6 +36,7 @@ import { createEventBus } from './events.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
 import { JobService } from './job-service.js';
 import { RunLifecycle } from './run-lifecycle.js';
+import { Reaper } from './reaper.js';
 import { Scheduler } from './scheduler.js';
 import { WorkerRegistry } from './worker-registry.js';
 import { Templates } from './templates.js';
@@ -232,7 +233,9 @@ async function startOnStore(
   const backstopMs = options.backstopMs ?? 60_000;
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
   const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
-  const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, reattachGraceMs, backstopMs });
+  const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, backstopMs });
+  // SQLite: the store is this server's alone (one server per data dir).
+  const reaper = new Reaper(log.child({ part: 'reaper' }), { store, events, lifecycle, now, reattachGraceMs, alone: sqliteStoreFile(options.store) !== undefined });
   const dispatcher = new Dispatcher(log.child({ part: 'dispatcher' }), { lifecycle, workers: registry, events, now });
   const jobService = new JobService(log, { store, events, lifecycle, dispatcher, templates, now, defaultPlatform: hostPlatform() });
   const scheduler = new Scheduler(log.child({ part: 'scheduler' }), { store, events, jobs: jobService, now });
@@ -250,7 +253,7 @@ async function startOnStore(
     : undefined;
 
   metrics?.watch({ events, store, workers: registry, pools: () => pools?.view() ?? [], now });
-  const waiting = await lifecycle.recover();
+  const waiting = await reaper.recover();
   if (waiting > 0) log.info({ runs: waiting, graceMs: reattachGraceMs }, 'runs left running: waiting for their workers to re-attach');
 
   const app = Fastify({
@@ -287,7 +290,8 @@ async function startOnStore(
   }
   const redeliver = async (runId: string) => {
     const delivery = await store.requeueFailedDelivery(runId, now());
-    if (delivery) outbox?.wake();
+    // The outbox may be another server's (its lease): the bus, and the feed beyond it, tell whichever holds it.
+    if (delivery) events.publish('delivery.queued', { runId });
     return delivery;
   };
   registerRoutes(app, {
@@ -320,7 +324,7 @@ async function startOnStore(
   const stopAll = async () => {
     await metricsListener?.close();
     await scheduler.stop();
-    await lifecycle.stop();
+    await reaper.stop();
     dispatcher.stop();
     await outbox?.stop();
     await sweeper.stop();

@@ -13,9 +13,9 @@ import { pino } from 'pino';
 import { StoreUnavailableError } from '../../src/errors.js';
 import { ConsoleHub } from '../../src/server/console-hub.js';
 import { createEventBus, type EventBus, type KilnEventName, type KilnEvents } from '../../src/server/events.js';
+import { Reaper } from '../../src/server/reaper.js';
 import { RunLifecycle } from '../../src/server/run-lifecycle.js';
 import { Templates } from '../../src/server/templates.js';
-import type { WakeLoop } from '../../src/server/wake-loop.js';
 import { WorkerRegistry, type WorkerLink, type WorkerSession } from '../../src/server/worker-registry.js';
 import type { Job, JobStore, NewRun, Run } from '../../src/store/index.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
@@ -66,6 +66,8 @@ interface World {
   events: EventBus;
   workers: WorkerRegistry;
   lifecycle: RunLifecycle;
+  /** Loses the runs of workers gone past the grace, and ends overdue runs. */
+  reaper: Reaper;
   /** Events published so far, in order. */
   heard: Heard[];
   /** Names of the events heard since the last call. */
@@ -105,12 +107,14 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
   const hub = new ConsoleHub(store, log, events);
   const clock = { now: T0 };
   const lifecycle = new RunLifecycle(log, {
-    store, events, workers, console: hub, templates: new Templates(path.join(dir, 'templates')), now: () => clock.now,
-    reattachGraceMs: options.reattachGraceMs ?? 3_600_000, backstopMs: 1000,
+    store, events, workers, console: hub, templates: new Templates(path.join(dir, 'templates')), now: () => clock.now, backstopMs: 1000,
+  });
+  const reaper = new Reaper(log, {
+    store, events, lifecycle, now: () => clock.now, reattachGraceMs: options.reattachGraceMs ?? 3_600_000,
     retry: { retryMinMs: options.retryMs ?? 5000, retryMaxMs: options.retryMs ?? 5000 },
   });
   t.after(async () => {
-    await lifecycle.stop();
+    await reaper.stop();
     await hub.close();
     await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -118,11 +122,12 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
   const names = () => heard.slice(seen, (seen = heard.length)).map((h) => h.name);
   let workerCount = 0;
   return {
-    store, calls, failing, wrap, hub, events, workers, lifecycle, heard, names, clock, templatesDir: path.join(dir, 'templates'),
+    store, calls, failing, wrap, hub, events, workers, lifecycle, reaper, heard, names, clock, templatesDir: path.join(dir, 'templates'),
     async dispatchedRun(name, over = {}) {
       const sent: string[] = [];
       const session = workers.create(fakeLink(`w${(workerCount += 1)}`, sent));
       workers.join(session);
+      await recordConnected(store, session.name, clock.now);
       await lifecycle.createJob(makeJob(name, over), [newRun(name)]);
       const claimed = await lifecycle.claimNext({ name: session.name, platform: 'linux', labels: {}, identity: session.identity, session: session.session });
       assert.ok(claimed, 'a run was claimed');
@@ -132,6 +137,13 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
       return { run, session, sent };
     },
   };
+}
+
+/** Records a worker connected, as the gateway does at its hello (the reaper reads its last_seen). */
+async function recordConnected(store: JobStore, name: string, now: number): Promise<void> {
+  await store.recordWorker({
+    name, platform: 'linux', labels: {}, capacity: 2, hostname: 'h', os: 'linux', arch: 'x64', version: 'test', connected: true, connectedAt: now, lastSeen: now,
+  });
 }
 
 /** The payload of the next `name` event. */
@@ -295,7 +307,7 @@ test('a run past its deadline is ended by the server: run.ended, and its worker 
   const w = await world(t);
   const { run, session, sent } = await w.dispatchedRun('slow', { timeoutMs: 1000 });
   w.clock.now = run.deadlineAt! + 1;
-  await w.lifecycle.recover();
+  await w.reaper.recover();
   assert.deepEqual(w.names(), ['run.ended']);
   const ended = w.heard.at(-1)!;
   assert.ok(ended.name === 'run.ended');
@@ -309,6 +321,8 @@ test('a worker that does not come back within the grace: run.lost, then run.retr
   const { run, session } = await w.dispatchedRun('gone');
   const retried = next(w.events, 'run.retried');
   await w.lifecycle.workerGone(session);
+  // The grace counts from the last_seen the close wrote, on the server's clock.
+  w.clock.now += 10;
   assert.equal(w.workers.session(session.name), undefined, 'the session left the registry');
   assert.equal((await retried).run.id, run.id);
   assert.deepEqual(w.names(), ['run.lost', 'run.line', 'run.retried']);
@@ -328,7 +342,7 @@ test('an overdue run whose end the store refuses does not keep the others from e
     const off = w.events.on('run.ended', () => (ends += 1) === 2 && (off(), resolve()));
   });
   // recover() resolves once its pass has ended: the refused run is left for the retry, the other ended.
-  await w.lifecycle.recover();
+  await w.reaper.recover();
   assert.deepEqual(w.names(), ['run.ended']);
   await retried;
   assert.deepEqual(w.names(), ['run.ended']);
@@ -346,6 +360,7 @@ test('a loss the store refuses is written again with the backoff, not left to th
   const alive = setInterval(() => undefined, 1000);
   t.after(() => clearInterval(alive));
   await w.lifecycle.workerGone(session);
+  w.clock.now += 10;
   assert.equal((await retried).run.id, run.id);
   assert.deepEqual(w.names(), ['run.lost', 'run.line', 'run.retried']);
   assert.equal(w.calls.filter((c) => c === 'endAttempt').length, 2, 'refused once, then written');
@@ -420,8 +435,8 @@ test('an end the store refuses changes nothing and publishes nothing; its last l
   assert.deepEqual((await w.store.readConsole(run.id)).map((l) => l.text), ['kept']);
 });
 
-/** Runs a pass of the lifecycle's deadline loop now (the loop is private: its timers are what the tests check otherwise). */
-const reapNow = (lifecycle: RunLifecycle) => (lifecycle as unknown as { deadlines: WakeLoop }).deadlines.kick();
+/** Runs a pass of the reaper now. */
+const reapNow = (reaper: Reaper) => reaper.kick();
 
 test('a loss written again after its reply was lost is stale: it does not end the next attempt the same worker took', { timeout: 10_000 }, async (t) => {
   const w = await world(t, { reattachGraceMs: 10, retryMs: 10 });
@@ -429,8 +444,8 @@ test('a loss written again after its reply was lost is stale: it does not end th
   const alive = setInterval(() => undefined, 1000);
   t.after(() => clearInterval(alive));
   let again!: WorkerSession;
-  let resent!: () => void;
-  const written = new Promise<void>((resolve) => (resent = resolve));
+  let refused!: () => void;
+  const lostReply = new Promise<void>((resolve) => (refused = resolve));
   let ends = 0;
   w.wrap.endAttempt = async (call) => {
     ends += 1;
@@ -439,20 +454,26 @@ test('a loss written again after its reply was lost is stale: it does not end th
       // Committed (requeued as attempt 2), but the reply is lost; meanwhile the worker is back and takes attempt 2.
       again = w.workers.create(fakeLink(session.name, []));
       w.workers.join(again);
+      await recordConnected(w.store, again.name, w.clock.now);
       const claimed = await w.lifecycle.claimNext({ name: again.name, platform: 'linux', labels: {}, identity: again.identity, session: again.session });
       assert.equal(claimed?.attempt, 2);
       w.lifecycle.dispatched((await w.lifecycle.prepare(claimed!))!, again);
+      refused();
       throw new StoreUnavailableError('postgres://db', 'connection lost');
     }
-    resent();
     return got;
   };
   await w.lifecycle.workerGone(session);
-  await written;
-  await w.lifecycle.stop();
+  w.clock.now += 10;
+  await lostReply;
+  // The retry of the refused pass (the backoff, 10 ms), and one more pass for good measure.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  await reapNow(w.reaper);
+  await w.reaper.stop();
   const now = await w.store.findRun(run.id);
   assert.deepEqual([now.status, now.attempt, now.worker], ['running', 2, session.name], 'attempt 2 still runs');
   assert.ok(again.running.has(run.id));
+  assert.equal(ends, 1, 'the loss was not written again over attempt 2');
 });
 
 test('a refused end waits the backoff, but no later than a deadline that comes before it', { timeout: 10_000 }, async (t) => {
@@ -467,7 +488,7 @@ test('a refused end waits the backoff, but no later than a deadline that comes b
   const alive = setInterval(() => undefined, 1000);
   t.after(() => clearInterval(alive));
   const ended = new Promise<string>((resolve) => w.events.on('run.ended', ({ runId }) => resolve(runId)));
-  await w.lifecycle.recover();
+  await w.reaper.recover();
   assert.equal((await w.store.findRun(first.run.id)).status, 'running', 'refused: left for the retry');
   assert.ok(second.run.deadlineAt! < base + 60_000);
   assert.ok([first.run.id, second.run.id].includes(await ended), 'ended at the second deadline, not after the one-minute backoff');
@@ -487,8 +508,9 @@ test('a loss refused for another reason than the store being away is logged and 
   const alive = setInterval(() => undefined, 1000);
   t.after(() => clearInterval(alive));
   await w.lifecycle.workerGone(session);
+  w.clock.now += 10;
   await refused;
-  await reapNow(w.lifecycle);
+  await reapNow(w.reaper);
   assert.equal(ends, 1, 'not written again');
   assert.equal((await w.store.findRun(run.id)).status, 'running', 'its deadline ends it');
 });
