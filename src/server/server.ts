@@ -267,7 +267,7 @@ async function startOnStore(
   const auth: AuthOptions = {
     tokens, store, now,
     workerIdentity: async (token) => {
-      const instance = pools?.nameForToken(token);
+      const instance = await pools?.nameForToken(token);
       if (instance !== undefined) return { kind: 'instance', name: instance };
       // Per-worker tokens are stored as their hash; the lookup by hash leaks nothing about the token.
       const name = await store.findWorkerToken(hashToken(token));
@@ -308,7 +308,7 @@ async function startOnStore(
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
     artifactLimits: blobs.limits,
-    nameOwner: async (name) => (pools?.isInstanceName(name) ? 'instance' : (await store.getWorkerToken(name)) ? 'token' : undefined),
+    nameOwner: async (name) => ((await pools?.isInstanceName(name)) ? 'instance' : (await store.getWorkerToken(name)) ? 'token' : undefined),
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
 

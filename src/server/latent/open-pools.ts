@@ -4,7 +4,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { parseDuration, templateNames } from '../../core/index.js';
+import type { JobStore } from '../../store/index.js';
 import type { PoolSettings } from '../config-file.js';
+import { adoptFarmSecret } from '../tokens.js';
 import { PoolManager, type PoolConfig, type PoolManagerParts } from './pool-manager.js';
 import { ONE_RUN_BY_DEFAULT, providerKind } from './providers.js';
 
@@ -13,6 +15,14 @@ function idleTimeoutMs(pool: PoolSettings): number {
   if (pool.idle_timeout === undefined) return ONE_RUN_BY_DEFAULT.has(pool.provider) ? 0 : 600_000;
   if (/^-\d+$/.test(pool.idle_timeout)) return -1;
   return pool.idle_timeout === '0' ? 0 : parseDuration(pool.idle_timeout)!;
+}
+
+/**
+ * A value kept in the data dir across lives, made on first use; farm-wide (several servers on one
+ * database): the first server's wins, and a later server's file is overwritten with it.
+ */
+async function farmKept(store: JobStore, dataDir: string, name: string, bytes: number, log: Logger, now: () => number): Promise<string> {
+  return adoptFarmSecret(store, name, kept(dataDir, name, bytes), { file: path.join(dataDir, name), log, now });
 }
 
 /** A value kept in the data dir across lives, made on first use. */
@@ -48,8 +58,9 @@ export async function openPools(
     const provider = (await providerKind(pool.provider)).create(pool.options, { pool: pool.name, baseDir: pool.baseDir, log: log.child({ pool: pool.name }) });
     return { config, provider };
   }));
-  // The owner id marks every instance, so a later life finds them; the secret derives their tokens.
-  const owner = kept(parts.dataDir, 'pool-owner.id', 8);
-  const secret = Buffer.from(kept(parts.dataDir, 'pool-token.key', 32), 'hex');
+  // The owner id marks every instance, so a later life (or the pool's next holder, on another
+  // server) finds them; the secret derives their tokens. Both are the farm's.
+  const owner = await farmKept(parts.store, parts.dataDir, 'pool-owner.id', 8, log, parts.now);
+  const secret = Buffer.from(await farmKept(parts.store, parts.dataDir, 'pool-token.key', 32, log, parts.now), 'hex');
   return new PoolManager(configs, { ...parts, log, owner, secret });
 }

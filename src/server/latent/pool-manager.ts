@@ -5,6 +5,12 @@
  * pool's start timeout, is stopped and counted; after repeated failures the pool is quarantined
  * (10 s, doubling to 1 h) while its runs stay queued. Each instance connects back with a name and a
  * single-use token that only it may use, revoked at stop.
+ *
+ * With several servers each pool is a singleton (lease `pool:NAME`): only the lease's holder looks
+ * at it, starts and stops its instances. What the next holder needs is in the store: the instances
+ * (pool_instances, with the sha256 of their token, so any server authenticates their workers) and the
+ * failures and quarantine (pool_state); the owner id and the token key are farm-wide secrets, so the
+ * next holder's recover() finds and adopts the instances. Losing the lease stops no instance.
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -12,7 +18,9 @@ import {
   backoffMs, formatDuration, idleStops, labelsMatch, perRunPoolStarts, quarantineAfter, sharedPoolStarts, type BackoffTimings,
 } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
-import type { JobStore, WaitingRun } from '../../store/index.js';
+import type { JobStore, PoolState, WaitingRun } from '../../store/index.js';
+import { LEASE, soloLeases, type Lease } from '../cluster/types.js';
+import { hashToken } from '../tokens.js';
 import type { Dispatcher } from '../dispatcher.js';
 import type { EventBus } from '../events.js';
 import { freeSlots, type WorkerRegistry } from '../worker-registry.js';
@@ -68,6 +76,8 @@ interface Instance {
 interface Pool {
   config: PoolConfig;
   provider: Provider;
+  /** Its lease: only its holder looks at it. */
+  lease: Lease;
   instances: Map<string, Instance>;
   /** Failed starts since an instance last connected. */
   failures: number;
@@ -77,6 +87,8 @@ interface Pool {
   lastError: string | null;
   /** Whether what an earlier life left has been listed (adopted or removed); tried again until it is. */
   listed: boolean;
+  /** Whether its kept failures and quarantine were read since the lease was gained. */
+  loaded: boolean;
 }
 
 /** A pool as `kiln workers` shows it. */
@@ -119,11 +131,12 @@ export interface PoolManagerParts {
   note: (runId: string, text: string) => Promise<void>;
   /** How long a disconnected worker may take to re-attach (the server's reattach grace, ms). */
   reattachGraceMs: number;
+  /** Each pool's lease (`pool:NAME`); default: every pool held for good, as on a server alone on its store. */
+  leases?: (pool: string) => Lease;
 }
 
 export class PoolManager {
   private readonly pools: Pool[];
-  private readonly tokens = new Map<string, string>();
   /** Instance ids already adopted or removed by recover(). */
   private readonly recovered = new Set<string>();
   /** Looks at the farm when something changes, and every check interval (instances' health, start timeouts). */
@@ -133,7 +146,11 @@ export class PoolManager {
 
   constructor(configs: { config: PoolConfig; provider: Provider }[], private readonly parts: PoolManagerParts) {
     // Pools look at the farm only once start() has adopted or removed what an earlier life left.
-    this.pools = configs.map(({ config, provider }) => ({ config, provider, instances: new Map(), failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null, listed: false }));
+    const solo = soloLeases();
+    const leaseOf = parts.leases ?? ((pool: string) => solo.want(LEASE.pool(pool)));
+    this.pools = configs.map(({ config, provider }) => ({
+      config, provider, lease: leaseOf(config.name), instances: new Map(), failures: 0, quarantines: 0, quarantinedUntil: 0, lastError: null, listed: false, loaded: false,
+    }));
     const interval = Math.min(...this.pools.map((p) => p.config.checkIntervalMs));
     this.loop = createWakeLoop(parts.log, {
       body: async () => {
@@ -144,19 +161,43 @@ export class PoolManager {
       // A failed look is tried again at the next interval, as any look.
       retry: { retryMinMs: interval, retryMaxMs: interval },
       failureMessage: 'pool check failed',
+      // Looks only while this server holds some pool's lease.
+      gate: () => this.pools.some((pool) => pool.lease.held),
     });
+    for (const pool of this.pools) pool.lease.onChange((held) => this.leaseChanged(pool, held));
     const look = () => this.evaluate();
-    for (const name of ['run.queued', 'run.ended', 'worker.left', 'dispatch.idle'] as const) parts.events.on(name, look);
+    // Remote ones too: a run queued on another server, a worker leaving another server.
+    for (const name of ['run.queued', 'run.retried', 'run.ended', 'worker.left', 'worker.elsewhere', 'dispatch.idle', 'feed.resync'] as const) parts.events.on(name, look);
   }
 
-  /** The instance name a single-use token belongs to, if it is live. */
-  nameForToken(token: string): string | undefined {
-    return this.tokens.get(token);
+  /**
+   * A pool's lease came or went. Gained: what the last holder left is listed again (with the farm's
+   * owner id: its instances are adopted) and its failures and quarantine read back. Lost: this
+   * server forgets the pool's instances without stopping them; the next holder adopts them.
+   */
+  private leaseChanged(pool: Pool, held: boolean): void {
+    if (held) {
+      pool.listed = false;
+      pool.loaded = false;
+      if (this.started && !this.stopped) void this.loop.open();
+      return;
+    }
+    for (const instance of pool.instances.values()) {
+      this.recovered.delete(instance.id);
+      this.parts.dispatcher.reserve(instance.name, undefined);
+    }
+    pool.instances.clear();
+    if (!this.pools.some((p) => p.lease.held)) this.loop.close();
   }
 
-  /** True when `name` is a live instance's (only its own token may use it). */
-  isInstanceName(name: string): boolean {
-    return [...this.tokens.values()].includes(name);
+  /** The instance name a single-use token belongs to, if it is live (a store lookup by the token's sha256: any server's instance). */
+  async nameForToken(token: string): Promise<string | undefined> {
+    return (await this.parts.store.poolInstanceByToken(hashToken(token)))?.name;
+  }
+
+  /** True when `name` is a live instance's (only its own token may use it), whichever server started it. */
+  async isInstanceName(name: string): Promise<boolean> {
+    return (await this.parts.store.listPoolInstances()).some((instance) => instance.name === name);
   }
 
   /**
@@ -170,7 +211,7 @@ export class PoolManager {
     const removals: Promise<void>[] = [];
     const adopted: Instance[] = [];
     for (const pool of this.pools) {
-      if (pool.listed) continue;
+      if (pool.listed || !pool.lease.held) continue;
       let found: OwnInstance[];
       try {
         found = await pool.provider.listOwn(this.parts.owner);
@@ -194,7 +235,11 @@ export class PoolManager {
         }
       }
     }
-    await Promise.all(removals);
+    // Said once recorded: its worker is known to every server from then on.
+    await Promise.all([...removals, ...adopted.map(async (instance) => {
+      await this.recordAdopted(instance);
+      this.parts.events.publish('pool.instance.adopted', { pool: instance.pool.config.name, instance: instance.name });
+    })]);
     if (removals.length > 0) this.parts.log.warn({ removed: removals.length }, 'removed worker instances left by an earlier server');
     if (adopted.length > 0) this.parts.log.info({ adopted: adopted.length }, 'adopted worker instances left by an earlier server');
   }
@@ -202,7 +247,7 @@ export class PoolManager {
   /** Starts watching (after recover(), once the server listens). */
   start(): void {
     this.started = true;
-    this.evaluate();
+    if (this.pools.some((pool) => pool.lease.held)) void this.loop.open();
   }
 
   /** Stops every instance (each exactly once) and the timer. */
@@ -241,16 +286,20 @@ export class PoolManager {
   private async pass(): Promise<void> {
     // A dispatch pass is handing runs out: look once it is done (it calls back), not halfway.
     if (this.parts.dispatcher.busyNow()) return;
-    if (this.pools.some((pool) => !pool.listed)) await this.recover();
+    if (this.pools.some((pool) => pool.lease.held && !pool.listed)) await this.recover();
+    for (const pool of this.pools) if (pool.lease.held && !pool.loaded) await this.loadState(pool);
     const now = this.parts.now();
     const queued = await this.parts.store.listWaiting();
+    // Instances' workers may be connected to another server: the store says which are connected, and what runs.
+    const elsewhere = await this.workersElsewhere();
     if (this.stopped || this.parts.dispatcher.busyNow()) return;
     const queuedIds = new Set(queued.map((run) => run.id));
     // Runs already provided for (by a free worker or an instance) in this pass, across pools.
     const covered = new Set<string>();
     for (const pool of this.pools) {
       const { config } = pool;
-      this.refreshStates(pool, now);
+      if (!pool.lease.held) continue;
+      this.refreshStates(pool, now, elsewhere);
       const waiting = queued.filter((run) => !covered.has(run.id) && run.platform === config.platform && labelsMatch(run.labels, config.labels));
       // Free slots of connected workers (the pool's idle instances too) that can take any of these runs.
       const free = this.parts.workers.list()
@@ -293,18 +342,50 @@ export class PoolManager {
     }
   }
 
-  /** Moves instances along: connected ones are idle or busy; overdue starts fail. */
-  private refreshStates(pool: Pool, now: number): void {
+  /** The workers the store says are connected that are not this server's, with how many runs each runs. */
+  private async workersElsewhere(): Promise<Map<string, number>> {
+    const instances = new Set(this.pools.flatMap((pool) => [...pool.instances.values()].map((i) => i.name)));
+    const elsewhere = new Map<string, number>();
+    if (instances.size === 0) return elsewhere;
+    for (const worker of await this.parts.store.listWorkers()) {
+      if (worker.connected && instances.has(worker.name) && !this.parts.workers.session(worker.name)?.open) elsewhere.set(worker.name, 0);
+    }
+    if (elsewhere.size === 0) return elsewhere;
+    for (const run of await this.parts.store.listRunning()) {
+      if (run.worker !== null && elsewhere.has(run.worker)) elsewhere.set(run.worker, elsewhere.get(run.worker)! + 1);
+    }
+    return elsewhere;
+  }
+
+  /** Reads a pool's kept failures and quarantine (after its lease was gained: the last holder's count). */
+  private async loadState(pool: Pool): Promise<void> {
+    const kept = await this.parts.store.poolState(pool.config.name);
+    Object.assign(pool, { failures: kept.failures, quarantines: kept.quarantines, quarantinedUntil: kept.quarantinedUntil, lastError: kept.lastError ?? pool.lastError });
+    pool.loaded = true;
+  }
+
+  /** Keeps a pool's failures and quarantine for its next holder; a store that refuses it is logged (the count stays here). */
+  private saveState(pool: Pool): void {
+    const state: PoolState = { failures: pool.failures, quarantines: pool.quarantines, quarantinedUntil: pool.quarantinedUntil, lastError: pool.lastError };
+    this.parts.store.savePoolState(pool.config.name, state).catch((raw) => {
+      this.parts.log.error({ pool: pool.config.name, err: coerceError(raw) }, 'could not keep the pool\'s failures and quarantine');
+    });
+  }
+
+  /** Moves instances along: connected ones (here or on another server) are idle or busy; overdue starts fail. */
+  private refreshStates(pool: Pool, now: number, elsewhere: Map<string, number>): void {
     for (const instance of pool.instances.values()) {
       if (instance.state === 'stopping') continue;
       const session = this.parts.workers.session(instance.name);
-      if (session?.open) {
-        if (instance.state === 'starting') {
+      const remoteRuns = elsewhere.get(instance.name);
+      if (session?.open || remoteRuns !== undefined) {
+        if (instance.state === 'starting' && (pool.failures !== 0 || pool.quarantines !== 0)) {
           pool.failures = 0;
           pool.quarantines = 0;
+          this.saveState(pool);
         }
         instance.lostAt = undefined;
-        const busy = session.running.size > 0 || (session.once && session.assigned > 0);
+        const busy = session?.open ? session.running.size > 0 || (session.once && session.assigned > 0) : remoteRuns! > 0;
         if (!busy && instance.state !== 'idle') instance.idleSince = now;
         instance.state = busy ? 'busy' : 'idle';
       } else if (instance.state !== 'starting') {
@@ -335,6 +416,11 @@ export class PoolManager {
     ).finally(() => (instance.checking = false));
   }
 
+  /** True while this server manages the instance (its pool's lease held, and it not forgotten at a loss). */
+  private owns(instance: Instance): boolean {
+    return instance.pool.lease.held && instance.pool.instances.get(instance.id) === instance;
+  }
+
   private instanceToken(id: string): string {
     return createHmac('sha256', this.parts.secret).update(id).digest('base64url');
   }
@@ -350,14 +436,12 @@ export class PoolManager {
     const name = this.instanceName(pool, id);
     const instance: Instance = { id, name, token: this.instanceToken(id), pool, state: 'starting', startedAt: now, idleSince: now, handle: own.handle, adopted: true, checkedAt: now, waiting: [] };
     pool.instances.set(id, instance);
-    this.tokens.set(instance.token, instance.name);
     // An adopted instance of a per-run pool is still for its run (it may hold it, or it may still wait); none other.
     if (pool.config.perRun) {
       instance.forRun = own.forRun;
       this.parts.dispatcher.reserve(instance.name, own.forRun ?? '');
     }
     this.parts.log.info({ pool: pool.config.name, instance: instance.name, ref: own.handle.ref }, 'adopted a worker instance left by an earlier server');
-    this.parts.events.publish('pool.instance.adopted', { pool: pool.config.name, instance: instance.name });
     this.watch(instance, own.handle);
     return instance;
   }
@@ -370,13 +454,16 @@ export class PoolManager {
     const now = this.parts.now();
     const instance: Instance = { id, name, token, pool, state: 'starting', startedAt: now, idleSince: now, forRun: run?.id, checkedAt: now, waiting: run ? [run.id] : waiting };
     pool.instances.set(id, instance);
-    this.tokens.set(token, name);
     if (run) this.parts.dispatcher.reserve(name, run.id);
     this.parts.log.info({ pool: pool.config.name, instance: name, ...(run ? { runId: run.id } : {}) }, 'starting a worker instance');
     this.parts.events.publish('pool.instance.starting', { pool: pool.config.name, instance: name, ...(run ? { runId: run.id } : {}) });
     const values: Record<string, string> = { PLATFORM: pool.config.platform, POOL: pool.config.name, INSTANCE: name };
     let startError = '';
     instance.starting = (async () => {
+      // Recorded before it starts: its worker may connect to any server, which finds it by its token's hash.
+      await this.parts.store.addPoolInstance({
+        id, pool: pool.config.name, name, tokenSha256: hashToken(token), state: 'starting', handle: null, forRun: run?.id ?? null, adopted: false, startedAt: now,
+      });
       if (run) Object.assign(values, (await this.parts.store.getJob(run.job))?.vars ?? {}, { JOB: run.job, RUN: run.id });
       const spec = {
         id, owner: this.parts.owner, pool: pool.config.name, name, token, server: this.parts.server(), platform: pool.config.platform,
@@ -393,8 +480,29 @@ export class PoolManager {
     void (async () => {
       const handle = await instance.starting;
       if (!handle) return this.failed(instance, `could not start: ${startError}`);
+      await this.parts.store.updatePoolInstance(id, { state: 'started', handle: { id: handle.id, ref: handle.ref } }).catch((raw) => {
+        this.parts.log.warn({ pool: pool.config.name, instance: name, err: coerceError(raw) }, 'could not record a started worker instance');
+      });
       this.watch(instance, handle);
     })();
+  }
+
+  /** Records an adopted instance (its worker authenticates on any server); one recorded by the last holder is marked adopted. */
+  private async recordAdopted(instance: Instance): Promise<void> {
+    const { store } = this.parts;
+    try {
+      const known = (await store.listPoolInstances(instance.pool.config.name)).some((i) => i.id === instance.id);
+      const handle = { id: instance.handle!.id, ref: instance.handle!.ref };
+      if (known) await store.updatePoolInstance(instance.id, { state: 'adopted', handle, adopted: true });
+      else {
+        await store.addPoolInstance({
+          id: instance.id, pool: instance.pool.config.name, name: instance.name, tokenSha256: hashToken(instance.token), state: 'adopted', handle,
+          forRun: instance.forRun ?? null, adopted: true, startedAt: instance.startedAt,
+        });
+      }
+    } catch (raw) {
+      this.parts.log.error({ pool: instance.pool.config.name, instance: instance.name, err: coerceError(raw) }, 'could not record an adopted worker instance');
+    }
   }
 
   /** Follows an instance's going by itself, for providers that hear of it. */
@@ -409,6 +517,8 @@ export class PoolManager {
 
   /** The instance went by itself: a --once worker after its run, or one that died (a failure if it never connected). */
   private async gone(instance: Instance, why: string): Promise<void> {
+    // Its pool's lease moved on: the next holder finds it gone itself.
+    if (!this.owns(instance)) return;
     if (instance.state !== 'starting' || instance.adopted) return this.stopInstance(instance, why);
     const words = instance.handle?.lastWords();
     return this.failed(instance, `${why} before its worker connected${words ? ` (${words})` : ''}`);
@@ -417,7 +527,7 @@ export class PoolManager {
   /** A start that went wrong: stopped, said, counted; the pool rests after repeated failures. */
   private async failed(instance: Instance, error: string): Promise<void> {
     const pool = instance.pool;
-    if (instance.state === 'stopping' || instance.failing) return;
+    if (instance.state === 'stopping' || instance.failing || !this.owns(instance)) return;
     instance.failing = true;
     pool.lastError = `${instance.name}: ${error}`;
     this.parts.events.publish('pool.instance.failed', { pool: pool.config.name, instance: instance.name, error });
@@ -435,6 +545,8 @@ export class PoolManager {
     } else {
       this.parts.log.error({ pool: pool.config.name, instance: instance.name, error }, 'a worker instance failed to start');
     }
+    // Kept, so the pool's next holder (another server) rests it too.
+    this.saveState(pool);
     for (const runId of instance.waiting.slice(0, 20)) {
       await this.parts.store.recordEvent(runId, { at: now, attempt: 1, kind: 'pool-start-failed', detail: { pool: pool.config.name, instance: instance.name, error } }).catch(() => undefined);
       await this.parts.note(runId, said).catch(() => undefined);
@@ -450,8 +562,11 @@ export class PoolManager {
   private stopInstance(instance: Instance, why: string): Promise<void> {
     instance.stopped ??= (async () => {
       instance.state = 'stopping';
-      this.tokens.delete(instance.token);
       const { pool } = instance;
+      // Its token is revoked first: no server authenticates its worker from now on.
+      await this.parts.store.removePoolInstance(instance.id).catch((raw) => {
+        this.parts.log.error({ pool: pool.config.name, instance: instance.name, err: coerceError(raw) }, 'could not revoke a worker instance\'s token');
+      });
       this.parts.log.info({ pool: pool.config.name, instance: instance.name, why }, 'stopping a worker instance');
       // A start still in flight is waited for, so what it started is stopped too.
       const handle = instance.handle ?? (await instance.starting);
