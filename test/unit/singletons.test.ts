@@ -241,6 +241,25 @@ test('a deposed outbox (a newer epoch claimed the delivery) has its record refus
   assert.equal(await store.recordClaimedDeliveryAttempt(delivery!.id, 1, { state: 'failed', nextAt: T0, error: 'x', at: T0 }), false, 'the store fences epoch 1');
 });
 
+test('alone on its store (epoch 0 for good): a delivery left sending by a stop is sent again by the next life, with the same delivery id', async (t) => {
+  const { store, run, outbox } = await outboxWorld(t);
+  const first = recordingTarget();
+  const second = recordingTarget();
+  const solo = () => ({ name: 'outbox', held: true, epoch: 0, onChange: () => () => undefined });
+  const before = outbox(solo(), first.target);
+  before.wake();
+  await first.started(1);
+  await before.stop();
+  assert.equal((await store.listDeliveries(run.id))[0]?.state, 'sending', 'cut by the stop: not recorded');
+  const after = outbox(solo(), second.target);
+  after.wake();
+  await second.started(1);
+  assert.equal(second.sent[0]!.deliveryId, first.sent[0]!.deliveryId);
+  second.sent[0]!.answer({ kind: 'delivered' });
+  await after.stop();
+  assert.deepEqual((await store.listDeliveries(run.id)).map((d) => [d.state, d.attempts]), [['delivered', 1]]);
+});
+
 test('admin.token and worker.token are farm-wide: the first server\'s win, a later server\'s files are overwritten (0600)', async (t) => {
   const { store } = await openTestStore(t);
   const first = tempDir(t);
