@@ -25,7 +25,9 @@ import { Outbox, DEFAULT_OUTBOX_TIMINGS } from '../../src/server/upload/outbox.j
 import type { DeliveryOutcome, RunDelivery, UploadTarget } from '../../src/server/upload/target.js';
 import { WorkerRegistry } from '../../src/server/worker-registry.js';
 import type { Job, JobStore } from '../../src/store/index.js';
+import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import { freshSchema, postgresReason } from '../helpers/postgres.js';
 
 const T0 = 1_700_000_000_000;
 const log = pino({ level: 'silent' });
@@ -54,9 +56,17 @@ function tempDir(t: TestContext): string {
   return dir;
 }
 
-async function openTestStore(t: TestContext): Promise<{ store: JobStore; dir: string }> {
+type Kind = 'sqlite' | 'postgres';
+
+/** The outbox's fencing is the store's: its tests run on both (PostgreSQL where it answers). */
+const KINDS: { kind: Kind; skip: string | false }[] = [
+  { kind: 'sqlite', skip: false },
+  { kind: 'postgres', skip: postgresReason() ?? false },
+];
+
+async function openTestStore(t: TestContext, kind: Kind = 'sqlite'): Promise<{ store: JobStore; dir: string }> {
   const dir = tempDir(t);
-  const store = openSqliteStore(path.join(dir, 'kiln.db'));
+  const store = kind === 'sqlite' ? openSqliteStore(path.join(dir, 'kiln.db')) : await openPostgresStore((await freshSchema(t)).url);
   t.after(() => store.close());
   return { store, dir };
 }
@@ -164,8 +174,8 @@ function recordingTarget() {
   return { target, sent, started };
 }
 
-async function outboxWorld(t: TestContext) {
-  const { store, dir } = await openTestStore(t);
+async function outboxWorld(t: TestContext, kind: Kind = 'sqlite') {
+  const { store, dir } = await openTestStore(t, kind);
   store.setUploadTarget('https://results.example/upload');
   const run = await runningRun(store, 'built', 'w1');
   await store.endAttempt(run.id, { report: { result: { kind: 'exited', code: 0 } }, finishedAt: T0 + 1 }, { worker: 'w1', attempt: 1 }, {});
@@ -178,68 +188,74 @@ async function outboxWorld(t: TestContext) {
   return { store, run, outbox };
 }
 
-test('the outbox sends nothing while its lease is not held, and sends on gaining it', async (t) => {
-  const { store, run, outbox } = await outboxWorld(t);
-  const { target, sent, started } = recordingTarget();
-  const lease = testLease('outbox');
-  const events = createEventBus(log);
-  const box = outbox(lease, target, events);
-  box.wake();
-  events.publish('delivery.queued', { runId: run.id, remote: true });
-  events.publish('feed.resync', {});
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.equal(sent.length, 0, 'not held: nothing sent');
-  lease.set(true, 1);
-  await started(1);
-  sent[0]!.answer({ kind: 'delivered' });
-  await box.stop();
-  assert.equal((await store.listDeliveries(run.id))[0]?.state, 'delivered');
-});
+for (const { kind, skip } of KINDS) {
+  test(`the outbox sends nothing while its lease is not held, and sends on gaining it (${kind})`, { skip, timeout: 15_000 }, async (t) => {
+    const { store, run, outbox } = await outboxWorld(t, kind);
+    const { target, sent, started } = recordingTarget();
+    const lease = testLease('outbox');
+    const events = createEventBus(log);
+    const box = outbox(lease, target, events);
+    box.wake();
+    events.publish('delivery.queued', { runId: run.id, remote: true });
+    events.publish('feed.resync', {});
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(sent.length, 0, 'not held: nothing sent');
+    lease.set(true, 1);
+    await started(1);
+    sent[0]!.answer({ kind: 'delivered' });
+    await box.stop();
+    assert.equal((await store.listDeliveries(run.id))[0]?.state, 'delivered');
+  });
+}
 
-test('an outbox that loses its lease mid-send aborts it and records nothing; the next holder sends it again with the same delivery id', async (t) => {
-  const { store, run, outbox } = await outboxWorld(t);
-  const a = recordingTarget();
-  const b = recordingTarget();
-  const leaseA = testLease('outbox');
-  const leaseB = testLease('outbox');
-  outbox(leaseA, a.target);
-  const boxB = outbox(leaseB, b.target);
-  leaseA.set(true, 1);
-  await a.started(1);
-  // The lease moves: A is told first (it aborts), then B gains it with a newer epoch.
-  leaseA.set(false);
-  assert.equal(a.sent[0]!.signal?.aborted, true, 'the send in flight was aborted');
-  leaseB.set(true, 2);
-  await b.started(1);
-  assert.equal(b.sent[0]!.deliveryId, a.sent[0]!.deliveryId, 'sent again with the same delivery id');
-  b.sent[0]!.answer({ kind: 'delivered' });
-  await boxB.stop();
-  const [delivery] = await store.listDeliveries(run.id);
-  assert.deepEqual([delivery?.state, delivery?.attempts], ['delivered', 1], 'one attempt recorded: the aborted one was not');
-});
+for (const { kind, skip } of KINDS) {
+  test(`an outbox that loses its lease mid-send aborts it and records nothing; the next holder sends it again with the same delivery id (${kind})`, { skip, timeout: 15_000 }, async (t) => {
+    const { store, run, outbox } = await outboxWorld(t, kind);
+    const a = recordingTarget();
+    const b = recordingTarget();
+    const leaseA = testLease('outbox');
+    const leaseB = testLease('outbox');
+    outbox(leaseA, a.target);
+    const boxB = outbox(leaseB, b.target);
+    leaseA.set(true, 1);
+    await a.started(1);
+    // The lease moves: A is told first (it aborts), then B gains it with a newer epoch.
+    leaseA.set(false);
+    assert.equal(a.sent[0]!.signal?.aborted, true, 'the send in flight was aborted');
+    leaseB.set(true, 2);
+    await b.started(1);
+    assert.equal(b.sent[0]!.deliveryId, a.sent[0]!.deliveryId, 'sent again with the same delivery id');
+    b.sent[0]!.answer({ kind: 'delivered' });
+    await boxB.stop();
+    const [delivery] = await store.listDeliveries(run.id);
+    assert.deepEqual([delivery?.state, delivery?.attempts], ['delivered', 1], 'one attempt recorded: the aborted one was not');
+  });
+}
 
-test('a deposed outbox (a newer epoch claimed the delivery) has its record refused, and stops', async (t) => {
-  const { store, run, outbox } = await outboxWorld(t);
-  const a = recordingTarget();
-  const b = recordingTarget();
-  const leaseA = testLease('outbox');
-  const leaseB = testLease('outbox');
-  const boxA = outbox(leaseA, a.target);
-  const boxB = outbox(leaseB, b.target);
-  leaseA.set(true, 1);
-  await a.started(1);
-  // A's lease ran out without A hearing of it yet (a hung connection): B holds it with epoch 2.
-  leaseB.set(true, 2);
-  await b.started(1);
-  b.sent[0]!.answer({ kind: 'delivered' });
-  await boxB.stop();
-  // A's target finally answers: a failure that would have made the delivery pending again.
-  a.sent[0]!.answer({ kind: 'give-up', reason: 'refused' });
-  await boxA.stop();
-  const [delivery] = await store.listDeliveries(run.id);
-  assert.deepEqual([delivery?.state, delivery?.attempts, delivery?.lastError], ['delivered', 1, null], 'A\'s record was refused');
-  assert.equal(await store.recordClaimedDeliveryAttempt(delivery!.id, 1, { state: 'failed', nextAt: T0, error: 'x', at: T0 }), false, 'the store fences epoch 1');
-});
+for (const { kind, skip } of KINDS) {
+  test(`a deposed outbox (a newer epoch claimed the delivery) has its record refused, and stops (${kind})`, { skip, timeout: 15_000 }, async (t) => {
+    const { store, run, outbox } = await outboxWorld(t, kind);
+    const a = recordingTarget();
+    const b = recordingTarget();
+    const leaseA = testLease('outbox');
+    const leaseB = testLease('outbox');
+    const boxA = outbox(leaseA, a.target);
+    const boxB = outbox(leaseB, b.target);
+    leaseA.set(true, 1);
+    await a.started(1);
+    // A's lease ran out without A hearing of it yet (a hung connection): B holds it with epoch 2.
+    leaseB.set(true, 2);
+    await b.started(1);
+    b.sent[0]!.answer({ kind: 'delivered' });
+    await boxB.stop();
+    // A's target finally answers: a failure that would have made the delivery pending again.
+    a.sent[0]!.answer({ kind: 'give-up', reason: 'refused' });
+    await boxA.stop();
+    const [delivery] = await store.listDeliveries(run.id);
+    assert.deepEqual([delivery?.state, delivery?.attempts, delivery?.lastError], ['delivered', 1, null], 'A\'s record was refused');
+    assert.equal(await store.recordClaimedDeliveryAttempt(delivery!.id, 1, { state: 'failed', nextAt: T0, error: 'x', at: T0 }), false, 'the store fences epoch 1');
+  });
+}
 
 test('alone on its store (epoch 0 for good): a delivery left sending by a stop is sent again by the next life, with the same delivery id', async (t) => {
   const { store, run, outbox } = await outboxWorld(t);
