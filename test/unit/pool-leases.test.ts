@@ -126,6 +126,8 @@ test('a pool starts nothing while its lease is not held; on gaining it, an insta
   assert.equal(await b.manager.nameForToken('not-a-token'), undefined);
 
   a.lease.set(false);
+  const shown = (await b.manager.farmView())[0]!;
+  assert.deepEqual(shown.instances.map((i) => i.name), [spec.name], 'a server not holding the pool shows its instances from the store');
   b.lease.set(true, 2);
   // B's first look lists the farm owner's instances and adopts the one A started.
   await new Promise<void>((resolve) => {

@@ -283,6 +283,29 @@ export class PoolManager {
     }));
   }
 
+  /**
+   * The pools as the farm sees them: a pool this server holds as view() shows it; one another
+   * server holds, from the store (its recorded instances, its kept quarantine and last error).
+   */
+  async farmView(): Promise<PoolView[]> {
+    const iso = (ms: number) => new Date(ms).toISOString();
+    const local = this.view();
+    return Promise.all(this.pools.map(async (pool, index) => {
+      if (pool.lease.held) return local[index]!;
+      const [instances, kept] = await Promise.all([this.parts.store.listPoolInstances(pool.config.name), this.parts.store.poolState(pool.config.name)]);
+      const running = await this.parts.store.listRunning();
+      return {
+        ...local[index]!,
+        instances: instances.map((i) => ({
+          name: i.name, state: (i.state === 'starting' ? 'starting' : running.some((r) => r.worker === i.name) ? 'busy' : 'idle') as InstanceState,
+          startedAt: iso(i.startedAt), runs: running.filter((r) => r.worker === i.name).map((r) => r.id), forRun: i.forRun, adopted: i.adopted,
+        })),
+        quarantinedUntil: kept.quarantinedUntil > this.parts.now() ? iso(kept.quarantinedUntil) : null,
+        lastError: kept.lastError,
+      };
+    }));
+  }
+
   private async pass(): Promise<void> {
     // A dispatch pass is handing runs out: look once it is done (it calls back), not halfway.
     if (this.parts.dispatcher.busyNow()) return;
