@@ -40,7 +40,7 @@ import { Reaper } from './reaper.js';
 import { Scheduler } from './scheduler.js';
 import { WorkerRegistry } from './worker-registry.js';
 import { Templates } from './templates.js';
-import { ensureTokens, hashToken, type Tokens } from './tokens.js';
+import { adoptFarmTokens, ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
 import { forPublic, forViewer, installAuth, type AuthOptions, type RouteEntry } from './api/auth.js';
 import { registerSessionRoutes } from './api/session-routes.js';
@@ -173,7 +173,9 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
     });
     store = options.wrapStore ? options.wrapStore(opened) : opened;
     if (metrics) store = metrics.timedStore(store);
-    const server = await startOnStore(log, options, store, ensureTokens(options.dataDir), now, target, tls, metrics, { id: serverId, presence });
+    // Farm-wide (several servers on one database): the first server's tokens win; this one's files follow.
+    const tokens = await adoptFarmTokens(store, ensureTokens(options.dataDir), { dataDir: options.dataDir, log, now });
+    const server = await startOnStore(log, options, store, tokens, now, target, tls, metrics, { id: serverId, presence });
     return { ...server, failed, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
     await store?.close();
