@@ -173,8 +173,10 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
     });
     store = options.wrapStore ? options.wrapStore(opened) : opened;
     if (metrics) store = metrics.timedStore(store);
-    // Farm-wide (several servers on one database): the first server's tokens win; this one's files follow.
-    const tokens = await adoptFarmTokens(store, ensureTokens(options.dataDir), { dataDir: options.dataDir, log, now });
+    // Farm-wide on a shared store (several servers on one database): the first server's tokens win,
+    // this one's files follow. Alone on SQLite the files stay the truth (replacing one rotates it).
+    const local = ensureTokens(options.dataDir);
+    const tokens = sqliteStoreFile(options.store) !== undefined ? local : await adoptFarmTokens(store, local, { dataDir: options.dataDir, log, now });
     const server = await startOnStore(log, options, store, tokens, now, target, tls, metrics, { id: serverId, presence });
     return { ...server, failed, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
