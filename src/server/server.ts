@@ -20,6 +20,7 @@ import { FeedBridge } from './cluster/feed-bridge.js';
 import { PgLeaseKeeper } from './cluster/lease-keeper.js';
 import { LEASE, soloLeases, type LeaseKeeper } from './cluster/types.js';
 import { presentServer } from './api/present.js';
+import { isPostgresUrl } from '../store/open-store.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
 import { registerDashboardRoutes } from './api/dashboard-routes.js';
@@ -176,7 +177,7 @@ export async function startServer(log: Logger, options: ServerOptions): Promise<
     // Farm-wide on a shared store (several servers on one database): the first server's tokens win,
     // this one's files follow. Alone on SQLite the files stay the truth (replacing one rotates it).
     const local = ensureTokens(options.dataDir);
-    const tokens = sqliteStoreFile(options.store) !== undefined ? local : await adoptFarmTokens(store, local, { dataDir: options.dataDir, log, now });
+    const tokens = !isPostgresUrl(options.store) ? local : await adoptFarmTokens(store, local, { dataDir: options.dataDir, log, now });
     const server = await startOnStore(log, options, store, tokens, now, target, tls, metrics, { id: serverId, presence });
     return { ...server, failed, close: () => server.close().finally(() => hold.release()) };
   } catch (raw) {
@@ -239,7 +240,7 @@ async function startOnStore(
   const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
   const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, backstopMs });
   // SQLite: the store is this server's alone (one server per data dir).
-  const reaper = new Reaper(log.child({ part: 'reaper' }), { store, events, lifecycle, now, reattachGraceMs, alone: sqliteStoreFile(options.store) !== undefined });
+  const reaper = new Reaper(log.child({ part: 'reaper' }), { store, events, lifecycle, now, reattachGraceMs, alone: !isPostgresUrl(options.store) });
   const dispatcher = new Dispatcher(log.child({ part: 'dispatcher' }), { lifecycle, workers: registry, events, now });
   const jobService = new JobService(log, { store, events, lifecycle, dispatcher, templates, now, defaultPlatform: hostPlatform() });
   const scheduler = new Scheduler(log.child({ part: 'scheduler' }), { store, events, jobs: jobService, now });
