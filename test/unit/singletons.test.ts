@@ -257,28 +257,6 @@ for (const { kind, skip } of KINDS) {
   });
 }
 
-// SQLite's DELIVERY_CLAIM takes back only rows of an older epoch, and alone on its store the epoch is 0 for good.
-test('alone on its store (epoch 0 for good): a delivery left sending by a stop is sent again by the next life, with the same delivery id', {
-  timeout: 10_000, todo: 'SQLite claimDeliveries must take back every sending row (one server per file)',
-}, async (t) => {
-  const { store, run, outbox } = await outboxWorld(t);
-  const first = recordingTarget();
-  const second = recordingTarget();
-  const solo = () => ({ name: 'outbox', held: true, epoch: 0, onChange: () => () => undefined });
-  const before = outbox(solo(), first.target);
-  before.wake();
-  await first.started(1);
-  await before.stop();
-  assert.equal((await store.listDeliveries(run.id))[0]?.state, 'sending', 'cut by the stop: not recorded');
-  const after = outbox(solo(), second.target);
-  after.wake();
-  await second.started(1);
-  assert.equal(second.sent[0]!.deliveryId, first.sent[0]!.deliveryId);
-  second.sent[0]!.answer({ kind: 'delivered' });
-  await after.stop();
-  assert.deepEqual((await store.listDeliveries(run.id)).map((d) => [d.state, d.attempts]), [['delivered', 1]]);
-});
-
 test('admin.token and worker.token are farm-wide: the first server\'s win, a later server\'s files are overwritten (0600)', async (t) => {
   const { store } = await openTestStore(t);
   const first = tempDir(t);
@@ -294,4 +272,29 @@ test('admin.token and worker.token are farm-wide: the first server\'s win, a lat
   assert.equal(readFileSync(path.join(second, 'worker.token'), 'utf8').trim(), farm.worker);
   assert.equal(statSync(path.join(second, 'admin.token')).mode & 0o777, 0o600);
   assert.deepEqual(ensureTokens(second), farm, 'a CLI on that host reads the farm\'s');
+});
+
+// SQLite's DELIVERY_CLAIM takes back only rows of an older epoch, and alone on its store the epoch is 0 for good.
+test('alone on its store (epoch 0 for good): a delivery left sending by a stop is sent again by the next life, with the same delivery id', {
+  timeout: 10_000, todo: 'SQLite claimDeliveries must take back every sending row (one server per file)',
+}, async (t) => {
+  const { store, run, outbox } = await outboxWorld(t);
+  const first = recordingTarget();
+  const second = recordingTarget();
+  const solo = () => ({ name: 'outbox', held: true, epoch: 0, onChange: () => () => undefined });
+  const before = outbox(solo(), first.target);
+  before.wake();
+  await first.started(1);
+  await before.stop();
+  assert.equal((await store.listDeliveries(run.id))[0]?.state, 'sending', 'cut by the stop: not recorded');
+  const after = outbox(solo(), second.target);
+  after.wake();
+  // A bound (a timer that keeps the process alive): a delivery never taken back must fail here, not hang.
+  let bound: NodeJS.Timeout | undefined;
+  await Promise.race([second.started(1), new Promise((_, reject) => (bound = setTimeout(() => reject(new Error('not sent again within 2 s')), 2000)))]);
+  clearTimeout(bound);
+  assert.equal(second.sent[0]!.deliveryId, first.sent[0]!.deliveryId);
+  second.sent[0]!.answer({ kind: 'delivered' });
+  await after.stop();
+  assert.deepEqual((await store.listDeliveries(run.id)).map((d) => [d.state, d.attempts]), [['delivered', 1]]);
 });
