@@ -220,11 +220,10 @@ async function startOnStore(
   const leases: LeaseKeeper = presence
     ? new PgLeaseKeeper({ presence, log: log.child({ part: 'leases' }), events })
     : soloLeases();
-  // TODO(c16 H3/H5): pass these as `lease` to Scheduler, Reaper, Outbox, ArtifactSweeper (and `leases` to the pools) once their options exist.
+  // TODO(c16 H5): pass `retention` as `lease` to the ArtifactSweeper once its option exists.
   const singletonLeases = {
     scheduler: leases.want(LEASE.scheduler), reaper: leases.want(LEASE.reaper), outbox: leases.want(LEASE.outbox), retention: leases.want(LEASE.retention),
   };
-  void singletonLeases;
   const registry = new WorkerRegistry(events);
   const hub = new ConsoleHub(store, log.child({ part: 'console' }), events);
   const blobs = new ArtifactStore(path.join(options.dataDir, 'artifacts'), { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits });
@@ -233,17 +232,19 @@ async function startOnStore(
   });
   store.setUploadTarget(target?.description ?? null);
   const outbox = target && new Outbox(log.child({ part: 'outbox' }), {
-    store, target, blobs, events, now, timings: { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload },
+    store, target, blobs, events, now, timings: { ...DEFAULT_OUTBOX_TIMINGS, ...options.upload }, lease: singletonLeases.outbox,
   });
   const backstopMs = options.backstopMs ?? 60_000;
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
   const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
   const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, backstopMs });
   // SQLite: the store is this server's alone (one server per data dir).
-  const reaper = new Reaper(log.child({ part: 'reaper' }), { store, events, lifecycle, now, reattachGraceMs, alone: !isPostgresUrl(options.store) });
+  const reaper = new Reaper(log.child({ part: 'reaper' }), {
+    store, events, lifecycle, now, reattachGraceMs, alone: !isPostgresUrl(options.store), lease: singletonLeases.reaper,
+  });
   const dispatcher = new Dispatcher(log.child({ part: 'dispatcher' }), { lifecycle, workers: registry, events, now });
   const jobService = new JobService(log, { store, events, lifecycle, dispatcher, templates, now, defaultPlatform: hostPlatform() });
-  const scheduler = new Scheduler(log.child({ part: 'scheduler' }), { store, events, jobs: jobService, now });
+  const scheduler = new Scheduler(log.child({ part: 'scheduler' }), { store, events, jobs: jobService, now, lease: singletonLeases.scheduler });
   registry.restoreDropped((await store.listDroppedPlatforms()).map((d) => d.platform));
 
   let url = '';
@@ -253,7 +254,7 @@ async function startOnStore(
   const pools = options.pools?.length
     ? await openPools(options.pools, {
       store, dispatcher, workers: registry, events, log, now, server: () => url, ca: options.tls?.ca, dataDir: options.dataDir,
-      note: (runId, text) => lifecycle.noteWaiting(runId, text), reattachGraceMs,
+      note: (runId, text) => lifecycle.noteWaiting(runId, text), reattachGraceMs, leases: (pool) => leases.want(LEASE.pool(pool)),
     })
     : undefined;
 
