@@ -180,12 +180,12 @@ async function outboxWorld(t: TestContext, kind: Kind = 'sqlite') {
   const run = await runningRun(store, 'built', 'w1');
   await store.endAttempt(run.id, { report: { result: { kind: 'exited', code: 0 } }, finishedAt: T0 + 1 }, { worker: 'w1', attempt: 1 }, {});
   const blobs = new ArtifactStore(path.join(dir, 'artifacts'), DEFAULT_ARTIFACT_LIMITS);
-  const outbox = (lease: Lease, target: UploadTarget, events = createEventBus(log)) => {
-    const made = new Outbox(log, { store, target, blobs, events, now: () => T0 + 10, timings: DEFAULT_OUTBOX_TIMINGS, lease });
+  const outbox = (lease: Lease, target: UploadTarget, events = createEventBus(log), on: JobStore = store) => {
+    const made = new Outbox(log, { store: on, target, blobs, events, now: () => T0 + 10, timings: DEFAULT_OUTBOX_TIMINGS, lease });
     t.after(() => made.stop());
     return made;
   };
-  return { store, run, outbox };
+  return { store, run, outbox, dir };
 }
 
 for (const { kind, skip } of KINDS) {
@@ -274,11 +274,9 @@ test('admin.token and worker.token are farm-wide: the first server\'s win, a lat
   assert.deepEqual(ensureTokens(second), farm, 'a CLI on that host reads the farm\'s');
 });
 
-// SQLite's DELIVERY_CLAIM takes back only rows of an older epoch, and alone on its store the epoch is 0 for good.
-test('alone on its store (epoch 0 for good): a delivery left sending by a stop is sent again by the next life, with the same delivery id', {
-  timeout: 10_000, todo: 'SQLite claimDeliveries must take back every sending row (one server per file)',
-}, async (t) => {
-  const { store, run, outbox } = await outboxWorld(t);
+// Alone on SQLite the epoch is 0 for good: its claim takes back every row left sending (one server per file).
+test('alone on its store (epoch 0 for good): a delivery left sending by a stop is sent again by the next life, with the same delivery id', { timeout: 10_000 }, async (t) => {
+  const { store, run, outbox, dir } = await outboxWorld(t);
   const first = recordingTarget();
   const second = recordingTarget();
   const solo = () => ({ name: 'outbox', held: true, epoch: 0, onChange: () => () => undefined });
@@ -287,7 +285,11 @@ test('alone on its store (epoch 0 for good): a delivery left sending by a stop i
   await first.started(1);
   await before.stop();
   assert.equal((await store.listDeliveries(run.id))[0]?.state, 'sending', 'cut by the stop: not recorded');
-  const after = outbox(solo(), second.target);
+  // The next life opens the file afresh, as a restarted server does.
+  const nextLife = openSqliteStore(path.join(dir, 'kiln.db'));
+  t.after(() => nextLife.close());
+  nextLife.setUploadTarget('https://results.example/upload');
+  const after = outbox(solo(), second.target, undefined, nextLife);
   after.wake();
   // A bound (a timer that keeps the process alive): a delivery never taken back must fail here, not hang.
   let bound: NodeJS.Timeout | undefined;

@@ -272,6 +272,9 @@ export const DELIVERIES_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries
 export const DELIVERIES_TROUBLED = `SELECT * FROM deliveries WHERE state = 'failed' OR (state IN ('pending', 'sending') AND last_error IS NOT NULL)
   ORDER BY id DESC LIMIT 5`;
 
+/** Puts back to pending the deliveries to a target left `sending` by an earlier life of the one server of this file. @target */
+export const DELIVERIES_RELEASE_SENDING = "UPDATE deliveries SET state = 'pending', claim_epoch = NULL WHERE target = @target AND state = 'sending'";
+
 /** Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones being sent under an older epoch, oldest
  * first; they become `sending` with this epoch, and are returned. @target, @now, @limit, @epoch */
 export const DELIVERY_CLAIM = `UPDATE deliveries SET state = 'sending', claim_epoch = @epoch
