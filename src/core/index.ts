@@ -17,3 +17,4 @@ export * from './reattach.js';
 export * from './roles.js';
 export * from './tls-failure.js';
 export * from './wait-reason.js';
+export * from './failover.js';

@@ -2,12 +2,16 @@
  * The worker's main loop: connect to the server, say hello (with the runs it still holds), run
  * what it assigns (up to the capacity), stream each run's console in small batches, report
  * results. Losing the server does not stop the jobs: their output goes on into each run's spool,
- * the worker reconnects with backoff, re-attaches, resends what the server did not store, and
- * reports the results it kept.
+ * the worker reconnects (to the next of its servers at once, src/core/failover.ts; with backoff
+ * once all have failed), re-attaches, resends what the server did not store, and reports the
+ * results it kept.
  */
 import { randomUUID } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { rmdir } from 'node:fs/promises';
 import type { Log as Logger } from '../log.js';
+import { nameTakenIsFinal, nextAttempt, type FailoverPosition } from '../core/failover.js';
 import { formatResult } from '../core/run.js';
 import { plainHttpHint, untrustedCertificateReason } from '../core/tls-failure.js';
 import { coerceError, ServerUntrustedError } from '../errors.js';
@@ -27,8 +31,11 @@ import { SpareWorkDirs } from './spare-work-dirs.js';
 
 /** Options of a worker. */
 export interface WorkerOptions {
-  /** Server base URL (http:// or https://). */
-  server: string;
+  /**
+   * Server base URLs (http:// or https://), tried in this order: several servers of one farm, or
+   * one. A name with several addresses is tried address by address.
+   */
+  servers: string[];
   /** Worker token. */
   token: string;
   /** PEM CA certificates to trust an https:// server by (`--ca`); none: Node's trust store. */
@@ -96,7 +103,12 @@ export class WorkerAgent {
    * list was never received (same id) or held by a process that died (another id).
    */
   private readonly session = randomUUID();
-  private attempts = 0;
+  /** Where the next attempt goes; `failed` counts servers failed in a row (a welcome resets it). */
+  private position: FailoverPosition = { server: 0, address: 0, failed: 0 };
+  /** The current server's addresses (its name resolved before its first address is tried); none: connect by name. */
+  private addresses: string[] = [];
+  /** Since when every server has said this worker's name is taken (undefined: the last close was not that). */
+  private nameTakenSince: number | undefined;
   private stopping = false;
   private closing = false;
   /** The server this worker belongs to is gone for good: nothing is reported any more. */
@@ -178,9 +190,38 @@ export class WorkerAgent {
     return this.options.log;
   }
 
+  /** The server this worker is connected to, or tries next. */
+  private get server(): string {
+    return this.options.servers[this.position.server]!;
+  }
+
+  /**
+   * Connects to the current server. Before a name's first address, the name is resolved (all its
+   * addresses); a name that does not resolve fails this attempt like a refused connection would.
+   */
   private connect(): void {
-    const url = new URL('/api/worker', this.options.server.replace(/^http/, 'ws'));
-    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, maxPayload: 64 * 1024 * 1024, ca: this.options.ca });
+    const host = new URL(this.server).hostname.replace(/^\[|\]$/g, '');
+    if (this.position.address > 0 || isIP(host) !== 0) return this.open(this.addresses[this.position.address]);
+    const server = this.server;
+    lookup(host, { all: true }).then(
+      (found) => {
+        if (this.closing || this.abandoned || server !== this.server) return;
+        this.addresses = found.map((entry) => entry.address);
+        this.open(this.addresses[0]);
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (this.closing || this.abandoned) return;
+        this.addresses = [];
+        this.log.debug({ server, err: err.message }, 'cannot resolve the server name');
+        this.retry(1006, `cannot resolve ${host}: ${err.code ?? err.message}`, false);
+      },
+    );
+  }
+
+  /** Opens the WebSocket to the current server, at `address` when its name was resolved. */
+  private open(address: string | undefined): void {
+    const url = new URL('/api/worker', this.server.replace(/^http/, 'ws'));
+    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, maxPayload: 64 * 1024 * 1024, ca: this.options.ca, ...(address === undefined ? {} : { address }) });
     this.socket = socket;
     socket.on('open', () => {
       this.sendFrame({
@@ -193,7 +234,7 @@ export class WorkerAgent {
       // 401: a token the server does not accept; 403: a person's token, which is not a worker's.
       if (response.statusCode === 401 || response.statusCode === 403) {
         const why = response.statusCode === 401 ? '' : ': it is not a worker token';
-        this.log.error(`the server at ${this.options.server} rejected the worker token (${response.statusCode}${why}); pass --token or set KILN_WORKER_TOKEN`);
+        this.log.error(`the server at ${this.server} rejected the worker token (${response.statusCode}${why}); pass --token or set KILN_WORKER_TOKEN`);
         this.exitCode = WorkerExit.refused;
         this.cancelAll('the server rejected the worker token');
         this.close(WorkerExit.refused);
@@ -211,13 +252,13 @@ export class WorkerAgent {
     socket.on('error', (err: Error) => {
       refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
       untrusted = untrustedCertificateReason(err as NodeJS.ErrnoException);
-      hint = plainHttpHint(this.options.server, err as NodeJS.ErrnoException);
+      hint = plainHttpHint(this.server, err as NodeJS.ErrnoException);
       this.log.debug({ err: err.message }, 'connection error');
     });
     socket.on('close', (code: number, reason: Buffer) => {
       if (untrusted !== undefined && socket === this.socket) {
         this.socket = undefined;
-        this.log.error(new ServerUntrustedError(this.options.server, untrusted).message);
+        this.log.error(new ServerUntrustedError(this.server, untrusted).message);
         this.exitCode = WorkerExit.refused;
         this.cancelAll('the server\'s certificate is not trusted');
         return this.close(WorkerExit.refused);
@@ -248,8 +289,9 @@ export class WorkerAgent {
       case 'welcome':
         this.ready = true;
         // Only a welcome resets the backoff: a server that refuses us at once must not be hammered.
-        this.attempts = 0;
-        this.log.info({ server: this.options.server, name: message.name, platform: this.options.platform, session: this.session, resumed: message.resume.length }, 'connected to the server');
+        this.position = { ...this.position, failed: 0 };
+        this.nameTakenSince = undefined;
+        this.log.info({ server: this.server, ...(this.addresses.length > 1 ? { address: this.addresses[this.position.address] } : {}), name: message.name, platform: this.options.platform, session: this.session, resumed: message.resume.length }, 'connected to the server');
         for (const { runId, reason } of message.release) this.release(runId, reason);
         for (const { runId, afterSeq } of message.resume) void this.resume(runId, afterSeq);
         if (this.stopping) this.sendFrame({ v: 1, type: 'drain' });
@@ -335,7 +377,7 @@ export class WorkerAgent {
     // No server will take them: uploading would only keep the worker alive.
     if (this.abandoned) return [];
     const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
-    const target = { server: this.options.server, token: this.options.token, ca: this.options.ca, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
+    const target = { server: this.server, token: this.options.token, ca: this.options.ca, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
     const limits = run.artifactLimits ?? { fileBytes: Infinity, runBytes: Infinity };
     const skipped: SkippedArtifact[] = [];
     const skip = (file: CollectedFile, reason: string) => {
@@ -459,7 +501,12 @@ export class WorkerAgent {
     if (code === 1000 && this.closing) return;
     if (this.abandoned) return;
     if (code === CloseCode.protocolVersion) return this.close(WorkerExit.refused);
-    if (code === CloseCode.nameTaken && this.held.size === 0) return this.close(WorkerExit.refused);
+    if (code === CloseCode.nameTaken) {
+      // With several servers, the name may be held by a server that died (shown connected until it is
+      // seen dead) or by a half-open socket: try the others for a while before calling it a duplicate.
+      this.nameTakenSince ??= Date.now();
+      if (nameTakenIsFinal(this.options.servers.length, this.held.size, this.nameTakenSince, Date.now())) return this.close(WorkerExit.refused);
+    } else this.nameTakenSince = undefined;
     // Its credential will not do (another worker's name, a revoked token): retrying cannot help.
     if (code === CloseCode.identity || code === CloseCode.revoked) {
       this.exitCode = WorkerExit.refused;
@@ -468,11 +515,22 @@ export class WorkerAgent {
     }
     if (this.options.once && this.finishedOne && this.held.size === 0) return this.close(this.exitCode);
     if (this.stopping && this.held.size === 0) return this.close(this.exitCode);
-    this.attempts += 1;
     // Nobody listening, or the server said it is shutting down: it is down or restarting.
-    const delay = reconnectDelayMs(this.attempts, refused || code === CloseCode.shutdown);
+    this.retry(code, reason, refused || code === CloseCode.shutdown, hint);
+  }
+
+  /**
+   * After a failed attempt or a lost connection: the next address or server at once, or, after a
+   * whole round of the list has failed, the same backoff as with one server (counted in rounds).
+   */
+  private retry(code: number, reason: string, serverDown: boolean, hint?: string): void {
+    const from = this.server;
+    const step = nextAttempt(this.position, Math.max(this.addresses.length, 1), this.options.servers.length);
+    this.position = { server: step.server, address: step.address, failed: step.failed };
+    if (step.address === 0) this.addresses = [];
+    const delay = step.backoffRounds > 0 ? reconnectDelayMs(step.backoffRounds, serverDown) : 0;
     this.log.warn(
-      { code, reason: reason || undefined, hint, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
+      { code, reason: reason || undefined, hint, server: from, next: this.server, retryInMs: Math.round(delay), holding: this.held.size, session: this.session },
       'not connected to the server; retrying (running jobs go on)',
     );
     this.reconnectTimer = setTimeout(() => this.connect(), delay);

@@ -12,7 +12,7 @@ import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import { isIP, type LookupFunction, type Socket } from 'node:net';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** How long a close handshake may take before the connection is cut. */
@@ -52,12 +52,27 @@ function frame(opcode: number, payload: Buffer): Buffer {
   return out;
 }
 
+/** A lookup that answers every name with `address` (in the form net asks for: one, or all). */
+function fixedLookup(address: string): LookupFunction {
+  const family = isIP(address);
+  if (family === 0) throw new SyntaxError(`not an IP address: ${address}`);
+  return ((_hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
+    if (options?.all) callback(null, [{ address, family }]);
+    else callback(null, address, family);
+  }) as LookupFunction;
+}
+
 export interface WsClientOptions {
   headers?: Record<string, string>;
   /** The largest message taken (bytes); a larger one closes the connection with 1009. */
   maxPayload?: number;
   /** PEM CA certificates a wss:// server's certificate must chain to (default: Node's trust store). */
   ca?: string;
+  /**
+   * Connect to this IP address instead of resolving the URL's host (one of a name's several
+   * addresses, tried in turn): the Host header, TLS SNI and the certificate check keep the name.
+   */
+  address?: string;
 }
 
 export class WsClient extends EventEmitter {
@@ -96,6 +111,8 @@ export class WsClient extends EventEmitter {
       port: url.port || (url.protocol === 'wss:' ? 443 : 80),
       path: url.pathname + url.search,
       headers: { ...options.headers, Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key },
+      // The name stays the host (Host header, SNI, certificate check); only its lookup is answered here.
+      ...(options.address === undefined ? {} : { lookup: fixedLookup(options.address) }),
     };
     // TLS only for a wss:// server: an http one never loads it.
     this.request = url.protocol === 'wss:' ? this.httpsRequest({ ...requestOptions, ...(options.ca === undefined ? {} : { ca: options.ca }) }) : http.request(requestOptions);

@@ -5,6 +5,12 @@
  * broken frame (1002), bad UTF-8 (1007) and an oversized message (1009).
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import type tls from 'node:tls';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
@@ -236,3 +242,47 @@ test('messages arrive whole however TCP cuts the frames (fast-check)', async (t)
     assert.deepEqual(c.messages, messages.map((m) => m.text));
   }), { numRuns: 40 });
 });
+
+test('with an address, it connects there while the Host header keeps the name (a name with several addresses, tried one by one)', async (t) => {
+  const { url, next } = await wsServer(t);
+  const port = new URL(url).port;
+  const connection = next();
+  // .invalid never resolves (RFC 2606): only the given address can make this connect.
+  const c = client(`ws://kiln-failover.invalid:${port}/api/worker`, { address: '127.0.0.1' });
+  const [, request] = await connection;
+  await c.opened;
+  assert.equal(request.headers.host, `kiln-failover.invalid:${port}`);
+  c.socket.close(1000);
+  await c.closed;
+});
+
+test('over TLS with an address, the certificate is checked against the name (SNI too), not the address', { skip: needsOpenssl() }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-ws-tls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // A certificate for the name only: had the client checked it against 127.0.0.1, the handshake would fail.
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'),
+    '-days', '2', '-subj', '/CN=kiln-failover.test', '-addext', 'subjectAltName=DNS:kiln-failover.test'], { stdio: 'ignore' });
+  const cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+  const servernames: (string | false | null)[] = [];
+  const server = https.createServer({ cert, key: readFileSync(path.join(dir, 'key.pem')) });
+  server.on('secureConnection', (socket: tls.TLSSocket) => servernames.push(socket.servername));
+  const wss = new WebSocketServer({ server });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => new Promise<void>((resolve) => { wss.close(); server.closeAllConnections(); server.close(() => resolve()); }));
+  const port = (server.address() as net.AddressInfo).port;
+  const c = client(`wss://kiln-failover.test:${port}/api/worker`, { address: '127.0.0.1', ca: cert });
+  await c.opened;
+  assert.deepEqual(servernames, ['kiln-failover.test']);
+  c.socket.close(1000);
+  await c.closed;
+});
+
+function needsOpenssl(): string | false {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return false;
+  } catch {
+    return 'needs openssl';
+  }
+}

@@ -7,6 +7,7 @@ import { closeSync, existsSync, mkdirSync, readFileSync, rmSync, unlinkSync } fr
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { parseServerList } from '../../core/failover.js';
 import { parsePairs } from '../../core/job.js';
 import { coerceError, UsageError } from '../../errors.js';
 import { hostPlatform } from '../../host-info.js';
@@ -51,7 +52,8 @@ export interface WorkerOption {
 
 const WORKER_DESCRIPTION =
   'run a worker that takes jobs from the server; it connects to --server (env KILN_SERVER, ' +
-  `default ${DEFAULT_SERVER}) with the worker token: --token-file FILE, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps); an https:// server is trusted by --ca FILE (env KILN_CA), else Node's trust store`;
+  `default ${DEFAULT_SERVER}; a comma list of the servers of one farm, URL1,URL2,...: tried in order, and on losing one ` +
+  `it moves to the next and re-attaches its runs; a name with several addresses is tried address by address) with the worker token: --token-file FILE, else descriptor $KILN_WORKER_TOKEN_FD, else file $KILN_WORKER_TOKEN_FILE (removed once read), else env KILN_WORKER_TOKEN, else ./.kiln/worker.token (--token works too, but shows the token to every local user in ps); an https:// server is trusted by --ca FILE (env KILN_CA), else Node's trust store`;
 
 /** The options of `kiln worker`, in --help's order. */
 export const WORKER_OPTIONS: readonly WorkerOption[] = [
@@ -170,6 +172,15 @@ function tokenFromHandedFile(): string | undefined {
   return token || undefined;
 }
 
+/** The servers of `--server` / KILN_SERVER (a comma list), or a usage error saying which entry is bad. */
+function serverList(value: string): string[] {
+  try {
+    return parseServerList(value);
+  } catch (raw) {
+    throw new UsageError(`${coerceError(raw).message} (--server or KILN_SERVER)`);
+  }
+}
+
 /** Builds a worker agent from its flags. */
 async function createWorker(log: Log, flags: WorkerFlags): Promise<WorkerAgent> {
   // The worker's modules one by one (not its index): bwrap's launcher only for --sandbox bwrap.
@@ -241,7 +252,7 @@ async function createWorker(log: Log, flags: WorkerFlags): Promise<WorkerAgent> 
     }
   }
   return new WorkerAgent({
-    server: flags.server ?? process.env.KILN_SERVER ?? DEFAULT_SERVER,
+    servers: serverList(flags.server ?? process.env.KILN_SERVER ?? DEFAULT_SERVER),
     token,
     ca,
     name,
