@@ -249,8 +249,8 @@ test('with an address, it connects there while the Host header keeps the name (a
   const connection = next();
   // .invalid never resolves (RFC 2606): only the given address can make this connect.
   const c = client(`ws://kiln-failover.invalid:${port}/api/worker`, { address: '127.0.0.1' });
+  await opensOrFails(c);
   const [, request] = await connection;
-  await c.opened;
   assert.equal(request.headers.host, `kiln-failover.invalid:${port}`);
   c.socket.close(1000);
   await c.closed;
@@ -272,11 +272,19 @@ test('over TLS with an address, the certificate is checked against the name (SNI
   t.after(() => new Promise<void>((resolve) => { wss.close(); server.closeAllConnections(); server.close(() => resolve()); }));
   const port = (server.address() as net.AddressInfo).port;
   const c = client(`wss://kiln-failover.test:${port}/api/worker`, { address: '127.0.0.1', ca: cert });
-  await c.opened;
+  await opensOrFails(c);
   assert.deepEqual(servernames, ['kiln-failover.test']);
   c.socket.close(1000);
   await c.closed;
 });
+
+/** Waits for 'open'; a close first fails the test with the client's errors (rather than waiting forever). */
+async function opensOrFails(c: ReturnType<typeof client>): Promise<void> {
+  const closedFirst = c.closed.then(({ code }) => {
+    throw new Error(`closed (${code}) before opening: ${c.errors.map((e) => e.message).join('; ')}`);
+  });
+  await Promise.race([c.opened, closedFirst]);
+}
 
 function needsOpenssl(): string | false {
   try {
