@@ -129,12 +129,15 @@ export class Dispatcher {
     }
   }
 
-  /** The least-loaded connected worker that would take `run` now, if any. */
+  /** The least-loaded connected worker that would take `run` now, if any (only its platform's workers are looked at). */
   private idleSession(run: NewRun): WorkerSession | undefined {
     if (this.workers.isDropped(run.platform)) return undefined;
-    const idle = this.workers.list().filter((session) =>
-      session.platform === run.platform && !this.reserved.has(session.name) && freeSlots(session) > 0 && labelsMatch(run.labels, session.labels));
-    return idle.sort((a, b) => a.running.size - b.running.size)[0];
+    let best: WorkerSession | undefined;
+    for (const session of this.workers.onPlatform(run.platform)) {
+      if (this.reserved.has(session.name) || freeSlots(session) === 0 || !labelsMatch(run.labels, session.labels)) continue;
+      if (!best || session.running.size < best.running.size) best = session;
+    }
+    return best;
   }
 
   /** A session as the store's claim sees it. */
@@ -188,38 +191,55 @@ export class Dispatcher {
       this.workers.handedBack(run.id);
     }
     let ok = true;
-    // Least-loaded workers first, so runs spread across the farm.
-    const candidates = this.workers.list().sort((a, b) => a.running.size - b.running.size);
-    for (const session of candidates) {
-      if (this.workers.isDropped(session.platform)) continue;
+    /** Fills one session; true when the store had nothing more for it (nor, then, for its kind). */
+    const tryFill = async (session: WorkerSession): Promise<boolean> => {
       try {
-        await this.fill(session);
+        return await this.fill(session);
       } catch (raw) {
         // One worker's trouble (a store error, say) must not keep the others from their runs.
         ok = false;
         this.log.error({ err: coerceError(raw), worker: session.name }, 'dispatch to a worker failed');
+        return false;
       }
+    };
+    // Workers kept for one run (pool instances) claim only that run: each is asked on its own.
+    for (const name of [...this.reserved.keys()]) {
+      const session = this.workers.session(name);
+      if (session && freeSlots(session) > 0 && !this.workers.isDropped(session.platform)) await tryFill(session);
+    }
+    // Each kind of worker (platform and labels) is asked through its least-loaded free worker first,
+    // so runs spread across the farm; a kind the store has nothing for is not asked again in this
+    // pass (a run queued meanwhile asks for another pass). Only a kind that got runs is sorted.
+    for (const kind of [...this.workers.listKinds()]) {
+      if (this.workers.isDropped(kind.platform)) continue;
+      const free = (session: WorkerSession) => freeSlots(session) > 0 && !this.reserved.has(session.name);
+      let first: WorkerSession | undefined;
+      for (const session of kind.sessions) if (free(session) && (!first || session.running.size < first.running.size)) first = session;
+      if (!first || (await tryFill(first))) continue;
+      const rest = [...kind.sessions].filter((session) => session !== first && free(session)).sort((a, b) => a.running.size - b.running.size);
+      for (const session of rest) if (await tryFill(session)) break;
     }
     return ok;
   }
 
-  /** Hands runs to one worker until it is full or nothing matches. */
-  private async fill(session: WorkerSession): Promise<void> {
+  /** Hands runs to one worker until it is full or nothing matches; true when the store had nothing (more) for it. */
+  private async fill(session: WorkerSession): Promise<boolean> {
     this.workers.filling(session, true);
     try {
-      await this.fillSlots(session);
+      return await this.fillSlots(session);
     } finally {
       this.workers.filling(session, false);
     }
   }
 
-  private async fillSlots(session: WorkerSession): Promise<void> {
+  private async fillSlots(session: WorkerSession): Promise<boolean> {
     while (freeSlots(session) > 0) {
       const claimed = await this.lifecycle.claimNext(this.claimant(session));
-      if (!claimed) break;
+      if (!claimed) return true;
       traceStage(claimed.id, 'dispatch-woken', this.passStartedAt);
-      if (!(await this.handOver(session, claimed))) break;
+      if (!(await this.handOver(session, claimed))) return false;
     }
+    return false;
   }
 
   /** Readies a run claimed for `session` and sends it; false when the session went away meanwhile. */

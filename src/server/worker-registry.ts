@@ -45,6 +45,22 @@ export interface WorkerSession extends WorkerLink {
   readonly draining: boolean;
 }
 
+/**
+ * Listed sessions alike for the claim: one platform and the same labels (a run one of them may not
+ * take, none of them may). The dispatcher's pass asks each kind once when it has nothing to give,
+ * instead of asking every worker: 10,000 idle workers of a few kinds cost a few claims, not 10,000.
+ */
+export interface WorkerKind {
+  readonly platform: string;
+  readonly labels: Record<string, string>;
+  readonly sessions: ReadonlySet<WorkerSession>;
+}
+
+/** The key of a session's kind: its platform and its labels in key order. */
+function kindKey(session: WorkerLink): string {
+  return JSON.stringify([session.platform, Object.entries(session.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
+}
+
 /** Free slots of a session. */
 export function freeSlots(session: WorkerSession): number {
   if (!session.open || session.draining) return 0;
@@ -59,6 +75,8 @@ interface SessionState {
   open: boolean;
   draining: boolean;
 }
+
+const EMPTY: ReadonlySet<WorkerSession> = new Set();
 
 class Session implements WorkerSession {
   constructor(private readonly link: WorkerLink, readonly state: SessionState) {}
@@ -84,6 +102,10 @@ class Session implements WorkerSession {
 export class WorkerRegistry {
   /** Listed (welcomed) sessions by name: at most one per name. */
   private readonly sessions = new Map<string, Session>();
+  /** Listed sessions by kind (platform and labels): the index the dispatcher's pass and direct dispatch read. */
+  private readonly kinds = new Map<string, { platform: string; labels: Record<string, string>; sessions: Set<Session> }>();
+  /** Listed sessions by platform (what a new run of that platform may go to). */
+  private readonly byPlatform = new Map<string, Set<Session>>();
   /** Platforms whose workers get no runs. */
   private readonly dropped = new Set<string>();
   /** Sessions a dispatch pass is handing runs to now: a run claimed for one may not have been sent yet. */
@@ -110,8 +132,38 @@ export class WorkerRegistry {
 
   /** Lists a session (its worker may be given runs from now) and publishes `worker.joined`. */
   join(session: WorkerSession): void {
+    const replaced = this.sessions.get(session.name);
+    if (replaced) this.unindex(replaced);
     this.sessions.set(session.name, session as Session);
+    this.index(session as Session);
     this.events.publish('worker.joined', { session });
+  }
+
+  /** Adds a listed session to the kind and platform indexes. */
+  private index(session: Session): void {
+    const key = kindKey(session);
+    let kind = this.kinds.get(key);
+    if (!kind) this.kinds.set(key, (kind = { platform: session.platform, labels: session.labels, sessions: new Set() }));
+    kind.sessions.add(session);
+    let onPlatform = this.byPlatform.get(session.platform);
+    if (!onPlatform) this.byPlatform.set(session.platform, (onPlatform = new Set()));
+    onPlatform.add(session);
+  }
+
+  /** Takes an unlisted session out of the indexes (empty ones go too). */
+  private unindex(session: Session): void {
+    const key = kindKey(session);
+    const kind = this.kinds.get(key);
+    if (kind?.sessions.delete(session) && kind.sessions.size === 0) this.kinds.delete(key);
+    const onPlatform = this.byPlatform.get(session.platform);
+    if (onPlatform?.delete(session) && onPlatform.size === 0) this.byPlatform.delete(session.platform);
+  }
+
+  /** Removes a session from the list (if it is the one listed under its name) and from the indexes. */
+  private unlisted(session: WorkerSession): void {
+    if (this.sessions.get(session.name) !== session) return;
+    this.sessions.delete(session.name);
+    this.unindex(session as Session);
   }
 
   /**
@@ -124,7 +176,7 @@ export class WorkerRegistry {
     state.open = false;
     const held = [...state.running];
     state.running.clear();
-    if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
+    this.unlisted(session);
     this.events.publish('worker.left', { session });
     return held;
   }
@@ -135,7 +187,7 @@ export class WorkerRegistry {
    */
   unlist(session: WorkerSession): void {
     (session as Session).state.open = false;
-    if (this.sessions.get(session.name) === session) this.sessions.delete(session.name);
+    this.unlisted(session);
     this.events.publish('worker.left', { session });
   }
 
@@ -169,6 +221,16 @@ export class WorkerRegistry {
   /** Connected sessions. */
   list(): WorkerSession[] {
     return [...this.sessions.values()];
+  }
+
+  /** Connected sessions by kind (platform and labels); a kind with no session is not listed. */
+  listKinds(): Iterable<WorkerKind> {
+    return this.kinds.values();
+  }
+
+  /** Connected sessions of a platform. */
+  onPlatform(platform: string): ReadonlySet<WorkerSession> {
+    return this.byPlatform.get(platform) ?? EMPTY;
   }
 
   /** The connected session holding a running run, if any. */
