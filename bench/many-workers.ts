@@ -161,6 +161,12 @@ if (postgres) {
 }
 const server = startKiln(['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...storeArgs], {}, /listening/);
 let stopping = false;
+// Stopped by a signal: the server goes too (the finally below does not run then).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => {
+  stopping = true;
+  server.child.kill('SIGKILL');
+  process.exit(130);
+});
 server.started.catch((err: Error) => {
   if (stopping) return;
   console.error(err.message);
