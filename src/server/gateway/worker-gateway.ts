@@ -16,6 +16,7 @@ import {
 import type { Run } from '../../store/index.js';
 import type { ArtifactLimits } from '../artifact-store.js';
 import { DEFAULT_TIMEOUT_MS, type RunLifecycle } from '../run-lifecycle.js';
+import { HeartbeatSweep, type Beat } from './heartbeat.js';
 import type { WorkerLink, WorkerRegistry, WorkerSession } from '../worker-registry.js';
 import type { JobStore } from '../../store/index.js';
 
@@ -171,6 +172,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const sessions = new Map<WebSocket, WorkerSession>();
   /** Connections cut off: nothing they send counts any more (frames of a plain close still do). */
   const cut = new WeakSet<WebSocket>();
+  /** Every connection's heartbeat, on one shared timer. */
+  const heartbeats = new HeartbeatSweep(options.heartbeatMs);
 
   /**
    * Cuts a connection off at once, before its peer has answered the close: it is forgotten (so a
@@ -199,28 +202,27 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     identities.set(socket, identityKey(identity));
     let session: WorkerSession | undefined;
     let link: Link | undefined;
-    let alive = true;
     // Frames are handled one at a time, in order: output before the result that follows it.
     let chain: Promise<void> = Promise.resolve();
     connections.set(socket, () => chain);
 
     const helloTimer = setTimeout(() => refuse(socket, new ProtocolError('no hello received in time'), CloseCode.protocolError), options.helloTimeoutMs);
-    const heartbeat = setInterval(() => {
-      if (!alive) {
+    const heartbeat: Beat = {
+      alive: true,
+      ping: () => socket.ping(),
+      missed: () => {
         log.info({ worker: session?.name }, 'worker missed its heartbeat; dropping the connection');
         socket.terminate();
-        return;
-      }
-      alive = false;
-      socket.ping();
-    }, options.heartbeatMs);
-    socket.on('pong', () => (alive = true));
+      },
+    };
+    heartbeats.add(heartbeat);
+    socket.on('pong', () => (heartbeat.alive = true));
 
     const handle = async (frame: unknown): Promise<void> => {
       // Cut off (its credential revoked, its name given to a token): nothing it sends counts any more.
       // Not so for a connection that merely closed: a result sent just before is still applied.
       if (cut.has(socket)) return;
-      alive = true;
+      heartbeat.alive = true;
       if (!session) {
         clearTimeout(helloTimer);
         const hello = readHello(frame);
@@ -299,7 +301,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       names.delete(socket);
       sessions.delete(socket);
       clearTimeout(helloTimer);
-      clearInterval(heartbeat);
+      heartbeats.delete(heartbeat);
       if (link) link.open = false;
       if (session) parts.workers.close(session);
       // Queued behind the frame in hand: a hello still being handled (a token revoked meanwhile, a
