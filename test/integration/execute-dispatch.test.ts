@@ -86,3 +86,26 @@ test('two executes at once next to one free slot: one run is sent, the other wai
   const running = (await call(server, 'GET', '/api/runs?status=running')).body.runs as unknown[];
   assert.equal(running.length, 1);
 });
+
+test('a farm of idle workers of one kind costs a pass one claim, not one per worker (the registry indexes kinds)', async (t) => {
+  const store = counting();
+  const server = await inProcessServer(t, { wrapStore: store.wrap });
+  await call(server, 'POST', '/api/jobs', testJob);
+  const workers: FakeWorker[] = [];
+  // Each welcome kicks a pass; before the index, each pass asked the store once per connected worker.
+  for (let i = 0; i < 40; i += 1) {
+    const worker = await FakeWorker.connect(t, server);
+    await worker.hello({ name: `idle-${i}` });
+    workers.push(worker);
+  }
+  const answer = await call(server, 'POST', `/api/jobs/${testJob.name}/execute`, {});
+  assert.equal(answer.status, 201);
+  const runId = answer.body.run.id as string;
+  // Sent to one of them, directly or by a pass.
+  const [assign, holder] = await Promise.race(workers.map(async (w) => [await w.next<{ type: string; run: { id: string } }>(), w] as const));
+  assert.equal(assign.run.id, runId);
+  holder.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 0 } });
+  assert.equal((await consoleEvents(server, runId)).at(-1).run.status, 'succeeded');
+  // 40 joins: about one claim each (the pass they kick asks the one kind once), not 40 x 41 / 2.
+  assert.ok(store.calls.claimNext <= 100, `${store.calls.claimNext} claims`);
+});
