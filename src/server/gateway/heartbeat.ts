@@ -1,8 +1,9 @@
 /**
  * The gateway's heartbeat: every connection is pinged once per interval and dropped if it has not
  * answered (a pong, or any frame) since the last ping. One timer for all connections, not one each:
- * it visits a tenth of them every tenth of the interval, so 10,000 workers cost one timer and
- * spread their pings over the interval instead of 10,000 timers (or one burst of 10,000 pings).
+ * it ticks about every 100 ms (at least ten times an interval) and visits one slice of them, so
+ * 10,000 workers at the default 10 s cost one timer and 100 pings a tick, spread over the interval,
+ * instead of 10,000 timers (or bursts of thousands of pings that would hold up a dispatch).
  */
 
 /** One connection's heartbeat, as the gateway keeps it. */
@@ -15,12 +16,13 @@ export interface Beat {
   missed(): void;
 }
 
-/** How many slices the interval is cut into (each tick visits one). */
-const SLICES = 10;
+/** About how often the sweep ticks (ms). */
+const TICK_MS = 100;
 
 /** Pings every registered connection once per `intervalMs`, with one timer (running only while there are any). */
 export class HeartbeatSweep {
-  private readonly slices: Set<Beat>[] = Array.from({ length: SLICES }, () => new Set());
+  /** The interval cut into slices, one visited per tick. */
+  private readonly slices: Set<Beat>[];
   /** Which slice each beat is in. */
   private readonly sliceOf = new Map<Beat, Set<Beat>>();
   private nextSlice = 0;
@@ -28,15 +30,17 @@ export class HeartbeatSweep {
   private nextAdd = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly intervalMs: number) {}
+  constructor(private readonly intervalMs: number) {
+    this.slices = Array.from({ length: Math.max(10, Math.round(intervalMs / TICK_MS)) }, () => new Set());
+  }
 
   /** Starts pinging a connection; its first ping comes within one interval. */
   add(beat: Beat): void {
     const slice = this.slices[this.nextAdd]!;
-    this.nextAdd = (this.nextAdd + 1) % SLICES;
+    this.nextAdd = (this.nextAdd + 1) % this.slices.length;
     slice.add(beat);
     this.sliceOf.set(beat, slice);
-    this.timer ??= setInterval(() => this.tick(), this.intervalMs / SLICES);
+    this.timer ??= setInterval(() => this.tick(), this.intervalMs / this.slices.length);
   }
 
   /** Stops pinging a connection (it closed); the timer stops with the last one. */
@@ -56,7 +60,7 @@ export class HeartbeatSweep {
 
   private tick(): void {
     const slice = this.slices[this.nextSlice]!;
-    this.nextSlice = (this.nextSlice + 1) % SLICES;
+    this.nextSlice = (this.nextSlice + 1) % this.slices.length;
     for (const beat of [...slice]) {
       if (!beat.alive) {
         this.delete(beat);
