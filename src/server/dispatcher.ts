@@ -129,12 +129,28 @@ export class Dispatcher {
     }
   }
 
-  /** The least-loaded connected worker that would take `run` now, if any (only its platform's workers are looked at). */
+  /** The least-loaded connected worker that would take `run` now, if any (only the kinds of worker that match it are looked at). */
   private idleSession(run: NewRun): WorkerSession | undefined {
     if (this.workers.isDropped(run.platform)) return undefined;
     let best: WorkerSession | undefined;
-    for (const session of this.workers.onPlatform(run.platform)) {
-      if (this.reserved.has(session.name) || freeSlots(session) === 0 || !labelsMatch(run.labels, session.labels)) continue;
+    for (const kind of this.workers.listKinds()) {
+      if (kind.platform !== run.platform || !labelsMatch(run.labels, kind.labels)) continue;
+      const candidate = this.leastLoaded(kind.sessions);
+      if (candidate && (!best || candidate.running.size < best.running.size)) best = candidate;
+      if (best?.running.size === 0) break;
+    }
+    return best;
+  }
+
+  /**
+   * The least-loaded session of `sessions` with a free slot and not kept for one run. The first one
+   * running nothing is taken at once (none is less loaded): a kind of 10,000 idle workers costs one step.
+   */
+  private leastLoaded(sessions: Iterable<WorkerSession>): WorkerSession | undefined {
+    let best: WorkerSession | undefined;
+    for (const session of sessions) {
+      if (this.reserved.has(session.name) || freeSlots(session) === 0) continue;
+      if (session.running.size === 0) return session;
       if (!best || session.running.size < best.running.size) best = session;
     }
     return best;
@@ -213,8 +229,7 @@ export class Dispatcher {
     for (const kind of [...this.workers.listKinds()]) {
       if (this.workers.isDropped(kind.platform)) continue;
       const free = (session: WorkerSession) => freeSlots(session) > 0 && !this.reserved.has(session.name);
-      let first: WorkerSession | undefined;
-      for (const session of kind.sessions) if (free(session) && (!first || session.running.size < first.running.size)) first = session;
+      const first = this.leastLoaded(kind.sessions);
       if (!first || (await tryFill(first))) continue;
       const rest = [...kind.sessions].filter((session) => session !== first && free(session)).sort((a, b) => a.running.size - b.running.size);
       for (const session of rest) if (await tryFill(session)) break;

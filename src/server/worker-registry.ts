@@ -76,8 +76,6 @@ interface SessionState {
   draining: boolean;
 }
 
-const EMPTY: ReadonlySet<WorkerSession> = new Set();
-
 class Session implements WorkerSession {
   constructor(private readonly link: WorkerLink, readonly state: SessionState) {}
   get name() { return this.link.name; }
@@ -104,8 +102,6 @@ export class WorkerRegistry {
   private readonly sessions = new Map<string, Session>();
   /** Listed sessions by kind (platform and labels): the index the dispatcher's pass and direct dispatch read. */
   private readonly kinds = new Map<string, { platform: string; labels: Record<string, string>; sessions: Set<Session> }>();
-  /** Listed sessions by platform (what a new run of that platform may go to). */
-  private readonly byPlatform = new Map<string, Set<Session>>();
   /** Platforms whose workers get no runs. */
   private readonly dropped = new Set<string>();
   /** Sessions a dispatch pass is handing runs to now: a run claimed for one may not have been sent yet. */
@@ -139,27 +135,22 @@ export class WorkerRegistry {
     this.events.publish('worker.joined', { session });
   }
 
-  /** Adds a listed session to the kind and platform indexes. */
+  /** Adds a listed session to the kind index. */
   private index(session: Session): void {
     const key = kindKey(session);
     let kind = this.kinds.get(key);
     if (!kind) this.kinds.set(key, (kind = { platform: session.platform, labels: session.labels, sessions: new Set() }));
     kind.sessions.add(session);
-    let onPlatform = this.byPlatform.get(session.platform);
-    if (!onPlatform) this.byPlatform.set(session.platform, (onPlatform = new Set()));
-    onPlatform.add(session);
   }
 
-  /** Takes an unlisted session out of the indexes (empty ones go too). */
+  /** Takes an unlisted session out of the kind index (an empty kind goes too). */
   private unindex(session: Session): void {
     const key = kindKey(session);
     const kind = this.kinds.get(key);
     if (kind?.sessions.delete(session) && kind.sessions.size === 0) this.kinds.delete(key);
-    const onPlatform = this.byPlatform.get(session.platform);
-    if (onPlatform?.delete(session) && onPlatform.size === 0) this.byPlatform.delete(session.platform);
   }
 
-  /** Removes a session from the list (if it is the one listed under its name) and from the indexes. */
+  /** Removes a session from the list (if it is the one listed under its name) and from the kind index. */
   private unlisted(session: WorkerSession): void {
     if (this.sessions.get(session.name) !== session) return;
     this.sessions.delete(session.name);
@@ -228,10 +219,6 @@ export class WorkerRegistry {
     return this.kinds.values();
   }
 
-  /** Connected sessions of a platform. */
-  onPlatform(platform: string): ReadonlySet<WorkerSession> {
-    return this.byPlatform.get(platform) ?? EMPTY;
-  }
 
   /** The connected session holding a running run, if any. */
   holder(run: Pick<Run, 'id' | 'worker'>): WorkerSession | undefined {
