@@ -72,7 +72,7 @@ test('timeouts: statements 30 s unless the URL says (0: none), the driver 10 s p
   for (const [url, expected] of cases) assert.deepEqual(connectionTimeouts(url), expected, url);
 });
 
-test("a server's pool runs nothing while its schema lock is not held (being taken back, or lost for good)", async () => {
+test("a server's pool runs nothing while its presence on the store is not held (being taken back, or lost for good)", async () => {
   // Nothing listens there: a statement that got past the guard would fail to connect instead.
   const connections = new Connections('postgres://kiln@127.0.0.1:1/kiln');
   const lock = { held: false };
@@ -80,10 +80,10 @@ test("a server's pool runs nothing while its schema lock is not held (being take
   try {
     await assert.rejects(connections.run(JOB_LIST), (err: { code?: string; message: string }) => {
       assert.equal(err.code, 'KILN_ERR_STORE_UNAVAILABLE');
-      assert.match(err.message, /this server's lock on it was lost and is being taken back$/);
+      assert.match(err.message, /this server's presence on it was lost and is being taken back$/);
       return true;
     });
-    await assert.rejects(connections.transaction(async () => assert.fail('not run')), /lock on it was lost/);
+    await assert.rejects(connections.transaction(async () => assert.fail('not run')), /presence on it was lost/);
   } finally {
     await connections.end();
   }
