@@ -235,6 +235,20 @@ export class SweepBusyError extends KilnError {
   }
 }
 
+/** An artifact the store lists whose blob is not in the blob store (deleted by hand, or a store not shared by every server). */
+export class BlobMissingError extends KilnError {
+  constructor(sha256: string, where: string) {
+    super('KILN_ERR_BLOB_MISSING', 500, `the blob ${sha256} is missing from the artifact store ${where}`);
+  }
+}
+
+/** The artifact blob store (S3) failed or did not answer. */
+export class BlobStoreError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_BLOB_STORE', 502, `the artifact store failed: ${message}`);
+  }
+}
+
 /** What SQLite (`SQLITE_FULL`) and the file system (`ENOSPC`, `EDQUOT`) say when there is no room left. */
 const DISK_FULL_CODES = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
 

@@ -2,15 +2,19 @@
  * Artifact retention: a periodic sweep forgets the artifacts of runs the policy lets go (past the
  * newest N per job, or older than D), then deletes the blobs no artifact references any more.
  * A blob is deleted only when it is unreferenced and untouched for the grace period, so a blob
- * being uploaded (written, not yet referenced) or just re-used by an upload is never taken.
+ * being uploaded (written, not yet referenced) or just re-used by an upload is never taken. The
+ * grace counts from the store's `blobs` table, which every server's uploads touch (a file's mtime
+ * would only tell about uploads that came to the server whose disk holds it).
+ *
+ * On several servers the periodic sweep runs on the holder of the `retention` lease only; a sweep
+ * asked for by hand (`kiln artifacts gc`) runs on the server asked. Two sweeps at once on two
+ * servers are safe: a blob is deleted only by the sweep whose forgetBlob removed its row.
  */
-import { readdir, stat, unlink } from 'node:fs/promises';
-import path from 'node:path';
 import type { Logger } from 'pino';
-import { isSha256 } from '../core/index.js';
 import { coerceError, ShuttingDownError, SweepBusyError } from '../errors.js';
 import type { ExpiredArtifacts, JobStore, RetentionPolicy } from '../store/index.js';
-import type { ArtifactStore } from './artifact-store.js';
+import type { BlobStore } from './artifact-store.js';
+import type { Lease } from './cluster/types.js';
 import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** How long artifacts are kept, and how often the sweep runs. */
@@ -39,6 +43,14 @@ export interface SweepReport {
 /** Blobs checked against the store at a time. */
 const BLOB_BATCH = 500;
 
+/** What a sweeper needs besides its store and blobs. */
+export interface SweeperOptions {
+  now: () => number;
+  settings: RetentionSettings;
+  /** The `retention` lease (LEASE.retention): the periodic sweep runs only while it is held. Absent: always. */
+  lease?: Lease;
+}
+
 export class ArtifactSweeper {
   private readonly loop: WakeLoop;
   /** The sweep in flight, if any, with the policy it applies (requests asking the same share it). */
@@ -48,21 +60,32 @@ export class ArtifactSweeper {
   private stopped = false;
   /** Sweeps actually started (not shared), for logs and tests. */
   sweepsStarted = 0;
+  /** Whether the blobs stored before the `blobs` table were looked for (once per server life). */
+  private backfilled = false;
+  private readonly now: () => number;
+  readonly settings: RetentionSettings;
+  private readonly unlisten: () => void;
 
   constructor(
     private readonly store: JobStore,
-    private readonly blobs: ArtifactStore,
+    private readonly blobs: BlobStore,
     private readonly log: Logger,
-    private readonly now: () => number,
-    readonly settings: RetentionSettings,
+    options: SweeperOptions,
   ) {
+    this.now = options.now;
+    this.settings = options.settings;
+    const { lease } = options;
     // A sweep longer apart than a timer can wait (~24.8 days) runs at that bound: sweeping more often than asked is harmless.
     this.loop = createWakeLoop(log, {
       body: () => this.periodicSweep(),
-      now,
-      retry: { retryMinMs: settings.sweepEveryMs, retryMaxMs: settings.sweepEveryMs },
+      now: options.now,
+      retry: { retryMinMs: this.settings.sweepEveryMs, retryMaxMs: this.settings.sweepEveryMs },
       failureMessage: 'artifact sweep failed; trying again at the next one',
+      gate: lease && (() => lease.held),
     });
+    // A sweep in flight when the lease is lost runs to its end: its deletions are guarded by
+    // forgetBlob, so another server's sweep at the same time deletes nothing twice.
+    this.unlisten = lease?.onChange((held) => (held ? void this.loop.open() : this.loop.close())) ?? (() => undefined);
   }
 
   /** Sweeps now, then every `sweepEveryMs`. */
@@ -73,6 +96,7 @@ export class ArtifactSweeper {
   /** Stops the timer and aborts a sweep in flight; its waiting callers get ShuttingDownError. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unlisten();
     this.abort.abort();
     await this.loop.stop();
     await this.current?.done.catch(() => undefined);
@@ -134,54 +158,56 @@ export class ArtifactSweeper {
     const runIds = runs.map((r) => r.runId);
     this.checkAborted();
     if (!dryRun) await this.store.deleteArtifacts(runIds);
+    await this.backfill();
     const settledBefore = this.now() - this.settings.graceMs;
     const blobs: SweepReport['blobs'] = [];
-    let batch: { sha256: string; file: string; bytes: number }[] = [];
-    const flush = async () => {
-      const gone = new Set(await this.store.unreferencedBlobs(batch.map((b) => b.sha256), dryRun ? runIds : []));
-      for (const blob of batch.filter((b) => gone.has(b.sha256))) {
-        if (dryRun || (await this.removeIfSettled(blob.file, settledBefore))) blobs.push({ sha256: blob.sha256, bytes: blob.bytes });
+    // staleBlobs pages oldest first, and the rows of referenced blobs stay: each page asks for
+    // those seen (and kept) again plus a batch, and only the new ones are checked.
+    const seen = new Set<string>();
+    let forgotten = 0;
+    for (let limit = BLOB_BATCH; ; limit = seen.size - forgotten + BLOB_BATCH) {
+      this.checkAborted();
+      const stale = await this.store.staleBlobs(settledBefore, limit);
+      const fresh = stale.filter((sha) => !seen.has(sha));
+      for (const sha of fresh) seen.add(sha);
+      for (const sha256 of await this.store.unreferencedBlobs(fresh, dryRun ? runIds : [])) {
+        this.checkAborted();
+        const bytes = (await this.blobs.size(sha256)) ?? 0;
+        if (dryRun) {
+          blobs.push({ sha256, bytes });
+          continue;
+        }
+        // The row goes first: an upload re-using the blob since `settledBefore` has touched it,
+        // and then keeps it (forgetBlob says false); one that touches it after this finds no row
+        // to keep and stores the blob again (artifact-store.ts).
+        if (!(await this.store.forgetBlob(sha256, settledBefore))) continue;
+        forgotten += 1;
+        await this.blobs.delete(sha256);
+        blobs.push({ sha256, bytes });
       }
-      batch = [];
-    };
-    for await (const blob of this.settledBlobs(settledBefore)) {
-      this.checkAborted();
-      batch.push(blob);
-      if (batch.length >= BLOB_BATCH) await flush();
+      if (stale.length < limit || fresh.length === 0) break;
     }
-    if (batch.length > 0) await flush();
-    let tempFiles = 0;
-    const tmp = path.join(this.blobs.dir, 'tmp');
-    for (const name of await readdir(tmp).catch(() => [])) {
-      this.checkAborted();
-      // A temp file this old belongs to an upload that died with its server.
-      if (dryRun ? await this.isSettled(path.join(tmp, name), settledBefore) : await this.removeIfSettled(path.join(tmp, name), settledBefore)) tempFiles += 1;
-    }
+    this.checkAborted();
+    const tempFiles = await this.blobs.sweepTemp(settledBefore, dryRun);
     return { dryRun, runs, blobs, tempFiles };
   }
 
-  /** Blob files not modified since `before`. */
-  private async *settledBlobs(before: number): AsyncGenerator<{ sha256: string; file: string; bytes: number }> {
-    for (const shard of await readdir(this.blobs.dir)) {
-      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
-      for (const name of await readdir(path.join(this.blobs.dir, shard)).catch(() => [])) {
+  /**
+   * Blobs stored before the `blobs` table existed (an upgraded server) get their row, touched when
+   * their file was written, at the first sweep of a store whose table is still empty: without a
+   * row a blob is never swept, and with one dated now it would be kept a grace too long at most.
+   */
+  private async backfill(): Promise<void> {
+    if (this.backfilled) return;
+    if ((await this.store.staleBlobs(Number.MAX_SAFE_INTEGER, 1)).length === 0) {
+      let count = 0;
+      for await (const blob of this.blobs.list()) {
         this.checkAborted();
-        if (!isSha256(name)) continue;
-        const file = path.join(this.blobs.dir, shard, name);
-        const stats = await stat(file).catch(() => undefined);
-        if (stats && stats.mtimeMs < before) yield { sha256: name, file, bytes: stats.size };
+        await this.store.touchBlob(blob.sha256, blob.size, Math.floor(blob.modifiedAt));
+        count += 1;
       }
+      if (count > 0) this.log.info({ blobs: count }, 'artifact blobs stored before this version recorded for retention');
     }
-  }
-
-  private async isSettled(file: string, before: number): Promise<boolean> {
-    const stats = await stat(file).catch(() => undefined);
-    return stats !== undefined && stats.mtimeMs < before;
-  }
-
-  /** Deletes `file` if it is still untouched since `before` (an upload may have just re-used it). */
-  private async removeIfSettled(file: string, before: number): Promise<boolean> {
-    if (!(await this.isSettled(file, before))) return false;
-    return unlink(file).then(() => true, () => false);
+    this.backfilled = true;
   }
 }

@@ -9,7 +9,8 @@ import * as z from 'zod';
 import { durationRangeProblem, formatDuration, MAX_DURATION_MS, MAX_TIMER_MS, parseDuration, parseSize } from '../core/index.js';
 import { coerceError, ConfigError } from '../errors.js';
 import { PROVIDER_NAMES, providerKind } from './latent/providers.js';
-import type { S3Settings } from './upload/s3-target.js';
+import { parseBlobStore } from './artifact-store.js';
+import type { S3Settings } from './s3-url.js';
 
 /** A duration, at most `max` (the message names the limit; the issue's path names the field). */
 const boundedDuration = (max: number) => z.string()
@@ -36,6 +37,11 @@ const artifactsSchema = z.strictObject({
   sweep_every: duration.optional(),
   /** Unreferenced blobs younger than this stay (an upload may be about to reference them). */
   blob_grace: duration.optional(),
+  /** Where blobs live: `dir:PATH` (shared storage for several servers) or `s3://BUCKET/PREFIX?endpoint=URL&region=R&force_path_style=true`. */
+  store: z.string().min(1).optional(),
+  /** Credentials of an s3:// store (else the AWS_* chain); never in the URL, which is logged. */
+  access_key_id: z.string().optional(),
+  secret_access_key: z.string().optional(),
 });
 
 const uploadSchema = z.strictObject({
@@ -125,6 +131,10 @@ export interface ConfigFileSettings {
   /** Settings only the file gives. */
   sweepEvery?: string;
   blobGrace?: string;
+  /** `artifacts.store`, a `dir:` path made absolute from the file's folder. */
+  artifactStore?: string;
+  /** The credentials of an s3:// `artifacts.store`. */
+  artifactStoreS3?: S3Settings;
   upload?: string;
   uploadRetryMin?: string;
   uploadRetryMax?: string;
@@ -181,6 +191,7 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
     keepArtifactsFor: config.artifacts?.keep_for,
     sweepEvery: config.artifacts?.sweep_every,
     blobGrace: config.artifacts?.blob_grace,
+    ...artifactStore(file, config.artifacts),
     upload: config.upload?.url,
     uploadRetryMin: config.upload?.retry_min,
     uploadRetryMax: config.upload?.retry_max,
@@ -193,6 +204,27 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
     metrics: config.metrics === undefined ? undefined : config.metrics !== false,
     metricsListen: typeof config.metrics === 'object' ? config.metrics.listen : undefined,
   };
+}
+
+/** `artifacts.store`, checked now (a bad one stops the server before anything starts), with its credentials. */
+function artifactStore(file: string, artifacts: z.infer<typeof artifactsSchema> | undefined): Pick<ConfigFileSettings, 'artifactStore' | 'artifactStoreS3'> {
+  if (artifacts?.store === undefined) {
+    if (artifacts?.access_key_id !== undefined || artifacts?.secret_access_key !== undefined) throw new ConfigError(`bad config file ${file}: artifacts.access_key_id: only for an s3:// artifacts.store`);
+    return {};
+  }
+  const s3: S3Settings = { accessKeyId: artifacts.access_key_id, secretAccessKey: artifacts.secret_access_key };
+  let location;
+  try {
+    location = parseBlobStore(artifacts.store, path.dirname(path.resolve(file)), s3);
+  } catch (raw) {
+    throw new ConfigError(`bad config file ${file}: artifacts.store: ${coerceError(raw).message}`);
+  }
+  if (location.kind === 'dir') {
+    if (s3.accessKeyId !== undefined || s3.secretAccessKey !== undefined) throw new ConfigError(`bad config file ${file}: artifacts.access_key_id: only for an s3:// artifacts.store`);
+    return { artifactStore: `dir:${location.root}` };
+  }
+  if (!s3.accessKeyId !== !s3.secretAccessKey) throw new ConfigError(`bad config file ${file}: artifacts: S3 access key id and secret access key go together: give both or neither`);
+  return { artifactStore: artifacts.store, artifactStoreS3: s3 };
 }
 
 /** The S3 keys of an `upload:` block, as the S3 target takes them. */

@@ -13,18 +13,17 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, PayloadTooLargeError, RouteNotFoundError, StoreUnavailableError } from '../errors.js';
 import { hostPlatform } from '../host-info.js';
-import { openStore, sqliteStoreFile, type JobStore } from '../store/index.js';
+import { isPostgresUrl, openStore, sqliteStoreFile, type JobStore } from '../store/index.js';
 import type { Presence } from '../store/postgres/presence.js';
 import { KILN_VERSION } from '../version.js';
 import { FeedBridge } from './cluster/feed-bridge.js';
 import { PgLeaseKeeper } from './cluster/lease-keeper.js';
 import { LEASE, soloLeases, type LeaseKeeper } from './cluster/types.js';
 import { presentServer } from './api/present.js';
-import { isPostgresUrl } from '../store/open-store.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
 import { registerRoutes } from './api/routes.js';
 import { registerDashboardRoutes } from './api/dashboard-routes.js';
-import { ArtifactStore, DEFAULT_ARTIFACT_LIMITS, type ArtifactLimits } from './artifact-store.js';
+import { DEFAULT_ARTIFACT_LIMITS, openBlobStore, unsharedBlobWarning, type ArtifactLimits, type BlobStoreLocation } from './artifact-store.js';
 import { ArtifactSweeper, DEFAULT_BLOB_GRACE_MS, DEFAULT_SWEEP_EVERY_MS, type RetentionSettings } from './artifact-sweeper.js';
 import { openUploadTarget, type UploadSettings } from './upload/open-target.js';
 import { DEFAULT_OUTBOX_TIMINGS, Outbox, type OutboxTimings } from './upload/outbox.js';
@@ -65,6 +64,8 @@ export interface ServerOptions {
   dataDir: string;
   /** Store URL; SQLite in the data dir when absent. */
   store?: string;
+  /** Where artifact blobs live (`artifacts.store`, `--artifact-store`); default `<data>/artifacts`. Servers sharing a store share this. */
+  artifactStore?: BlobStoreLocation;
   /** Largest artifact file, and most artifact bytes per run; default 4 GiB and 16 GiB. */
   artifactLimits?: Partial<ArtifactLimits>;
   /** Artifact retention; absent: artifacts are kept (unreferenced blobs are still swept). */
@@ -198,7 +199,14 @@ function listenUrl(host: string, port: number, tls: boolean): string {
  * only hashed.
  */
 function configDigest(options: ServerOptions): string {
-  const shared = { configDir: options.configDir ?? null, pools: options.pools ?? [], upload: options.upload ?? null, artifacts: options.artifactLimits ?? null, retention: options.retention ?? null };
+  // The artifact store by where it is, without its credentials.
+  const store = options.artifactStore?.kind === 's3'
+    ? { bucket: options.artifactStore.bucket, prefix: options.artifactStore.prefix, endpoint: options.artifactStore.settings.endpoint ?? null }
+    : options.artifactStore ?? null;
+  const shared = {
+    configDir: options.configDir ?? null, pools: options.pools ?? [], upload: options.upload ?? null, artifacts: options.artifactLimits ?? null, retention: options.retention ?? null,
+    artifactStore: store,
+  };
   return createHash('sha256').update(JSON.stringify(shared)).digest('hex');
 }
 
@@ -220,15 +228,16 @@ async function startOnStore(
   const leases: LeaseKeeper = presence
     ? new PgLeaseKeeper({ presence, log: log.child({ part: 'leases' }), events })
     : soloLeases();
-  // TODO(c16 H5): pass `retention` as `lease` to the ArtifactSweeper once its option exists.
   const singletonLeases = {
     scheduler: leases.want(LEASE.scheduler), reaper: leases.want(LEASE.reaper), outbox: leases.want(LEASE.outbox), retention: leases.want(LEASE.retention),
   };
   const registry = new WorkerRegistry(events);
   const hub = new ConsoleHub(store, log.child({ part: 'console' }), events);
-  const blobs = new ArtifactStore(path.join(options.dataDir, 'artifacts'), { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits });
-  const sweeper = new ArtifactSweeper(store, blobs, log.child({ part: 'retention' }), now, {
-    sweepEveryMs: DEFAULT_SWEEP_EVERY_MS, graceMs: DEFAULT_BLOB_GRACE_MS, ...options.retention,
+  const blobs = await openBlobStore(options.artifactStore, { dataDir: options.dataDir, limits: { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits }, store, now });
+  const unshared = unsharedBlobWarning(isPostgresUrl(options.store), options.artifactStore, options.dataDir);
+  if (unshared) log.warn(unshared);
+  const sweeper = new ArtifactSweeper(store, blobs, log.child({ part: 'retention' }), {
+    now, settings: { sweepEveryMs: DEFAULT_SWEEP_EVERY_MS, graceMs: DEFAULT_BLOB_GRACE_MS, ...options.retention }, lease: singletonLeases.retention,
   });
   store.setUploadTarget(target?.description ?? null);
   const outbox = target && new Outbox(log.child({ part: 'outbox' }), {
@@ -379,7 +388,7 @@ async function startOnStore(
   pools?.start();
   sweeper.start();
   outbox?.wake();
-  log.info({ url, dataDir: options.dataDir, upload: target?.description, metrics: metricsUrl }, 'kiln server listening');
+  log.info({ url, dataDir: options.dataDir, artifacts: blobs.description, upload: target?.description, metrics: metricsUrl }, 'kiln server listening');
 
   return {
     url,

@@ -6,7 +6,8 @@
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { createReadStream, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { s3Target, type S3Settings } from '../../src/server/upload/s3-target.js';
@@ -72,7 +73,15 @@ function delivery(run: Run, lines: string[], artifacts: (Artifact & { file: stri
     async *consoleLines() {
       yield* lines;
     },
-    artifacts,
+    // Opened as the server's blob store opens them: a missing file fails at once.
+    artifacts: artifacts.map((a) => ({
+      ...a,
+      open: async () => {
+        const stream = createReadStream(a.file);
+        await once(stream, 'open');
+        return stream;
+      },
+    })),
   };
 }
 

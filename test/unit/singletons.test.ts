@@ -14,7 +14,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { Lease } from '../../src/server/cluster/types.js';
-import { ArtifactStore, DEFAULT_ARTIFACT_LIMITS } from '../../src/server/artifact-store.js';
+import { DEFAULT_ARTIFACT_LIMITS, DirBlobStore } from '../../src/server/artifact-store.js';
 import { createEventBus } from '../../src/server/events.js';
 import { Reaper } from '../../src/server/reaper.js';
 import { RunLifecycle } from '../../src/server/run-lifecycle.js';
@@ -179,7 +179,7 @@ async function outboxWorld(t: TestContext, kind: Kind = 'sqlite') {
   store.setUploadTarget('https://results.example/upload');
   const run = await runningRun(store, 'built', 'w1');
   await store.endAttempt(run.id, { report: { result: { kind: 'exited', code: 0 } }, finishedAt: T0 + 1 }, { worker: 'w1', attempt: 1 }, {});
-  const blobs = new ArtifactStore(path.join(dir, 'artifacts'), DEFAULT_ARTIFACT_LIMITS);
+  const blobs = new DirBlobStore(path.join(dir, 'artifacts'), { dataDir: dir, limits: DEFAULT_ARTIFACT_LIMITS, store, now: () => T0 + 10 });
   const outbox = (lease: Lease, target: UploadTarget, events = createEventBus(log), on: JobStore = store) => {
     const made = new Outbox(log, { store: on, target, blobs, events, now: () => T0 + 10, timings: DEFAULT_OUTBOX_TIMINGS, lease });
     t.after(() => made.stop());

@@ -92,11 +92,14 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const metrics = flags.metricsListen !== undefined
     ? { listen: parseListen(flags.metricsListen, '--metrics-listen', '127.0.0.1:9464') }
     : flags.metrics ? {} : undefined;
+  // Parsed here, before anything starts: a bad store stops the server with nothing written.
+  const { parseBlobStore } = await import('../../server/artifact-store.js');
+  const artifactStore = flags.artifactStore === undefined ? undefined : parseBlobStore(flags.artifactStore, process.cwd(), flags.artifactStoreS3);
   const tls = flags.tlsCert === undefined ? undefined : { cert: path.resolve(flags.tlsCert), key: path.resolve(flags.tlsKey!), ca: flags.tlsCa && path.resolve(flags.tlsCa) };
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
   return startServer(log, {
-    host, port, advertise: flags.advertise, dataDir: path.resolve(flags.data), configDir, store: flags.store, ...timings,
+    host, port, advertise: flags.advertise, dataDir: path.resolve(flags.data), configDir, store: flags.store, artifactStore, ...timings,
     artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
     pools: flags.pools, tls, metrics,
   });
@@ -115,7 +118,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const merged: ServerFlags = { ...flags };
   const keys = [
     'listen', 'advertise', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop', 'lockRetake',
-    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen',
+    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'artifactStore', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen',
   ] as const;
   for (const key of keys) {
     const source = command.getOptionValueSource(key);
@@ -128,6 +131,8 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
     ...merged,
     sweepEvery: fromFile.sweepEvery,
     blobGrace: fromFile.blobGrace,
+    // The store's credentials go with the file's store only.
+    ...(merged.artifactStore !== undefined && merged.artifactStore === fromFile.artifactStore ? { artifactStoreS3: fromFile.artifactStoreS3 } : {}),
     pools: fromFile.pools,
     ...(fileUpload ? { uploadRetryMin: fromFile.uploadRetryMin, uploadRetryMax: fromFile.uploadRetryMax, uploadMaxAttempts: fromFile.uploadMaxAttempts, s3: fromFile.s3 } : {}),
   };

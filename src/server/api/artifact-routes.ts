@@ -3,13 +3,12 @@
  * and mode); clients list a run's artifacts and GET single files (Content-Length, ETag = sha256,
  * Range, Content-Disposition: attachment).
  */
-import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { ArtifactPathError, attachmentDisposition, describeIdentity, holdsRun, isSha256, normaliseArtifactPath } from '../../core/index.js';
 import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
-import type { ArtifactStore } from '../artifact-store.js';
+import type { BlobStore } from '../artifact-store.js';
 import type { EventBus } from '../events.js';
 import { forViewer, forWorker } from './auth.js';
 
@@ -23,7 +22,7 @@ function artifactPath(params: unknown): string {
 }
 
 /** Registers the artifact routes. */
-export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: ArtifactStore, events: EventBus): void {
+export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, blobs: BlobStore, events: EventBus): void {
   // Uploads are streams: the route reads the body itself, with its own limits.
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
 
@@ -65,7 +64,7 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     if (kept + size > blobs.limits.runBytes) {
       throw new PayloadTooLargeError(blobs.limits.runBytes, `the file (${size} bytes) would take the run's artifacts to ${kept + size} bytes, over the per-run limit of ${blobs.limits.runBytes} bytes`);
     }
-    await blobs.receive(request.body as Readable, { size, sha256 });
+    await blobs.put(request.body as Readable, { size, sha256 });
     await store.addArtifact(runId, { path: relative, size, sha256, mode: permissions });
     events.publish('artifact.stored', { runId, path: relative, size });
     return reply.code(201).send({ path: relative, size, sha256 });
@@ -81,21 +80,27 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     const relative = artifactPath(request.params);
     const artifact = (await store.listArtifacts(run.id)).find((a) => a.path === relative);
     if (!artifact) throw new RunNotFoundError(`${run.id}: no artifact '${relative}'`);
-    reply.header('etag', `"${artifact.sha256}"`).header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');
-    // Saved, never shown: a job's HTML must not run as this server's page.
-    reply.header('content-disposition', attachmentDisposition(artifact.path));
-    reply.header('x-kiln-mode', artifact.mode.toString(8)).header('x-kiln-sha256', artifact.sha256);
     const range = /^bytes=(\d*)-(\d*)$/.exec(String(request.headers.range ?? ''));
+    let part: { start: number; end: number } | undefined;
     if (range && (range[1] || range[2]) && artifact.size > 0) {
       const start = range[1] ? Number(range[1]) : Math.max(0, artifact.size - Number(range[2]));
       const end = range[1] && range[2] ? Math.min(Number(range[2]), artifact.size - 1) : artifact.size - 1;
       if (start > end || start >= artifact.size) {
         return reply.code(416).header('content-range', `bytes */${artifact.size}`).send();
       }
-      reply.code(206).header('content-range', `bytes ${start}-${end}/${artifact.size}`).header('content-length', end - start + 1);
-      return reply.send(createReadStream(blobs.blobPath(artifact.sha256), { start, end }));
+      part = { start, end };
     }
-    reply.header('content-length', artifact.size);
-    return reply.send(createReadStream(blobs.blobPath(artifact.sha256)));
+    // Opened before any header is set: a blob missing from the store is an error answer, not a cut file.
+    const content = await blobs.open(artifact.sha256, part);
+    reply.header('etag', `"${artifact.sha256}"`).header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');
+    // Saved, never shown: a job's HTML must not run as this server's page.
+    reply.header('content-disposition', attachmentDisposition(artifact.path));
+    reply.header('x-kiln-mode', artifact.mode.toString(8)).header('x-kiln-sha256', artifact.sha256);
+    if (part) {
+      reply.code(206).header('content-range', `bytes ${part.start}-${part.end}/${artifact.size}`).header('content-length', part.end - part.start + 1);
+    } else {
+      reply.header('content-length', artifact.size);
+    }
+    return reply.send(content);
   });
 }

@@ -4,12 +4,12 @@
  * `artifact` part per file, streamed from disk. Basic auth comes from the URL's userinfo, as with
  * robur's builder. 2xx: delivered; 408, 429, 5xx or no answer: retry; any other status: give up.
  */
-import { createReadStream, type ReadStream } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import FormData from 'form-data';
 import { coerceError } from '../../errors.js';
+import { openLazily } from '../artifact-store.js';
 import { describeUrl } from '../../url-for-humans.js';
 import { deliveryMetadata, type DeliveryOutcome, type RunDelivery, type UploadTarget } from './target.js';
 
@@ -34,16 +34,17 @@ export function judge(status: number, body: string, retryAfter: string | undefin
 }
 
 /** The multipart body of one delivery, and the files it reads (to close if the request fails). */
-function formFor(delivery: RunDelivery): { form: FormData; files: ReadStream[] } {
+function formFor(delivery: RunDelivery): { form: FormData; files: Readable[] } {
   const form = new FormData();
-  const files: ReadStream[] = [];
+  const files: Readable[] = [];
   form.append('run', JSON.stringify(deliveryMetadata(delivery)), { contentType: 'application/json', filename: 'run.json' });
   const lines = delivery.consoleLines();
   form.append('console', Readable.from((async function* () {
     for await (const line of lines) yield line + '\n';
   })()), { contentType: 'text/plain; charset=utf-8', filename: 'console.txt' });
   for (const artifact of delivery.artifacts) {
-    const file = createReadStream(artifact.file, { highWaterMark: 1024 * 1024 });
+    // Opened when the form reaches it: one blob open at a time, whatever the number of artifacts.
+    const file = openLazily(() => artifact.open());
     files.push(file);
     form.append('artifact', file, {
       filepath: artifact.path, contentType: 'application/octet-stream', knownLength: artifact.size,
@@ -53,9 +54,10 @@ function formFor(delivery: RunDelivery): { form: FormData; files: ReadStream[] }
   return { form, files };
 }
 
-/** A missing artifact file will not come back: retrying cannot help. */
+/** A missing artifact blob will not come back: retrying cannot help. */
 function missingFile(err: Error): boolean {
-  return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'KILN_ERR_BLOB_MISSING';
 }
 
 /** The HTTP(S) upload target. */

@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { backoffMs, forwardsOnEnd, type BackoffTimings } from '../../core/index.js';
 import { coerceError } from '../../errors.js';
 import type { Delivery, JobStore } from '../../store/index.js';
-import type { ArtifactStore } from '../artifact-store.js';
+import type { BlobStore } from '../artifact-store.js';
 import { LEASE, soloLeases, type Lease } from '../cluster/types.js';
 import type { EventBus } from '../events.js';
 import { createWakeLoop, type WakeLoop } from '../wake-loop.js';
@@ -69,7 +69,7 @@ export interface OutboxOptions {
   /** Where runs go. */
   target: UploadTarget;
   /** Where the artifacts' files are. */
-  blobs: ArtifactStore;
+  blobs: BlobStore;
   /** `run.ended`, `delivery.queued` and `feed.resync` (local or remote) wake it; it publishes `delivery.attempted`. */
   events: EventBus;
   now: () => number;
@@ -87,7 +87,7 @@ export class Outbox {
   private readonly lease: Lease;
   private readonly store: JobStore;
   private readonly target: UploadTarget;
-  private readonly blobs: ArtifactStore;
+  private readonly blobs: BlobStore;
   private readonly now: () => number;
   private readonly timings: OutboxTimings;
   private readonly events: EventBus;
@@ -162,7 +162,7 @@ export class Outbox {
     let outcome: DeliveryOutcome;
     try {
       const run = await this.store.findRun(delivery.runId);
-      const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, file: this.blobs.blobPath(a.sha256) }));
+      const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, open: () => this.blobs.open(a.sha256) }));
       const store = this.store;
       const consoleLines = async function* () {
         for (let after = -1; ;) {

@@ -3,6 +3,7 @@
  * metadata, console and artifacts, streamed. A target says how a delivery went; the outbox decides
  * what happens next (done, retry later, or give up and record why).
  */
+import type { Readable } from 'node:stream';
 import type { Artifact, Run } from '../../store/index.js';
 import { presentRun } from '../api/present.js';
 
@@ -13,8 +14,8 @@ export interface RunDelivery {
   run: Run;
   /** The run's console, line by line (without newlines), read from the store as it is sent. */
   consoleLines(): AsyncIterable<string>;
-  /** The run's artifacts, each with the file holding its content. */
-  artifacts: (Artifact & { file: string })[];
+  /** The run's artifacts, each with how to read its content (from the server's blob store). */
+  artifacts: (Artifact & { open(): Promise<Readable> })[];
   /** Aborted when the server shuts down: the attempt then counts as a retry. */
   signal?: AbortSignal;
 }
