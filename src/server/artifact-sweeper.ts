@@ -128,7 +128,9 @@ export class ArtifactSweeper {
     if (this.stopped) return Promise.reject(new ShuttingDownError('the server is shutting down: no artifact sweep now'));
     const key = JSON.stringify([dryRun, keep.keepRuns ?? null, keep.keepForMs ?? null]);
     if (this.current) {
-      return this.current.key === key ? this.current.done : Promise.reject(new SweepBusyError());
+      if (this.current.key !== key) return Promise.reject(new SweepBusyError());
+      this.log.debug({ dryRun }, 'artifact sweep joined');
+      return this.current.done;
     }
     this.sweepsStarted += 1;
     this.log.info({ dryRun, keepRuns: keep.keepRuns, keepForMs: keep.keepForMs, sweep: this.sweepsStarted }, 'artifact sweep started');
@@ -161,27 +163,34 @@ export class ArtifactSweeper {
     await this.backfill();
     const settledBefore = this.now() - this.settings.graceMs;
     const blobs: SweepReport['blobs'] = [];
-    // staleBlobs pages oldest first, and the rows of referenced blobs stay: each page asks for
-    // those seen (and kept) again plus a batch, and only the new ones are checked.
+    // staleBlobs pages oldest first. A real sweep leaves no row of a page stale (forgotten, or
+    // touched now because still referenced: its grace then counts from its last reference), so the
+    // next page is new rows; a dry run changes nothing, so it asks for the rows seen plus a batch.
     const seen = new Set<string>();
-    let forgotten = 0;
-    for (let limit = BLOB_BATCH; ; limit = seen.size - forgotten + BLOB_BATCH) {
+    for (let limit = BLOB_BATCH; ; limit = (dryRun ? seen.size : 0) + BLOB_BATCH) {
       this.checkAborted();
       const stale = await this.store.staleBlobs(settledBefore, limit);
       const fresh = stale.filter((sha) => !seen.has(sha));
       for (const sha of fresh) seen.add(sha);
-      for (const sha256 of await this.store.unreferencedBlobs(fresh, dryRun ? runIds : [])) {
+      const gone = new Set(await this.store.unreferencedBlobs(fresh, dryRun ? runIds : []));
+      for (const sha256 of fresh) {
         this.checkAborted();
+        if (!gone.has(sha256)) {
+          // The size is kept from the row's first touch (touchBlob changes only its time).
+          if (!dryRun) await this.store.touchBlob(sha256, 0, this.now());
+          continue;
+        }
         const bytes = (await this.blobs.size(sha256)) ?? 0;
         if (dryRun) {
           blobs.push({ sha256, bytes });
           continue;
         }
         // The row goes first: an upload re-using the blob since `settledBefore` has touched it,
-        // and then keeps it (forgetBlob says false); one that touches it after this finds no row
-        // to keep and stores the blob again (artifact-store.ts).
+        // and then keeps it (forgetBlob says false). One that touches it after the forget stores
+        // it again in a dir store (renamed over); in an S3 store, its HEAD between this forget
+        // and this delete still finds it (a window of one request: the upload then references a
+        // deleted blob, KILN_ERR_BLOB_MISSING).
         if (!(await this.store.forgetBlob(sha256, settledBefore))) continue;
-        forgotten += 1;
         await this.blobs.delete(sha256);
         blobs.push({ sha256, bytes });
       }

@@ -4,18 +4,23 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 
-/** Fills the blob store with `count` empty, unreferenced blobs: a sweep stats each of them. */
-function fillBlobs(dataDir: string, count: number): void {
+/**
+ * Fills the blob store with `count` empty, unreferenced blobs, as an older server left them: the
+ * first sweep records each (the backfill of the blobs table), and deletes them when `writtenAt` is
+ * older than the grace.
+ */
+function fillBlobs(dataDir: string, count: number, writtenAt = new Date()): void {
   const blobs = path.join(dataDir, 'artifacts');
   for (let i = 0; i < count; i += 1) {
     const sha = createHash('sha256').update(`blob ${i}`).digest('hex');
     mkdirSync(path.join(blobs, sha.slice(0, 2)), { recursive: true });
     writeFileSync(path.join(blobs, sha.slice(0, 2), sha), '');
+    utimesSync(path.join(blobs, sha.slice(0, 2), sha), writtenAt, writtenAt);
   }
 }
 
@@ -52,14 +57,16 @@ test('200 concurrent gc requests run one or two sweeps and are all answered', { 
 
 test('SIGTERM during a long sweep stops it: waiting gc requests get 503 and the server exits', { timeout: 60_000 }, async (t) => {
   const dataDir = tempDir(t);
-  fillBlobs(dataDir, 40_000);
-  const server = await startServer(t, { dataDir });
-  await server.waitFor(/"msg":"artifact sweep ended"/);
+  // Written two hours ago: the sweep at start records and deletes each of them, a long sweep.
+  fillBlobs(dataDir, 40_000, new Date(Date.now() - 2 * 3_600_000));
+  const server = await startServer(t, { dataDir, env: { KILN_LOG_LEVEL: 'debug' } });
+  await server.waitFor(/"msg":"artifact sweep started"/);
+  // A gc with the configured policy joins that sweep in flight.
   const since = server.stderr.length;
-  const first = gc(server, { dryRun: true });
-  await server.waitFor(/"msg":"artifact sweep started"/, since);
-  // More callers join the sweep in flight; the ones that arrive after the shutdown began are refused.
-  const others = Array.from({ length: 50 }, () => gc(server, { dryRun: true }).catch(() => 'refused' as const));
+  const first = gc(server, { dryRun: false });
+  await server.waitFor(/"msg":"artifact sweep joined"/, since);
+  // More callers join it too; the ones that arrive after the shutdown began are refused.
+  const others = Array.from({ length: 50 }, () => gc(server, { dryRun: false }).catch(() => 'refused' as const));
   server.child.kill('SIGTERM');
   const exit = await server.exited;
   assert.equal(exit.code, 0, server.stderr.slice(-5).join('\n'));
@@ -71,4 +78,5 @@ test('SIGTERM during a long sweep stops it: waiting gc requests get 503 and the 
     assert.ok(answer === 'refused' || (answer.status === 503 && answer.body.error.code === 'KILN_ERR_SHUTTING_DOWN'), JSON.stringify(answer));
   }
   assert.match(server.stderr.join('\n'), /"msg":"artifact sweep ended early"/);
+  assert.equal(sweepsStarted(server), 1, 'the gc requests joined the sweep in flight');
 });

@@ -6,6 +6,7 @@ import type { TestContext } from 'node:test';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { startServer, type KilnServer } from '../../src/server/index.js';
+import type { BlobStoreLocation } from '../../src/server/artifact-store.js';
 import type { JobStore } from '../../src/store/index.js';
 
 /** Starts a server on a free port with a temp data dir; closed when the test ends. */
@@ -20,6 +21,10 @@ export interface InProcessOptions {
   artifactLimits?: { fileBytes?: number; runBytes?: number };
   /** Wraps the server's store (to make it fail on purpose). */
   wrapStore?: (store: JobStore) => JobStore;
+  /** Store URL (default: SQLite in the data dir). */
+  store?: string;
+  /** Where artifact blobs live (default: the data dir's artifacts/). */
+  artifactStore?: BlobStoreLocation;
 }
 
 export async function inProcessServer(t: TestContext, options: InProcessOptions = {}): Promise<KilnServer & { dataDir: string }> {
@@ -27,7 +32,7 @@ export async function inProcessServer(t: TestContext, options: InProcessOptions 
   if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
   const server = await startServer(pino({ level: process.env.KILN_TEST_LOG ?? 'silent' }), {
     host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs, now: options.now,
-    artifactLimits: options.artifactLimits, wrapStore: options.wrapStore,
+    artifactLimits: options.artifactLimits, wrapStore: options.wrapStore, store: options.store, artifactStore: options.artifactStore,
   });
   let closed = false;
   t.after(async () => {

@@ -153,11 +153,11 @@ async function storeArgs(t: TestContext, dataDir: string, args: string[]): Promi
 }
 
 /** Starts `kiln server` on a free port and waits until it listens. */
-export async function startServer(t: TestContext, options: { dataDir?: string; port?: number; args?: string[] } = {}): Promise<ServerProcess> {
+export async function startServer(t: TestContext, options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? tempDir(t);
   const port = options.port ?? (await freePort());
   const args = options.args ?? [];
-  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...args, ...(await storeArgs(t, dataDir, args))]);
+  const owned = spawnKiln(t, ['server', '--listen', `127.0.0.1:${port}`, '--data', dataDir, ...args, ...(await storeArgs(t, dataDir, args))], options.env);
   await owned.waitFor(/kiln server listening/);
   return {
     ...owned,
