@@ -64,19 +64,22 @@ export type BlobStoreLocation = { kind: 'dir'; root: string } | ({ kind: 's3'; s
 
 /**
  * Parses `dir:PATH` (relative paths from `base`) or `s3://BUCKET/PREFIX?endpoint=URL&region=R&force_path_style=true`.
- * Credentials never come in the text (it is logged): `s3` gives them, else the AWS_* chain. Throws ConfigError.
+ * Credentials never come in the text (it is logged): `s3` gives them, else the AWS_* chain. `what`
+ * names the option in errors. Throws ConfigError.
  */
-export function parseBlobStore(text: string, base: string, s3: S3Settings = {}): BlobStoreLocation {
+export function parseBlobStore(text: string, base: string, s3: S3Settings = {}, what = 'artifacts.store'): BlobStoreLocation {
   if (text.startsWith('dir:')) {
     const dir = text.slice('dir:'.length);
-    if (dir === '') throw new ConfigError(`bad artifacts.store '${text}': give the directory, e.g. dir:/shared/kiln-artifacts`);
+    if (dir === '') throw new ConfigError(`bad ${what} '${text}': give the directory, e.g. dir:/shared/kiln-artifacts`);
     return { kind: 'dir', root: path.resolve(base, dir) };
   }
   if (text.startsWith('s3:')) {
-    const { bucket, prefix, settings } = parseS3Url(text, 'artifacts.store');
-    return { kind: 's3', bucket, prefix, settings: { ...settings, ...withoutUndefined(s3) } };
+    const { bucket, prefix, settings } = parseS3Url(text, what);
+    const merged = { ...settings, ...withoutUndefined(s3) };
+    if (!merged.accessKeyId !== !merged.secretAccessKey) throw new ConfigError(`${what}: S3 access key id and secret access key go together: give both or neither`);
+    return { kind: 's3', bucket, prefix, settings: merged };
   }
-  throw new ConfigError(`bad artifacts.store '${text.replace(/[?#].*$/, '')}': use dir:PATH or s3://BUCKET/PREFIX?endpoint=URL`);
+  throw new ConfigError(`bad ${what} '${text.replace(/[?#].*$/, '')}': use dir:PATH or s3://BUCKET/PREFIX?endpoint=URL`);
 }
 
 /** What a blob store needs besides its location. */

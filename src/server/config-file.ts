@@ -208,23 +208,13 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
 
 /** `artifacts.store`, checked now (a bad one stops the server before anything starts), with its credentials. */
 function artifactStore(file: string, artifacts: z.infer<typeof artifactsSchema> | undefined): Pick<ConfigFileSettings, 'artifactStore' | 'artifactStoreS3'> {
-  if (artifacts?.store === undefined) {
-    if (artifacts?.access_key_id !== undefined || artifacts?.secret_access_key !== undefined) throw new ConfigError(`bad config file ${file}: artifacts.access_key_id: only for an s3:// artifacts.store`);
-    return {};
+  const s3: S3Settings = { accessKeyId: artifacts?.access_key_id, secretAccessKey: artifacts?.secret_access_key };
+  const location = artifacts?.store === undefined ? undefined : parseBlobStore(artifacts.store, path.dirname(path.resolve(file)), s3, `config file ${file}: artifacts.store`);
+  if (location?.kind !== 's3' && (s3.accessKeyId !== undefined || s3.secretAccessKey !== undefined)) {
+    throw new ConfigError(`bad config file ${file}: artifacts.access_key_id: only for an s3:// artifacts.store`);
   }
-  const s3: S3Settings = { accessKeyId: artifacts.access_key_id, secretAccessKey: artifacts.secret_access_key };
-  let location;
-  try {
-    location = parseBlobStore(artifacts.store, path.dirname(path.resolve(file)), s3);
-  } catch (raw) {
-    throw new ConfigError(`bad config file ${file}: artifacts.store: ${coerceError(raw).message}`);
-  }
-  if (location.kind === 'dir') {
-    if (s3.accessKeyId !== undefined || s3.secretAccessKey !== undefined) throw new ConfigError(`bad config file ${file}: artifacts.access_key_id: only for an s3:// artifacts.store`);
-    return { artifactStore: `dir:${location.root}` };
-  }
-  if (!s3.accessKeyId !== !s3.secretAccessKey) throw new ConfigError(`bad config file ${file}: artifacts: S3 access key id and secret access key go together: give both or neither`);
-  return { artifactStore: artifacts.store, artifactStoreS3: s3 };
+  if (location === undefined) return {};
+  return location.kind === 'dir' ? { artifactStore: `dir:${location.root}` } : { artifactStore: artifacts!.store, artifactStoreS3: s3 };
 }
 
 /** The S3 keys of an `upload:` block, as the S3 target takes them. */

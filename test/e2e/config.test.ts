@@ -42,6 +42,10 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     ['artifacts:\n  keep_runs: -1\n', /^kiln: bad config file .*: artifacts\.keep_runs: /],
     ['upload: ftp://example.org/\n', /^kiln: bad --upload 'ftp:\/\/example\.org\/': unsupported scheme ftp: \(use http, https or s3\)$/],
     ['upload:\n  url: s3://builds\n  access_key_id: AKIA\n', /^kiln: S3 access key id and secret access key go together/],
+    ['artifacts:\n  store: /shared/blobs\n', /^kiln: bad config file .*: artifacts\.store '\/shared\/blobs': use dir:PATH or s3:\/\/BUCKET\/PREFIX\?endpoint=URL$/],
+    ['artifacts:\n  store: s3://blobs/kiln?secret=x\n', /^kiln: config file .*: artifacts\.store: unknown setting 'secret' \(use endpoint, region, force_path_style\)$/],
+    ['artifacts:\n  store: s3://blobs\n  access_key_id: AKIA\n', /^kiln: config file .*: artifacts\.store: S3 access key id and secret access key go together/],
+    ['artifacts:\n  store: dir:/shared/blobs\n  access_key_id: AKIA\n  secret_access_key: x\n', /^kiln: bad config file .*: artifacts\.access_key_id: only for an s3:\/\/ artifacts\.store$/],
   ];
   for (const [i, [text, message]] of cases.entries()) {
     const file = path.join(dir, `bad-${i}.yaml`);
@@ -57,6 +61,7 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     [['--keep-artifacts-for', 'forever'], /^kiln: bad --keep-artifacts-for 'forever': use a duration/],
     [['--keep-artifacts-for', '100000000d'], /^kiln: bad --keep-artifacts-for '100000000d': at most 3660d$/],
     [['--reattach-grace', '30d'], /^kiln: bad --reattach-grace '30d': at most 24d \(longer timers fire at once\)$/],
+    [['--artifact-store', 'nowhere'], /^kiln: bad --artifact-store 'nowhere': use dir:PATH or s3:\/\/BUCKET\/PREFIX\?endpoint=URL$/],
     [['--upload', 'not a url'], /^kiln: bad --upload 'not a url': use http\(s\):\/\/\[user:password@\]host\/path or s3:\/\/bucket\/prefix$/],
   ];
   for (const [args, message] of flags) {

@@ -94,7 +94,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
     : flags.metrics ? {} : undefined;
   // Parsed here, before anything starts: a bad store stops the server with nothing written.
   const { parseBlobStore } = await import('../../server/artifact-store.js');
-  const artifactStore = flags.artifactStore === undefined ? undefined : parseBlobStore(flags.artifactStore, process.cwd(), flags.artifactStoreS3);
+  const artifactStore = flags.artifactStore === undefined ? undefined : parseBlobStore(flags.artifactStore, process.cwd(), flags.artifactStoreS3, '--artifact-store');
   const tls = flags.tlsCert === undefined ? undefined : { cert: path.resolve(flags.tlsCert), key: path.resolve(flags.tlsKey!), ca: flags.tlsCa && path.resolve(flags.tlsCa) };
   const { startServer } = await import('../../server/index.js');
   const configDir = flags.configDir === undefined ? undefined : path.resolve(flags.configDir);
