@@ -176,8 +176,7 @@ export class ArtifactSweeper {
       for (const sha256 of fresh) {
         this.checkAborted();
         if (!gone.has(sha256)) {
-          // The size is kept from the row's first touch (touchBlob changes only its time).
-          if (!dryRun) await this.store.touchBlob(sha256, 0, this.now());
+          if (!dryRun) await this.store.touchBlob(sha256, (await this.blobs.size(sha256)) ?? 0, this.now());
           continue;
         }
         const bytes = (await this.blobs.size(sha256)) ?? 0;
