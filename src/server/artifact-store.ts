@@ -57,6 +57,8 @@ export interface BlobStore {
   list(): AsyncIterable<StoredBlob>;
   /** Removes the local temp files of uploads not touched since `before` (counts them only when `dryRun`); how many. */
   sweepTemp(before: number, dryRun: boolean): Promise<number>;
+  /** Lets the store's connections go (the server is stopping). */
+  close(): void;
 }
 
 /** `artifacts.store`: a directory or an S3 bucket. */
@@ -199,6 +201,10 @@ export abstract class CheckedBlobStore implements BlobStore {
   abstract size(sha256: string): Promise<number | undefined>;
   abstract delete(sha256: string): Promise<void>;
   abstract list(): AsyncIterable<StoredBlob>;
+
+  close(): void {
+    // Nothing held between calls by default.
+  }
 
   async sweepTemp(before: number, dryRun: boolean): Promise<number> {
     let swept = 0;

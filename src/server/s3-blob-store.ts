@@ -87,6 +87,10 @@ export class S3BlobStore extends CheckedBlobStore {
     }
   }
 
+  override close(): void {
+    this.client.destroy();
+  }
+
   private failure(operation: string, what: string, raw: unknown): BlobStoreError {
     const status = s3Status(raw);
     const err = coerceError(raw);

@@ -346,6 +346,8 @@ async function startOnStore(
     await pools?.stop();
     await gateway.shutdown();
     await app.close();
+    // After the last request: an S3 download streams through the store's client.
+    blobs.close();
     await dispatcher.settled();
     await hub.close();
     // Let the leases go and tell the farm (another server takes them at once), then leave: the store's close marks this server stopped.
