@@ -15,6 +15,7 @@ import { BadHttpRequestError, coerceError, InvalidRequestError, KilnError, Paylo
 import { hostPlatform } from '../host-info.js';
 import { isPostgresUrl, openStore, sqliteStoreFile, type JobStore } from '../store/index.js';
 import type { Presence } from '../store/postgres/presence.js';
+import { createFarmUrls } from './cluster/farm-urls.js';
 import { KILN_VERSION } from '../version.js';
 import { FeedBridge } from './cluster/feed-bridge.js';
 import { PgLeaseKeeper } from './cluster/lease-keeper.js';
@@ -260,9 +261,11 @@ async function startOnStore(
   /** The URL the farm lists this server at (`--advertise`, default the listen URL). */
   let advertised = '';
   const startedAt = now();
+  // An instance's worker is given every live server, this one first, so it fails over as any worker does.
+  const farmUrls = presence ? createFarmUrls(log, { store, events, self: () => url, selfId: member.id }) : undefined;
   const pools = options.pools?.length
     ? await openPools(options.pools, {
-      store, dispatcher, workers: registry, events, log, now, server: () => url, ca: options.tls?.ca, dataDir: options.dataDir,
+      store, dispatcher, workers: registry, events, log, now, server: () => farmUrls?.current() ?? url, ca: options.tls?.ca, dataDir: options.dataDir,
       note: (runId, text) => lifecycle.noteWaiting(runId, text), reattachGraceMs, leases: (pool) => leases.want(LEASE.pool(pool)),
     })
     : undefined;
@@ -340,6 +343,7 @@ async function startOnStore(
     await metricsListener?.close();
     await scheduler.stop();
     await reaper.stop();
+    farmUrls?.stop();
     dispatcher.stop();
     await outbox?.stop();
     await sweeper.stop();
@@ -374,6 +378,7 @@ async function startOnStore(
   if (presence) {
     await presence.setUrl(advertised);
     bridge!.start(advertised);
+    await farmUrls?.refresh();
   }
   const metricsAt = options.metrics?.listen;
   if (metrics && metricsAt) {

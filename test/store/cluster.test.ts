@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import pino from 'pino';
+import { createFarmUrls } from '../../src/server/cluster/farm-urls.js';
 import { FeedBridge } from '../../src/server/cluster/feed-bridge.js';
 import { PgLeaseKeeper } from '../../src/server/cluster/lease-keeper.js';
 import { createEventBus, type EventBus, type KilnEventName, type KilnEvents } from '../../src/server/events.js';
@@ -198,3 +199,20 @@ describe('several servers on one PostgreSQL schema', { skip }, () => {
   });
 });
 
+
+describe('a pool instance\'s server list', { skip }, () => {
+  test('is this server first, then every other live server, kept as servers join and leave', async (t) => {
+    const { url } = await freshSchema(t);
+    const a = await member(t, url, 'aaaa0001');
+    const urls = createFarmUrls(log, { store: a.store, events: a.events, self: () => 'http://self.test', selfId: a.id });
+    t.after(() => urls.stop());
+    assert.equal(urls.current(), 'http://self.test', 'alone: itself');
+    const b = await member(t, url, 'bbbb0002');
+    a.events.publish('server.joined', { id: b.id, url: 'http://bbbb0002.test', remote: true });
+    await until('b listed', () => urls.current() === 'http://self.test,http://bbbb0002.test');
+    await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE '%${b.id}%'`);
+    await b.store.close();
+    a.events.publish('feed.resync', {});
+    await until('b gone once dead', () => urls.current() === 'http://self.test');
+  });
+});
