@@ -313,7 +313,7 @@ async function startOnStore(
     return delivery;
   };
   registerRoutes(app, {
-    store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: () => pools?.view() ?? [], redeliver,
+    store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: async () => (await pools?.farmView()) ?? [], redeliver,
     events, reservedFor: (worker) => dispatcher.reservedFor(worker), now,
     servers: async () => presence
       ? (await store.listServers()).map((server) => presentServer(server, member.id))

@@ -33,8 +33,8 @@ export interface RouteParts {
   lifecycle: RunLifecycle;
   templates: Templates;
   sweeper: ArtifactSweeper;
-  /** The latent worker pools, as `kiln workers` shows them. */
-  pools: () => PoolView[];
+  /** The latent worker pools, as `kiln workers` shows them (a pool another server manages as the store records it). */
+  pools: () => Promise<PoolView[]>;
   /** Where runs are uploaded, without secrets. */
   uploadTarget: string | undefined;
   /** The run lifecycle's events, streamed to clients (`GET /api/events`). */
@@ -177,7 +177,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
   app.get('/api/queues', forViewer, async () => {
     const [queued, dropped, jobs] = await Promise.all([store.listQueued(), store.listDroppedPlatforms(), store.listJobs()]);
     const sessions = registry.list();
-    const poolViews = pools();
+    const poolViews = await pools();
     const farm: FarmView = {
       workers: sessions.map((s) => ({ name: s.name, platform: s.platform, labels: s.labels, freeSlots: freeSlots(s), onlyRun: reservedFor(s.name) })),
       pools: poolViews.map((p) => {
@@ -216,7 +216,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
   // The farm's events, live (server-sent events, or NDJSON): the dashboard re-reads on them instead of polling.
   app.get('/api/events', forViewer, async (request, reply) => streamFarmEvents(request, reply, events));
 
-  app.get('/api/workers', forViewer, async () => ({ workers: await listWorkers(), pools: pools() }));
+  app.get('/api/workers', forViewer, async () => ({ workers: await listWorkers(), pools: await pools() }));
 
   app.get('/api/info', forViewer, async (request) => {
     const [jobs, queued, running, workers, summary, farm] = await Promise.all([
