@@ -314,7 +314,7 @@ async function startOnStore(
   };
   registerRoutes(app, {
     store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: async () => (await pools?.farmView()) ?? [], redeliver,
-    events, reservedFor: (worker) => dispatcher.reservedFor(worker), now,
+    events, reservedFor: (worker) => dispatcher.reservedFor(worker), now, serverId: member.id,
     servers: async () => presence
       ? (await store.listServers()).map((server) => presentServer(server, member.id))
       // Alone on SQLite: this server, holding every lease.

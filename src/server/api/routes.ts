@@ -7,7 +7,7 @@ import type { RunLifecycle } from '../run-lifecycle.js';
 import type { WorkerRegistry } from '../worker-registry.js';
 import { streamConsole } from './console-stream.js';
 import { presentDelivery, presentEvent, presentJob, presentRun, presentWorker } from './present.js';
-import { cancelledBy, isoInZone, scheduleZone, upcoming, waitReasons, type FarmView } from '../../core/index.js';
+import { cancelledBy, isoInZone, scheduleZone, upcoming, waitReasons, type FarmView, type WorkerSlotView } from '../../core/index.js';
 import type { EventBus } from '../events.js';
 import { freeSlots } from '../worker-registry.js';
 import { streamFarmEvents } from './event-stream.js';
@@ -47,13 +47,15 @@ export interface RouteParts {
   now: () => number;
   /** The farm's servers with their leases, `self` marking this one (`GET /api/info`). */
   servers: () => Promise<PresentedServer[]>;
+  /** This server's id in its farm (workers recorded on other servers are told apart by it). */
+  serverId: string;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now, servers }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now, servers, serverId }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await jobService.schedule(body);
@@ -173,13 +175,32 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     await streamConsole(request, reply, store, hub, run, follow, after);
   });
 
+  /**
+   * Workers connected to the farm's other servers (several servers on PostgreSQL), as slots: their
+   * capacity less the runs the store says they hold. Alone on a store, none (a row still marked
+   * connected without a server is a past life's).
+   */
+  const workersElsewhere = async (): Promise<WorkerSlotView[]> => {
+    const [recorded, running] = await Promise.all([store.listWorkers(), store.listRunning()]);
+    const here = new Set(registry.list().map((s) => s.name));
+    const held = new Map<string, number>();
+    for (const run of running) if (run.worker) held.set(run.worker, (held.get(run.worker) ?? 0) + 1);
+    return recorded
+      .filter((w) => w.connected && w.server && w.server !== serverId && !here.has(w.name))
+      .map((w) => ({ name: w.name, platform: w.platform, labels: w.labels, freeSlots: Math.max(0, w.capacity - (held.get(w.name) ?? 0)) }));
+  };
+
   // Every platform the farm knows (queued runs, jobs, workers, pools, drops), with why each waiting run waits.
   app.get('/api/queues', forViewer, async () => {
-    const [queued, dropped, jobs] = await Promise.all([store.listQueued(), store.listDroppedPlatforms(), store.listJobs()]);
+    const [queued, dropped, jobs, elsewhere] = await Promise.all([store.listQueued(), store.listDroppedPlatforms(), store.listJobs(), workersElsewhere()]);
     const sessions = registry.list();
     const poolViews = await pools();
+    const workerSlots = [
+      ...sessions.map((s) => ({ name: s.name, platform: s.platform, labels: s.labels, freeSlots: freeSlots(s), onlyRun: reservedFor(s.name) })),
+      ...elsewhere,
+    ];
     const farm: FarmView = {
-      workers: sessions.map((s) => ({ name: s.name, platform: s.platform, labels: s.labels, freeSlots: freeSlots(s), onlyRun: reservedFor(s.name) })),
+      workers: workerSlots,
       pools: poolViews.map((p) => {
         const live = p.instances.filter((i) => i.state !== 'stopping');
         const starting = live.filter((i) => i.state === 'starting');
@@ -194,7 +215,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     };
     // Platforms are names users choose: a Map, as `constructor` or `toString` would find Object's own.
     const byPlatform = new Map<string, typeof queued>();
-    const known = [...queued.map((r) => r.platform), ...jobs.flatMap((job) => jobService.platformsFor(job)), ...sessions.map((s) => s.platform), ...poolViews.map((p) => p.platform), ...farm.dropped];
+    const known = [...queued.map((r) => r.platform), ...jobs.flatMap((job) => jobService.platformsFor(job)), ...workerSlots.map((s) => s.platform), ...poolViews.map((p) => p.platform), ...farm.dropped];
     for (const platform of known) {
       if (!byPlatform.has(platform)) byPlatform.set(platform, []);
     }
@@ -202,10 +223,10 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     return {
       queues: [...byPlatform].sort(([a], [b]) => a.localeCompare(b)).map(([platform, runs]) => {
         const reasons = waitReasons(runs, farm);
-        const workers = sessions.filter((s) => s.platform === platform);
+        const workers = workerSlots.filter((s) => s.platform === platform);
         return {
           platform, dropped: farm.dropped.has(platform),
-          workers: workers.length, freeSlots: workers.reduce((n, s) => n + freeSlots(s), 0),
+          workers: workers.length, freeSlots: workers.reduce((n, s) => n + s.freeSlots, 0),
           pools: poolViews.filter((p) => p.platform === platform).map((p) => p.name),
           runs: runs.map((run, i) => ({ run: presentRun(run), waiting: reasons[i]! })),
         };
