@@ -74,6 +74,8 @@ export async function streamConsole(
       await hub.flush();
       await replay();
     } while (overflowed && !out.closed);
+    // Lines written from now on by another server are read for it after what the replay sent.
+    subscription.caughtUp(lastSeq);
     for (const line of held) emit(line);
     held = [];
     live = true;
