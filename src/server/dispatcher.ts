@@ -61,7 +61,9 @@ export class Dispatcher {
       onIdle: () => this.idle(),
     });
     const kick = () => this.kick();
-    for (const name of ['run.queued', 'run.ended', 'run.retried', 'worker.joined', 'worker.freed', 'platform.undropped'] as const) this.events.on(name, kick);
+    // Those of another server too (`remote`): a run queued there may suit a worker connected here.
+    // A resync (the feed may have missed some) looks again.
+    for (const name of ['run.queued', 'run.ended', 'run.retried', 'worker.joined', 'worker.freed', 'platform.undropped', 'feed.resync'] as const) this.events.on(name, kick);
   }
 
   /** Matched as far as runs and workers go: the pools look then. */

@@ -93,9 +93,12 @@ export interface KilnEvents {
   'delivery.queued': { runId: string; remote?: true };
   /**
    * A worker's connection (on whichever server holds it) must be cut: its token was revoked, or it
-   * came back as another process. `except` spares one connection (by its connId). Subscriber: the gateway.
+   * came back as another process. With `identity` (an identity key): the connections of that
+   * identity (revoked); without: those named `name`, sparing the identity `keep` (the name was
+   * given its own token) and the connection `except` (by its connId). `reason` is what the worker
+   * is told. The publisher cuts its own at once; a gateway acts on remote ones. Subscriber: the gateway.
    */
-  'worker.cut': { name: string; identity?: string; except?: string; reason: string; remote?: true };
+  'worker.cut': { name: string; identity?: string; keep?: string; except?: string; reason: string; remote?: true };
   /** A worker joined or left another server. Subscribers: pools (evaluate), the reaper (kicks on left). */
   'worker.elsewhere': { name: string; platform: string; change: 'joined' | 'left'; remote: true };
   /** A server joined the farm, or left it (a clean stop, or found dead). Subscriber: the lease keeper (tries at once). */

@@ -381,7 +381,7 @@ export class RunLifecycle {
     // A connection cut off (revoked) is unlisted before its close: a worker welcomed under the
     // name meanwhile is the one connected now.
     if (this.workers.session(session.name)) return;
-    await this.store.workerDisconnected(session.name, this.options.now());
+    await this.store.workerDisconnected(session.name, this.options.now(), session.connId);
   }
 
   /**

@@ -33,7 +33,7 @@ import type { PoolSettings } from './config-file.js';
 import { openPools } from './latent/open-pools.js';
 import { ConsoleHub } from './console-hub.js';
 import { Dispatcher } from './dispatcher.js';
-import { createEventBus } from './events.js';
+import { createEventBus, type EventBus } from './events.js';
 import { registerWorkerGateway } from './gateway/worker-gateway.js';
 import { JobService } from './job-service.js';
 import { RunLifecycle } from './run-lifecycle.js';
@@ -109,6 +109,8 @@ export interface KilnServer {
   tokens: Tokens;
   /** Every route with its audience. @internal For tests that walk every route. */
   routes: readonly RouteEntry[];
+  /** The server's event bus. @internal For tests that play the feed between servers. */
+  events: EventBus;
   /** Where runs are uploaded, without secrets, if anywhere. */
   uploadTarget: string | undefined;
   /** Where Prometheus scrapes this server, when metrics are on. */
@@ -232,7 +234,9 @@ async function startOnStore(
   const singletonLeases = {
     scheduler: leases.want(LEASE.scheduler), reaper: leases.want(LEASE.reaper), outbox: leases.want(LEASE.outbox), retention: leases.want(LEASE.retention),
   };
-  const registry = new WorkerRegistry(events);
+  const registry = new WorkerRegistry(events, {
+    droppedPlatforms: async () => (await store.listDroppedPlatforms()).map((d) => d.platform), log: log.child({ part: 'registry' }),
+  });
   const hub = new ConsoleHub(store, log.child({ part: 'console' }), events);
   const blobs = await openBlobStore(options.artifactStore, { dataDir: options.dataDir, limits: { ...DEFAULT_ARTIFACT_LIMITS, ...options.artifactLimits }, store, now });
   const unshared = unsharedBlobWarning(isPostgresUrl(options.store), options.artifactStore, options.dataDir);
@@ -322,10 +326,11 @@ async function startOnStore(
   });
   registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);
-  const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, log: log.child({ part: 'gateway' }), now }, {
+  const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, events, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
     artifactLimits: blobs.limits,
+    serverId: member.id,
     nameOwner: async (name) => ((await pools?.isInstanceName(name)) ? 'instance' : (await store.getWorkerToken(name)) ? 'token' : undefined),
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
@@ -402,6 +407,7 @@ async function startOnStore(
     serverId: member.id,
     tokens,
     routes,
+    events,
     uploadTarget: target?.description,
     metricsUrl,
     wakeScheduler: () => scheduler.wake(),

@@ -4,8 +4,11 @@
  * Only the registry changes a session's state (the runs it holds, what it has been given, open,
  * draining) and the dropped platforms, so no two parts disagree about a worker. It publishes
  * `worker.joined` and `worker.left`, and carries out `run.cancel-requested` and platform drops
- * (the workers concerned are told).
+ * (the workers concerned are told), those of this server and those another server sharing the
+ * database published (`remote`): a cancel on server A reaches the worker connected here.
  */
+import type { Logger } from 'pino';
+import { coerceError } from '../errors.js';
 import type { Run } from '../store/index.js';
 import type { EventBus } from './events.js';
 
@@ -16,6 +19,11 @@ export interface WorkerLink {
   readonly identity: string;
   /** Its process's id from the hello (see Run.workerSession); undefined for workers that send none. */
   readonly session: string | undefined;
+  /**
+   * This connection's id (one per socket), recorded with the worker in the store: only this
+   * connection's close marks the worker disconnected. Undefined when the store is not told one.
+   */
+  readonly connId?: string;
   readonly platform: string;
   readonly labels: Record<string, string>;
   readonly capacity: number;
@@ -81,6 +89,7 @@ class Session implements WorkerSession {
   get name() { return this.link.name; }
   get identity() { return this.link.identity; }
   get session() { return this.link.session; }
+  get connId() { return this.link.connId; }
   get platform() { return this.link.platform; }
   get labels() { return this.link.labels; }
   get capacity() { return this.link.capacity; }
@@ -96,6 +105,14 @@ class Session implements WorkerSession {
   notice(message: string): void { this.link.notice(message); }
 }
 
+/** What a registry reads again when the feed between servers may have missed events. */
+export interface WorkerRegistryOptions {
+  /** The dropped platforms as stored (read again on `feed.resync`). */
+  droppedPlatforms?: () => Promise<string[]>;
+  /** Where a failed re-read is logged. */
+  log?: Logger;
+}
+
 /** Owns worker sessions and dropped platforms. */
 export class WorkerRegistry {
   /** Listed (welcomed) sessions by name: at most one per name. */
@@ -109,7 +126,8 @@ export class WorkerRegistry {
   /** Runs claimed but neither sent nor handed back (the store failed): handed back first on the next pass. */
   private readonly unsentRuns = new Map<string, Run>();
 
-  constructor(private readonly events: EventBus) {
+  constructor(private readonly events: EventBus, private readonly options: WorkerRegistryOptions = {}) {
+    // A cancel recorded here or on another server: the worker is told if its connection is here.
     events.on('run.cancel-requested', ({ run, reason }) => this.holder(run)?.cancel(run.id, reason));
     events.on('platform.dropped', ({ platform }) => {
       this.dropped.add(platform);
@@ -119,6 +137,25 @@ export class WorkerRegistry {
       this.dropped.delete(platform);
       this.tell(platform, `platform ${platform} is back: this worker takes runs again`);
     });
+    events.on('feed.resync', () => void this.resyncDropped());
+  }
+
+  /**
+   * Reads the dropped platforms again (a drop or undrop on another server may have been missed):
+   * each change is published as if heard from the feed (`remote`), so the workers concerned are
+   * told and the dispatcher kicked on an undrop, as for one heard.
+   */
+  private async resyncDropped(): Promise<void> {
+    if (!this.options.droppedPlatforms) return;
+    let stored: Set<string>;
+    try {
+      stored = new Set(await this.options.droppedPlatforms());
+    } catch (raw) {
+      this.options.log?.error({ err: coerceError(raw) }, 'could not read the dropped platforms again; the next resync will');
+      return;
+    }
+    for (const platform of [...this.dropped]) if (!stored.has(platform)) this.events.publish('platform.undropped', { platform, remote: true });
+    for (const platform of stored) if (!this.dropped.has(platform)) this.events.publish('platform.dropped', { platform, cancelled: [], remote: true });
   }
 
   /** A session for a connection not listed yet (its hello is being handled: runs may be re-attached to it). */
@@ -231,8 +268,9 @@ export class WorkerRegistry {
     return this.holder({ id: runId, worker: worker ?? null });
   }
 
-  /** Platforms dropped before this server started (read from the store): their workers get no runs. */
+  /** The dropped platforms as stored (at start): their workers get no runs. Replaces what was kept. */
   restoreDropped(platforms: string[]): void {
+    this.dropped.clear();
     for (const platform of platforms) this.dropped.add(platform);
   }
 

@@ -102,3 +102,37 @@ test('a draining or once-used session has no free slot', () => {
   registry.letGo(once, 'r1');
   assert.equal(freeSlots(once), 0, 'a --once worker takes one run in its life');
 });
+
+test('dropped platforms read again on feed.resync replace the kept ones: each change is published as heard from the feed, and workers are told', async () => {
+  const events = createEventBus(pino({ level: 'silent' }));
+  let stored = ['linux', 'bsd'];
+  const heard: string[] = [];
+  events.on('platform.dropped', ({ platform, remote }) => heard.push(`dropped ${platform}${remote ? ' (remote)' : ''}`));
+  events.on('platform.undropped', ({ platform, remote }) => heard.push(`undropped ${platform}${remote ? ' (remote)' : ''}`));
+  let read!: Promise<string[]>;
+  const registry = new WorkerRegistry(events, { droppedPlatforms: () => (read = Promise.resolve(stored)) });
+  registry.restoreDropped(['linux', 'bsd']);
+  registry.restoreDropped(['linux']);
+  assert.equal(registry.isDropped('bsd'), false, 'restoreDropped replaces the set');
+  const sent: string[] = [];
+  registry.join(registry.create(fakeLink('w1', sent)));
+
+  // Another server undropped linux and dropped mac; both events were missed.
+  stored = ['mac'];
+  events.publish('feed.resync', {});
+  await read;
+  await Promise.resolve();
+  assert.deepEqual(heard, ['undropped linux (remote)', 'dropped mac (remote)']);
+  assert.equal(registry.isDropped('linux'), false);
+  assert.equal(registry.isDropped('mac'), true);
+  assert.match(sent[0]!, /^notice platform linux is back/, 'the worker of linux is told');
+});
+
+test('a platform dropped on another server (remote) reaches the workers here', () => {
+  const { events, registry } = setup();
+  const sent: string[] = [];
+  registry.join(registry.create(fakeLink('w1', sent)));
+  events.publish('platform.dropped', { platform: 'linux', cancelled: [], remote: true });
+  assert.equal(registry.isDropped('linux'), true);
+  assert.match(sent[0]!, /^notice platform linux was dropped/);
+});

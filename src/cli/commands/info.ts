@@ -9,10 +9,10 @@ import { orDash, printJson, printTable, shortId } from '../output.js';
 function workerRows(workers: PresentedWorker[]): string[][] {
   return workers.map((w) => [
     w.name, w.platform, Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-', w.state,
-    w.running.map(shortId).join(',') || '-', w.lastSeen ?? '-',
+    w.running.map(shortId).join(',') || '-', w.lastSeen ?? '-', w.server ?? '-',
   ]);
 }
-const WORKER_HEADERS = ['NAME', 'PLATFORM', 'LABELS', 'STATE', 'RUNNING', 'LAST SEEN'];
+const WORKER_HEADERS = ['NAME', 'PLATFORM', 'LABELS', 'STATE', 'RUNNING', 'LAST SEEN', 'SERVER'];
 
 /** Registers info, queues and workers. */
 export function registerInfoCommands(program: Command): void {

@@ -69,6 +69,8 @@ export function presentWorker(worker: WorkerRecord, running: string[]) {
     state: worker.connected ? (running.length > 0 ? 'busy' : 'idle') : 'disconnected',
     running, hostname: worker.hostname, os: worker.os, arch: worker.arch, version: worker.version,
     connectedAt: iso(worker.connectedAt), lastSeen: worker.connected ? new Date().toISOString() : iso(worker.lastSeen),
+    // The id of the server its connection is (or was last) on: several servers share one database.
+    server: worker.server ?? null,
   };
 }
 

@@ -2,7 +2,13 @@
  * The worker endpoint: one WebSocket per worker. The first frame is the hello; after it the
  * worker streams console lines and results, and the server pushes runs. Every frame is
  * validated; a bad one is answered with an error frame, never a crash.
+ *
+ * With several servers on one database, a worker name is claimed in the store for this
+ * connection (a name connected on another live server is taken), and a cut decided on any server
+ * (a token revoked, a name given its own token) goes out as `worker.cut`: the server holding the
+ * connection cuts it.
  */
+import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
@@ -15,6 +21,7 @@ import {
 } from '../../protocol/index.js';
 import type { Run } from '../../store/index.js';
 import type { ArtifactLimits } from '../artifact-store.js';
+import type { EventBus, KilnEvents } from '../events.js';
 import { DEFAULT_TIMEOUT_MS, type RunLifecycle } from '../run-lifecycle.js';
 import { HeartbeatSweep, type Beat } from './heartbeat.js';
 import type { WorkerLink, WorkerRegistry, WorkerSession } from '../worker-registry.js';
@@ -32,6 +39,12 @@ export interface WorkerGatewayOptions {
   nameOwner?: (name: string) => Promise<NameOwner>;
   /** Told when a worker with a per-worker token connects (to note the token's last use). */
   tokenUsed?: (name: string) => Promise<void>;
+  /**
+   * This server's id among the servers sharing the store: each worker is recorded with it and a
+   * connection id, and a name connected on another live server is refused. Absent (one server
+   * alone, tests): workers are recorded without them.
+   */
+  serverId?: string;
 }
 
 /** The parts a gateway talks to. */
@@ -41,6 +54,8 @@ export interface WorkerGatewayParts {
   workers: WorkerRegistry;
   /** What workers report moves runs through it. */
   lifecycle: RunLifecycle;
+  /** `worker.cut` goes out there, and comes in from other servers. */
+  events: EventBus;
   log: Logger;
   now: () => number;
 }
@@ -84,6 +99,7 @@ class Link implements WorkerLink {
     private readonly hello: Hello,
     private readonly artifactLimits: ArtifactLimits,
     identity: WorkerIdentity,
+    readonly connId: string | undefined,
   ) {
     this.identity = identityKey(identity);
   }
@@ -174,6 +190,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const cut = new WeakSet<WebSocket>();
   /** Every connection's heartbeat, on one shared timer. */
   const heartbeats = new HeartbeatSweep(options.heartbeatMs);
+  /** Each connection's id, recorded with its worker in the store (with several servers). */
+  const connIds = new Map<WebSocket, string>();
 
   /**
    * Cuts a connection off at once, before its peer has answered the close: it is forgotten (so a
@@ -190,6 +208,30 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     refuse(socket, err, closeCode);
   };
 
+  /**
+   * Cuts the connections here that a `worker.cut` names: those of `identity` (revoked), or else
+   * those under `name`, sparing the identity `keep` (the name's own token) and the connection
+   * `except`. Returns how many.
+   */
+  const cutWhere = ({ name, identity, keep, except, reason }: KilnEvents['worker.cut']): number => {
+    let closed = 0;
+    for (const socket of [...identities.keys()]) {
+      const held = identities.get(socket);
+      if (identity !== undefined ? held !== identity : names.get(socket) !== name) continue;
+      if ((keep !== undefined && held === keep) || (except !== undefined && connIds.get(socket) === except)) continue;
+      if (identity !== undefined) cutOff(socket, new UnauthorizedError(reason), CloseCode.revoked);
+      else cutOff(socket, new WorkerIdentityError(reason), CloseCode.identity);
+      closed += 1;
+    }
+    return closed;
+  };
+  // Decided on another server (its own connections were cut there at once).
+  parts.events.on('worker.cut', (cutting) => {
+    if (!cutting.remote) return;
+    const closed = cutWhere(cutting);
+    if (closed > 0) log.info({ worker: cutting.name, closed }, 'worker connection cut as another server asked');
+  });
+
   // A plain HTTP request (no upgrade) gets a catalogued error, not the plugin's empty 404.
   const notAnUpgrade = async (): Promise<never> => {
     throw new InvalidRequestError('/api/worker takes a WebSocket upgrade: it is where kiln worker connects');
@@ -200,6 +242,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     if (credential.kind !== 'worker') throw new UnauthorizedError('the worker socket needs a worker token');
     const identity = credential.identity;
     identities.set(socket, identityKey(identity));
+    const connId = options.serverId === undefined ? undefined : randomUUID();
+    if (connId !== undefined) connIds.set(socket, connId);
     let session: WorkerSession | undefined;
     let link: Link | undefined;
     // Frames are handled one at a time, in order: output before the result that follows it.
@@ -241,9 +285,19 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         names.set(socket, hello.name);
         const now = parts.now();
         const { runs, ...facts } = hello;
-        await parts.store.recordWorker({ ...facts, connected: true, connectedAt: now, lastSeen: now });
+        const claimed = await parts.store.recordWorker(
+          { ...facts, connected: true, connectedAt: now, lastSeen: now },
+          connId === undefined ? undefined : { serverId: options.serverId!, connId },
+        );
+        // Connected under this name on another server that is alive: taken there, as it would be here.
+        if (!claimed) {
+          names.delete(socket);
+          log.info({ worker: hello.name }, 'worker refused: its name is connected on another server');
+          refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
+          return;
+        }
         if (identity.kind === 'token') await options.tokenUsed?.(identity.name);
-        link = new Link(socket, hello, options.artifactLimits, identity);
+        link = new Link(socket, hello, options.artifactLimits, identity, connId);
         const fresh = parts.workers.create(link);
         const { resume, release } = await parts.lifecycle.workerAttached(fresh, runs);
         session = fresh;
@@ -299,6 +353,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     socket.on('close', () => {
       identities.delete(socket);
       names.delete(socket);
+      connIds.delete(socket);
       sessions.delete(socket);
       clearTimeout(helloTimer);
       heartbeats.delete(heartbeat);
@@ -322,23 +377,16 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
 
   return {
     disconnect(identity, reason) {
-      const key = identityKey(identity);
-      let closed = 0;
-      for (const [socket, held] of identities) {
-        if (held !== key) continue;
-        cutOff(socket, new UnauthorizedError(`${describeIdentity(identity)} was revoked: ${reason}`), CloseCode.revoked);
-        closed += 1;
-      }
+      const cutting = { name: identity.kind === 'shared' ? '' : identity.name, identity: identityKey(identity), reason: `${describeIdentity(identity)} was revoked: ${reason}` };
+      // Here at once; the other servers cut theirs when the feed brings the event.
+      const closed = cutWhere(cutting);
+      parts.events.publish('worker.cut', cutting);
       return closed;
     },
     disconnectOthers(name, identity, reason) {
-      const key = identityKey(identity);
-      let closed = 0;
-      for (const [socket, held] of names) {
-        if (held !== name || identities.get(socket) === key) continue;
-        cutOff(socket, new WorkerIdentityError(`worker '${name}' now has its own token (${reason}): only that token may use the name`), CloseCode.identity);
-        closed += 1;
-      }
+      const cutting = { name, keep: identityKey(identity), reason: `worker '${name}' now has its own token (${reason}): only that token may use the name` };
+      const closed = cutWhere(cutting);
+      parts.events.publish('worker.cut', cutting);
       return closed;
     },
     async shutdown() {
