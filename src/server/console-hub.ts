@@ -97,9 +97,11 @@ export class ConsoleHub {
       // still running for the run, after a worker moved here).
       if (remote) {
         if (this.observers.has(runId)) this.chain(runId, () => this.readRemote(runId).then(() => this.ended(runId)));
+      } else if (this.chains.has(runId)) {
+        this.chain(runId, () => this.ended(runId));
+      } else {
+        this.ended(runId);
       }
-      else if (this.chains.has(runId)) this.chain(runId, () => this.ended(runId));
-      else this.ended(runId);
     });
     events.on('console.committed', ({ ranges }) => {
       for (const runId of new Set(ranges.map((range) => range.r))) this.wantRead(runId);
