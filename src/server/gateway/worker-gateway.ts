@@ -246,6 +246,8 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     if (connId !== undefined) connIds.set(socket, connId);
     let session: WorkerSession | undefined;
     let link: Link | undefined;
+    /** The name this connection claimed in the store, once claimed. */
+    let claimedName: string | undefined;
     // Frames are handled one at a time, in order: output before the result that follows it.
     let chain: Promise<void> = Promise.resolve();
     connections.set(socket, () => chain);
@@ -296,6 +298,7 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;
         }
+        claimedName = hello.name;
         if (identity.kind === 'token') await options.tokenUsed?.(identity.name);
         link = new Link(socket, hello, options.artifactLimits, identity, connId);
         const fresh = parts.workers.create(link);
@@ -363,6 +366,11 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       // worker gone mid-hello) makes its session first, which is then let go here, not left behind.
       chain = chain.then(async () => {
         if (!session) {
+          // Claimed, then the hello failed before a session was made: the name is let go here, or
+          // it would stay connected on this server (taken for every other one).
+          if (claimedName !== undefined) {
+            await parts.store.workerDisconnected(claimedName, parts.now(), connId).catch((raw) => log.error({ err: coerceError(raw) }, 'could not record a lost worker'));
+          }
           connections.delete(socket);
           return;
         }
