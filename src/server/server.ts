@@ -330,7 +330,9 @@ async function startOnStore(
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
     artifactLimits: blobs.limits,
-    serverId: member.id,
+    // Several servers (PostgreSQL): names are claimed per connection. Alone (SQLite, no servers row):
+    // none, or the reaper would count this server's own workers as a dead server's.
+    serverId: presence ? member.id : undefined,
     nameOwner: async (name) => ((await pools?.isInstanceName(name)) ? 'instance' : (await store.getWorkerToken(name)) ? 'token' : undefined),
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
