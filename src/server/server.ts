@@ -336,6 +336,10 @@ async function startOnStore(
     nameOwner: async (name) => ((await pools?.isInstanceName(name)) ? 'instance' : (await store.getWorkerToken(name)) ? 'token' : undefined),
     tokenUsed: (name) => store.touchWorkerToken(name, now()),
   });
+  // Cut off from the shared store, this server can serve no worker: they move to the next server in their list.
+  const stopHandOff = presence?.onHeld((held) => {
+    if (!held) gateway.handOff('this server lost its presence on the store');
+  });
 
   registerTokenRoutes(app, { store, now });
   registerSessionRoutes(app, { store, now, auth });
@@ -351,6 +355,7 @@ async function startOnStore(
     await scheduler.stop();
     await reaper.stop();
     farmUrls?.stop();
+    stopHandOff?.();
     dispatcher.stop();
     await outbox?.stop();
     await sweeper.stop();

@@ -166,6 +166,11 @@ function refuse(socket: WebSocket, err: KilnError, closeCode: number): void {
 export interface WorkerGateway {
   /** Closes every worker connection with "server shutting down" and waits until each is recorded. */
   shutdown(): Promise<void>;
+  /**
+   * Closes every worker connection as a shutdown does, without waiting: this server lost its hold on
+   * a shared store and can serve no worker, so they move to the next server in their list.
+   */
+  handOff(reason: string): void;
   /** Refuses and closes the connections of this identity (its token was revoked); returns how many. */
   disconnect(identity: WorkerIdentity, reason: string): number;
   /**
@@ -396,6 +401,10 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       const closed = cutWhere(cutting);
       parts.events.publish('worker.cut', cutting);
       return closed;
+    },
+    handOff(reason) {
+      if (connections.size > 0) log.warn({ workers: connections.size, reason }, 'closing every worker connection: they move to another server');
+      for (const socket of connections.keys()) socket.close(CloseCode.shutdown, 'server shutting down');
     },
     async shutdown() {
       for (const socket of connections.keys()) socket.close(CloseCode.shutdown, 'server shutting down');
