@@ -216,3 +216,29 @@ describe('a pool instance\'s server list', { skip }, () => {
     await until('b gone once dead', () => urls.current() === 'http://self.test');
   });
 });
+
+describe('a presence whose connection stops answering', { skip }, () => {
+  test('is cut off within its cut-off (no error, no answer: the tick hangs), dropping its leases', async (t) => {
+    const { url } = await freshSchema(t);
+    const a = await member(t, url, `hang${process.pid}`);
+    const ka = keeper(t, a);
+    const lease = ka.want('reaper');
+    await until('the lease held', () => lease.held);
+    const { rows } = await adminQuery(`SELECT pid FROM pg_stat_activity WHERE application_name LIKE '%server ${a.id}'`);
+    const pid = rows[0]!.pid as number;
+    // The backend stops (as a host that froze, or a network that drops everything silently).
+    process.kill(pid, 'SIGSTOP');
+    t.after(() => {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // Already ended.
+      }
+    });
+    // TTL 2 s: cut-off 1.5 s, a tick every 200 ms.
+    const took = await until('presence given up', () => !a.presence.held, 5_000);
+    assert.equal(lease.held, false);
+    assert.ok(took < 3_000, `cut off after ${took} ms`);
+    process.kill(pid, 'SIGCONT');
+  });
+});

@@ -321,6 +321,12 @@ class HeldPresence implements Presence {
     }
     this.ticking = true;
     const sentAt = performance.now();
+    // A tick that hangs (the backend stopped, the network silent: no error, no answer, and no next
+    // tick is armed until this one ends) is cut off when the cut-off passes, not minutes later by keepalive.
+    const watchdog = setTimeout(
+      () => this.cut(client, `its heartbeat has not come back for ${formatDuration(this.cutOffMs)}`),
+      Math.max(0, this.cutOffMs - (performance.now() - this.lastOk)),
+    );
     try {
       const names = this.ticker?.renewing() ?? [];
       const { rows } = await client.query({ name: S.PRESENCE_TICK.name, text: S.PRESENCE_TICK.text, values: [this.serverId, this.leaseTtlMs, names] });
@@ -334,6 +340,7 @@ class HeldPresence implements Presence {
       if (performance.now() - this.lastOk > this.cutOffMs) return this.cut(client, `its heartbeat failed for ${formatDuration(this.cutOffMs)} (${why})`);
       this.options.log?.warn({ store: this.db.where, err: why }, "this server's heartbeat failed; trying again at the next tick");
     } finally {
+      clearTimeout(watchdog);
       this.ticking = false;
       if (this.client === client) this.scheduleTick();
     }
