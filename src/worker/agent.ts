@@ -377,7 +377,7 @@ export class WorkerAgent {
     // No server will take them: uploading would only keep the worker alive.
     if (this.abandoned) return [];
     const files = await collectArtifacts(workDir, run.artifacts, new Set([SCRIPT_NAME]));
-    const target = { server: this.server, token: this.options.token, ca: this.options.ca, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
+    const target = { server: () => this.server, token: this.options.token, ca: this.options.ca, worker: this.options.name, runId: run.id, log: this.log.child({ runId: run.id }) };
     const limits = run.artifactLimits ?? { fileBytes: Infinity, runBytes: Infinity };
     const skipped: SkippedArtifact[] = [];
     const skip = (file: CollectedFile, reason: string) => {

@@ -72,7 +72,8 @@ function putFile(url: URL, file: string, headers: Record<string, string>, ca: st
 
 /** Where and as whom to upload. */
 export interface UploadTarget {
-  server: string;
+  /** The server to send to, asked at each attempt: a worker that failed over sends its retries to the server it is connected to now. */
+  server: () => string;
   token: string;
   worker: string;
   runId: string;
@@ -91,9 +92,10 @@ class RefusedUpload extends Error {}
 /** Streams one file to the server; retries transient failures; throws with the server's reason otherwise. */
 export async function uploadArtifact(file: CollectedFile, target: UploadTarget, knownSha256?: string): Promise<{ sha256: string }> {
   const sha256 = knownSha256 ?? (await hashFile(file.absolute));
-  const url = new URL(`/api/runs/${target.runId}/artifacts/${file.path.split('/').map(encodeURIComponent).join('/')}`, target.server);
+  const route = `/api/runs/${target.runId}/artifacts/${file.path.split('/').map(encodeURIComponent).join('/')}`;
   let lastError = '';
   for (let attempt = 1; attempt <= ATTEMPTS; attempt += 1) {
+    const url = new URL(route, target.server());
     target.log.info({ path: file.path, size: file.size, attempt }, 'uploading an artifact');
     try {
       const response = await putFile(url, file.absolute, {
