@@ -10,7 +10,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
-import { readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -53,6 +53,11 @@ export interface BlobStore {
   size(sha256: string): Promise<number | undefined>;
   /** Deletes the blob (nothing when it is not there). */
   delete(sha256: string): Promise<void>;
+  /**
+   * Deletes the blob unless it was written since `before` (an upload that stored it again after the
+   * sweep forgot its row); true when it is gone. For the sweeper, after forgetBlob.
+   */
+  deleteIfSettled(sha256: string, before: number): Promise<boolean>;
   /** Every stored blob. */
   list(): AsyncIterable<StoredBlob>;
   /** Removes the local temp files of uploads not touched since `before` (counts them only when `dryRun`); how many. */
@@ -187,19 +192,24 @@ export abstract class CheckedBlobStore implements BlobStore {
       const actual = hash.digest('hex');
       if (actual !== expected.sha256) throw new InvalidRequestError(`sha256 mismatch: the content hashes to ${actual}`);
       // Recorded before the blob is kept: a sweep that has not yet forgotten the blob now cannot
-      // (its forgetBlob sees this touch), so a blob found stored below stays stored.
-      await this.options.store.touchBlob(actual, size, this.options.now());
-      await this.keep(temp, actual, size);
+      // (its forgetBlob sees this touch). A new row means the blob may be on its way out (a sweep
+      // forgot it and deletes it next), so it is then stored whatever is there now.
+      const isNew = await this.options.store.touchBlob(actual, size, this.options.now());
+      await this.keep(temp, actual, size, isNew);
     } finally {
       await rm(temp, { force: true });
     }
   }
 
-  /** Keeps the checked temp file as the blob `sha256` (it may already be stored); the temp file is removed after. */
-  protected abstract keep(temp: string, sha256: string, size: number): Promise<void>;
+  /**
+   * Keeps the checked temp file as the blob `sha256` (it may already be stored; `isNew`: its row is
+   * new, so it must be stored again even if found); the temp file is removed after.
+   */
+  protected abstract keep(temp: string, sha256: string, size: number, isNew: boolean): Promise<void>;
   abstract open(sha256: string, range?: { start: number; end: number }): Promise<Readable>;
   abstract size(sha256: string): Promise<number | undefined>;
   abstract delete(sha256: string): Promise<void>;
+  abstract deleteIfSettled(sha256: string, before: number): Promise<boolean>;
   abstract list(): AsyncIterable<StoredBlob>;
 
   close(): void {
@@ -241,7 +251,10 @@ export class DirBlobStore extends CheckedBlobStore {
     mkdirSync(path.dirname(blob), { recursive: true, mode: 0o700 });
     // Renamed over a blob already there (same content) rather than checked for: a sweep that
     // forgot the blob just before this upload's touch and unlinks it just before this rename
-    // then deletes nothing this upload needs.
+    // then deletes nothing this upload needs. The file is dated now (the touch's clock): a sweep
+    // unlinking after this rename finds it fresh (deleteIfSettled) and puts it back.
+    const at = new Date(this.options.now());
+    await utimes(temp, at, at);
     await rename(temp, blob);
   }
 
@@ -266,6 +279,29 @@ export class DirBlobStore extends CheckedBlobStore {
     await unlink(this.blobPath(sha256)).catch((raw: NodeJS.ErrnoException) => {
       if (raw.code !== 'ENOENT') throw raw;
     });
+  }
+
+  /**
+   * The file is moved aside first and its date read there: an upload's rename after the move is not
+   * touched, and a file renamed in by an upload after the sweep forgot the row (dated at that
+   * upload, after `before`) is moved back. Meanwhile (two renames) the blob is missing for readers.
+   */
+  async deleteIfSettled(sha256: string, before: number): Promise<boolean> {
+    const blob = this.blobPath(sha256);
+    const aside = path.join(this.tempDir, `swept-${randomUUID()}`);
+    try {
+      await rename(blob, aside);
+    } catch (raw) {
+      if ((raw as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      throw raw;
+    }
+    const stats = await stat(aside).catch(() => undefined);
+    if (stats && stats.mtimeMs >= before) {
+      await rename(aside, blob);
+      return false;
+    }
+    await rm(aside, { force: true });
+    return true;
   }
 
   async *list(): AsyncGenerator<StoredBlob> {

@@ -60,7 +60,7 @@ export class ArtifactSweeper {
   private stopped = false;
   /** Sweeps actually started (not shared), for logs and tests. */
   sweepsStarted = 0;
-  /** Whether the blobs stored before the `blobs` table were looked for (once per server life). */
+  /** Whether every stored blob was given its row if it had none (once per server life, by a complete listing). */
   private backfilled = false;
   private readonly now: () => number;
   readonly settings: RetentionSettings;
@@ -185,12 +185,12 @@ export class ArtifactSweeper {
           continue;
         }
         // The row goes first: an upload re-using the blob since `settledBefore` has touched it,
-        // and then keeps it (forgetBlob says false). One that touches it after the forget stores
-        // it again in a dir store (renamed over); in an S3 store, its HEAD between this forget
-        // and this delete still finds it (a window of one request: the upload then references a
-        // deleted blob, KILN_ERR_BLOB_MISSING).
+        // and then keeps it (forgetBlob says false). One that touches it after the forget finds
+        // its row new and stores the blob again (rename, PUT) whatever it finds; if that lands
+        // before this delete, the blob is dated after `settledBefore` and deleteIfSettled keeps it.
+        // What remains: in an S3 store, a PUT landing between deleteIfSettled's HEAD and DELETE.
         if (!(await this.store.forgetBlob(sha256, settledBefore))) continue;
-        await this.blobs.delete(sha256);
+        if (!(await this.blobs.deleteIfSettled(sha256, settledBefore))) continue;
         blobs.push({ sha256, bytes });
       }
       if (stale.length < limit || fresh.length === 0) break;
@@ -202,20 +202,23 @@ export class ArtifactSweeper {
 
   /**
    * Blobs stored before the `blobs` table existed (an upgraded server) get their row, touched when
-   * their file was written, at the first sweep of a store whose table is still empty: without a
-   * row a blob is never swept, and with one dated now it would be kept a grace too long at most.
+   * their file was written: without a row a blob is never swept. Every stored blob is listed at
+   * the first sweep of each server life, whatever the table holds (uploads since the upgrade may
+   * have filled it already); it is done again at the next sweep until one listing completes. A row
+   * there keeps its later touch (touchBlob never moves back). A date this early deletes nothing
+   * referenced (unreferencedBlobs decides) nor anything an upload is storing (its touch is later).
+   * A blob a sweep forgot and is deleting gets a row here too: it is dropped at a later sweep,
+   * but an S3 upload touching the blob after this row was made does not send it again (its row is
+   * not new) and may lose it to that delete.
    */
   private async backfill(): Promise<void> {
     if (this.backfilled) return;
-    if ((await this.store.staleBlobs(Number.MAX_SAFE_INTEGER, 1)).length === 0) {
-      let count = 0;
-      for await (const blob of this.blobs.list()) {
-        this.checkAborted();
-        await this.store.touchBlob(blob.sha256, blob.size, Math.floor(blob.modifiedAt));
-        count += 1;
-      }
-      if (count > 0) this.log.info({ blobs: count }, 'artifact blobs stored before this version recorded for retention');
+    let count = 0;
+    for await (const blob of this.blobs.list()) {
+      this.checkAborted();
+      if (await this.store.touchBlob(blob.sha256, blob.size, Math.floor(blob.modifiedAt))) count += 1;
     }
+    if (count > 0) this.log.info({ blobs: count }, 'artifact blobs without a row recorded for retention');
     this.backfilled = true;
   }
 }

@@ -29,9 +29,10 @@ export class S3BlobStore extends CheckedBlobStore {
     return [this.prefix, sha256.slice(0, 2), sha256].filter(Boolean).join('/');
   }
 
-  protected async keep(temp: string, sha256: string, size: number): Promise<void> {
-    // Stored already (by any server): nothing to send.
-    if ((await this.size(sha256)) !== undefined) return;
+  protected async keep(temp: string, sha256: string, size: number, isNew: boolean): Promise<void> {
+    // Stored already (by any server): nothing to send. Unless the row is new: a sweep may have
+    // forgotten it and be about to delete the object found now.
+    if (!isNew && (await this.size(sha256)) !== undefined) return;
     const body = createReadStream(temp);
     try {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key(sha256), Body: body, ContentLength: size, ContentType: 'application/octet-stream' }));
@@ -68,6 +69,24 @@ export class S3BlobStore extends CheckedBlobStore {
     } catch (raw) {
       throw this.failure('DELETE', sha256, raw);
     }
+  }
+
+  /**
+   * An object written since `before` was PUT by an upload after the sweep forgot its row, and is
+   * kept. Unlike a rename, a HEAD then a DELETE are not one step: a PUT landing between them is
+   * deleted (a window of one request; the artifact then reads KILN_ERR_BLOB_MISSING).
+   */
+  async deleteIfSettled(sha256: string, before: number): Promise<boolean> {
+    let modified: Date | undefined;
+    try {
+      modified = (await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(sha256) }))).LastModified;
+    } catch (raw) {
+      if (s3Status(raw) === 404) return true;
+      throw this.failure('HEAD', sha256, raw);
+    }
+    if (modified && modified.getTime() >= before) return false;
+    await this.delete(sha256);
+    return true;
   }
 
   async *list(): AsyncGenerator<StoredBlob> {

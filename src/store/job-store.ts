@@ -595,8 +595,12 @@ export interface JobStore {
   /** The instance whose worker token has this sha256 (hex). */
   poolInstanceByToken(sha256: string): Promise<PoolInstanceRecord | undefined>;
 
-  /** Records that a blob was stored or reused at `now` (the sweeper's grace counts from the latest). */
-  touchBlob(sha256: string, size: number, now: number): Promise<void>;
+  /**
+   * Records that a blob was stored or reused at `now` (the sweeper's grace counts from the latest).
+   * True when the row is new: no row, or a sweep forgot it and may be deleting the blob, so the
+   * caller must store the blob again rather than trust that it is there.
+   */
+  touchBlob(sha256: string, size: number, now: number): Promise<boolean>;
   /** Blobs last touched before `before`, oldest first. */
   staleBlobs(before: number, limit: number): Promise<string[]>;
   /** Forgets a blob's row if it was not touched since `before`; true when forgotten (the caller may then delete the blob). */

@@ -3,14 +3,16 @@
  * S3-compatible service, as a child process) with uploads, downloads, ranges, dedup and gc as with
  * a directory; and two servers on one SQLite store and one `dir:` store serving each other's blobs.
  */
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type { BlobStoreLocation } from '../../src/server/artifact-store.js';
+import { Readable } from 'node:stream';
+import { DEFAULT_ARTIFACT_LIMITS, openBlobStore, type BlobStoreLocation } from '../../src/server/artifact-store.js';
 import type { KilnServer } from '../../src/server/index.js';
+import { openStore } from '../../src/store/index.js';
 import { call, FakeWorker, inProcessServer, runOnFakeWorker, testJob } from '../helpers/in-process.js';
 import { tempDir } from '../helpers/processes.js';
 import { S3RVER_KEY, startS3rver, type S3rver } from '../helpers/s3rver.js';
@@ -86,6 +88,34 @@ test('an S3 store: uploads stored once under PREFIX/ab/SHA, downloads and ranges
   const second = await call(server, 'POST', '/api/artifacts/gc', { dryRun: false, keepRuns: 0 });
   assert.deepEqual(second.body.blobs, [{ sha256: sha(content), bytes: content.length }]);
   assert.deepEqual(await keys('farm/blobs/'), [], 'deleted from the bucket');
+});
+
+test('an S3 store sends a blob again when its row is new (a sweep forgot it and may be deleting the object found), not when the row is there', async (t) => {
+  const dataDir = tempDir(t);
+  const store = await openStore(dataDir);
+  t.after(() => store.close());
+  const location: BlobStoreLocation = {
+    kind: 's3', bucket: BUCKET, prefix: 'resend',
+    settings: { endpoint: s3rver.endpoint, region: 'us-east-1', forcePathStyle: true, accessKeyId: S3RVER_KEY, secretAccessKey: S3RVER_KEY },
+  };
+  const blobs = await openBlobStore(location, { dataDir, limits: DEFAULT_ARTIFACT_LIMITS, store, now: Date.now });
+  t.after(() => blobs.close());
+  const content = 'stored, forgotten, stored again';
+  const key = `resend/${sha(content).slice(0, 2)}/${sha(content)}`;
+  const put = () => blobs.put(Readable.from([Buffer.from(content)]), { size: content.length, sha256: sha(content) });
+  const stored = async () => (await (await reader.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }))).Body!.transformToString());
+  // The object is replaced by a marker (same key) to see whether an upload sends it again.
+  const mark = () => reader.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'marker' }));
+
+  await put();
+  await mark();
+  await put();
+  assert.equal(await stored(), 'marker', 'its row is there: found stored, not sent again');
+
+  // A sweep forgot the row; its DELETE of the object this upload's HEAD would find is still to come.
+  assert.equal(await store.forgetBlob(sha(content), Number.MAX_SAFE_INTEGER), true);
+  await put();
+  assert.equal(await stored(), content, 'sent again');
 });
 
 test('two servers sharing one store and one dir: store, serve each other\'s artifacts', async (t) => {

@@ -106,6 +106,60 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       assert.deepEqual(await inner.staleBlobs(Number.MAX_SAFE_INTEGER, 10), [sha('from an old server, just used')], 'the kept one has its row');
     });
 
+    test('blobs without a row get theirs at the first sweep even when uploads filled the table first, and after a sweep that failed', async (t) => {
+      let failing = true;
+      const { dataDir, inner, put, sweeper } = await setup(t, (store) => Object.assign(Object.create(store) as JobStore, {
+        // The first sweep of this server's life fails (the store unreachable) before its blobs step.
+        expiredArtifacts: async (policy: Parameters<JobStore['expiredArtifacts']>[0]) => {
+          if (failing) throw new Error('store unreachable');
+          return store.expiredArtifacts(policy);
+        },
+      }));
+      // Stored by the server before its upgrade: a file, no row.
+      const where = path.join(dataDir, 'artifacts', sha('from before the upgrade').slice(0, 2), sha('from before the upgrade'));
+      mkdirSync(path.dirname(where), { recursive: true });
+      writeFileSync(where, 'from before the upgrade');
+      const past = new Date(Date.now() - 3 * HOUR);
+      utimesSync(where, past, past);
+      // A run ending right after the restart uploads before any sweep: the table is not empty.
+      await put('uploaded since');
+      const made = sweeper();
+      await assert.rejects(made.sweep(false), /store unreachable/);
+      failing = false;
+
+      const report = await made.sweep(false);
+
+      assert.deepEqual(report.blobs, [{ sha256: sha('from before the upgrade'), bytes: 23 }]);
+      assert.ok(!existsSync(where));
+      assert.deepEqual(await inner.staleBlobs(Number.MAX_SAFE_INTEGER, 10), [sha('uploaded since')]);
+    });
+
+    test('a blob stored again by an upload between the sweep forgetting its row and deleting it is kept', async (t) => {
+      let reuse = (_sha256: string): Promise<void> => Promise.resolve();
+      const { blobs, inner, clock, put, sweeper } = await setup(t, (store) => Object.assign(Object.create(store) as JobStore, {
+        // An upload of the same content (on another server) touches the blob just after this sweep forgot its row.
+        forgetBlob: async (sha256: string, before: number) => {
+          const forgotten = await store.forgetBlob(sha256, before);
+          if (forgotten) await reuse(sha256);
+          return forgotten;
+        },
+      }));
+      clock.offset = -3 * HOUR;
+      await put('popular');
+      await put('forgotten');
+      clock.offset = 0;
+      reuse = async (sha256) => {
+        if (sha256 === sha('popular')) await put('popular');
+      };
+
+      const report = await sweeper().sweep(false);
+
+      assert.deepEqual(report.blobs.map((b) => b.sha256), [sha('forgotten')]);
+      assert.ok(existsSync(blobs.blobPath(sha('popular'))), 'the file the upload renamed in is still there');
+      assert.ok(!existsSync(blobs.blobPath(sha('forgotten'))));
+      assert.deepEqual(await inner.staleBlobs(Number.MAX_SAFE_INTEGER, 10), [sha('popular')], 'with the row the upload made');
+    });
+
     test('the periodic sweep runs only while the retention lease is held; a sweep by hand runs anyway', async (t) => {
       const { clock, put, sweeper } = await setup(t);
       clock.offset = -3 * HOUR;

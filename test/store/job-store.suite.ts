@@ -1448,10 +1448,10 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
       test('blobs: touched, listed when stale, forgotten only if not touched since', async (t) => {
         const store = await open(t);
         const sha = (c: string) => c.repeat(64);
-        await store.touchBlob(sha('a'), 10, T0 + 10);
+        assert.equal(await store.touchBlob(sha('a'), 10, T0 + 10), true, 'a new row');
         await store.touchBlob(sha('b'), 20, T0 + 5);
         await store.touchBlob(sha('c'), 30, T0 + 30);
-        await store.touchBlob(sha('a'), 10, T0 + 1);
+        assert.equal(await store.touchBlob(sha('a'), 10, T0 + 1), false, 'a row already there');
         assert.deepEqual(await store.staleBlobs(T0 + 20, 10), [sha('b'), sha('a')], 'oldest first; a touch never moves back');
         assert.deepEqual(await store.staleBlobs(T0 + 20, 1), [sha('b')]);
         // A reuse after the sweeper listed it: the forget loses, and the blob stays.
@@ -1459,6 +1459,8 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.equal(await store.forgetBlob(sha('b'), T0 + 20), false);
         assert.equal(await store.forgetBlob(sha('a'), T0 + 20), true);
         assert.equal(await store.forgetBlob(sha('a'), T0 + 20), false, 'once');
+        assert.equal(await store.touchBlob(sha('a'), 10, T0 + 40), true, 'new again once forgotten (the blob may be on its way out)');
+        assert.equal(await store.forgetBlob(sha('a'), T0 + 50), true);
         assert.deepEqual(await store.staleBlobs(T0 + 100, 10), [sha('b'), sha('c')]);
       });
 

@@ -1,7 +1,15 @@
-/** `artifacts.store` as written, and the start-up warning for blobs other servers cannot reach. */
+/**
+ * `artifacts.store` as written, the start-up warning for blobs other servers cannot reach, and the
+ * dir store's dating of its files and its delete of settled blobs only.
+ */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { parseBlobStore, unsharedBlobWarning } from '../../src/server/artifact-store.js';
+import { DEFAULT_ARTIFACT_LIMITS, DirBlobStore, parseBlobStore, unsharedBlobWarning } from '../../src/server/artifact-store.js';
+import type { JobStore } from '../../src/store/index.js';
+import { tempDir } from '../helpers/processes.js';
 
 test('artifacts.store: dir:PATH from the base, s3:// with its query settings and the given credentials; anything else refused by code', () => {
   assert.deepEqual(parseBlobStore('dir:blobs', '/etc/kiln'), { kind: 'dir', root: '/etc/kiln/blobs' });
@@ -34,4 +42,32 @@ test('the warning at start: on PostgreSQL only, for a dir store inside the data 
   assert.equal(unsharedBlobWarning(true, { kind: 'dir', root: '/mnt/shared/blobs' }, '/var/lib/kiln'), undefined);
   assert.equal(unsharedBlobWarning(true, { kind: 'dir', root: '/var/lib/kiln-shared' }, '/var/lib/kiln'), undefined, 'a sibling with a common prefix is outside');
   assert.equal(unsharedBlobWarning(true, { kind: 's3', bucket: 'b', prefix: '', settings: {} }, '/var/lib/kiln'), undefined);
+});
+
+test('a dir store dates a stored file by its clock, and deletes a blob only if its file is older than asked', async (t) => {
+  const HOUR = 3_600_000;
+  const clock = { at: Date.now() - 5 * HOUR };
+  // Only put() reaches the store: a row made each time.
+  const store = { touchBlob: async () => true } as unknown as JobStore;
+  const root = tempDir(t);
+  const blobs = new DirBlobStore(root, { dataDir: root, limits: DEFAULT_ARTIFACT_LIMITS, store, now: () => clock.at });
+  const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+  const put = (content: string) => blobs.put(Readable.from([Buffer.from(content)]), { size: content.length, sha256: sha(content) });
+
+  await put('old');
+  assert.ok(Math.abs(statSync(blobs.blobPath(sha('old'))).mtimeMs - clock.at) < 1000, 'dated at the upload, by the store clock');
+  clock.at = Date.now();
+  await put('fresh');
+  const settledBefore = Date.now() - HOUR;
+
+  assert.equal(await blobs.deleteIfSettled(sha('fresh'), settledBefore), false, 'stored again since: kept');
+  assert.equal(readFileSync(blobs.blobPath(sha('fresh')), 'utf8'), 'fresh', 'back in place');
+  assert.equal(await blobs.deleteIfSettled(sha('old'), settledBefore), true);
+  assert.ok(!existsSync(blobs.blobPath(sha('old'))));
+  assert.equal(await blobs.deleteIfSettled(sha('never stored'), settledBefore), true, 'nothing to delete');
+  assert.deepEqual(readdirSync(`${root}/tmp`), [], 'nothing left aside');
+  // A file dated in the past by hand is settled whatever its row says (the row is the sweeper's).
+  const past = new Date(Date.now() - 2 * HOUR);
+  utimesSync(blobs.blobPath(sha('fresh')), past, past);
+  assert.equal(await blobs.deleteIfSettled(sha('fresh'), settledBefore), true);
 });

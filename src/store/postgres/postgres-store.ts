@@ -763,8 +763,10 @@ class PostgresStore implements JobStore {
     return row && toPoolInstance(row);
   }
 
-  async touchBlob(sha256: string, size: number, now: number): Promise<void> {
-    await this.db.run(S.BLOB_TOUCH, [sha256, size, now]);
+  async touchBlob(sha256: string, size: number, now: number): Promise<boolean> {
+    // A retry after a lost connection whose first attempt did commit says false for a row it
+    // inserted: the S3 store may then skip a PUT it needed (artifact-store.ts, CheckedBlobStore.put).
+    return (await this.db.run<{ inserted: boolean }>(S.BLOB_TOUCH, [sha256, size, now])).rows[0]?.inserted === true;
   }
 
   async staleBlobs(before: number, limit: number): Promise<string[]> {

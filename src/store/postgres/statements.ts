@@ -680,10 +680,12 @@ export const POOL_INSTANCES_LIST = sql('pool_instances_list', `
 /** The instance whose worker token has this sha256. $1 token_sha256 */
 export const POOL_INSTANCE_BY_TOKEN = sql('pool_instance_by_token', 'SELECT * FROM pool_instances WHERE token_sha256 = $1');
 
-/** Records a blob stored or reused (its touch never moves back). $1 sha256, $2 size, $3 now */
+/** Records a blob stored or reused (its touch never moves back); returns whether the row is new
+ * (xmax is 0 only for a row this statement inserted). $1 sha256, $2 size, $3 now */
 export const BLOB_TOUCH = sql('blob_touch', `
   INSERT INTO blobs (sha256, size, touched_at) VALUES ($1, $2, $3)
-  ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, touched_at = GREATEST(blobs.touched_at, excluded.touched_at)`, true);
+  ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, touched_at = GREATEST(blobs.touched_at, excluded.touched_at)
+  RETURNING (xmax = 0) AS inserted`, true);
 
 /** Blobs last touched before a time, oldest first. $1 before, $2 limit */
 export const BLOBS_STALE = sql('blobs_stale', 'SELECT sha256 FROM blobs WHERE touched_at < $1 ORDER BY touched_at, sha256 LIMIT $2');

@@ -705,8 +705,13 @@ class SqliteStore implements JobStore {
     return row && toPoolInstance(row);
   }
 
-  async touchBlob(sha256: string, size: number, now: number): Promise<void> {
-    this.prepare(S.BLOB_TOUCH).run(sha256, size, now);
+  touchBlob(sha256: string, size: number, now: number): Promise<boolean> {
+    // One transaction: another process on this database cannot forget or insert the row in between.
+    return this.tx(() => {
+      const existed = this.prepare(S.BLOB_EXISTS).get(sha256) !== undefined;
+      this.prepare(S.BLOB_TOUCH).run(sha256, size, now);
+      return !existed;
+    });
   }
 
   async staleBlobs(before: number, limit: number): Promise<string[]> {

@@ -438,6 +438,9 @@ export const POOL_INSTANCES_LIST = 'SELECT * FROM pool_instances WHERE (@pool IS
 /** The instance whose worker token has this sha256. ?1 token_sha256 */
 export const POOL_INSTANCE_BY_TOKEN = 'SELECT * FROM pool_instances WHERE token_sha256 = ?';
 
+/** Whether a blob has its row. ?1 sha256 */
+export const BLOB_EXISTS = 'SELECT 1 FROM blobs WHERE sha256 = ?';
+
 /** Records a blob stored or reused (its touch never moves back). ?1 sha256, ?2 size, ?3 now */
 export const BLOB_TOUCH = `INSERT INTO blobs (sha256, size, touched_at) VALUES (?, ?, ?)
   ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, touched_at = max(blobs.touched_at, excluded.touched_at)`;
