@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import {
-  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatResult, type RunResult,
+  decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatResult, type BackoffTimings, type RunResult,
 } from '../core/index.js';
 import { ProtocolError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
@@ -19,6 +19,7 @@ import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore,
 import type { EventBus } from './events.js';
 import type { Templates } from './templates.js';
 import type { WorkerRegistry, WorkerSession } from './worker-registry.js';
+import { createWakeLoop, type WakeLoop } from './wake-loop.js';
 
 /** Default job timeout: one hour, as robur's. */
 export const DEFAULT_TIMEOUT_MS = 3_600_000;
@@ -45,9 +46,28 @@ export interface RunLifecycleOptions {
   backstopMs: number;
 }
 
+/** Waits between tries to record workers that left while the store refused (a lost presence being taken back, say). */
+const DISCONNECT_RETRY: BackoffTimings = { retryMinMs: 250, retryMaxMs: 10_000 };
+
 /** Moves runs through their states and publishes what it did. */
 export class RunLifecycle {
-  constructor(private readonly log: Logger, private readonly options: RunLifecycleOptions) {}
+  /** Workers that left while the store could not record it, by name: until it is, the farm counts them connected here. */
+  private readonly unrecorded = new Map<string, { connId?: string; at: number }>();
+  private readonly disconnects: WakeLoop;
+
+  constructor(private readonly log: Logger, private readonly options: RunLifecycleOptions) {
+    this.disconnects = createWakeLoop(log, {
+      body: () => this.recordDisconnects(),
+      retry: DISCONNECT_RETRY,
+      now: options.now,
+      failureMessage: 'could not record that workers left; trying again',
+    });
+  }
+
+  /** Stops retrying what could not be recorded (at shutdown). */
+  async stop(): Promise<void> {
+    await this.disconnects.stop();
+  }
 
   private get store() {
     return this.options.store;
@@ -381,7 +401,24 @@ export class RunLifecycle {
     // A connection cut off (revoked) is unlisted before its close: a worker welcomed under the
     // name meanwhile is the one connected now.
     if (this.workers.session(session.name)) return;
-    await this.store.workerDisconnected(session.name, this.options.now(), session.connId);
+    const at = this.options.now();
+    try {
+      await this.store.workerDisconnected(session.name, at, session.connId);
+    } catch (raw) {
+      // Unrecorded, the worker stays connected here for the farm: its name taken, its runs never lost.
+      this.unrecorded.set(session.name, { connId: session.connId, at });
+      void this.disconnects.kick();
+      throw raw;
+    }
+  }
+
+  /** Records the workers that left while the store refused; a throw retries with the backoff. */
+  private async recordDisconnects(): Promise<void> {
+    for (const [name, { connId, at }] of [...this.unrecorded]) {
+      // Back on this server meanwhile: its new connection is the one recorded (and connId guards the rest).
+      if (!this.workers.session(name)) await this.store.workerDisconnected(name, at, connId);
+      this.unrecorded.delete(name);
+    }
   }
 
   /**

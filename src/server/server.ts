@@ -354,6 +354,7 @@ async function startOnStore(
     await metricsListener?.close();
     await scheduler.stop();
     await reaper.stop();
+    await lifecycle.stop();
     farmUrls?.stop();
     stopHandOff?.();
     dispatcher.stop();

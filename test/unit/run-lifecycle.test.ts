@@ -514,3 +514,20 @@ test('a loss refused for another reason than the store being away is logged and 
   assert.equal(ends, 1, 'not written again');
   assert.equal((await w.store.findRun(run.id)).status, 'running', 'its deadline ends it');
 });
+
+test('a worker that left while the store refused is recorded gone once the store answers (unrecorded, the farm would count it connected here: its name taken, its runs never lost)', async (t) => {
+  const w = await world(t);
+  t.after(() => w.lifecycle.stop());
+  const { session } = await w.dispatchedRun('build');
+  w.failing.add('workerDisconnected');
+  w.workers.leave(session);
+  await assert.rejects(w.lifecycle.workerGone(session), StoreUnavailableError);
+  const deadline = Date.now() + 5_000;
+  let row = (await w.store.listWorkers()).find((x) => x.name === session.name);
+  while (row?.connected && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    row = (await w.store.listWorkers()).find((x) => x.name === session.name);
+  }
+  assert.equal(row?.connected, false, 'recorded gone by the retry');
+  assert.equal(row?.lastSeen, T0, 'as of when it left');
+});
