@@ -608,8 +608,9 @@ export interface JobStore {
 
   /**
    * Claims up to `limit` deliveries due at `now` for the outbox lease's `epoch`: pending ones, and
-   * `sending` ones claimed by an older epoch (their sender died or was deposed; they are sent again
-   * with the same delivery id). They become `sending` with this epoch.
+   * `sending` ones claimed by an older epoch (their sender died or was deposed) or by this one (cut
+   * by a stop or a failed pass: the outbox claims only between its sends); they are sent again with
+   * the same delivery id. They become `sending` with this epoch.
    */
   claimDeliveries(now: number, limit: number, epoch: number): Promise<Delivery[]>;
   /**

@@ -488,15 +488,16 @@ export const DELIVERIES_TROUBLED = sql('deliveries_troubled', `
   SELECT * FROM deliveries WHERE state = 'failed' OR (state IN ('pending', 'sending') AND last_error IS NOT NULL) ORDER BY id DESC LIMIT 5`);
 
 /**
- * Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones being sent
- * under an older epoch (their sender died or lost the lease: sent again, same id), oldest first,
- * passing over rows another claim holds. They become `sending` with this epoch; returns them.
- * $1 target, $2 now, $3 limit, $4 epoch
+ * Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones left
+ * `sending` by an older epoch (their sender died or lost the lease) or by this one (a pass that
+ * failed between its claim and its records: the outbox claims only between its sends, never while
+ * one is in flight), sent again with the same id; oldest first, passing over rows another claim
+ * holds. They become `sending` with this epoch; returns them. $1 target, $2 now, $3 limit, $4 epoch
  */
 export const DELIVERY_CLAIM = sql('delivery_claim', `
   WITH due AS (
     SELECT id FROM deliveries
-    WHERE target = $1 AND ((state = 'pending' AND next_at <= $2) OR (state = 'sending' AND (claim_epoch IS NULL OR claim_epoch < $4)))
+    WHERE target = $1 AND ((state = 'pending' AND next_at <= $2) OR (state = 'sending' AND (claim_epoch IS NULL OR claim_epoch <= $4)))
     ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
   UPDATE deliveries d SET state = 'sending', claim_epoch = $4 FROM due WHERE d.id = due.id
   RETURNING d.*`);

@@ -165,8 +165,6 @@ const MAX_STATEMENTS = 256;
 
 class SqliteStore implements JobStore {
   private uploadTarget: string | null = null;
-  /** Whether this life has claimed deliveries yet (see claimDeliveries). */
-  private claimedDeliveries = false;
 
   /** Statements compiled once, by SQL text: compiling costs more than running most of them. */
   private readonly statements = new Map<string, Database.Statement>();
@@ -723,12 +721,6 @@ class SqliteStore implements JobStore {
   }
 
   async claimDeliveries(now: number, limit: number, epoch: number): Promise<Delivery[]> {
-    // One server per SQLite file, and its lease's epoch is 0 for good, so an older life's claims cannot be told apart by epoch:
-    // this life's first claim takes back every row left `sending` (cut by a stop or a crash), to be sent again with its id.
-    if (!this.claimedDeliveries) {
-      this.prepare(S.DELIVERIES_RELEASE_SENDING).run({ target: this.uploadTarget });
-      this.claimedDeliveries = true;
-    }
     const rows = this.prepare(S.DELIVERY_CLAIM).all({ target: this.uploadTarget, now, limit, epoch }) as DeliveryRow[];
     return rows.map(toDelivery).sort((a, b) => a.nextAt - b.nextAt || a.id - b.id);
   }

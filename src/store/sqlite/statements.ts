@@ -272,14 +272,13 @@ export const DELIVERIES_OLDEST_PENDING = "SELECT MIN(created_at) FROM deliveries
 export const DELIVERIES_TROUBLED = `SELECT * FROM deliveries WHERE state = 'failed' OR (state IN ('pending', 'sending') AND last_error IS NOT NULL)
   ORDER BY id DESC LIMIT 5`;
 
-/** Puts back to pending the deliveries to a target left `sending` by an earlier life of the one server of this file. @target */
-export const DELIVERIES_RELEASE_SENDING = "UPDATE deliveries SET state = 'pending', claim_epoch = NULL WHERE target = @target AND state = 'sending'";
-
-/** Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones being sent under an older epoch, oldest
- * first; they become `sending` with this epoch, and are returned. @target, @now, @limit, @epoch */
+/** Claims deliveries to a target for the outbox lease's epoch: pending ones due, and ones left `sending` by an older epoch or by
+ * this one (the outbox claims only between its sends, so such a row was cut by a stop, a crash or a failed pass; alone on SQLite
+ * the epoch is 0 for good), sent again with the same id, oldest first; they become `sending` with this epoch, and are returned.
+ * @target, @now, @limit, @epoch */
 export const DELIVERY_CLAIM = `UPDATE deliveries SET state = 'sending', claim_epoch = @epoch
   WHERE id IN (SELECT id FROM deliveries
-    WHERE target = @target AND ((state = 'pending' AND next_at <= @now) OR (state = 'sending' AND (claim_epoch IS NULL OR claim_epoch < @epoch)))
+    WHERE target = @target AND ((state = 'pending' AND next_at <= @now) OR (state = 'sending' AND (claim_epoch IS NULL OR claim_epoch <= @epoch)))
     ORDER BY next_at, id LIMIT @limit)
   RETURNING *`;
 
