@@ -242,3 +242,17 @@ describe('a presence whose connection stops answering', { skip }, () => {
     process.kill(pid, 'SIGCONT');
   });
 });
+
+describe('the servers table', { skip }, () => {
+  test('forgets, at a server\'s start, servers dead for over a day, and keeps the rest', async (t) => {
+    const { url, schema } = await freshSchema(t);
+    await member(t, url, 'first001');
+    const day = 86_400_000;
+    await adminQuery(`INSERT INTO ${schema}.servers (id, url, hostname, pid, version, config_digest, started_at, heartbeat_at)
+      VALUES ('gone0001', 'http://gone', 'h', 1, 't', 'd', 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint - ${day} - 1000),
+             ('recent01', 'http://recent', 'h', 1, 't', 'd', 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 60000)`);
+    await member(t, url, 'second01');
+    const { rows } = await adminQuery(`SELECT id FROM ${schema}.servers ORDER BY id`);
+    assert.deepEqual(rows.map((r) => r.id), ['first001', 'recent01', 'second01']);
+  });
+});

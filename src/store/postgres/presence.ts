@@ -226,6 +226,8 @@ class HeldPresence implements Presence {
   private async register(client: pg.Client): Promise<void> {
     const { info } = this.options;
     await client.query({ name: S.SERVER_REGISTER.name, text: S.SERVER_REGISTER.text, values: [this.serverId, info.url, info.hostname, info.pid, info.version, info.configDigest] });
+    // Each start adds a row (a fresh id): those of servers long gone go here, so the table stays the farm's size.
+    await client.query({ name: S.SERVERS_FORGET_OLD.name, text: S.SERVERS_FORGET_OLD.text });
     const { rows } = await client.query(`SELECT ${FEED_CHANNEL_SQL} AS channel`);
     this.channel = (rows[0] as { channel: string }).channel;
     // The channel is 'kiln_' and hex digits: safe as an identifier.

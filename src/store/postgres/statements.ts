@@ -740,7 +740,7 @@ export const LEASE_RELEASE = sql('lease_release', `
 /** Marks this server stopped (a clean stop): dead to the others at once. $1 server id */
 export const SERVER_STOP = sql('server_stop', `UPDATE servers SET stopped_at = ${DB_NOW_SQL} WHERE id = $1`, true);
 
-/** Forgets servers not alive whose last heartbeat is older than a day (the reaper). (no parameters) */
+/** Forgets servers not alive whose last heartbeat is older than a day (at each server's start). (no parameters) */
 export const SERVERS_FORGET_OLD = sql('servers_forget_old', `
   DELETE FROM servers WHERE heartbeat_at < ${DB_NOW_SQL} - 86400000 AND id NOT IN (${LIVE_SERVER_IDS_SQL})`, true);
 
