@@ -12,7 +12,7 @@ import type { ClaimingWorker, NewRun, Run } from '../store/index.js';
 import type { EventBus } from './events.js';
 import type { RunLifecycle } from './run-lifecycle.js';
 import { createWakeLoop, RETRY_PASS, type WakeLoop } from './wake-loop.js';
-import { freeSlots, type WorkerRegistry, type WorkerSession } from './worker-registry.js';
+import { freeSlots, kindKey, type WorkerRegistry, type WorkerSession } from './worker-registry.js';
 
 /** What a dispatcher works with. */
 export interface DispatcherOptions {
@@ -33,6 +33,12 @@ export interface DispatcherOptions {
  */
 export const DISPATCH_RETRY: BackoffTimings = { retryMinMs: 250, retryMaxMs: 30_000 };
 
+/**
+ * How long a kind marked empty is skipped at most. Every way a run becomes claimable is meant to
+ * forget the mark (see Dispatcher.emptyKinds); this bounds what a missed one could cost.
+ */
+export const EMPTY_KIND_TTL_MS = 30_000;
+
 /** Hands queued runs to workers with free slots. */
 export class Dispatcher {
   /** Workers (pool instances) made for one run: they are given that run only. */
@@ -47,12 +53,28 @@ export class Dispatcher {
   private stopped = false;
   /** When the current pass began (for the latency trace). */
   private passStartedAt = 0;
+  /**
+   * Kinds of worker (by kindKey) the store had nothing for, with their platform and when: a pass
+   * skips them. Without this, every pass (one after each run ends, say) asks the store once per
+   * kind, and a farm of idle platforms costs a claim (a round trip on PostgreSQL) each, which the
+   * next execute waits behind. A claim depends only on the queued runs of the kind's platform
+   * (their labels; core's canClaim), never on other runs ending, so a mark holds until a run may
+   * be queued on its platform: `run.queued` and `run.retried` (of this server or, remote, of
+   * another), `platform.undropped` forget that platform's marks; a resync, a failed pass, a run a
+   * direct enqueue left queued and an enqueue that failed (it may have committed) forget them all.
+   * A mark is only set when nothing was forgotten while its claim ran (`forgets`), and lapses after
+   * EMPTY_KIND_TTL_MS in case some path was missed. Reserved sessions (one run each) are not marked.
+   */
+  private readonly emptyKinds = new Map<string, { platform: string; at: number }>();
+  /** Counts forgets: a claim that came back empty marks its kind only if none happened meanwhile. */
+  private forgets = 0;
+  private readonly now: () => number;
   private readonly lifecycle: RunLifecycle;
   private readonly workers: WorkerRegistry;
   private readonly events: EventBus;
 
   constructor(private readonly log: Logger, options: DispatcherOptions) {
-    ({ lifecycle: this.lifecycle, workers: this.workers, events: this.events } = options);
+    ({ lifecycle: this.lifecycle, workers: this.workers, events: this.events, now: this.now } = options);
     this.loop = createWakeLoop(log, {
       body: () => this.runPass(),
       now: options.now,
@@ -62,8 +84,31 @@ export class Dispatcher {
     });
     const kick = () => this.kick();
     // Those of another server too (`remote`): a run queued there may suit a worker connected here.
-    // A resync (the feed may have missed some) looks again.
-    for (const name of ['run.queued', 'run.ended', 'run.retried', 'worker.joined', 'worker.freed', 'platform.undropped', 'feed.resync'] as const) this.events.on(name, kick);
+    // A resync (the feed may have missed some) looks again, at every kind.
+    this.events.on('run.queued', ({ runs }) => {
+      for (const run of runs) this.forget(run.platform);
+      kick();
+    });
+    this.events.on('run.retried', ({ run }) => {
+      this.forget(run.platform);
+      kick();
+    });
+    this.events.on('platform.undropped', ({ platform }) => {
+      this.forget(platform);
+      kick();
+    });
+    this.events.on('feed.resync', () => {
+      this.forget();
+      kick();
+    });
+    for (const name of ['run.ended', 'worker.joined', 'worker.freed'] as const) this.events.on(name, kick);
+  }
+
+  /** Forgets the empty marks of a platform's kinds (undefined: of every kind); see emptyKinds. */
+  private forget(platform?: string): void {
+    this.forgets++;
+    if (platform === undefined) this.emptyKinds.clear();
+    else for (const [key, mark] of this.emptyKinds) if (mark.platform === platform) this.emptyKinds.delete(key);
   }
 
   /** Matched as far as runs and workers go: the pools look then. */
@@ -91,16 +136,26 @@ export class Dispatcher {
   async enqueue(run: NewRun, position: 'back' | 'front'): Promise<{ run: Run; created: boolean }> {
     const session = this.busyNow() || this.stopped ? undefined : this.idleSession(run);
     if (!session) {
-      const queued = await this.lifecycle.enqueue(run, position);
+      const queued = await this.lifecycle.enqueue(run, position).catch((raw: unknown) => this.enqueueFailed(raw));
       traceStage(run.id, 'enqueue-committed');
       return queued;
     }
     // Held like a pass: no pass may claim for this session between the commit and the send.
     this.directBusy = true;
-    const direct = this.enqueueFor(session, run, position);
+    const direct = this.enqueueFor(session, run, position).catch((raw: unknown) => this.enqueueFailed(raw));
     // Shutdown waits for it as for a pass (the store must stay open until the run is sent).
     this.directDone = direct.then(() => undefined, () => undefined);
     return direct;
+  }
+
+  /**
+   * An enqueue threw: it may still have committed (a reply lost on the way back from PostgreSQL),
+   * with no `run.queued` said. Every kind is asked again, then the error goes to the caller.
+   */
+  private enqueueFailed(raw: unknown): never {
+    this.forget();
+    this.kick();
+    throw raw;
   }
 
   /** The direct way of `enqueue`: queued and claimed for `session` in one commit, then sent. */
@@ -124,7 +179,9 @@ export class Dispatcher {
     } finally {
       this.workers.filling(session, false);
       this.directBusy = false;
-      // What was asked for meanwhile (or a run left queued, or a send to retry) gets a pass now.
+      // What was asked for meanwhile (or a run left queued, or a send to retry) gets a pass now,
+      // one that asks every kind again (the run left queued is published too; this does not depend on it).
+      if (passNeeded) this.forget();
       if (this.again || passNeeded) this.kick();
       else this.idle();
       this.again = false;
@@ -227,15 +284,34 @@ export class Dispatcher {
     }
     // Each kind of worker (platform and labels) is asked through its least-loaded free worker first,
     // so runs spread across the farm; a kind the store has nothing for is not asked again in this
-    // pass (a run queued meanwhile asks for another pass). Only a kind that got runs is sorted.
+    // pass (a run queued meanwhile asks for another pass), nor in later ones until a run may be
+    // queued for it (emptyKinds). Only a kind that got runs is sorted.
+    const now = this.now();
+    const seen = new Set<string>();
     for (const kind of [...this.workers.listKinds()]) {
       if (this.workers.isDropped(kind.platform)) continue;
+      const key = kindKey(kind);
+      seen.add(key);
+      const mark = this.emptyKinds.get(key);
+      if (mark && now - mark.at < EMPTY_KIND_TTL_MS) continue;
+      this.emptyKinds.delete(key);
+      const forgets = this.forgets;
+      /** Fills one session of the kind; on "nothing more" the kind is marked empty, unless a run may have been queued meanwhile. */
+      const fillOfKind = async (session: WorkerSession): Promise<boolean> => {
+        const empty = await tryFill(session);
+        if (empty && this.forgets === forgets) this.emptyKinds.set(key, { platform: kind.platform, at: now });
+        return empty;
+      };
       const free = (session: WorkerSession) => freeSlots(session) > 0 && !this.reserved.has(session.name);
       const first = this.leastLoaded(kind.sessions);
-      if (!first || (await tryFill(first))) continue;
+      if (!first || (await fillOfKind(first))) continue;
       const rest = [...kind.sessions].filter((session) => session !== first && free(session)).sort((a, b) => a.running.size - b.running.size);
-      for (const session of rest) if (await tryFill(session)) break;
+      for (const session of rest) if (await fillOfKind(session)) break;
     }
+    // Marks of kinds no longer connected go (one with a worker's own labels, say, would pile up).
+    for (const key of this.emptyKinds.keys()) if (!seen.has(key)) this.emptyKinds.delete(key);
+    // A failed pass may have left runs queued (orphaned ones it could not hand back, say): all are asked again.
+    if (!ok) this.forget();
     return ok;
   }
 

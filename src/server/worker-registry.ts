@@ -64,8 +64,8 @@ export interface WorkerKind {
   readonly sessions: ReadonlySet<WorkerSession>;
 }
 
-/** The key of a session's kind: its platform and its labels in key order. */
-function kindKey(session: WorkerLink): string {
+/** The key of a kind (of a session's, say): its platform and its labels in key order. */
+export function kindKey(session: { readonly platform: string; readonly labels: Record<string, string> }): string {
   return JSON.stringify([session.platform, Object.entries(session.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
 }
 
