@@ -21,21 +21,10 @@ import pg from 'pg';
 import { freshSchema } from '../helpers/postgres.js';
 import { freePort, spawnKiln, startProxy, tempDir, type Owned } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 import { S3RVER_KEY, startS3rver } from '../helpers/s3rver.js';
 
 const skip = needs('postgres');
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -151,7 +140,7 @@ test('three servers, two workers, a hundred runs, servers SIGKILLed and restarte
   const seed = Number(process.env.KILN_FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31));
   t.diagnostic(`KILN_FAULT_SEED=${seed}`);
   console.error(`cluster faults: KILN_FAULT_SEED=${seed}`);
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const { url: store } = await freshSchema(t);
   const db = await schemaClient(t, store);
   const s3 = await startS3rver('kiln-blobs');

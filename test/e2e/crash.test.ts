@@ -8,25 +8,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { api, followRun, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 
 const SEED = Number(process.env.KILN_CRASH_SEED ?? 20261122);
 const JOBS = 200;
 const KILLS = 5;
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed with KILN_CRASH_SEED. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test(`crash test: ${JOBS} jobs, 2 workers, the server SIGKILLed up to ${KILLS} times (seed ${SEED})`, { timeout: 300_000 }, async (t) => {
-  const rand = random(SEED);
+  const rand = seededRandom(SEED);
   const dir = tempDir(t);
   const executions = path.join(dir, 'executions');
   writeFileSync(executions, '');
