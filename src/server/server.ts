@@ -322,7 +322,7 @@ async function startOnStore(
     servers: async () => presence
       ? (await store.listServers()).map((server) => presentServer(server, member.id))
       // Alone on SQLite: this server, holding every lease.
-      : [presentServer({ id: member.id, url: advertised, startedAt, heartbeatAt: now(), alive: true, leases: leases.held().sort() }, member.id)],
+      : [presentServer({ id: member.id, url: advertised, startedAt, heartbeatAt: now(), alive: true, leases: leases.held().sort(), configDigest: configDigest(options) }, member.id)],
   });
   registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { InfoReply } from '../../src/cli/api-client.js';
 import { freshSchema, POSTGRES_URL } from '../helpers/postgres.js';
-import { kiln, startProxy, startServer, type ServerProcess } from '../helpers/processes.js';
+import { kiln, startProxy, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { needs } from '../helpers/requirements.js';
 
 const skip = needs('postgres');
@@ -56,6 +56,7 @@ test('two servers on one PostgreSQL schema: kiln info on either lists both and t
   assert.equal(lines.length, 2, text.stdout);
   assert.match(text.stdout, /^ {2}\S+ http:\/\/kiln-b\.example:7420 \(this one\) alive, since \S+, heartbeat \S+, leases: .+$/m);
   assert.match(lines.find((l) => l.includes(fromA.value))!, /leases: .*\bscheduler\b/);
+  assert.doesNotMatch(text.stdout, /configs differ/, 'the same config on both');
 
   // The holder SIGKILLed: the other takes its leases within seconds (its presence lock is gone at once).
   const holderIsA = infoA.servers.find((s) => s.self)!.id === fromA.value;
@@ -98,4 +99,16 @@ test("the server's presence connection cut off: /healthz and the API answer 503 
   await server.waitFor(/took this server's presence on the store back/, mark);
   assert.equal(await status('/healthz'), 200);
   assert.equal(await status('/api/jobs'), 200);
+});
+
+test("kiln info warns when the farm's servers run different configs (each reads its own file)", { skip, timeout: 60_000 }, async (t) => {
+  const { url } = await freshSchema(t);
+  const a = await startServer(t, { args: ['--store', url] });
+  const shared = tempDir(t);
+  const b = await startServer(t, { args: ['--store', url, '--artifact-store', `dir:${shared}`] });
+  const text = await kiln(a, ['info']);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`^warning: the servers' configs differ \\(templates dir, pools, upload target, artifact store, retention\\): (${a.url} \\| ${b.url}|${b.url} \\| ${a.url})$`, 'm'));
+  const digests = new Set((await info(a)).servers.map((s) => s.configDigest));
+  assert.equal(digests.size, 2);
 });

@@ -145,10 +145,12 @@ test('GET /api/info lists the farm: on SQLite this one server, alive, holding ev
   const server = await inProcessServer(t);
   const { status, body } = await call(server, 'GET', '/api/info');
   assert.equal(status, 200);
-  const { servers } = body as { servers: { id: string; url: string; alive: boolean; self: boolean; leases: string[]; startedAt: string; heartbeatAt: string }[] };
+  const { servers } = body as { servers: { id: string; url: string; alive: boolean; self: boolean; leases: string[]; startedAt: string; heartbeatAt: string; configDigest: string }[] };
   assert.equal(servers.length, 1);
-  assert.deepEqual({ ...servers[0], startedAt: undefined, heartbeatAt: undefined }, {
+  assert.match(servers[0]!.configDigest, /^[0-9a-f]{64}$/);
+  assert.deepEqual({ ...servers[0], startedAt: undefined, heartbeatAt: undefined, configDigest: undefined }, {
     id: server.serverId, url: server.url, alive: true, self: true, leases: ['outbox', 'reaper', 'retention', 'scheduler'], startedAt: undefined, heartbeatAt: undefined,
+    configDigest: undefined,
   });
   assert.match(servers[0]!.startedAt, /^\d{4}-\d\d-\d\dT/);
 });

@@ -66,6 +66,12 @@ export function registerInfoCommands(program: Command): void {
         out.push(`  ${server.id} ${server.url}${server.self ? ' (this one)' : ''} ${server.alive ? 'alive' : 'gone'}, since ${server.startedAt}, heartbeat ${server.heartbeatAt}`
           + `, leases: ${server.leases.join(', ') || '-'}`);
       }
+      // Every server reads its own config file: one that differs runs another farm's templates, pools or upload target.
+      const byDigest = new Map<string, string[]>();
+      for (const server of info.servers.filter((s) => s.alive)) byDigest.set(server.configDigest, [...(byDigest.get(server.configDigest) ?? []), server.url]);
+      if (byDigest.size > 1) {
+        out.push(`warning: the servers' configs differ (templates dir, pools, upload target, artifact store, retention): ${[...byDigest.values()].map((urls) => urls.join(', ')).join(' | ')}`);
+      }
       process.stdout.write(out.join('\n') + '\n');
     });
 

@@ -91,10 +91,12 @@ export function presentDelivery(delivery: Delivery) {
  * A server of the farm as `GET /api/info` lists it: `self` for the server that answers, and the
  * leases (singletons) it holds. Times ISO 8601 (the database's clock on PostgreSQL).
  */
-export function presentServer(server: Pick<ServerRecord, 'id' | 'url' | 'startedAt' | 'heartbeatAt' | 'alive' | 'leases'>, selfId: string) {
+export function presentServer(server: Pick<ServerRecord, 'id' | 'url' | 'startedAt' | 'heartbeatAt' | 'alive' | 'leases' | 'configDigest'>, selfId: string) {
   return {
     id: server.id, url: server.url, startedAt: new Date(server.startedAt).toISOString(), heartbeatAt: new Date(server.heartbeatAt).toISOString(),
     alive: server.alive, self: server.id === selfId, leases: server.leases,
+    /** A digest of the configuration the farm's servers should share (templates dir, pools, upload, artifact store, retention). */
+    configDigest: server.configDigest,
   };
 }
 export type PresentedServer = ReturnType<typeof presentServer>;
