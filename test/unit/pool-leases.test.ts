@@ -11,7 +11,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
-import type { Lease } from '../../src/server/cluster/types.js';
 import type { Dispatcher } from '../../src/server/dispatcher.js';
 import { createEventBus } from '../../src/server/events.js';
 import { PoolManager, type PoolConfig } from '../../src/server/latent/pool-manager.js';
@@ -20,26 +19,10 @@ import { hashToken } from '../../src/server/tokens.js';
 import { WorkerRegistry } from '../../src/server/worker-registry.js';
 import type { Job, JobStore } from '../../src/store/index.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import { testLease } from '../helpers/test-lease.js';
 
 const T0 = 1_700_000_000_000;
 const log = pino({ level: 'silent' });
-
-function testLease(name: string): Lease & { set(held: boolean, epoch?: number): void } {
-  const listeners = new Set<(held: boolean) => void>();
-  const lease = {
-    name, held: false, epoch: 0,
-    onChange(listener: (held: boolean) => void) {
-      listeners.add(listener);
-      return () => void listeners.delete(listener);
-    },
-    set(held: boolean, epoch?: number) {
-      lease.held = held;
-      if (epoch !== undefined) lease.epoch = epoch;
-      for (const listener of [...listeners]) listener(held);
-    },
-  };
-  return lease;
-}
 
 /** One backend both servers reach: what it runs, by id, and every call made to it. */
 function sharedBackend() {

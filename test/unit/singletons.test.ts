@@ -28,27 +28,10 @@ import type { Job, JobStore } from '../../src/store/index.js';
 import { openPostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { freshSchema, postgresReason } from '../helpers/postgres.js';
+import { testLease } from '../helpers/test-lease.js';
 
 const T0 = 1_700_000_000_000;
 const log = pino({ level: 'silent' });
-
-/** A lease the test gives and takes away, telling its listeners as the keeper does. */
-function testLease(name: string): Lease & { set(held: boolean, epoch?: number): void } {
-  const listeners = new Set<(held: boolean) => void>();
-  const lease = {
-    name, held: false, epoch: 0,
-    onChange(listener: (held: boolean) => void) {
-      listeners.add(listener);
-      return () => void listeners.delete(listener);
-    },
-    set(held: boolean, epoch?: number) {
-      lease.held = held;
-      if (epoch !== undefined) lease.epoch = epoch;
-      for (const listener of [...listeners]) listener(held);
-    },
-  };
-  return lease;
-}
 
 function tempDir(t: TestContext): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-singletons-'));
