@@ -87,3 +87,9 @@ test('--json prints only JSON on stdout for every listing command', async (t) =>
     assert.doesNotThrow(() => JSON.parse(result.stdout), `${args[0]} prints JSON`);
   }
 });
+
+test('kiln server refuses an --advertise URL it cannot hand on (a comma would split the farm\'s server list), with one line, exit 2', async (t) => {
+  const done = await kiln(undefined, ['server', '--listen', '127.0.0.1:0', '--data', tempDir(t), '--advertise', 'http://a.example,http://b.example']);
+  assert.equal(done.code, 2);
+  assert.equal(done.stderr, "kiln: bad --advertise 'http://a.example,http://b.example': give the URL this server is reached at, e.g. http://kiln-1.example.com:7420\n");
+});

@@ -55,7 +55,8 @@ function sizeFlag(flag: string, text: string): number {
 
 async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const { host, port } = parseListen(flags.listen);
-  if (flags.advertise !== undefined && !/^https?:\/\/[^/\s]+/.test(flags.advertise)) {
+  // No comma: the farm's URLs are handed to pool instances as one comma list (KILN_SERVER).
+  if (flags.advertise !== undefined && !/^https?:\/\/[^/\s,]+[^\s,]*$/.test(flags.advertise)) {
     throw new UsageError(`bad --advertise '${flags.advertise}': give the URL this server is reached at, e.g. http://kiln-1.example.com:7420`);
   }
   const optional = (flag: string, text: string | undefined, max = MAX_TIMER_MS) => (text === undefined ? undefined : durationFlag(flag, text, false, max));
