@@ -212,6 +212,8 @@ describe('a pool instance\'s server list', { skip }, () => {
     await until('b listed', () => urls.current() === 'http://self.test,http://bbbb0002.test');
     await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE '%${b.id}%'`);
     await b.store.close();
+    // pg_terminate_backend only signals: the lock goes when the backend has exited, which a read may precede.
+    await until('b dead in the servers table', async () => !(await a.store.listServers()).some((s) => s.id === b.id && s.alive));
     a.events.publish('feed.resync', {});
     await until('b gone once dead', () => urls.current() === 'http://self.test');
   });
