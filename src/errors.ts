@@ -82,6 +82,13 @@ export class ProtocolError extends KilnError {
   }
 }
 
+/** Bytes that are not one of robur builder's DER values (a frame, an exec blob, a state file). */
+export class RoburDecodeError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_ROBUR_DECODE', 400, message);
+  }
+}
+
 /** The peer speaks a protocol version this side cannot. */
 export class ProtocolVersionError extends KilnError {
   constructor(theirs: unknown, ours: readonly number[]) {
