@@ -15,7 +15,7 @@ import {
   decodeCmd, decodeExec, decodeState, describeCmd, describeRoburResult, encodeCmd, encodeExec, encodeState, execStream, frameOf,
   FrameReader, openExecFile, roburResultOf, runResultOf, type RoburCmd, type RoburExec, type RoburState,
 } from '../../src/protocol/robur/index.js';
-import { explicit, generalizedTime, integer, nullValue, sequence, TAG, tlv, utf8String } from '../../src/protocol/robur/der.js';
+import { DerReader, explicit, generalizedTime, integer, MAX_DEPTH, nullValue, sequence, TAG, tlv, utf8String } from '../../src/protocol/robur/der.js';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s+/g, ''), 'hex');
 const ascii = (text: string) => Buffer.from(text, 'latin1').toString('hex');
@@ -199,6 +199,24 @@ for (const r of REFUSED) {
     );
   });
 }
+
+test('DER nesting is bounded: a value nested deeper than MAX_DEPTH is refused', () => {
+  const nest = (depth: number) => {
+    let v = nullValue();
+    for (let i = 0; i < depth; i++) v = sequence([v]);
+    return v;
+  };
+  const walk = (bytes: Buffer) => {
+    let r = new DerReader(bytes);
+    while (r.peekTag() === TAG.SEQUENCE) r = r.sequence('nested');
+    r.null('innermost');
+  };
+  walk(nest(MAX_DEPTH));
+  assert.throws(() => walk(nest(MAX_DEPTH + 1)), /nested deeper than 16/);
+  assert.equal(integer(-129).toString('hex'), '0202ff7f');
+  assert.equal(integer(128).toString('hex'), '02020080');
+  assert.equal(integer(0).toString('hex'), '020100');
+});
 
 test('FrameReader yields the same bodies whatever the split point, and refuses an oversized length before its body', () => {
   const bodies = VECTORS.slice(9, 12).map((v) => hex(v.hex));

@@ -285,7 +285,8 @@ export class FrameReader {
   }
 }
 
-const PERIOD_TEXT = (p: string | undefined) => (p === undefined ? '' : ` ${p}`);
+/** ` TEXT` for an optional field that is present, else nothing. */
+const optional = (text: string | undefined) => (text === undefined ? '' : ` ${text}`);
 
 /** Control characters and over-long text out of a name, so that a log line stays one line. */
 function clean(text: string): string {
@@ -297,7 +298,7 @@ function clean(text: string): string {
 export function describeCmd(cmd: RoburCmd): string {
   switch (cmd.type) {
     case 'job-schedule':
-      return `Job_schedule ${cmd.uuid} ${clean(cmd.job.name)}${PERIOD_TEXT(cmd.job.platform && clean(cmd.job.platform))}`;
+      return `Job_schedule ${cmd.uuid} ${clean(cmd.job.name)}${optional(cmd.job.platform === undefined ? undefined : clean(cmd.job.platform))}`;
     case 'job-finished': {
       const r = cmd.result;
       const result = r.kind === 'msg' ? 'msg' : `${r.kind} ${r.kind === 'exited' ? r.code : r.signal}`;
@@ -306,7 +307,7 @@ export function describeCmd(cmd: RoburCmd): string {
     case 'output':
       return `Output ${cmd.uuid} (${Buffer.byteLength(cmd.line)} bytes${cmd.timestampNs !== undefined ? ` at ${cmd.timestampNs} ns` : ''})`;
     case 'schedule':
-      return `Schedule ${cmd.period} ${clean(cmd.job.name)}${PERIOD_TEXT(cmd.job.platform && clean(cmd.job.platform))}`;
+      return `Schedule ${cmd.period} ${clean(cmd.job.name)}${optional(cmd.job.platform === undefined ? undefined : clean(cmd.job.platform))}`;
     case 'info':
       return 'Info';
     case 'info-reply-old':
@@ -321,7 +322,7 @@ export function describeCmd(cmd: RoburCmd): string {
     case 'schedule-orb-build':
       return `Schedule_orb_build ${cmd.period} ${clean(cmd.job.name)} ${clean(cmd.job.opamPackage)}`;
     case 'reschedule':
-      return `Reschedule ${clean(cmd.name)} ${new Date(cmd.next).toISOString()}${PERIOD_TEXT(cmd.period)}`;
+      return `Reschedule ${clean(cmd.name)} ${new Date(cmd.next).toISOString()}${optional(cmd.period)}`;
     case 'client-hello':
       return `Client_hello ${cmd.peer} ${cmd.version}`;
     case 'server-hello':
@@ -335,7 +336,7 @@ export function describeCmd(cmd: RoburCmd): string {
     case 'failure':
       return `Failure ${clean(cmd.message)}`;
     case 'execute':
-      return `Execute ${clean(cmd.name)}${PERIOD_TEXT(cmd.platform && clean(cmd.platform))}`;
+      return `Execute ${clean(cmd.name)}${optional(cmd.platform === undefined ? undefined : clean(cmd.platform))}`;
     case 'undrop-platform':
       return `Undrop_platform ${clean(cmd.platform)}`;
   }
