@@ -5,8 +5,8 @@
 import { RoburDecodeError } from '../../errors.js';
 import { asDecodeError, DerReader, explicit, generalizedTime, integer, nullValue, sequence, utf8String, tagName } from './der.js';
 import {
-  decodeFiles, decodeJob, decodeOrbJob, decodePeriod, decodeResult, decodeScheduleItem, decodeScriptJob, decodeSequenceOf, decodeUuid,
-  encodeFiles, encodeJob, encodeOrbJob, encodePeriod, encodeResult, encodeScheduleItem, encodeScriptJob, encodeUuid,
+  decodeFiles, decodeOrbJob, decodeQueue, decodePeriod, decodeResult, decodeScheduleItem, decodeScriptJob, decodeSequenceOf, decodeUuid,
+  encodeFiles, encodeOrbJob, encodeQueue, encodePeriod, encodeResult, encodeScheduleItem, encodeScriptJob, encodeUuid,
 } from './values.js';
 import type { RoburCmd, RoburQueue, RoburRunning, RoburScheduleItem } from './types.js';
 
@@ -18,7 +18,7 @@ type Info = { schedule: RoburScheduleItem[]; queues: RoburQueue[]; running: Robu
 function encodeInfo(info: Info, dropped?: string[]): Buffer {
   return sequence([
     sequence(info.schedule.map(encodeScheduleItem)),
-    sequence(info.queues.map((q) => sequence([utf8String(q.platform), sequence(q.jobs.map(encodeJob))]))),
+    sequence(info.queues.map(encodeQueue)),
     sequence(info.running.map((r) => sequence([generalizedTime(r.started), encodeUuid(r.uuid), encodeScriptJob(r.job)]))),
     ...(dropped !== undefined ? [sequence(dropped.map((p) => utf8String(p)))] : []),
   ]);
@@ -27,13 +27,7 @@ function encodeInfo(info: Info, dropped?: string[]): Buffer {
 function decodeInfo(r: DerReader, what: string, withDropped: boolean): Info & { dropped: string[] } {
   const s = r.sequence(what);
   const schedule = decodeSequenceOf(s, `${what} schedule`, decodeScheduleItem);
-  const queues = decodeSequenceOf(s, `${what} queues`, (q, w) => {
-    const qs = q.sequence(w);
-    const platform = qs.utf8(`${w} platform`);
-    const jobs = decodeSequenceOf(qs, `${w} jobs`, decodeJob);
-    qs.end(w);
-    return { platform, jobs };
-  });
+  const queues = decodeSequenceOf(s, `${what} queues`, decodeQueue);
   const running = decodeSequenceOf(s, `${what} running`, (q, w) => {
     const rs = q.sequence(w);
     const started = rs.time(`${w} started`);

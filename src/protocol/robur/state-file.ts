@@ -4,7 +4,7 @@
  */
 import { asDecodeError, DerReader, explicit, sequence, tagName, utf8String } from './der.js';
 import { RoburDecodeError } from '../../errors.js';
-import { decodeJob, decodePeriod, decodeScheduleItem, decodeScriptJob, decodeSequenceOf, encodeJob, encodeScheduleItem } from './values.js';
+import { decodeJob, decodePeriod, decodeQueue, decodeScheduleItem, decodeScriptJob, encodeQueue, encodeScheduleItem } from './values.js';
 import type { RoburState } from './types.js';
 
 /** Reads a state file. [0]/[2] legacy queue entries are counted and dropped, [1] legacy schedule items kept. */
@@ -41,14 +41,9 @@ export function decodeState(bytes: Buffer): RoburState {
         case 3:
           state.schedule.push(decodeScheduleItem(r, what));
           break;
-        case 4: {
-          const s = r.sequence(what);
-          const platform = s.utf8(`${what} platform`);
-          const jobs = decodeSequenceOf(s, `${what} jobs`, decodeJob);
-          s.end(what);
-          state.queues.push({ platform, jobs });
+        case 4:
+          state.queues.push(decodeQueue(r, what));
           break;
-        }
         case 5:
           state.dropped.push(r.utf8(`${what} dropped platform`));
           break;
@@ -66,6 +61,6 @@ export function encodeState(state: RoburState): Buffer {
   return sequence([
     ...state.dropped.map((p) => explicit(5, utf8String(p))),
     ...state.schedule.map((item) => explicit(3, encodeScheduleItem(item))),
-    ...state.queues.map((q) => explicit(4, sequence([utf8String(q.platform), sequence(q.jobs.map(encodeJob))]))),
+    ...state.queues.map((q) => explicit(4, encodeQueue(q))),
   ]);
 }

@@ -6,7 +6,7 @@
  */
 import { InvalidRequestError, RoburDecodeError } from '../../errors.js';
 import { DerReader, explicit, generalizedTime, integer, nullValue, sequence, utf8String } from './der.js';
-import type { RoburFile, RoburJob, RoburOrbJob, RoburPeriod, RoburResult, RoburScheduleItem, RoburScriptJob } from './types.js';
+import type { RoburFile, RoburJob, RoburOrbJob, RoburPeriod, RoburQueue, RoburResult, RoburScheduleItem, RoburScriptJob } from './types.js';
 
 const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -169,6 +169,20 @@ export function decodeScheduleItem(r: DerReader, what: string): RoburScheduleIte
   const job = decodeJob(s, `${what} job`);
   s.end(what);
   return { next, period, job };
+}
+
+/** A queue: SEQUENCE { platform UTF8String, jobs SEQUENCE OF Job } (Info_reply and the state file). */
+export function encodeQueue(queue: RoburQueue): Buffer {
+  return sequence([utf8String(queue.platform), sequence(queue.jobs.map(encodeJob))]);
+}
+
+/** Reads a queue. */
+export function decodeQueue(r: DerReader, what: string): RoburQueue {
+  const s = r.sequence(what);
+  const platform = s.utf8(`${what} platform`);
+  const jobs = decodeSequenceOf(s, `${what} jobs`, decodeJob);
+  s.end(what);
+  return { platform, jobs };
 }
 
 /** Reads a SEQUENCE OF X with `each`. */
