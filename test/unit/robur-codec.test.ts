@@ -367,7 +367,12 @@ test('result mappings: Kiln results to builder and back, and builder\'s text', (
   assert.deepEqual(runResultOf({ kind: 'exited', code: 0 }), { kind: 'exited', code: 0 });
   assert.deepEqual(runResultOf({ kind: 'signalled', signal: 9 }), { kind: 'signalled', signal: 'SIGKILL' });
   assert.deepEqual(runResultOf({ kind: 'signalled', signal: 6 }), { kind: 'signalled', signal: 'SIGABRT' });
-  assert.deepEqual(runResultOf({ kind: 'signalled', signal: -7 }), { kind: 'signalled', signal: '-7' });
+  // The real builder-worker sends OCaml's own numbers for the signals OCaml knows (Sys.sigkill = -7).
+  assert.deepEqual(runResultOf({ kind: 'signalled', signal: -7 }), { kind: 'signalled', signal: 'SIGKILL' });
+  assert.deepEqual(runResultOf({ kind: 'signalled', signal: -11 }), { kind: 'signalled', signal: 'SIGTERM' });
+  assert.deepEqual(runResultOf({ kind: 'signalled', signal: -28 }), { kind: 'signalled', signal: 'SIGXFSZ' });
+  assert.deepEqual(runResultOf({ kind: 'signalled', signal: -29 }), { kind: 'signalled', signal: '-29' });
+  assert.deepEqual(runResultOf({ kind: 'stopped', signal: -16 }), { kind: 'aborted', reason: 'stopped SIGSTOP' });
   assert.deepEqual(runResultOf({ kind: 'stopped', signal: 1 }), { kind: 'aborted', reason: 'stopped 1' });
   assert.deepEqual(runResultOf({ kind: 'msg', message: 'timeout' }), { kind: 'aborted', reason: 'timeout' });
 
