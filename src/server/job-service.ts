@@ -39,6 +39,12 @@ export interface JobInput {
   artifacts?: string[];
   artifactsOnFailure?: boolean;
   sandbox?: JobSandbox;
+  /**
+   * The platforms its first runs are queued on now, whatever its schedule says (robur's Schedule
+   * queues every new job at once, `never` ones too, on the queues there are). Default: every
+   * platform it runs on, when it is unpaused and its schedule has a next time.
+   */
+  queueOn?: string[];
 }
 
 /** What the job use cases work with. */
@@ -138,7 +144,8 @@ export class JobService {
     if (platforms.length === 0) {
       throw new InvalidRequestError(`template '${job.template}' has no platform variants (${job.template}.PLATFORM); give --platform`);
     }
-    const first = job.paused || job.nextAt === null ? [] : platforms.map((platform) => this.newRun(job, platform));
+    const firstOn = input.queueOn ?? (job.paused || job.nextAt === null ? [] : platforms);
+    const first = firstOn.map((platform) => this.newRun(job, platform));
     const runs = await this.options.lifecycle.createJob(job, first);
     this.log.info({ job: job.name, platforms, schedule: describeSchedule(schedule) }, 'job scheduled');
     this.changed(job.name);
@@ -194,21 +201,22 @@ export class JobService {
     return cancelled;
   }
 
-  /** Queues a run now (one per platform for a template job), at the front of the queue. */
-  async execute(name: string, platform?: string): Promise<{ runs: Run[]; created: boolean }> {
+  /** Queues a run now (one per platform for a template job), at the front of the queue (or its back: robur's Reschedule). */
+  async execute(name: string, platform?: string, position: 'front' | 'back' = 'front'): Promise<{ runs: Run[]; created: boolean }> {
     const job = await this.store.getJob(name);
     if (!job) throw new JobNotFoundError(name);
     const platforms = platform ? [platform] : this.platformsFor(job);
     if (platforms.length === 0) throw new TemplateNotFoundError(`template '${job.template}' has no platform variants; give --platform`);
     const queued = [];
     // Straight to an idle worker when there is one: queued and claimed in one commit, sent at once.
-    for (const p of platforms) queued.push(await this.options.dispatcher.enqueue(this.newRun(job, p), 'front'));
+    for (const p of platforms) queued.push(await this.options.dispatcher.enqueue(this.newRun(job, p), position));
     return { runs: queued.map((q) => q.run), created: queued.some((q) => q.created) };
   }
 
-  /** Sets a job's next time; its grid continues from there. */
-  async reschedule(name: string, nextAt: number): Promise<Job> {
-    const job = await this.store.updateJob(name, { nextAt }, this.options.now());
+  /** Sets a job's next time (and its schedule, when given: robur's Reschedule with a period); its grid continues from there. */
+  async reschedule(name: string, nextAt: number | null, schedule?: Schedule): Promise<Job> {
+    if (schedule) checkSchedule(schedule);
+    const job = await this.store.updateJob(name, { nextAt, schedule }, this.options.now());
     this.changed(name);
     return job;
   }

@@ -52,6 +52,7 @@ import { readTlsFiles, type TlsMaterial, type TlsSettings } from './tls-files.js
 import { installResponseHeaders } from './api/response-headers.js';
 import { KilnMetrics } from './metrics/kiln-metrics.js';
 import { listenForMetrics, type MetricsListener } from './metrics/metrics-listener.js';
+import type { RoburClientParts } from './robur/client-commands.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -115,6 +116,8 @@ export interface KilnServer {
   uploadTarget: string | undefined;
   /** Where Prometheus scrapes this server, when metrics are on. */
   metricsUrl: string | undefined;
+  /** What a robur client session needs (robur/client-commands.ts). @internal For the robur listener and its tests. */
+  roburClient: RoburClientParts;
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
   wakeScheduler(): Promise<void>;
   /**
@@ -418,6 +421,7 @@ async function startOnStore(
     events,
     uploadTarget: target?.description,
     metricsUrl,
+    roburClient: { store, jobService, hub, events, pools: async () => (await pools?.farmView()) ?? [], log: log.child({ part: 'robur' }) },
     wakeScheduler: () => scheduler.wake(),
     close: stopAll,
   };

@@ -6,8 +6,8 @@
  * platform is builder's `no-platform`. Kiln-only schedules (every, cron) have no robur period: they
  * show as `never` with their real next time, the nearest the format allows.
  */
-import type { Schedule } from '../../core/index.js';
-import type { RoburJob, RoburPeriod, RoburScriptJob } from '../../protocol/robur/index.js';
+import { MAX_TIME_MS, type Schedule } from '../../core/index.js';
+import type { RoburJob, RoburPeriod, RoburScheduleItem, RoburScriptJob } from '../../protocol/robur/index.js';
 import type { Job } from '../../store/index.js';
 import type { JobInput } from '../job-service.js';
 
@@ -46,4 +46,17 @@ export function scriptJobOf(job: Pick<Job, 'name' | 'platform' | 'script' | 'tem
 /** A Kiln schedule as robur's period: periods as they are, every and cron as `never` (their next time is kept beside). */
 export function roburPeriodOf(schedule: Schedule): RoburPeriod {
   return schedule.kind === 'period' ? schedule.period : 'never';
+}
+
+/** builder's `next` for a job that has none (`never`: Ptime.max, `9999-12-31T23:59:59.999Z` on the wire). */
+export const ROBUR_NO_NEXT = MAX_TIME_MS;
+
+/**
+ * A Kiln job as a schedule item of Info_reply: its real next time (a cron or every job's too, beside
+ * the period `never`), or builder's far future when it has none or is paused (its schedule queues
+ * nothing until it is resumed).
+ */
+export function roburScheduleItemOf(job: Job): RoburScheduleItem {
+  const next = job.paused || job.nextAt === null ? ROBUR_NO_NEXT : job.nextAt;
+  return { next, period: roburPeriodOf(job.schedule), job: roburJobOf(job) };
 }
