@@ -38,8 +38,22 @@ class MemoryConnection implements RoburConnection {
     for (const wake of this.waiters.splice(0)) wake();
   }
 
+  /** While held, nothing sent is taken by the peer (a client that stopped reading). */
+  private held: (() => void)[] | undefined;
+
   drained(): Promise<void> {
-    return Promise.resolve();
+    if (!this.held || this.isClosed) return Promise.resolve();
+    return new Promise((resolve) => this.held!.push(resolve));
+  }
+
+  hold(): void {
+    this.held ??= [];
+  }
+
+  release(): void {
+    const waiting = this.held ?? [];
+    this.held = undefined;
+    for (const resolve of waiting) resolve();
   }
 
   close(): void {
@@ -339,6 +353,30 @@ test('Observe of a live run: the lines so far, then lines that come after it sta
   w.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 3 } });
   await serving;
   assert.deepEqual(conn.sent, await expectedObserve(server, runId, 'exited 3'));
+});
+
+test('Observe of a client that stops reading: sends are paced by its drain, and once it reads it gets every line in order, then the result', async (t) => {
+  const server = await start(t);
+  const w = await worker(t, server, 'testos');
+  await scheduleScript(server, 'job', 'testos');
+  const runId = await assigned(w);
+  w.send({ v: 1, type: 'run.output', runId, lines: [{ seq: 0, ts: Date.now(), text: 'line 0' }] });
+  const conn = new MemoryConnection();
+  const serving = serveRoburClient(conn, { type: 'observe', uuid: runId }, server.roburClient);
+  await conn.until(1);
+  conn.hold();
+  const total = 1000;
+  const done = ended(server, runId);
+  for (let from = 1; from < total; from += 100) {
+    w.send({ v: 1, type: 'run.output', runId, lines: Array.from({ length: 100 }, (_, i) => ({ seq: from + i, ts: Date.now(), text: `line ${from + i}` })).filter((l) => l.seq < total) });
+  }
+  w.send({ v: 1, type: 'run.finished', runId, result: { kind: 'exited', code: 0 } });
+  await done;
+  assert.ok(conn.sent.length <= 102, `at most about builder's 100 undelivered while it does not read (${conn.sent.length} sent)`);
+  conn.release();
+  await serving;
+  assert.deepEqual(conn.sent, await expectedObserve(server, runId, 'exited 0'));
+  assert.equal(conn.sent.length, total + 2);
 });
 
 test('Observe of a queued run waits until it starts; a client that goes away stops the observe, leaving no subscription', async (t) => {
