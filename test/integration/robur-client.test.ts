@@ -279,6 +279,7 @@ test('Info: the schedule (an orb-build job, a cron job as never with its real ne
   await server.roburClient.jobService.schedule({ name: 'nightly', platform: 'debian-12', script: SCRIPT, schedule: { kind: 'cron', expr: '0 3 * * *', tz: 'UTC' } });
   await scheduleScript(server, 'legacy', 'old-os');
   assert.deepEqual(await ask(server, { type: 'drop-platform', platform: 'old-os' }), SUCCESS);
+  await server.roburClient.jobService.schedule({ name: 'resting', platform: 'testos', script: SCRIPT, schedule: { kind: 'period', period: 'daily' }, paused: true });
 
   const reply = await ask(server, { type: 'info' });
   assert.equal(reply.length, 2);
@@ -291,9 +292,10 @@ test('Info: the schedule (an orb-build job, a cron job as never with its real ne
   assert.deepEqual(item('nightly'), { next: nightly.nextAt, period: 'never', job: { kind: 'script', job: { name: 'nightly', script: SCRIPT, platform: 'debian-12' } } });
   assert.deepEqual(item('runner'), { next: PTIME_MAX, period: 'never', job: { kind: 'script', job: { name: 'runner', script: SCRIPT, platform: 'testos' } } });
   assert.deepEqual(item('orb'), { next: (await store(server).getJob('orb'))!.nextAt, period: 'weekly', job: { kind: 'orb-build', job: { name: 'orb', opamPackage: 'my-opam-pkg' } } });
+  assert.deepEqual(item('resting'), { next: PTIME_MAX, period: 'daily', job: { kind: 'script', job: { name: 'resting', script: SCRIPT, platform: 'testos' } } }, 'paused: nothing queued by its schedule');
   assert.deepEqual(item('beta')?.period, 'daily');
   assert.deepEqual(item('gamma')?.period, 'hourly');
-  assert.equal(info.schedule.length, 6, 'every job, the dropped platform\'s too (Kiln keeps it)');
+  assert.equal(info.schedule.length, 7, 'every job, the dropped platform\'s too (Kiln keeps it)');
 
   const script = (name: string, platform: string) => ({ kind: 'script' as const, job: { name, script: SCRIPT, platform } });
   assert.deepEqual(info.queues, [
