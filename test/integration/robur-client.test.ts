@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { KilnError, StoreUnavailableError } from '../../src/errors.js';
-import type { RoburCmd } from '../../src/protocol/robur/index.js';
+import { decodeCmd, encodeCmd, type RoburCmd } from '../../src/protocol/robur/index.js';
 import type { RoburConnection } from '../../src/server/robur/connection.js';
 import { serveRoburClient } from '../../src/server/robur/client-commands.js';
 import type { JobStore, Run } from '../../src/store/index.js';
@@ -19,10 +19,16 @@ import { FakeWorker, inProcessServer, type InProcessOptions } from '../helpers/i
 const PTIME_MAX = Date.parse('9999-12-31T23:59:59.999Z');
 const SCRIPT = '#!/bin/sh\necho hello\n';
 
-/** The listener's side of a connection, in memory: what is sent, kept in order; close on demand. */
+/**
+ * The listener's side of a connection, in memory: what is sent, kept in order as the peer would
+ * read it (encoded to DER with the codec and decoded again, so only what the wire carries is
+ * kept); close on demand.
+ */
 class MemoryConnection implements RoburConnection {
   readonly peer = 'memory:1';
   readonly sent: RoburCmd[] = [];
+  /** Each message's DER, as the listener frames it. */
+  readonly bytes: Buffer[] = [];
   isClosed = false;
   readonly closed: Promise<void>;
   private markClosed!: () => void;
@@ -34,7 +40,8 @@ class MemoryConnection implements RoburConnection {
 
   send(cmd: RoburCmd): void {
     if (this.isClosed) return;
-    this.sent.push(cmd);
+    this.bytes.push(encodeCmd(cmd));
+    this.sent.push(decodeCmd(this.bytes.at(-1)!));
     for (const wake of this.waiters.splice(0)) wake();
   }
 
@@ -180,6 +187,10 @@ test('Unschedule: the job and its queued runs go; an unknown name is `unknown jo
   assert.equal(await store(server).getJob('gone'), undefined);
   assert.deepEqual(await queuedJobs(server, 'debian-12'), []);
   assert.deepEqual(await ask(server, { type: 'unschedule', name: 'nosuch' }), failure('unknown job nosuch'));
+  // The bytes builder-server sent for it (robur-protocol.md §1.8).
+  const conn = new MemoryConnection();
+  await serveRoburClient(conn, { type: 'unschedule', name: 'nosuch' }, server.roburClient);
+  assert.equal(conn.bytes[0]!.toString('hex'), 'b3140c12756e6b6e6f776e206a6f62206e6f73756368');
 });
 
 test('Execute (new and old): to the front of the queue; job not found, a different platform and no such platform in builder\'s words', async (t) => {
