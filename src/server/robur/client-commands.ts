@@ -54,7 +54,7 @@ export async function serveRoburClient(conn: RoburConnection, command: RoburCmd,
   const log = parts.log.child({ peer: conn.peer, command: command.type });
   let answer: Answer;
   try {
-    answer = await run(conn, command, parts);
+    answer = await answerOf(conn, command, parts);
   } catch (raw) {
     const err = coerceError(raw);
     log.error({ err }, 'robur client command failed');
@@ -72,7 +72,8 @@ export async function serveRoburClient(conn: RoburConnection, command: RoburCmd,
   await conn.drained();
 }
 
-function run(conn: RoburConnection, command: RoburCmd, parts: RoburClientParts): Promise<Answer> {
+/** Runs one command: its data messages are sent here, its answer returned. */
+function answerOf(conn: RoburConnection, command: RoburCmd, parts: RoburClientParts): Promise<Answer> {
   switch (command.type) {
     case 'schedule':
       return schedule(parts, command.period, command.job);
