@@ -393,9 +393,28 @@ export interface ConsoleBatch {
 }
 
 /** The store every server component talks to. Every method commits before it resolves. */
+/**
+ * A file moved into Kiln from another system (`kiln import-robur`: a robur builder `state` file),
+ * recorded by the sha256 of its bytes so that importing it again takes nothing.
+ */
+export interface ImportRecord {
+  /** The sha256 of the file's bytes, hex. */
+  sha256: string;
+  /** What the file was: `robur-state`. */
+  kind: string;
+  importedAt: number;
+  /** What its import took and kept, as the API reported it (JSON). */
+  report: unknown;
+}
+
 export interface JobStore {
   /** Closes the connection; further calls fail. */
   close(): Promise<void>;
+
+  /** The import of the file whose bytes have `sha256`, if it was imported. */
+  findImport(sha256: string): Promise<ImportRecord | undefined>;
+  /** Records a file's import; false (nothing changed) when that file's import is recorded already. */
+  recordImport(record: ImportRecord): Promise<boolean>;
 
   /** Adds a job, and its first runs when given, in one transaction. Throws JobExistsError, PlatformDroppedError. */
   createJob(job: Job, firstRuns?: NewRun[]): Promise<Run[]>;

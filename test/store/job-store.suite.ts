@@ -1412,6 +1412,17 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         });
       });
 
+      test('an import is recorded once, by its sha256, with its report', async (t) => {
+        const store = await open(t);
+        const sha256 = 'ab'.repeat(32);
+        assert.equal(await store.findImport(sha256), undefined);
+        const report = { jobs: { added: [{ name: 'a', next: null }] }, legacy: 2 };
+        assert.equal(await store.recordImport({ sha256, kind: 'robur-state', importedAt: T0, report }), true);
+        assert.equal(await store.recordImport({ sha256, kind: 'robur-state', importedAt: T0 + 1, report: { other: true } }), false, 'the first record stays');
+        assert.deepEqual(await store.findImport(sha256), { sha256, kind: 'robur-state', importedAt: T0, report });
+        assert.equal(await store.findImport('cd'.repeat(32)), undefined);
+      });
+
       test('farmSecret: the first value stored wins', async (t) => {
         const store = await open(t);
         assert.equal(await store.farmSecret('admin.token', 'first', T0), 'first');

@@ -17,7 +17,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
+  ImportRecord, NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { consoleFeedPayloads } from '../feed.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
@@ -183,6 +183,16 @@ class PostgresStore implements JobStore {
   async close(): Promise<void> {
     await this.db.end();
     await this.presence?.leave();
+  }
+
+  async findImport(sha256: string): Promise<ImportRecord | undefined> {
+    const [row] = (await this.db.run<{ sha256: string; kind: string; imported_at: number; report: unknown }>(S.IMPORT_GET, [sha256])).rows;
+    return row && { sha256: row.sha256, kind: row.kind, importedAt: row.imported_at, report: row.report };
+  }
+
+  async recordImport(record: ImportRecord): Promise<boolean> {
+    const { rows } = await this.db.run(S.IMPORT_INSERT, [record.sha256, record.kind, record.importedAt, JSON.stringify(record.report)]);
+    return rows.length === 1;
   }
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {

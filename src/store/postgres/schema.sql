@@ -53,6 +53,14 @@ CREATE TABLE farm_secrets (
   CONSTRAINT farm_secrets_pkey PRIMARY KEY (name)
 );
 
+CREATE TABLE imports (
+  sha256 text COLLATE "C" NOT NULL,
+  kind text NOT NULL,
+  imported_at bigint NOT NULL,
+  report json NOT NULL,
+  CONSTRAINT imports_pkey PRIMARY KEY (sha256)
+);
+
 CREATE TABLE jobs (
   name text COLLATE "C" NOT NULL,
   platform text COLLATE "C",

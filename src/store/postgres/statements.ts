@@ -749,3 +749,10 @@ export const PRESENCE_LOCK = sql('presence_lock', `SELECT pg_try_advisory_lock($
 
 /** Sets the URL this server is reached at (known once it listens). $1 server id, $2 url */
 export const SERVER_SET_URL = sql('server_set_url', 'UPDATE servers SET url = $2 WHERE id = $1', true);
+
+/** A file's import (kiln import-robur). $1 sha256 */
+export const IMPORT_GET = sql('import_get', 'SELECT sha256, kind, imported_at, report FROM imports WHERE sha256 = $1');
+
+/** Records a file's import unless it is recorded (no row returned then). $1 sha256, $2 kind, $3 imported_at, $4 report (JSON) */
+export const IMPORT_INSERT = sql('import_insert', `
+  INSERT INTO imports (sha256, kind, imported_at, report) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING RETURNING sha256`);

@@ -54,6 +54,14 @@ CREATE TABLE farm_secrets (
   created_at INTEGER NOT NULL
 );
 
+-- table imports
+CREATE TABLE imports (
+  sha256      TEXT PRIMARY KEY,
+  kind        TEXT NOT NULL,
+  imported_at INTEGER NOT NULL,
+  report      TEXT NOT NULL
+);
+
 -- table jobs
 CREATE TABLE jobs (
   name        TEXT PRIMARY KEY,

@@ -15,7 +15,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
+  ClaimingWorker, ImportRecord, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -190,6 +190,16 @@ class SqliteStore implements JobStore {
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
+  }
+
+  async findImport(sha256: string): Promise<ImportRecord | undefined> {
+    const row = this.prepare(S.IMPORT_GET).get(sha256) as { sha256: string; kind: string; imported_at: number; report: string } | undefined;
+    return row && { sha256: row.sha256, kind: row.kind, importedAt: row.imported_at, report: JSON.parse(row.report) as unknown };
+  }
+
+  async recordImport(record: ImportRecord): Promise<boolean> {
+    const { changes } = this.prepare(S.IMPORT_INSERT).run({ sha256: record.sha256, kind: record.kind, importedAt: record.importedAt, report: JSON.stringify(record.report) });
+    return changes === 1;
   }
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {

@@ -449,3 +449,9 @@ export const BLOBS_STALE = 'SELECT sha256 FROM blobs WHERE touched_at < ? ORDER 
 
 /** Forgets a blob's row unless it was touched since a time. ?1 sha256, ?2 before */
 export const BLOB_FORGET = 'DELETE FROM blobs WHERE sha256 = ? AND touched_at < ?';
+
+/** A file's import (kiln import-robur). ?1 sha256 */
+export const IMPORT_GET = 'SELECT sha256, kind, imported_at, report FROM imports WHERE sha256 = ?';
+
+/** Records a file's import unless it is recorded (changes = 0 then). @sha256, @kind, @importedAt, @report (JSON) */
+export const IMPORT_INSERT = 'INSERT INTO imports (sha256, kind, imported_at, report) VALUES (@sha256, @kind, @importedAt, @report) ON CONFLICT (sha256) DO NOTHING';
