@@ -1,6 +1,7 @@
 /** Every command of `kiln`, in the order `kiln --help` lists them. */
 import { registerArtifactCommands } from './commands/artifacts.js';
 import { registerDaemonCommands } from './commands/daemons.js';
+import { registerImportRoburCommand } from './commands/import-robur.js';
 import { registerInfoCommands } from './commands/info.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerMigrateStoreCommand } from './commands/migrate-store.js';
@@ -12,4 +13,5 @@ import type { RegisterCommands } from './program.js';
 
 export const ALL_COMMANDS: readonly RegisterCommands[] = [
   registerJobCommands, registerRunCommands, registerInfoCommands, registerArtifactCommands, registerDaemonCommands, registerWorkerCommand, registerTokenCommands, registerWorkerTokenCommands, registerMigrateStoreCommand,
+  registerImportRoburCommand,
 ];

@@ -113,7 +113,7 @@ export class ApiClient {
     private readonly ca?: string,
   ) {}
 
-  private async fetch(method: string, path: string, body?: unknown): Promise<Response> {
+  private async fetch(method: string, path: string, body?: unknown, bytes?: Uint8Array): Promise<Response> {
     let response: Response;
     try {
       const fetcher = await (this.fetcher ??= this.ca === undefined ? Promise.resolve(fetch) : fetchTrusting(this.ca));
@@ -121,9 +121,9 @@ export class ApiClient {
         method,
         headers: {
           ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...(bytes !== undefined ? { 'content-type': 'application/octet-stream' } : body === undefined ? {} : { 'content-type': 'application/json' }),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: bytes ?? (body === undefined ? undefined : JSON.stringify(body)),
       });
     } catch (raw) {
       const cause = (raw as { cause?: { code?: string; message?: string } }).cause;
@@ -150,6 +150,11 @@ export class ApiClient {
   /** A JSON request. */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return (await (await this.fetch(method, path, body)).json()) as T;
+  }
+
+  /** A request whose body is raw bytes (application/octet-stream), answered with JSON. */
+  async upload<T>(method: string, path: string, bytes: Uint8Array): Promise<T> {
+    return (await (await this.fetch(method, path, undefined, bytes)).json()) as T;
   }
 
   /** An NDJSON stream of console events. */

@@ -110,8 +110,12 @@ export class JobService {
     }
   }
 
-  /** Adds a job; its first runs are queued now unless it is paused or its schedule has no next time. */
-  async schedule(input: JobInput): Promise<{ job: Job; runs: Run[] }> {
+  /**
+   * Adds a job; its first runs are queued now unless it is paused or its schedule has no next time.
+   * A job moved from elsewhere (`kept`: kiln import-robur) keeps its next time and queues nothing
+   * now, and a template job needs no platform variant yet (its runs wait for one).
+   */
+  async schedule(input: JobInput, kept?: { nextAt: number | null }): Promise<{ job: Job; runs: Run[] }> {
     const now = this.options.now();
     const schedule = input.schedule ?? { kind: 'period', period: 'daily' };
     checkSchedule(schedule);
@@ -134,17 +138,17 @@ export class JobService {
       artifacts: input.artifacts ?? [],
       artifactsOnFailure: input.artifactsOnFailure ?? false,
       sandbox: input.sandbox ?? {},
-      nextAt: firstAfter(schedule, now) ?? null,
+      nextAt: kept ? kept.nextAt : firstAfter(schedule, now) ?? null,
       skipped: 0,
       lastSkip: null,
       createdAt: now,
       updatedAt: now,
     };
     const platforms = this.platformsFor(job);
-    if (platforms.length === 0) {
+    if (platforms.length === 0 && !kept) {
       throw new InvalidRequestError(`template '${job.template}' has no platform variants (${job.template}.PLATFORM); give --platform`);
     }
-    const firstOn = input.queueOn ?? (job.paused || job.nextAt === null ? [] : platforms);
+    const firstOn = kept ? [] : input.queueOn ?? (job.paused || job.nextAt === null ? [] : platforms);
     const first = firstOn.map((platform) => this.newRun(job, platform));
     const runs = await this.options.lifecycle.createJob(job, first);
     this.log.info({ job: job.name, platforms, schedule: describeSchedule(schedule) }, 'job scheduled');

@@ -41,6 +41,8 @@ import { Reaper } from './reaper.js';
 import { Scheduler } from './scheduler.js';
 import { WorkerRegistry } from './worker-registry.js';
 import { Templates } from './templates.js';
+import { registerRoburImportRoute } from './api/robur-import-route.js';
+import { RoburStateImport } from './robur/state-import.js';
 import { adoptFarmTokens, ensureTokens, hashToken, type Tokens } from './tokens.js';
 import { registerWorkerTokenRoutes } from './api/worker-token-routes.js';
 import { forPublic, forViewer, installAuth, type AuthOptions, type RouteEntry } from './api/auth.js';
@@ -327,6 +329,7 @@ async function startOnStore(
       // Alone on SQLite: this server, holding every lease.
       : [presentServer({ id: member.id, url: advertised, startedAt, heartbeatAt: now(), alive: true, leases: leases.held().sort(), configDigest: configDigest(options) }, member.id)],
   });
+  registerRoburImportRoute(app, new RoburStateImport(log.child({ part: 'import' }), { store, jobService, now }));
   registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);
   const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, events, log: log.child({ part: 'gateway' }), now }, {

@@ -51,6 +51,7 @@ const ROUTES: Record<string, Who> = {
   'DELETE /api/jobs/:name': 'admin',
   'POST /api/jobs/:name/reschedule': 'admin',
   'POST /api/artifacts/gc': 'admin',
+  'POST /api/import/robur': 'admin',
   'POST /api/tokens': 'admin',
   'GET /api/tokens': 'admin',
   'DELETE /api/tokens/:name': 'admin',
