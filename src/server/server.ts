@@ -255,7 +255,8 @@ async function startOnStore(
   });
   const backstopMs = options.backstopMs ?? 60_000;
   const reattachGraceMs = options.reattachGraceMs ?? 30_000;
-  const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'));
+  // builder's orb-build.template.PLATFORM files are read from the config dir itself, as builder reads them.
+  const templates = new Templates(path.join(options.configDir ?? options.dataDir, 'templates'), options.configDir ?? options.dataDir);
   const lifecycle = new RunLifecycle(log, { store, events, workers: registry, console: hub, templates, now, backstopMs });
   // SQLite: the store is this server's alone (one server per data dir).
   const reaper = new Reaper(log.child({ part: 'reaper' }), {

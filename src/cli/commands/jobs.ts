@@ -277,13 +277,15 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('templates')
-    .description('list the templates in the server\'s config dir, with their platform variants')
+    .description('list the templates in the server\'s config dir (and builder\'s orb-build.template.PLATFORM files there), with their platform variants')
     .action(async (_flags: unknown, command: Command) => {
-      const reply = await clientFor(command).request<{ directory: string; templates: { name: string; generic: boolean; platforms: string[] }[] }>('GET', '/api/templates');
+      const reply = await clientFor(command).request<{ directory: string; templates: { name: string; generic: boolean; platforms: string[]; builderPlatforms?: string[] }[] }>('GET', '/api/templates');
       if (globals(command).json) return printJson(reply);
+      // A platform whose variant is builder's orb-build.template.PLATFORM in the config dir says so.
+      const shown = (t: { platforms: string[]; builderPlatforms?: string[] }) => t.platforms.map((p) => (t.builderPlatforms?.includes(p) ? `${p} (builder's file)` : p));
       printTable(
         ['TEMPLATE', 'PLATFORMS', 'GENERIC'],
-        reply.templates.map((t) => [t.name, t.platforms.join(', ') || '-', t.generic ? 'yes' : 'no']),
+        reply.templates.map((t) => [t.name, shown(t).join(', ') || '-', t.generic ? 'yes' : 'no']),
       );
     });
 }

@@ -117,7 +117,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
     }
   });
 
-  app.get('/api/templates', forViewer, async () => ({ directory: templates.dir, templates: templates.list() }));
+  app.get('/api/templates', forViewer, async () => ({ directory: templates.dir, builderDirectory: templates.builderDir ?? null, templates: templates.list() }));
 
   app.get('/api/platforms/dropped', forViewer, async () => ({ dropped: await droppedPlatforms() }));
   app.post('/api/platforms/:platform/drop', forOperator, async (request) => {
