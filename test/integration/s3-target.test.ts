@@ -73,6 +73,9 @@ function delivery(run: Run, lines: string[], artifacts: (Artifact & { file: stri
     async *consoleLines() {
       yield* lines;
     },
+    async *consoleEntries() {
+      for (const text of lines) yield { text, ts: run.startedAt ?? 0 };
+    },
     // Opened as the server's blob store opens them: a missing file fails at once.
     artifacts: artifacts.map((a) => ({
       ...a,

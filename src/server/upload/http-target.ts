@@ -5,33 +5,16 @@
  * robur's builder. 2xx: delivered; 408, 429, 5xx or no answer: retry; any other status: give up.
  */
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import FormData from 'form-data';
 import { coerceError } from '../../errors.js';
 import { openLazily } from '../artifact-store.js';
 import { describeUrl } from '../../url-for-humans.js';
+import { httpsModule, IDLE_TIMEOUT_MS, judge, missingFile } from './http-delivery.js';
 import { deliveryMetadata, type DeliveryOutcome, type RunDelivery, type UploadTarget } from './target.js';
 
-/** node:https, required at the first https delivery: a server that never makes one never loads TLS. */
-function httpsModule(): typeof import('node:https') {
-  return createRequire(import.meta.url)('node:https') as typeof import('node:https');
-}
-
-/** A connection silent this long is given up (and the delivery retried). */
-const IDLE_TIMEOUT_MS = 60_000;
-
-/** The status's verdict, with the body's first words as the reason. @internal Exported for its table test. */
-export function judge(status: number, body: string, retryAfter: string | undefined): DeliveryOutcome {
-  if (status >= 200 && status < 300) return { kind: 'delivered' };
-  const reason = `HTTP ${status}${body.trim() ? `: ${body.trim().replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
-  if (status === 408 || status === 429 || status >= 500) {
-    const seconds = Number(retryAfter);
-    return { kind: 'retry', reason, ...(Number.isFinite(seconds) && seconds > 0 ? { retryAfterMs: seconds * 1000 } : {}) };
-  }
-  if (status >= 300 && status < 400) return { kind: 'give-up', reason: `${reason} (redirects are not followed: give --upload the final URL)` };
-  return { kind: 'give-up', reason };
-}
+/** @internal Re-exported for its table test. */
+export { judge };
 
 /** The multipart body of one delivery, and the files it reads (to close if the request fails). */
 function formFor(delivery: RunDelivery): { form: FormData; files: Readable[] } {
@@ -52,12 +35,6 @@ function formFor(delivery: RunDelivery): { form: FormData; files: Readable[] } {
     });
   }
   return { form, files };
-}
-
-/** A missing artifact blob will not come back: retrying cannot help. */
-function missingFile(err: Error): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'KILN_ERR_BLOB_MISSING';
 }
 
 /** The HTTP(S) upload target. */

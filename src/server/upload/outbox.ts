@@ -22,6 +22,7 @@ import type { Delivery, JobStore } from '../../store/index.js';
 import type { BlobStore } from '../artifact-store.js';
 import { LEASE, soloLeases, type Lease } from '../cluster/types.js';
 import type { EventBus } from '../events.js';
+import { storedConsole } from '../stored-console.js';
 import { createWakeLoop, type WakeLoop } from '../wake-loop.js';
 import type { DeliveryOutcome, UploadTarget } from './target.js';
 
@@ -38,8 +39,6 @@ export interface OutboxTimings {
 /** 100 attempts with the default backoff: about 17 minutes of doubling, then 10 minutes apart, ~15 h in all. */
 export const DEFAULT_OUTBOX_TIMINGS: OutboxTimings = { retryMinMs: 1000, retryMaxMs: 10 * 60_000, maxAttempts: 100 };
 
-/** Lines read from the store at a time while a console is sent. */
-const CONSOLE_PAGE = 5000;
 /** Longest single sleep (the store is read again after it). */
 const MAX_SLEEP_MS = 60 * 60_000;
 /** A store that cannot be read is tried again after 5 s, then less often while it lasts. */
@@ -164,15 +163,11 @@ export class Outbox {
       const run = await this.store.findRun(delivery.runId);
       const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, open: () => this.blobs.open(a.sha256) }));
       const store = this.store;
+      const consoleEntries = () => storedConsole(store, run.id);
       const consoleLines = async function* () {
-        for (let after = -1; ;) {
-          const page = await store.readConsole(run.id, after, CONSOLE_PAGE);
-          for (const line of page) yield line.text;
-          if (page.length < CONSOLE_PAGE) return;
-          after = page.at(-1)!.seq;
-        }
+        for await (const line of consoleEntries()) yield line.text;
       };
-      outcome = await this.target.deliver({ deliveryId: String(delivery.id), run, consoleLines, artifacts, signal });
+      outcome = await this.target.deliver({ deliveryId: String(delivery.id), run, consoleLines, consoleEntries, artifacts, signal });
     } catch (raw) {
       // Recorded on the delivery itself, so one bad delivery cannot hold up the others.
       outcome = { kind: 'retry', reason: coerceError(raw).message };
@@ -189,7 +184,7 @@ export class Outbox {
     }
     this.events.publish('delivery.attempted', { runId: delivery.runId, outcome: outcome.kind === 'delivered' ? 'delivered' : record.state === 'failed' ? 'failed' : 'retrying' });
     const target = this.target.description;
-    if (outcome.kind === 'delivered') log.info({ target }, 'run delivered');
+    if (outcome.kind === 'delivered') log.info({ target, ...(outcome.note ? { note: outcome.note } : {}) }, 'run delivered');
     else if (outcome.kind === 'give-up') log.error({ target, reason: outcome.reason }, 'the upload target refused the run; not retrying');
     else if (record.state === 'failed') log.error({ target, reason: outcome.reason }, 'delivery failed too many times; not retrying (kiln redeliver RUN sends it again)');
     else log.warn({ target, reason: outcome.reason, retryInMs: record.nextAt - at }, 'delivery failed; will retry');

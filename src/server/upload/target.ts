@@ -14,6 +14,8 @@ export interface RunDelivery {
   run: Run;
   /** The run's console, line by line (without newlines), read from the store as it is sent. */
   consoleLines(): AsyncIterable<string>;
+  /** The same lines with when each arrived (`ts`, ms since the epoch): for targets that send times (builder-web's exec). */
+  consoleEntries(): AsyncIterable<{ text: string; ts: number }>;
   /** The run's artifacts, each with how to read its content (from the server's blob store). */
   artifacts: (Artifact & { open(): Promise<Readable> })[];
   /** Aborted when the server shuts down: the attempt then counts as a retry. */
@@ -22,7 +24,8 @@ export interface RunDelivery {
 
 /** How an attempt went. */
 export type DeliveryOutcome =
-  | { kind: 'delivered' }
+  /** `note`: what the service said that the log should keep (e.g. it already had the run). */
+  | { kind: 'delivered'; note?: string }
   /** Worth trying again later (service down, 5xx, 408, 429); `retryAfterMs` when the service said. */
   | { kind: 'retry'; reason: string; retryAfterMs?: number }
   /** The service refused this delivery for good (4xx): recorded, not retried. */
