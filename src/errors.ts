@@ -342,6 +342,20 @@ export class NotRedeliverableError extends KilnError {
   }
 }
 
+/** `kiln export` of a run that has no exec to write: it has not ended, or it never ran. */
+export class NotExportableError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_NOT_EXPORTABLE', 409, message);
+  }
+}
+
+/** `kiln inspect --output` of an exec blob whose artifact path would land outside the directory (`..`, absolute, a symlink). */
+export class UnsafeArtifactPathError extends KilnError {
+  constructor(message: string) {
+    super('KILN_ERR_UNSAFE_ARTIFACT_PATH', 400, message);
+  }
+}
+
 /** A request the HTTP parser cannot read: headers too large (431), too slow (408), not HTTP (400). */
 export class BadHttpRequestError extends KilnError {
   constructor(status: 400 | 408 | 431, message: string) {

@@ -6,6 +6,7 @@ import { registerInfoCommands } from './commands/info.js';
 import { registerJobCommands } from './commands/jobs.js';
 import { registerMigrateStoreCommand } from './commands/migrate-store.js';
 import { registerRunCommands } from './commands/runs.js';
+import { registerRoburExecCommands } from './commands/robur-exec.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { registerTokenCommands } from './commands/tokens.js';
 import { registerWorkerTokenCommands } from './commands/worker-tokens.js';
@@ -13,5 +14,5 @@ import type { RegisterCommands } from './program.js';
 
 export const ALL_COMMANDS: readonly RegisterCommands[] = [
   registerJobCommands, registerRunCommands, registerInfoCommands, registerArtifactCommands, registerDaemonCommands, registerWorkerCommand, registerTokenCommands, registerWorkerTokenCommands, registerMigrateStoreCommand,
-  registerImportRoburCommand,
+  registerImportRoburCommand, registerRoburExecCommands,
 ];

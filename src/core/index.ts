@@ -18,3 +18,4 @@ export * from './roles.js';
 export * from './tls-failure.js';
 export * from './wait-reason.js';
 export * from './failover.js';
+export * from './export-format.js';

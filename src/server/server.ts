@@ -22,6 +22,7 @@ import { PgLeaseKeeper } from './cluster/lease-keeper.js';
 import { LEASE, soloLeases, type LeaseKeeper } from './cluster/types.js';
 import { presentServer } from './api/present.js';
 import { registerArtifactRoutes } from './api/artifact-routes.js';
+import { registerExportRoutes } from './api/export-routes.js';
 import { registerRoutes } from './api/routes.js';
 import { registerDashboardRoutes } from './api/dashboard-routes.js';
 import { DEFAULT_ARTIFACT_LIMITS, openBlobStore, unsharedBlobWarning, type ArtifactLimits, type BlobStoreLocation } from './artifact-store.js';
@@ -333,6 +334,7 @@ async function startOnStore(
   registerRoburImportRoute(app, new RoburStateImport(log.child({ part: 'import' }), { store, jobService, now }));
   registerDashboardRoutes(app);
   registerArtifactRoutes(app, store, blobs, events);
+  registerExportRoutes(app, store, blobs);
   const gateway = registerWorkerGateway(app, { store, workers: registry, lifecycle, events, log: log.child({ part: 'gateway' }), now }, {
     heartbeatMs: options.heartbeatMs ?? 10_000,
     helloTimeoutMs: 10_000,
