@@ -107,7 +107,8 @@ async function openExec(file: string) {
     return await openExecFile(file);
   } catch (raw) {
     const err = coerceError(raw);
-    if (err.code === 'KILN_ERR_ROBUR_DECODE') throw new RoburDecodeError(`${file}: ${err.message}`);
+    // The codec's messages about a file mostly name it already (`robur exec file FILE: ...`): said once.
+    if (err.code === 'KILN_ERR_ROBUR_DECODE') throw new RoburDecodeError(`${file}: ${err.message.replace(`robur exec file ${file}: `, '')}`);
     const code = (raw as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') throw new UsageError(`${file}: cannot read it (${code})`);
     throw err;
