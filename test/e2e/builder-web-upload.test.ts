@@ -16,6 +16,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { decodeExec, encodeExec } from '../../src/protocol/robur/index.js';
 import { startBuilderWebStandin } from '../helpers/builder-web-standin.js';
+import { onPath } from '../helpers/requirements.js';
 import { followRun, kiln, KILN_BIN, peakRss, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
 
 const never = ['--platform', 'testos', '--period', 'never'];
@@ -132,6 +133,15 @@ test('a run reaches builder-web as its exec blob: job, script, console with time
   const format = await kiln(server, ['export', runId, '--format', 'tarball']);
   assert.equal(format.code, 2);
   assert.equal(format.stderr, "kiln: unknown export format 'tarball': use robur-exec\n");
+  // On a terminal (util-linux `script` gives the CLI one) the blob is refused, not printed.
+  if (onPath('script')) {
+    const onTty = await new Promise<{ code: number; out: string }>((resolve) => execFile('script', ['-qec', `'${process.execPath}' '${KILN_BIN}' export ${runId} --format robur-exec`, '/dev/null'], {
+      env: { ...process.env, KILN_SERVER: server.url, KILN_TOKEN: server.adminToken },
+    }, (error, stdout) => resolve({ code: error ? Number(error.code) : 0, out: stdout })));
+    assert.deepEqual([onTty.code, onTty.out.trim()], [2, 'kiln: refusing to write a binary exec blob to a terminal: redirect stdout (> FILE) or give --output FILE']);
+  } else {
+    t.diagnostic('no util-linux `script` here: the refusal to write to a terminal is not checked');
+  }
   assert.equal((await kiln(server, ['schedule', 'waiting', '--command', 'true', '--platform', 'elsewhere', '--period', 'never'])).code, 0);
   const queued = (await kiln(server, ['execute', 'waiting'])).stdout.trim();
   const early = await kiln(server, ['export', queued, '--format', 'robur-exec', '--output', path.join(out, 'early.full')]);
