@@ -29,7 +29,7 @@ function uploadConfig(dataDir: string, url: string): string {
 }
 
 /** `kiln ARGS` with its stdout as bytes (the CLI helper reads text). */
-function kilnBytes(server: ServerProcess, args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+function kilnBytes(server: Pick<ServerProcess, 'url' | 'adminToken'>, args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [KILN_BIN, ...args], {
       encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, env: { ...process.env, KILN_SERVER: server.url, KILN_TOKEN: server.adminToken },
@@ -93,7 +93,9 @@ test('a run reaches builder-web as its exec blob: job, script, console with time
   assert.equal(exported.code, 0, exported.stderr);
   assert.equal(sha256(readFileSync(blob)), first!.bodySha256);
   assert.equal(statSync(blob).mode & 0o777, 0o600);
-  const piped = await kilnBytes(server, ['export', runId, '--format', 'robur-exec']);
+  // A viewer may export (the route reads what a viewer may read: script, console, artifacts).
+  const viewer = (await kiln(server, ['token', 'create', 'reader', '--role', 'viewer'])).stdout.trim();
+  const piped = await kilnBytes({ ...server, adminToken: viewer }, ['export', runId, '--format', 'robur-exec']);
   assert.equal(piped.code, 0, piped.stderr);
   assert.equal(sha256(piped.stdout), first!.bodySha256);
   assert.deepEqual(decodeExec(piped.stdout), exec);
