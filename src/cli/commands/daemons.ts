@@ -170,7 +170,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--keep-artifacts-runs <n>', 'keep the artifacts of the newest N runs of each job (default: all)')
     .option('--keep-artifacts-for <duration>', 'keep artifacts this long after their run ended, e.g. 30d (default: forever)')
     .option('--artifact-store <store>', 'where artifact blobs live, shared by every server of a farm: dir:PATH or s3://bucket/prefix?endpoint=URL (default: the data dir\'s artifacts/)')
-    .option('--upload <url>', 'forward each finished run: http(s)://[user:password@]host/path (multipart POST) or s3://bucket/prefix')
+    .option('--upload <url>', "forward each finished run: http(s)://[user:password@]host/path (multipart POST), builder-web+https://user:password@host/upload (robur's builder-web) or s3://bucket/prefix")
     .option('--tls-cert <file>', 'serve HTTPS and WSS with this PEM certificate (with its chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (mode 0600 or 0640: a key other users can read is refused)')
     .option('--tls-ca <file>', 'CA file the workers this server starts (pools) trust it by, given to them as KILN_CA')
