@@ -12,6 +12,7 @@
  * fixed. 408, 429, other 5xx and network errors are retried with the outbox's backoff.
  */
 import http from 'node:http';
+import type { Readable } from 'node:stream';
 import { coerceError, ConfigError } from '../../errors.js';
 import { describeUrl } from '../../url-for-humans.js';
 import { httpsModule, IDLE_TIMEOUT_MS, judge, missingFile } from './http-delivery.js';
@@ -86,18 +87,20 @@ export function builderWebTarget(url: string): UploadTarget {
 }
 
 /** One POST of the exec blob; resolves with what builder-web's answer (or its absence) means. */
-function post(endpoint: URL, authorization: string, delivery: RunDelivery, body: { length: number; stream: import('node:stream').Readable }): Promise<DeliveryOutcome> {
+function post(endpoint: URL, authorization: string, delivery: RunDelivery, body: { length: number; stream: Readable }): Promise<DeliveryOutcome> {
   return new Promise<DeliveryOutcome>((settle) => {
     let settled = false;
     let answered = false;
     const resolve = (outcome: DeliveryOutcome) => {
       if (settled) return;
       settled = true;
-      // Whatever ended the attempt, the blob being read for it is closed.
+      // Whatever ended the attempt, the blob being read for it is closed, and a request whose body
+      // was not sent whole (an early answer) does not leave its socket to be reused.
       body.stream.destroy();
+      if (!request.writableFinished) request.destroy();
       settle(outcome);
     };
-    const request = (endpoint.protocol === 'https:' ? httpsModule() : http).request(endpoint, {
+    const request: http.ClientRequest = (endpoint.protocol === 'https:' ? httpsModule() : http).request(endpoint, {
       method: 'POST',
       // No content-type: builder-web takes any, and builder sends none (§2.1).
       headers: {
