@@ -8,9 +8,19 @@
  * that name; a pool instance's token is that instance; the shared `worker.token` is one identity
  * for everyone who holds it.
  */
-export type WorkerIdentity = { kind: 'shared' } | { kind: 'token'; name: string } | { kind: 'instance'; name: string };
+export type WorkerIdentity = { kind: 'shared' } | { kind: 'token'; name: string } | { kind: 'instance'; name: string } | RoburIdentity;
 
-/** An identity as one string, as stored with the runs it holds: `shared`, `token:NAME`, `instance:NAME`. */
+/**
+ * A robur `builder-worker` on the `--robur-listen` port: no credential at all (robur's protocol has
+ * none), so it is its connection (`robur-PLATFORM-ADDRESS:PORT`). Only the robur listener makes
+ * one; the HTTP and WebSocket side never accepts it (no token maps to it, and the gateway refuses it).
+ */
+export interface RoburIdentity {
+  kind: 'robur';
+  name: string;
+}
+
+/** An identity as one string, as stored with the runs it holds: `shared`, `token:NAME`, `instance:NAME`, `robur:NAME`. */
 export function identityKey(identity: WorkerIdentity): string {
   return identity.kind === 'shared' ? 'shared' : `${identity.kind}:${identity.name}`;
 }
@@ -18,6 +28,7 @@ export function identityKey(identity: WorkerIdentity): string {
 /** Describes an identity for messages: "the shared worker token", "worker 'w1''s token". */
 export function describeIdentity(identity: WorkerIdentity): string {
   if (identity.kind === 'shared') return 'the shared worker token';
+  if (identity.kind === 'robur') return `the robur worker connection '${identity.name}'`;
   return identity.kind === 'token' ? `the token of worker '${identity.name}'` : `the token of pool instance '${identity.name}'`;
 }
 
@@ -30,6 +41,8 @@ export type NameOwner = 'token' | 'instance' | undefined;
  * name that no bound credential owns.
  */
 export function nameRefusal(identity: WorkerIdentity, name: string, owner: NameOwner): string | undefined {
+  // A robur worker is named by its connection, never by a hello: no WebSocket hello may use it.
+  if (identity.kind === 'robur') return `${describeIdentity(identity)} is not a WebSocket worker's credential`;
   if (identity.kind !== 'shared' && identity.name !== name) return `${describeIdentity(identity)} may only connect as '${identity.name}', not as '${name}'`;
   if (identity.kind === 'instance') return undefined;
   // A per-worker token made with a live pool instance's name does not get the instance's place.

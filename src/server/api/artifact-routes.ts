@@ -6,8 +6,9 @@
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { ArtifactPathError, attachmentDisposition, describeIdentity, holdsRun, isSha256, normaliseArtifactPath } from '../../core/index.js';
-import { ArtifactRefusedError, InvalidRequestError, PayloadTooLargeError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
+import { ArtifactRefusedError, InvalidRequestError, RunNotFoundError, UnauthorizedError, WorkerIdentityError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
+import { keepArtifact } from '../artifact-intake.js';
 import type { BlobStore } from '../artifact-store.js';
 import type { EventBus } from '../events.js';
 import { forViewer, forWorker } from './auth.js';
@@ -59,14 +60,7 @@ export function registerArtifactRoutes(app: FastifyInstance, store: JobStore, bl
     if (run.status !== 'running' || run.worker !== worker) {
       throw new ArtifactRefusedError(`worker '${worker}' does not hold run ${runId}; artifacts come from the run's worker while it runs`);
     }
-    // Uploads of one run come one at a time from its worker, so this sum is not raced.
-    const kept = (await store.listArtifacts(runId)).filter((a) => a.path !== relative).reduce((sum, a) => sum + a.size, 0);
-    if (kept + size > blobs.limits.runBytes) {
-      throw new PayloadTooLargeError(blobs.limits.runBytes, `the file (${size} bytes) would take the run's artifacts to ${kept + size} bytes, over the per-run limit of ${blobs.limits.runBytes} bytes`);
-    }
-    await blobs.put(request.body as Readable, { size, sha256 });
-    await store.addArtifact(runId, { path: relative, size, sha256, mode: permissions });
-    events.publish('artifact.stored', { runId, path: relative, size });
+    await keepArtifact({ store, blobs, events }, runId, { path: relative, size, sha256, mode: permissions }, request.body as Readable);
     return reply.code(201).send({ path: relative, size, sha256 });
   });
 
