@@ -55,7 +55,9 @@ import { readTlsFiles, type TlsMaterial, type TlsSettings } from './tls-files.js
 import { installResponseHeaders } from './api/response-headers.js';
 import { KilnMetrics } from './metrics/kiln-metrics.js';
 import { listenForMetrics, type MetricsListener } from './metrics/metrics-listener.js';
-import type { RoburClientParts } from './robur/client-commands.js';
+import { serveRoburClient, type RoburClientParts } from './robur/client-commands.js';
+import { listenForRobur, type RoburListener } from './robur/robur-listener.js';
+import { RoburWorkerSession } from './robur/robur-worker.js';
 
 /** Options of a server. */
 export interface ServerOptions {
@@ -100,6 +102,8 @@ export interface ServerOptions {
    * /metrics on the main listener for a token of any role (`{}`).
    */
   metrics?: { listen?: { host: string; port: number } };
+  /** robur builder's protocol on its own port (`--robur-listen`), for builder-worker and builder-client; off when absent. */
+  robur?: { host: string; port: number };
   /** Wraps the opened store. @internal For tests that make the store fail. */
   wrapStore?: (store: JobStore) => JobStore;
 }
@@ -121,6 +125,8 @@ export interface KilnServer {
   metricsUrl: string | undefined;
   /** What a robur client session needs (robur/client-commands.ts). @internal For the robur listener and its tests. */
   roburClient: RoburClientParts;
+  /** `HOST:PORT` of the robur port, when `--robur-listen` is on. */
+  roburAddress: string | undefined;
   /** Fires what is due now. @internal For tests that drive the clock (`now`) themselves. */
   wakeScheduler(): Promise<void>;
   /**
@@ -359,8 +365,11 @@ async function startOnStore(
   });
 
   let metricsListener: MetricsListener | undefined;
+  let roburListener: RoburListener | undefined;
   const stopAll = async () => {
     await metricsListener?.close();
+    // Its workers' runs are lost here (they cannot re-attach), while the store is open.
+    await roburListener?.close();
     await scheduler.stop();
     await reaper.stop();
     await lifecycle.stop();
@@ -412,12 +421,32 @@ async function startOnStore(
       throw new ListenError(`${where} (--metrics-listen)`, listenCause(raw, '--metrics-listen'));
     }
   }
+  const roburLog = log.child({ part: 'robur' });
+  const roburClient: RoburClientParts = {
+    store, jobService, hub, events, pools: async () => (await pools?.farmView()) ?? [], log: roburLog,
+    // Like builder's queues, a platform is known once a robur worker asked for it.
+    roburWorkerPlatforms: () => registry.list().filter((session) => session.identity.startsWith('robur:')).map((session) => session.platform),
+  };
+  if (options.robur) {
+    try {
+      roburListener = await listenForRobur({
+        log: roburLog,
+        worker: (conn) => new RoburWorkerSession(conn, {
+          store, workers: registry, lifecycle, blobs, events, log: roburLog, now, serverId: presence ? member.id : undefined,
+        }),
+        serveClient: (conn, command) => serveRoburClient(conn, command, roburClient),
+      }, options.robur);
+    } catch (raw) {
+      await stopAll().catch((err) => log.error({ err }, 'stopping after a failed listen'));
+      throw raw;
+    }
+  }
   const metricsUrl = metricsListener?.url ?? (metrics ? `${url}/metrics` : undefined);
   await scheduler.wake();
   pools?.start();
   sweeper.start();
   outbox?.wake();
-  log.info({ url, dataDir: options.dataDir, artifacts: blobs.description, upload: target?.description, metrics: metricsUrl }, 'kiln server listening');
+  log.info({ url, dataDir: options.dataDir, artifacts: blobs.description, upload: target?.description, metrics: metricsUrl, robur: roburListener?.address }, 'kiln server listening');
 
   return {
     url,
@@ -427,7 +456,8 @@ async function startOnStore(
     events,
     uploadTarget: target?.description,
     metricsUrl,
-    roburClient: { store, jobService, hub, events, pools: async () => (await pools?.farmView()) ?? [], log: log.child({ part: 'robur' }) },
+    roburClient,
+    roburAddress: roburListener?.address,
     wakeScheduler: () => scheduler.wake(),
     close: stopAll,
   };

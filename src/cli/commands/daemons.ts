@@ -23,6 +23,13 @@ export function parseListen(text: string, flag = '--listen', example = '127.0.0.
   return { host: match[1] ?? match[2]!, port };
 }
 
+/** Splits `--robur-listen HOST[:PORT]` (IPv6 as `[::1]` or `[::1]:1234`); the port defaults to builder's, 1234. */
+export function parseRoburListen(text: string): { host: string; port: number } {
+  const bare = /^(?:\[([^\]]+)\]|([^:[\]]+))$/.exec(text);
+  if (bare) return { host: bare[1] ?? bare[2]!, port: 1234 };
+  return parseListen(text, '--robur-listen', '127.0.0.1:1234');
+}
+
 /** Resolves once one of STOP_SIGNALS arrives. */
 function shutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
@@ -93,6 +100,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   const metrics = flags.metricsListen !== undefined
     ? { listen: parseListen(flags.metricsListen, '--metrics-listen', '127.0.0.1:9464') }
     : flags.metrics ? {} : undefined;
+  const robur = flags.roburListen === undefined ? undefined : parseRoburListen(flags.roburListen);
   // Parsed here, before anything starts: a bad store stops the server with nothing written.
   const { parseBlobStore } = await import('../../server/artifact-store.js');
   const artifactStore = flags.artifactStore === undefined ? undefined : parseBlobStore(flags.artifactStore, process.cwd(), flags.artifactStoreS3, '--artifact-store');
@@ -102,7 +110,7 @@ async function runServer(log: Logger, flags: ServerFlags): Promise<KilnServer> {
   return startServer(log, {
     host, port, advertise: flags.advertise, dataDir: path.resolve(flags.data), configDir, store: flags.store, artifactStore, ...timings,
     artifactLimits: withoutUndefined(artifactLimits), retention: withoutUndefined(retention), upload: upload && { ...withoutUndefined(upload), url: upload.url },
-    pools: flags.pools, tls, metrics,
+    pools: flags.pools, tls, metrics, robur,
   });
 }
 
@@ -119,7 +127,7 @@ async function withConfigFile(flags: ServerFlags & { config?: string }, command:
   const merged: ServerFlags = { ...flags };
   const keys = [
     'listen', 'advertise', 'data', 'configDir', 'store', 'heartbeat', 'reattachGrace', 'backstop', 'lockRetake',
-    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'artifactStore', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen',
+    'maxArtifactFile', 'maxArtifactsPerRun', 'keepArtifactsRuns', 'keepArtifactsFor', 'artifactStore', 'upload', 'tlsCert', 'tlsKey', 'tlsCa', 'metricsListen', 'roburListen',
   ] as const;
   for (const key of keys) {
     const source = command.getOptionValueSource(key);
@@ -176,6 +184,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--tls-ca <file>', 'CA file the workers this server starts (pools) trust it by, given to them as KILN_CA')
     .option('--metrics', 'Prometheus metrics at /metrics on the main listener, for a token of any role (default: off)')
     .option('--metrics-listen <host:port>', 'Prometheus metrics at http://HOST:PORT/metrics, a listener of their own with no token: keep it on a private address')
+    .option('--robur-listen <host[:port]>', "speak robur builder's protocol there for builder-worker and builder-client (port default 1234; no authentication, as builder's: keep it private)")
     .action(async (given: ServerFlags & { config?: string }, command: Command) => {
       const flags = await withConfigFile(given, command);
       const log = await createLogger();
@@ -183,7 +192,7 @@ export function registerDaemonCommands(program: Command): void {
       // right after it says it listens) is a clean stop too, never the default sudden death.
       const stopped = firstSignalThenNow(log);
       const server = await runServer(log, flags);
-      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}${server.metricsUrl ? `, metrics at ${server.metricsUrl}` : ''}\n`);
+      process.stderr.write(`kiln server listening on ${server.url} (data in ${path.resolve(flags.data)})${server.uploadTarget ? `, uploading runs to ${server.uploadTarget}` : ''}${server.metricsUrl ? `, metrics at ${server.metricsUrl}` : ''}${server.roburAddress ? `, robur builder protocol on ${server.roburAddress}` : ''}\n`);
       const end = await Promise.race([stopped.then((signal) => ({ signal })), server.failed.then((err) => ({ err }))]);
       if ('err' in end) {
         // Its lock on the store is gone: stop at once, and say why in one line (exit 1).

@@ -1,0 +1,244 @@
+/**
+ * The `--robur-listen` port: robur builder's TCP protocol (reference §1), so that an unchanged
+ * `builder-worker` and `builder-client` work against Kiln. Frames are an 8-byte length and one
+ * strict-DER message; the first must be `Client_hello` (client 13: one command, served by the
+ * client commands; worker 5: a worker session). Anything else, a version builder would refuse, a
+ * frame that does not decode or is over the bound, closes that connection with one log line and no
+ * reply, as builder does (builder itself dies on some of them; Kiln never does).
+ *
+ * Like builder's, the port has no authentication: whoever reaches it can queue and cancel work
+ * and run as a worker. It is off unless asked, and bound beyond loopback it is warned about once.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { coerceError, ListenError } from '../../errors.js';
+import {
+  decodeCmd, describeCmd, encodeCmd, frameOf, FrameReader, MAX_ROBUR_FRAME_BYTES, ROBUR_CLIENT_VERSION, ROBUR_WORKER_VERSION, type RoburCmd,
+} from '../../protocol/robur/index.js';
+import type { RoburConnection } from './connection.js';
+import type { RoburPeerSession } from './robur-worker.js';
+
+/** Where and how the port listens. */
+export interface RoburListenerOptions {
+  host: string;
+  /** 0 picks a free port (tests). */
+  port: number;
+  /** How long a new connection may take to say hello (ms; default 10 s). */
+  helloTimeoutMs?: number;
+  /** Most connections at once (default 1024); more are refused by the kernel's accept and closed. */
+  maxConnections?: number;
+  /** Largest frame body read (default MAX_ROBUR_FRAME_BYTES: a Job_finished carries its files inline). */
+  maxFrameBytes?: number;
+}
+
+/** What the port serves with. */
+export interface RoburListenerParts {
+  log: Logger;
+  /** A worker's session, made at its hello. */
+  worker(conn: RoburConnection): RoburPeerSession;
+  /** Answers a client's one command (data replies, then Success or Failure). */
+  serveClient(conn: RoburConnection, command: RoburCmd): Promise<void>;
+}
+
+/** The listening port. */
+export interface RoburListener {
+  /** `HOST:PORT` it is bound to (`[::1]:1234` for IPv6). */
+  readonly address: string;
+  /** Stops accepting, closes every connection and waits until each is let go. */
+  close(): Promise<void>;
+}
+
+/** How long a closing connection may take to flush what was sent before it is cut (ms). */
+const CLOSE_FLUSH_MS = 5000;
+/** TCP keepalive probes after this much silence: a worker waiting for a job for days is still noticed gone. */
+const KEEPALIVE_MS = 60_000;
+
+/** True for a host that only this machine reaches. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** `HOST:PORT`, IPv6 in brackets. */
+function hostPort(host: string | undefined, port: number | undefined): string {
+  const h = host ?? '?';
+  return `${h.includes(':') ? `[${h}]` : h}:${port ?? '?'}`;
+}
+
+/** One socket as a RoburConnection. */
+class SocketConnection implements RoburConnection {
+  readonly closed: Promise<void>;
+  private ended = false;
+
+  constructor(private readonly socket: net.Socket, readonly peer: string, private readonly log: Logger) {
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  get isClosed(): boolean {
+    return this.ended || this.socket.destroyed;
+  }
+
+  send(cmd: RoburCmd): void {
+    if (this.isClosed) return;
+    this.socket.write(frameOf(encodeCmd(cmd)));
+  }
+
+  drained(): Promise<void> {
+    if (this.isClosed || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        resolve();
+      };
+      this.socket.once('drain', done);
+      void this.closed.then(done);
+    });
+  }
+
+  close(reason: string): void {
+    if (this.isClosed) return;
+    this.ended = true;
+    this.log.info({ peer: this.peer, reason }, 'robur connection closed');
+    // What was sent goes out first; then the socket is closed for good, so a peer still writing
+    // (a worker's sender after a cancel) gets a reset and dies of SIGPIPE, as with builder.
+    const cut = setTimeout(() => this.socket.destroy(), CLOSE_FLUSH_MS);
+    cut.unref();
+    this.socket.end(() => {
+      clearTimeout(cut);
+      this.socket.destroy();
+    });
+  }
+
+  /** Cuts the connection at once (bad input): nothing more is read or sent. */
+  cut(): void {
+    this.ended = true;
+    this.socket.destroy();
+  }
+}
+
+/** Starts the port; resolves once it listens. Throws ListenError when it cannot. */
+export async function listenForRobur(parts: RoburListenerParts, options: RoburListenerOptions): Promise<RoburListener> {
+  const { log } = parts;
+  const maxFrameBytes = options.maxFrameBytes ?? MAX_ROBUR_FRAME_BYTES;
+  const helloTimeoutMs = options.helloTimeoutMs ?? 10_000;
+  /** Every open connection, with a promise that resolves once it is closed and let go. */
+  const open = new Map<SocketConnection, Promise<void>>();
+
+  const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_MS }, (socket) => {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
+    const peer = hostPort(socket.remoteAddress, socket.remotePort);
+    const conn = new SocketConnection(socket, peer, log);
+    const reader = new FrameReader(maxFrameBytes);
+    let role: 'hello' | 'client' | 'served' | 'worker' = 'hello';
+    let worker: RoburPeerSession | undefined;
+    // Reads are handled one at a time, in order: a worker's lines before its Job_finished.
+    let chain: Promise<void> = Promise.resolve();
+    let letGo!: () => void;
+    open.set(conn, new Promise((resolve) => (letGo = resolve)));
+
+    const refuse = (why: string) => {
+      log.info({ peer }, `robur connection refused: ${why}`);
+      conn.cut();
+    };
+    const helloTimer = setTimeout(() => refuse('no hello in time'), helloTimeoutMs);
+
+    /** The messages of one read, by role. */
+    const handle = async (cmds: RoburCmd[]): Promise<void> => {
+      for (let i = 0; i < cmds.length && !conn.isClosed; i += 1) {
+        const cmd = cmds[i]!;
+        if (role === 'hello') {
+          clearTimeout(helloTimer);
+          if (cmd.type !== 'client-hello') return refuse(`the first message was ${describeCmd(cmd)}, not Client_hello`);
+          const wanted = cmd.peer === 'client' ? ROBUR_CLIENT_VERSION : ROBUR_WORKER_VERSION;
+          if (cmd.version !== wanted) return refuse(`${cmd.peer} protocol version ${cmd.version} (this port speaks ${wanted})`);
+          conn.send({ type: 'server-hello' });
+          role = cmd.peer;
+          if (cmd.peer === 'worker') worker = parts.worker(conn);
+        } else if (role === 'client') {
+          role = 'served';
+          log.debug({ peer, command: describeCmd(cmd) }, 'robur client command');
+          await parts.serveClient(conn, cmd);
+          await conn.drained();
+          conn.close('command answered');
+        } else if (role === 'worker') {
+          // The rest of this read goes to the session in one call (its lines in one batch).
+          await worker!.handle(cmds.slice(i));
+          return;
+        }
+        // 'served': builder reads one command per connection; what follows it is not read.
+      }
+    };
+
+    socket.on('data', (chunk: Buffer) => {
+      let cmds: RoburCmd[];
+      try {
+        cmds = reader.push(chunk).map((body) => decodeCmd(body));
+      } catch (raw) {
+        const err = coerceError(raw);
+        // One line, and that connection only: builder-server dies here (reference §7).
+        log.info({ peer, code: err.code }, `robur connection closed on bad input: ${err.message}`);
+        clearTimeout(helloTimer);
+        conn.cut();
+        return;
+      }
+      if (cmds.length === 0) return;
+      chain = chain.then(async () => {
+        if (conn.isClosed && role !== 'worker') return;
+        try {
+          await handle(cmds);
+        } catch (raw) {
+          const err = coerceError(raw);
+          if (err.status >= 500) log.error({ err, peer }, 'failed to handle a robur message');
+          else log.info({ peer, code: err.code }, `robur connection closed: ${err.message}`);
+          conn.cut();
+        }
+      });
+    });
+    socket.on('error', (err) => log.debug({ peer, err: err.message }, 'robur connection error'));
+    socket.on('close', () => {
+      clearTimeout(helloTimer);
+      chain = chain.then(async () => {
+        await worker?.gone();
+        open.delete(conn);
+        letGo();
+      });
+    });
+  });
+  server.maxConnections = options.maxConnections ?? 1024;
+  server.on('error', (err) => log.error({ err }, 'robur listener error'));
+
+  await new Promise<void>((resolve, reject) => {
+    const failed = (err: Error) => reject(new ListenError(`${hostPort(options.host, options.port)} (--robur-listen)`, listenCause(err)));
+    server.once('error', failed);
+    server.listen({ host: options.host, port: options.port, backlog: 128 }, () => {
+      server.off('error', failed);
+      resolve();
+    });
+  });
+  const bound = server.address() as net.AddressInfo;
+  const address = hostPort(bound.address, bound.port);
+  log.info({ robur: address }, 'robur builder protocol listening');
+  if (!isLoopback(bound.address)) {
+    log.warn({ robur: address }, 'the robur port has no authentication (as builder\'s): anyone who reaches it can queue, cancel and take runs; keep it on a private network');
+  }
+
+  return {
+    address,
+    async close() {
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const conn of open.keys()) conn.cut();
+      await stopped;
+      // Each close handler lets its worker go (its run lost: it cannot re-attach) before the store closes.
+      await Promise.all(open.values());
+    },
+  };
+}
+
+/** Why listen failed, in words. */
+function listenCause(raw: unknown): string {
+  const code = (raw as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return 'the address is already in use (EADDRINUSE): stop what listens there or give --robur-listen another port';
+  if (code === 'EADDRNOTAVAIL') return 'the address is not one of this host\'s (EADDRNOTAVAIL)';
+  if (code === 'EACCES') return 'permission denied (EACCES): ports below 1024 need privileges';
+  return coerceError(raw).message;
+}
