@@ -1,0 +1,147 @@
+/**
+ * robur builder-workers on `kiln server --robur-listen`: the real server process, the stand-in
+ * builder-worker of test/helpers/robur-peers.ts (written from the reference: no OCaml here) over
+ * real TCP, and the kiln CLI. One server for the file (each part on its own platform); its
+ * re-attach grace is 10 minutes, so a run lost "at once" cannot have waited for it.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { test } from 'node:test';
+import { followRun, freePort, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { roburClient, roburWorker } from '../helpers/robur-peers.js';
+
+/** Schedules a never-period job of `platform` running `script`; returns nothing (execute queues it). */
+async function schedule(server: ServerProcess, dir: string, name: string, platform: string, script: string, extra: string[] = []): Promise<void> {
+  const file = path.join(dir, `${name}.sh`);
+  writeFileSync(file, script);
+  const scheduled = await kiln(server, ['schedule', name, '--script', file, '--platform', platform, '--period', 'never', ...extra]);
+  assert.equal(scheduled.code, 0, scheduled.stderr);
+}
+
+async function execute(server: ServerProcess, name: string): Promise<string> {
+  const executed = await kiln(server, ['execute', name]);
+  assert.equal(executed.code, 0, executed.stderr);
+  return executed.stdout.trim();
+}
+
+const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+
+test('robur builder-workers run Kiln runs through --robur-listen', async (t) => {
+  const roburPort = await freePort();
+  const server = await startServer(t, { args: ['--robur-listen', `127.0.0.1:${roburPort}`, '--reattach-grace', '10m'] });
+  assert.ok(server.stderr.some((line) => line.includes(`robur builder protocol on 127.0.0.1:${roburPort}`)), 'the robur address is said at start');
+  const dir = tempDir(t);
+
+  await t.test('a run is taken, its lines observed in order, exit 3 with its files as artifacts, the env exported', async () => {
+    await schedule(server, dir, 'build', 'robur-a', [
+      '#!/bin/sh', 'echo first', 'echo "greeting: $GREETING"', 'echo second >&2', 'for i in 1 2 3; do echo "line $i"; done',
+      'printf art > out.txt', 'mkdir -p bin && printf "\\177ELF binary" > bin/app', 'echo hidden > .dot', 'exit 3', '',
+    ].join('\n'), ['--env', "GREETING=it's \"quoted\" $HOME"]);
+    const worker = roburWorker(roburPort, 'robur-a');
+    const runId = await execute(server, 'build');
+    const job = await worker.scheduled;
+    assert.equal(job.uuid, runId, 'the Job_schedule uuid is the run id');
+    assert.equal(job.job.name, 'build');
+    assert.equal(job.job.platform, 'robur-a');
+    assert.match(job.job.script, /^#!\/bin\/sh\nexport GREETING='it'\\''s "quoted" \$HOME'\n/, 'the env is exported after the shebang');
+
+    const observed = await kiln(server, ['observe', runId]);
+    assert.equal(observed.code, 1, observed.stderr);
+    const lines = observed.stdout.trimEnd().split('\n');
+    assert.deepEqual(lines.slice(0, -1), ['first', 'greeting: it\'s "quoted" $HOME', 'second', 'line 1', 'line 2', 'line 3']);
+    assert.match(lines.at(-1)!, /failed: exited 3$/);
+    assert.deepEqual((await worker.done).sent, { kind: 'exited', code: 3 });
+
+    const { run } = JSON.parse((await kiln(server, ['show', runId, '--json'])).stdout);
+    assert.equal(run.status, 'failed');
+    assert.match(run.worker, /^robur-robur-a-127\.0\.0\.1:\d+$/, 'the run names its robur worker');
+
+    const listed = JSON.parse((await kiln(server, ['artifacts', runId, '--json'])).stdout);
+    const byPath = Object.fromEntries(listed.artifacts.map((a: { path: string; sha256: string }) => [a.path, a.sha256]));
+    assert.deepEqual(Object.keys(byPath).sort(), ['bin/app', 'out.txt'], 'every non-dot file but script.sh');
+    assert.equal(byPath['out.txt'], sha256('art'));
+    const into = path.join(dir, 'download');
+    const downloaded = await kiln(server, ['artifacts', runId, '--download', into]);
+    assert.equal(downloaded.code, 0, downloaded.stderr);
+    assert.equal(sha256(readFileSync(path.join(into, 'bin/app'))), sha256(Buffer.from('\x7fELF binary', 'latin1')));
+  });
+
+  await t.test('a job killed by a signal is reported signalled', async () => {
+    await schedule(server, dir, 'killed', 'robur-b', 'echo before\nkill -KILL 0\necho after\n');
+    const worker = roburWorker(roburPort, 'robur-b');
+    const runId = await execute(server, 'killed');
+    const { lines, run } = await followRun(server, runId);
+    assert.deepEqual(lines, ['before']);
+    assert.equal(run.status, 'failed');
+    assert.equal(run.resultText, 'signalled SIGKILL');
+    assert.deepEqual((await worker.done).sent, { kind: 'signalled', signal: 9 });
+  });
+
+  await t.test('a cancel closes the worker\'s connection and the run ends cancelled', async () => {
+    await schedule(server, dir, 'forever', 'robur-c', 'while :; do echo tick; sleep 0.1; done\n');
+    const worker = roburWorker(roburPort, 'robur-c');
+    const runId = await execute(server, 'forever');
+    await worker.scheduled;
+    const cancelled = await kiln(server, ['cancel', runId]);
+    assert.equal(cancelled.code, 0, cancelled.stderr);
+    const { run } = await followRun(server, runId);
+    assert.equal(run.status, 'cancelled');
+    // Its sender finds the connection closed on its next line and kills the job, as builder-worker's does.
+    const outcome = await worker.done;
+    assert.equal(outcome.closed, true);
+    assert.equal(outcome.sent, undefined);
+  });
+
+  await t.test('a worker that dies mid-run loses its run at once, retried on another robur worker', async () => {
+    const mark = path.join(dir, 'second-attempt');
+    await schedule(server, dir, 'flaky', 'robur-d', `if [ -e '${mark}' ]; then echo again; exit 0; fi\ntouch '${mark}'\necho once\nsleep 60\n`);
+    const first = roburWorker(roburPort, 'robur-d');
+    const runId = await execute(server, 'flaky');
+    await first.scheduled;
+    const second = roburWorker(roburPort, 'robur-d');
+    first.kill();
+    const retried = await second.scheduled;
+    assert.equal(retried.uuid, runId);
+    const { run } = await followRun(server, runId);
+    assert.equal(run.status, 'succeeded');
+    assert.equal((await second.done).sent?.kind, 'exited');
+    const shown = JSON.parse((await kiln(server, ['show', runId, '--json'])).stdout);
+    assert.equal(shown.run.attempt, 2);
+    assert.match(JSON.stringify(shown.events), /closed its connection before Job_finished; it cannot re-attach/, 'lost for its closed connection, not after the grace');
+    assert.ok(existsSync(mark));
+  });
+
+  await t.test('a header and a body in separate TCP segments are read as one frame', async () => {
+    await schedule(server, dir, 'split', 'robur-e', 'echo split\n');
+    const worker = roburWorker(roburPort, 'robur-e', { splitWrites: true });
+    const runId = await execute(server, 'split');
+    const { lines, run } = await followRun(server, runId);
+    assert.deepEqual(lines, ['split']);
+    assert.equal(run.status, 'succeeded');
+    assert.equal((await worker.done).closed, false);
+  });
+
+  await t.test('a legacy 13-byte frame closes only its connection; the server keeps serving', async () => {
+    const socket = net.connect({ port: roburPort, host: '127.0.0.1' });
+    const received: Buffer[] = [];
+    socket.on('data', (chunk) => received.push(chunk));
+    socket.on('error', () => {});
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const since = server.stderr.length;
+    socket.write(Buffer.from('0000000000000005a003020100', 'hex'));
+    await new Promise((resolve) => socket.once('close', resolve));
+    assert.equal(Buffer.concat(received).length, 0, 'no reply, as builder');
+    await server.waitFor(/robur connection closed on bad input/, since);
+    // Still serving, both sides of the port.
+    const replies = await roburClient(roburPort, { type: 'info' });
+    assert.ok(['success', 'failure'].includes(replies.at(-1)!.type), JSON.stringify(replies));
+    await schedule(server, dir, 'after', 'robur-f', 'echo still here\n');
+    roburWorker(roburPort, 'robur-f');
+    const { lines } = await followRun(server, await execute(server, 'after'));
+    assert.deepEqual(lines, ['still here']);
+    assert.equal(server.child.exitCode, null);
+  });
+});
