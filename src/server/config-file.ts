@@ -111,8 +111,8 @@ const configSchema = z.strictObject({
   tls: tlsSchema.optional(),
   /** Prometheus metrics: true (at /metrics on the main listener, a token of any role) or { listen: HOST:PORT } (a listener of their own, open). */
   metrics: z.union([z.boolean(), z.strictObject({ listen: z.string().min(1) })]).optional(),
-  /** HOST[:PORT] for robur builder's protocol (port default 1234); off when absent. */
-  robur_listen: z.string().min(1).optional(),
+  /** robur builder's protocol: { listen: HOST[:PORT] } (port default 1234); off when absent. */
+  robur: z.strictObject({ listen: z.string().min(1) }).optional(),
 });
 
 /** The settings a config file gives, with paths resolved and durations as strings for the flags. */
@@ -206,7 +206,7 @@ export async function readConfigFile(file: string): Promise<ConfigFileSettings> 
     tlsCa: here(config.tls?.ca),
     metrics: config.metrics === undefined ? undefined : config.metrics !== false,
     metricsListen: typeof config.metrics === 'object' ? config.metrics.listen : undefined,
-    roburListen: config.robur_listen,
+    roburListen: config.robur?.listen,
   };
 }
 
