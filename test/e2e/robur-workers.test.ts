@@ -32,7 +32,8 @@ const sha256 = (data: string | Buffer) => createHash('sha256').update(data).dige
 test('robur builder-workers run Kiln runs through --robur-listen', async (t) => {
   const roburPort = await freePort();
   const server = await startServer(t, { args: ['--robur-listen', `127.0.0.1:${roburPort}`, '--reattach-grace', '10m'] });
-  assert.ok(server.stderr.some((line) => line.includes(`robur builder protocol on 127.0.0.1:${roburPort}`)), 'the robur address is said at start');
+  // The robur address is said at start.
+  await server.waitFor(new RegExp(`robur builder protocol on 127\\.0\\.0\\.1:${roburPort}`));
   const dir = tempDir(t);
 
   await t.test('a run is taken, its lines observed in order, exit 3 with its files as artifacts, the env exported', async () => {

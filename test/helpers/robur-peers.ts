@@ -128,7 +128,7 @@ function signalNumber(signal: NodeJS.Signals): number {
 
 /**
  * Does what builder-worker does (reference §1.7): hello, Job_requested PLATFORM, runs the script
- * with /bin/sh in a fresh temp work dir, sends each line of its merged stdout and stderr as
+ * with /bin/sh in a fresh temp work dir (without builder's `timeout 1h`, see below), sends each line of its merged stdout and stderr as
  * Output, then Job_finished with the result and every non-dot regular file except script.sh, and
  * closes. A failed send kills the script, as builder-worker's `kill 0 9`.
  */
@@ -158,7 +158,9 @@ export function roburWorker(port: number, platform: string, options: RoburWorker
     try {
       const script = path.join(dir, 'script.sh');
       writeFileSync(script, job.job.script, { mode: 0o764 });
-      child = spawn('/bin/sh', ['-ec', `timeout 1h ${script} 2>&1`], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+      // builder-worker runs `timeout 1h SCRIPT`; timeout puts the script in a process group of its
+      // own, which the stand-in could not kill with its own group, so it runs the script directly.
+      child = spawn('/bin/sh', ['-ec', `${script} 2>&1`], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
       const lines: string[] = [];
       let partial = '';
       let sending: Promise<unknown> = Promise.resolve();
