@@ -48,6 +48,8 @@ export interface InfoReply {
    * leases (singletons) it holds, and `self` for the server that answered. Times ISO 8601.
    */
   servers: PresentedServer[];
+  /** `HOST:PORT` of the answering server's robur port (`--robur-listen`), or null when off. */
+  robur?: string | null;
 }
 
 

@@ -329,9 +329,10 @@ async function startOnStore(
     if (delivery) events.publish('delivery.queued', { runId });
     return delivery;
   };
+  let roburListener: RoburListener | undefined;
   registerRoutes(app, {
     store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget: target?.description, pools: async () => (await pools?.farmView()) ?? [], redeliver,
-    events, reservedFor: (worker) => dispatcher.reservedFor(worker), now, serverId: member.id,
+    events, reservedFor: (worker) => dispatcher.reservedFor(worker), now, serverId: member.id, roburAddress: () => roburListener?.address,
     servers: async () => presence
       ? (await store.listServers()).map((server) => presentServer(server, member.id))
       // Alone on SQLite: this server, holding every lease.
@@ -365,7 +366,6 @@ async function startOnStore(
   });
 
   let metricsListener: MetricsListener | undefined;
-  let roburListener: RoburListener | undefined;
   const stopAll = async () => {
     await metricsListener?.close();
     // Its workers' runs are lost here (they cannot re-attach), while the store is open.

@@ -145,4 +145,27 @@ test('robur builder-workers run Kiln runs through --robur-listen', async (t) => 
     assert.deepEqual(lines, ['still here']);
     assert.equal(server.child.exitCode, null);
   });
+
+  await t.test('kiln info shows the port; a stop closes the connections of waiting workers', async () => {
+    const info = await kiln(server, ['info']);
+    assert.match(info.stdout, new RegExp(`robur builder protocol on 127\\.0\\.0\\.1:${roburPort} \\(no authentication`));
+    const since = server.stderr.length;
+    const waiting = roburWorker(roburPort, 'robur-idle');
+    await server.waitFor(/robur worker waiting for a job/, since);
+    await server.kill('SIGTERM');
+    assert.equal(server.child.exitCode, 0);
+    await assert.rejects(waiting.scheduled, /expected Job_schedule, got a close/);
+  });
+});
+
+test('the config file\'s robur.listen opens the port; bound beyond loopback it is warned about', async (t) => {
+  const roburPort = await freePort();
+  const dir = tempDir(t);
+  const config = path.join(dir, 'kiln.yaml');
+  writeFileSync(config, `robur:\n  listen: 0.0.0.0:${roburPort}\n`);
+  const server = await startServer(t, { args: ['--config', config] });
+  await server.waitFor(/the robur port has no authentication/);
+  await server.waitFor(new RegExp(`robur builder protocol on 0\\.0\\.0\\.0:${roburPort}`));
+  const replies = await roburClient(roburPort, { type: 'info' });
+  assert.ok(['success', 'failure'].includes(replies.at(-1)!.type));
 });

@@ -117,7 +117,7 @@ test('the robur port closes every bad connection, never crashes, and keeps servi
     const replies = new FrameReader(1024 * 1024).push(back).map((body) => decodeCmd(body));
     for (const reply of replies) assert.ok(['server-hello', 'success', 'failure', 'info-reply', 'output'].includes(reply.type), reply.type);
   });
-  await checkFuzz('robur listener', property, fuzzSettings(300), () => sent);
+  await checkFuzz('robur listener', property, fuzzSettings(600), () => sent);
 
   assert.equal(server.child.exitCode, null, 'the server is alive');
   assert.deepEqual(server.stderr.filter((line) => /"level":(50|60)/.test(line)), [], 'nothing logged as an error');

@@ -195,7 +195,8 @@ export function roburWorker(port: number, platform: string, options: RoburWorker
     }
   };
   const done = run();
-  done.catch(() => {});
+  // A failure before the job came (no connection, say) fails `scheduled` too.
+  done.catch((err: Error) => onScheduleFailed(err));
   return {
     scheduled,
     done,

@@ -61,6 +61,7 @@ export function registerInfoCommands(program: Command): void {
           out.push(`  ${d.runId} ${d.state} after ${d.attempts} attempts${d.nextAt ? `, next ${d.nextAt}` : ''}: ${d.lastError}`);
         }
       }
+      if (info.robur) out.push(`robur builder protocol on ${info.robur} (no authentication, as builder's)`);
       out.push('servers:');
       for (const server of info.servers) {
         out.push(`  ${server.id} ${server.url}${server.self ? ' (this one)' : ''} ${server.alive ? 'alive' : 'gone'}, since ${server.startedAt}, heartbeat ${server.heartbeatAt}`

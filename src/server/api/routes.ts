@@ -49,13 +49,15 @@ export interface RouteParts {
   servers: () => Promise<PresentedServer[]>;
   /** This server's id in its farm (workers recorded on other servers are told apart by it). */
   serverId: string;
+  /** `HOST:PORT` of this server's robur port (`--robur-listen`), when on. */
+  roburAddress?: () => string | undefined;
 }
 
 const nameParam = (params: unknown) => (params as { name: string }).name;
 const idParam = (params: unknown) => (params as { id: string }).id;
 
 /** Registers every client route on `app`. */
-export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now, servers, serverId }: RouteParts): void {
+export function registerRoutes(app: FastifyInstance, { store, hub, registry, jobService, lifecycle, templates, sweeper, uploadTarget, pools, redeliver, events, reservedFor, now, servers, serverId, roburAddress }: RouteParts): void {
   app.post('/api/jobs', forAdmin, async (request, reply) => {
     const body = parse(createJobBody, request.body, 'job');
     const { job, runs } = await jobService.schedule(body);
@@ -265,6 +267,7 @@ export function registerRoutes(app: FastifyInstance, { store, hub, registry, job
       dropped: await droppedPlatforms(),
       artifacts: { keepRuns: sweeper.settings.keepRuns ?? null, keepForMs: sweeper.settings.keepForMs ?? null },
       servers: farm,
+      robur: roburAddress?.() ?? null,
       upload: uploadTarget === undefined && summary.pending + summary.delivered + summary.failed === 0 ? null : {
         target: uploadTarget ?? null,
         pending: summary.pending, delivered: summary.delivered, failed: summary.failed,
