@@ -32,3 +32,11 @@ test('a run is held by the identity recorded on it; runs from before identities 
   assert.equal(holdsRun(null, shared), true);
   assert.deepEqual([shared, token, instance].map(identityKey), ['shared', 'token:w1', 'instance:pool-1']);
 });
+
+test('a robur worker\'s identity is its connection: never a WebSocket hello\'s, and none other holds its runs', () => {
+  const robur: WorkerIdentity = { kind: 'robur', name: 'robur-debian-12-10.0.0.5:40000' };
+  assert.equal(identityKey(robur), 'robur:robur-debian-12-10.0.0.5:40000');
+  assert.ok(nameRefusal(robur, robur.name, undefined), 'no hello may come with it');
+  assert.equal(holdsRun(identityKey(robur), { kind: 'shared' }), false, 'the shared token does not hold a robur worker\'s run');
+  assert.equal(holdsRun(identityKey(robur), robur), true);
+});
