@@ -438,7 +438,8 @@ async function startOnStore(
       }, options.robur);
     } catch (raw) {
       await stopAll().catch((err) => log.error({ err }, 'stopping after a failed listen'));
-      throw raw;
+      const { host: roburHost, port: roburPort } = options.robur;
+      throw new ListenError(`${roburHost.includes(':') ? `[${roburHost}]` : roburHost}:${roburPort} (--robur-listen)`, listenCause(raw, '--robur-listen'));
     }
   }
   const metricsUrl = metricsListener?.url ?? (metrics ? `${url}/metrics` : undefined);

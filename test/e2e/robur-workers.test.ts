@@ -10,7 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
-import { followRun, freePort, kiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { followRun, freePort, kiln, spawnKiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { roburClient, roburWorker } from '../helpers/robur-peers.js';
 
 /** Schedules a never-period job of `platform` running `script`; returns nothing (execute queues it). */
@@ -168,4 +168,15 @@ test('the config file\'s robur.listen opens the port; bound beyond loopback it i
   await server.waitFor(new RegExp(`robur builder protocol on 0\\.0\\.0\\.0:${roburPort}`));
   const replies = await roburClient(roburPort, { type: 'info' });
   assert.ok(['success', 'failure'].includes(replies.at(-1)!.type));
+});
+
+test('a robur port already in use stops the server with one line', async (t) => {
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.after(() => taken.close());
+  const { port } = taken.address() as net.AddressInfo;
+  const server = spawnKiln(t, ['server', '--listen', `127.0.0.1:${await freePort()}`, '--data', tempDir(t), '--robur-listen', `127.0.0.1:${port}`]);
+  const { code } = await server.exited;
+  assert.notEqual(code, 0);
+  assert.ok(server.stderr.some((line) => line.includes(`cannot listen on 127.0.0.1:${port} (--robur-listen): the address is already in use`)), server.stderr.join('\n'));
 });

@@ -11,7 +11,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { coerceError, ListenError } from '../../errors.js';
+import { coerceError } from '../../errors.js';
 import {
   decodeCmd, describeCmd, encodeCmd, frameOf, FrameReader, MAX_ROBUR_FRAME_BYTES, ROBUR_CLIENT_VERSION, ROBUR_WORKER_VERSION, type RoburCmd,
 } from '../../protocol/robur/index.js';
@@ -115,7 +115,7 @@ class SocketConnection implements RoburConnection {
   }
 }
 
-/** Starts the port; resolves once it listens. Throws ListenError when it cannot. */
+/** Starts the port; resolves once it listens. Throws the socket's error (EADDRINUSE...) when it cannot. */
 export async function listenForRobur(parts: RoburListenerParts, options: RoburListenerOptions): Promise<RoburListener> {
   const { log } = parts;
   const maxFrameBytes = options.maxFrameBytes ?? MAX_ROBUR_FRAME_BYTES;
@@ -205,16 +205,15 @@ export async function listenForRobur(parts: RoburListenerParts, options: RoburLi
     });
   });
   server.maxConnections = options.maxConnections ?? 1024;
-  server.on('error', (err) => log.error({ err }, 'robur listener error'));
 
   await new Promise<void>((resolve, reject) => {
-    const failed = (err: Error) => reject(new ListenError(`${hostPort(options.host, options.port)} (--robur-listen)`, listenCause(err)));
-    server.once('error', failed);
+    server.once('error', reject);
     server.listen({ host: options.host, port: options.port, backlog: 128 }, () => {
-      server.off('error', failed);
+      server.off('error', reject);
       resolve();
     });
   });
+  server.on('error', (err) => log.error({ err }, 'robur listener error'));
   const bound = server.address() as net.AddressInfo;
   const address = hostPort(bound.address, bound.port);
   log.info({ robur: address }, 'robur builder protocol listening');
@@ -232,13 +231,4 @@ export async function listenForRobur(parts: RoburListenerParts, options: RoburLi
       await Promise.all(open.values());
     },
   };
-}
-
-/** Why listen failed, in words. */
-function listenCause(raw: unknown): string {
-  const code = (raw as NodeJS.ErrnoException).code;
-  if (code === 'EADDRINUSE') return 'the address is already in use (EADDRINUSE): stop what listens there or give --robur-listen another port';
-  if (code === 'EADDRNOTAVAIL') return 'the address is not one of this host\'s (EADDRNOTAVAIL)';
-  if (code === 'EACCES') return 'permission denied (EACCES): ports below 1024 need privileges';
-  return coerceError(raw).message;
 }
