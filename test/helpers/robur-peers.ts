@@ -121,9 +121,13 @@ function collectFiles(dir: string, prefix = ''): RoburFile[] {
   return files;
 }
 
-/** The signal number of a signal name, as builder-worker reports WSIGNALED. */
+/**
+ * The signal number builder-worker reports for WSIGNALED: OCaml's own (negative) number for the
+ * signals OCaml knows (Sys.sigkill = -7 ...; the few a test uses are here), else the POSIX one.
+ */
+const OCAML_SIGNALS: Partial<Record<NodeJS.Signals, number>> = { SIGABRT: -1, SIGHUP: -4, SIGINT: -6, SIGKILL: -7, SIGSEGV: -10, SIGTERM: -11 };
 function signalNumber(signal: NodeJS.Signals): number {
-  return os.constants.signals[signal];
+  return OCAML_SIGNALS[signal] ?? os.constants.signals[signal];
 }
 
 /**
