@@ -1,6 +1,6 @@
 /**
  * Fuzzes the `--robur-listen` port of a real `kiln server` process over real TCP: random bytes,
- * valid frames cut short, lengths over the bound, valid messages with bytes flipped, and frames a
+ * valid frames cut short, lengths over the bound, a large frame before any hello, valid messages with bytes flipped, and frames a
  * hello must not be (legacy tags 0, 1, 8, unknown tags, wrong versions), each on its own
  * connection, cut into random TCP writes.
  *
@@ -58,6 +58,12 @@ const input = fc.oneof(
   fc.uint8Array({ maxLength: 300 }).map((bytes) => ({ bytes: Buffer.from(bytes), selfClosing: false })),
   fc.tuple(validFrame, fc.nat()).map(([frame, cut]) => ({ bytes: frame.subarray(0, cut % frame.length), selfClosing: false })),
   oversized.map((bytes) => ({ bytes, selfClosing: true })),
+  // Within the bound, but more of a frame than a hello may hold before the peer said who it is.
+  fc.integer({ min: 4097, max: 20_000 }).map((size) => {
+    const header = Buffer.alloc(8);
+    header.writeBigUInt64BE(BigInt(MAX_ROBUR_FRAME_BYTES - 1));
+    return { bytes: Buffer.concat([header, Buffer.alloc(size)]), selfClosing: true };
+  }),
   legacy.map((bytes) => ({ bytes, selfClosing: true })),
   fc.uint8Array({ maxLength: 100 }).map((body) => ({ bytes: frameOfBytes(body), selfClosing: true })),
   mutated.map((bytes) => ({ bytes, selfClosing: true })),

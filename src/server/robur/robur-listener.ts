@@ -48,6 +48,14 @@ export interface RoburListener {
   close(): Promise<void>;
 }
 
+/**
+ * Most bytes of an unfinished frame a peer may have buffered before it is a worker: a hello is a
+ * dozen bytes and a client's command a job with its script, while only a worker's Job_finished
+ * carries files (up to maxFrameBytes). Without this, every connection could make the server hold
+ * 256 MiB before saying who it is.
+ */
+const PENDING_LIMIT = { hello: 4096, client: 16 * 1024 * 1024 } as const;
+
 /** How long a closing connection may take to flush what was sent before it is cut (ms). */
 const CLOSE_FLUSH_MS = 5000;
 /** TCP keepalive probes after this much silence: a worker waiting for a job for days is still noticed gone. */
@@ -177,6 +185,13 @@ export async function listenForRobur(parts: RoburListenerParts, options: RoburLi
         const err = coerceError(raw);
         // One line, and that connection only: builder-server dies here (reference §7).
         log.info({ peer, code: err.code }, `robur connection closed on bad input: ${err.message}`);
+        clearTimeout(helloTimer);
+        conn.cut();
+        return;
+      }
+      const limit = role === 'hello' ? PENDING_LIMIT.hello : role === 'worker' ? undefined : PENDING_LIMIT.client;
+      if (limit !== undefined && reader.pending > limit) {
+        log.info({ peer, pending: reader.pending }, `robur connection closed on bad input: over ${limit} bytes of a frame before ${role === 'hello' ? 'a hello' : 'a command'}`);
         clearTimeout(helloTimer);
         conn.cut();
         return;
