@@ -128,7 +128,7 @@ test('the robur port closes every bad connection, never crashes, and keeps servi
   assert.equal(server.child.exitCode, null, 'the server is alive');
   assert.deepEqual(server.stderr.filter((line) => /"level":(50|60)/.test(line)), [], 'nothing logged as an error');
   const replies = await roburClient(port, { type: 'info' });
-  assert.ok(['success', 'failure'].includes(replies.at(-1)?.type ?? ''), JSON.stringify(replies));
+  assert.deepEqual(replies.map((r) => r.type), ['info-reply', 'success']);
   // A worker's hello is still welcomed.
   const back = await exchange(port, frameOf(encodeCmd({ type: 'client-hello', peer: 'worker', version: 5 })), [], true);
   assert.deepEqual(new FrameReader(1024).push(back).map((body) => decodeCmd(body)), [{ type: 'server-hello' }]);
