@@ -2,7 +2,8 @@
  * robur builder-workers on `kiln server --robur-listen`: the real server process, the stand-in
  * builder-worker of test/helpers/robur-peers.ts (written from the reference: no OCaml here) over
  * real TCP, and the kiln CLI. One server for the file (each part on its own platform); its
- * re-attach grace is 10 minutes, so a run lost "at once" cannot have waited for it.
+ * re-attach grace is 10 minutes, so a run lost "at once" cannot have waited for it, and its
+ * backstop 1 s, so that a run past its timeout is ended by the server soon.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -31,7 +32,7 @@ const sha256 = (data: string | Buffer) => createHash('sha256').update(data).dige
 
 test('robur builder-workers run Kiln runs through --robur-listen', async (t) => {
   const roburPort = await freePort();
-  const server = await startServer(t, { args: ['--robur-listen', `127.0.0.1:${roburPort}`, '--reattach-grace', '10m'] });
+  const server = await startServer(t, { args: ['--robur-listen', `127.0.0.1:${roburPort}`, '--reattach-grace', '10m', '--backstop', '1s'] });
   // The robur address is said at start.
   await server.waitFor(new RegExp(`robur builder protocol on 127\\.0\\.0\\.1:${roburPort}`));
   const dir = tempDir(t);
@@ -94,6 +95,15 @@ test('robur builder-workers run Kiln runs through --robur-listen', async (t) => 
     const outcome = await worker.done;
     assert.equal(outcome.closed, true);
     assert.equal(outcome.sent, undefined);
+  });
+
+  await t.test('Kiln\'s own deadline ends a robur run timed-out and closes the worker\'s connection', async () => {
+    await schedule(server, dir, 'slow', 'robur-g', 'while :; do echo tick; sleep 0.1; done\n', ['--timeout', '1s']);
+    const worker = roburWorker(roburPort, 'robur-g');
+    const runId = await execute(server, 'slow');
+    const { run } = await followRun(server, runId);
+    assert.equal(run.status, 'timed-out');
+    assert.equal((await worker.done).closed, true, 'released: its connection closed, its next line killed the job');
   });
 
   await t.test('a worker that dies mid-run loses its run at once, retried on another robur worker', async () => {
