@@ -77,7 +77,8 @@ export function roburScriptOf(script: string, env: Record<string, string>): { sc
 type Phase =
   | { kind: 'hello' }
   | { kind: 'waiting'; session: WorkerSession }
-  | { kind: 'running'; session: WorkerSession; run: Run; nextSeq: number }
+  /** `sent`: Job_schedule went out (false: the connection had closed before the run was handed over). */
+  | { kind: 'running'; session: WorkerSession; run: Run; nextSeq: number; sent: boolean }
   /** Its run was ended or cut off (finished, cancelled, released): nothing more it sends counts. */
   | { kind: 'over'; session: WorkerSession };
 
@@ -192,6 +193,8 @@ export class RoburWorkerSession implements RoburPeerSession {
     if (!claimed || workers.session(name)) throw new ProtocolError(`worker name ${name} is connected already`);
     const session = workers.create(new RoburLink(name, platform, connId, this));
     this.phase = { kind: 'waiting', session };
+    // Closed now, not when gone() gets its turn: no run may be handed to a connection already gone.
+    void this.conn.closed.then(() => workers.close(session));
     // Closed while the name was recorded: gone() lets it go; it is never listed.
     if (this.conn.isClosed) return;
     workers.join(session);
@@ -208,7 +211,8 @@ export class RoburWorkerSession implements RoburPeerSession {
     }
     const { script, skipped } = roburScriptOf(run.script ?? '', run.env);
     if (skipped.length > 0) this.log.warn({ runId: run.id, names: skipped }, 'env names that are not shell names are not exported to a robur worker');
-    this.phase = { kind: 'running', session: this.phase.session, run, nextSeq: run.firstSeq };
+    const sent = !this.conn.isClosed;
+    this.phase = { kind: 'running', session: this.phase.session, run, nextSeq: run.firstSeq, sent };
     this.conn.send({ type: 'job-schedule', uuid: run.id, job: { name: run.job, script, platform: run.platform } });
   }
 
@@ -274,13 +278,14 @@ export class RoburWorkerSession implements RoburPeerSession {
     const { session } = phase;
     workers.close(session);
     await this.then('could not record a lost robur worker', async () => {
-      const held = phase.kind === 'running' ? phase.run : undefined;
-      this.log.info({ worker: session.name, running: held?.id }, 'robur worker disconnected');
+      const held = phase.kind === 'running' ? phase : undefined;
+      this.log.info({ worker: session.name, running: held?.run.id }, 'robur worker disconnected');
       await lifecycle.workerGone(session);
+      if (!held) return;
+      // Handed over after the close: it never ran, so it goes back to its queue without using a retry.
+      if (!held.sent) return lifecycle.orphaned(held.run, `robur worker ${session.name} closed its connection before the job was sent`);
       // It can never re-attach (a new connection is a new worker): its run is lost now, not after the grace.
-      if (held) {
-        await lifecycle.loseRun(held.id, session.name, held.attempt, `worker lost (robur worker ${session.name} closed its connection before Job_finished; it cannot re-attach)`);
-      }
+      await lifecycle.loseRun(held.run.id, session.name, held.run.attempt, `worker lost (robur worker ${session.name} closed its connection before Job_finished; it cannot re-attach)`);
     });
   }
 }
