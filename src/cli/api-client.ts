@@ -125,7 +125,8 @@ export class ApiClient {
           ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
           ...(bytes !== undefined ? { 'content-type': 'application/octet-stream' } : body === undefined ? {} : { 'content-type': 'application/json' }),
         },
-        body: bytes ?? (body === undefined ? undefined : JSON.stringify(body)),
+        // A Buffer read from a file is backed by an ArrayBuffer, never a SharedArrayBuffer (what the DOM typings rule out).
+        body: (bytes as Uint8Array<ArrayBuffer> | undefined) ?? (body === undefined ? undefined : JSON.stringify(body)),
       });
     } catch (raw) {
       const cause = (raw as { cause?: { code?: string; message?: string } }).cause;
