@@ -45,6 +45,17 @@ export type Overlap = (typeof OVERLAPS)[number];
 
 const TEMPLATE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
 
+/** Platform names: they name queues, template variants (`NAME.PLATFORM` files) and builder-web paths. */
+const PLATFORM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** What a platform name may be: letters, digits, dot, dash and underscore, starting with a letter or digit (so never `..` or a path). */
+export const PLATFORM_RULE = 'platform names use letters, digits, dot, dash and underscore';
+
+/** Whether `name` is a valid platform name (see PLATFORM_RULE). */
+export function isValidPlatform(name: string): boolean {
+  return PLATFORM_NAME.test(name);
+}
+
 /** Template names are plain file names without dots (a dot starts the platform suffix): no `/`, no `..`. */
 export function isValidTemplateName(name: string): boolean {
   return name.length <= 128 && TEMPLATE_NAME.test(name);

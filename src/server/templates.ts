@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { isValidTemplateName } from '../core/index.js';
+import { isValidPlatform, isValidTemplateName, PLATFORM_RULE } from '../core/index.js';
 import { coerceError, TemplateNotFoundError } from '../errors.js';
 import { ORB_BUILD_TEMPLATE } from './robur/job-mapping.js';
 
@@ -89,6 +89,8 @@ export class Templates {
    */
   read(name: string, platform: string): { file: string; text: string } {
     if (!isValidTemplateName(name)) throw new TemplateNotFoundError(`'${name}' is not a template name`);
+    // The platform becomes part of a file name: one that is not a platform name (`/../admin.token`) reads nothing.
+    if (!isValidPlatform(platform)) throw new TemplateNotFoundError(`no template '${name}' for '${platform}': ${PLATFORM_RULE}`);
     const builder = name === ORB_BUILD_TEMPLATE && this.builderDir !== undefined ? [path.join(this.builderDir, `${BUILDER_PREFIX}${platform}`)] : [];
     for (const file of [path.join(this.dir, `${name}.${platform}`), ...builder, path.join(this.dir, name)]) {
       try {

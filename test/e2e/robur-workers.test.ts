@@ -158,6 +158,17 @@ test('robur builder-workers run Kiln runs through --robur-listen', async (t) => 
     assert.equal(server.child.exitCode, null);
   });
 
+  await t.test('a platform that is not a platform name (a path) is refused: no template file outside the config dir is ever read', async () => {
+    writeFileSync(path.join(server.dataDir, 'orb-build.template.robur-g'), 'echo %%OPAM_PACKAGE%%\n');
+    assert.deepEqual(await roburClient(roburPort, { type: 'schedule-orb-build', period: 'never', job: { name: 'orbjob', opamPackage: 'x' } }), [{ type: 'success' }]);
+    const since = server.stderr.length;
+    // A worker asking for `/../admin.token` would make it a "known" platform, and an orb-build run there would read <data>/admin.token as its template.
+    const evil = roburWorker(roburPort, '/../admin.token');
+    await assert.rejects(evil.scheduled, /expected Job_schedule, got a close/);
+    await server.waitFor(/robur connection closed: Job_requested: platform names use letters/, since);
+    assert.deepEqual(await roburClient(roburPort, { type: 'execute', name: 'orbjob', platform: '/../admin.token' }), [{ type: 'failure', message: 'execute failed: no such platform' }]);
+  });
+
   await t.test('kiln info shows the port; a stop closes the connections of waiting workers', async () => {
     const info = await kiln(server, ['info']);
     assert.match(info.stdout, new RegExp(`robur builder protocol on 127\\.0\\.0\\.1:${roburPort} \\(no authentication`));

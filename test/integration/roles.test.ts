@@ -34,6 +34,7 @@ const ROUTES: Record<string, Who> = {
   'GET /api/runs/:id/events': 'viewer',
   'GET /api/runs/:id/console': 'viewer',
   'GET /api/runs/:id/artifacts': 'viewer',
+  'GET /api/runs/:id/export': 'viewer',
   'GET /api/runs/:id/artifacts/*': 'viewer',
   'GET /api/workers': 'viewer',
   'GET /api/info': 'viewer',

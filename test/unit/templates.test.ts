@@ -56,3 +56,13 @@ test('without a builder dir, builder files are not read', (t) => {
   assert.deepEqual(templates.list(), []);
   assert.throws(() => templates.read('orb-build', 'freebsd'), { code: 'KILN_ERR_TEMPLATE_NOT_FOUND' });
 });
+
+test('a platform that is not a platform name never reaches a file name: `/../admin.token` reads nothing', (t) => {
+  const { config, templates } = configDir(t, { 'admin.token': 'secret\n', 'templates/hello': 'generic\n' });
+  writeFileSync(path.join(config, 'orb-build.template.x'), 'x\n');
+  for (const platform of ['/../admin.token', '../admin.token', '.', '..', 'a/b', '']) {
+    assert.throws(() => templates.read('orb-build', platform), { code: 'KILN_ERR_TEMPLATE_NOT_FOUND' }, platform);
+    assert.throws(() => templates.read('hello', platform), { code: 'KILN_ERR_TEMPLATE_NOT_FOUND' }, platform);
+  }
+  assert.equal(templates.read('hello', 'debian-12').text, 'generic\n');
+});

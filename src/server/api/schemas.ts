@@ -2,7 +2,7 @@
 import * as z from 'zod/mini';
 import '../../protocol/zod-locale.js';
 import {
-  formatDuration, isValidJobName, isValidTemplateName, JOB_NAME_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
+  formatDuration, isValidJobName, isValidPlatform, isValidTemplateName, JOB_NAME_RULE, PLATFORM_RULE, MAX_DURATION_MS, MAX_JOB_TIMEOUT_MS, MAX_EVERY_MS, MIN_EVERY_MS, NETWORKS, OVERLAPS, PERIODS, RUN_STATUSES,
   ROLES, TOKEN_NAME, type Role, type Schedule,
 } from '../../core/index.js';
 import { InvalidRequestError } from '../../errors.js';
@@ -12,7 +12,7 @@ import { MAX_CONSOLE_SEQ } from '../../protocol/constants.js';
 export const MAX_SCRIPT_BYTES = 256 * 1024;
 
 const jobName = z.string().check(z.refine(isValidJobName, { message: `job names use ${JOB_NAME_RULE} characters` }));
-const platform = z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'platform names use letters, digits, dot, dash and underscore'));
+const platform = z.string().check(z.refine(isValidPlatform, PLATFORM_RULE));
 const stringMap = z.record(z.string().check(z.minLength(1), z.maxLength(256)), z.string().check(z.maxLength(65_536)));
 const envMap = z.record(z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names use letters, digits and _')), z.string().check(z.maxLength(65_536)));
 const script = z.string().check(

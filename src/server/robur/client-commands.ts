@@ -10,7 +10,7 @@
  * `no such platform`, Drop_platform's `unknown platform` and Info's queues all go by that one rule.
  */
 import type { Logger } from 'pino';
-import { firstAfter, isValidJobName, JOB_NAME_RULE, type Schedule } from '../../core/index.js';
+import { firstAfter, isValidJobName, isValidPlatform, JOB_NAME_RULE, type Schedule } from '../../core/index.js';
 import { coerceError, JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunNotFoundError } from '../../errors.js';
 import {
   describeRoburResult, roburResultOf, type RoburCmd, type RoburOrbJob, type RoburPeriod, type RoburQueue, type RoburResult, type RoburScriptJob,
@@ -192,6 +192,8 @@ async function unschedule(parts: RoburClientParts, name: string): Promise<Answer
 async function execute(parts: RoburClientParts, name: string, platform: string | undefined): Promise<Answer> {
   const job = await parts.store.getJob(name);
   if (!job) return 'execute failed: job not found';
+  // Not a platform name: no queue can have it (and it must never reach a template file's name).
+  if (platform !== undefined && !isValidPlatform(platform)) return 'execute failed: no such platform';
   if (job.platform !== null && platform !== undefined && platform !== job.platform) {
     return `execute failed: job is for a different platform: ${job.platform}`;
   }

@@ -14,7 +14,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { identityKey, normaliseArtifactPath, type RunResult } from '../../core/index.js';
+import { identityKey, isValidPlatform, normaliseArtifactPath, PLATFORM_RULE, type RunResult } from '../../core/index.js';
 import { coerceError, ProtocolError } from '../../errors.js';
 import { runResultOf, type RoburCmd, type RoburFile } from '../../protocol/robur/index.js';
 import type { SkippedArtifact } from '../../protocol/index.js';
@@ -49,8 +49,6 @@ export interface RoburPeerSession {
 
 /** Longest console line kept (the console's own limit); a longer one is cut there. */
 const MAX_LINE_CHARS = 65_536;
-/** Longest platform a worker may ask for (the WebSocket hello's limit). */
-const MAX_PLATFORM_CHARS = 64;
 
 /** A shell word for `value`: single-quoted, each `'` written `'\''`. */
 function shellQuote(value: string): string {
@@ -179,9 +177,8 @@ export class RoburWorkerSession implements RoburPeerSession {
 
   private async requested(platform: string): Promise<void> {
     if (this.phase.kind !== 'hello') throw new ProtocolError('a second Job_requested on one connection');
-    if (platform.length === 0 || platform.length > MAX_PLATFORM_CHARS || /[\0-\x1f]/.test(platform)) {
-      throw new ProtocolError(`a platform of 1 to ${MAX_PLATFORM_CHARS} printable characters was expected`);
-    }
+    // Kiln's rule, not only builder's: a platform names queues and template files (never a path).
+    if (!isValidPlatform(platform)) throw new ProtocolError(`Job_requested: ${PLATFORM_RULE} (up to 64 characters)`);
     const { store, workers, now } = this.parts;
     const name = `robur-${platform}-${this.conn.peer}`;
     const connId = this.parts.serverId === undefined ? undefined : randomUUID();
