@@ -7,3 +7,4 @@ export { encodeCmd, decodeCmd, frameOf, FrameReader, MAX_ROBUR_FRAME_BYTES, desc
 export { decodeExec, encodeExec, execStream, openExecFile, type ExecFileEntry, type ExecStreamFile, type RoburExecHead } from './exec.js';
 export { decodeState, encodeState } from './state-file.js';
 export { roburResultOf, runResultOf, describeRoburResult } from './results.js';
+export { isRoburUuid } from './values.js';

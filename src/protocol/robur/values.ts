@@ -10,9 +10,14 @@ import type { RoburFile, RoburJob, RoburOrbJob, RoburPeriod, RoburQueue, RoburRe
 
 const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Whether `text` is a UUID, so it can travel as builder's 16-byte uuid. */
+export function isRoburUuid(text: string): boolean {
+  return UUID_TEXT.test(text);
+}
+
 /** A UUID string as builder's UUID: a UTF8String of its 16 raw bytes. */
 export function encodeUuid(uuid: string): Buffer {
-  if (!UUID_TEXT.test(uuid)) throw new InvalidRequestError(`cannot encode '${uuid}' as a robur uuid: not a UUID`);
+  if (!isRoburUuid(uuid)) throw new InvalidRequestError(`cannot encode '${uuid}' as a robur uuid: not a UUID`);
   return utf8String(Buffer.from(uuid.replace(/-/g, ''), 'hex'));
 }
 

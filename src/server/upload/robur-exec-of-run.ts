@@ -6,10 +6,9 @@
  */
 import type { Readable } from 'node:stream';
 import { formatDuration, formatResult, isValidJobName, JOB_NAME_RULE, type RunResult } from '../../core/index.js';
-import { execStream, roburResultOf, type RoburConsoleLine, type RoburExec, type RoburResult } from '../../protocol/robur/index.js';
+import { execStream, isRoburUuid, roburResultOf, type RoburConsoleLine, type RoburExec, type RoburResult } from '../../protocol/robur/index.js';
 import type { Artifact, Run } from '../../store/index.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A console line with when it arrived (ms since the epoch). */
 export interface TimedLine {
@@ -30,7 +29,7 @@ export function execUnavailable(run: Run): string | undefined {
   }
   if (run.startedAt === null) return `run ${run.id} never ran (${run.status} before a worker took it): it has no exec to write`;
   // The exec's uuid is the id's 16 bytes; Kiln makes every run id a UUID, but a store is data.
-  if (!UUID.test(run.id)) return `run id ${run.id} is not a UUID: builder's exec carries the run's id as one`;
+  if (!isRoburUuid(run.id)) return `run id ${run.id} is not a UUID: builder's exec carries the run's id as one`;
   return undefined;
 }
 
