@@ -40,7 +40,7 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     ['listen: [\n', /^kiln: cannot read config file .*: /],
     ['artifacts:\n  max_file: huge\n', /^kiln: bad config file .*: artifacts\.max_file: use a size like 512mb or 4gb$/],
     ['artifacts:\n  keep_runs: -1\n', /^kiln: bad config file .*: artifacts\.keep_runs: /],
-    ['upload: ftp://example.org/\n', /^kiln: bad --upload 'ftp:\/\/example\.org\/': unsupported scheme ftp: \(use http, https or s3\)$/],
+    ['upload: ftp://example.org/\n', /^kiln: bad --upload 'ftp:\/\/example\.org\/': unsupported scheme ftp: \(use http, https, builder-web\+http, builder-web\+https or s3\)$/],
     ['upload:\n  url: s3://builds\n  access_key_id: AKIA\n', /^kiln: S3 access key id and secret access key go together/],
     ['artifacts:\n  store: /shared/blobs\n', /^kiln: bad config file .*: artifacts\.store '\/shared\/blobs': use dir:PATH or s3:\/\/BUCKET\/PREFIX\?endpoint=URL$/],
     ['artifacts:\n  store: s3://blobs/kiln?secret=x\n', /^kiln: config file .*: artifacts\.store: unknown setting 'secret' \(use endpoint, region, force_path_style\)$/],
@@ -62,7 +62,7 @@ test('a bad config file stops the server with one clear line and exit 2', async 
     [['--keep-artifacts-for', '100000000d'], /^kiln: bad --keep-artifacts-for '100000000d': at most 3660d$/],
     [['--reattach-grace', '30d'], /^kiln: bad --reattach-grace '30d': at most 24d \(longer timers fire at once\)$/],
     [['--artifact-store', 'nowhere'], /^kiln: bad --artifact-store 'nowhere': use dir:PATH or s3:\/\/BUCKET\/PREFIX\?endpoint=URL$/],
-    [['--upload', 'not a url'], /^kiln: bad --upload 'not a url': use http\(s\):\/\/\[user:password@\]host\/path or s3:\/\/bucket\/prefix$/],
+    [['--upload', 'not a url'], /^kiln: bad --upload 'not a url': use http\(s\):\/\/\[user:password@\]host\/path, builder-web\+https:\/\/user:password@host\/upload or s3:\/\/bucket\/prefix$/],
   ];
   for (const [args, message] of flags) {
     const server = spawnKiln(t, ['server', '--data', path.join(dir, 'flags'), ...args]);
