@@ -264,6 +264,11 @@ export class FrameReader {
     return bodies;
   }
 
+  /** The body length the frame in hand declares, once its header has arrived. */
+  get expecting(): number | undefined {
+    return this.want;
+  }
+
   /** Bytes received and not yet returned (a partial header or body). */
   get pending(): number {
     return this.buffered;

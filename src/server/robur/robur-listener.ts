@@ -136,8 +136,16 @@ export async function listenForRobur(parts: RoburListenerParts, options: RoburLi
     socket.setKeepAlive(true, KEEPALIVE_MS);
     const peer = hostPort(socket.remoteAddress, socket.remotePort);
     const conn = new SocketConnection(socket, peer, log);
-    const reader = new FrameReader(maxFrameBytes);
+    // No limit of its own: the listener checks each frame's declared length against what the peer may send now.
+    const reader = new FrameReader(Number.MAX_SAFE_INTEGER);
     let role: 'hello' | 'client' | 'served' | 'worker' = 'hello';
+    /**
+     * What the bytes read so far say, ahead of the chain that acts on them: the bounds below go by
+     * it (a hello and a large command in one write are read as a client's). `worker` is a worker
+     * before its Job_requested; `over`: nothing more is read (a client's one command is in hand, or
+     * a worker's oversized frame ended its run).
+     */
+    let seen: 'hello' | 'client' | 'worker' | 'requested' | 'over' = 'hello';
     let worker: RoburPeerSession | undefined;
     // Reads are handled one at a time, in order: a worker's lines before its Job_finished.
     let chain: Promise<void> = Promise.resolve();
@@ -148,14 +156,20 @@ export async function listenForRobur(parts: RoburListenerParts, options: RoburLi
       log.info({ peer }, `robur connection refused: ${why}`);
       conn.cut();
     };
-    const helloTimer = setTimeout(() => refuse('no hello in time'), helloTimeoutMs);
+    // Until the hello, then until a client's command or a worker's Job_requested: a slot of the
+    // port is never held by a peer that says nothing.
+    let timer = setTimeout(() => refuse('no hello in time'), helloTimeoutMs);
+    const cutOnBadInput = (why: string) => {
+      log.info({ peer }, `robur connection closed on bad input: ${why}`);
+      clearTimeout(timer);
+      conn.cut();
+    };
 
     /** The messages of one read, by role. */
     const handle = async (cmds: RoburCmd[]): Promise<void> => {
       for (let i = 0; i < cmds.length && !conn.isClosed; i += 1) {
         const cmd = cmds[i]!;
         if (role === 'hello') {
-          clearTimeout(helloTimer);
           if (cmd.type !== 'client-hello') return refuse(`the first message was ${describeCmd(cmd)}, not Client_hello`);
           const wanted = cmd.peer === 'client' ? ROBUR_CLIENT_VERSION : ROBUR_WORKER_VERSION;
           if (cmd.version !== wanted) return refuse(`${cmd.peer} protocol version ${cmd.version} (this port speaks ${wanted})`);
@@ -177,41 +191,84 @@ export async function listenForRobur(parts: RoburListenerParts, options: RoburLi
       }
     };
 
+    /** Moves `seen` past the messages just decoded; the timer runs while a hello, a command or a Job_requested is awaited. */
+    const advance = (cmds: RoburCmd[]): RoburCmd[] => {
+      for (let i = 0; i < cmds.length; i += 1) {
+        const cmd = cmds[i]!;
+        if (seen === 'hello') {
+          // A bad hello is refused by the chain; what follows it is never acted on.
+          seen = cmd.type === 'client-hello' ? cmd.peer : 'over';
+          clearTimeout(timer);
+          if (seen !== 'over') timer = setTimeout(() => refuse(`no ${seen === 'client' ? 'command' : 'Job_requested'} in time after the hello`), helloTimeoutMs);
+        } else if (seen === 'client') {
+          seen = 'over';
+          clearTimeout(timer);
+          return cmds.slice(0, i + 1);
+        } else if (seen === 'worker' && cmd.type === 'job-requested') {
+          seen = 'requested';
+          clearTimeout(timer);
+        }
+      }
+      return cmds;
+    };
+
+    /** Most bytes of the frame in hand this peer may send now (see PENDING_LIMIT). */
+    const limitNow = (): number => {
+      if (seen === 'client') return PENDING_LIMIT.client;
+      if (seen === 'requested' && worker?.holdsRun) return maxFrameBytes;
+      return PENDING_LIMIT.hello;
+    };
+
     socket.on('data', (chunk: Buffer) => {
+      // A client's one command is in hand (or the connection is being closed): what follows is not read.
+      if (seen === 'over' || conn.isClosed) return;
       let cmds: RoburCmd[];
       try {
-        cmds = reader.push(chunk).map((body) => decodeCmd(body));
+        cmds = advance(reader.push(chunk).map((body) => decodeCmd(body)));
       } catch (raw) {
-        const err = coerceError(raw);
         // One line, and that connection only: builder-server dies here (reference §7).
-        log.info({ peer, code: err.code }, `robur connection closed on bad input: ${err.message}`);
-        clearTimeout(helloTimer);
-        conn.cut();
+        const err = coerceError(raw);
+        cutOnBadInput(`${err.message} (${err.code})`);
         return;
       }
-      const limit = role === 'hello' ? PENDING_LIMIT.hello : role === 'worker' ? undefined : PENDING_LIMIT.client;
-      if (limit !== undefined && reader.pending > limit) {
-        log.info({ peer, pending: reader.pending }, `robur connection closed on bad input: over ${limit} bytes of a frame before ${role === 'hello' ? 'a hello' : 'a command'}`);
-        clearTimeout(helloTimer);
-        conn.cut();
+      const limit = limitNow();
+      const over = (): boolean => seen === 'over';
+      const declared = over() ? undefined : reader.expecting;
+      let tooLarge: RoburPeerSession | undefined;
+      if (declared !== undefined && declared > limit && seen === 'requested' && worker?.holdsRun) {
+        // Its Job_finished cannot be held: the run ends with the reason instead of being lost (and retried to fail again).
+        seen = 'over';
+        tooLarge = worker;
+        log.info({ peer, declared, limit }, 'robur worker frame over the limit; its run is ended');
+      } else if (!over() && (reader.pending > limit || (declared !== undefined && declared > limit))) {
+        cutOnBadInput(`a frame of ${declared ?? `over ${reader.pending}`} bytes, over the ${limit} bytes allowed ${seen === 'hello' ? 'before a hello' : seen === 'client' ? 'for a command' : 'to a worker holding no run'}`);
         return;
       }
-      if (cmds.length === 0) return;
-      chain = chain.then(async () => {
-        if (conn.isClosed && role !== 'worker') return;
-        try {
-          await handle(cmds);
-        } catch (raw) {
-          const err = coerceError(raw);
-          if (err.status >= 500) log.error({ err, peer }, 'failed to handle a robur message');
-          else log.info({ peer, code: err.code }, `robur connection closed: ${err.message}`);
-          conn.cut();
-        }
-      });
+      if (cmds.length > 0) {
+        // While the chain is busy nothing more is read: a fast sender waits in TCP, not in memory. A
+        // client past its command is not paused, so its hang-up is still seen during a long Observe.
+        const pause = !over();
+        if (pause) socket.pause();
+        chain = chain.then(async () => {
+          if (conn.isClosed && role !== 'worker') return;
+          try {
+            await handle(cmds);
+          } catch (raw) {
+            const err = coerceError(raw);
+            if (err.status >= 500) log.error({ err, peer }, 'failed to handle a robur message');
+            else log.info({ peer, code: err.code }, `robur connection closed: ${err.message}`);
+            conn.cut();
+          } finally {
+            if (pause && !socket.destroyed) socket.resume();
+          }
+        });
+      }
+      // After the lines read before it.
+      if (tooLarge) chain = chain.then(() => tooLarge.tooLarge(declared!, limit));
     });
     socket.on('error', (err) => log.debug({ peer, err: err.message }, 'robur connection error'));
     socket.on('close', () => {
-      clearTimeout(helloTimer);
+      clearTimeout(timer);
       chain = chain.then(async () => {
         await worker?.gone();
         open.delete(conn);

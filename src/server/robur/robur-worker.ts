@@ -45,6 +45,10 @@ export interface RoburPeerSession {
   handle(cmds: RoburCmd[]): Promise<void>;
   /** The connection is closed (either side): what it held is let go. Never throws. */
   gone(): Promise<void>;
+  /** True while it holds a run: only then may a large frame (its Job_finished with the files) be read. */
+  readonly holdsRun: boolean;
+  /** Its next frame declares `size` bytes, over `limit`: the run it holds ends `aborted` with that reason and the connection closes. Never throws. */
+  tooLarge(size: number, limit: number): Promise<void>;
 }
 
 /** Longest console line kept (the console's own limit); a longer one is cut there. */
@@ -196,6 +200,21 @@ export class RoburWorkerSession implements RoburPeerSession {
     if (this.conn.isClosed) return;
     workers.join(session);
     this.log.info({ worker: name, platform }, 'robur worker waiting for a job');
+  }
+
+  get holdsRun(): boolean {
+    return this.phase.kind === 'running';
+  }
+
+  async tooLarge(size: number, limit: number): Promise<void> {
+    const phase = this.phase;
+    if (phase.kind === 'running') {
+      this.phase = { kind: 'over', session: phase.session };
+      // Ended here with the real reason: lost, it would be retried and fail the same way.
+      const result: RunResult = { kind: 'aborted', reason: `the robur worker's Job_finished frame is ${size} bytes, over the robur port's limit of ${limit} bytes (the files are held whole in memory)` };
+      await this.then('could not record a robur run\'s oversized end', () => this.parts.lifecycle.workerFinished(phase.session, phase.run.id, result, undefined));
+    }
+    this.conn.close(`a frame of ${size} bytes is over the limit of ${limit}`);
   }
 
   /** The dispatcher sent it a run: Job_schedule, with the env exported at the top. */
