@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import { firstAfter, isValidJobName, isValidPlatform, JOB_NAME_RULE, type Schedule } from '../../core/index.js';
-import { coerceError, JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunNotFoundError } from '../../errors.js';
+import { coerceError, JobExistsError, JobNotFoundError, PlatformDroppedError, RunAmbiguousError, RunNotFoundError, StoreUnavailableError } from '../../errors.js';
 import {
   describeRoburResult, roburResultOf, type RoburCmd, type RoburOrbJob, type RoburPeriod, type RoburQueue, type RoburResult, type RoburScriptJob,
 } from '../../protocol/robur/index.js';
@@ -43,8 +43,6 @@ export interface RoburClientParts {
 
 /** Undelivered Output messages an observer may have before live lines are re-read from the store instead (builder: 100). */
 const MAX_UNDRAINED = 100;
-/** Longest Failure text sent for an unexpected error (one line). */
-const MAX_FAILURE_TEXT = 500;
 
 /** A command's answer: undefined for Success, else the Failure text. */
 type Answer = string | undefined;
@@ -57,9 +55,9 @@ export async function serveRoburClient(conn: RoburConnection, command: RoburCmd,
     answer = await answerOf(conn, command, parts);
   } catch (raw) {
     const err = coerceError(raw);
+    // The detail (a store's address, a database's text) is logged, never told to an unauthenticated peer.
     log.error({ err }, 'robur client command failed');
-    const line = err.message.split('\n', 1)[0]!.slice(0, MAX_FAILURE_TEXT);
-    answer = `server error: ${line}`;
+    answer = err instanceof StoreUnavailableError ? 'server error: the store is unavailable, try again' : 'server error';
   }
   if (conn.isClosed) return;
   if (answer === undefined) {
