@@ -584,6 +584,12 @@ export interface JobStore {
    * late close of an old socket does not undo a newer connection, on this server or another).
    */
   workerDisconnected(name: string, now: number, connId?: string): Promise<void>;
+  /**
+   * Removes a disconnected worker's row (with `connId`, only while that connection held it last),
+   * unless a running run is still held by it: a one-connection worker (robur's) is not listed for
+   * ever. Its runs keep its name as text. Returns true when the row went.
+   */
+  forgetWorker(name: string, connId?: string): Promise<boolean>;
   /** Marks disconnected (last seen at their server's last heartbeat) the workers of servers that are no longer alive; returns their names. */
   disconnectWorkersOfDeadServers(): Promise<string[]>;
   /** Running runs whose worker is unknown, or disconnected and last seen at or before `now - graceMs`. */

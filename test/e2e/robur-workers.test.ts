@@ -13,6 +13,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { followRun, freePort, kiln, spawnKiln, startServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { roburClient, roburWorker } from '../helpers/robur-peers.js';
+import { decodeCmd, encodeCmd, frameOf, FrameReader } from '../../src/protocol/robur/index.js';
 
 /** Schedules a never-period job of `platform` running `script`; returns nothing (execute queues it). */
 async function schedule(server: ServerProcess, dir: string, name: string, platform: string, script: string, extra: string[] = []): Promise<void> {
@@ -167,6 +168,48 @@ test('robur builder-workers run Kiln runs through --robur-listen', async (t) => 
     await assert.rejects(evil.scheduled, /expected Job_schedule, got a close/);
     await server.waitFor(/robur connection closed: Job_requested: platform names use letters/, since);
     assert.deepEqual(await roburClient(roburPort, { type: 'execute', name: 'orbjob', platform: '/../admin.token' }), [{ type: 'failure', message: 'execute failed: no such platform' }]);
+  });
+
+  await t.test('a robur worker\'s row goes with its connection: `kiln workers` does not grow by one per robur job', async () => {
+    await schedule(server, dir, 'once', 'robur-h', 'echo once\n');
+    const since = server.stderr.length;
+    const worker = roburWorker(roburPort, 'robur-h');
+    const runId = await execute(server, 'once');
+    assert.equal((await followRun(server, runId)).run.status, 'succeeded');
+    await worker.done;
+    const { run } = JSON.parse((await kiln(server, ['show', runId, '--json'])).stdout);
+    assert.match(run.worker, /^robur-robur-h-127\.0\.0\.1:\d+$/, 'its run keeps the name');
+    const name = run.worker.replaceAll('.', '\\.');
+    await server.waitFor(new RegExp(`robur worker ${name} forgotten`), since);
+    const listed = await kiln(server, ['workers', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.doesNotMatch(listed.stdout, new RegExp(name));
+  });
+
+  await t.test('a Job_finished over the frame limit ends the run aborted with the sizes, not lost and retried', async () => {
+    await schedule(server, dir, 'huge', 'robur-i', 'echo huge\n');
+    // A stand-in worker that takes the job and then announces a Job_finished of 300 MiB (over the 256 MiB cap); the body is never needed.
+    const socket = net.connect({ port: roburPort, host: '127.0.0.1' });
+    socket.on('error', () => {});
+    const reader = new FrameReader(1024 * 1024);
+    const scheduled = new Promise<void>((resolve) => socket.on('data', (chunk) => {
+      if (reader.push(chunk).map((body) => decodeCmd(body)).some((cmd) => cmd.type === 'job-schedule')) resolve();
+    }));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(Buffer.concat([
+      frameOf(encodeCmd({ type: 'client-hello', peer: 'worker', version: 5 })), frameOf(encodeCmd({ type: 'job-requested', platform: 'robur-i' })),
+    ]));
+    const runId = await execute(server, 'huge');
+    await scheduled;
+    const header = Buffer.alloc(8);
+    header.writeBigUInt64BE(300n * 1024n * 1024n);
+    socket.write(header);
+    const { run } = await followRun(server, runId);
+    assert.equal(run.status, 'failed');
+    assert.match(run.resultText ?? '', /Job_finished frame is 314572800 bytes, over the robur port's limit of 268435456 bytes/);
+    assert.equal(JSON.parse((await kiln(server, ['show', runId, '--json'])).stdout).run.attempt, 1, 'not lost and retried');
+    await closed;
   });
 
   await t.test('kiln info shows the port; a stop closes the connections of waiting workers', async () => {

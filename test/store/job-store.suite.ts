@@ -1309,6 +1309,20 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.deepEqual(await store.listWorkers(), [back]);
       });
 
+      test('forgetWorker removes a disconnected worker holding no running run, only on its own connection', async (t) => {
+        const store = await open(t);
+        await store.createJob(makeJob('a'), [makeRun(makeJob('a'))]);
+        for (const name of ['idle', 'busy', 'here']) await store.recordWorker(makeWorker(name), { serverId: 'srv', connId: `${name}-c1` });
+        const held = (await store.claimNext({ name: 'busy', platform: 'linux', labels: {} }, T0 + 1))!;
+        for (const name of ['idle', 'busy']) await store.workerDisconnected(name, T0 + 2);
+        assert.equal(await store.forgetWorker('here'), false, 'connected: kept');
+        assert.equal(await store.forgetWorker('busy'), false, 'holds a running run: kept (else it would count as lost at once)');
+        assert.equal(await store.forgetWorker('idle', 'idle-c0'), false, 'another connection\'s: kept');
+        assert.equal(await store.forgetWorker('idle', 'idle-c1'), true);
+        assert.deepEqual((await store.listWorkers()).map((w) => w.name).sort(), ['busy', 'here']);
+        assert.equal((await store.findRun(held.id)).worker, 'busy');
+      });
+
       test('listWorkers lists connected workers first', async (t) => {
         const store = await open(t);
         for (const name of ['a-gone', 'b-here', 'c-gone', 'd-here']) await store.recordWorker(makeWorker(name));

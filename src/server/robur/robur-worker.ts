@@ -297,11 +297,15 @@ export class RoburWorkerSession implements RoburPeerSession {
       const held = phase.kind === 'running' ? phase : undefined;
       this.log.info({ worker: session.name, running: held?.run.id }, 'robur worker disconnected');
       await lifecycle.workerGone(session);
-      if (!held) return;
-      // Handed over after the close: it never ran, so it goes back to its queue without using a retry.
-      if (!held.sent) return lifecycle.orphaned(held.run, `robur worker ${session.name} closed its connection before the job was sent`);
-      // It can never re-attach (a new connection is a new worker): its run is lost now, not after the grace.
-      await lifecycle.loseRun(held.run.id, session.name, held.run.attempt, `worker lost (robur worker ${session.name} closed its connection before Job_finished; it cannot re-attach)`);
+      if (held && !held.sent) {
+        // Handed over after the close: it never ran, so it goes back to its queue without using a retry.
+        await lifecycle.orphaned(held.run, `robur worker ${session.name} closed its connection before the job was sent`);
+      } else if (held) {
+        // It can never re-attach (a new connection is a new worker): its run is lost now, not after the grace.
+        await lifecycle.loseRun(held.run.id, session.name, held.run.attempt, `worker lost (robur worker ${session.name} closed its connection before Job_finished; it cannot re-attach)`);
+      }
+      // A connection is a worker of one job: its row would list it for ever (its runs keep the name as text).
+      if (await this.parts.store.forgetWorker(session.name, session.connId)) this.log.info(`robur worker ${session.name} forgotten (its connection ended)`);
     });
   }
 }

@@ -709,6 +709,10 @@ class PostgresStore implements JobStore {
     await this.db.run(S.WORKER_DISCONNECTED, [name, now, connId ?? null]);
   }
 
+  async forgetWorker(name: string, connId?: string): Promise<boolean> {
+    return (await this.db.run(S.WORKER_FORGET, [name, connId ?? null])).rowCount === 1;
+  }
+
   async disconnectWorkersOfDeadServers(): Promise<string[]> {
     return (await this.db.run<{ name: string }>(S.WORKERS_OF_DEAD_SERVERS)).rows.map((row) => row.name);
   }

@@ -534,6 +534,11 @@ export const WORKER_CLAIM = sql('worker_claim', `
 export const WORKER_DISCONNECTED = sql('worker_disconnected', `
   UPDATE workers SET connected = FALSE, last_seen = $2 WHERE name = $1 AND ($3::text IS NULL OR conn_id = $3)`, true);
 
+/** Removes a disconnected worker holding no running run. $1 name, $2 connId */
+export const WORKER_FORGET = sql('worker_forget', `
+  DELETE FROM workers WHERE name = $1 AND NOT connected AND ($2::text IS NULL OR conn_id = $2)
+    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status = 'running' AND r.worker = $1)`, true);
+
 /**
  * Marks disconnected the workers held by servers no longer alive, last seen at their server's last
  * heartbeat (at their own last_seen when the server's row is gone); returns their names. (no parameters)

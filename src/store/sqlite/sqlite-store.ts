@@ -647,6 +647,10 @@ class SqliteStore implements JobStore {
     this.prepare(S.WORKER_DISCONNECTED).run({ name, now, connId: connId ?? null });
   }
 
+  async forgetWorker(name: string, connId?: string): Promise<boolean> {
+    return this.prepare(S.WORKER_FORGET).run({ name, connId: connId ?? null }).changes === 1;
+  }
+
   async disconnectWorkersOfDeadServers(): Promise<string[]> {
     return this.prepare(S.WORKERS_OF_DEAD_SERVERS).pluck().all({ dbNow: Date.now() }) as string[];
   }

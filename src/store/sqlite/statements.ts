@@ -309,6 +309,10 @@ export const WORKER_CLAIM = `INSERT INTO workers (name, platform, labels, capaci
 /** Marks a worker gone, while this connection holds it (null: whichever). @name, @now, @connId */
 export const WORKER_DISCONNECTED = 'UPDATE workers SET connected = 0, last_seen = @now WHERE name = @name AND (@connId IS NULL OR conn_id = @connId)';
 
+/** Removes a disconnected worker holding no running run. @name @connId */
+export const WORKER_FORGET = `DELETE FROM workers WHERE name = @name AND NOT connected AND (@connId IS NULL OR conn_id = @connId)
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status = 'running' AND r.worker = @name)`;
+
 /** Marks disconnected the workers of servers no longer alive, last seen at their server's last heartbeat; returns their names. @dbNow */
 export const WORKERS_OF_DEAD_SERVERS = `UPDATE workers SET connected = 0,
     last_seen = COALESCE((SELECT s.heartbeat_at FROM servers s WHERE s.id = workers.server_id), last_seen)
