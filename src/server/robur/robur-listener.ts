@@ -27,7 +27,11 @@ export interface RoburListenerOptions {
   helloTimeoutMs?: number;
   /** Most connections at once (default 1024); more are refused by the kernel's accept and closed. */
   maxConnections?: number;
-  /** Largest frame body read (default MAX_ROBUR_FRAME_BYTES: a Job_finished carries its files inline). */
+  /**
+   * Largest frame body read from a worker holding a run (default MAX_ROBUR_FRAME_BYTES: a
+   * Job_finished carries its files inline and is held whole, so this is a memory cap, not the
+   * artifact limits). A larger one ends that run `aborted` with the sizes (RoburPeerSession.tooLarge).
+   */
   maxFrameBytes?: number;
 }
 
@@ -49,10 +53,10 @@ export interface RoburListener {
 }
 
 /**
- * Most bytes of an unfinished frame a peer may have buffered before it is a worker: a hello is a
- * dozen bytes and a client's command a job with its script, while only a worker's Job_finished
- * carries files (up to maxFrameBytes). Without this, every connection could make the server hold
- * 256 MiB before saying who it is.
+ * Most bytes of a frame a peer may send unless it is a worker holding a run: a hello, a
+ * Job_requested or an Output line is small and a client's command a job with its script, while only
+ * a worker's Job_finished carries files (up to maxFrameBytes). Without this, every connection could
+ * make the server hold 256 MiB without ever having been given a run.
  */
 const PENDING_LIMIT = { hello: 4096, client: 16 * 1024 * 1024 } as const;
 
