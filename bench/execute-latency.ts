@@ -16,34 +16,16 @@
 import { execFile, spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { followFirstLine, freePort, KILN, numberArg, percentile, readTrace, startKiln } from './support.js';
+import { bareFirstLine, followFirstLine, freePort, KILN, numberArg, percentile, readTrace, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 200);
 const CLI_RUNS = numberArg('--cli-runs', 20);
 const TRACE = process.argv.includes('--trace');
-
-/** A peer: ms from a fresh directory to the line of `sh -c 'echo first line'` spawned in it by this process, and ms inside spawn(). */
-async function bareFirstLine(): Promise<[number, number]> {
-  const t0 = performance.now();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-peer-'));
-  const before = performance.now();
-  const child = spawn('/bin/sh', ['-c', 'echo first line'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const inSpawn = performance.now() - before;
-  const ms = await new Promise<number>((resolve, reject) => {
-    child.once('error', reject);
-    child.stdout.once('data', () => resolve(performance.now() - t0));
-    child.stdout.resume();
-  });
-  await new Promise((resolve) => child.once('close', resolve));
-  await rm(dir, { recursive: true, force: true });
-  return [ms, inSpawn];
-}
 
 /** The fair peer: the same from a bare Node process (bench/small-spawner.mjs), which answers each line on its stdin. */
 function smallSpawner() {

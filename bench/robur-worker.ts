@@ -12,32 +12,19 @@
  * `sh -c 'echo'` in it (the stand-in workers run their scripts from this process too).
  * Usage: npm run bench:robur [-- --runs 100 --jobs 200 --workers 2]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { roburWorker } from '../test/helpers/robur-peers.js';
-import { freePort, numberArg, percentile, startKiln } from './support.js';
+import { bareFirstLine, freePort, numberArg, percentile, startKiln } from './support.js';
 
 const RUNS = numberArg('--runs', 100);
 const JOBS = numberArg('--jobs', 200);
 const WORKERS = numberArg('--workers', 2);
 
-/** ms from now to a fresh directory's `sh -c 'echo line'` printing, spawned by this process. */
-async function machineLimit(): Promise<number> {
-  const t0 = performance.now();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-peer-'));
-  const child = spawn('/bin/sh', ['-c', 'echo line'], { cwd: dir, stdio: ['ignore', 'pipe', 'ignore'] });
-  const ms = await new Promise<number>((resolve, reject) => {
-    child.once('error', reject);
-    child.stdout.once('data', () => resolve(performance.now() - t0));
-    child.stdout.resume();
-  });
-  await new Promise((resolve) => child.once('close', resolve));
-  await rm(dir, { recursive: true, force: true });
-  return ms;
-}
+/** The machine's limit: ms from a fresh directory to `sh -c 'echo'` printing, spawned by this process. */
+const machineLimit = async (): Promise<number> => (await bareFirstLine())[0];
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-robur-'));
 const port = await freePort();

@@ -1,6 +1,9 @@
 /** Small helpers shared by the benchmarks. */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { rm, mkdtemp } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -127,4 +130,21 @@ export async function readTrace(file: string, sentAt: Map<string, number>): Prom
     previous = stage;
   }
   return { runs: runs.size, stages };
+}
+
+/** A peer: ms from a fresh directory to the line of `sh -c 'echo first line'` spawned in it by this process, and ms inside spawn(). */
+export async function bareFirstLine(): Promise<[number, number]> {
+  const t0 = performance.now();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-peer-'));
+  const before = performance.now();
+  const child = spawn('/bin/sh', ['-c', 'echo first line'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const inSpawn = performance.now() - before;
+  const ms = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.stdout.once('data', () => resolve(performance.now() - t0));
+    child.stdout.resume();
+  });
+  await new Promise((resolve) => child.once('close', resolve));
+  await rm(dir, { recursive: true, force: true });
+  return [ms, inSpawn];
 }
