@@ -9,7 +9,6 @@ import { formatDuration, formatResult, isValidJobName, JOB_NAME_RULE, type RunRe
 import { execStream, isRoburUuid, roburResultOf, type RoburConsoleLine, type RoburExec, type RoburResult } from '../../protocol/robur/index.js';
 import type { Artifact, Run } from '../../store/index.js';
 
-
 /** A console line with when it arrived (ms since the epoch). */
 export interface TimedLine {
   text: string;
