@@ -200,6 +200,28 @@ describe('several servers on one PostgreSQL schema', { skip }, () => {
 });
 
 
+describe('a server that closes while taking its presence back', { skip }, () => {
+  test('is gone for good once closed: no backend of its own is left, and it is never listed alive again', async (t) => {
+    const { url } = await freshSchema(t);
+    const a = await member(t, url, 'aaaa0001');
+    for (let round = 0; round < 5; round++) {
+      const b = await member(t, url, `bbbb000${round}`);
+      const lost = new Promise<void>((resolve) => b.presence.onHeld((held) => held || resolve()));
+      await adminQuery(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE '% server ${b.id}'`);
+      // Told the loss, the presence has started to take itself back on a new connection: close now.
+      await lost;
+      await b.store.close();
+      // Nothing to wait for: once closed nothing of b may come back; watched for 300 ms.
+      const start = Date.now();
+      while (Date.now() - start < 300) {
+        const { rows } = await adminQuery(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE '% server ${b.id}'`);
+        assert.equal(rows[0]!.n, 0, `round ${round}: a backend of b after its close`);
+        assert.ok(!(await a.store.listServers()).some((s) => s.id === b.id && s.alive), `round ${round}: b alive after its close`);
+      }
+    }
+  });
+});
+
 describe('a pool instance\'s server list', { skip }, () => {
   test('is this server first, then every other live server, kept as servers join and leave', async (t) => {
     const { url } = await freshSchema(t);

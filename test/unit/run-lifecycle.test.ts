@@ -113,7 +113,11 @@ async function world(t: TestContext, options: { reattachGraceMs?: number; retryM
     store, events, lifecycle, now: () => clock.now, reattachGraceMs: options.reattachGraceMs ?? 3_600_000,
     retry: { retryMinMs: options.retryMs ?? 5000, retryMaxMs: options.retryMs ?? 5000 },
   });
+  // The lifecycle's and the reaper's timers do not keep a process alive (a server's sockets do): a test
+  // awaiting one would see its file end with the promise pending (every later test cancelled), so the world does.
+  const alive = setInterval(() => undefined, 60_000);
   t.after(async () => {
+    clearInterval(alive);
     await reaper.stop();
     await hub.close();
     await store.close();
@@ -335,8 +339,6 @@ test('an overdue run whose end the store refuses does not keep the others from e
   const second = await w.dispatchedRun('slow2', { timeoutMs: 1000 });
   w.clock.now = Math.max(first.run.deadlineAt!, second.run.deadlineAt!) + 1;
   w.failing.add('endAttempt');
-  const alive = setInterval(() => undefined, 1000);
-  t.after(() => clearInterval(alive));
   const retried = new Promise<void>((resolve) => {
     let ends = 0;
     const off = w.events.on('run.ended', () => (ends += 1) === 2 && (off(), resolve()));
@@ -356,9 +358,6 @@ test('a loss the store refuses is written again with the backoff, not left to th
   const { run, session } = await w.dispatchedRun('gone-while-down');
   w.failing.add('endAttempt');
   const retried = next(w.events, 'run.retried');
-  // The lifecycle's timers do not keep a process alive (a server's sockets do): this test's does.
-  const alive = setInterval(() => undefined, 1000);
-  t.after(() => clearInterval(alive));
   await w.lifecycle.workerGone(session);
   w.clock.now += 10;
   assert.equal((await retried).run.id, run.id);
@@ -441,8 +440,6 @@ const reapNow = (reaper: Reaper) => reaper.kick();
 test('a loss written again after its reply was lost is stale: it does not end the next attempt the same worker took', { timeout: 10_000 }, async (t) => {
   const w = await world(t, { reattachGraceMs: 10, retryMs: 10 });
   const { run, session } = await w.dispatchedRun('lost-reply');
-  const alive = setInterval(() => undefined, 1000);
-  t.after(() => clearInterval(alive));
   let again!: WorkerSession;
   let refused!: () => void;
   const lostReply = new Promise<void>((resolve) => (refused = resolve));
@@ -485,8 +482,6 @@ test('a refused end waits the backoff, but no later than a deadline that comes b
   const base = first.run.deadlineAt! + 1;
   Object.defineProperty(w.clock, 'now', { get: () => base + (Date.now() - from) });
   w.failing.add('endAttempt');
-  const alive = setInterval(() => undefined, 1000);
-  t.after(() => clearInterval(alive));
   const ended = new Promise<string>((resolve) => w.events.on('run.ended', ({ runId }) => resolve(runId)));
   await w.reaper.recover();
   assert.equal((await w.store.findRun(first.run.id)).status, 'running', 'refused: left for the retry');
@@ -505,8 +500,6 @@ test('a loss refused for another reason than the store being away is logged and 
     tried();
     throw new Error('constraint violated');
   };
-  const alive = setInterval(() => undefined, 1000);
-  t.after(() => clearInterval(alive));
   await w.lifecycle.workerGone(session);
   w.clock.now += 10;
   await refused;

@@ -298,6 +298,9 @@ class HeldPresence implements Presence {
     this.stopped = true;
     clearTimeout(this.tickTimer);
     clearTimeout(this.retryTimer);
+    // An attempt to retake presence in flight may be taking the lock now: it sees `stopped` and lets go; waited for,
+    // so that once left this server is not briefly alive again on a connection nobody ends.
+    await this.retaking;
     const client = this.client;
     const wasHeld = this.held;
     this.held = false;
@@ -370,11 +373,21 @@ class HeldPresence implements Presence {
     this.attempts = 0;
     this.options.log?.warn({ store: this.db.where, err: why }, "the connection holding this server's presence on the store was lost; taking it back");
     this.oldBackend = old ? backendPid(old) : undefined;
-    void this.retake();
+    this.startRetake();
   }
 
   /** The backend of the connection last lost: seen lost here, it may live on holding the presence lock. */
   private oldBackend: number | undefined;
+
+  /** The attempt to retake presence under way, if any (leave() waits for it). */
+  private retaking: Promise<void> | undefined;
+
+  private startRetake(): void {
+    const attempt = this.retake().finally(() => {
+      if (this.retaking === attempt) this.retaking = undefined;
+    });
+    this.retaking = attempt;
+  }
 
   /** One attempt to take presence back on a new connection; another is scheduled with the backoff if PostgreSQL cannot be reached. */
   private async retake(): Promise<void> {
@@ -401,6 +414,10 @@ class HeldPresence implements Presence {
           AND l.objid = (hashtext($2)::bigint & 4294967295)::oid AND l.objsubid = 2`, [PRESENCE_LOCK_KEY, this.serverId]);
         throw new OwnBackendHoldsLock(this.oldBackend);
       }
+      if (this.stopped) {
+        await client.end().catch(() => undefined);
+        return;
+      }
       await this.register(client);
       if (this.stopped) {
         await client.end().catch(() => undefined);
@@ -424,7 +441,7 @@ class HeldPresence implements Presence {
       const wait = backoffMs(this.attempts, RETAKE_RETRY);
       if (left <= 0) return this.lose(`it could not be taken back within ${formatDuration(within)} (${why})`);
       this.options.log?.warn({ store: this.db.where, err: why, attempts: this.attempts, retryInMs: Math.min(wait, left) }, "could not take this server's presence on the store back; trying again");
-      this.retryTimer = setTimeout(() => void this.retake(), Math.min(wait, left));
+      this.retryTimer = setTimeout(() => this.startRetake(), Math.min(wait, left));
     }
   }
 
