@@ -14,7 +14,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
-import { decodeExec, encodeExec } from '../../src/protocol/robur/index.js';
+import { decodeExec, encodeExec, openExecFile } from '../../src/protocol/robur/index.js';
 import { startBuilderWebStandin } from '../helpers/builder-web-standin.js';
 import { onPath } from '../helpers/requirements.js';
 import { followRun, kiln, KILN_BIN, peakRss, startServer, startWorker, tempDir, type ServerProcess } from '../helpers/processes.js';
@@ -236,5 +236,32 @@ test('the exec body is streamed: a 512 MiB artifact goes to builder-web and out 
   assert.equal(JSON.parse((await kiln(server, ['export', runId, '--format', 'robur-exec', '--output', out, '--json'])).stdout).sha256, received.sha256, 'export and upload send the same bytes');
   const grown = peakRss(server.pid) - before;
   t.diagnostic(`server peak RSS growth while storing 512 MiB and sending it three times as an exec blob: ${(grown / 1024 ** 2).toFixed(1)} MiB`);
+  assert.ok(grown < BOUND, `server peak RSS grew by ${grown} bytes`);
+});
+
+test('a long console is read from the store and encoded a page at a time: 300,000 lines (30 MB) exported with the server\'s memory bounded', async (t) => {
+  const LINES = 300_000;
+  // Built whole, as it once was, this console's exec raised the server's peak RSS by ~300 MiB over what running the job took.
+  const BOUND = 64 * 1024 ** 2;
+  const server = await startServer(t);
+  await startWorker(t, server, ['--platform', 'testos']);
+  const line = 'a line of console output, as a long build prints them by the hundred thousand.....................';
+  assert.equal((await kiln(server, ['schedule', 'chatty', '--command', `yes '${line}' | head -n ${LINES}`, ...never])).code, 0);
+  const start = peakRss(server.pid);
+  const runId = (await kiln(server, ['execute', 'chatty'])).stdout.trim();
+  assert.equal((await followRun(server, runId)).run.status, 'succeeded');
+  // The peak once the run has ended (its console taken in, stored and followed): the export may not raise it by more than the bound.
+  const before = peakRss(server.pid);
+  const out = path.join(tempDir(t), 'chatty.full');
+  for (let i = 0; i < 2; i++) {
+    const exported = await kiln(server, ['export', runId, '--format', 'robur-exec', '--output', out]);
+    assert.equal(exported.code, 0, exported.stderr);
+  }
+  const { exec } = await openExecFile(out);
+  assert.equal(exec.console.length, LINES);
+  assert.ok(exec.console.every((l) => l.line === line), 'every line as printed');
+  assert.ok(exec.console.every((l, i) => i === 0 || l.deltaNs >= exec.console[i - 1]!.deltaNs), 'oldest first once decoded: the wire had the newest first');
+  const grown = peakRss(server.pid) - before;
+  t.diagnostic(`server peak RSS: +${((before - start) / 1024 ** 2).toFixed(1)} MiB running the job, then +${(grown / 1024 ** 2).toFixed(1)} MiB exporting it twice (${(statSync(out).size / 1024 ** 2).toFixed(1)} MiB exec)`);
   assert.ok(grown < BOUND, `server peak RSS grew by ${grown} bytes`);
 });

@@ -73,9 +73,7 @@ function delivery(run: Run, lines: string[], artifacts: (Artifact & { file: stri
     async *consoleLines() {
       yield* lines;
     },
-    async *consoleEntries() {
-      for (const text of lines) yield { text, ts: run.startedAt ?? 0 };
-    },
+    readConsole: async (afterSeq, limit) => lines.map((text, seq) => ({ seq, text, ts: run.startedAt ?? 0 })).filter((l) => l.seq > afterSeq).slice(0, limit),
     // Opened as the server's blob store opens them: a missing file fails at once.
     artifacts: artifacts.map((a) => ({
       ...a,

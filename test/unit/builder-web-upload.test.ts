@@ -4,7 +4,12 @@ import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import type { Run } from '../../src/store/index.js';
 import { builderWebEndpoint, builderWebVerdict } from '../../src/server/upload/builder-web-target.js';
-import { builderWebJobNameProblem, execConsole, execResultOf, execUnavailable, hasExec, type ExecutableRun } from '../../src/server/upload/robur-exec-of-run.js';
+import { Readable } from 'node:stream';
+import { encodeExec, execStream } from '../../src/protocol/robur/index.js';
+import {
+  builderWebJobNameProblem, execConsole, execResultOf, execUnavailable, hasExec, pagedExecConsole, runExecStream,
+  type ConsolePageReader, type ExecutableRun, type SeqLine,
+} from '../../src/server/upload/robur-exec-of-run.js';
 
 function run(fields: Partial<Run> = {}): Run {
   return {
@@ -18,8 +23,20 @@ function run(fields: Partial<Run> = {}): Run {
   };
 }
 
-async function* timed(lines: [string, number][]) {
-  for (const [text, ts] of lines) yield { text, ts };
+const timed = (lines: [string, number][]) => lines.map(([text, ts]) => ({ text, ts }));
+
+/** A stored console of `lines` (seq 0..n-1) read as the store reads it, recording each read's limit. */
+function storedLines(lines: SeqLine[], reads: number[] = []): ConsolePageReader {
+  return async (afterSeq, limit) => {
+    reads.push(limit);
+    return lines.filter((l) => l.seq > afterSeq).slice(0, limit);
+  };
+}
+
+async function readAll(stream: AsyncIterable<Buffer | string>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
 }
 
 test('builder-web\'s answers: 201 and 409 delivered; 401 and 500 given up saying why; other 4xx given up; 408, 429, other 5xx retried', () => {
@@ -81,13 +98,46 @@ test('only a run that ran and ended, with a UUID for id, has an exec', () => {
 
 test('the console: ns from the start, never negative (earlier attempts, a worker clock behind); a line holding a newline is several entries', async () => {
   const started = 1_700_000_000_100;
-  const console = await execConsole(timed([['retried earlier', started - 5000], ['one', started + 1], ['two\nthree', started + 2500]]), started);
+  const console = execConsole(timed([['retried earlier', started - 5000], ['one', started + 1], ['two\nthree', started + 2500]]), started);
   assert.deepEqual(console, [
     { deltaNs: 0, line: 'retried earlier' },
     { deltaNs: 1_000_000, line: 'one' },
     { deltaNs: 2_500_000_000, line: 'two' },
     { deltaNs: 2_500_000_000, line: 'three' },
   ]);
+});
+
+test('the console is read a page at a time, twice (measured, then sent from the last page), and the stream is the in-memory encoding byte for byte', async () => {
+  const r = run() as ExecutableRun;
+  const lines: SeqLine[] = Array.from({ length: 11 }, (_, seq) => ({ seq, text: seq === 4 ? 'two\nlines' : `line ${seq} ${'x'.repeat(seq * 13)}`, ts: r.startedAt + seq * 7 }));
+  const reads: number[] = [];
+  const paged = await pagedExecConsole(storedLines(lines, reads), r.startedAt, 3);
+  const chunks: Buffer[] = [];
+  for await (const chunk of paged.chunks()) chunks.push(chunk);
+  assert.ok(reads.every((limit) => limit <= 3), `every read is one page at most: ${reads.join(',')}`);
+  assert.equal(chunks.length, 4, 'one chunk a page: 3 + 3 + 3 + 2 lines');
+  assert.equal(Buffer.concat(chunks).length, paged.length);
+
+  const artifact = Buffer.from('artifact bytes');
+  const { length, stream } = await runExecStream({ ...r, id: '0d2ef1c5-5b8e-4d0c-9a37-0d9a1e2b3c4d' }, storedLines(lines), [
+    { path: 'out/a.bin', size: artifact.length, open: async () => Readable.from([artifact]) },
+  ]);
+  const bytes = await readAll(stream);
+  assert.equal(bytes.length, length);
+  const expected = encodeExec({
+    job: { name: r.job, script: r.script!, platform: r.platform }, uuid: '0d2ef1c5-5b8e-4d0c-9a37-0d9a1e2b3c4d',
+    console: execConsole(lines, r.startedAt), started: r.startedAt, finished: r.finishedAt, result: { kind: 'exited', code: 0 },
+    files: [{ path: 'out/a.bin', data: artifact }],
+  });
+  assert.equal(bytes.toString('hex'), expected.toString('hex'));
+});
+
+test('a console that changes between its two reads fails the stream rather than sending a body of another length', async () => {
+  const r = run() as ExecutableRun;
+  const lines: SeqLine[] = Array.from({ length: 5 }, (_, seq) => ({ seq, text: `line ${seq}`, ts: r.startedAt }));
+  const paged = await pagedExecConsole(storedLines(lines), r.startedAt, 2);
+  lines[1] = { ...lines[1]!, text: 'a longer line than before' };
+  await assert.rejects(readAll(execStream({ job: { name: 'a', script: '', platform: 'p' }, uuid: r.id, console: paged, started: 0, finished: 0, result: { kind: 'exited', code: 0 } }, []).stream), /console changed/);
 });
 
 test('job names builder-web can take: Kiln\'s own rule; others refused rather than rewritten', () => {

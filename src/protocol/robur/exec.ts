@@ -29,13 +29,36 @@ export interface ExecFileEntry {
   read(): Readable;
 }
 
+/** The exec head with its console already encoded (entries newest first) and of known length: what execStream sends. */
+export type RoburExecStreamHead = Omit<RoburExecHead, 'console'> & { console: readonly RoburConsoleLine[] | EncodedConsole };
+
+/**
+ * A console's entries as the exec carries them (the content of its console SEQUENCE, newest line
+ * first), produced in chunks whose total is `length`: a long console is read, encoded and sent a
+ * part at a time, never held whole.
+ */
+export interface EncodedConsole {
+  length: number;
+  chunks(): AsyncIterable<Buffer>;
+}
+
+/** Console entries, each SEQUENCE { INTEGER delta, UTF8String line }, in the order given (the wire's: newest first). */
+export function encodeConsoleEntries(newestFirst: readonly RoburConsoleLine[]): Buffer {
+  return Buffer.concat(newestFirst.map((l) => sequence([integer(l.deltaNs), utf8String(l.line)])));
+}
+
+/** A console held in memory (oldest first), encoded for the wire. */
+function inMemoryConsole(console: readonly RoburConsoleLine[]): EncodedConsole {
+  const entries = encodeConsoleEntries([...console].reverse());
+  return { length: entries.length, chunks: async function* () { yield entries; } };
+}
+
 /** The encoded fields before `output`: job, uuid, console (newest first), timestamps, result. */
 function encodeHeadFields(head: RoburExecHead): Buffer[] {
-  const consoleNewestFirst = [...head.console].reverse();
   return [
     encodeScriptJob(head.job),
     encodeUuid(head.uuid),
-    sequence(consoleNewestFirst.map((l) => sequence([integer(l.deltaNs), utf8String(l.line)]))),
+    sequence([encodeConsoleEntries([...head.console].reverse())]),
     sequence([generalizedTime(head.started), generalizedTime(head.finished)]),
     encodeResult(head.result),
   ];
@@ -93,33 +116,43 @@ export function decodeExec(blob: Buffer): RoburExec {
 }
 
 /** A TLV header (tag and length) for content of `length` bytes. */
-function header(tag: number, length: number): Buffer {
+function tlvHeader(tag: number, length: number): Buffer {
   return Buffer.concat([Buffer.from([tag]), encodeLength(length)]);
 }
 
 /**
  * The exec blob as a stream of exactly encodeExec's bytes, with its length known before the
- * first byte (a Content-Length). Each artifact's bytes come from its `open()` when the stream
- * reaches it; a stream that yields another size than announced fails the stream.
+ * first byte (a Content-Length). The console's chunks and each artifact's bytes are read when the
+ * stream reaches them; a console or an artifact that yields another size than announced fails the stream.
  */
-export function execStream(head: RoburExecHead, files: ExecStreamFile[]): { length: number; stream: Readable } {
-  const headFields = Buffer.concat(encodeHeadFields(head));
+export function execStream(head: RoburExecStreamHead, files: ExecStreamFile[]): { length: number; stream: Readable } {
+  const console = Array.isArray(head.console) ? inMemoryConsole(head.console as readonly RoburConsoleLine[]) : head.console as EncodedConsole;
+  const beforeConsole = Buffer.concat([encodeScriptJob(head.job), encodeUuid(head.uuid), tlvHeader(TAG.SEQUENCE, console.length)]);
+  const afterConsole = Buffer.concat([sequence([generalizedTime(head.started), generalizedTime(head.finished)]), encodeResult(head.result)]);
   // Each artifact: SEQUENCE { UTF8String path, UTF8String-header + data }.
   const perFile = files.map((f) => {
     const path = utf8String(f.path);
-    const dataHeader = header(TAG.UTF8STRING, f.size);
+    const dataHeader = tlvHeader(TAG.UTF8STRING, f.size);
     const contentLength = path.length + dataHeader.length + f.size;
-    return { file: f, prefix: Buffer.concat([header(TAG.SEQUENCE, contentLength), path, dataHeader]) };
+    return { file: f, prefix: Buffer.concat([tlvHeader(TAG.SEQUENCE, contentLength), path, dataHeader]) };
   });
   const outputLength = perFile.reduce((sum, p) => sum + p.prefix.length + p.file.size, 0);
-  const outputHeader = header(TAG.SEQUENCE, outputLength);
-  const seqLength = headFields.length + outputHeader.length + outputLength;
-  const seqHeader = header(TAG.SEQUENCE, seqLength);
-  const topHeader = header(0xa0, seqHeader.length + seqLength);
+  const outputHeader = tlvHeader(TAG.SEQUENCE, outputLength);
+  const seqLength = beforeConsole.length + console.length + afterConsole.length + outputHeader.length + outputLength;
+  const seqHeader = tlvHeader(TAG.SEQUENCE, seqLength);
+  const topHeader = tlvHeader(0xa0, seqHeader.length + seqLength);
   const length = topHeader.length + seqHeader.length + seqLength;
 
   async function* bytes(): AsyncGenerator<Buffer> {
-    yield Buffer.concat([topHeader, seqHeader, headFields, outputHeader]);
+    yield Buffer.concat([topHeader, seqHeader, beforeConsole]);
+    let consoleBytes = 0;
+    for await (const chunk of console.chunks()) {
+      consoleBytes += chunk.length;
+      if (consoleBytes > console.length) throw new InternalError(`the console grew beyond its announced ${console.length} bytes while being sent`);
+      yield chunk;
+    }
+    if (consoleBytes !== console.length) throw new InternalError(`the console gave ${consoleBytes} bytes, ${console.length} were announced`);
+    yield Buffer.concat([afterConsole, outputHeader]);
     for (const { file, prefix } of perFile) {
       yield prefix;
       let seen = 0;

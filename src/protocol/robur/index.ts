@@ -4,7 +4,9 @@
  */
 export * from './types.js';
 export { encodeCmd, decodeCmd, frameOf, FrameReader, MAX_ROBUR_FRAME_BYTES, describeCmd } from './builder-messages.js';
-export { decodeExec, encodeExec, execStream, openExecFile, type ExecFileEntry, type ExecStreamFile, type RoburExecHead } from './exec.js';
+export {
+  decodeExec, encodeConsoleEntries, encodeExec, execStream, openExecFile, type EncodedConsole, type ExecFileEntry, type ExecStreamFile, type RoburExecHead, type RoburExecStreamHead,
+} from './exec.js';
 export { decodeState, encodeState } from './state-file.js';
 export { roburResultOf, runResultOf, describeRoburResult } from './results.js';
 export { isRoburUuid } from './values.js';

@@ -9,7 +9,6 @@ import { attachmentDisposition, isExportFormat, unknownExportFormat } from '../.
 import { BlobMissingError, InvalidRequestError, NotExportableError } from '../../errors.js';
 import type { JobStore } from '../../store/index.js';
 import type { BlobStore } from '../artifact-store.js';
-import { storedConsole } from '../stored-console.js';
 import { execUnavailable, hasExec, runExecStream } from '../upload/robur-exec-of-run.js';
 import { forViewer } from './auth.js';
 
@@ -26,7 +25,7 @@ export function registerExportRoutes(app: FastifyInstance, store: JobStore, blob
       if ((await blobs.size(artifact.sha256)) === undefined) throw new BlobMissingError(artifact.sha256, `${blobs.description} (artifact ${artifact.path} of run ${run.id})`);
     }
     const { length, stream } = await runExecStream(
-      run, storedConsole(store, run.id), artifacts.map((a) => ({ ...a, open: () => blobs.open(a.sha256) })),
+      run, (afterSeq, limit) => store.readConsole(run.id, afterSeq, limit), artifacts.map((a) => ({ ...a, open: () => blobs.open(a.sha256) })),
     );
     stream.on('error', (err) => request.log.error({ err, runId: run.id }, 'export cut short: the exec blob could not be read to its end'));
     reply.header('content-type', 'application/octet-stream').header('content-length', length).header('x-kiln-run', run.id);

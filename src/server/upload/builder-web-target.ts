@@ -80,7 +80,7 @@ export function builderWebTarget(url: string): UploadTarget {
       if (!hasExec(run)) return { kind: 'give-up', reason: execUnavailable(run)! };
       const nameProblem = builderWebJobNameProblem(run.job);
       if (nameProblem) return { kind: 'give-up', reason: nameProblem };
-      const body = await runExecStream(run, delivery.consoleEntries(), delivery.artifacts);
+      const body = await runExecStream(run, delivery.readConsole, delivery.artifacts);
       return post(endpoint, authorization, delivery, body);
     },
   };

@@ -163,11 +163,11 @@ export class Outbox {
       const run = await this.store.findRun(delivery.runId);
       const artifacts = (await this.store.listArtifacts(run.id)).map((a) => ({ ...a, open: () => this.blobs.open(a.sha256) }));
       const store = this.store;
-      const consoleEntries = () => storedConsole(store, run.id);
       const consoleLines = async function* () {
-        for await (const line of consoleEntries()) yield line.text;
+        for await (const line of storedConsole(store, run.id)) yield line.text;
       };
-      outcome = await this.target.deliver({ deliveryId: String(delivery.id), run, consoleLines, consoleEntries, artifacts, signal });
+      const readConsole = (afterSeq: number, limit: number) => store.readConsole(run.id, afterSeq, limit);
+      outcome = await this.target.deliver({ deliveryId: String(delivery.id), run, consoleLines, readConsole, artifacts, signal });
     } catch (raw) {
       // Recorded on the delivery itself, so one bad delivery cannot hold up the others.
       outcome = { kind: 'retry', reason: coerceError(raw).message };

@@ -1,12 +1,15 @@
 /**
  * A finished Kiln run as robur builder's exec blob (shared/reference/robur-protocol.md §2.3, §2.5):
  * what the builder-web upload target sends and `kiln export --format robur-exec` writes, byte for
- * byte the same. The head (job, uuid, console, times, result) is built in memory; each artifact is
- * streamed from the blob store into the DER value, whose length is known before the first byte.
+ * byte the same, streamed with its length known before the first byte: the console is read from the
+ * store a page at a time and each artifact from the blob store, so neither is ever held whole.
  */
 import type { Readable } from 'node:stream';
 import { formatDuration, formatResult, isValidJobName, JOB_NAME_RULE, type RunResult } from '../../core/index.js';
-import { execStream, isRoburUuid, roburResultOf, type RoburConsoleLine, type RoburExec, type RoburResult } from '../../protocol/robur/index.js';
+import { InternalError } from '../../errors.js';
+import {
+  encodeConsoleEntries, execStream, isRoburUuid, roburResultOf, type EncodedConsole, type RoburConsoleLine, type RoburResult,
+} from '../../protocol/robur/index.js';
 import type { Artifact, Run } from '../../store/index.js';
 
 /** A console line with when it arrived (ms since the epoch). */
@@ -79,34 +82,65 @@ export function execResultOf(run: ExecutableRun): RoburResult {
  * protocol by hand) is sent as several entries with the same delta, as builder-web would read
  * them back from its console.txt.
  */
-export async function execConsole(lines: AsyncIterable<TimedLine>, startedAt: number): Promise<RoburConsoleLine[]> {
+export function execConsole(lines: readonly TimedLine[], startedAt: number): RoburConsoleLine[] {
   const out: RoburConsoleLine[] = [];
-  for await (const { text, ts } of lines) {
+  for (const { text, ts } of lines) {
     const deltaNs = Math.max(0, ts - startedAt) * 1_000_000;
     for (const line of text.split('\n')) out.push({ deltaNs, line });
   }
   return out;
 }
 
-/** The exec's head (everything but the files) of a run that has one. */
-export async function execHeadOf(run: ExecutableRun, lines: AsyncIterable<TimedLine>): Promise<Omit<RoburExec, 'files'>> {
+/** A stored console line: its seq orders it and says where the next page starts. */
+export type SeqLine = TimedLine & { seq: number };
+
+/** Reads the run's stored console: at most `limit` lines after the one numbered `afterSeq`, oldest first (JobStore.readConsole). */
+export type ConsolePageReader = (afterSeq: number, limit: number) => Promise<readonly SeqLine[]>;
+
+/** Lines read and encoded at a time: what one exec's console costs in memory, however long it is. */
+const CONSOLE_PAGE_LINES = 5000;
+
+/**
+ * The run's console, encoded for its exec a page at a time. The wire wants its length first and its
+ * newest line first, so the console is read twice: forward once, to measure each page, then page by
+ * page from the last, each sent newest line first. A console that changes between the two reads
+ * (it should not: the run has ended) fails the stream, and the delivery is tried again.
+ */
+export async function pagedExecConsole(read: ConsolePageReader, startedAt: number, pageLines = CONSOLE_PAGE_LINES): Promise<EncodedConsole> {
+  const encode = (lines: readonly SeqLine[]) => encodeConsoleEntries(execConsole(lines, startedAt).reverse());
+  const pages: { after: number; lines: number; bytes: number }[] = [];
+  for (let after = -1; ;) {
+    const lines = await read(after, pageLines);
+    if (lines.length > 0) pages.push({ after, lines: lines.length, bytes: encode(lines).length });
+    if (lines.length < pageLines) break;
+    after = lines.at(-1)!.seq;
+  }
   return {
-    job: { name: run.job, script: run.script ?? '', platform: run.platform },
-    uuid: run.id,
-    console: await execConsole(lines, run.startedAt),
-    started: run.startedAt,
-    finished: run.finishedAt,
-    result: execResultOf(run),
+    length: pages.reduce((sum, page) => sum + page.bytes, 0),
+    chunks: async function* () {
+      for (const page of pages.toReversed()) {
+        const encoded = encode(await read(page.after, page.lines));
+        if (encoded.length !== page.bytes) throw new InternalError('the run\'s console changed while its exec was being sent');
+        yield encoded;
+      }
+    },
   };
 }
 
 /**
- * The run's exec blob as a stream of known length: the head built now, each artifact opened in
- * turn as the stream reaches it (one blob open at a time), never held whole.
+ * The run's exec blob as a stream of known length: the console read a page at a time and each
+ * artifact opened in turn as the stream reaches it (one blob open at a time), never held whole.
  */
 export async function runExecStream(
-  run: ExecutableRun, lines: AsyncIterable<TimedLine>, artifacts: readonly OpenableArtifact[],
+  run: ExecutableRun, readConsole: ConsolePageReader, artifacts: readonly OpenableArtifact[],
 ): Promise<{ length: number; stream: Readable }> {
-  const head = await execHeadOf(run, lines);
+  const head = {
+    job: { name: run.job, script: run.script ?? '', platform: run.platform },
+    uuid: run.id,
+    console: await pagedExecConsole(readConsole, run.startedAt),
+    started: run.startedAt,
+    finished: run.finishedAt,
+    result: execResultOf(run),
+  };
   return execStream(head, artifacts.map((a) => ({ path: a.path, size: a.size, open: () => a.open() })));
 }

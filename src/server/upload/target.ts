@@ -14,8 +14,11 @@ export interface RunDelivery {
   run: Run;
   /** The run's console, line by line (without newlines), read from the store as it is sent. */
   consoleLines(): AsyncIterable<string>;
-  /** The same lines with when each arrived (`ts`, ms since the epoch): for targets that send times (builder-web's exec). */
-  consoleEntries(): AsyncIterable<{ text: string; ts: number }>;
+  /**
+   * A page of the stored console: at most `limit` lines after the one numbered `afterSeq`, oldest first, each with when it
+   * arrived (`ts`, ms since the epoch): for targets that send times or read the console more than once (builder-web's exec).
+   */
+  readConsole(afterSeq: number, limit: number): Promise<readonly { seq: number; text: string; ts: number }[]>;
   /** The run's artifacts, each with how to read its content (from the server's blob store). */
   artifacts: (Artifact & { open(): Promise<Readable> })[];
   /** Aborted when the server shuts down: the attempt then counts as a retry. */
