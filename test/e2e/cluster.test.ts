@@ -77,7 +77,7 @@ test('two servers on one PostgreSQL schema: kiln info on either lists both and t
   assert.equal(code, 0);
   const handed = await until('c holds the scheduler lease', async () => ((await holderOf(c, 'scheduler')) === cId ? true : undefined), 15_000);
   t.diagnostic(`handed over ${handed.ms} ms after the clean stop`);
-  assert.ok(handed.ms < 4_000, `handed over in ${handed.ms} ms, well inside the 8 s TTL`);
+  assert.ok(handed.ms < 7_000, `handed over in ${handed.ms} ms, inside the 8 s TTL: let go, not expired`);
   const farm = (await info(c)).servers;
   assert.deepEqual(farm.filter((s) => s.alive).map((s) => s.id), [cId]);
 });

@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
@@ -15,6 +16,8 @@ import type { TestContext } from 'node:test';
 export const KILN_BIN = fileURLToPath(new URL('../../bin/kiln.mjs', import.meta.url));
 /** The longest a test waits for a process's line before failing with what it printed. */
 const WAIT_FOR_MS = 90_000;
+/** How long `exited` waits, after the exit, for the child's output streams to end. */
+const STREAMS_AFTER_EXIT_MS = 5_000;
 
 /** A port nobody listens on right now. */
 export async function freePort(): Promise<number> {
@@ -74,10 +77,16 @@ export function spawnCommand(
     }
   };
   // Both streams are watched: daemons log on stderr, `kiln up` greets on stdout.
-  createInterface({ input: child.stderr! }).on('line', onLine);
-  createInterface({ input: child.stdout! }).on('line', onLine);
+  const streams = [createInterface({ input: child.stderr! }), createInterface({ input: child.stdout! })];
+  for (const lines of streams) lines.on('line', onLine);
+  const streamsEnded = Promise.all(streams.map((lines) => once(lines, 'close')));
+  // 'exit' may come before the last lines are read: `exited` waits for both streams to end too, so
+  // `stderr` is whole then (bounded: a process the child left behind may hold them open).
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
+    child.once('exit', (code, signal) => {
+      const bound = setTimeout(() => resolve({ code, signal }), STREAMS_AFTER_EXIT_MS);
+      void streamsEnded.then(() => (clearTimeout(bound), resolve({ code, signal })));
+    }),
   );
   const owned: Owned = {
     child,
