@@ -94,11 +94,12 @@ describe('several servers on one PostgreSQL schema', { skip }, () => {
     const kb = keeper(t, b);
     const lb = kb.want('scheduler');
     const before = la.epoch;
-    const told: boolean[] = [];
-    la.onChange((held) => told.push(held));
+    const told: { held: boolean; heldThen: boolean }[] = [];
+    la.onChange((held) => told.push({ held, heldThen: la.held }));
     await adminQuery(`SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name LIKE '% server ${a.id}'`);
-    await until('a told of the loss', () => told[0] === false);
-    assert.equal(la.held, false);
+    await until('a told of the loss', () => told.length > 0);
+    // (By now it may hold the lease again: the presence comes back within a tick.)
+    assert.deepEqual(told[0], { held: false, heldThen: false }, 'told the loss first, not holding it then');
     const took = await until('held again', () => la.held || lb.held);
     const holder = la.held ? la : lb;
     assert.ok(holder.epoch > before, `epoch ${holder.epoch} > ${before}`);
