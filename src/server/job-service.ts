@@ -13,7 +13,7 @@ import {
 } from '../core/index.js';
 import type { SandboxChange } from './api/schemas.js';
 import { coerceError, InvalidRequestError, JobNotFoundError, TemplateNotFoundError } from '../errors.js';
-import type { Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
+import type { ImportPlan, ImportResult, Job, JobPatch, JobStore, NewRun, Run } from '../store/index.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { EventBus } from './events.js';
 import { DEFAULT_TIMEOUT_MS, type RunLifecycle } from './run-lifecycle.js';
@@ -89,7 +89,8 @@ export class JobService {
     return this.options.store;
   }
 
-  private newRun(job: Pick<Job, 'name' | 'labels'>, platform: string): NewRun {
+  /** A new run of `job` on `platform`, queued now. */
+  newRun(job: Pick<Job, 'name' | 'labels'>, platform: string): NewRun {
     return { id: randomUUID(), job: job.name, platform, labels: job.labels, queuedAt: this.options.now() };
   }
 
@@ -116,10 +117,29 @@ export class JobService {
    * now, and a template job needs no platform variant yet (its runs wait for one).
    */
   async schedule(input: JobInput, kept?: { nextAt: number | null }): Promise<{ job: Job; runs: Run[] }> {
+    const job = this.newJob(input, kept);
+    const schedule = job.schedule;
+    const platforms = this.platformsFor(job);
+    if (platforms.length === 0 && !kept) {
+      throw new InvalidRequestError(`template '${job.template}' has no platform variants (${job.template}.PLATFORM); give --platform`);
+    }
+    const firstOn = kept ? [] : input.queueOn ?? (job.paused || job.nextAt === null ? [] : platforms);
+    const first = firstOn.map((platform) => this.newRun(job, platform));
+    const runs = await this.options.lifecycle.createJob(job, first);
+    this.log.info({ job: job.name, platforms, schedule: describeSchedule(schedule) }, 'job scheduled');
+    this.changed(job.name);
+    return { job, runs };
+  }
+
+  /**
+   * The job `schedule` adds for `input`, created now, with its defaults (nothing stored). Throws
+   * InvalidRequestError for a schedule Kiln cannot keep. `kept`: see schedule.
+   */
+  newJob(input: JobInput, kept?: { nextAt: number | null }): Job {
     const now = this.options.now();
     const schedule = input.schedule ?? { kind: 'period', period: 'daily' };
     checkSchedule(schedule);
-    const job: Job = {
+    return {
       name: input.name,
       platform: input.platform ?? (input.template ? null : this.options.defaultPlatform),
       script: input.script ?? null,
@@ -144,16 +164,25 @@ export class JobService {
       createdAt: now,
       updatedAt: now,
     };
-    const platforms = this.platformsFor(job);
-    if (platforms.length === 0 && !kept) {
-      throw new InvalidRequestError(`template '${job.template}' has no platform variants (${job.template}.PLATFORM); give --platform`);
+  }
+
+  /**
+   * Imports a file in one transaction (JobStore.importState, through the lifecycle, which publishes
+   * what it did to runs and platforms); after the commit each job it added is published
+   * `job.changed` (the scheduler sees its next time), as schedule does.
+   */
+  async importState(plan: ImportPlan): Promise<ImportResult> {
+    const imported = await this.options.lifecycle.importState(plan);
+    if (!imported.recorded) return imported;
+    for (const { platform, dropped, cancelled } of imported.writes.drops) {
+      if (dropped) this.log.info({ platform, cancelled: cancelled.length }, 'platform dropped');
     }
-    const firstOn = kept ? [] : input.queueOn ?? (job.paused || job.nextAt === null ? [] : platforms);
-    const first = firstOn.map((platform) => this.newRun(job, platform));
-    const runs = await this.options.lifecycle.createJob(job, first);
-    this.log.info({ job: job.name, platforms, schedule: describeSchedule(schedule) }, 'job scheduled');
-    this.changed(job.name);
-    return { job, runs };
+    for (const [name, taken] of imported.writes.jobs) {
+      if (taken.outcome !== 'added') continue;
+      this.log.info({ job: name, platforms: this.platformsFor(taken.job), schedule: describeSchedule(taken.job.schedule) }, 'job scheduled');
+      this.changed(name);
+    }
+    return imported;
   }
 
   /** Changes a job; a new schedule restarts from now. */

@@ -15,7 +15,7 @@ import {
 } from '../core/index.js';
 import { ProtocolError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
-import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, Job, JobStore, NewRun, ReportedEnd, Run, ScriptFor, StoredLine } from '../store/index.js';
+import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, ImportPlan, ImportResult, Job, JobStore, NewRun, ReportedEnd, Run, ScriptFor, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
 import type { Templates } from './templates.js';
 import type { WorkerRegistry, WorkerSession } from './worker-registry.js';
@@ -108,6 +108,24 @@ export class RunLifecycle {
     this.endedInQueue(cancelled, platform);
     this.events.publish('platform.dropped', { platform, cancelled });
     return cancelled;
+  }
+
+  /**
+   * Imports a file in one transaction (JobStore.importState); after the commit, what it did to runs
+   * and platforms is published as dropPlatform and enqueue publish it: the cancelled runs and the
+   * drops, then the queued runs (one `run.queued`, for a dispatch pass). A repeat publishes nothing.
+   */
+  async importState(plan: ImportPlan): Promise<ImportResult> {
+    const imported = await this.store.importState(plan);
+    if (!imported.recorded) return imported;
+    for (const { platform, dropped, cancelled } of imported.writes.drops) {
+      if (!dropped) continue;
+      this.endedInQueue(cancelled, platform);
+      this.events.publish('platform.dropped', { platform, cancelled });
+    }
+    const runs = imported.writes.runs.flatMap((r) => (r.outcome === 'queued' ? [r.run] : []));
+    if (runs.length > 0) this.events.publish('run.queued', { runs });
+    return imported;
   }
 
   /** Queues a run (it waits for a dispatch pass). */

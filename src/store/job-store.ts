@@ -407,6 +407,55 @@ export interface ImportRecord {
   report: unknown;
 }
 
+/** What became of a job an import asked for (ImportPlan.jobs), decided in its transaction. */
+export type ImportJobOutcome =
+  /** `added`: stored now; `present`: a job of that name was in the store already, left as it is (the stored one). */
+  | { outcome: 'added' | 'present'; job: Job }
+  /** Only looked up (no job given), and none of that name is stored. */
+  | { outcome: 'absent' }
+  /** Not added: its platform is dropped. */
+  | { outcome: 'dropped'; platform: string };
+
+/** What became of a run an import asked to queue, decided in its transaction. */
+export type ImportRunOutcome = { asked: NewRun } & (
+  /** `queued`: at the back of its queue now; `alreadyQueued`: the job's run queued on that platform already (that run). */
+  | { outcome: 'queued' | 'alreadyQueued'; run: Run }
+  /** Not queued: its platform is dropped. */
+  | { outcome: 'dropped' }
+);
+
+/** What an import's transaction wrote, for its report and for the events told after the commit. */
+export interface ImportWrites {
+  /** Each of the plan's drops, in order: dropped now (its queued runs cancelled, listed) or dropped already. */
+  drops: { platform: string; dropped: boolean; cancelled: string[] }[];
+  /** Each of the plan's jobs, by name. */
+  jobs: Map<string, ImportJobOutcome>;
+  /** Each run the plan's `queue` asked for, in its order. */
+  runs: ImportRunOutcome[];
+}
+
+/**
+ * A file's import (`kiln import-robur`) as one transaction: its record, the platforms it drops, the
+ * jobs it adds and the runs it queues. The callbacks are the importer's decisions on what the store
+ * holds in that transaction: synchronous and pure (a retried transaction calls them again); one that
+ * throws rolls everything back.
+ */
+export interface ImportPlan {
+  /** The file's record, but its report (`report` makes it). */
+  record: Omit<ImportRecord, 'report'>;
+  /** Platforms to drop first, in order; their queued runs end cancelled (at `record.importedAt`). One dropped already is left as it is. */
+  drops: string[];
+  /** Jobs to add, in order, unless one of that name is stored (then it is `present`); without `job`, the name is only looked up. */
+  jobs: { name: string; job?: Job }[];
+  /** The runs to queue at the back, in order, given what became of the jobs (a run of a job not stored fails the import). */
+  queue(jobs: ReadonlyMap<string, ImportJobOutcome>): NewRun[];
+  /** The report recorded with the file, from what the transaction wrote. */
+  report(writes: ImportWrites): unknown;
+}
+
+/** What importState did: everything, recorded with its report; or nothing, the file's import being recorded already (`previous`). */
+export type ImportResult = { recorded: true; writes: ImportWrites; report: unknown } | { recorded: false; previous: ImportRecord };
+
 export interface JobStore {
   /** Closes the connection; further calls fail. */
   close(): Promise<void>;
@@ -415,6 +464,12 @@ export interface JobStore {
   findImport(sha256: string): Promise<ImportRecord | undefined>;
   /** Records a file's import; false (nothing changed) when that file's import is recorded already. */
   recordImport(record: ImportRecord): Promise<boolean>;
+  /**
+   * Imports a file in one transaction (see ImportPlan): all of it with its record, or nothing. When
+   * the file's import is recorded already (before, or by a concurrent import that committed first)
+   * nothing is written and the record found is returned.
+   */
+  importState(plan: ImportPlan): Promise<ImportResult>;
 
   /** Adds a job, and its first runs when given, in one transaction. Throws JobExistsError, PlatformDroppedError. */
   createJob(job: Job, firstRuns?: NewRun[]): Promise<Run[]>;

@@ -17,7 +17,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ClaimingWorker, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore,
-  ImportRecord, NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
+  ImportJobOutcome, ImportPlan, ImportRecord, ImportResult, ImportRunOutcome, NewRun, OutboxSummary, ReportedEnd, RetentionPolicy, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WaitingRun, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { consoleFeedPayloads } from '../feed.js';
 import { Connections, type Session, type StoreLog } from './connection.js';
@@ -186,25 +186,82 @@ class PostgresStore implements JobStore {
   }
 
   async findImport(sha256: string): Promise<ImportRecord | undefined> {
-    const [row] = (await this.db.run<{ sha256: string; kind: string; imported_at: number; report: unknown }>(S.IMPORT_GET, [sha256])).rows;
+    return this.importRow(this.db, sha256);
+  }
+
+  private async importRow(session: Session, sha256: string): Promise<ImportRecord | undefined> {
+    const [row] = (await session.run<{ sha256: string; kind: string; imported_at: number; report: unknown }>(S.IMPORT_GET, [sha256])).rows;
     return row && { sha256: row.sha256, kind: row.kind, importedAt: row.imported_at, report: row.report };
   }
 
   async recordImport(record: ImportRecord): Promise<boolean> {
-    const { rows } = await this.db.run(S.IMPORT_INSERT, [record.sha256, record.kind, record.importedAt, JSON.stringify(record.report)]);
+    return this.recordImportIn(this.db, record);
+  }
+
+  private async recordImportIn(session: Session, record: ImportRecord): Promise<boolean> {
+    const { rows } = await session.run(S.IMPORT_INSERT, [record.sha256, record.kind, record.importedAt, JSON.stringify(record.report)]);
     return rows.length === 1;
+  }
+
+  importState(plan: ImportPlan): Promise<ImportResult> {
+    return this.db.transaction(async (tx): Promise<ImportResult> => {
+      const { sha256, importedAt } = plan.record;
+      // The record first, its report last: a concurrent import of the same file waits on this row's
+      // insert until this transaction ends, then finds it recorded (and writes nothing), or takes it
+      // when this one rolled back.
+      if (!(await this.recordImportIn(tx, { ...plan.record, report: null }))) return { recorded: false, previous: (await this.importRow(tx, sha256))! };
+      const drops = [];
+      for (const platform of plan.drops) {
+        drops.push(await this.isDropped(tx, platform)
+          ? { platform, dropped: false, cancelled: [] }
+          : { platform, dropped: true, cancelled: await this.dropInTx(tx, platform, importedAt) });
+      }
+      const jobs = new Map<string, ImportJobOutcome>();
+      for (const { name, job } of plan.jobs) {
+        const dropped = job?.platform != null && await this.isDropped(tx, job.platform);
+        // A job of the name added meanwhile by another transaction is present: the insert does nothing, then the read sees it.
+        if (job && !dropped && await this.insertJob(tx, job)) {
+          jobs.set(name, { outcome: 'added', job });
+          continue;
+        }
+        const [present] = (await tx.run<JobRow>(S.JOB_GET, [name])).rows;
+        if (present) jobs.set(name, { outcome: 'present', job: toJob(present) });
+        else if (!job) jobs.set(name, { outcome: 'absent' });
+        else if (dropped) jobs.set(name, { outcome: 'dropped', platform: job.platform! });
+        // Added and deleted by others between the insert and the read: the import fails (nothing written) and may be run again.
+        else throw new JobExistsError(name);
+      }
+      const runs: ImportRunOutcome[] = [];
+      for (const asked of plan.queue(jobs)) {
+        if (await this.isDropped(tx, asked.platform)) {
+          runs.push({ asked, outcome: 'dropped' });
+          continue;
+        }
+        const { run, created } = await this.enqueueInTx(tx, asked, 'back');
+        runs.push({ asked, outcome: created ? 'queued' : 'alreadyQueued', run });
+      }
+      const writes = { drops, jobs, runs };
+      const report = plan.report(writes);
+      await tx.run(S.IMPORT_SET_REPORT, [sha256, JSON.stringify(report)]);
+      return { recorded: true, writes, report };
+    });
+  }
+
+  /** Inserts a job unless one of its name is stored (false then). */
+  private async insertJob(tx: Session, job: Job): Promise<boolean> {
+    const added = await tx.run(S.JOB_INSERT, [
+      job.name, job.platform, job.script, job.template, json(job.vars), json(job.env), json(job.labels), json(job.schedule), job.paused,
+      job.overlap, job.catchUp, job.skipped, json(job.lastSkip), job.timeoutMs, job.idleTimeoutMs, job.retries, job.failureRetries,
+      json(job.artifacts), job.artifactsOnFailure, json(job.sandbox), job.nextAt, job.createdAt, job.updatedAt,
+    ]);
+    return added.rowCount === 1;
   }
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
     return this.db.transaction(async (tx) => {
       for (const run of firstRuns) await this.refuseDropped(tx, run.platform);
       if (job.platform !== null) await this.refuseDropped(tx, job.platform);
-      const added = await tx.run(S.JOB_INSERT, [
-        job.name, job.platform, job.script, job.template, json(job.vars), json(job.env), json(job.labels), json(job.schedule), job.paused,
-        job.overlap, job.catchUp, job.skipped, json(job.lastSkip), job.timeoutMs, job.idleTimeoutMs, job.retries, job.failureRetries,
-        json(job.artifacts), job.artifactsOnFailure, json(job.sandbox), job.nextAt, job.createdAt, job.updatedAt,
-      ]);
-      if (added.rowCount !== 1) throw new JobExistsError(job.name);
+      if (!(await this.insertJob(tx, job))) throw new JobExistsError(job.name);
       const runs: Run[] = [];
       for (const run of firstRuns) runs.push((await this.enqueueInTx(tx, run, 'back')).run);
       return runs;
@@ -619,12 +676,15 @@ class PostgresStore implements JobStore {
   }
 
   dropPlatform(platform: string, now: number): Promise<string[]> {
-    return this.db.transaction(async (tx) => {
-      await tx.run(S.DROPPED_INSERT, [platform, now]);
-      const queued = (await tx.run<{ id: string }>(S.RUNS_QUEUED_ON_PLATFORM_LOCKED, [platform])).rows.map((row) => row.id);
-      for (const id of queued) await this.finishInTx(tx, id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
-      return queued;
-    });
+    return this.db.transaction((tx) => this.dropInTx(tx, platform, now));
+  }
+
+  /** Drops a platform; its queued runs end cancelled (returned). */
+  private async dropInTx(tx: Session, platform: string, now: number): Promise<string[]> {
+    await tx.run(S.DROPPED_INSERT, [platform, now]);
+    const queued = (await tx.run<{ id: string }>(S.RUNS_QUEUED_ON_PLATFORM_LOCKED, [platform])).rows.map((row) => row.id);
+    for (const id of queued) await this.finishInTx(tx, id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
+    return queued;
   }
 
   async undropPlatform(platform: string): Promise<boolean> {

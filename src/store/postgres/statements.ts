@@ -761,3 +761,6 @@ export const IMPORT_GET = sql('import_get', 'SELECT sha256, kind, imported_at, r
 /** Records a file's import unless it is recorded (no row returned then). $1 sha256, $2 kind, $3 imported_at, $4 report (JSON) */
 export const IMPORT_INSERT = sql('import_insert', `
   INSERT INTO imports (sha256, kind, imported_at, report) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING RETURNING sha256`);
+
+/** Sets the report of a file's import (written last, in the import's transaction). $1 sha256, $2 report (JSON) */
+export const IMPORT_SET_REPORT = sql('import_set_report', 'UPDATE imports SET report = $2 WHERE sha256 = $1');

@@ -15,7 +15,7 @@ import {
 } from '../../errors.js';
 import type {
   Artifact, AttemptEnd, AttemptEndResult, ConsoleBatch, EndWrites, Delivery, ExpiredArtifacts, FireOutcome, Job, JobPatch, JobStore, NewRun,
-  ClaimingWorker, ImportRecord, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
+  ClaimingWorker, ImportJobOutcome, ImportPlan, ImportRecord, ImportResult, ImportRunOutcome, OutboxSummary, ReportedEnd, RetentionPolicy, WaitingRun, Run, RunEnd, RunEvent, RunFilter, ScriptFor, StoredLine, WorkerRecord, WorkerConnection, LostWorkerRun, ServerRecord, PoolState, PoolInstanceRecord, WorkerTokenRecord, Role, SessionRecord, TokenRecord, CurrentTokens,
 } from '../job-store.js';
 import { checkDatabase, migrate } from './migrate.js';
 import { openDatabase } from './open-database.js';
@@ -193,13 +193,53 @@ class SqliteStore implements JobStore {
   }
 
   async findImport(sha256: string): Promise<ImportRecord | undefined> {
+    return this.importRow(sha256);
+  }
+
+  private importRow(sha256: string): ImportRecord | undefined {
     const row = this.prepare(S.IMPORT_GET).get(sha256) as { sha256: string; kind: string; imported_at: number; report: string } | undefined;
     return row && { sha256: row.sha256, kind: row.kind, importedAt: row.imported_at, report: JSON.parse(row.report) as unknown };
   }
 
   async recordImport(record: ImportRecord): Promise<boolean> {
+    return this.recordImportInTx(record);
+  }
+
+  private recordImportInTx(record: ImportRecord): boolean {
     const { changes } = this.prepare(S.IMPORT_INSERT).run({ sha256: record.sha256, kind: record.kind, importedAt: record.importedAt, report: JSON.stringify(record.report) });
     return changes === 1;
+  }
+
+  importState(plan: ImportPlan): Promise<ImportResult> {
+    return this.tx((): ImportResult => {
+      const { sha256, importedAt } = plan.record;
+      // The record first, its report last: as on PostgreSQL, where the row is what a concurrent import of the file waits on.
+      if (!this.recordImportInTx({ ...plan.record, report: null })) return { recorded: false, previous: this.importRow(sha256)! };
+      const drops = plan.drops.map((platform) => (this.isDropped(platform)
+        ? { platform, dropped: false, cancelled: [] }
+        : { platform, dropped: true, cancelled: this.dropInTx(platform, importedAt) }));
+      const jobs = new Map<string, ImportJobOutcome>();
+      for (const { name, job } of plan.jobs) {
+        const present = this.prepare(S.JOB_GET).get(name) as JobRow | undefined;
+        if (present) jobs.set(name, { outcome: 'present', job: toJob(present) });
+        else if (!job) jobs.set(name, { outcome: 'absent' });
+        else if (job.platform !== null && this.isDropped(job.platform)) jobs.set(name, { outcome: 'dropped', platform: job.platform });
+        else {
+          this.prepare(S.JOB_INSERT).run(jobParams(job));
+          jobs.set(name, { outcome: 'added', job });
+        }
+      }
+      const runs = plan.queue(jobs).map((asked): ImportRunOutcome => {
+        if (this.isDropped(asked.platform)) return { asked, outcome: 'dropped' };
+        this.jobRow(asked.job);
+        const { run, created } = this.enqueueInTx(asked, 'back');
+        return { asked, outcome: created ? 'queued' : 'alreadyQueued', run };
+      });
+      const writes = { drops, jobs, runs };
+      const report = plan.report(writes);
+      this.prepare(S.IMPORT_SET_REPORT).run(JSON.stringify(report), sha256);
+      return { recorded: true, writes, report };
+    });
   }
 
   createJob(job: Job, firstRuns: NewRun[] = []): Promise<Run[]> {
@@ -549,12 +589,15 @@ class SqliteStore implements JobStore {
   }
 
   dropPlatform(platform: string, now: number): Promise<string[]> {
-    return this.tx(() => {
-      this.prepare(S.DROPPED_INSERT).run(platform, now);
-      const queued = this.prepare(S.RUN_IDS_QUEUED_ON_PLATFORM).pluck().all(platform) as string[];
-      for (const id of queued) this.finishInTx(id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
-      return queued;
-    });
+    return this.tx(() => this.dropInTx(platform, now));
+  }
+
+  /** Drops a platform; its queued runs end cancelled (returned). */
+  private dropInTx(platform: string, now: number): string[] {
+    this.prepare(S.DROPPED_INSERT).run(platform, now);
+    const queued = this.prepare(S.RUN_IDS_QUEUED_ON_PLATFORM).pluck().all(platform) as string[];
+    for (const id of queued) this.finishInTx(id, 'queued', { status: 'cancelled', result: { kind: 'aborted', reason: 'platform dropped' }, finishedAt: now });
+    return queued;
   }
 
   async undropPlatform(platform: string): Promise<boolean> {

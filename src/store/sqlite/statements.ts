@@ -459,3 +459,6 @@ export const IMPORT_GET = 'SELECT sha256, kind, imported_at, report FROM imports
 
 /** Records a file's import unless it is recorded (changes = 0 then). @sha256, @kind, @importedAt, @report (JSON) */
 export const IMPORT_INSERT = 'INSERT INTO imports (sha256, kind, imported_at, report) VALUES (@sha256, @kind, @importedAt, @report) ON CONFLICT (sha256) DO NOTHING';
+
+/** Sets the report of a file's import (written last, in the import's transaction). ?1 report (JSON), ?2 sha256 */
+export const IMPORT_SET_REPORT = 'UPDATE imports SET report = ? WHERE sha256 = ?';
