@@ -2,11 +2,14 @@
  * `POST /api/import/robur` on a real server (SQLite and PostgreSQL): a builder state file made
  * with the codec (as builder writes it, plus legacy entries) moves in once; what it took, kept and
  * refused is reported; the same file again takes nothing, even after its runs ended; garbage is a
- * one-line 400; only admins may import.
+ * one-line 400; only admins may import; an import is all or nothing (a failed one takes nothing, and
+ * of two at once one takes the file).
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
+import { StoreUnavailableError } from '../../src/errors.js';
 import type { RoburJob } from '../../src/protocol/robur/index.js';
+import type { ImportPlan, JobStore } from '../../src/store/index.js';
 import type { RoburImportReport } from '../../src/server/robur/state-import.js';
 import { call, inProcessServer } from '../helpers/in-process.js';
 import { freshSchema } from '../helpers/postgres.js';
@@ -110,6 +113,72 @@ for (const kind of ['sqlite', 'postgres'] as const) {
     assert.equal(third.body.alreadyImported, true);
     assert.deepEqual(await queues(server), {}, 'no run queued again');
     assert.equal((await call(server, 'GET', '/api/runs')).body.runs.length, 5);
+  });
+}
+
+/** What sampleState takes into an empty store (the first test checks it in full): jobs, queues, drops, runs. */
+async function assertTakenOnce(server: Parameters<typeof call>[0], report: RoburImportReport): Promise<void> {
+  assert.equal(report.alreadyImported, false);
+  assert.deepEqual(report.jobs.added.map((j) => j.name), ['nightly', 'orb-mirage', 'manual', 'present-one', 'adhoc']);
+  assert.deepEqual(report.runs.queued.map((r) => `${r.platform}:${r.job}`), [
+    'debian-12:nightly', 'debian-12:adhoc', 'debian-12:present-one', 'debian-12:orb-mirage', 'freebsd-14:orb-mirage',
+  ]);
+  assert.deepEqual(report.platforms, { dropped: ['old-os'], alreadyDropped: [] });
+  assert.deepEqual(((await call(server, 'GET', '/api/jobs')).body.jobs as { name: string }[]).map((j) => j.name).sort(), ['adhoc', 'manual', 'nightly', 'orb-mirage', 'present-one']);
+  assert.deepEqual(await queues(server), { 'debian-12': ['nightly', 'adhoc', 'present-one', 'orb-mirage'], 'freebsd-14': ['orb-mirage'] });
+  assert.equal((await call(server, 'GET', '/api/runs')).body.runs.length, 5, 'each run queued once');
+}
+
+for (const kind of ['sqlite', 'postgres'] as const) {
+  test(`${kind}: an import that fails part way takes nothing and records nothing; run again, it takes the file once`, { skip: kind === 'postgres' && needs('postgres') }, async (t: TestContext) => {
+    // The store fails the first import at its very end, after it wrote everything in its transaction (the report is made last).
+    let failures = 1;
+    const wrap = (store: JobStore): JobStore => new Proxy(store, {
+      get(target, key, receiver) {
+        if (key !== 'importState') return Reflect.get(target, key, receiver);
+        return (plan: ImportPlan) => target.importState(failures-- > 0 ? { ...plan, report: () => { throw new StoreUnavailableError('test', 'gone'); } } : plan);
+      },
+    });
+    const server = await inProcessServer(t, { wrapStore: wrap, ...(kind === 'postgres' ? { store: (await freshSchema(t)).url } : {}) });
+    const failed = await importBytes(server, sampleState());
+    assert.equal(failed.status, 503, JSON.stringify(failed.body));
+    assert.equal(failed.body.error.code, 'KILN_ERR_STORE_UNAVAILABLE');
+    assert.deepEqual((await call(server, 'GET', '/api/jobs')).body.jobs, [], 'no job');
+    assert.deepEqual(await queues(server), {}, 'no run');
+    assert.deepEqual((await call(server, 'GET', '/api/platforms/dropped')).body.dropped, [], 'no drop');
+
+    const rerun = await importBytes(server, sampleState());
+    assert.equal(rerun.status, 200, JSON.stringify(rerun.body));
+    await assertTakenOnce(server, rerun.body as RoburImportReport);
+    assert.equal((await importBytes(server, sampleState())).body.alreadyImported, true);
+  });
+
+  test(`${kind}: two imports of one file at once: one takes it, the other finds it imported; each run is queued once`, { skip: kind === 'postgres' && needs('postgres') }, async (t: TestContext) => {
+    // Both imports pass their first look (nothing recorded) before either goes on.
+    let arrived = 0;
+    let bothArrived!: () => void;
+    const both = new Promise<void>((resolve) => { bothArrived = resolve; });
+    const wrap = (store: JobStore): JobStore => new Proxy(store, {
+      get(target, key, receiver) {
+        if (key !== 'findImport') return Reflect.get(target, key, receiver);
+        return async (sha256: string) => {
+          const found = await target.findImport(sha256);
+          if (++arrived === 2) bothArrived();
+          if (arrived <= 2) await both;
+          return found;
+        };
+      },
+    });
+    const server = await inProcessServer(t, { wrapStore: wrap, ...(kind === 'postgres' ? { store: (await freshSchema(t)).url } : {}) });
+    const replies = await Promise.all([importBytes(server, sampleState()), importBytes(server, sampleState())]);
+    assert.deepEqual(replies.map((r) => r.status), [200, 200]);
+    const taken = replies.filter((r) => !r.body.alreadyImported).map((r) => r.body as RoburImportReport);
+    const found = replies.filter((r) => r.body.alreadyImported).map((r) => r.body as RoburImportReport);
+    assert.equal(taken.length, 1, 'exactly one import takes the file');
+    assert.equal(found.length, 1);
+    assert.deepEqual(found[0]!.took, taken[0], 'the other reports what the first took');
+    assert.deepEqual([found[0]!.jobs, found[0]!.runs], [{ added: [], present: [] }, { queued: [], alreadyQueued: [] }]);
+    await assertTakenOnce(server, taken[0]!);
   });
 }
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test, type TestContext } from 'node:test';
 import { canClaim, type RunResult } from '../../src/core/index.js';
-import type { Job, JobPatch, JobStore, NewRun, Run, RunFilter, WorkerRecord } from '../../src/store/index.js';
+import type { ImportPlan, Job, JobPatch, JobStore, NewRun, Run, RunFilter, WorkerRecord } from '../../src/store/index.js';
 
 /** Opens a fresh, empty store for one test and arranges for it to be closed when the test ends. */
 export type OpenStore = (t: TestContext) => Promise<JobStore>;
@@ -1435,6 +1435,68 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         assert.equal(await store.recordImport({ sha256, kind: 'robur-state', importedAt: T0 + 1, report: { other: true } }), false, 'the first record stays');
         assert.deepEqual(await store.findImport(sha256), { sha256, kind: 'robur-state', importedAt: T0, report });
         assert.equal(await store.findImport('cd'.repeat(32)), undefined);
+      });
+
+      test('importState writes the drops, the jobs, the runs and the record in one transaction, or nothing; a repeat writes nothing', async (t) => {
+        const store = await open(t);
+        const sha256 = 'ef'.repeat(32);
+        // Kiln's own before the import: a job queued on linux, one queued on a platform the file drops.
+        const present = makeJob('present', { script: 'echo kiln' });
+        const [presentRun] = await store.createJob(present, [makeRun(present)]);
+        const olden = makeJob('olden', { platform: 'old' });
+        const [oldRun] = await store.createJob(olden, [makeRun(olden)]);
+        const before = { jobs: await store.listJobs(), queued: ids(await store.listQueued()) };
+        /** The plan: drop `old`, add a, b and on-old (on the dropped platform), look up present, queue each job taken on linux. */
+        const plan = (runIds: (name: string) => string | undefined = () => undefined): ImportPlan => ({
+          record: { sha256, kind: 'robur-state', importedAt: T0 + 5 },
+          drops: ['old'],
+          jobs: [{ name: 'a', job: makeJob('a') }, { name: 'b', job: makeJob('b') }, { name: 'on-old', job: makeJob('on-old', { platform: 'old' }) }, { name: 'present' }],
+          queue: (jobs) => ['a', 'b', 'present'].filter((name) => ['added', 'present'].includes(jobs.get(name)!.outcome))
+            .map((name) => makeRun(makeJob(name), { id: runIds(name) ?? randomUUID(), queuedAt: T0 + 5 })),
+          report: (writes) => ({
+            drops: writes.drops, jobs: [...writes.jobs].map(([name, taken]) => `${name}:${taken.outcome}`),
+            runs: writes.runs.map((r) => `${r.asked.job}:${r.outcome}${r.outcome === 'dropped' ? '' : `:${r.run.id}`}`),
+          }),
+        });
+        const unchanged = async (why: string) => {
+          assert.deepEqual(await store.listJobs(), before.jobs, `${why}: no job`);
+          assert.deepEqual(ids(await store.listQueued()), before.queued, `${why}: no run queued, none cancelled`);
+          assert.deepEqual(await store.listDroppedPlatforms(), [], `${why}: no drop`);
+          assert.equal(await store.findImport(sha256), undefined, `${why}: no record`);
+        };
+
+        // The second run asked for takes the id of a stored run: its insert fails after the drop, the jobs and the first run.
+        await assert.rejects(store.importState(plan((name) => (name === 'b' ? presentRun!.id : undefined))));
+        await unchanged('a constraint violated part way');
+        // The report made last throws: everything before it goes too.
+        await assert.rejects(store.importState({ ...plan(), report: () => { throw new Error('no report'); } }), /no report/);
+        await unchanged('a failing report');
+
+        const done = await store.importState(plan());
+        assert.equal(done.recorded, true);
+        if (!done.recorded) return;
+        const runOf = (job: string) => done.writes.runs.find((r) => r.asked.job === job)!;
+        assert.deepEqual(done.report, {
+          drops: [{ platform: 'old', dropped: true, cancelled: [oldRun!.id] }],
+          jobs: ['a:added', 'b:added', 'on-old:dropped', 'present:present'],
+          runs: [`a:queued:${runOf('a').asked.id}`, `b:queued:${runOf('b').asked.id}`, `present:alreadyQueued:${presentRun!.id}`],
+        });
+        assert.equal((done.writes.jobs.get('present') as { job: Job }).job.script, 'echo kiln', 'the stored job, left as it is');
+        assert.deepEqual((await store.listJobs()).map((j) => j.name), ['a', 'b', 'olden', 'present']);
+        assert.deepEqual((await store.listQueued()).map((r) => r.job), ['present', 'a', 'b']);
+        assert.equal((await store.findRun(oldRun!.id)).status, 'cancelled');
+        assert.deepEqual((await store.listDroppedPlatforms()).map((d) => d.platform), ['old']);
+        assert.deepEqual(await store.findImport(sha256), { sha256, kind: 'robur-state', importedAt: T0 + 5, report: done.report });
+
+        // The same file again (another plan, even): nothing written, the first record returned.
+        const again = await store.importState({
+          ...plan(), record: { sha256, kind: 'robur-state', importedAt: T0 + 9 }, drops: ['other'], jobs: [{ name: 'c', job: makeJob('c') }],
+          queue: () => [makeRun(makeJob('c'))],
+        });
+        assert.deepEqual(again, { recorded: false, previous: { sha256, kind: 'robur-state', importedAt: T0 + 5, report: done.report } });
+        assert.equal(await store.getJob('c'), undefined);
+        assert.deepEqual((await store.listDroppedPlatforms()).map((d) => d.platform), ['old']);
+        assert.equal((await store.listQueued()).length, 3);
       });
 
       test('farmSecret: the first value stored wins', async (t) => {
