@@ -1,6 +1,9 @@
 /** The pure parts of the robur listener: the script a robur worker gets, and --robur-listen's address. */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { parseRoburListen } from '../../src/cli/commands/daemons.js';
 import { roburScriptOf } from '../../src/server/robur/robur-worker.js';
@@ -14,6 +17,29 @@ test('the env is exported at the top of the script, after a #! line, and the she
   assert.equal(execFileSync('/bin/sh', ['-c', script]).toString(), `it's|${env.B}`);
   assert.equal(roburScriptOf('#!/bin/sh', { A: '1' }).script, "#!/bin/sh\nexport A='1'\n");
   assert.equal(roburScriptOf('echo $A', { A: '1' }).script, "export A='1'\necho $A");
+});
+
+test('a #! naming another interpreter gets a shell script that runs it with the env, written to a dot-file (never an artifact)', (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-robur-script-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // As builder-worker runs it: script.sh in the work dir, the cwd, executed by its #! line.
+  const run = (script: string) => {
+    writeFileSync(path.join(dir, 'script.sh'), script, { mode: 0o700 });
+    return execFileSync('./script.sh', { cwd: dir }).toString();
+  };
+  const env = { A: "it's", B: '$HOME `x` "q"\nnext' };
+  // The script holds the here-document's first delimiter as a line of its own: another is taken.
+  const perl = '#!/usr/bin/perl -w\nprint "$ENV{A}|$ENV{B}|";\nprint <<\'X\';\nKILN_SCRIPT_END\nX\n';
+  assert.equal(run(roburScriptOf(perl, env).script), `it's|${env.B}|KILN_SCRIPT_END\n`);
+  assert.deepEqual(readdirSync(dir).filter((f) => !f.startsWith('.')), ['script.sh'], 'nothing builder-worker would send as an artifact');
+  assert.equal(readFileSync(path.join(dir, '.kiln-script'), 'utf8'), perl, 'the job\'s script, byte for byte');
+  // Through env too; no trailing newline.
+  assert.equal(run(roburScriptOf('#!/usr/bin/env -S perl -w\nprint $ENV{A}', { A: 'via env' }).script), 'via env');
+  // Shells, however named, get the exports inline.
+  for (const shebang of ['#!/bin/sh -e', '#!/usr/bin/env bash', '#!/bin/dash', '#!/usr/bin/env -S bash -e']) {
+    assert.ok(roburScriptOf(`${shebang}\necho "$A"\n`, { A: '1' }).script.startsWith(`${shebang}\nexport A='1'\n`), shebang);
+  }
+  assert.equal(run(roburScriptOf('#!/usr/bin/env bash\necho "$A"\n', { A: 'bash' }).script), 'bash\n');
 });
 
 test('--robur-listen takes HOST or HOST:PORT, the port 1234 by default', () => {

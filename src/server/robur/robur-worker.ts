@@ -59,10 +59,24 @@ function shellQuote(value: string): string {
   return `'${value.replaceAll("'", "'\\''")}'`;
 }
 
+/** Interpreters that take `export` lines (a `#!` naming one, directly or through env, gets them inline). */
+const SHELLS = new Set(['sh', 'bash', 'dash', 'ash', 'ksh', 'mksh', 'pdksh', 'zsh', 'yash', 'posh']);
+
+/** Whether a `#!` line names a shell: `#!/bin/sh -e`, `#!/usr/bin/env bash`, `#!/usr/bin/env -S bash -e`. */
+function namesAShell(shebang: string): boolean {
+  const words = shebang.slice(2).trim().split(/\s+/);
+  const program = (word: string | undefined) => word?.slice(word.lastIndexOf('/') + 1) ?? '';
+  if (program(words[0]) !== 'env') return SHELLS.has(program(words[0]));
+  return SHELLS.has(program(words.slice(1).find((word) => !word.startsWith('-') && !word.includes('='))));
+}
+
 /**
  * The script a robur worker runs for `run`: the run's env as `export K='V'` lines at the top (after
- * a `#!` line, so the shebang still picks the interpreter). Names that are not shell names cannot
- * be exported and are left out (returned, for the log).
+ * a `#!` line, so the shebang still picks the interpreter). A `#!` naming another interpreter (a
+ * Python script, say) could not read those lines: the script is then a shell script that writes the
+ * job's own to `.kiln-script` in the work dir (a dot-file: builder-worker sends none as an artifact,
+ * and removes the dir) and execs it with the env exported. Names that are not shell names cannot be
+ * exported and are left out (returned, for the log).
  */
 export function roburScriptOf(script: string, env: Record<string, string>): { script: string; skipped: string[] } {
   const names = Object.keys(env);
@@ -71,8 +85,29 @@ export function roburScriptOf(script: string, env: Record<string, string>): { sc
   const exports = names.filter((name) => !skipped.includes(name)).map((name) => `export ${name}=${shellQuote(env[name]!)}\n`).join('');
   if (!script.startsWith('#!')) return { script: exports + script, skipped };
   const end = script.indexOf('\n');
+  const shebang = end === -1 ? script : script.slice(0, end);
+  if (!namesAShell(shebang)) return { script: interpreterScriptWithEnv(script, exports), skipped };
   if (end === -1) return { script: `${script}\n${exports}`, skipped };
   return { script: script.slice(0, end + 1) + exports + script.slice(end + 1), skipped };
+}
+
+/** A shell script that writes `script` (its own `#!` kept) to `.kiln-script` and execs it with `exports` applied. */
+function interpreterScriptWithEnv(script: string, exports: string): string {
+  const lines = script.split('\n');
+  // A here-document delimiter that is no line of the script.
+  let delimiter = 'KILN_SCRIPT_END';
+  while (lines.includes(delimiter)) delimiter += '_';
+  return [
+    '#!/bin/sh',
+    '# Kiln: the job\'s script names its own interpreter, which cannot read shell exports: it is written',
+    '# to .kiln-script (a dot-file, never an artifact) and run with the job\'s environment.',
+    'set -e',
+    `cat > .kiln-script <<'${delimiter}'`,
+    `${script.endsWith('\n') ? script : `${script}\n`}${delimiter}`,
+    'chmod 700 .kiln-script',
+    `${exports}exec ./.kiln-script`,
+    '',
+  ].join('\n');
 }
 
 /** What the session is doing. */
