@@ -609,12 +609,8 @@ export interface JobStore {
    * only deliveries to `target` are due; those to an earlier target stay pending until it is back.
    */
   setUploadTarget(target: string | null): void;
-  /** Pending deliveries to the current target due at `now`, oldest first. */
-  dueDeliveries(now: number, limit: number): Promise<Delivery[]>;
   /** When the next pending delivery to the current target is due. */
   nextDeliveryAt(): Promise<number | undefined>;
-  /** Records an attempt: still pending (retry at `nextAt`), delivered, or failed for good. */
-  recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void>;
   /** The deliveries of a run. */
   listDeliveries(runId: string): Promise<Delivery[]>;
   /**
@@ -694,8 +690,8 @@ export interface JobStore {
    */
   claimDeliveries(now: number, limit: number, epoch: number): Promise<Delivery[]>;
   /**
-   * As recordDeliveryAttempt, only while the delivery is still claimed by `epoch`; false (nothing
-   * written) when a newer epoch took it over.
+   * Records an attempt of a delivery claimed by `epoch`: still pending (retry at `nextAt`), delivered,
+   * or failed for good; false (nothing written) when a newer epoch took it over, or it has ended.
    */
   recordClaimedDeliveryAttempt(
     id: number,

@@ -1196,8 +1196,8 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
           nextAt: T0 + 200, lastError: null, createdAt: T0 + 200, endedAt: null, claimEpoch: null,
         });
         assert.equal(await store.nextDeliveryAt(), T0 + 200);
-        assert.deepEqual((await store.dueDeliveries(T0 + 199, 10)).map((d) => d.runId), []);
-        assert.deepEqual((await store.dueDeliveries(T0 + 200, 10)).map((d) => d.runId), [ran]);
+        assert.deepEqual((await store.claimDeliveries(T0 + 199, 10, 1)).map((d) => d.runId), []);
+        assert.deepEqual((await store.claimDeliveries(T0 + 200, 10, 1)).map((d) => d.runId), [ran]);
       });
 
       test('attempts move a delivery from pending to delivered or failed, once', async (t) => {
@@ -1207,12 +1207,14 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         const second = await finishedRun(store, 'b', T0 + 2, []);
         const [d1] = await store.listDeliveries(first);
         const [d2] = await store.listDeliveries(second);
-        await store.recordDeliveryAttempt(d1!.id, { state: 'pending', nextAt: T0 + 1000, error: 'HTTP 503', at: T0 + 10 });
-        assert.deepEqual((await store.dueDeliveries(T0 + 500, 10)).map((d) => d.runId), [second], 'a retried delivery waits for its time');
+        assert.deepEqual((await store.claimDeliveries(T0 + 10, 1, 1)).map((d) => d.id), [d1!.id], 'the oldest due first');
+        assert.equal(await store.recordClaimedDeliveryAttempt(d1!.id, 1, { state: 'pending', nextAt: T0 + 1000, error: 'HTTP 503', at: T0 + 10 }), true);
         assert.equal(await store.nextDeliveryAt(), T0 + 2);
-        await store.recordDeliveryAttempt(d2!.id, { state: 'failed', nextAt: T0 + 20, error: 'HTTP 400: bad run', at: T0 + 20 });
-        await store.recordDeliveryAttempt(d1!.id, { state: 'delivered', nextAt: T0 + 1000, error: null, at: T0 + 1000 });
-        await store.recordDeliveryAttempt(d1!.id, { state: 'failed', nextAt: T0 + 2000, error: 'late', at: T0 + 2000 });
+        assert.deepEqual((await store.claimDeliveries(T0 + 500, 10, 1)).map((d) => d.runId), [second], 'a retried delivery waits for its time');
+        assert.equal(await store.recordClaimedDeliveryAttempt(d2!.id, 1, { state: 'failed', nextAt: T0 + 20, error: 'HTTP 400: bad run', at: T0 + 20 }), true);
+        assert.deepEqual((await store.claimDeliveries(T0 + 1000, 10, 1)).map((d) => d.id), [d1!.id]);
+        assert.equal(await store.recordClaimedDeliveryAttempt(d1!.id, 1, { state: 'delivered', nextAt: T0 + 1000, error: null, at: T0 + 1000 }), true);
+        assert.equal(await store.recordClaimedDeliveryAttempt(d1!.id, 1, { state: 'failed', nextAt: T0 + 2000, error: 'late', at: T0 + 2000 }), false);
         const [after1] = await store.listDeliveries(first);
         assert.equal(after1!.state, 'delivered', 'an ended delivery does not change again');
         assert.equal(after1!.attempts, 2);
@@ -1231,13 +1233,14 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         const accepted = await finishedRun(store, 'b', T0 + 2, []);
         const [d1] = await store.listDeliveries(refused);
         const [d2] = await store.listDeliveries(accepted);
-        await store.recordDeliveryAttempt(d1!.id, { state: 'failed', nextAt: T0 + 10, error: 'HTTP 400: no', at: T0 + 10 });
-        await store.recordDeliveryAttempt(d2!.id, { state: 'delivered', nextAt: T0 + 10, error: null, at: T0 + 10 });
+        assert.equal((await store.claimDeliveries(T0 + 10, 10, 1)).length, 2);
+        await store.recordClaimedDeliveryAttempt(d1!.id, 1, { state: 'failed', nextAt: T0 + 10, error: 'HTTP 400: no', at: T0 + 10 });
+        await store.recordClaimedDeliveryAttempt(d2!.id, 1, { state: 'delivered', nextAt: T0 + 10, error: null, at: T0 + 10 });
         store.setUploadTarget('new');
         assert.equal(await store.requeueFailedDelivery(accepted, T0 + 20), undefined, 'a delivered run is not sent again');
         const again = await store.requeueFailedDelivery(refused, T0 + 20);
-        assert.deepEqual(again, { ...d1!, target: 'new', state: 'pending', attempts: 0, nextAt: T0 + 20, lastError: 'HTTP 400: no', endedAt: null });
-        assert.deepEqual((await store.dueDeliveries(T0 + 20, 10)).map((d) => d.id), [d1!.id]);
+        assert.deepEqual(again, { ...d1!, target: 'new', state: 'pending', attempts: 0, nextAt: T0 + 20, lastError: 'HTTP 400: no', endedAt: null, claimEpoch: 1 });
+        assert.deepEqual((await store.claimDeliveries(T0 + 20, 10, 2)).map((d) => d.id), [d1!.id]);
         assert.equal(await store.requeueFailedDelivery(refused, T0 + 30), undefined, 'a pending delivery is not queued twice');
       });
 
@@ -1246,14 +1249,15 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         store.setUploadTarget('old');
         const ran = await finishedRun(store, 'a', T0 + 1, [1]);
         store.setUploadTarget('new');
-        assert.deepEqual(await store.dueDeliveries(T0 + 10, 10), []);
+        assert.deepEqual(await store.claimDeliveries(T0 + 10, 10, 1), []);
         assert.equal(await store.nextDeliveryAt(), undefined);
         assert.deepEqual((await store.expiredArtifacts({ keepRuns: 0 })).map((e) => e.runId), [ran], 'a delivery to a target no longer set does not pin artifacts');
         store.setUploadTarget('old');
-        assert.deepEqual((await store.dueDeliveries(T0 + 10, 10)).map((d) => d.runId), [ran]);
         assert.deepEqual(await store.expiredArtifacts({ keepRuns: 0 }), []);
+        assert.deepEqual((await store.claimDeliveries(T0 + 10, 10, 1)).map((d) => d.runId), [ran]);
+        assert.deepEqual(await store.expiredArtifacts({ keepRuns: 0 }), [], 'nor while it is being sent');
         store.setUploadTarget(null);
-        assert.deepEqual(await store.dueDeliveries(T0 + 10, 10), []);
+        assert.deepEqual(await store.claimDeliveries(T0 + 10, 10, 2), []);
       });
 
       test('retention lets go of runs past the newest N per job, or older than a time, never running or undelivered ones', async (t) => {
@@ -1558,16 +1562,15 @@ export function runJobStoreSuite(label: string, open: OpenStore, options: { skip
         for (const [i, name] of ['a', 'b', 'c'].entries()) {
           await store.createJob(makeJob(name), [makeRun(makeJob(name), { queuedAt: T0 + i })]);
           const run = (await store.claimNext({ name: 'w1', platform: 'linux', labels: {} }, T0 + 10 + i))!;
-          await store.endAttempt(run.id, { status: 'succeeded', result: EXITED_0, finishedAt: T0 + 100 + i }, { worker: 'w1' });
+          // The third ends later: its delivery is not due with the others.
+          await store.endAttempt(run.id, { status: 'succeeded', result: EXITED_0, finishedAt: i === 2 ? T0 + 5000 : T0 + 100 + i }, { worker: 'w1' });
           runs.push(run.id);
         }
         const [d1, d2, d3] = await Promise.all(runs.map(async (id) => (await store.listDeliveries(id))[0]!));
-        await store.recordDeliveryAttempt(d3!.id, { state: 'pending', nextAt: T0 + 5000, error: 'HTTP 503', at: T0 + 200 });
         const claimed = await store.claimDeliveries(T0 + 1000, 10, 1);
         assert.deepEqual(claimed.map((d) => [d.id, d.state, d.claimEpoch]), [[d1!.id, 'sending', 1], [d2!.id, 'sending', 1]], 'due ones, oldest first');
         // The outbox claims only between its sends: what this epoch left sending (a pass that failed) is taken back.
         assert.deepEqual((await store.claimDeliveries(T0 + 1000, 10, 1)).map((d) => [d.id, d.claimEpoch]), [[d1!.id, 1], [d2!.id, 1]], 'taken back by its own epoch');
-        assert.deepEqual(await store.dueDeliveries(T0 + 1000, 10), [], 'the unfenced outbox does not see them');
         const summary = await store.outboxSummary();
         assert.deepEqual([summary.pending, summary.oldestPendingAt], [3, T0 + 100], 'being sent counts as pending');
         // Epoch 1's holder died: epoch 2 claims what it was sending (same rows, same ids), limit 1 at a time.

@@ -724,16 +724,8 @@ class PostgresStore implements JobStore {
     this.uploadTarget = target;
   }
 
-  async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
-    return (await this.db.run<DeliveryRow>(S.DELIVERIES_DUE, [this.uploadTarget, now, limit])).rows.map(toDelivery);
-  }
-
   async nextDeliveryAt(): Promise<number | undefined> {
     return (await this.db.run<{ at: number | null }>(S.DELIVERIES_NEXT_AT, [this.uploadTarget])).rows[0]?.at ?? undefined;
-  }
-
-  async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {
-    await this.db.run(S.DELIVERY_RECORD_ATTEMPT, [id, outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at]);
   }
 
   async requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined> {

@@ -458,16 +458,8 @@ export const BLOBS_REFERENCED = sql('blobs_referenced', `
 /** A pending delivery of a run that ended. $1 run_id, $2 target, $3 at (due and created) */
 export const DELIVERY_INSERT = sql('delivery_insert', 'INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES ($1, $2, $3, $3)');
 
-/** Pending deliveries to a target due at a time, oldest first. $1 target, $2 now, $3 limit */
-export const DELIVERIES_DUE = sql('deliveries_due', `
-  SELECT * FROM deliveries WHERE state = 'pending' AND target = $1 AND next_at <= $2 ORDER BY next_at, id LIMIT $3`);
-
 /** When the next pending delivery to a target is due (null: none). $1 target */
 export const DELIVERIES_NEXT_AT = sql('deliveries_next_at', "SELECT MIN(next_at) AS at FROM deliveries WHERE state = 'pending' AND target = $1");
-
-/** Records an attempt of a pending delivery. $1 id, $2 state, $3 next_at, $4 last_error, $5 ended_at (null while pending) */
-export const DELIVERY_RECORD_ATTEMPT = sql('delivery_record_attempt', `
-  UPDATE deliveries SET state = $2, attempts = attempts + 1, next_at = $3, last_error = $4, ended_at = $5 WHERE id = $1 AND state = 'pending'`);
 
 /** Queues a run's latest failed delivery again, to a target (null: its own). $1 run_id, $2 at, $3 target */
 export const DELIVERY_REQUEUE_FAILED = sql('delivery_requeue_failed', `

@@ -641,16 +641,8 @@ class SqliteStore implements JobStore {
     this.uploadTarget = target;
   }
 
-  async dueDeliveries(now: number, limit: number): Promise<Delivery[]> {
-    return (this.prepare(S.DELIVERIES_DUE).all(this.uploadTarget, now, limit) as DeliveryRow[]).map(toDelivery);
-  }
-
   async nextDeliveryAt(): Promise<number | undefined> {
     return (this.prepare(S.DELIVERIES_NEXT_AT).pluck().get(this.uploadTarget) as number | null) ?? undefined;
-  }
-
-  async recordDeliveryAttempt(id: number, outcome: { state: Delivery['state']; nextAt: number; error: string | null; at: number }): Promise<void> {
-    this.prepare(S.DELIVERY_RECORD_ATTEMPT).run(outcome.state, outcome.nextAt, outcome.error, outcome.state === 'pending' ? null : outcome.at, id);
   }
 
   async requeueFailedDelivery(runId: string, at: number): Promise<Delivery | undefined> {

@@ -245,15 +245,8 @@ export const BLOB_REFERENCED = 'SELECT 1 FROM artifacts WHERE sha256 = ? AND run
 /** A pending delivery of a run that ended. ?1 run_id, ?2 target, ?3 next_at, ?4 created_at */
 export const DELIVERY_INSERT = 'INSERT INTO deliveries (run_id, target, next_at, created_at) VALUES (?, ?, ?, ?)';
 
-/** Pending deliveries to a target due at a time, oldest first. ?1 target, ?2 now, ?3 limit */
-export const DELIVERIES_DUE = "SELECT * FROM deliveries WHERE state = 'pending' AND target = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?";
-
 /** When the next pending delivery to a target is due (null: none). ?1 target */
 export const DELIVERIES_NEXT_AT = "SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND target = ?";
-
-/** Records an attempt of a pending delivery. ?1 state, ?2 next_at, ?3 last_error, ?4 ended_at (null while pending), ?5 id */
-export const DELIVERY_RECORD_ATTEMPT = `UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ?, ended_at = ?
-  WHERE id = ? AND state = 'pending'`;
 
 /** Queues a run's latest failed delivery again, to a target (null: its own). @runId, @at, @target */
 export const DELIVERY_REQUEUE_FAILED = `UPDATE deliveries SET state = 'pending', attempts = 0, next_at = @at, ended_at = NULL, target = COALESCE(@target, target)
