@@ -25,6 +25,8 @@ export interface InProcessOptions {
   store?: string;
   /** Where artifact blobs live (default: the data dir's artifacts/). */
   artifactStore?: BlobStoreLocation;
+  /** robur's port (`--robur-listen`); off when absent. */
+  robur?: { host: string; port: number };
 }
 
 export async function inProcessServer(t: TestContext, options: InProcessOptions = {}): Promise<KilnServer & { dataDir: string }> {
@@ -32,7 +34,7 @@ export async function inProcessServer(t: TestContext, options: InProcessOptions 
   if (!options.dataDir) t.after(() => rmSync(dataDir, { recursive: true, force: true }));
   const server = await startServer(pino({ level: process.env.KILN_TEST_LOG ?? 'silent' }), {
     host: '127.0.0.1', port: 0, dataDir, heartbeatMs: options.heartbeatMs, reattachGraceMs: options.reattachGraceMs ?? 300, backstopMs: options.backstopMs, now: options.now,
-    artifactLimits: options.artifactLimits, wrapStore: options.wrapStore, store: options.store, artifactStore: options.artifactStore,
+    artifactLimits: options.artifactLimits, wrapStore: options.wrapStore, store: options.store, artifactStore: options.artifactStore, robur: options.robur,
   });
   let closed = false;
   t.after(async () => {

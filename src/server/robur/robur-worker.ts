@@ -14,8 +14,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { identityKey, isValidPlatform, normaliseArtifactPath, PLATFORM_RULE, type RunResult } from '../../core/index.js';
-import { coerceError, ProtocolError } from '../../errors.js';
+import { backoffMs, identityKey, isValidPlatform, normaliseArtifactPath, PLATFORM_RULE, type BackoffTimings, type RunResult } from '../../core/index.js';
+import { coerceError, ProtocolError, StoreUnavailableError } from '../../errors.js';
 import { runResultOf, type RoburCmd, type RoburFile } from '../../protocol/robur/index.js';
 import type { SkippedArtifact } from '../../protocol/index.js';
 import type { JobStore, Run, StoredLine } from '../../store/index.js';
@@ -50,6 +50,11 @@ export interface RoburPeerSession {
   /** Its next frame declares `size` bytes, over `limit`: the run it holds ends `aborted` with that reason and the connection closes. Never throws. */
   tooLarge(size: number, limit: number): Promise<void>;
 }
+
+/** How a robur run's end the store refused is written again (the server holds the worker's result meanwhile). */
+const END_RETRY: BackoffTimings = { retryMinMs: 100, retryMaxMs: 5_000, jitter: 0.2 };
+/** How long it is tried at most before the run is left to the reaper. */
+const END_RETRY_FOR_MS = 60_000;
 
 /** Longest console line kept (the console's own limit); a longer one is cut there. */
 const MAX_LINE_CHARS = 65_536;
@@ -294,12 +299,34 @@ export class RoburWorkerSession implements RoburPeerSession {
     if (phase.kind !== 'running') throw new ProtocolError('Job_finished before a job was scheduled');
     this.checkUuid(uuid);
     this.phase = { kind: 'over', session: phase.session };
-    await this.then('could not record a robur run\'s end', async () => {
-      const skipped = await this.keepFiles(phase.run.id, files);
-      await this.parts.lifecycle.workerFinished(phase.session, phase.run.id, runResultOf(result), undefined, skipped);
-    });
+    await this.then('could not record a robur run\'s end', () => this.recordEnd(phase.session, phase.run.id, runResultOf(result), files));
     // builder closes after Job_finished too; the worker exits.
     this.conn.close('job finished');
+  }
+
+  /**
+   * Keeps the files and ends the run. builder's worker sends its result once and exits: while the
+   * store is away the server holds it and writes it again with the backoff (the files are kept by
+   * path, so a second pass stores nothing twice), for up to END_RETRY_FOR_MS; past that, or on
+   * another error, the run is left to the reaper (lost, then retried), never silently dropped.
+   * gone() waits behind it on the chain, so the run is not lost meanwhile.
+   */
+  private async recordEnd(session: WorkerSession, runId: string, result: RunResult, files: RoburFile[]): Promise<void> {
+    const since = Date.now();
+    for (let attempts = 1; ; attempts += 1) {
+      try {
+        const skipped = await this.keepFiles(runId, files);
+        await this.parts.lifecycle.workerFinished(session, runId, result, undefined, skipped);
+        return;
+      } catch (raw) {
+        const err = coerceError(raw);
+        if (!(err instanceof StoreUnavailableError) || Date.now() - since >= END_RETRY_FOR_MS) throw err;
+        const wait = backoffMs(attempts, END_RETRY);
+        this.log.warn({ runId, err: err.message, attempts, retryInMs: Math.round(wait) }, 'the store refused a robur run\'s end; the server holds it and tries again');
+        // Unref'd: a server stopping meanwhile is not held up (its run is then left to the reaper of the next).
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      }
+    }
   }
 
   /** Stores each file as an artifact of the run; a file refused (a bad path, a limit) is a skipped artifact with the reason. */
