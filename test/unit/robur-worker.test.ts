@@ -40,6 +40,7 @@ test('a #! naming another interpreter gets a shell script that runs it with the 
     assert.ok(roburScriptOf(`${shebang}\necho "$A"\n`, { A: '1' }).script.startsWith(`${shebang}\nexport A='1'\n`), shebang);
   }
   assert.equal(run(roburScriptOf('#!/usr/bin/env bash\necho "$A"\n', { A: 'bash' }).script), 'bash\n');
+  assert.deepEqual(roburScriptOf(perl, { 'not-a-name': 'v' }), { script: perl, skipped: ['not-a-name'] }, 'nothing to export: the script as it is');
 });
 
 test('--robur-listen takes HOST or HOST:PORT, the port 1234 by default', () => {

@@ -88,6 +88,7 @@ export function roburScriptOf(script: string, env: Record<string, string>): { sc
   if (names.length === 0) return { script, skipped: [] };
   const skipped = names.filter((name) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name));
   const exports = names.filter((name) => !skipped.includes(name)).map((name) => `export ${name}=${shellQuote(env[name]!)}\n`).join('');
+  if (exports === '') return { script, skipped };
   if (!script.startsWith('#!')) return { script: exports + script, skipped };
   const end = script.indexOf('\n');
   const shebang = end === -1 ? script : script.slice(0, end);

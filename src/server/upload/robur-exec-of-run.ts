@@ -97,8 +97,11 @@ export type SeqLine = TimedLine & { seq: number };
 /** Reads the run's stored console: at most `limit` lines after the one numbered `afterSeq`, oldest first (JobStore.readConsole). */
 export type ConsolePageReader = (afterSeq: number, limit: number) => Promise<readonly SeqLine[]>;
 
-/** Lines read and encoded at a time: what one exec's console costs in memory, however long it is. */
-const CONSOLE_PAGE_LINES = 5000;
+/**
+ * Lines read and encoded at a time: what one exec's console costs in memory, however long it is
+ * (a line is at most 64 Ki characters, so a page at most 64 MiB; ~100 KB for lines of a hundred).
+ */
+const CONSOLE_PAGE_LINES = 1000;
 
 /**
  * The run's console, encoded for its exec a page at a time. The wire wants its length first and its

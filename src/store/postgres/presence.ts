@@ -299,8 +299,14 @@ class HeldPresence implements Presence {
     clearTimeout(this.tickTimer);
     clearTimeout(this.retryTimer);
     // An attempt to retake presence in flight may be taking the lock now: it sees `stopped` and lets go; waited for,
-    // so that once left this server is not briefly alive again on a connection nobody ends.
-    await this.retaking;
+    // so that once left this server is not briefly alive again on a connection nobody ends. Its connection is
+    // ended too, and the wait bounded by the cut-off: a retake stalled on a silent network does not hold up a stop.
+    if (this.retaking) {
+      void this.retakeClient?.end().catch(() => undefined);
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([this.retaking, new Promise<void>((resolve) => (bound = setTimeout(resolve, this.cutOffMs).unref()))]);
+      clearTimeout(bound);
+    }
     const client = this.client;
     const wasHeld = this.held;
     this.held = false;
@@ -379,12 +385,15 @@ class HeldPresence implements Presence {
   /** The backend of the connection last lost: seen lost here, it may live on holding the presence lock. */
   private oldBackend: number | undefined;
 
-  /** The attempt to retake presence under way, if any (leave() waits for it). */
+  /** The attempt to retake presence under way, if any (leave() waits for it), and its connection. */
   private retaking: Promise<void> | undefined;
+  private retakeClient: pg.Client | undefined;
 
   private startRetake(): void {
     const attempt = this.retake().finally(() => {
-      if (this.retaking === attempt) this.retaking = undefined;
+      if (this.retaking !== attempt) return;
+      this.retaking = undefined;
+      this.retakeClient = undefined;
     });
     this.retaking = attempt;
   }
@@ -394,6 +403,7 @@ class HeldPresence implements Presence {
     if (this.stopped) return;
     this.attempts += 1;
     const client = this.newClient();
+    this.retakeClient = client;
     // Errors before it holds the locks are the attempt's; the listener only keeps them from ending the process.
     const quiet = () => undefined;
     client.on('error', quiet);
