@@ -83,7 +83,7 @@ describe('two servers on one PostgreSQL schema', { skip }, () => {
       worker.send({ v: 1, type: 'run.output', runId, lines });
       const last = seq - 1;
       // Bounded below the feed's periodic resync (10 s): they come with the store's ranges, not with that.
-      await within(observer.until((e) => e.type === 'line' && e.seq === last), `line ${last} on A`, 5000);
+      await within(observer.until((e) => e.type === 'line' && e.seq === last), `line ${last} on A`, 8000);
     }
 
     // Cancelled on A: the worker on B is asked, stops, and prints a last line.

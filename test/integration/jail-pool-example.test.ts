@@ -435,7 +435,9 @@ test('start makes a clone recording the instance, a jail on it and the worker in
   // check: alive, then not once the worker is gone (its last words in the reason).
   assert.equal(await pool.check(handle), null);
   process.kill(worker!.pid, 'SIGKILL');
-  for (let i = 0; i < 50 && alive(worker!.pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  // (No event says a process that is not our child has gone: polled, for up to 10 s.)
+  for (let i = 0; i < 500 && alive(worker!.pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(alive(worker!.pid), false, 'the worker is gone');
   const reason = await pool.check(handle);
   assert.match(reason ?? '', new RegExp(`the worker \\(pid ${worker!.pid}\\) in jail ${ref} has exited; its last words: stand-in worker ${worker!.pid} up`));
 
