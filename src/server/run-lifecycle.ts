@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import {
   decideReattach, decideUnheld, endOfOverdue, expandTemplate, formatResult, type BackoffTimings, type RunResult,
 } from '../core/index.js';
-import { ProtocolError, TemplateNotFoundError } from '../errors.js';
+import { ProtocolError, StoreUnavailableError, TemplateNotFoundError } from '../errors.js';
 import type { SkippedArtifact, StopCause } from '../protocol/index.js';
 import type { AttemptEnd, ClaimingWorker, EndWrites, FireOutcome, ImportPlan, ImportResult, Job, JobStore, NewRun, ReportedEnd, Run, ScriptFor, StoredLine } from '../store/index.js';
 import type { EventBus } from './events.js';
@@ -116,7 +116,15 @@ export class RunLifecycle {
    * drops, then the queued runs (one `run.queued`, for a dispatch pass). A repeat publishes nothing.
    */
   async importState(plan: ImportPlan): Promise<ImportResult> {
-    const imported = await this.store.importState(plan);
+    let imported: ImportResult;
+    try {
+      imported = await this.store.importState(plan);
+    } catch (raw) {
+      // The store went away: its commit may have gone through unheard. What reads the store (the
+      // dispatcher, the scheduler) reads it again rather than sleep past what it may hold.
+      if (raw instanceof StoreUnavailableError) this.events.publish('feed.resync', {});
+      throw raw;
+    }
     if (!imported.recorded) return imported;
     for (const { platform, dropped, cancelled } of imported.writes.drops) {
       if (!dropped) continue;

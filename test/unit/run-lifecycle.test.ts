@@ -524,3 +524,25 @@ test('a worker that left while the store refused is recorded gone once the store
   assert.equal(row?.connected, false, 'recorded gone by the retry');
   assert.equal(row?.lastSeen, T0, 'as of when it left');
 });
+
+test('an import whose commit may have gone through unheard (the store went away) has everything read the store again: feed.resync', async (t) => {
+  const w = await world(t);
+  const resyncs: unknown[] = [];
+  w.events.on('feed.resync', (e) => resyncs.push(e));
+  const plan = (sha256: string) => ({
+    record: { sha256, kind: 'test', importedAt: T0 }, drops: [], jobs: [{ name: 'imported', job: makeJob('imported') }],
+    queue: () => [newRun('imported')], report: () => ({}),
+  });
+  w.wrap.importState = async (call) => {
+    await call();
+    throw new StoreUnavailableError('postgres://db', 'connection lost at the commit');
+  };
+  await assert.rejects(w.lifecycle.importState(plan('a'.repeat(64))), /connection lost/);
+  assert.equal(resyncs.length, 1);
+  assert.deepEqual(w.names(), [], 'nothing published as done: it is not known to be');
+  w.wrap.importState = async () => {
+    throw new Error('a bug, not the store away');
+  };
+  await assert.rejects(w.lifecycle.importState(plan('b'.repeat(64))), /a bug/);
+  assert.equal(resyncs.length, 1, 'only when the store went away');
+});
