@@ -366,7 +366,9 @@ async function startOnStore(
   });
 
   let metricsListener: MetricsListener | undefined;
+  const stopping = new AbortController();
   const stopAll = async () => {
+    stopping.abort();
     await metricsListener?.close();
     // Its workers' runs are lost here (they cannot re-attach), while the store is open.
     await roburListener?.close();
@@ -432,7 +434,7 @@ async function startOnStore(
       roburListener = await listenForRobur({
         log: roburLog,
         worker: (conn) => new RoburWorkerSession(conn, {
-          store, workers: registry, lifecycle, blobs, events, log: roburLog, now, serverId: presence ? member.id : undefined,
+          store, workers: registry, lifecycle, blobs, events, log: roburLog, now, serverId: presence ? member.id : undefined, stopping: stopping.signal,
         }),
         serveClient: (conn, command) => serveRoburClient(conn, command, roburClient),
       }, options.robur);

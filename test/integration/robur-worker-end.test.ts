@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { StoreUnavailableError } from '../../src/errors.js';
 import type { JobStore } from '../../src/store/index.js';
-import { inProcessServer } from '../helpers/in-process.js';
+import { inProcessServer, within } from '../helpers/in-process.js';
 import { roburClient, roburWorker } from '../helpers/robur-peers.js';
 
 test("a robur run's end the store refuses is held and written again: the run ends as the worker said, with its file and console, once", { timeout: 60_000 }, async (t) => {
@@ -52,4 +52,35 @@ test("a robur run's end the store refuses is held and written again: the run end
   assert.deepEqual((await store.listArtifacts(uuid)).map((a) => [a.path, a.size]), [['out.txt', 9]]);
   assert.deepEqual((await store.readConsole(uuid)).map((l) => l.text), ['built']);
   assert.deepEqual((await store.listQueued()).map((r) => r.job), [], 'nothing queued again');
+});
+
+test('a server stopping while it holds a robur run\'s end for the store is not held up: it stops at once, the run left to the reaper', { timeout: 60_000 }, async (t) => {
+  let refusing = false;
+  let refused = 0;
+  let firstRefusal!: () => void;
+  const retrying = new Promise<void>((resolve) => (firstRefusal = resolve));
+  const wrapStore = (store: JobStore): JobStore => new Proxy(store, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver) as unknown;
+      if (key !== 'endAttempt' || typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (!refusing) return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        refused += 1;
+        // Twice: the end was held and tried again (the backoff's first wait is 0.1 s), and is waiting for the next try.
+        if (refused === 2) firstRefusal();
+        return Promise.reject(new StoreUnavailableError('test', 'the store is away'));
+      };
+    },
+  });
+  const server = await inProcessServer(t, { wrapStore, robur: { host: '127.0.0.1', port: 0 } });
+  const port = Number(server.roburAddress!.split(':').at(-1));
+  const job = { name: 'stopping', script: '#!/bin/sh\necho built\n', platform: 'debian-12' };
+  assert.deepEqual(await roburClient(port, { type: 'schedule', period: 'never', job }), [{ type: 'success' }]);
+  refusing = true;
+  const worker = roburWorker(port, 'debian-12');
+  await worker.scheduled;
+  await worker.done;
+  await retrying;
+  // Held for up to a minute while the store is away, but not past a stop.
+  await within(server.close(), 'the server stops while a robur end is held', 10_000);
 });

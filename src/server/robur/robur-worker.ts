@@ -13,6 +13,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { backoffMs, identityKey, isValidPlatform, normaliseArtifactPath, PLATFORM_RULE, type BackoffTimings, type RunResult } from '../../core/index.js';
 import { coerceError, ProtocolError, StoreUnavailableError } from '../../errors.js';
@@ -37,6 +38,8 @@ export interface RoburWorkerParts {
   now: () => number;
   /** This server's id among servers sharing the store (PostgreSQL): the worker is recorded with it and a connection id. */
   serverId?: string;
+  /** Aborted when the server stops: a run's end held for the store is not tried again past it. */
+  stopping?: AbortSignal;
 }
 
 /** What the listener does with a worker connection past its hello. */
@@ -308,8 +311,9 @@ export class RoburWorkerSession implements RoburPeerSession {
   /**
    * Keeps the files and ends the run. builder's worker sends its result once and exits: while the
    * store is away the server holds it and writes it again with the backoff (the files are kept by
-   * path, so a second pass stores nothing twice), for up to END_RETRY_FOR_MS; past that, or on
-   * another error, the run is left to the reaper (lost, then retried), never silently dropped.
+   * path, so a second pass stores nothing twice), for up to END_RETRY_FOR_MS or until the server
+   * stops; past that, or on another error, the run is left to the reaper (lost, then retried), never
+   * silently dropped.
    * gone() waits behind it on the chain, so the run is not lost meanwhile.
    */
   private async recordEnd(session: WorkerSession, runId: string, result: RunResult, files: RoburFile[]): Promise<void> {
@@ -321,11 +325,11 @@ export class RoburWorkerSession implements RoburPeerSession {
         return;
       } catch (raw) {
         const err = coerceError(raw);
-        if (!(err instanceof StoreUnavailableError) || Date.now() - since >= END_RETRY_FOR_MS) throw err;
+        if (!(err instanceof StoreUnavailableError) || this.parts.stopping?.aborted || Date.now() - since >= END_RETRY_FOR_MS) throw err;
         const wait = backoffMs(attempts, END_RETRY);
         this.log.warn({ runId, err: err.message, attempts, retryInMs: Math.round(wait) }, 'the store refused a robur run\'s end; the server holds it and tries again');
-        // Unref'd: a server stopping meanwhile is not held up (its run is then left to the reaper of the next).
-        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        // A server stopping meanwhile is not held up (the listener's stop waits for this session): one last try, then the reaper's.
+        await delay(wait, undefined, { signal: this.parts.stopping, ref: false }).catch(() => undefined);
       }
     }
   }
