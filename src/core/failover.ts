@@ -45,19 +45,13 @@ export function nextAttempt(at: FailoverPosition, addresses: number, servers: nu
 export const NAME_TAKEN_PATIENCE_MS = 30_000;
 
 /**
- * The same with one server: long enough for the ping its first refusal sent the holder to drop a
- * half-open holder (2 s) and for a retry after that; a name still taken then is a live worker's.
- */
-export const NAME_TAKEN_PATIENCE_ONE_SERVER_MS = 5_000;
-
-/**
- * Whether a `name taken` close ends the worker (exit refused): never while it holds runs (they
- * wait for it); else once the name has been taken for longer than the patience (one server's, or
- * several's), since the first refusal in a row (`takenSince`).
+ * Whether a `name taken` close ends the worker (exit refused): with one server, at once when it
+ * holds no runs (as before failover existed); with several, once the names have been taken for
+ * longer than the patience, since the first of them in a row (`takenSince`).
  */
 export function nameTakenIsFinal(servers: number, heldRuns: number, takenSince: number, now: number): boolean {
   if (heldRuns > 0) return false;
-  return now - takenSince >= (servers <= 1 ? NAME_TAKEN_PATIENCE_ONE_SERVER_MS : NAME_TAKEN_PATIENCE_MS);
+  return servers <= 1 || now - takenSince >= NAME_TAKEN_PATIENCE_MS;
 }
 
 /**
