@@ -39,8 +39,7 @@ export function nextAttempt(at: FailoverPosition, addresses: number, servers: nu
 /**
  * How long a worker keeps trying other servers while each says its name is taken, before it gives
  * up as a duplicate name: a server that died keeps the name `connected` until it is seen dead (one
- * presence tick, 2 s), and a half-open socket on a live server until it fails the ping its hello's
- * refusal sent it (about 2 s, PROBE_WAIT_MS in server/gateway/heartbeat.ts).
+ * presence tick, 2 s), and a half-open socket on a live server until its heartbeat drops it (2 x 10 s).
  */
 export const NAME_TAKEN_PATIENCE_MS = 30_000;
 

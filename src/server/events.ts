@@ -99,13 +99,6 @@ export interface KilnEvents {
    * is told. The publisher cuts its own at once; a gateway acts on remote ones. Subscriber: the gateway.
    */
   'worker.cut': { name: string; identity?: string; keep?: string; except?: string; reason: string; remote?: true };
-  /**
-   * A hello asked for the name `name`, which a connection on another server holds: the server that
-   * holds it pings that connection now and drops it if it does not answer in time (a half-open
-   * connection gives the name up in seconds, not after its heartbeat's 2 intervals). Only a name: it
-   * can cause a ping, never the drop of a connection that answers. Subscriber: the gateway.
-   */
-  'worker.probe': { name: string; remote?: true };
   /** A worker joined or left another server. Subscribers: pools (evaluate), the reaper (kicks on left). */
   'worker.elsewhere': { name: string; platform: string; change: 'joined' | 'left'; remote: true };
   /** A server joined the farm, or left it (a clean stop, or found dead). Subscriber: the lease keeper (tries at once). */

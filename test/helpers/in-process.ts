@@ -66,13 +66,9 @@ export class FakeWorker {
     this.closed = new Promise((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
   }
 
-  /**
-   * Opens a connection with `token`; resolves once open (or rejects with the HTTP status).
-   * `autoPong: false` makes a worker that reads frames but never answers pings (a half-open one, as
-   * the server's heartbeat sees it).
-   */
-  static connect(t: TestContext, server: KilnServer, token = server.tokens.worker, options: { autoPong?: boolean } = {}): Promise<FakeWorker> {
-    const socket = new WebSocket(server.url.replace('http', 'ws') + '/api/worker', { headers: { authorization: `Bearer ${token}` }, autoPong: options.autoPong ?? true });
+  /** Opens a connection with `token`; resolves once open (or rejects with the HTTP status). */
+  static connect(t: TestContext, server: KilnServer, token = server.tokens.worker): Promise<FakeWorker> {
+    const socket = new WebSocket(server.url.replace('http', 'ws') + '/api/worker', { headers: { authorization: `Bearer ${token}` } });
     t.after(() => socket.terminate());
     return new Promise((resolve, reject) => {
       socket.once('open', () => resolve(new FakeWorker(socket)));
@@ -146,27 +142,4 @@ export async function runOnFakeWorker(t: TestContext, job: Record<string, unknow
 export async function consoleEvents(server: KilnServer, runId: string, follow = true): Promise<any[]> {
   const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=${follow}`, { headers: { authorization: `Bearer ${server.tokens.admin}` } });
   return (await response.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line));
-}
-
-/** `promise`, or a failure saying `what` did not happen within `ms` (a bound on a wait, not a sleep). */
-export function within<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-/**
- * Says `hello` on a new connection until it is welcomed, as a worker told `name taken` tries
- * again: a name given up by a dropped connection is free once the server has handled that close,
- * which the test cannot await from outside. Returns the worker and its welcome.
- */
-export async function helloUntilWelcomed(t: TestContext, server: KilnServer, hello: Record<string, unknown>) {
-  for (;;) {
-    const worker = await FakeWorker.connect(t, server);
-    worker.send(helloFrame(hello));
-    const reply = await worker.next<{ type: string; code?: string; resume?: { runId: string; afterSeq: number }[] }>();
-    if (reply.type === 'welcome') return { worker, welcome: reply };
-    if (reply.code !== 'KILN_ERR_WORKER_NAME_TAKEN') throw new Error(`expected a welcome or name taken, got ${JSON.stringify(reply)}`);
-    await worker.closed;
-  }
 }

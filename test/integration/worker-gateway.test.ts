@@ -2,8 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CloseCode } from '../../src/protocol/index.js';
-import { PROBE_WAIT_MS } from '../../src/server/gateway/heartbeat.js';
-import { call, consoleEvents, FakeWorker, helloFrame, helloUntilWelcomed, inProcessServer, runOnFakeWorker, within } from '../helpers/in-process.js';
+import { call, consoleEvents, FakeWorker, helloFrame, inProcessServer, runOnFakeWorker } from '../helpers/in-process.js';
 
 const job = { name: 'build', platform: 'testos', script: 'echo hi\n', period: 'never', env: { GREETING: 'hello' }, timeoutMs: 5000 };
 
@@ -38,48 +37,6 @@ test('a bad hello and a second worker with a taken name are refused', async (t) 
   second.send(helloFrame());
   assert.equal((await second.next()).code, 'KILN_ERR_WORKER_NAME_TAKEN');
   assert.equal((await second.closed).code, CloseCode.nameTaken);
-});
-
-test('a hello for a name held by a connection that does not answer pings drops it within seconds, not 2 heartbeats; the retry gets the name and its run', async (t) => {
-  // The default heartbeat (10 s): alone, it would keep the name for 10-20 s.
-  const server = await inProcessServer(t, { reattachGraceMs: 60_000 });
-  const silent = await FakeWorker.connect(t, server, server.tokens.worker, { autoPong: false });
-  await silent.hello({ name: 'n' });
-  await call(server, 'POST', '/api/jobs', { ...job, timeoutMs: 60_000 });
-  const runId: string = (await call(server, 'POST', '/api/jobs/build/execute', {})).body.run.id;
-  assert.equal((await silent.next()).type, 'run.assign');
-
-  // Its worker came back on another connection: refused this time, and the holder is probed.
-  const second = await FakeWorker.connect(t, server);
-  second.send(helloFrame({ name: 'n', runs: [{ runId, attempt: 1 }] }));
-  assert.equal((await second.next()).code, 'KILN_ERR_WORKER_NAME_TAKEN');
-  assert.equal((await second.closed).code, CloseCode.nameTaken);
-  await within(silent.closed, 'the holder that does not answer pings is dropped', PROBE_WAIT_MS + 3000);
-
-  // Its retry gets in and re-attaches the run, which kept running.
-  const { welcome } = await within(helloUntilWelcomed(t, server, { name: 'n', runs: [{ runId, attempt: 1 }] }), 'the name is given to the retry', 5000);
-  assert.deepEqual(welcome.resume?.map((r) => r.runId), [runId]);
-  const run = (await call(server, 'GET', `/api/runs/${runId}`)).body.run;
-  assert.deepEqual({ status: run.status, worker: run.worker }, { status: 'running', worker: 'n' });
-});
-
-test('a holder that answers the probe keeps its name: the second hello is refused and the holder stays connected and served', async (t) => {
-  const server = await inProcessServer(t);
-  const holder = await FakeWorker.connect(t, server);
-  await holder.hello({ name: 'n' });
-  const pinged = new Promise((resolve) => holder.socket.once('ping', resolve));
-
-  const second = await FakeWorker.connect(t, server);
-  second.send(helloFrame({ name: 'n' }));
-  assert.equal((await second.next()).code, 'KILN_ERR_WORKER_NAME_TAKEN');
-  assert.equal((await second.closed).code, CloseCode.nameTaken);
-  // Probed now, not at its next heartbeat (up to 10 s away).
-  await within(pinged, 'the holder is pinged', 1000);
-  // An observation of absence: the probe's bound and a margin pass, and the holder is still there.
-  await assert.rejects(within(holder.closed, 'the holder is dropped', PROBE_WAIT_MS + 1000), /not within/);
-  await call(server, 'POST', '/api/jobs', job);
-  await call(server, 'POST', '/api/jobs/build/execute', {});
-  assert.equal((await holder.next()).type, 'run.assign', 'still served');
 });
 
 test('a queued run is pushed to an idle worker; output and result are stored once', async (t) => {

@@ -44,7 +44,6 @@ const OUTGOING: Outgoing = {
   'job.changed': ({ name }) => ({ kind: 'job.changed', data: { name } }),
   'delivery.queued': ({ runId }) => ({ kind: 'delivery.queued', data: { runId } }),
   'worker.cut': ({ name, identity, keep, except, reason }) => ({ kind: 'worker.cut', data: { name, identity, keep, except, reason } }),
-  'worker.probe': ({ name }) => ({ kind: 'worker.probe', data: { name } }),
   'lease.released': ({ name }) => ({ kind: 'lease.released', data: { name } }),
   'server.joined': ({ id, url }) => ({ kind: 'server.joined', data: { id, url } }),
   'server.left': ({ id, url }) => ({ kind: 'server.left', data: { id, url } }),
@@ -55,7 +54,7 @@ const OUTGOING: Outgoing = {
 /** The kinds published as they came (with `remote: true`); the workers' become `worker.elsewhere`, the store's `console.committed`. */
 const INCOMING = new Set<string>([
   'run.queued', 'run.retried', 'run.ended', 'run.dispatched', 'run.attached', 'run.cancel-requested', 'platform.dropped', 'platform.undropped',
-  'job.changed', 'delivery.queued', 'worker.cut', 'worker.probe', 'lease.released', 'server.joined', 'server.left',
+  'job.changed', 'delivery.queued', 'worker.cut', 'lease.released', 'server.joined', 'server.left',
 ]);
 
 /**

@@ -7,12 +7,6 @@
  * connection (a name connected on another live server is taken), and a cut decided on any server
  * (a token revoked, a name given its own token) goes out as `worker.cut`: the server holding the
  * connection cuts it.
- *
- * A hello refused because its name is held makes the holder's connection be probed (here, or on
- * the server holding it through `worker.probe`): pinged at once and dropped unless it answers within
- * PROBE_WAIT_MS. A half-open connection (its worker lost its network, or came back through another
- * route) thus gives the name up in seconds; the refused worker's retry gets in and re-attaches its
- * runs. A holder that answers keeps its name.
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
@@ -29,7 +23,7 @@ import type { Run } from '../../store/index.js';
 import type { ArtifactLimits } from '../artifact-store.js';
 import type { EventBus, KilnEvents } from '../events.js';
 import { DEFAULT_TIMEOUT_MS, type RunLifecycle } from '../run-lifecycle.js';
-import { HeartbeatSweep, PROBE_WAIT_MS, type Beat } from './heartbeat.js';
+import { HeartbeatSweep, type Beat } from './heartbeat.js';
 import type { WorkerLink, WorkerRegistry, WorkerSession } from '../worker-registry.js';
 import type { JobStore } from '../../store/index.js';
 
@@ -203,24 +197,6 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
   const heartbeats = new HeartbeatSweep(options.heartbeatMs);
   /** Each connection's id, recorded with its worker in the store (with several servers). */
   const connIds = new Map<WebSocket, string>();
-  /** Each open connection's heartbeat, to probe it. */
-  const beats = new Map<WebSocket, Beat>();
-
-  /**
-   * Probes the connections here holding `name` (past their hello's checks): each is pinged now and
-   * dropped if it does not answer within PROBE_WAIT_MS. A probe pending is not started again.
-   */
-  const probeHolders = (name: string): void => {
-    for (const [socket, held] of names) {
-      const beat = held === name ? beats.get(socket) : undefined;
-      if (beat && heartbeats.probe(beat)) log.debug({ worker: name, waitMs: PROBE_WAIT_MS }, 'probing the connection holding a name another connection asked for');
-    }
-  };
-  // Asked by another server, where a hello for the name was refused. Only a name comes in (the feed
-  // is not trusted further): at worst it pings a connection, which keeps its name by answering.
-  parts.events.on('worker.probe', ({ name, remote }) => {
-    if (remote && typeof name === 'string') probeHolders(name);
-  });
 
   /**
    * Cuts a connection off at once, before its peer has answered the close: it is forgotten (so a
@@ -285,21 +261,19 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
     const heartbeat: Beat = {
       alive: true,
       ping: () => socket.ping(),
-      missed: (why) => {
-        if (why === 'probe') log.info({ worker: names.get(socket) ?? session?.name, waitMs: PROBE_WAIT_MS }, 'worker did not answer a ping sent when another connection asked for its name; dropping the connection');
-        else log.info({ worker: session?.name }, 'worker missed its heartbeat; dropping the connection');
+      missed: () => {
+        log.info({ worker: session?.name }, 'worker missed its heartbeat; dropping the connection');
         socket.terminate();
       },
     };
     heartbeats.add(heartbeat);
-    beats.set(socket, heartbeat);
-    socket.on('pong', () => heartbeats.answered(heartbeat));
+    socket.on('pong', () => (heartbeat.alive = true));
 
     const handle = async (frame: unknown): Promise<void> => {
       // Cut off (its credential revoked, its name given to a token): nothing it sends counts any more.
       // Not so for a connection that merely closed: a result sent just before is still applied.
       if (cut.has(socket)) return;
-      heartbeats.answered(heartbeat);
+      heartbeat.alive = true;
       if (!session) {
         clearTimeout(helloTimer);
         const hello = readHello(frame);
@@ -311,8 +285,6 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         }
         if (!identities.has(socket)) return; // revoked while the hello was checked
         if (parts.workers.session(hello.name)) {
-          // Refused this time either way; if the holder is a dead connection, the retry gets in.
-          probeHolders(hello.name);
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;
         }
@@ -328,7 +300,6 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
         if (!claimed) {
           names.delete(socket);
           log.info({ worker: hello.name }, 'worker refused: its name is connected on another server');
-          parts.events.publish('worker.probe', { name: hello.name });
           refuse(socket, new WorkerNameTakenError(hello.name), CloseCode.nameTaken);
           return;
         }
@@ -392,7 +363,6 @@ export function registerWorkerGateway(app: FastifyInstance, parts: WorkerGateway
       names.delete(socket);
       connIds.delete(socket);
       sessions.delete(socket);
-      beats.delete(socket);
       clearTimeout(helloTimer);
       heartbeats.delete(heartbeat);
       if (link) link.open = false;
