@@ -143,3 +143,10 @@ export async function consoleEvents(server: KilnServer, runId: string, follow = 
   const response = await fetch(`${server.url}/api/runs/${runId}/console?follow=${follow}`, { headers: { authorization: `Bearer ${server.tokens.admin}` } });
   return (await response.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line));
 }
+
+/** `promise`, or a failure saying `what` did not happen within `ms` (a bound on a wait, not a sleep). */
+export function within<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}

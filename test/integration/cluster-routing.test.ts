@@ -8,20 +8,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CloseCode } from '../../src/protocol/index.js';
 import type { KilnServer } from '../../src/server/index.js';
-import { call, FakeWorker, helloFrame, inProcessServer } from '../helpers/in-process.js';
+import { call, FakeWorker, helloFrame, inProcessServer, within } from '../helpers/in-process.js';
 import { freshSchema } from '../helpers/postgres.js';
 import { needs } from '../helpers/requirements.js';
 
 const skip = needs('postgres');
 const T0 = 1_700_000_000_000;
 const job = { name: 'long', platform: 'testos', script: 'for i in $(seq 100); do echo $i; done\n', period: 'never', timeoutMs: 60_000 };
-
-/** `promise`, or a failure saying `what` did not happen within `ms` (a bound on a wait, not a sleep). */
-function within<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
 
 /** A followed console, read as it comes: `until` waits for an event that matches. */
 function follow(server: KilnServer, runId: string) {
