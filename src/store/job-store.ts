@@ -437,7 +437,8 @@ export interface ImportWrites {
 /**
  * A file's import (`kiln import-robur`) as one transaction: its record, the platforms it drops, the
  * jobs it adds and the runs it queues. The callbacks are the importer's decisions on what the store
- * holds in that transaction: synchronous and pure (a retried transaction calls them again); one that
+ * holds in that transaction: synchronous, and safe to call again (a retried transaction does; `queue`
+ * makes new run ids each time, which is fine: only the committed attempt's are kept); one that
  * throws rolls everything back.
  */
 export interface ImportPlan {
